@@ -1,0 +1,66 @@
+//! `system` event payloads and the exact reason strings clients see (PROTOCOL.md §2.5, §2.9, §7).
+
+use serde_json::json;
+
+/// `extension` of a `system` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extension {
+    System,
+    PostgresChanges,
+}
+
+impl Extension {
+    fn as_str(self) -> &'static str {
+        match self {
+            Extension::System => "system",
+            Extension::PostgresChanges => "postgres_changes",
+        }
+    }
+}
+
+/// `{"extension","status","message","channel"}`; `channel` (the sub-topic) is omitted when `None`.
+pub fn payload(extension: Extension, ok: bool, message: &str, channel: Option<&str>) -> String {
+    let status = if ok { "ok" } else { "error" };
+    let mut value = json!({ "extension": extension.as_str(), "status": status, "message": message });
+    if let Some(channel) = channel {
+        value["channel"] = json!(channel);
+    }
+    value.to_string()
+}
+
+/// Join error reasons, `"<Code>: <message>"` as the reference builds them.
+pub mod reason {
+    pub const TOPIC_NAME_REQUIRED: &str = "TopicNameRequired: You must provide a topic name";
+    pub const TOO_MANY_CONNECTED_USERS: &str = "ConnectionRateLimitReached: Too many connected users";
+    pub const TOO_MANY_JOINS: &str = "ClientJoinRateLimitReached: Too many joins per second";
+    pub const TOO_MANY_CHANNELS: &str = "ChannelRateLimitReached: Too many channels";
+    pub const CHANNEL_FULL: &str = "ChannelMembersLimitReached: Too many members in this channel";
+    pub const PRIVATE_UNAVAILABLE: &str =
+        "PrivateChannelsUnavailable: Private channels need DATABASE_URL for RLS authorization";
+    pub const UNMATCHED_TOPIC: &str = "unmatched topic";
+    pub const PRESENCE_PAYLOAD_NOT_MAP: &str = "Presence track payload must be a map";
+    pub const SHUTTING_DOWN: &str = "ServerShuttingDown: The server is shutting down";
+}
+
+/// Messages of `system` errors that close a channel.
+pub mod shutdown {
+    pub const TOO_MANY_MESSAGES: &str = "Too many messages per second";
+    pub const PRESENCE_RATE: &str = "Client presence rate limit exceeded";
+    pub const TRACK_TOO_LARGE: &str = "Track message size exceeded";
+    pub const SERVER_DISCONNECT: &str = "Server requested disconnect";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_shape() {
+        let p: serde_json::Value =
+            serde_json::from_str(&payload(Extension::System, false, "m", Some("room"))).unwrap();
+        assert_eq!(p, json!({"extension": "system", "status": "error", "message": "m", "channel": "room"}));
+        let p: serde_json::Value =
+            serde_json::from_str(&payload(Extension::PostgresChanges, true, "ok", None)).unwrap();
+        assert!(p.get("channel").is_none());
+    }
+}
