@@ -63,7 +63,7 @@ pub fn flexible_bool(value: Option<&Value>) -> Option<bool> {
     }
 }
 
-fn object<'a>(value: Option<&'a Value>) -> Option<&'a Map<String, Value>> {
+fn object(value: Option<&Value>) -> Option<&Map<String, Value>> {
     value.and_then(Value::as_object)
 }
 
@@ -88,7 +88,7 @@ impl JoinPayload {
             return JoinPayload::default();
         };
         let access_token = string(map.get("user_token")).or_else(|| string(map.get("access_token")));
-        let config = map.get("config").map(|c| JoinConfig::from_value(c));
+        let config = map.get("config").map(JoinConfig::from_value);
         JoinPayload { config, access_token }
     }
 }
