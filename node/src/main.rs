@@ -1,1 +1,49 @@
-fn main() {}
+//! `realtime`: reads the configuration, installs logs and metrics, binds the listener and runs the node
+//! until SIGTERM or Ctrl-C, then drains.
+
+use std::net::TcpListener;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use realtime_node::auth::dev;
+use realtime_node::config::{Config, Settings};
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    realtime_node::telemetry::init();
+    let mut config = Config::load(Settings::parse()).context("configuration")?;
+    let metrics = realtime_node::metrics::install().context("metrics recorder")?;
+    if config.jwt_secret.is_none() {
+        let secret = dev::generate_secret();
+        eprintln!("REALTIME_JWT_SECRET is not set; using a generated dev secret: {secret}");
+        eprintln!("a token for role \"anon\", valid 24 h: {}", dev::token(&secret, "anon", 24 * 3600));
+        config.jwt_secret = Some(secret);
+    }
+    let listener = TcpListener::bind(config.bind).with_context(|| format!("binding {}", config.bind))?;
+    let local = listener.local_addr().context("listener address")?;
+    println!("realtime listening on http://{local}");
+    realtime_node::run(config, listener, metrics, shutdown_signal()).await.context("node")
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -217,6 +217,14 @@ function newClient(t, server, { vsn = '2.0.0', apikey = tokens.valid(), timeout,
     ...(timeout ? { timeout } : {}),
     ...rest,
   });
+  const origChannel = client.channel.bind(client);
+  client.__allChannels = new Set();
+  client.channel = (...a) => {
+    const ch = origChannel(...a);
+    trackPushes(ch);
+    client.__allChannels.add(ch);
+    return ch;
+  };
   client.__id = id;
   client.__logs = logs;
   client.__vsn = vsn;
@@ -233,6 +241,24 @@ function safeJson(v) {
   }
 }
 
+/**
+ * Remember every Push a channel creates so closeClient() can cancel their 10 s reply timers
+ * (realtime-js starts one even for un-acked broadcasts, which never get a reply); otherwise
+ * they keep the test process alive after the last test. Purely bookkeeping.
+ */
+function trackPushes(ch) {
+  if (ch.__pushes) return;
+  ch.__pushes = [];
+  const adapter = ch.channelAdapter;
+  const orig = adapter.push.bind(adapter);
+  adapter.push = (...a) => {
+    const p = orig(...a);
+    ch.__pushes.push(p);
+    if (ch.__pushes.length > 200) ch.__pushes.shift();
+    return p;
+  };
+}
+
 /** Tear a client down without waiting on the server: no leave round-trips, bounded close. */
 async function closeClient(client) {
   if (!clients.has(client)) return;
@@ -240,9 +266,10 @@ async function closeClient(client) {
   try {
     client._cancelPendingDisconnect();
   } catch (_) {}
-  for (const ch of [...client.getChannels()]) {
+  for (const ch of new Set([...client.getChannels(), ...(client.__allChannels || [])])) {
     try {
       ch.teardown();
+      for (const p of ch.__pushes || []) p.cancelTimeout();
     } catch (_) {}
   }
   client.channels = [];
@@ -283,6 +310,7 @@ const connOf = (client) => client.socketAdapter.getSocket().conn;
  */
 function openChannel(client, topic, { config = {}, presence = false, postgres = [], subscribe = true, timeout } = {}) {
   const ch = client.channel(topic, { config });
+  trackPushes(ch);
   ch.rx = [];
   ch.sys = [];
   ch.pres = [];

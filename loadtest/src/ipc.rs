@@ -1,0 +1,75 @@
+//! The parent ↔ worker protocol: workers write one JSON object per line on stdout
+//! ([`WorkerMessage`]); the parent writes [`STOP`] on a worker's stdin (closing stdin means the same).
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::{ErrorCounts, HistogramData};
+
+/// Line the parent sends to end the receive phase.
+pub const STOP: &str = "stop";
+
+/// A worker's report to the parent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerMessage {
+    /// Sent once every connection has joined or failed (or the connect phase timed out).
+    Joined(JoinedReport),
+    /// Sent after [`STOP`], when the worker's connections are closed.
+    Finished(FinishedReport),
+}
+
+/// The connect phase of one worker.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JoinedReport {
+    pub ok: u64,
+    pub failed: u64,
+    /// Connect+join latency (µs) of the connections that joined.
+    pub connect_join_us: HistogramData,
+    pub errors: ErrorCounts,
+    /// Joined receivers per channel index (length = channel count).
+    pub joined_per_channel: Vec<u64>,
+}
+
+/// The receive phase of one worker.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FinishedReport {
+    pub delivered: u64,
+    /// Delivery latency (µs) of every delivered broadcast.
+    pub delivery_us: HistogramData,
+    /// Failures after the join (closed sockets, channel closes, undecodable frames).
+    pub errors: ErrorCounts,
+}
+
+impl WorkerMessage {
+    /// One line of JSON, without the newline.
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).expect("worker messages always serialise")
+    }
+
+    pub fn from_line(line: &str) -> Result<WorkerMessage, serde_json::Error> {
+        serde_json::from_str(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip() {
+        let joined = WorkerMessage::Joined(JoinedReport {
+            ok: 3,
+            failed: 1,
+            connect_join_us: HistogramData(vec![(100, 2), (250, 1)]),
+            errors: ErrorCounts::from([("connect refused".to_owned(), 1)]),
+            joined_per_channel: vec![2, 1],
+        });
+        let line = joined.to_line();
+        assert!(line.starts_with(r#"{"type":"joined""#), "{line}");
+        assert!(!line.contains('\n'));
+        assert_eq!(WorkerMessage::from_line(&line).unwrap(), joined);
+        let finished = WorkerMessage::Finished(FinishedReport { delivered: 9, ..FinishedReport::default() });
+        assert_eq!(WorkerMessage::from_line(&finished.to_line()).unwrap(), finished);
+        assert!(WorkerMessage::from_line("hello").is_err());
+    }
+}

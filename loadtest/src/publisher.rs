@@ -1,0 +1,195 @@
+//! Publisher connections (run in the parent process): each joins its share of the channels and
+//! broadcasts stamped payloads at its share of the total rate, round-robin over its channels.
+//!
+//! Publishers are separate sockets from the receivers and join with `self: false`, so they never
+//! receive their own broadcasts. The server limits events per socket per second (100 by default),
+//! which is why the total rate is spread over several publishers.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde::Deserialize;
+use tokio::time::{interval_at, sleep_until, Instant, MissedTickBehavior};
+
+use crate::client::{closed_kind, Client, ClientError, Endpoint, HEARTBEAT_INTERVAL};
+use crate::frames::{self, Event};
+use crate::payload::Stamp;
+use crate::report::{merge_errors, ErrorCounts};
+use crate::scenario::fanout::topic;
+
+/// User event name of every load broadcast.
+pub const EVENT: &str = "load";
+
+/// Most channels one socket may join on a default server (`--max-channels-per-client`).
+pub const MAX_CHANNELS_PER_PUBLISHER: usize = 100;
+
+/// What the publishers do.
+#[derive(Debug, Clone)]
+pub struct PublishPlan {
+    pub publishers: usize,
+    pub channels: usize,
+    /// Broadcasts per second over all publishers.
+    pub rate: f64,
+    pub duration: Duration,
+    pub connect_timeout: Duration,
+    pub join_timeout: Duration,
+}
+
+/// What the publishers did.
+#[derive(Debug, Clone, Default)]
+pub struct PublishResult {
+    /// Publishers that connected and joined all their channels.
+    pub connected: u64,
+    pub sent_per_channel: Vec<u64>,
+    /// Time from the first scheduled send to the end of the publish window.
+    pub elapsed: Duration,
+    pub errors: ErrorCounts,
+}
+
+/// Channels publisher `p` of `publishers` sends to: every `publishers`-th channel starting at `p`, or a
+/// single shared channel when there are more publishers than channels.
+pub fn channels_of(p: usize, publishers: usize, channels: usize) -> Vec<usize> {
+    if publishers >= channels {
+        vec![p % channels]
+    } else {
+        (p..channels).step_by(publishers).collect()
+    }
+}
+
+/// A joined channel of a publisher.
+struct Joined {
+    channel: usize,
+    topic: String,
+    join_ref: String,
+    open: bool,
+}
+
+struct Publisher {
+    index: usize,
+    client: Client,
+    channels: Vec<Joined>,
+}
+
+/// Connects every publisher, then publishes for `plan.duration` starting at the same instant.
+pub async fn run(endpoint: &Endpoint, plan: &PublishPlan) -> PublishResult {
+    let mut result = PublishResult { sent_per_channel: vec![0; plan.channels], ..PublishResult::default() };
+    let connects = join_all((0..plan.publishers).map(|p| connect(endpoint, p, plan))).await;
+    let mut ready = Vec::new();
+    for outcome in connects {
+        match outcome {
+            Ok(publisher) => ready.push(publisher),
+            Err(e) => *result.errors.entry(format!("publisher {}", e.kind())).or_default() += 1,
+        }
+    }
+    result.connected = ready.len() as u64;
+    let start = Instant::now();
+    let end = start + plan.duration;
+    for (sent, errors) in join_all(ready.into_iter().map(|p| p.publish(plan, start, end))).await {
+        for (channel, n) in sent {
+            result.sent_per_channel[channel] += n;
+        }
+        merge_errors(&mut result.errors, &errors);
+    }
+    result.elapsed = plan.duration;
+    result
+}
+
+async fn connect(endpoint: &Endpoint, index: usize, plan: &PublishPlan) -> Result<Publisher, ClientError> {
+    let mut client = Client::connect(endpoint, Instant::now() + plan.connect_timeout).await?;
+    let mut channels = Vec::new();
+    for channel in channels_of(index, plan.publishers, plan.channels) {
+        let topic = topic(channel);
+        let join_ref = client.join(&topic, Instant::now() + plan.join_timeout).await?;
+        channels.push(Joined { channel, topic, join_ref, open: true });
+    }
+    Ok(Publisher { index, client, channels })
+}
+
+#[derive(Deserialize)]
+struct SystemPayload {
+    message: Option<String>,
+}
+
+impl Publisher {
+    /// Sends at `rate / publishers` per second from `start` (offset so publishers interleave) to `end`.
+    /// Returns broadcasts sent per channel and the errors seen.
+    async fn publish(
+        mut self,
+        plan: &PublishPlan,
+        start: Instant,
+        end: Instant,
+    ) -> (Vec<(usize, u64)>, ErrorCounts) {
+        let mut errors = ErrorCounts::new();
+        let mut sent: Vec<(usize, u64)> = self.channels.iter().map(|j| (j.channel, 0)).collect();
+        let period = Duration::from_secs_f64(plan.publishers as f64 / plan.rate);
+        let offset = period.mul_f64(self.index as f64 / plan.publishers as f64);
+        let mut tick = interval_at(start + offset, period);
+        // Falling behind lowers the achieved rate instead of bursting past the server's per-socket limit.
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut heartbeat = interval_at(start + HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL);
+        let mut error = |kind: String| *errors.entry(format!("publisher {kind}")).or_default() += 1;
+        let (mut k, mut next) = (0u64, 0usize);
+        let finished = sleep_until(end);
+        tokio::pin!(finished);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut finished => break,
+                event = self.client.recv() => match event {
+                    Event::ChannelClosed { topic, event } => {
+                        error(event);
+                        self.channels.iter_mut().filter(|j| j.topic == topic).for_each(|j| j.open = false);
+                    }
+                    Event::System { payload, .. } => {
+                        let message = serde_json::from_str::<SystemPayload>(&payload).ok().and_then(|p| p.message);
+                        error(format!("system: {}", message.unwrap_or(payload)));
+                    }
+                    Event::Reply { ok: false, response, .. } => error(format!("reply error: {}", frames::error_reason(&response))),
+                    Event::Closed { code } => {
+                        error(closed_kind("closed", code));
+                        break;
+                    }
+                    _ => {}
+                },
+                _ = tick.tick() => {
+                    let Some(slot) = (0..self.channels.len()).map(|i| (next + i) % self.channels.len()).find(|&i| self.channels[i].open) else {
+                        break;
+                    };
+                    next = slot + 1;
+                    let stamp = Stamp::now(k * plan.publishers as u64 + self.index as u64);
+                    let joined = &self.channels[slot];
+                    if let Err(e) = self.client.broadcast(&joined.topic, &joined.join_ref, EVENT, &stamp.encode()).await {
+                        error(e.kind());
+                        break;
+                    }
+                    sent[slot].1 += 1;
+                    k += 1;
+                }
+                _ = heartbeat.tick() => {
+                    if let Err(e) = self.client.heartbeat().await {
+                        error(e.kind());
+                        break;
+                    }
+                }
+            }
+        }
+        self.client.close().await;
+        (sent, errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_are_split_between_publishers() {
+        assert_eq!(channels_of(0, 3, 10), vec![0, 3, 6, 9]);
+        assert_eq!(channels_of(2, 3, 10), vec![2, 5, 8]);
+        let mut all: Vec<usize> = (0..3).flat_map(|p| channels_of(p, 3, 10)).collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+        assert_eq!(channels_of(7, 20, 5), vec![2]);
+        assert_eq!(channels_of(0, 1, 1), vec![0]);
+    }
+}

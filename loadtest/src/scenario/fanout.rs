@@ -1,0 +1,339 @@
+//! Scenario `fanout`: N receivers spread over worker processes join M channels `realtime:load-<i>`
+//! round-robin (`self: false`, `ack: false`); then publishers in this process broadcast stamped
+//! payloads at a fixed total rate for `--duration` seconds, followed by a `--drain`.
+//!
+//! Measured: connect+join latency per receiver (TCP connect start → ok `phx_reply`), broadcasts sent,
+//! deliveries expected (Σ over channels of sent × joined receivers) vs received, delivery latency
+//! (receive time − send stamp, same clock), errors by kind, and the server's RSS before connecting,
+//! once all receivers are idle, and at the end.
+//!
+//! Phases, each with a deadline: spawn workers → wait for every `joined` line → settle, sample RSS →
+//! publish → drain → sample RSS → `stop` the workers and collect their `finished` lines.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use hdrhistogram::Histogram;
+use realtime_proto::Vsn;
+use tokio::time::{sleep, Instant};
+
+use crate::client::Endpoint;
+use crate::ipc::{FinishedReport, JoinedReport};
+use crate::pool::{split, Pool, WorkerSlice};
+use crate::publisher::{self, PublishPlan, MAX_CHANNELS_PER_PUBLISHER};
+use crate::report::{latency_histogram, merge_errors, ErrorCounts, FanoutReport, LatencySummary, RssSamples};
+use crate::rss::read_rss_kib;
+use crate::token::anon_token;
+use crate::worker::ConnectArgs;
+
+/// Connections per worker process when `--processes` is not given.
+pub const CONNECTIONS_PER_PROCESS: usize = 5_000;
+/// Hard cap per worker: the open-files hard limit is 20,000 and a process needs a few spare.
+pub const MAX_CONNECTIONS_PER_PROCESS: usize = 19_000;
+/// Default per-publisher rate; the server's default per-socket limit is 100 events/s.
+pub const PUBLISHER_RATE: f64 = 50.0;
+/// Server per-socket event limit by default (`--max-events-per-second`).
+const SERVER_EVENTS_PER_SOCKET: f64 = 100.0;
+/// Pause between the last join and the idle RSS sample.
+const SETTLE: Duration = Duration::from_secs(1);
+/// Extra time the parent gives a worker beyond its own connect-phase timeout.
+const JOIN_GRACE: Duration = Duration::from_secs(15);
+/// Time workers get to close their sockets and report after `stop`.
+const FINISH_BUDGET: Duration = Duration::from_secs(15);
+
+/// The topic of channel `i`.
+pub fn topic(channel: usize) -> String {
+    format!("realtime:load-{channel}")
+}
+
+/// Arguments of `realtime-loadtest fanout`.
+#[derive(Args, Debug, Clone)]
+pub struct FanoutArgs {
+    /// WebSocket endpoint (`apikey` and `vsn` are appended).
+    #[arg(long, default_value = "ws://127.0.0.1:4000/socket/websocket")]
+    pub target: String,
+    /// HS256 secret the server verifies tokens with.
+    #[arg(long, env = "REALTIME_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: String,
+    /// Receiver connections (N).
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// Channels (M); receiver i joins `realtime:load-<i mod M>`.
+    #[arg(long, default_value_t = 10)]
+    pub channels: usize,
+    /// Publisher connections; default max(ceil(rate / 50), ceil(channels / 100)).
+    #[arg(long)]
+    pub publishers: Option<usize>,
+    /// Broadcasts per second, over all publishers.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 30)]
+    pub duration: u64,
+    /// Seconds to keep receiving after the last broadcast.
+    #[arg(long, default_value_t = 3)]
+    pub drain: u64,
+    /// Serializer: 2.0.0 (binary broadcasts) or 1.0.0 (JSON objects).
+    #[arg(long, default_value = "2.0.0")]
+    pub vsn: Vsn,
+    /// Worker processes holding the receivers; default ceil(connections / 5000).
+    #[arg(long)]
+    pub processes: Option<usize>,
+    /// Server pid, to sample its RSS from /proc/<pid>/status.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Append the results as one CSV row to this file.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// The derived numbers of a run, validated.
+#[derive(Debug, Clone, PartialEq)]
+struct Plan {
+    processes: usize,
+    publishers: usize,
+}
+
+impl Plan {
+    fn new(args: &FanoutArgs) -> anyhow::Result<Plan> {
+        if args.connections == 0 || args.channels == 0 {
+            bail!("--connections and --channels must be at least 1");
+        }
+        if !(args.rate > 0.0 && args.rate.is_finite()) {
+            bail!("--rate must be a positive number");
+        }
+        let processes = args.processes.unwrap_or_else(|| args.connections.div_ceil(CONNECTIONS_PER_PROCESS));
+        if processes == 0 || processes > args.connections {
+            bail!("--processes must be between 1 and --connections");
+        }
+        if args.connections.div_ceil(processes) > MAX_CONNECTIONS_PER_PROCESS {
+            bail!("at most {MAX_CONNECTIONS_PER_PROCESS} connections per process (open-files limit): raise --processes");
+        }
+        let by_rate = (args.rate / PUBLISHER_RATE).ceil() as usize;
+        let by_channels = args.channels.div_ceil(MAX_CHANNELS_PER_PUBLISHER);
+        let publishers = args.publishers.unwrap_or(by_rate.max(by_channels)).max(1);
+        if args.channels.div_ceil(publishers) > MAX_CHANNELS_PER_PUBLISHER {
+            bail!(
+                "each publisher may join at most {MAX_CHANNELS_PER_PUBLISHER} channels: raise --publishers"
+            );
+        }
+        Ok(Plan { processes, publishers })
+    }
+}
+
+/// Deliveries a run should see: every broadcast reaches every receiver joined to its channel.
+pub fn expected_deliveries(sent_per_channel: &[u64], joined_per_channel: &[u64]) -> u64 {
+    sent_per_channel.iter().zip(joined_per_channel).map(|(s, j)| s * j).sum()
+}
+
+/// Runs the scenario and prints its table on stdout.
+pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
+    let plan = Plan::new(&args)?;
+    let per_publisher = args.rate / plan.publishers as f64;
+    if per_publisher > SERVER_EVENTS_PER_SOCKET {
+        eprintln!("warning: {per_publisher:.0} broadcasts/s per publisher exceeds the server's default per-socket limit");
+    }
+    let token = anon_token(&args.jwt_secret).context("signing the token")?;
+    let endpoint = Endpoint::resolve(&args.target, &token, args.vsn).await.context("--target")?;
+    let title = format!(
+        "fanout: {} connections in {} processes, {} channels, {} publishers, {} broadcasts/s for {} s (+{} s drain), vsn {}",
+        args.connections, plan.processes, args.channels, plan.publishers, args.rate, args.duration, args.drain, args.vsn
+    );
+    eprintln!("{title}");
+    let publish_plan = PublishPlan {
+        publishers: plan.publishers,
+        channels: args.channels,
+        rate: args.rate,
+        duration: Duration::from_secs(args.duration),
+        connect_timeout: Duration::from_secs(args.connect.connect_timeout),
+        join_timeout: Duration::from_secs(args.connect.join_timeout),
+    };
+    let mut report = FanoutReport { title, ..FanoutReport::default() };
+    report.rss.before = read_rss_kib(args.server_pid);
+
+    let slices = split(args.connections, plan.processes);
+    let mut pool = Pool::spawn(&slices, &worker_args(&args, &plan), &token).context("spawning workers")?;
+    let connect_started = Instant::now();
+    let phase = Duration::from_secs(args.connect.connect_phase_timeout);
+    let joined = pool.joined(Instant::now() + phase + JOIN_GRACE).await;
+    let mut connect_join = latency_histogram();
+    let joined_per_channel = add_joined(&mut report, &mut connect_join, &slices, joined, args.channels);
+    report.connect_join = LatencySummary::of(&connect_join);
+    eprintln!(
+        "connect phase: {} ok, {} failed in {:.1} s",
+        report.connections_ok,
+        report.connections_failed,
+        connect_started.elapsed().as_secs_f64()
+    );
+    sleep(SETTLE).await;
+    report.rss.idle = read_rss_kib(args.server_pid);
+
+    let published = publisher::run(&endpoint, &publish_plan).await;
+    report.publishers_ok = published.connected;
+    report.broadcasts_sent = published.sent_per_channel.iter().sum();
+    report.publish_secs = published.elapsed.as_secs_f64();
+    report.deliveries_expected = expected_deliveries(&published.sent_per_channel, &joined_per_channel);
+    merge_errors(&mut report.errors, &published.errors);
+    eprintln!("published {} broadcasts; draining {} s", report.broadcasts_sent, args.drain);
+    sleep(Duration::from_secs(args.drain)).await;
+    report.rss.end = read_rss_kib(args.server_pid);
+
+    let mut delivery = latency_histogram();
+    add_finished(&mut report, &mut delivery, pool.finish(Instant::now() + FINISH_BUDGET).await);
+    report.delivery = LatencySummary::of(&delivery);
+
+    println!("{}", report.render());
+    if let Some(path) = &args.csv {
+        report.append_csv(path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Arguments every worker gets (the pool adds its index and slice).
+fn worker_args(args: &FanoutArgs, plan: &Plan) -> Vec<String> {
+    let publisher_setup = args.connect.connect_timeout
+        + args.connect.join_timeout * args.channels.div_ceil(plan.publishers) as u64;
+    let lifetime = args.connect.connect_phase_timeout
+        + JOIN_GRACE.as_secs()
+        + SETTLE.as_secs()
+        + publisher_setup
+        + args.duration
+        + args.drain
+        + FINISH_BUDGET.as_secs()
+        + 30;
+    let mut out = vec![
+        format!("--target={}", args.target),
+        format!("--vsn={}", args.vsn),
+        format!("--channels={}", args.channels),
+        format!("--lifetime={lifetime}"),
+    ];
+    out.extend(args.connect.to_cli(args.connect.connect_rate.map(|r| r / plan.processes as f64)));
+    out
+}
+
+/// Folds the workers' connect-phase reports into `report`; returns joined receivers per channel.
+fn add_joined(
+    report: &mut FanoutReport,
+    connect_join: &mut Histogram<u64>,
+    slices: &[WorkerSlice],
+    joined: Vec<Result<JoinedReport, String>>,
+    channels: usize,
+) -> Vec<u64> {
+    let mut per_channel = vec![0; channels];
+    for (slice, outcome) in slices.iter().zip(joined) {
+        match outcome {
+            Ok(worker) => {
+                report.connections_ok += worker.ok;
+                report.connections_failed += worker.failed;
+                worker.connect_join_us.add_to(connect_join);
+                merge_errors(&mut report.errors, &worker.errors);
+                for (total, n) in per_channel.iter_mut().zip(&worker.joined_per_channel) {
+                    *total += n;
+                }
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                report.connections_failed += slice.connections as u64;
+                *report.errors.entry(format!("worker failed: {e}")).or_default() += slice.connections as u64;
+            }
+        }
+    }
+    per_channel
+}
+
+/// Folds the workers' receive-phase reports into `report`.
+fn add_finished(
+    report: &mut FanoutReport,
+    delivery: &mut Histogram<u64>,
+    finished: Vec<Result<FinishedReport, String>>,
+) {
+    let mut worker_errors = ErrorCounts::new();
+    for outcome in finished {
+        match outcome {
+            Ok(worker) => {
+                report.deliveries_received += worker.delivered;
+                worker.delivery_us.add_to(delivery);
+                merge_errors(&mut report.errors, &worker.errors);
+            }
+            Err(e) => *worker_errors.entry(format!("worker lost: {e}")).or_default() += 1,
+        }
+    }
+    merge_errors(&mut report.errors, &worker_errors);
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Harness {
+        #[command(flatten)]
+        args: FanoutArgs,
+    }
+
+    fn args(extra: &[&str]) -> FanoutArgs {
+        Harness::parse_from(["x", "--jwt-secret=s"].iter().chain(extra)).args
+    }
+
+    #[test]
+    fn defaults_follow_the_brief() {
+        let a = args(&[]);
+        assert_eq!((a.connections, a.channels, a.vsn), (10_000, 10, Vsn::V2));
+        assert_eq!(Plan::new(&a).unwrap(), Plan { processes: 2, publishers: 2 });
+        let a = args(&["--connections=10001", "--rate=10", "--channels=250", "--vsn=1.0.0"]);
+        assert_eq!(a.vsn, Vsn::V1);
+        assert_eq!(Plan::new(&a).unwrap(), Plan { processes: 3, publishers: 3 });
+    }
+
+    #[test]
+    fn refuses_impossible_plans() {
+        assert!(Plan::new(&args(&["--connections=40000", "--processes=2"])).is_err());
+        assert!(Plan::new(&args(&["--channels=300", "--publishers=2"])).is_err());
+        assert!(Plan::new(&args(&["--rate=0"])).is_err());
+        assert!(Plan::new(&args(&["--connections=0"])).is_err());
+        assert!(Plan::new(&args(&["--connections=3", "--processes=4"])).is_err());
+    }
+
+    #[test]
+    fn expected_deliveries_weight_by_channel() {
+        assert_eq!(expected_deliveries(&[10, 20, 0], &[3, 2, 100]), 70);
+        assert_eq!(expected_deliveries(&[], &[]), 0);
+    }
+
+    #[test]
+    fn failed_workers_count_their_connections() {
+        let mut report = FanoutReport::default();
+        let mut h = latency_histogram();
+        let slices = split(10, 2);
+        let ok = JoinedReport { ok: 4, failed: 1, joined_per_channel: vec![2, 2], ..JoinedReport::default() };
+        let per_channel =
+            add_joined(&mut report, &mut h, &slices, vec![Ok(ok), Err("worker 1 exited early".into())], 2);
+        assert_eq!(per_channel, vec![2, 2]);
+        assert_eq!((report.connections_ok, report.connections_failed), (4, 6));
+        assert_eq!(report.errors["worker failed: worker 1 exited early"], 5);
+    }
+
+    #[test]
+    fn worker_args_parse_as_a_worker() {
+        use crate::worker::WorkerArgs;
+        #[derive(Parser)]
+        struct W {
+            #[command(flatten)]
+            w: WorkerArgs,
+        }
+        let a = args(&["--connect-rate=100", "--processes=4"]);
+        let plan = Plan::new(&a).unwrap();
+        let cli = worker_args(&a, &plan);
+        let fixed = ["x", "--index=1", "--first-conn=5", "--connections=5", "--token=t"].map(String::from);
+        let w = W::parse_from(fixed.into_iter().chain(cli)).w;
+        assert_eq!(w.connect.connect_rate, Some(25.0));
+        assert_eq!(w.channels, 10);
+        assert!(w.lifetime > a.duration + a.connect.connect_phase_timeout);
+    }
+}

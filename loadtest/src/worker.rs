@@ -1,0 +1,223 @@
+//! Child-process mode (`realtime-loadtest worker`, hidden): holds a slice of the receivers so no
+//! process needs more than its 20,000 open files.
+//!
+//! Lifecycle: connect and join every receiver (at most `--connect-concurrency` in flight, optionally
+//! paced by `--connect-rate`, bounded by `--connect-phase-timeout`), print a `joined` line, keep
+//! receiving until the parent writes `stop` (or closes stdin, or `--lifetime` runs out), close the
+//! sockets and print a `finished` line. Progress goes to stderr; stdout carries only the JSON lines.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use realtime_proto::Vsn;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::{interval, sleep_until, timeout, timeout_at, Instant, MissedTickBehavior};
+
+use crate::client::Endpoint;
+use crate::ipc::{JoinedReport, WorkerMessage, STOP};
+use crate::receiver::{self, JoinOutcome, ReceiverContext, ReceiverStats};
+use crate::report::{latency_histogram, HistogramData};
+use crate::scenario::fanout::topic;
+
+/// Environment variable the parent passes the JWT in (kept off the command line).
+pub const TOKEN_ENV: &str = "REALTIME_LOADTEST_TOKEN";
+
+/// Time receivers get to send their close frames after `stop`.
+const STOP_BUDGET: Duration = Duration::from_secs(3);
+
+/// How connections are opened; shared by the parent's flags and the worker's.
+#[derive(Args, Debug, Clone)]
+pub struct ConnectArgs {
+    /// Connects in flight at once, per worker process (the ramp).
+    #[arg(long, default_value_t = 100)]
+    pub connect_concurrency: usize,
+    /// Connection attempts per second (total over all workers); unlimited when absent.
+    #[arg(long)]
+    pub connect_rate: Option<f64>,
+    /// Seconds for TCP connect plus WebSocket handshake.
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout: u64,
+    /// Seconds from sending `phx_join` to its reply.
+    #[arg(long, default_value_t = 10)]
+    pub join_timeout: u64,
+    /// Seconds for a worker's whole connect phase; connections still pending then count as failed.
+    #[arg(long, default_value_t = 120)]
+    pub connect_phase_timeout: u64,
+}
+
+impl ConnectArgs {
+    /// The same settings as command-line arguments, with `connect_rate` replaced by `rate`.
+    pub fn to_cli(&self, rate: Option<f64>) -> Vec<String> {
+        let mut out = vec![
+            format!("--connect-concurrency={}", self.connect_concurrency),
+            format!("--connect-timeout={}", self.connect_timeout),
+            format!("--join-timeout={}", self.join_timeout),
+            format!("--connect-phase-timeout={}", self.connect_phase_timeout),
+        ];
+        if let Some(rate) = rate {
+            out.push(format!("--connect-rate={rate}"));
+        }
+        out
+    }
+}
+
+/// Arguments of the hidden `worker` subcommand, written by the parent.
+#[derive(Args, Debug, Clone)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    pub index: usize,
+    #[arg(long)]
+    pub target: String,
+    #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
+    pub token: String,
+    #[arg(long)]
+    pub vsn: Vsn,
+    #[arg(long)]
+    pub channels: usize,
+    /// Global index of this worker's first connection (channel = global index mod channels).
+    #[arg(long)]
+    pub first_conn: usize,
+    #[arg(long)]
+    pub connections: usize,
+    /// Seconds after which the worker exits even without `stop`.
+    #[arg(long)]
+    pub lifetime: u64,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+async fn emit(message: &WorkerMessage) -> anyhow::Result<()> {
+    let mut stdout = tokio::io::stdout();
+    stdout.write_all(format!("{}\n", message.to_line()).as_bytes()).await?;
+    stdout.flush().await?;
+    Ok(())
+}
+
+/// Runs the worker until it has reported `finished`.
+pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    let lifetime_end = Instant::now() + Duration::from_secs(args.lifetime);
+    let endpoint = Endpoint::resolve(&args.target, &args.token, args.vsn).await.context("target")?;
+    let (outcome_tx, outcome_rx) = mpsc::channel(1_024);
+    let ctx = Arc::new(ReceiverContext {
+        endpoint,
+        connect_timeout: Duration::from_secs(args.connect.connect_timeout),
+        join_timeout: Duration::from_secs(args.connect.join_timeout),
+        stats: ReceiverStats::default(),
+        outcome_tx,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let joined = connect_phase(&args, &ctx, &mut tasks, outcome_rx, &stop_rx).await;
+    eprintln!("[worker {}] joined {} / {}", args.index, joined.ok, args.connections);
+    emit(&WorkerMessage::Joined(joined)).await?;
+
+    wait_for_stop(lifetime_end).await;
+    let _ = stop_tx.send(true);
+    if timeout(STOP_BUDGET, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+        tasks.abort_all();
+    }
+    emit(&WorkerMessage::Finished(ctx.stats.finish())).await
+}
+
+/// Opens every connection of this worker; returns the phase report once each has joined or failed.
+async fn connect_phase(
+    args: &WorkerArgs,
+    ctx: &Arc<ReceiverContext>,
+    tasks: &mut JoinSet<()>,
+    mut outcome_rx: mpsc::Receiver<JoinOutcome>,
+    stop_rx: &watch::Receiver<bool>,
+) -> JoinedReport {
+    let n = args.connections;
+    let deadline = Instant::now() + Duration::from_secs(args.connect.connect_phase_timeout);
+    let gate = Arc::new(Semaphore::new(args.connect.connect_concurrency.max(1)));
+    let mut pace = args.connect.connect_rate.filter(|r| *r > 0.0).map(|rate| {
+        let mut pace = interval(Duration::from_secs_f64(1.0 / rate));
+        pace.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        pace
+    });
+    let mut handles: Vec<Option<AbortHandle>> = Vec::with_capacity(n);
+    let mut report = JoinedReport { joined_per_channel: vec![0; args.channels], ..JoinedReport::default() };
+    let mut connect_join = latency_histogram();
+    let mut reported = 0;
+    let timed_out = sleep_until(deadline);
+    tokio::pin!(timed_out);
+    while reported < n {
+        tokio::select! {
+            _ = &mut timed_out => break,
+            Some(outcome) = outcome_rx.recv() => {
+                reported += 1;
+                handles[outcome.conn] = None;
+                match outcome.result {
+                    Ok(us) => {
+                        report.ok += 1;
+                        report.joined_per_channel[outcome.channel] += 1;
+                        connect_join.saturating_record(us);
+                    }
+                    Err(kind) => {
+                        report.failed += 1;
+                        *report.errors.entry(kind).or_default() += 1;
+                    }
+                }
+            }
+            permit = Arc::clone(&gate).acquire_owned(), if handles.len() < n => {
+                if let Some(pace) = pace.as_mut() {
+                    pace.tick().await;
+                }
+                let conn = handles.len();
+                let channel = (args.first_conn + conn) % args.channels;
+                let permit = permit.expect("the connect gate is never closed");
+                let task = receiver::run(Arc::clone(ctx), conn, channel, topic(channel), permit, stop_rx.clone());
+                handles.push(Some(tasks.spawn(task)));
+            }
+        }
+    }
+    let pending = n - reported;
+    if pending > 0 {
+        for handle in handles.iter().flatten() {
+            handle.abort();
+        }
+        report.failed += pending as u64;
+        *report.errors.entry("connect phase timeout".into()).or_default() += pending as u64;
+    }
+    report.connect_join_us = HistogramData::from_histogram(&connect_join);
+    report
+}
+
+/// Returns on a `stop` line, on stdin EOF or error, or at `lifetime_end`.
+async fn wait_for_stop(lifetime_end: Instant) {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        match timeout_at(lifetime_end, lines.next_line()).await {
+            Ok(Ok(Some(line))) if line.trim() != STOP => continue,
+            _ => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Harness {
+        #[command(flatten)]
+        connect: ConnectArgs,
+    }
+
+    #[test]
+    fn connect_args_round_trip_through_the_cli() {
+        let parsed = Harness::parse_from(["x", "--connect-concurrency=7", "--connect-timeout=3"]);
+        let cli = parsed.connect.to_cli(Some(12.5));
+        let again = Harness::parse_from(std::iter::once("x".to_owned()).chain(cli));
+        assert_eq!(again.connect.connect_concurrency, 7);
+        assert_eq!(again.connect.connect_timeout, 3);
+        assert_eq!(again.connect.join_timeout, 10);
+        assert_eq!(again.connect.connect_rate, Some(12.5));
+    }
+}

@@ -1,0 +1,159 @@
+//! ChannelActor: the members of one topic on this node, join admission and broadcast fan-out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::dev::SendError;
+use actix::prelude::*;
+use realtime_proto::topic;
+
+use super::fanout::EncodedOnce;
+use super::messages::{
+    Broadcast, ConnId, Join, Leave, Member, Released, StopChannel, TopicKey, Track, Untrack,
+};
+use super::registry::Registry;
+use crate::metrics::{metrics, Refusal};
+use crate::presence::messages as presence;
+use crate::presence::PresenceActor;
+use crate::socket::messages::{Deliver, JoinOutcome, JoinRefused, SlowConsumer};
+
+/// One topic's local members.
+pub struct ChannelActor {
+    key: TopicKey,
+    /// `realtime:<sub_topic>`, as subscribers see it.
+    topic: Arc<str>,
+    members: HashMap<ConnId, Member>,
+    max_members: usize,
+    registry: Addr<Registry>,
+    /// Started on the first presence subscriber or track.
+    presence: Option<Addr<PresenceActor>>,
+}
+
+impl ChannelActor {
+    pub fn new(key: TopicKey, registry: Addr<Registry>, max_members: usize) -> ChannelActor {
+        let topic: Arc<str> = topic::full_topic(&key.sub_topic).into();
+        ChannelActor { key, topic, members: HashMap::new(), max_members, registry, presence: None }
+    }
+
+    fn presence(&mut self) -> &Addr<PresenceActor> {
+        let topic = self.topic.clone();
+        self.presence.get_or_insert_with(|| PresenceActor::new(topic).start())
+    }
+
+    /// Removes a member and everything it held; the registry hears that one membership ended.
+    fn remove(&mut self, conn: ConnId) {
+        if self.members.remove(&conn).is_some() {
+            metrics().channel_members.decrement(1.0);
+            if let Some(presence) = &self.presence {
+                presence.do_send(presence::MemberGone { conn });
+            }
+            self.registry.do_send(Released { key: self.key.clone() });
+        }
+    }
+}
+
+impl Actor for ChannelActor {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(presence) = self.presence.take() {
+            presence.do_send(presence::Stop);
+        }
+    }
+}
+
+impl Handler<Join> for ChannelActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
+        let member = msg.member;
+        let topic = topic::full_topic(&self.key.sub_topic);
+        if self.members.len() >= self.max_members && !self.members.contains_key(&member.conn) {
+            metrics().refused(Refusal::ChannelFull);
+            member.joined.do_send(JoinOutcome {
+                topic,
+                join_ref: member.join_ref.clone(),
+                result: Err(JoinRefused::Full),
+            });
+            self.registry.do_send(Released { key: self.key.clone() });
+            return;
+        }
+        member.joined.do_send(JoinOutcome {
+            topic,
+            join_ref: member.join_ref.clone(),
+            result: Ok(ctx.address()),
+        });
+        if member.presence_enabled {
+            self.presence().do_send(presence::Subscribe { member: member.clone(), send_state: true });
+        }
+        if let Some(previous) = self.members.insert(member.conn, member) {
+            // The same socket joined again without leaving: the old membership ends here.
+            drop(previous);
+            self.registry.do_send(Released { key: self.key.clone() });
+        } else {
+            metrics().channel_members.increment(1.0);
+        }
+    }
+}
+
+impl Handler<Leave> for ChannelActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
+        self.remove(msg.conn);
+    }
+}
+
+impl Handler<Broadcast> for ChannelActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
+        let mut frames = EncodedOnce::new(&self.topic, &msg.body);
+        let mut dead = Vec::new();
+        for member in self.members.values() {
+            if Some(member.conn) == msg.from && !member.self_broadcast {
+                continue;
+            }
+            let Some(frame) = frames.frame(member.vsn) else { continue };
+            let deliver = Deliver { frame: frame.clone(), received_at: Some(msg.received_at) };
+            match member.outbox.try_send(deliver) {
+                Ok(()) => {}
+                Err(SendError::Full(_)) => {
+                    metrics().refused(Refusal::SlowConsumer);
+                    member.slow.do_send(SlowConsumer);
+                }
+                Err(SendError::Closed(_)) => dead.push(member.conn),
+            }
+        }
+        for conn in dead {
+            self.remove(conn);
+        }
+    }
+}
+
+impl Handler<Track> for ChannelActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Track, _: &mut Context<Self>) {
+        let Some(member) = self.members.get(&msg.conn).cloned() else { return };
+        self.presence().do_send(presence::Track { member, meta: msg.meta });
+    }
+}
+
+impl Handler<Untrack> for ChannelActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Untrack, _: &mut Context<Self>) {
+        if let Some(presence) = &self.presence {
+            presence.do_send(presence::Untrack { conn: msg.conn });
+        }
+    }
+}
+
+impl Handler<StopChannel> for ChannelActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopChannel, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

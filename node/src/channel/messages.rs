@@ -1,0 +1,107 @@
+//! Messages of channel actors and the registry.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use realtime_proto::binary::BinaryEncoding;
+use realtime_proto::Vsn;
+use serde_json::{Map, Value};
+
+use crate::socket::messages::{Deliver, JoinOutcome, SlowConsumer};
+
+/// Identifies one WebSocket connection on this node.
+pub type ConnId = u64;
+
+/// A channel's identity: public and private channels of the same name are different namespaces.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TopicKey {
+    pub sub_topic: Arc<str>,
+    pub private: bool,
+}
+
+/// A socket's membership in a channel, as the channel and its presence set see it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub conn: ConnId,
+    pub join_ref: Option<String>,
+    pub vsn: Vsn,
+    /// Receive your own broadcasts.
+    pub self_broadcast: bool,
+    /// Receive `presence_state` and `presence_diff`.
+    pub presence_enabled: bool,
+    pub presence_key: String,
+    pub outbox: Recipient<Deliver>,
+    pub joined: Recipient<JoinOutcome>,
+    pub slow: Recipient<SlowConsumer>,
+}
+
+/// Join a channel (sent to the registry, which forwards it to the channel).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Join {
+    pub key: TopicKey,
+    pub member: Member,
+}
+
+/// Leave a channel (through the registry, so it is ordered after the join).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Leave {
+    pub key: TopicKey,
+    pub conn: ConnId,
+}
+
+/// What a broadcast carries.
+#[derive(Debug, Clone)]
+pub enum BroadcastBody {
+    /// A JSON payload relayed verbatim as the payload of event `broadcast`.
+    Json(Arc<str>),
+    /// A user broadcast (binary push or REST single): kind 4 to 2.0.0, JSON object to 1.0.0.
+    User { event: Arc<str>, encoding: BinaryEncoding, data: Bytes, meta: Option<Arc<str>> },
+}
+
+/// Fan a broadcast out to the channel's members.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Broadcast {
+    /// The sending connection (skipped unless it joined with `self: true`); `None` for REST.
+    pub from: Option<ConnId>,
+    pub body: BroadcastBody,
+    pub received_at: Instant,
+}
+
+/// Track (or update) the sender's presence in the channel.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Track {
+    pub conn: ConnId,
+    pub meta: Map<String, Value>,
+}
+
+/// Remove the sender's presence.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Untrack {
+    pub conn: ConnId,
+}
+
+/// Registry → channel: the last member left; stop.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct StopChannel;
+
+/// Channel → registry: one reserved membership ended (left, refused or dead).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Released {
+    pub key: TopicKey,
+}
+
+/// Find a channel's address (REST broadcasts).
+#[derive(Message, Debug)]
+#[rtype(result = "Option<Addr<super::ChannelActor>>")]
+pub struct Lookup {
+    pub key: TopicKey,
+}

@@ -1,0 +1,88 @@
+//! The registry: topic → channel actor, and the count of memberships that keeps each channel alive.
+//!
+//! Channel actors are spread round-robin over a pool of arbiters (threads) so fan-out uses every core.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+
+use super::actor::ChannelActor;
+use super::messages::{Join, Leave, Lookup, Released, StopChannel, TopicKey};
+use crate::metrics::metrics;
+
+struct Entry {
+    addr: Addr<ChannelActor>,
+    /// Joins forwarded to the channel and not yet released (left, refused or dead).
+    memberships: usize,
+}
+
+/// Owns the topic → channel map.
+pub struct Registry {
+    channels: HashMap<TopicKey, Entry>,
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: usize,
+    max_members: usize,
+}
+
+impl Registry {
+    /// A registry whose channels run on `arbiters` (at least one).
+    pub fn new(arbiters: Vec<ArbiterHandle>, max_members: usize) -> Registry {
+        assert!(!arbiters.is_empty(), "the registry needs at least one arbiter");
+        Registry { channels: HashMap::new(), arbiters, next_arbiter: 0, max_members }
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+}
+
+impl Handler<Join> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
+        let entry = self.channels.entry(msg.key.clone()).or_insert_with(|| {
+            let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+            self.next_arbiter = self.next_arbiter.wrapping_add(1);
+            let (key, registry, max) = (msg.key.clone(), ctx.address(), self.max_members);
+            let addr =
+                ChannelActor::start_in_arbiter(arbiter, move |_| ChannelActor::new(key, registry, max));
+            Entry { addr, memberships: 0 }
+        });
+        entry.memberships += 1;
+        entry.addr.do_send(msg);
+        metrics().channels.set(self.channels.len() as f64);
+    }
+}
+
+impl Handler<Leave> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
+        if let Some(entry) = self.channels.get(&msg.key) {
+            entry.addr.do_send(msg);
+        }
+    }
+}
+
+impl Handler<Released> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Released, _: &mut Context<Self>) {
+        let Some(entry) = self.channels.get_mut(&msg.key) else { return };
+        entry.memberships = entry.memberships.saturating_sub(1);
+        if entry.memberships == 0 {
+            if let Some(entry) = self.channels.remove(&msg.key) {
+                entry.addr.do_send(StopChannel);
+            }
+            metrics().channels.set(self.channels.len() as f64);
+        }
+    }
+}
+
+impl Handler<Lookup> for Registry {
+    type Result = Option<Addr<ChannelActor>>;
+
+    fn handle(&mut self, msg: Lookup, _: &mut Context<Self>) -> Self::Result {
+        self.channels.get(&msg.key).map(|e| e.addr.clone())
+    }
+}

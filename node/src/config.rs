@@ -1,0 +1,324 @@
+//! The node's one typed configuration struct, built from flags, environment and an optional TOML file.
+//!
+//! Every setting is an environment variable and the same flag (`--bind` for `REALTIME_BIND`); the
+//! precedence is flag > environment > file (`--config` / `REALTIME_CONFIG`, keys are the flag names with
+//! `_`) > default. A value that is given but wrong stops the node at start-up: nothing falls back silently.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Why the configuration cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid TOML for this node: {source}")]
+    ParseFile { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("{name} must be greater than zero")]
+    Zero { name: &'static str },
+    #[error("cannot read JWKS file {path}: {reason}")]
+    Jwks { path: PathBuf, reason: String },
+}
+
+/// Flags; each also reads its environment variable. All optional so the file and defaults can fill in.
+#[derive(Debug, Default, Parser, Deserialize)]
+#[command(name = "realtime", version, about = "Supabase Realtime compatible server")]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Settings {
+    /// TOML file with any of these settings (keys are the flag names with `_`).
+    #[arg(long, env = "REALTIME_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// HTTP and WebSocket listener.
+    #[arg(long, env = "REALTIME_BIND")]
+    pub bind: Option<SocketAddr>,
+    /// HS256/384/512 secret for client JWTs (a dev secret is generated and printed when unset).
+    #[arg(long, env = "REALTIME_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// JWKS file (`{"keys": [...]}`) for RS*/ES*/EdDSA tokens, selected by `kid`.
+    #[arg(long, env = "REALTIME_JWKS")]
+    pub jwks: Option<PathBuf>,
+    /// Stable node name (defaults to the hostname).
+    #[arg(long, env = "REALTIME_NODE_ID")]
+    pub node_id: Option<String>,
+    /// WebSocket connections per node.
+    #[arg(long, env = "REALTIME_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Members per channel.
+    #[arg(long, env = "REALTIME_MAX_CHANNEL_MEMBERS")]
+    pub max_channel_members: Option<usize>,
+    /// Channels per socket.
+    #[arg(long, env = "REALTIME_MAX_CHANNELS_PER_CLIENT")]
+    pub max_channels_per_client: Option<usize>,
+    /// Broadcast and presence pushes per socket per second.
+    #[arg(long, env = "REALTIME_MAX_EVENTS_PER_SECOND")]
+    pub max_events_per_second: Option<u32>,
+    /// Channel joins per node per second.
+    #[arg(long, env = "REALTIME_MAX_JOINS_PER_SECOND")]
+    pub max_joins_per_second: Option<u32>,
+    /// Largest broadcast payload or presence meta, in bytes of JSON.
+    #[arg(long, env = "REALTIME_MAX_PAYLOAD_BYTES")]
+    pub max_payload_bytes: Option<usize>,
+    /// REST broadcast messages per node per second.
+    #[arg(long, env = "REALTIME_MAX_REST_EVENTS_PER_SECOND")]
+    pub max_rest_events_per_second: Option<u32>,
+    /// Presence pushes per channel per presence window.
+    #[arg(long, env = "REALTIME_PRESENCE_MAX_CALLS")]
+    pub presence_max_calls: Option<u32>,
+    /// The presence rate window in milliseconds.
+    #[arg(long, env = "REALTIME_PRESENCE_WINDOW_MS")]
+    pub presence_window_ms: Option<u64>,
+    /// Close a socket that sent nothing (not even a heartbeat) for this long.
+    #[arg(long, env = "REALTIME_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Delay before a join error reply, so retrying clients do not hammer the node.
+    #[arg(long, env = "REALTIME_JOIN_ERROR_DELAY_MS")]
+    pub join_error_delay_ms: Option<u64>,
+    /// Delay before a refused WebSocket handshake is answered.
+    #[arg(long, env = "REALTIME_CONNECT_ERROR_DELAY_MS")]
+    pub connect_error_delay_ms: Option<u64>,
+    /// Budget for the SIGTERM drain.
+    #[arg(long, env = "REALTIME_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: Option<u64>,
+    /// HTTP worker threads (defaults to the number of cores).
+    #[arg(long, env = "REALTIME_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+/// The resolved configuration every component reads.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    /// `None` until resolved by [`crate::auth`]: a dev secret is generated then.
+    pub jwt_secret: Option<String>,
+    /// Raw JWKS JSON, read at start-up.
+    pub jwks_json: Option<String>,
+    pub node_id: String,
+    pub limits: Limits,
+    pub idle_timeout: Duration,
+    pub join_error_delay: Duration,
+    pub connect_error_delay: Duration,
+    pub shutdown_grace: Duration,
+    pub workers: usize,
+}
+
+/// Limits applied to clients (PROTOCOL.md §7 and DESIGN.md's configuration contract).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_channel_members: usize,
+    pub max_channels_per_client: usize,
+    pub max_events_per_second: u32,
+    pub max_joins_per_second: u32,
+    pub max_payload_bytes: usize,
+    pub max_rest_events_per_second: u32,
+    pub presence_max_calls: u32,
+    pub presence_window: Duration,
+    /// Largest WebSocket frame accepted (the reference's `max_frame_size`).
+    pub max_frame_bytes: usize,
+}
+
+/// Defaults shared by `Config` and the README's table.
+pub mod defaults {
+    pub const BIND: &str = "0.0.0.0:4000";
+    pub const MAX_CONNECTIONS: usize = 100_000;
+    pub const MAX_CHANNEL_MEMBERS: usize = 10_000;
+    pub const MAX_CHANNELS_PER_CLIENT: usize = 100;
+    pub const MAX_EVENTS_PER_SECOND: u32 = 100;
+    pub const MAX_JOINS_PER_SECOND: u32 = 5_000;
+    pub const MAX_PAYLOAD_BYTES: usize = 262_144;
+    pub const MAX_REST_EVENTS_PER_SECOND: u32 = 1_000;
+    pub const PRESENCE_MAX_CALLS: u32 = 5;
+    pub const PRESENCE_WINDOW_MS: u64 = 30_000;
+    pub const IDLE_TIMEOUT_MS: u64 = 60_000;
+    pub const JOIN_ERROR_DELAY_MS: u64 = 1_000;
+    pub const CONNECT_ERROR_DELAY_MS: u64 = 1_000;
+    pub const SHUTDOWN_GRACE_MS: u64 = 20_000;
+    pub const MAX_FRAME_BYTES: usize = 5_000_000;
+}
+
+impl Settings {
+    /// Fills every unset field from `file`.
+    fn or(self, file: Settings) -> Settings {
+        Settings {
+            config: self.config,
+            bind: self.bind.or(file.bind),
+            jwt_secret: self.jwt_secret.or(file.jwt_secret),
+            jwks: self.jwks.or(file.jwks),
+            node_id: self.node_id.or(file.node_id),
+            max_connections: self.max_connections.or(file.max_connections),
+            max_channel_members: self.max_channel_members.or(file.max_channel_members),
+            max_channels_per_client: self.max_channels_per_client.or(file.max_channels_per_client),
+            max_events_per_second: self.max_events_per_second.or(file.max_events_per_second),
+            max_joins_per_second: self.max_joins_per_second.or(file.max_joins_per_second),
+            max_payload_bytes: self.max_payload_bytes.or(file.max_payload_bytes),
+            max_rest_events_per_second: self.max_rest_events_per_second.or(file.max_rest_events_per_second),
+            presence_max_calls: self.presence_max_calls.or(file.presence_max_calls),
+            presence_window_ms: self.presence_window_ms.or(file.presence_window_ms),
+            idle_timeout_ms: self.idle_timeout_ms.or(file.idle_timeout_ms),
+            join_error_delay_ms: self.join_error_delay_ms.or(file.join_error_delay_ms),
+            connect_error_delay_ms: self.connect_error_delay_ms.or(file.connect_error_delay_ms),
+            shutdown_grace_ms: self.shutdown_grace_ms.or(file.shutdown_grace_ms),
+            workers: self.workers.or(file.workers),
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::ReadFile { path: path.to_owned(), source })?;
+    toml::from_str(&text)
+        .map_err(|source| ConfigError::ParseFile { path: path.to_owned(), source: Box::new(source) })
+}
+
+fn positive<T: PartialEq + Default>(name: &'static str, value: T) -> Result<T, ConfigError> {
+    if value == T::default() {
+        Err(ConfigError::Zero { name })
+    } else {
+        Ok(value)
+    }
+}
+
+impl Config {
+    /// Resolves flags + environment + file + defaults and validates the result.
+    pub fn load(settings: Settings) -> Result<Config, ConfigError> {
+        let settings = match settings.config.clone() {
+            Some(path) => settings.or(read_file(&path)?),
+            None => settings,
+        };
+        Config::from_settings(settings)
+    }
+
+    fn from_settings(s: Settings) -> Result<Config, ConfigError> {
+        use defaults as d;
+        let jwks_json = match &s.jwks {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::Jwks { path: path.clone(), reason: e.to_string() })?,
+            ),
+            None => None,
+        };
+        let node_id = s.node_id.unwrap_or_else(|| {
+            hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "realtime".into())
+        });
+        let limits = Limits {
+            max_connections: positive("max_connections", s.max_connections.unwrap_or(d::MAX_CONNECTIONS))?,
+            max_channel_members: positive(
+                "max_channel_members",
+                s.max_channel_members.unwrap_or(d::MAX_CHANNEL_MEMBERS),
+            )?,
+            max_channels_per_client: positive(
+                "max_channels_per_client",
+                s.max_channels_per_client.unwrap_or(d::MAX_CHANNELS_PER_CLIENT),
+            )?,
+            max_events_per_second: positive(
+                "max_events_per_second",
+                s.max_events_per_second.unwrap_or(d::MAX_EVENTS_PER_SECOND),
+            )?,
+            max_joins_per_second: positive(
+                "max_joins_per_second",
+                s.max_joins_per_second.unwrap_or(d::MAX_JOINS_PER_SECOND),
+            )?,
+            max_payload_bytes: positive(
+                "max_payload_bytes",
+                s.max_payload_bytes.unwrap_or(d::MAX_PAYLOAD_BYTES),
+            )?,
+            max_rest_events_per_second: positive(
+                "max_rest_events_per_second",
+                s.max_rest_events_per_second.unwrap_or(d::MAX_REST_EVENTS_PER_SECOND),
+            )?,
+            presence_max_calls: positive(
+                "presence_max_calls",
+                s.presence_max_calls.unwrap_or(d::PRESENCE_MAX_CALLS),
+            )?,
+            presence_window: Duration::from_millis(positive(
+                "presence_window_ms",
+                s.presence_window_ms.unwrap_or(d::PRESENCE_WINDOW_MS),
+            )?),
+            max_frame_bytes: d::MAX_FRAME_BYTES,
+        };
+        Ok(Config {
+            bind: s.bind.unwrap_or_else(|| d::BIND.parse().expect("default bind address")),
+            jwt_secret: s.jwt_secret.filter(|secret| !secret.is_empty()),
+            jwks_json,
+            node_id,
+            limits,
+            idle_timeout: Duration::from_millis(positive(
+                "idle_timeout_ms",
+                s.idle_timeout_ms.unwrap_or(d::IDLE_TIMEOUT_MS),
+            )?),
+            join_error_delay: Duration::from_millis(s.join_error_delay_ms.unwrap_or(d::JOIN_ERROR_DELAY_MS)),
+            connect_error_delay: Duration::from_millis(
+                s.connect_error_delay_ms.unwrap_or(d::CONNECT_ERROR_DELAY_MS),
+            ),
+            shutdown_grace: Duration::from_millis(s.shutdown_grace_ms.unwrap_or(d::SHUTDOWN_GRACE_MS)),
+            workers: s
+                .workers
+                .filter(|w| *w > 0)
+                .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+        })
+    }
+
+    /// A configuration for tests: loopback, port 0, a fixed secret, no delays.
+    pub fn for_test(secret: &str) -> Config {
+        let settings = Settings {
+            bind: Some("127.0.0.1:0".parse().expect("loopback")),
+            jwt_secret: Some(secret.to_owned()),
+            node_id: Some("test".into()),
+            join_error_delay_ms: Some(0),
+            connect_error_delay_ms: Some(0),
+            ..Settings::default()
+        };
+        Config::from_settings(settings).expect("test config is valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = Config::from_settings(Settings::default()).unwrap();
+        assert_eq!(c.bind.to_string(), "0.0.0.0:4000");
+        assert_eq!(c.limits.max_connections, 100_000);
+        assert_eq!(c.limits.max_channel_members, 10_000);
+        assert_eq!(c.limits.max_channels_per_client, 100);
+        assert_eq!(c.limits.max_events_per_second, 100);
+        assert_eq!(c.limits.max_joins_per_second, 5_000);
+        assert_eq!(c.limits.max_payload_bytes, 262_144);
+        assert!(c.jwt_secret.is_none());
+    }
+
+    #[test]
+    fn flags_and_env_win_over_file_and_zero_is_refused() {
+        let dir = std::env::temp_dir().join(format!("realtime-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("realtime.toml");
+        std::fs::write(&path, "max_connections = 7\nmax_channel_members = 3\n").unwrap();
+        let settings =
+            Settings { config: Some(path.clone()), max_connections: Some(9), ..Settings::default() };
+        let c = Config::load(settings).unwrap();
+        assert_eq!(c.limits.max_connections, 9);
+        assert_eq!(c.limits.max_channel_members, 3);
+        std::fs::write(&path, "max_conections = 7\n").unwrap();
+        let err = Config::load(Settings { config: Some(path), ..Settings::default() }).unwrap_err();
+        assert!(matches!(err, ConfigError::ParseFile { .. }), "{err}");
+        let err = Config::from_settings(Settings { max_joins_per_second: Some(0), ..Settings::default() });
+        assert!(matches!(err, Err(ConfigError::Zero { name: "max_joins_per_second" })));
+    }
+
+    #[test]
+    fn parses_flags() {
+        let s = Settings::try_parse_from(["realtime", "--bind", "127.0.0.1:0", "--max-payload-bytes", "10"])
+            .unwrap();
+        let c = Config::from_settings(s).unwrap();
+        assert_eq!(c.limits.max_payload_bytes, 10);
+        assert_eq!(c.bind.port(), 0);
+    }
+}

@@ -1,0 +1,25 @@
+//! HTTP routes: the WebSocket endpoint, the REST broadcast API, health and metrics. Routes only; the
+//! handlers live in the submodules.
+
+pub mod health;
+pub mod rest;
+pub mod socket;
+
+use actix_web::web;
+
+/// Registers every route under both the bare paths and the Supabase gateway's `/realtime/v1` prefix.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    for prefix in ["", "/realtime/v1"] {
+        let websocket = if prefix.is_empty() { "/socket/websocket" } else { "/realtime/v1/websocket" };
+        cfg.route(websocket, web::get().to(socket::upgrade))
+            .route(&format!("{prefix}/api/broadcast"), web::post().to(rest::broadcast_batch))
+            .route(
+                &format!("{prefix}/api/broadcast/{{topic}}/events/{{event}}"),
+                web::post().to(rest::broadcast_single),
+            );
+    }
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/healthcheck", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics));
+}

@@ -1,0 +1,83 @@
+//! `GET /socket/websocket` (and `/realtime/v1/websocket`): check the token and limits, then start a
+//! [`SocketActor`]. Refusals are answered with the status and `{"error": …}` body of PROTOCOL.md §1.3,
+//! after the configured delay.
+
+use std::collections::HashMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use realtime_proto::Vsn;
+
+use crate::auth::TokenError;
+use crate::metrics::{metrics, Refusal};
+use crate::socket::SocketActor;
+use crate::state::Shared;
+
+fn refusal(status: StatusCode, message: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/json; charset=utf-8")
+        .body(serde_json::json!({ "error": message }).to_string())
+}
+
+/// Query parameters, decoded; a query that cannot be decoded counts as empty.
+fn query(req: &HttpRequest) -> HashMap<String, String> {
+    web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .map(|q| q.into_inner())
+        .unwrap_or_default()
+}
+
+pub async fn upgrade(
+    req: HttpRequest,
+    stream: web::Payload,
+    shared: web::Data<Shared>,
+) -> actix_web::Result<HttpResponse> {
+    let params = query(&req);
+    let checked = check(&req, &params, &shared);
+    let (vsn, token) = match checked {
+        Ok(ok) => ok,
+        Err((status, message)) => {
+            let delay = shared.config.connect_error_delay;
+            if !delay.is_zero() {
+                actix_web::rt::time::sleep(delay).await;
+            }
+            return Ok(refusal(status, &message));
+        }
+    };
+    let Some(id) = shared.connections.reserve() else {
+        metrics().refused(Refusal::ConnectionLimit);
+        return Ok(refusal(StatusCode::TOO_MANY_REQUESTS, "Too many connected users"));
+    };
+    let actor = SocketActor::new(id, vsn, shared.clone().into_inner(), token);
+    let started = ws::WsResponseBuilder::new(actor, &req, stream)
+        .frame_size(shared.config.limits.max_frame_bytes)
+        .start();
+    if started.is_err() {
+        shared.connections.release(id);
+    }
+    started
+}
+
+/// Serializer and token, or the refusal's status and message.
+fn check(
+    req: &HttpRequest,
+    params: &HashMap<String, String>,
+    shared: &Shared,
+) -> Result<(Vsn, String), (StatusCode, String)> {
+    if shared.is_draining() {
+        metrics().refused(Refusal::Draining);
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "Server is shutting down".into()));
+    }
+    let vsn = Vsn::from_query(params.get("vsn").map(String::as_str))
+        .map_err(|e| (StatusCode::FORBIDDEN, e.to_string()))?;
+    let header = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let token = header.or_else(|| params.get("apikey").cloned()).ok_or_else(|| {
+        metrics().refused(Refusal::InvalidToken);
+        (StatusCode::UNAUTHORIZED, TokenError::Missing.handshake_message())
+    })?;
+    shared.verifier.verify(&token).map_err(|e| {
+        metrics().refused(Refusal::InvalidToken);
+        (StatusCode::UNAUTHORIZED, e.handshake_message())
+    })?;
+    Ok((vsn, token))
+}

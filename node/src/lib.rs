@@ -1,0 +1,109 @@
+//! # realtime-node: a Supabase Realtime compatible server
+//!
+//! One binary, `realtime`, that speaks the Supabase Realtime wire protocol (PROTOCOL.md) to unmodified
+//! clients: Phoenix channels over WebSocket, Broadcast, Presence, and the REST broadcast API.
+//!
+//! ## Actor topology
+//! ```text
+//!  WebSocket ──▶ SocketActor ──join/leave──▶ Registry ──▶ ChannelActor (one per topic, on an arbiter pool)
+//!                    │  ▲                                   │    │
+//!                    │  └──────── Deliver (frames) ─────────┘    └──▶ PresenceActor (one per topic)
+//!                    └──broadcast / track──▶ ChannelActor                │
+//!                                                   ▲                     └──▶ presence_state / diff
+//!  REST POST /api/broadcast ──Lookup──▶ Registry ───┘
+//! ```
+//!
+//! ## Layout
+//! - [`config`]: the typed configuration (flags, env, file).
+//! - [`auth`]: JWT verification and dev tokens.
+//! - [`http`]: routes: WebSocket upgrade, REST broadcast, health, metrics.
+//! - [`socket`]: one actor per WebSocket.
+//! - [`channel`]: one actor per topic, the registry, encode-once fan-out.
+//! - [`presence`]: presence sets and their actor.
+//! - [`limits`], [`metrics`], [`state`], [`shutdown`], [`telemetry`].
+
+pub mod auth;
+pub mod channel;
+pub mod config;
+pub mod http;
+pub mod limits;
+pub mod metrics;
+pub mod presence;
+pub mod shutdown;
+pub mod socket;
+pub mod state;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::TcpListener;
+
+use actix::prelude::*;
+use actix_web::{web, App, HttpServer};
+use metrics_exporter_prometheus::PrometheusHandle;
+use thiserror::Error;
+
+use crate::auth::Verifier;
+use crate::channel::Registry;
+use crate::config::Config;
+use crate::state::Shared;
+
+/// Why the node stopped with an error.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error("no JWT secret configured")]
+    NoSecret,
+    #[error(transparent)]
+    Jwks(#[from] auth::jwt::JwksError),
+    #[error("HTTP server: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// Largest REST request body (a batch of many messages).
+const MAX_REST_BODY: usize = 16 * 1024 * 1024;
+
+/// Serves on `listener` until `shutdown` resolves, then drains. Must run inside an actix system.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    metrics_handle: PrometheusHandle,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let secret = config.jwt_secret.clone().ok_or(NodeError::NoSecret)?;
+    let verifier = Verifier::new(&secret, config.jwks_json.as_deref())?;
+    let arbiters: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
+    let registry =
+        Registry::new(arbiters.iter().map(Arbiter::handle).collect(), config.limits.max_channel_members)
+            .start();
+    let shared = web::Data::new(Shared::new(config.clone(), verifier, registry));
+    let metrics_data = web::Data::new(metrics_handle.clone());
+    let app_shared = shared.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_shared.clone())
+            .app_data(metrics_data.clone())
+            .app_data(web::PayloadConfig::new(MAX_REST_BODY))
+            .configure(http::routes)
+    })
+    .workers(config.workers)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    tracing::info!(node = %config.node_id, "started");
+    let upkeep = actix_web::rt::spawn(async move {
+        loop {
+            actix_web::rt::time::sleep(std::time::Duration::from_secs(5)).await;
+            metrics_handle.run_upkeep();
+        }
+    });
+    let server_task = actix_web::rt::spawn(server);
+    shutdown.await;
+    let left = shutdown::drain(&shared, &handle, config.shutdown_grace).await;
+    tracing::info!(sockets_left = left, "stopped");
+    upkeep.abort();
+    let _ = server_task.await;
+    for arbiter in arbiters {
+        arbiter.stop();
+    }
+    Ok(())
+}

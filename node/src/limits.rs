@@ -1,0 +1,103 @@
+//! Rate windows used by the limits of PROTOCOL.md §7 and DESIGN.md's configuration contract.
+//!
+//! [`RateWindow`] is owned by one actor (events per socket, presence calls per channel);
+//! [`SharedRate`] is shared by every worker thread (joins per node, REST messages per node). Both count
+//! in fixed windows: cheap, and exact about "at most N per window".
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// At most `limit` events per `window`, for a single owner.
+#[derive(Debug, Clone)]
+pub struct RateWindow {
+    limit: u32,
+    window: Duration,
+    started: Instant,
+    count: u32,
+}
+
+impl RateWindow {
+    pub fn new(limit: u32, window: Duration) -> RateWindow {
+        RateWindow { limit, window, started: Instant::now(), count: 0 }
+    }
+
+    /// Counts one event at `now`; `false` when it is over the limit.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.started) >= self.window {
+            self.started = now;
+            self.count = 0;
+        }
+        if self.count >= self.limit {
+            return false;
+        }
+        self.count += 1;
+        true
+    }
+}
+
+/// At most `limit` events per second across threads. One atomic word holds the window's second (high
+/// 32 bits) and its count (low 32 bits), so a window change and a count never tear.
+#[derive(Debug)]
+pub struct SharedRate {
+    limit: u32,
+    epoch: Instant,
+    state: AtomicU64,
+}
+
+impl SharedRate {
+    pub fn per_second(limit: u32) -> SharedRate {
+        SharedRate { limit, epoch: Instant::now(), state: AtomicU64::new(0) }
+    }
+
+    /// Counts `n` events now; `false` (and nothing counted) when they would pass the limit.
+    pub fn allow(&self, n: u32) -> bool {
+        self.allow_at(n, Instant::now())
+    }
+
+    fn allow_at(&self, n: u32, now: Instant) -> bool {
+        let second = now.duration_since(self.epoch).as_secs() as u32 as u64;
+        let mut current = self.state.load(Ordering::Relaxed);
+        loop {
+            let (window, count) = (current >> 32, current & 0xffff_ffff);
+            let count = if window == second { count } else { 0 };
+            let next = count + u64::from(n);
+            if next > u64::from(self.limit) {
+                return false;
+            }
+            match self.state.compare_exchange_weak(
+                current,
+                (second << 32) | next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_resets() {
+        let mut w = RateWindow::new(2, Duration::from_secs(1));
+        let t0 = w.started;
+        assert!(w.allow(t0) && w.allow(t0));
+        assert!(!w.allow(t0 + Duration::from_millis(500)));
+        assert!(w.allow(t0 + Duration::from_millis(1000)));
+    }
+
+    #[test]
+    fn shared_rate_counts_batches() {
+        let r = SharedRate::per_second(5);
+        let t0 = r.epoch;
+        assert!(r.allow_at(3, t0));
+        assert!(!r.allow_at(3, t0), "3 + 3 > 5");
+        assert!(r.allow_at(2, t0));
+        assert!(!r.allow_at(1, t0));
+        assert!(r.allow_at(5, t0 + Duration::from_secs(1)));
+    }
+}

@@ -1,0 +1,144 @@
+//! Every metric the node exports, defined in one place and served as Prometheus text at `/metrics`.
+//!
+//! Handles are registered once ([`metrics()`]) after the recorder is installed, so hot paths pay an
+//! atomic add, not a registry lookup. Names follow Prometheus unit suffixes (`_total`, `_bytes`,
+//! `_seconds`).
+
+use std::sync::OnceLock;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Why the node refused something; the `reason` label of `realtime_refusals_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    ConnectionLimit,
+    JoinRate,
+    ChannelsPerClient,
+    ChannelFull,
+    EventRate,
+    PresenceRate,
+    PayloadTooLarge,
+    TrackTooLarge,
+    InvalidToken,
+    RestRate,
+    PrivateChannel,
+    Draining,
+    SlowConsumer,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 13] = [
+        Refusal::ConnectionLimit,
+        Refusal::JoinRate,
+        Refusal::ChannelsPerClient,
+        Refusal::ChannelFull,
+        Refusal::EventRate,
+        Refusal::PresenceRate,
+        Refusal::PayloadTooLarge,
+        Refusal::TrackTooLarge,
+        Refusal::InvalidToken,
+        Refusal::RestRate,
+        Refusal::PrivateChannel,
+        Refusal::Draining,
+        Refusal::SlowConsumer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::ConnectionLimit => "connection_limit",
+            Refusal::JoinRate => "join_rate",
+            Refusal::ChannelsPerClient => "channels_per_client",
+            Refusal::ChannelFull => "channel_full",
+            Refusal::EventRate => "event_rate",
+            Refusal::PresenceRate => "presence_rate",
+            Refusal::PayloadTooLarge => "payload_too_large",
+            Refusal::TrackTooLarge => "track_too_large",
+            Refusal::InvalidToken => "invalid_token",
+            Refusal::RestRate => "rest_rate",
+            Refusal::PrivateChannel => "private_channel",
+            Refusal::Draining => "draining",
+            Refusal::SlowConsumer => "slow_consumer",
+        }
+    }
+}
+
+/// Registered metric handles.
+pub struct Metrics {
+    pub connections: Gauge,
+    pub channels: Gauge,
+    pub channel_members: Gauge,
+    pub joins: Counter,
+    pub messages_in: Counter,
+    pub messages_out: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub malformed_frames: Counter,
+    pub rest_messages: Counter,
+    pub presence_events: Counter,
+    pub delivery_latency: Histogram,
+    refusals: Vec<Counter>,
+}
+
+impl Metrics {
+    pub fn refused(&self, reason: Refusal) {
+        let index = Refusal::ALL.iter().position(|r| *r == reason).expect("every refusal is listed");
+        self.refusals[index].increment(1);
+    }
+}
+
+const DELIVERY_LATENCY: &str = "realtime_delivery_latency_seconds";
+
+/// The handles; the first call registers them with whatever recorder is installed.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        describe_gauge!("realtime_connections", "Open WebSocket connections on this node");
+        describe_gauge!("realtime_channels", "Channels (topics) with members on this node");
+        describe_gauge!("realtime_channel_members", "Channel memberships (socket × topic) on this node");
+        describe_counter!("realtime_joins_total", "Successful channel joins");
+        describe_counter!("realtime_messages_in_total", "Client frames received");
+        describe_counter!("realtime_messages_out_total", "Frames written to clients");
+        describe_counter!("realtime_bytes_in_total", Unit::Bytes, "Bytes of client frames received");
+        describe_counter!("realtime_bytes_out_total", Unit::Bytes, "Bytes of frames written to clients");
+        describe_counter!("realtime_malformed_frames_total", "Client frames that could not be decoded");
+        describe_counter!("realtime_rest_messages_total", "Messages accepted by the REST broadcast API");
+        describe_counter!("realtime_presence_events_total", "Presence track/untrack operations");
+        describe_counter!("realtime_refusals_total", "Refused connections, joins and messages by reason");
+        describe_histogram!(
+            DELIVERY_LATENCY,
+            Unit::Seconds,
+            "Broadcast delivery latency: from receipt by the node to the write to a subscriber"
+        );
+        Metrics {
+            connections: metrics::gauge!("realtime_connections"),
+            channels: metrics::gauge!("realtime_channels"),
+            channel_members: metrics::gauge!("realtime_channel_members"),
+            joins: metrics::counter!("realtime_joins_total"),
+            messages_in: metrics::counter!("realtime_messages_in_total"),
+            messages_out: metrics::counter!("realtime_messages_out_total"),
+            bytes_in: metrics::counter!("realtime_bytes_in_total"),
+            bytes_out: metrics::counter!("realtime_bytes_out_total"),
+            malformed_frames: metrics::counter!("realtime_malformed_frames_total"),
+            rest_messages: metrics::counter!("realtime_rest_messages_total"),
+            presence_events: metrics::counter!("realtime_presence_events_total"),
+            delivery_latency: metrics::histogram!(DELIVERY_LATENCY),
+            refusals: Refusal::ALL
+                .iter()
+                .map(|r| metrics::counter!("realtime_refusals_total", "reason" => r.as_str()))
+                .collect(),
+        }
+    })
+}
+
+/// Installs the Prometheus recorder (once per process) and registers the handles.
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(DELIVERY_LATENCY.into()),
+            &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+        )?
+        .install_recorder()?;
+    metrics();
+    Ok(handle)
+}

@@ -1,0 +1,41 @@
+//! Messages of the presence actor (sent by its channel).
+
+use actix::prelude::*;
+use serde_json::{Map, Value};
+
+use crate::channel::messages::{ConnId, Member};
+
+/// Start receiving diffs; with `send_state`, first push `presence_state`.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Subscribe {
+    pub member: Member,
+    pub send_state: bool,
+}
+
+/// Track or update `member`'s meta under its presence key; also subscribes it to diffs.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Track {
+    pub member: Member,
+    pub meta: Map<String, Value>,
+}
+
+/// Remove a connection's presence (it stays subscribed).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Untrack {
+    pub conn: ConnId,
+}
+
+/// The member left the channel: remove its presence and its subscription.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct MemberGone {
+    pub conn: ConnId,
+}
+
+/// The channel stopped.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Stop;

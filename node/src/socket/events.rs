@@ -1,0 +1,119 @@
+//! `broadcast` and `presence` pushes from the client (PROTOCOL.md §3.1–3.4, §4.1).
+//!
+//! Both count against the socket's events per second; presence also against the channel's presence
+//! window. Over a limit, the channel is ended with the reference's `system` message.
+
+use std::time::Instant;
+
+use actix_web_actors::ws;
+use realtime_proto::binary::BinaryEncoding;
+use realtime_proto::client::{BroadcastPush, ClientEvent, ClientMessage};
+use realtime_proto::server::ReplyStatus;
+use realtime_proto::system::{reason, shutdown};
+use serde_json::{Map, Value};
+
+use super::actor::SocketActor;
+use crate::channel::messages::{Broadcast, BroadcastBody, Track, Untrack};
+use crate::channel::ChannelActor;
+use crate::metrics::{metrics, Refusal};
+
+/// The reply to a broadcast over the size limit when the sender asked for acks.
+const PAYLOAD_SIZE_EXCEEDED: &str = "\"payload_size_exceeded\"";
+
+impl SocketActor {
+    /// The channel of a joined topic; replies `unmatched topic` when there is none.
+    fn joined_channel(
+        &self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        msg: &ClientMessage,
+    ) -> Option<actix::Addr<ChannelActor>> {
+        let channel = self.channels.get(&msg.topic).and_then(|s| s.channel.clone());
+        if channel.is_none() {
+            self.reply_error(ctx, msg, reason::UNMATCHED_TOPIC);
+        }
+        channel
+    }
+
+    /// Counts one event; over the limit the channel is closed and `false` returned.
+    fn allow_event(&mut self, ctx: &mut ws::WebsocketContext<Self>, topic: &str) -> bool {
+        if self.events.allow(Instant::now()) {
+            return true;
+        }
+        metrics().refused(Refusal::EventRate);
+        self.shutdown_channel(ctx, topic, shutdown::TOO_MANY_MESSAGES);
+        false
+    }
+
+    pub(super) fn on_broadcast(&mut self, ctx: &mut ws::WebsocketContext<Self>, msg: ClientMessage) {
+        let Some(channel) = self.joined_channel(ctx, &msg) else { return };
+        if !self.allow_event(ctx, &msg.topic) {
+            return;
+        }
+        let ack = self.channels.get(&msg.topic).is_some_and(|s| s.ack);
+        let ClientEvent::Broadcast(push) = &msg.event else { return };
+        if push.payload_len() > self.shared.config.limits.max_payload_bytes {
+            metrics().refused(Refusal::PayloadTooLarge);
+            if ack {
+                self.reply(ctx, &msg, ReplyStatus::Error, PAYLOAD_SIZE_EXCEEDED);
+            }
+            return;
+        }
+        let body = match push {
+            BroadcastPush::Json(raw) => BroadcastBody::Json(raw.get().into()),
+            BroadcastPush::User(ub) => {
+                let json_ok = ub.encoding == BinaryEncoding::Raw
+                    || serde_json::from_slice::<serde::de::IgnoredAny>(&ub.data).is_ok();
+                if !json_ok {
+                    metrics().malformed_frames.increment(1);
+                    return self.reply_error(ctx, &msg, "broadcast payload is not valid JSON");
+                }
+                BroadcastBody::User {
+                    event: ub.event.as_str().into(),
+                    encoding: ub.encoding,
+                    data: ub.data.clone(),
+                    meta: None,
+                }
+            }
+        };
+        channel.do_send(Broadcast { from: Some(self.id), body, received_at: Instant::now() });
+        if ack {
+            self.reply(ctx, &msg, ReplyStatus::Ok, "{}");
+        }
+    }
+
+    pub(super) fn on_presence(&mut self, ctx: &mut ws::WebsocketContext<Self>, msg: ClientMessage) {
+        let Some(channel) = self.joined_channel(ctx, &msg) else { return };
+        if !self.allow_event(ctx, &msg.topic) {
+            return;
+        }
+        let allowed =
+            self.channels.get_mut(&msg.topic).is_some_and(|s| s.presence_calls.allow(Instant::now()));
+        if !allowed {
+            metrics().refused(Refusal::PresenceRate);
+            return self.shutdown_channel(ctx, &msg.topic, shutdown::PRESENCE_RATE);
+        }
+        let ClientEvent::Presence(push) = &msg.event else { return };
+        match push.event.as_deref() {
+            None => self.reply(ctx, &msg, ReplyStatus::Ok, "{}"),
+            Some("track") => {
+                let meta = match &push.payload {
+                    None | Some(Value::Null) => Map::new(),
+                    Some(Value::Object(map)) => map.clone(),
+                    Some(_) => return self.reply_error(ctx, &msg, reason::PRESENCE_PAYLOAD_NOT_MAP),
+                };
+                let size = serde_json::to_string(&meta).map_or(usize::MAX, |s| s.len());
+                if size > self.shared.config.limits.max_payload_bytes {
+                    metrics().refused(Refusal::TrackTooLarge);
+                    return self.shutdown_channel(ctx, &msg.topic, shutdown::TRACK_TOO_LARGE);
+                }
+                channel.do_send(Track { conn: self.id, meta });
+                self.reply(ctx, &msg, ReplyStatus::Ok, "{}");
+            }
+            Some("untrack") => {
+                channel.do_send(Untrack { conn: self.id });
+                self.reply(ctx, &msg, ReplyStatus::Ok, "{}");
+            }
+            Some(_) => self.reply(ctx, &msg, ReplyStatus::Error, "{}"),
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! `phx_join` admission and `phx_leave` (PROTOCOL.md §2.4–2.7).
+//!
+//! Checks run in the reference's order: draining, topic, joins per second, channels per socket, token,
+//! private channel. The channel itself checks capacity and answers with a [`JoinOutcome`], so the join
+//! reply is written before any push of that channel.
+
+use actix::prelude::*;
+use actix_web_actors::ws;
+use realtime_proto::client::{ClientEvent, ClientMessage};
+use realtime_proto::join::JoinConfig;
+use realtime_proto::server::{self, ReplyStatus};
+use realtime_proto::system::{self, reason, Extension};
+use realtime_proto::{topic, OutFrame};
+use serde_json::{Map, Value};
+
+use super::actor::{ChannelState, SocketActor};
+use super::messages::{JoinOutcome, JoinRefused};
+use crate::channel::messages::{Join, Member};
+use crate::channel::TopicKey;
+use crate::limits::RateWindow;
+use crate::metrics::{metrics, Refusal};
+
+/// The `system` message pushed after a join that asked for postgres changes on a node without CDC.
+pub const POSTGRES_CHANGES_DISABLED: &str = "Unable to subscribe to changes with given parameters. \
+Postgres changes are disabled on this server (DATABASE_URL is not set)";
+
+/// A stable id for a `postgres_changes` entry: FNV-1a of its JSON, so the same entry gets the same id.
+pub fn postgres_change_id(entry: &Map<String, Value>) -> u32 {
+    let json = serde_json::to_string(entry).expect("JSON map serialisation");
+    json.bytes().fold(0x811c_9dc5u32, |hash, b| (hash ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
+/// `{"postgres_changes":[entry + id, …]}` echoing the client's entries in order.
+fn join_response(config: &JoinConfig) -> String {
+    let entries: Vec<Value> = config
+        .postgres_changes
+        .iter()
+        .map(|entry| {
+            let mut with_id = entry.clone();
+            with_id.insert("id".into(), Value::from(postgres_change_id(entry)));
+            Value::Object(with_id)
+        })
+        .collect();
+    serde_json::json!({ "postgres_changes": entries }).to_string()
+}
+
+impl SocketActor {
+    /// Answers a refused join after the configured delay (clients retry joins on a backoff).
+    fn refuse_join(&self, ctx: &mut ws::WebsocketContext<Self>, msg: &ClientMessage, reason: String) {
+        let frame = server::error_reply(
+            self.vsn,
+            msg.join_ref.as_deref(),
+            msg.msg_ref.as_deref(),
+            &msg.topic,
+            &reason,
+        );
+        self.send_join_error(ctx, frame);
+    }
+
+    fn send_join_error(&self, ctx: &mut ws::WebsocketContext<Self>, frame: OutFrame) {
+        let delay = self.shared.config.join_error_delay;
+        if delay.is_zero() {
+            self.send(ctx, frame);
+        } else {
+            ctx.run_later(delay, move |act, ctx| act.send(ctx, frame));
+        }
+    }
+
+    pub(super) fn on_join(&mut self, ctx: &mut ws::WebsocketContext<Self>, msg: ClientMessage) {
+        let Some(sub_topic) = topic::sub_topic(&msg.topic).map(str::to_owned) else {
+            return self.reply_error(ctx, &msg, reason::UNMATCHED_TOPIC);
+        };
+        // A second join of a joined topic closes the old channel first (with its join_ref).
+        if let Some(old) = self.remove_channel(ctx, &msg.topic) {
+            self.send(ctx, server::close(self.vsn, old.join_ref.as_deref(), &msg.topic));
+        }
+        let limits = self.shared.config.limits;
+        if self.shared.is_draining() {
+            metrics().refused(Refusal::Draining);
+            return self.refuse_join(ctx, &msg, reason::SHUTTING_DOWN.into());
+        }
+        if sub_topic.is_empty() {
+            return self.refuse_join(ctx, &msg, reason::TOPIC_NAME_REQUIRED.into());
+        }
+        if !self.shared.joins.allow(1) {
+            metrics().refused(Refusal::JoinRate);
+            self.refuse_join(ctx, &msg, reason::TOO_MANY_JOINS.into());
+            let delay = self.shared.config.join_error_delay;
+            ctx.run_later(delay, |act, ctx| act.close(ctx, 1001, "too many joins per second"));
+            return;
+        }
+        if self.channels.len() >= limits.max_channels_per_client {
+            metrics().refused(Refusal::ChannelsPerClient);
+            return self.refuse_join(ctx, &msg, reason::TOO_MANY_CHANNELS.into());
+        }
+        let ClientEvent::Join(join) = &msg.event else { return };
+        // `sb_…` API keys are not JWTs: the channel then runs under the socket's token.
+        let token = match &join.access_token {
+            Some(t) if !t.starts_with("sb_") => t.clone(),
+            _ => self.token.clone(),
+        };
+        if let Err(error) = self.shared.verifier.verify(&token) {
+            metrics().refused(Refusal::InvalidToken);
+            return self.refuse_join(ctx, &msg, error.join_reason());
+        }
+        let config = join.config.clone().unwrap_or_default();
+        if config.private {
+            metrics().refused(Refusal::PrivateChannel);
+            return self.refuse_join(ctx, &msg, reason::PRIVATE_UNAVAILABLE.into());
+        }
+        let key = TopicKey { sub_topic: sub_topic.into(), private: config.private };
+        let presence_key = config.presence.key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let member = Member {
+            conn: self.id,
+            join_ref: msg.join_ref.clone(),
+            vsn: self.vsn,
+            self_broadcast: config.broadcast.self_broadcast,
+            presence_enabled: config.presence.enabled,
+            presence_key,
+            outbox: ctx.address().recipient(),
+            joined: ctx.address().recipient(),
+            slow: ctx.address().recipient(),
+        };
+        self.channels.insert(
+            msg.topic.clone(),
+            ChannelState {
+                key: key.clone(),
+                join_ref: msg.join_ref.clone(),
+                channel: None,
+                ack: config.broadcast.ack,
+                token,
+                expiry_timer: None,
+                presence_calls: RateWindow::new(limits.presence_max_calls, limits.presence_window),
+                join_response: join_response(&config),
+                has_postgres_changes: !config.postgres_changes.is_empty(),
+                join_msg_ref: msg.msg_ref.clone(),
+            },
+        );
+        self.shared.registry.do_send(Join { key, member });
+    }
+
+    pub(super) fn on_leave(&mut self, ctx: &mut ws::WebsocketContext<Self>, msg: &ClientMessage) {
+        let state = self.remove_channel(ctx, &msg.topic);
+        self.reply(ctx, msg, ReplyStatus::Ok, "{}");
+        if let Some(state) = state {
+            self.send(ctx, server::close(self.vsn, state.join_ref.as_deref(), &msg.topic));
+        }
+    }
+}
+
+impl Handler<JoinOutcome> for SocketActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: JoinOutcome, ctx: &mut Self::Context) {
+        let Some(state) = self.channels.get_mut(&msg.topic) else { return };
+        if state.join_ref != msg.join_ref || state.channel.is_some() {
+            return; // an outcome for a join this socket already replaced or left
+        }
+        let msg_ref = state.join_msg_ref.take();
+        match msg.result {
+            Ok(channel) => {
+                state.channel = Some(channel);
+                metrics().joins.increment(1);
+                let (response, sub_topic, pg) =
+                    (state.join_response.clone(), state.key.sub_topic.clone(), state.has_postgres_changes);
+                let join_ref = msg.join_ref.as_deref();
+                let reply = server::reply(
+                    self.vsn,
+                    join_ref,
+                    msg_ref.as_deref(),
+                    &msg.topic,
+                    ReplyStatus::Ok,
+                    &response,
+                );
+                self.send(ctx, reply);
+                if pg {
+                    let payload = system::payload(
+                        Extension::PostgresChanges,
+                        false,
+                        POSTGRES_CHANGES_DISABLED,
+                        Some(&sub_topic),
+                    );
+                    self.send(ctx, server::channel_push(self.vsn, join_ref, &msg.topic, "system", &payload));
+                }
+                self.schedule_token_check(ctx, &msg.topic);
+            }
+            Err(JoinRefused::Full) => {
+                self.channels.remove(&msg.topic);
+                let frame = server::error_reply(
+                    self.vsn,
+                    msg.join_ref.as_deref(),
+                    msg_ref.as_deref(),
+                    &msg.topic,
+                    reason::CHANNEL_FULL,
+                );
+                self.send_join_error(ctx, frame);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_entries_echoed_in_order() {
+        let a = json!({"event": "INSERT", "schema": "public", "table": "todos"}).as_object().unwrap().clone();
+        let b = json!({"event": "*", "schema": "public"}).as_object().unwrap().clone();
+        assert_eq!(postgres_change_id(&a), postgres_change_id(&a.clone()));
+        assert_ne!(postgres_change_id(&a), postgres_change_id(&b));
+        let config = JoinConfig { postgres_changes: vec![a, b], ..JoinConfig::default() };
+        let response: Value = serde_json::from_str(&join_response(&config)).unwrap();
+        assert_eq!(response["postgres_changes"][0]["table"], "todos");
+        assert_eq!(response["postgres_changes"][1]["event"], "*");
+        assert!(response["postgres_changes"][1]["id"].is_u64());
+        assert_eq!(join_response(&JoinConfig::default()), r#"{"postgres_changes":[]}"#);
+    }
+}

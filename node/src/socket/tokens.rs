@@ -1,0 +1,63 @@
+//! Channel tokens: `access_token` refresh (no reply, PROTOCOL.md §2.10) and expiry while joined
+//! (§2.11). A failed check ends that channel with a `system` error and `phx_close`; the socket stays.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web_actors::ws;
+use realtime_proto::client::{ClientEvent, ClientMessage};
+
+use super::actor::SocketActor;
+use crate::auth::jwt::now_secs;
+use crate::metrics::{metrics, Refusal};
+
+/// Slack after `exp` before the expiry check runs, so the token is surely past it.
+const EXPIRY_SLACK: Duration = Duration::from_millis(50);
+
+impl SocketActor {
+    /// (Re)arms the expiry check of a joined channel for its token's `exp`.
+    pub(super) fn schedule_token_check(&mut self, ctx: &mut ws::WebsocketContext<Self>, topic: &str) {
+        let Some(state) = self.channels.get_mut(topic) else { return };
+        if let Some(timer) = state.expiry_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let exp = match self.shared.verifier.verify(&state.token) {
+            Ok(claims) => claims.exp,
+            Err(_) => now_secs(),
+        };
+        let wait = Duration::from_secs(exp.saturating_sub(now_secs()).max(0) as u64) + EXPIRY_SLACK;
+        let topic_owned = topic.to_owned();
+        state.expiry_timer = Some(ctx.run_later(wait, move |act, ctx| act.check_token(ctx, &topic_owned)));
+    }
+
+    fn check_token(&mut self, ctx: &mut ws::WebsocketContext<Self>, topic: &str) {
+        let Some(state) = self.channels.get_mut(topic) else { return };
+        state.expiry_timer = None;
+        match self.shared.verifier.verify(&state.token) {
+            Ok(_) => self.schedule_token_check(ctx, topic),
+            Err(error) => {
+                metrics().refused(Refusal::InvalidToken);
+                self.shutdown_channel(ctx, topic, &error.channel_message());
+            }
+        }
+    }
+
+    pub(super) fn on_access_token(&mut self, ctx: &mut ws::WebsocketContext<Self>, msg: ClientMessage) {
+        let ClientEvent::AccessToken(token) = msg.event else { return };
+        let Some(state) = self.channels.get_mut(&msg.topic) else { return };
+        let Some(token) = token else { return };
+        if token.starts_with("sb_") || token == state.token {
+            return;
+        }
+        match self.shared.verifier.verify(&token) {
+            Ok(_) => {
+                state.token = token;
+                self.schedule_token_check(ctx, &msg.topic);
+            }
+            Err(error) => {
+                metrics().refused(Refusal::InvalidToken);
+                self.shutdown_channel(ctx, &msg.topic, &error.channel_message());
+            }
+        }
+    }
+}

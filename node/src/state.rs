@@ -1,0 +1,107 @@
+//! State shared by every HTTP worker and socket: configuration, the token verifier, the registry,
+//! node-wide rate limits, the connection table and the drain flag.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use actix::prelude::*;
+
+use crate::auth::Verifier;
+use crate::channel::{ConnId, Registry};
+use crate::config::Config;
+use crate::limits::SharedRate;
+use crate::metrics::metrics;
+use crate::socket::messages::Drain;
+
+/// Everything a request handler or socket needs from the node.
+pub struct Shared {
+    pub config: Config,
+    pub verifier: Verifier,
+    pub registry: Addr<Registry>,
+    /// Channel joins per node per second.
+    pub joins: SharedRate,
+    /// REST broadcast messages per node per second.
+    pub rest: SharedRate,
+    pub connections: ConnectionTable,
+    draining: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(config: Config, verifier: Verifier, registry: Addr<Registry>) -> Shared {
+        Shared {
+            joins: SharedRate::per_second(config.limits.max_joins_per_second),
+            rest: SharedRate::per_second(config.limits.max_rest_events_per_second),
+            connections: ConnectionTable::new(config.limits.max_connections),
+            config,
+            verifier,
+            registry,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// True once SIGTERM arrived: no new sockets or joins.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Starts the drain: refuse new work and ask every socket to close with "reconnect now".
+    pub fn start_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.connections.drain_all();
+    }
+}
+
+/// Live sockets: the count that enforces `max_connections` and the addresses the drain reaches.
+pub struct ConnectionTable {
+    max: usize,
+    count: AtomicUsize,
+    next_id: AtomicU64,
+    sockets: Mutex<HashMap<ConnId, Recipient<Drain>>>,
+}
+
+impl ConnectionTable {
+    fn new(max: usize) -> ConnectionTable {
+        ConnectionTable {
+            max,
+            count: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            sockets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Reserves a slot for a new socket; `None` when the node is full.
+    pub fn reserve(&self) -> Option<ConnId> {
+        let previous = self.count.fetch_add(1, Ordering::AcqRel);
+        if previous >= self.max {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        metrics().connections.increment(1.0);
+        Some(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Gives back a slot reserved by [`ConnectionTable::reserve`] (socket gone or never started).
+    pub fn release(&self, id: ConnId) {
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        metrics().connections.decrement(1.0);
+    }
+
+    /// Makes a started socket reachable by the drain.
+    pub fn register(&self, id: ConnId, socket: Recipient<Drain>) {
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner()).insert(id, socket);
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    fn drain_all(&self) {
+        let sockets: Vec<Recipient<Drain>> =
+            self.sockets.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        for socket in sockets {
+            socket.do_send(Drain);
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Logs: `tracing` to stderr, filtered by `RUST_LOG` (default `info`). Stdout is kept for the one
+//! machine-readable line announcing the listener.
+
+use tracing_subscriber::EnvFilter;
+
+pub fn init() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

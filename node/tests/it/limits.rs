@@ -1,0 +1,231 @@
+//! Limits (contract table, PROTOCOL §7): connections, channels per client, channel members, joins/s,
+//! events/s, presence rate and payload size.
+
+use std::time::{Duration, Instant};
+
+use realtime_proto::binary::BinaryEncoding;
+use realtime_proto::Vsn;
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn t60_max_connections_refuses_with_429() {
+    let server = Server::start(&["--max-connections", "2"]);
+    let mut a = server.client(Vsn::V1).await;
+    let b = server.client(Vsn::V2).await;
+    let url = server.http(&format!("/socket/websocket?apikey={}&vsn=2.0.0", server.token()));
+    let (status, ct, body) = raw_upgrade(&url, &[]).await;
+    assert_eq!(status, 429, "third socket: {body}");
+    assert_eq!(parse_json(&body), json!({"error": "Too many connected users"}));
+    assert!(ct.starts_with("application/json"), "content-type {ct:?}");
+    assert!(Client::connect(&server.ws_url(Vsn::V1), Vsn::V1).await.is_err(), "third socket via ws");
+    // The refused attempts did not disturb the existing sockets.
+    a.heartbeat().await;
+    // A slot frees up when a socket closes.
+    b.close().await;
+    let deadline = Instant::now() + T;
+    loop {
+        match Client::connect(&server.ws_url(Vsn::V2), Vsn::V2).await {
+            Ok(mut c) => {
+                c.heartbeat().await;
+                break;
+            }
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no slot after closing a socket: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn t61_max_channels_per_client() {
+    let server = Server::start(&["--max-channels-per-client", "2"]);
+    for vsn in VSNS {
+        let mut c = server.client(vsn).await;
+        let jr_a = c.join_ok("realtime:a", default_config()).await;
+        c.join_ok("realtime:b", default_config()).await;
+        let reason = c.join_err("realtime:c", default_config()).await;
+        assert_eq!(reason, "ChannelRateLimitReached: Too many channels", "{vsn}");
+        c.heartbeat().await;
+        // Leaving one frees a slot.
+        let r = c.push(Some(&jr_a), "realtime:a", "phx_leave", &json!({})).await;
+        c.expect_reply(&r, T).await;
+        c.wait_event("phx_close", T).await;
+        c.join_ok("realtime:c", default_config()).await;
+        // Another socket has its own budget.
+        let mut d = server.client(vsn).await;
+        d.join_ok("realtime:a", default_config()).await;
+        d.join_ok("realtime:b", default_config()).await;
+    }
+}
+
+#[tokio::test]
+async fn t62_max_channel_members() {
+    let server = Server::start(&["--max-channel-members", "2"]);
+    for vsn in VSNS {
+        let topic = format!("realtime:{}", unique("full"));
+        let mut a = server.client(vsn).await;
+        let a_jr = a.join_ok(&topic, default_config()).await;
+        let mut b = server.client(vsn).await;
+        b.join_ok(&topic, default_config()).await;
+        let mut c = server.client(vsn).await;
+        let reason = c.join_err(&topic, default_config()).await;
+        assert_eq!(reason, "ChannelMembersLimitReached: Too many members in this channel", "{vsn}");
+        // Other channels are unaffected and the refused socket stays usable.
+        c.join_ok(&format!("realtime:{}", unique("other")), default_config()).await;
+        // A leave frees a place.
+        let r = a.push(Some(&a_jr), &topic, "phx_leave", &json!({})).await;
+        a.expect_reply(&r, T).await;
+        a.wait_event("phx_close", T).await;
+        c.join_ok(&topic, default_config()).await;
+    }
+}
+
+#[tokio::test]
+async fn t63_joins_per_second_closes_socket_with_1001() {
+    let server = Server::start(&["--max-joins-per-second", "3"]);
+    for vsn in VSNS {
+        let mut c = server.client(vsn).await;
+        let mut refs = Vec::new();
+        for i in 0..12 {
+            let r = c.make_ref();
+            let text = c.encode(Some(&r), Some(&r), &format!("realtime:j{i}"), "phx_join", &join_payload(default_config()));
+            c.send_text(text).await;
+            refs.push(r);
+        }
+        let mut oks = 0;
+        let mut refused = None;
+        let code = loop {
+            match c.recv(T).await {
+                Some(Frame::Close(code)) => break code,
+                Some(Frame::Text(v)) if v["event"] == "phx_reply" => {
+                    if v["payload"]["status"] == "ok" {
+                        assert!(refused.is_none(), "{vsn}: ok reply after the refusal: {v}");
+                        oks += 1;
+                    } else {
+                        refused = Some(v);
+                    }
+                }
+                Some(other) => panic!("{vsn}: unexpected frame {other:?}"),
+                None => panic!("{vsn}: socket not closed after join flood; oks={oks} refused={refused:?}"),
+            }
+        };
+        let refused = refused.unwrap_or_else(|| panic!("{vsn}: no join refusal ({oks} ok joins)"));
+        assert_eq!(
+            refused["payload"],
+            json!({"status": "error", "response": {"reason": "ClientJoinRateLimitReached: Too many joins per second"}}),
+            "{vsn}"
+        );
+        assert!((1..12).contains(&oks), "{vsn}: some joins pass before the limit: {oks}");
+        assert_eq!(code, Some(1001), "{vsn}: close code after the joins/s refusal");
+        // Wait out the window before the next serializer.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+}
+
+#[tokio::test]
+async fn t64_events_per_second_closes_channel() {
+    let server = Server::start(&["--max-events-per-second", "5"]);
+    for vsn in VSNS {
+        let sub = unique("flood");
+        let topic = format!("realtime:{sub}");
+        let mut rx = server.client(Vsn::V1).await;
+        rx.join_ok(&topic, default_config()).await;
+        let mut c = server.client(vsn).await;
+        let jr = c.join_ok(&topic, default_config()).await;
+        for i in 0..40 {
+            if vsn == Vsn::V2 && i % 2 == 1 {
+                c.broadcast_binary(&jr, &topic, "f", BinaryEncoding::Json, b"{}").await;
+            } else {
+                c.broadcast_json(&jr, &topic, "f", &json!({"i": i})).await;
+            }
+        }
+        let sys = c.expect_event("system", T).await;
+        assert_eq!(sys["payload"], system_error("Too many messages per second", &sub), "{vsn}");
+        let close = c.expect_event("phx_close", T).await;
+        assert_phx_close(vsn, &close, &topic, &jr);
+        // Only the flooding channel is closed: the socket answers and can join again.
+        c.heartbeat().await;
+        c.join_ok(&format!("realtime:{}", unique("after")), default_config()).await;
+        // The receiver saw at most the allowed share, and never more than what was sent.
+        let mut n = 0;
+        while let Some(f) = rx.recv(Duration::from_millis(300)).await {
+            if matches!(&f, Frame::Text(v) if v["event"] == "broadcast") {
+                n += 1;
+            }
+        }
+        assert!(n < 40, "{vsn}: the flood was cut off ({n} delivered)");
+        rx.heartbeat().await;
+    }
+}
+
+#[tokio::test]
+async fn t65_presence_client_rate_limit() {
+    let server = Server::start(&["--presence-max-calls", "2", "--presence-window-ms", "60000"]);
+    for vsn in VSNS {
+        let sub = unique("prate");
+        let topic = format!("realtime:{sub}");
+        let mut c = server.client(vsn).await;
+        let jr = c.join_ok(&topic, config(false, false, "k", false)).await;
+        for i in 0..2 {
+            let r = c
+                .push(Some(&jr), &topic, "presence", &json!({"type": "presence", "event": "track", "payload": {"i": i}}))
+                .await;
+            let reply = c.expect_reply(&r, T).await;
+            assert_eq!(reply["payload"]["status"], "ok", "{vsn}: call {i} is within the limit: {reply}");
+        }
+        for i in 2..6 {
+            c.push(Some(&jr), &topic, "presence", &json!({"type": "presence", "event": "track", "payload": {"i": i}}))
+                .await;
+        }
+        let sys = c.wait_event("system", T).await;
+        assert_eq!(sys["payload"], system_error("Client presence rate limit exceeded", &sub), "{vsn}");
+        let close = c.expect_event("phx_close", T).await;
+        assert_phx_close(vsn, &close, &topic, &jr);
+        c.heartbeat().await;
+    }
+}
+
+#[tokio::test]
+async fn t66_payload_size_limits_presence_and_rest() {
+    let server = Server::start(&["--max-payload-bytes", "200"]);
+    let big = "x".repeat(2000);
+    for vsn in VSNS {
+        let sub = unique("bigtrack");
+        let topic = format!("realtime:{sub}");
+        let mut c = server.client(vsn).await;
+        let jr = c.join_ok(&topic, config(false, false, "k", true)).await;
+        c.expect_event("presence_state", T).await;
+        c.push(Some(&jr), &topic, "presence", &json!({"type": "presence", "event": "track", "payload": {"big": big}}))
+            .await;
+        let sys = c.wait_event("system", T).await;
+        assert_eq!(sys["payload"], system_error("Track message size exceeded", &sub), "{vsn}");
+        let close = c.expect_event("phx_close", T).await;
+        assert_phx_close(vsn, &close, &topic, &jr);
+        c.heartbeat().await;
+    }
+    // REST batch and single.
+    let tok = server.token();
+    let body = json!({"messages": [{"topic": "room", "event": "e", "payload": {"big": big}}]});
+    let resp = http().post(server.http("/api/broadcast")).bearer_auth(&tok).json(&body).send().await.expect("POST");
+    let (status, _ct, text) = read_response(resp).await;
+    assert_eq!(status, 422, "oversize batch: {text}");
+    assert_eq!(
+        parse_json(&text),
+        json!({"errors": {"messages": [{"payload": ["Payload size exceeds tenant limit"]}]}}),
+        "oversize batch body"
+    );
+    let resp = http()
+        .post(server.http("/api/broadcast/room/events/e"))
+        .bearer_auth(&tok)
+        .header("content-type", "application/json")
+        .body(json!({"big": big}).to_string())
+        .send()
+        .await
+        .expect("POST");
+    let (status, _ct, text) = read_response(resp).await;
+    assert_eq!(status, 422, "oversize single: {text}");
+    assert_eq!(parse_json(&text), json!({"errors": {"payload": ["Payload size exceeds tenant limit"]}}));
+}
