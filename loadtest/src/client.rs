@@ -111,10 +111,6 @@ impl Endpoint {
             .ok_or_else(|| ClientError::BadTarget(format!("{host} has no address")))?;
         Ok(Endpoint { url, addr, vsn, token: token.to_owned() })
     }
-
-    pub fn vsn(&self) -> Vsn {
-        self.vsn
-    }
 }
 
 /// One open WebSocket.

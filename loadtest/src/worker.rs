@@ -90,11 +90,11 @@ pub struct WorkerArgs {
     pub connect: ConnectArgs,
 }
 
-async fn emit(message: &WorkerMessage) -> anyhow::Result<()> {
+/// Writes one line to the parent; `false` when the parent is gone (stdout closed).
+async fn emit(message: &WorkerMessage) -> bool {
     let mut stdout = tokio::io::stdout();
-    stdout.write_all(format!("{}\n", message.to_line()).as_bytes()).await?;
-    stdout.flush().await?;
-    Ok(())
+    let line = format!("{}\n", message.to_line());
+    stdout.write_all(line.as_bytes()).await.is_ok() && stdout.flush().await.is_ok()
 }
 
 /// Runs the worker until it has reported `finished`.
@@ -113,14 +113,20 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let mut tasks = JoinSet::new();
     let joined = connect_phase(&args, &ctx, &mut tasks, outcome_rx, &stop_rx).await;
     eprintln!("[worker {}] joined {} / {}", args.index, joined.ok, args.connections);
-    emit(&WorkerMessage::Joined(joined)).await?;
+    if !emit(&WorkerMessage::Joined(joined)).await {
+        eprintln!("[worker {}] parent gone; exiting", args.index);
+        return Ok(());
+    }
 
     wait_for_stop(lifetime_end).await;
     let _ = stop_tx.send(true);
     if timeout(STOP_BUDGET, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
         tasks.abort_all();
     }
-    emit(&WorkerMessage::Finished(ctx.stats.finish())).await
+    if !emit(&WorkerMessage::Finished(ctx.stats.finish())).await {
+        eprintln!("[worker {}] parent gone; exiting", args.index);
+    }
+    Ok(())
 }
 
 /// Opens every connection of this worker; returns the phase report once each has joined or failed.

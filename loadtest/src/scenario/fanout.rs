@@ -23,7 +23,7 @@ use crate::client::Endpoint;
 use crate::ipc::{FinishedReport, JoinedReport};
 use crate::pool::{split, Pool, WorkerSlice};
 use crate::publisher::{self, PublishPlan, MAX_CHANNELS_PER_PUBLISHER};
-use crate::report::{latency_histogram, merge_errors, ErrorCounts, FanoutReport, LatencySummary, RssSamples};
+use crate::report::{latency_histogram, merge_errors, ErrorCounts, FanoutReport, LatencySummary};
 use crate::rss::read_rss_kib;
 use crate::token::anon_token;
 use crate::worker::ConnectArgs;
@@ -143,7 +143,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         "fanout: {} connections in {} processes, {} channels, {} publishers, {} broadcasts/s for {} s (+{} s drain), vsn {}",
         args.connections, plan.processes, args.channels, plan.publishers, args.rate, args.duration, args.drain, args.vsn
     );
-    eprintln!("{title}");
+    eprintln!("spawning {} worker processes for {} connections", plan.processes, args.connections);
     let publish_plan = PublishPlan {
         publishers: plan.publishers,
         channels: args.channels,
