@@ -39,6 +39,7 @@ pub mod reason {
         "PrivateChannelsUnavailable: Private channels need DATABASE_URL for RLS authorization";
     pub const UNMATCHED_TOPIC: &str = "unmatched topic";
     pub const PRESENCE_PAYLOAD_NOT_MAP: &str = "Presence track payload must be a map";
+    pub const REPLAY_ON_PUBLIC: &str = "UnableToReplayMessages: Replay is not allowed for public channels";
     pub const SHUTTING_DOWN: &str = "ServerShuttingDown: The server is shutting down";
 }
 

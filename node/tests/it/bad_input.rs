@@ -40,7 +40,10 @@ fn malformed_text(vsn: Vsn) -> Vec<(&'static str, String)> {
         Vsn::V2 => v.extend([
             ("array of 4", r#"[null,"99","phoenix","heartbeat"]"#.to_owned()),
             ("empty array", "[]".to_owned()),
-            ("object on a 2.0.0 socket", r#"{"topic":"phoenix","event":"heartbeat","payload":{},"ref":"99"}"#.to_owned()),
+            (
+                "object on a 2.0.0 socket",
+                r#"{"topic":"phoenix","event":"heartbeat","payload":{},"ref":"99"}"#.to_owned(),
+            ),
             ("topic not a string", r#"[null,"99",5,"heartbeat",{}]"#.to_owned()),
             ("event not a string", r#"[null,"99","phoenix",7,{}]"#.to_owned()),
         ]),
@@ -86,17 +89,12 @@ async fn t70_malformed_text_frames_are_ignored() {
 }
 
 #[tokio::test]
-async fn t71_unknown_events() {
+async fn t71_unknown_event_on_phoenix_topic_is_unmatched() {
     let server = Server::start(&[]);
     let mut obs = Observer::new(&server).await;
     for vsn in VSNS {
-        let topic = format!("realtime:{}", unique("unknown"));
         let mut c = server.client(vsn).await;
-        let jr = c.join_ok(&topic, config(true, false, "", false)).await;
-        // Unknown event on a joined channel: ignored, no reply (as the reference's catch-all handle_in).
-        c.push(Some(&jr), &topic, "foo", &json!({"a": 1})).await;
-        still_alive_and_quiet(&mut c, "unknown channel event").await;
-        // Unknown event on the `phoenix` topic: not joined → unmatched topic.
+        // Not a heartbeat, and `phoenix` is not a joined channel → unmatched topic (Phoenix socket).
         let r = c.push(None, "phoenix", "foo", &json!({})).await;
         let reply = c.expect_reply(&r, T).await;
         assert_eq!(
@@ -104,6 +102,42 @@ async fn t71_unknown_events() {
             json!({"status": "error", "response": {"reason": "unmatched topic"}}),
             "{vsn}: phoenix/foo"
         );
+        still_alive_and_quiet(&mut c, "phoenix/foo").await;
+        obs.check(&format!("{vsn} phoenix/foo")).await;
+    }
+}
+
+/// Deliberate difference from the reference (whose catch-all only logs): an unknown event on a joined
+/// channel gets a clear error reply, so a raw client does not wait for a reply that never comes.
+#[tokio::test]
+async fn t71_unknown_event_on_joined_channel_gets_an_error_reply() {
+    let server = Server::start(&[]);
+    let mut obs = Observer::new(&server).await;
+    for vsn in VSNS {
+        let topic = format!("realtime:{}", unique("unknown"));
+        let mut c = server.client(vsn).await;
+        let jr = c.join_ok(&topic, config(true, false, "", false)).await;
+        let r = c.push(Some(&jr), &topic, "foo", &json!({"a": 1})).await;
+        let reply = c.expect_reply(&r, T).await;
+        assert_eq!(
+            reply["payload"],
+            json!({"status": "error", "response": {"reason": "unknown event"}}),
+            "{vsn}: unknown event"
+        );
+        still_alive_and_quiet(&mut c, "unknown channel event").await;
+        if vsn == Vsn::V2 {
+            // The same as a binary kind-0 push.
+            let mut kind0 = vec![0, jr.len() as u8, 2, topic.len() as u8, 3];
+            kind0.extend_from_slice(jr.as_bytes());
+            kind0.extend_from_slice(b"78");
+            kind0.extend_from_slice(topic.as_bytes());
+            kind0.extend_from_slice(b"foo");
+            kind0.extend_from_slice(&[1, 2, 3]);
+            c.send_binary(kind0).await;
+            let reply = c.expect_reply("78", T).await;
+            assert_eq!(reply["payload"]["response"], json!({"reason": "unknown event"}), "kind 0");
+            still_alive_and_quiet(&mut c, "kind 0 unknown event").await;
+        }
         obs.check(&format!("{vsn} unknown events")).await;
         c.broadcast_json(&jr, &topic, "alive", &json!({})).await;
         assert_eq!(c.expect_event("broadcast", T).await["payload"]["event"], "alive", "{vsn}");
@@ -123,20 +157,12 @@ async fn t72_binary_garbage_is_ignored_on_2_0_0() {
         obs.check(name).await;
     }
     // A well-formed kind-3 push for a topic that is not joined → unmatched topic.
-    let frame = encode_user_broadcast_push("1", "77", "realtime:not-joined", "e", BinaryEncoding::Json, b"{}")
-        .expect("encode");
+    let frame =
+        encode_user_broadcast_push("1", "77", "realtime:not-joined", "e", BinaryEncoding::Json, b"{}")
+            .expect("encode");
     c.send_binary(frame).await;
     let reply = c.expect_reply("77", T).await;
     assert_eq!(reply["payload"], json!({"status": "error", "response": {"reason": "unmatched topic"}}));
-    // A kind-0 push with an unknown event on the joined topic is ignored.
-    let mut kind0 = vec![0, jr.len() as u8, 2, topic.len() as u8, 3];
-    kind0.extend_from_slice(jr.as_bytes());
-    kind0.extend_from_slice(b"78");
-    kind0.extend_from_slice(topic.as_bytes());
-    kind0.extend_from_slice(b"foo");
-    kind0.extend_from_slice(&[1, 2, 3]);
-    c.send_binary(kind0).await;
-    still_alive_and_quiet(&mut c, "kind 0 unknown event").await;
     c.broadcast_binary(&jr, &topic, "alive", BinaryEncoding::Json, b"{}").await;
     assert_eq!(c.expect_binary(T).await.event, "alive");
 }
@@ -187,20 +213,23 @@ async fn t74_oversized_frame_closes_1009_and_large_frame_does_not() {
         assert_eq!(code, Some(1009), "{vsn}: close code for a frame over 5,000,000 bytes");
         obs.check(&format!("{vsn} oversized frame")).await;
     }
-    if vsn_binary_enabled() {
+    {
         let mut c = server.client(Vsn::V2).await;
         let jr = c.join_ok("realtime:hugebin", default_config()).await;
-        let frame = encode_user_broadcast_push(&jr, "62", "realtime:hugebin", "e", BinaryEncoding::Raw, &vec![1u8; 5_100_000])
-            .expect("encode");
+        let frame = encode_user_broadcast_push(
+            &jr,
+            "62",
+            "realtime:hugebin",
+            "e",
+            BinaryEncoding::Raw,
+            &vec![1u8; 5_100_000],
+        )
+        .expect("encode");
         let _ = c.try_send(Message::binary(frame)).await;
         let code = c.expect_close(Duration::from_secs(10)).await;
         assert_eq!(code, Some(1009), "close code for a binary frame over 5,000,000 bytes");
         obs.check("oversized binary frame").await;
     }
-}
-
-fn vsn_binary_enabled() -> bool {
-    true
 }
 
 #[tokio::test]

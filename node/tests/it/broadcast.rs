@@ -58,7 +58,8 @@ async fn t20_self_off_excludes_sender_self_on_echoes_and_ack_replies() {
 
         if vsn == Vsn::V2 {
             // The realtime-js 2.x path: a binary kind-3 push with ack and self.
-            let r = echo.broadcast_binary(&echo_jr, &topic, "cursor", BinaryEncoding::Json, br#"{"x":1}"#).await;
+            let r =
+                echo.broadcast_binary(&echo_jr, &topic, "cursor", BinaryEncoding::Json, br#"{"x":1}"#).await;
             let got = frames(&mut echo, 2).await;
             let reply = got.iter().filter_map(Frame::text).find(|v| v["event"] == "phx_reply").cloned();
             assert_eq!(
@@ -107,7 +108,8 @@ async fn t21_delivery_matrix_v1_v2() {
     let p2_jr = p2.join_ok(&topic, default_config()).await;
 
     // 1. V1 JSON push → V1 object, V2 text array, payload verbatim.
-    let body = json!({"type": "broadcast", "event": "a", "payload": {"x": 1, "nested": {"k": [1, "two", null]}}});
+    let body =
+        json!({"type": "broadcast", "event": "a", "payload": {"x": 1, "nested": {"k": [1, "two", null]}}});
     p1.push(Some(&p1_jr), &topic, "broadcast", &body).await;
     assert_eq!(s1.expect_event("broadcast", T).await, json_broadcast(&topic, body.clone()), "V1 JSON → V1");
     assert_eq!(s2.expect_event("broadcast", T).await, json_broadcast(&topic, body.clone()), "V1 JSON → V2");
@@ -137,15 +139,42 @@ async fn t21_delivery_matrix_v1_v2() {
     let raw = [0u8, 1, 2, 255, 254];
     p2.broadcast_binary(&p2_jr, &topic, "raw", BinaryEncoding::Raw, &raw).await;
     let b = s2.expect_binary(T).await;
-    assert_eq!((b.topic.as_str(), b.event.as_str(), b.encoding), (topic.as_str(), "raw", BinaryEncoding::Raw));
+    assert_eq!(
+        (b.topic.as_str(), b.event.as_str(), b.encoding),
+        (topic.as_str(), "raw", BinaryEncoding::Raw)
+    );
     assert_eq!(&b.data[..], &raw[..], "raw bytes");
     // The next thing V1 sees is the following JSON broadcast, so the raw one was dropped, not delayed.
     let body = json!({"type": "broadcast", "event": "after-raw", "payload": {}});
     p1.push(Some(&p1_jr), &topic, "broadcast", &body).await;
-    assert_eq!(s1.expect_event("broadcast", T).await, json_broadcast(&topic, body.clone()), "raw skipped on V1");
+    assert_eq!(
+        s1.expect_event("broadcast", T).await,
+        json_broadcast(&topic, body.clone()),
+        "raw skipped on V1"
+    );
     assert_eq!(s2.expect_event("broadcast", T).await, json_broadcast(&topic, body));
 
-    // 5. The V1 sender also received the V2 sender's messages, the V2 sender the V1 sender's.
+    // 5. Client metadata in a kind-3 push is discarded (PROTOCOL §3.1).
+    let meta = br#"{"k":1}"#;
+    let mut frame = vec![3, p2_jr.len() as u8, 2, topic.len() as u8, 4, meta.len() as u8, 1];
+    frame.extend_from_slice(p2_jr.as_bytes());
+    frame.extend_from_slice(b"90");
+    frame.extend_from_slice(topic.as_bytes());
+    frame.extend_from_slice(b"meta");
+    frame.extend_from_slice(meta);
+    frame.extend_from_slice(br#"{"m":1}"#);
+    p2.send_binary(frame).await;
+    let b = s2.expect_binary(T).await;
+    assert_eq!(b.event, "meta");
+    assert!(b.metadata.is_empty(), "client metadata is not relayed: {:?}", b.metadata);
+    assert_eq!(&b.data[..], br#"{"m":1}"#);
+    assert_eq!(
+        s1.expect_event("broadcast", T).await,
+        json_broadcast(&topic, json!({"event": "meta", "payload": {"m": 1}, "type": "broadcast"})),
+        "no meta for V1 either"
+    );
+
+    // 6. The V1 sender also received the V2 sender's messages, the V2 sender the V1 sender's.
     let p1_got = p1.expect_event("broadcast", T).await;
     assert_eq!(p1_got["payload"]["event"], "b", "p1 sees p2's first message");
     s1.expect_silence(QUIET).await;
@@ -175,7 +204,8 @@ async fn t22_oversize_payload() {
         );
         if vsn == Vsn::V2 {
             let data = big.to_string();
-            let r = acked.broadcast_binary(&acked_jr, &topic, "big", BinaryEncoding::Json, data.as_bytes()).await;
+            let r =
+                acked.broadcast_binary(&acked_jr, &topic, "big", BinaryEncoding::Json, data.as_bytes()).await;
             let reply = acked.expect_reply(&r, T).await;
             assert_eq!(
                 reply["payload"],
@@ -199,5 +229,28 @@ async fn t22_oversize_payload() {
         assert_eq!(got["payload"]["event"], "small");
         acked.heartbeat().await;
         silent.heartbeat().await;
+    }
+}
+
+#[tokio::test]
+async fn t23_flexible_boolean_strings() {
+    let server = Server::start(&[]);
+    for vsn in VSNS {
+        let topic = format!("realtime:{}", unique("flexbool"));
+        let mut c = server.client(vsn).await;
+        let cfg = json!({"broadcast": {"ack": "true", "self": "TRUE"}, "presence": {"key": "", "enabled": "false"},
+                         "postgres_changes": [], "private": "false"});
+        let jr = c.join_ok(&topic, cfg).await;
+        c.expect_silence(QUIET).await; // presence "false": no presence_state
+        let r = c.broadcast_json(&jr, &topic, "flex", &json!({})).await;
+        let got = frames(&mut c, 2).await;
+        assert!(
+            got.iter().filter_map(Frame::text).any(|v| v["event"] == "phx_reply" && v["ref"] == r.as_str()),
+            "{vsn}: ack \"true\" gives a reply: {got:?}"
+        );
+        assert!(
+            got.iter().filter_map(Frame::text).any(|v| v["event"] == "broadcast"),
+            "{vsn}: self \"TRUE\" echoes: {got:?}"
+        );
     }
 }

@@ -92,6 +92,11 @@ impl Server {
     /// Starts the server with the base test flags plus `extra` and waits (≤ 15 s) for its
     /// `realtime listening on http://127.0.0.1:<PORT>` line.
     pub fn start(extra: &[&str]) -> Server {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Like [`Server::start`], with extra environment variables for the process.
+    pub fn start_with_env(extra: &[&str], envs: &[(&str, &str)]) -> Server {
         let secret = format!("it-secret-{}", uuid::Uuid::new_v4().simple());
         let log = std::env::temp_dir().join(format!("realtime-it-{}.log", uuid::Uuid::new_v4().simple()));
         let log_file = std::fs::File::create(&log).expect("create server log file");
@@ -103,10 +108,13 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file));
         for (k, _) in std::env::vars() {
-            if k.starts_with("REALTIME_") {
+            // Only what the test asks for: no inherited settings, and no database (Postgres changes and
+            // private channels are refused as the contract says).
+            if k.starts_with("REALTIME_") || k == "DATABASE_URL" {
                 cmd.env_remove(k);
             }
         }
+        cmd.envs(envs.iter().copied());
         let mut child = cmd.spawn().expect("spawn the realtime binary");
         let stdout = child.stdout.take().expect("piped stdout");
         let proc = KillOnDrop { child, log };
@@ -125,7 +133,8 @@ impl Server {
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(port) = line.trim().strip_prefix(prefix) {
-                        let port: u16 = port.parse().unwrap_or_else(|_| panic!("bad listening line {line:?}"));
+                        let port: u16 =
+                            port.parse().unwrap_or_else(|_| panic!("bad listening line {line:?}"));
                         return Server { port, secret, proc };
                     }
                 }
@@ -176,12 +185,7 @@ pub fn http() -> reqwest::Client {
 /// Status, content-type and body of a response.
 pub async fn read_response(resp: reqwest::Response) -> (u16, String, String) {
     let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let body = resp.text().await.expect("response body");
     (status, ct, body)
 }
@@ -353,6 +357,8 @@ pub struct Client {
     /// Frames read while looking for something else; `recv` returns them first.
     pending: VecDeque<Frame>,
     closed: Option<Option<u16>>,
+    /// Reason text of the close frame, once one arrived.
+    pub close_reason: Option<String>,
 }
 
 impl Client {
@@ -378,10 +384,11 @@ impl Client {
         req: Request<()>,
         vsn: Vsn,
     ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
-        let (ws, _resp) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(req))
-            .await
-            .expect("websocket handshake timed out")?;
-        Ok(Client { ws, vsn, next_ref: 0, pending: VecDeque::new(), closed: None })
+        let (ws, _resp) =
+            tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(req))
+                .await
+                .expect("websocket handshake timed out")?;
+        Ok(Client { ws, vsn, next_ref: 0, pending: VecDeque::new(), closed: None, close_reason: None })
     }
 
     pub fn make_ref(&mut self) -> String {
@@ -392,16 +399,19 @@ impl Client {
     // ---- sending
 
     pub async fn send_text(&mut self, text: impl Into<String>) {
-        self.ws.send(Message::text(text.into())).await.expect("send text frame");
+        self.try_send(Message::text(text.into())).await.expect("send text frame");
     }
 
     pub async fn send_binary(&mut self, data: impl Into<Bytes>) {
-        self.ws.send(Message::binary(data.into())).await.expect("send binary frame");
+        self.try_send(Message::binary(data.into())).await.expect("send binary frame");
     }
 
-    /// Sends without panicking (for frames the server may refuse by closing).
+    /// Sends without panicking on a socket error (for frames the server may refuse by closing);
+    /// a send that cannot complete within 10 s still panics.
     pub async fn try_send(&mut self, msg: Message) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-        self.ws.send(msg).await
+        tokio::time::timeout(Duration::from_secs(10), self.ws.send(msg))
+            .await
+            .unwrap_or_else(|_| panic!("{}: send blocked for 10 s", self.vsn))
     }
 
     /// The text frame of a push in this client's serializer.
@@ -421,7 +431,13 @@ impl Client {
     }
 
     /// Sends a push with a fresh ref; returns the ref.
-    pub async fn push(&mut self, join_ref: Option<&str>, topic: &str, event: &str, payload: &Value) -> String {
+    pub async fn push(
+        &mut self,
+        join_ref: Option<&str>,
+        topic: &str,
+        event: &str,
+        payload: &Value,
+    ) -> String {
         let r = self.make_ref();
         let text = self.encode(join_ref, Some(&r), topic, event, payload);
         self.send_text(text).await;
@@ -429,7 +445,13 @@ impl Client {
     }
 
     /// A JSON broadcast push `{"type":"broadcast","event":E,"payload":P}` (text frame in both versions).
-    pub async fn broadcast_json(&mut self, join_ref: &str, topic: &str, event: &str, payload: &Value) -> String {
+    pub async fn broadcast_json(
+        &mut self,
+        join_ref: &str,
+        topic: &str,
+        event: &str,
+        payload: &Value,
+    ) -> String {
         let body = json!({"type": "broadcast", "event": event, "payload": payload});
         self.push(Some(join_ref), topic, "broadcast", &body).await
     }
@@ -525,11 +547,13 @@ impl Client {
                 Message::Text(t) => return Some(Frame::Text(self.normalise(t.as_str()))),
                 Message::Binary(b) => {
                     assert_eq!(self.vsn, Vsn::V2, "binary frame sent to a 1.0.0 socket: {b:?}");
-                    let decoded = binary::decode_server_frame(b.clone())
-                        .unwrap_or_else(|e| panic!("server sent a binary frame that is not kind 4 ({e}): {b:?}"));
+                    let decoded = binary::decode_server_frame(b.clone()).unwrap_or_else(|e| {
+                        panic!("server sent a binary frame that is not kind 4 ({e}): {b:?}")
+                    });
                     return Some(Frame::Binary(decoded));
                 }
                 Message::Close(cf) => {
+                    self.close_reason = cf.as_ref().map(|c| c.reason.as_str().to_owned());
                     let code = cf.map(|c| u16::from(c.code));
                     self.closed = Some(code);
                     return Some(Frame::Close(code));
@@ -597,7 +621,10 @@ impl Client {
             match self.recv(left).await {
                 Some(f) if pred(&f) => return f,
                 Some(Frame::Close(code)) => {
-                    panic!("{}: socket closed ({code:?}) while waiting for {what}; skipped {skipped:?}", self.vsn)
+                    panic!(
+                        "{}: socket closed ({code:?}) while waiting for {what}; skipped {skipped:?}",
+                        self.vsn
+                    )
                 }
                 Some(f) => skipped.push(f),
                 None => panic!("{}: no {what} within {timeout:?}; skipped {skipped:?}", self.vsn),
@@ -607,7 +634,8 @@ impl Client {
 
     /// Waits for the `phx_reply` with this ref; other frames stay queued in order.
     pub async fn expect_reply(&mut self, msg_ref: &str, timeout: Duration) -> Value {
-        let is_reply = |f: &Frame| matches!(f, Frame::Text(v) if v["event"] == "phx_reply" && v["ref"] == msg_ref);
+        let is_reply =
+            |f: &Frame| matches!(f, Frame::Text(v) if v["event"] == "phx_reply" && v["ref"] == msg_ref);
         if let Some(pos) = self.pending.iter().position(is_reply) {
             return self.pending.remove(pos).and_then(|f| f.text().cloned()).expect("queued reply");
         }
@@ -620,12 +648,17 @@ impl Client {
                 break f.text().cloned();
             }
             if let Frame::Close(code) = f {
-                panic!("{}: socket closed ({code:?}) while waiting for reply {msg_ref}; got {kept:?}", self.vsn)
+                panic!(
+                    "{}: socket closed ({code:?}) while waiting for reply {msg_ref}; got {kept:?}",
+                    self.vsn
+                )
             }
             kept.push(f);
         };
         self.pending.extend(kept.iter().cloned());
-        found.unwrap_or_else(|| panic!("{}: no reply to ref {msg_ref} within {timeout:?}; got {kept:?}", self.vsn))
+        found.unwrap_or_else(|| {
+            panic!("{}: no reply to ref {msg_ref} within {timeout:?}; got {kept:?}", self.vsn)
+        })
     }
 
     /// Asserts that nothing but heartbeat replies arrives for `dur`.
@@ -719,7 +752,7 @@ impl Observer {
     pub async fn check(&mut self, after: &str) {
         self.n += 1;
         let payload = json!({"n": self.n});
-        self.sender.broadcast_json(&self.sender_ref.clone(), &self.topic.clone(), "obs", &payload).await;
+        self.sender.broadcast_json(&self.sender_ref, &self.topic, "obs", &payload).await;
         let f = self
             .receiver
             .wait_for(T, &format!("observer broadcast after {after}"), |f| f.is_event("broadcast"))

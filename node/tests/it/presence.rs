@@ -14,7 +14,9 @@ fn other(vsn: Vsn) -> Vsn {
 }
 
 async fn track(c: &mut Client, jr: &str, topic: &str, meta: Value) -> Value {
-    let r = c.push(Some(jr), topic, "presence", &json!({"type": "presence", "event": "track", "payload": meta})).await;
+    let r = c
+        .push(Some(jr), topic, "presence", &json!({"type": "presence", "event": "track", "payload": meta}))
+        .await;
     c.expect_reply(&r, T).await
 }
 
@@ -109,7 +111,11 @@ async fn t31_track_update_untrack_diffs() {
         assert_eq!(da, db, "{vsn}: same diff for everyone");
         assert_eq!(da["leaves"], json!({}));
         let r1 = single_meta_ref(&da["joins"], "alice", &json!({"online": true}));
-        assert_eq!(da["joins"]["alice"]["metas"][0].as_object().map(Map::len), Some(2), "no phx_ref_prev: {da}");
+        assert_eq!(
+            da["joins"]["alice"]["metas"][0].as_object().map(Map::len),
+            Some(2),
+            "no phx_ref_prev: {da}"
+        );
 
         // update → one diff: the new meta with phx_ref_prev, and a leave of the old meta.
         track_ok(&mut a, &a_jr, &topic, json!({"online": false})).await;
@@ -163,7 +169,11 @@ async fn t32_channel_leave_and_socket_close_send_leave_diffs() {
         let lr = a.push(Some(&jr), &topic, "phx_leave", &json!({})).await;
         a.expect_reply(&lr, T).await;
         let d = diff(&mut watcher, &topic).await;
-        assert_eq!(d, json!({"joins": {}, "leaves": {"k1": {"metas": [{"who": "a", "phx_ref": r}]}}}), "{vsn}: leave");
+        assert_eq!(
+            d,
+            json!({"joins": {}, "leaves": {"k1": {"metas": [{"who": "a", "phx_ref": r}]}}}),
+            "{vsn}: leave"
+        );
 
         // Clean WebSocket close.
         let mut b = server.client(vsn).await;
@@ -173,7 +183,11 @@ async fn t32_channel_leave_and_socket_close_send_leave_diffs() {
         let r = single_meta_ref(&d["joins"], "k2", &json!({"who": "b"}));
         b.close().await;
         let d = diff(&mut watcher, &topic).await;
-        assert_eq!(d, json!({"joins": {}, "leaves": {"k2": {"metas": [{"who": "b", "phx_ref": r}]}}}), "{vsn}: close");
+        assert_eq!(
+            d,
+            json!({"joins": {}, "leaves": {"k2": {"metas": [{"who": "b", "phx_ref": r}]}}}),
+            "{vsn}: close"
+        );
 
         // TCP drop without a close frame.
         let mut c = server.client(vsn).await;
@@ -183,7 +197,11 @@ async fn t32_channel_leave_and_socket_close_send_leave_diffs() {
         let r = single_meta_ref(&d["joins"], "k3", &json!({"who": "c"}));
         drop(c);
         let d = diff(&mut watcher, &topic).await;
-        assert_eq!(d, json!({"joins": {}, "leaves": {"k3": {"metas": [{"who": "c", "phx_ref": r}]}}}), "{vsn}: drop");
+        assert_eq!(
+            d,
+            json!({"joins": {}, "leaves": {"k3": {"metas": [{"who": "c", "phx_ref": r}]}}}),
+            "{vsn}: drop"
+        );
         watcher.expect_silence(QUIET).await;
     }
 }
@@ -231,8 +249,11 @@ async fn t34_default_presence_key_is_a_uuid() {
     for vsn in VSNS {
         let topic = format!("realtime:{}", unique("uuidkey"));
         let mut keys = Vec::new();
-        for presence in [json!({"key": "", "enabled": true}), json!({"enabled": true}), json!({"key": null, "enabled": true})]
-        {
+        for presence in [
+            json!({"key": "", "enabled": true}),
+            json!({"enabled": true}),
+            json!({"key": null, "enabled": true}),
+        ] {
             let mut c = server.client(vsn).await;
             let cfg = json!({"broadcast": {"ack": false, "self": false}, "presence": presence,
                              "postgres_changes": [], "private": false});
@@ -249,6 +270,16 @@ async fn t34_default_presence_key_is_a_uuid() {
         keys.sort();
         keys.dedup();
         assert_eq!(keys.len(), 3, "{vsn}: every join gets its own key");
+
+        // Any JSON value is a key: a number becomes its text.
+        let mut c = server.client(vsn).await;
+        let cfg = json!({"broadcast": {"ack": false, "self": false}, "presence": {"key": 42, "enabled": true},
+                         "postgres_changes": [], "private": false});
+        let jr = c.join_ok(&topic, cfg).await;
+        c.expect_event("presence_state", T).await;
+        track_ok(&mut c, &jr, &topic, json!({"n": true})).await;
+        let d = diff(&mut c, &topic).await;
+        single_meta_ref(&d["joins"], "42", &json!({"n": true}));
     }
 }
 
@@ -271,11 +302,20 @@ async fn t35_invalid_presence_pushes() {
         // Unknown presence event → error reply with an empty response.
         let r = c.push(Some(&jr), &topic, "presence", &json!({"type": "presence", "event": "dance"})).await;
         let reply = c.expect_reply(&r, T).await;
-        assert_eq!(reply["payload"], json!({"status": "error", "response": {}}), "{vsn}: unknown presence event");
+        assert_eq!(
+            reply["payload"],
+            json!({"status": "error", "response": {}}),
+            "{vsn}: unknown presence event"
+        );
         c.expect_silence(QUIET).await;
         // The event name is case-insensitive and the channel still works.
         let r = c
-            .push(Some(&jr), &topic, "presence", &json!({"type": "presence", "event": "TRACK", "payload": {"ok": 1}}))
+            .push(
+                Some(&jr),
+                &topic,
+                "presence",
+                &json!({"type": "presence", "event": "TRACK", "payload": {"ok": 1}}),
+            )
             .await;
         let reply = c.expect_reply(&r, T).await;
         assert_eq!(reply["payload"], json!({"status": "ok", "response": {}}), "{vsn}: TRACK");
@@ -303,5 +343,31 @@ async fn t36_track_enables_diffs_without_presence_state() {
         let d = diff(&mut a, &topic).await;
         single_meta_ref(&d["joins"], "other", &json!({"t": 2}));
         a.expect_silence(QUIET).await;
+    }
+}
+
+#[tokio::test]
+async fn t37_server_closed_channel_leaves_presence() {
+    let server = Server::start(&[]);
+    for vsn in VSNS {
+        let topic = format!("realtime:{}", unique("kicked"));
+        let mut watcher = server.client(other(vsn)).await;
+        watcher.join_ok(&topic, config(false, false, "watcher", true)).await;
+        watcher.expect_event("presence_state", T).await;
+        let mut a = server.client(vsn).await;
+        let jr = a.join_ok(&topic, config(false, false, "kicked", true)).await;
+        track_ok(&mut a, &jr, &topic, json!({"x": 1})).await;
+        let d = diff(&mut watcher, &topic).await;
+        let r = single_meta_ref(&d["joins"], "kicked", &json!({"x": 1}));
+        // An expired access_token shuts the channel down (system error + phx_close).
+        let expired = hostile::expired(&server.secret);
+        a.push(Some(&jr), &topic, "access_token", &json!({"access_token": expired})).await;
+        a.wait_event("phx_close", T).await;
+        let d = diff(&mut watcher, &topic).await;
+        assert_eq!(
+            d,
+            json!({"joins": {}, "leaves": {"kicked": {"metas": [{"x": 1, "phx_ref": r}]}}}),
+            "{vsn}"
+        );
     }
 }

@@ -10,7 +10,12 @@ use crate::common::*;
 const PREFIXES: [&str; 2] = ["/api", "/realtime/v1/api"];
 const UNSUPPORTED_MEDIA: &str = "Unsupported Media Type. Use application/json or application/octet-stream";
 
-async fn post_batch(server: &Server, prefix: &str, auth: Option<&str>, body: &Value) -> (u16, String, String) {
+async fn post_batch(
+    server: &Server,
+    prefix: &str,
+    auth: Option<&str>,
+    body: &Value,
+) -> (u16, String, String) {
     let mut req = http().post(server.http(&format!("{prefix}/broadcast"))).json(body);
     if let Some(t) = auth {
         req = req.bearer_auth(t);
@@ -178,12 +183,21 @@ async fn t44_single_endpoint_json_and_binary() {
 
         // JSON body → kind 4 (encoding 1) for V2, user-broadcast JSON for V1.
         let data = br#"{"x":1,"s":"\u00e9"}"#.to_vec();
-        let (status, _ct, resp) =
-            post_single(&server, prefix, &format!("{sub}/events/cursor"), Some(&tok), "application/json", data)
-                .await;
+        let (status, _ct, resp) = post_single(
+            &server,
+            prefix,
+            &format!("{sub}/events/cursor"),
+            Some(&tok),
+            "application/json",
+            data,
+        )
+        .await;
         assert_eq!((status, resp.as_str()), (202, ""), "{prefix}: JSON single");
         let b = v2.expect_binary(T).await;
-        assert_eq!((b.topic.as_str(), b.event.as_str(), b.encoding), (topic.as_str(), "cursor", BinaryEncoding::Json));
+        assert_eq!(
+            (b.topic.as_str(), b.event.as_str(), b.encoding),
+            (topic.as_str(), "cursor", BinaryEncoding::Json)
+        );
         assert_eq!(
             serde_json::from_slice::<Value>(&b.data).expect("kind 4 JSON payload"),
             json!({"x": 1, "s": "é"}),
@@ -226,7 +240,10 @@ async fn t44_single_endpoint_json_and_binary() {
         .await;
         assert_eq!((status, resp.as_str()), (202, ""), "{prefix}: octet-stream single");
         let b = v2.expect_binary(T).await;
-        assert_eq!((b.topic.as_str(), b.event.as_str(), b.encoding), (topic.as_str(), "blob", BinaryEncoding::Raw));
+        assert_eq!(
+            (b.topic.as_str(), b.event.as_str(), b.encoding),
+            (topic.as_str(), "blob", BinaryEncoding::Raw)
+        );
         assert_eq!(&b.data[..], &raw[..], "{prefix}: raw bytes");
         v1.expect_silence(QUIET).await;
 
@@ -234,7 +251,8 @@ async fn t44_single_endpoint_json_and_binary() {
         let sub2 = format!("{sub}:child");
         let (mut w1, mut w2) = subscribers(&server, &sub2).await;
         let path = format!("{sub}%3Achild/events/enc");
-        let (status, _ct, resp) = post_single(&server, prefix, &path, Some(&tok), "application/json", b"{}".to_vec()).await;
+        let (status, _ct, resp) =
+            post_single(&server, prefix, &path, Some(&tok), "application/json", b"{}".to_vec()).await;
         assert_eq!(status, 202, "{prefix}: encoded topic: {resp}");
         assert_eq!(w2.expect_binary(T).await.topic, format!("realtime:{sub2}"));
         assert_eq!(w1.expect_event("broadcast", T).await["topic"], format!("realtime:{sub2}"));
@@ -258,7 +276,8 @@ async fn t45_single_endpoint_refusals() {
 
         let bad = hostile::expired(&server.secret);
         let (status, _ct, resp) =
-            post_single(&server, prefix, "room/events/e", Some(&bad), "application/json", b"{}".to_vec()).await;
+            post_single(&server, prefix, "room/events/e", Some(&bad), "application/json", b"{}".to_vec())
+                .await;
         assert_eq!(status, 401, "{prefix}: expired token: {resp}");
         assert_eq!(parse_json(&resp), json!({"message": "Unauthorized"}));
     }

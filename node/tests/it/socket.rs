@@ -24,7 +24,7 @@ async fn t10_heartbeat_reply_on_both_paths_and_serializers() {
             let mut c = Client::connect(&url, vsn).await.unwrap_or_else(|e| panic!("{path} {vsn}: {e}"));
             let text = c.encode(None, Some("7"), "phoenix", "heartbeat", &json!({}));
             c.send_text(text).await;
-            let reply = c.next_frame(T).await;
+            let reply = c.recv(T).await.unwrap_or_else(|| panic!("{path} {vsn}: no heartbeat reply"));
             assert_eq!(
                 reply.text().cloned(),
                 Some(json!({"topic": "phoenix", "event": "phx_reply",
@@ -160,7 +160,11 @@ async fn t12_leave_replies_ok_then_phx_close_with_join_ref() {
         // Leaving a topic that is not joined is a plain ok.
         let r = c.push(Some("99"), "realtime:never-joined", "phx_leave", &json!({})).await;
         let reply = c.expect_reply(&r, T).await;
-        assert_eq!(reply["payload"], json!({"status": "ok", "response": {}}), "{vsn}: leave of unjoined topic");
+        assert_eq!(
+            reply["payload"],
+            json!({"status": "ok", "response": {}}),
+            "{vsn}: leave of unjoined topic"
+        );
         c.heartbeat().await;
     }
 }
@@ -242,5 +246,78 @@ async fn t14_join_errors_have_exact_reasons() {
         c.expect_silence(QUIET).await;
         c.heartbeat().await;
         c.join_ok("realtime:room1", default_config()).await;
+    }
+}
+
+#[tokio::test]
+async fn t11_postgres_changes_null_and_null_items() {
+    let server = Server::start(&[]);
+    for vsn in VSNS {
+        let mut c = server.client(vsn).await;
+        let mut cfg = default_config();
+        cfg["postgres_changes"] = Value::Null;
+        c.join_ok("realtime:pg-null", cfg).await;
+        c.expect_silence(QUIET).await;
+        let mut cfg = default_config();
+        cfg["postgres_changes"] = json!([null, {"event": "*", "schema": "public"}, null]);
+        let (_jr, reply) = c.join("realtime:pg-null-items", &join_payload(cfg)).await;
+        let got = &reply["payload"]["response"]["postgres_changes"];
+        assert_eq!(got.as_array().map(Vec::len), Some(1), "{vsn}: null entries are removed: {reply}");
+        assert_eq!(got[0]["event"], "*");
+        assert_eq!(got[0]["schema"], "public");
+    }
+}
+
+#[tokio::test]
+async fn t15_idle_timeout_closes_silent_sockets_only() {
+    let server = Server::start(&["--idle-timeout-ms", "1500"]);
+    for vsn in VSNS {
+        let mut silent = server.client(vsn).await;
+        silent.join_ok("realtime:idle", default_config()).await;
+        let mut chatty = server.client(vsn).await;
+        let started = std::time::Instant::now();
+        // The chatty socket heartbeats every 400 ms for 3 s and must stay open.
+        while started.elapsed() < std::time::Duration::from_millis(3000) {
+            chatty.heartbeat().await;
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        }
+        let code = silent.expect_close(T).await;
+        assert_eq!(code, Some(1000), "{vsn}: idle close code");
+        assert_eq!(silent.close_reason.as_deref(), Some("idle timeout"), "{vsn}: idle close reason");
+        chatty.heartbeat().await;
+    }
+}
+
+#[tokio::test]
+async fn t16_join_ref_leniency() {
+    let server = Server::start(&[]);
+    for vsn in VSNS {
+        let topic = format!("realtime:{}", unique("lenient"));
+        let mut rx = server.client(Vsn::V1).await;
+        rx.join_ok(&topic, default_config()).await;
+        let mut c = server.client(vsn).await;
+        c.join_ok(&topic, config(false, true, "", false)).await;
+        // A stale join_ref and a missing one are still processed and answered (PROTOCOL §2.1).
+        for jr in [Some("999"), None] {
+            let body = json!({"type": "broadcast", "event": "lenient", "payload": {"jr": jr}});
+            let r = c.push(jr, &topic, "broadcast", &body).await;
+            let reply = c.expect_reply(&r, T).await;
+            assert_eq!(reply["payload"], json!({"status": "ok", "response": {}}), "{vsn}: join_ref {jr:?}");
+            let got = rx.expect_event("broadcast", T).await;
+            assert_eq!(got["payload"], body, "{vsn}: join_ref {jr:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn t17_replay_on_public_channel_is_refused() {
+    let server = Server::start(&[]);
+    for vsn in VSNS {
+        let mut c = server.client(vsn).await;
+        let mut cfg = default_config();
+        cfg["broadcast"]["replay"] = json!({"since": 1_760_000_000_000u64, "limit": 10});
+        let reason = c.join_err("realtime:replay", cfg).await;
+        assert_eq!(reason, "UnableToReplayMessages: Replay is not allowed for public channels", "{vsn}");
+        c.heartbeat().await;
     }
 }

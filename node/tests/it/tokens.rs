@@ -176,3 +176,101 @@ async fn t54_token_expiring_after_join_closes_the_channel() {
         c.heartbeat().await;
     }
 }
+
+/// Test-only key pairs (generated for this suite, never used elsewhere) and their public JWKS.
+const RSA_PEM: &str = include_str!("fixtures/test-only-rsa.pem");
+const EC_PEM: &str = include_str!("fixtures/test-only-ec.pem");
+
+fn jwks_path() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fixtures/jwks.json").to_owned()
+}
+
+fn asym_token(alg: jsonwebtoken::Algorithm, kid: Option<&str>, claims: &Value) -> String {
+    let key = match alg {
+        jsonwebtoken::Algorithm::RS256 => jsonwebtoken::EncodingKey::from_rsa_pem(RSA_PEM.as_bytes()),
+        jsonwebtoken::Algorithm::ES256 => jsonwebtoken::EncodingKey::from_ec_pem(EC_PEM.as_bytes()),
+        other => panic!("no test key for {other:?}"),
+    }
+    .expect("test key");
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &key).expect("sign")
+}
+
+fn claims() -> Value {
+    json!({"role": "authenticated", "sub": "jwks-user", "exp": now() + 3600})
+}
+
+async fn handshake(server: &Server, tok: &str) -> (u16, String) {
+    let url = server.http(&format!("/socket/websocket?apikey={tok}&vsn=2.0.0"));
+    let (status, _ct, body) = raw_upgrade(&url, &[]).await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn t55_jwks_signer_selection() {
+    let jwks = jwks_path();
+    let server = Server::start(&["--jwks", &jwks]);
+    let rs = asym_token(jsonwebtoken::Algorithm::RS256, Some("it-rsa"), &claims());
+    let es = asym_token(jsonwebtoken::Algorithm::ES256, Some("it-ec"), &claims());
+    // HS256 with a kid that matches no `oct` key falls back to the shared secret (PROTOCOL §6.1).
+    let hs_kid = {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some("unknown-hs-kid".into());
+        jsonwebtoken::encode(
+            &header,
+            &claims(),
+            &jsonwebtoken::EncodingKey::from_secret(server.secret.as_bytes()),
+        )
+        .expect("sign")
+    };
+    for (name, tok) in
+        [("RS256 kid", &rs), ("ES256 kid", &es), ("HS256 secret", &server.token()), ("HS256 kid", &hs_kid)]
+    {
+        let url = server.ws_url_at("/socket/websocket", &format!("apikey={tok}&vsn=2.0.0"));
+        let mut c = Client::connect(&url, Vsn::V2).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (_jr, reply) =
+            c.join("realtime:jwks", &json!({"config": default_config(), "access_token": tok})).await;
+        assert_eq!(reply["payload"]["status"], "ok", "{name}: join with it as access_token: {reply}");
+        let resp = http()
+            .post(server.http("/api/broadcast"))
+            .bearer_auth(tok)
+            .json(&json!({"messages": [{"topic": "jwks", "event": "e", "payload": {}}]}))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(resp.status().as_u16(), 202, "{name}: REST with it");
+    }
+
+    let unknown_kid = asym_token(jsonwebtoken::Algorithm::RS256, Some("nope"), &claims());
+    let (status, body) = handshake(&server, &unknown_kid).await;
+    assert_eq!(status, 401, "unknown kid: {body}");
+    assert_eq!(
+        parse_json(&body),
+        json!({"error": "Failed to generate JWT signer for key ID (kid) \"nope\", check your JWT secret or JWKS configuration"})
+    );
+
+    let no_kid = asym_token(jsonwebtoken::Algorithm::RS256, None, &claims());
+    let (status, body) = handshake(&server, &no_kid).await;
+    assert_eq!(status, 401, "RS256 without kid: {body}");
+    assert_eq!(
+        parse_json(&body),
+        json!({"error": "Failed to generate JWT signer, check your JWT secret or JWKS configuration"})
+    );
+
+    // RS256 token whose claims were swapped after signing.
+    let mut parts: Vec<String> = rs.split('.').map(str::to_owned).collect();
+    let forged = json!({"role": "service_role", "exp": now() + 3600});
+    parts[1] = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged.to_string())
+    };
+    let (status, body) = handshake(&server, &parts.join(".")).await;
+    assert_eq!(status, 401, "tampered RS256: {body}");
+    assert_eq!(parse_json(&body), json!({"error": "Failed to validate JWT signature"}));
+
+    // The EC key id with an RSA algorithm does not select the EC key.
+    let mismatched = asym_token(jsonwebtoken::Algorithm::RS256, Some("it-ec"), &claims());
+    let (status, body) = handshake(&server, &mismatched).await;
+    assert_eq!(status, 401, "RS256 with an EC kid: {body}");
+}

@@ -1,0 +1,195 @@
+//! Operations: health endpoints, Prometheus metrics, and the SIGTERM drain.
+
+use std::time::{Duration, Instant};
+
+use realtime_proto::binary::BinaryEncoding;
+use realtime_proto::Vsn;
+use serde_json::json;
+
+use crate::common::*;
+
+async fn get(server: &Server, path: &str) -> (u16, String, String) {
+    let resp = http().get(server.http(path)).send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    read_response(resp).await
+}
+
+/// Sum of every sample of the metric `name` (exact name, any labels).
+fn metric_sum(body: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("unparsable sample {line:?}"));
+        *found.get_or_insert(0.0) += value;
+    }
+    found
+}
+
+/// Polls /metrics until `metric` sums to `want` (gauges may lag a little).
+async fn wait_metric(server: &Server, metric: &str, want: f64) {
+    let deadline = Instant::now() + T;
+    loop {
+        let (_, _, body) = get(server, "/metrics").await;
+        let got = metric_sum(&body, metric);
+        if got == Some(want) {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("{metric} = {got:?}, want {want}\n{body}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn t80_health_endpoints() {
+    let server = Server::start(&[]);
+    let (status, _ct, body) = get(&server, "/healthz").await;
+    assert_eq!((status, body.trim()), (200, "ok"), "/healthz");
+    let (status, _ct, body) = get(&server, "/readyz").await;
+    assert_eq!((status, body.trim()), (200, "ready"), "/readyz");
+}
+
+#[tokio::test]
+async fn t81_metrics() {
+    let server = Server::start(&[]);
+    let topic = format!("realtime:{}", unique("metrics"));
+    let mut v1 = server.client(Vsn::V1).await;
+    let v1_jr = v1.join_ok(&topic, default_config()).await;
+    let mut v2 = server.client(Vsn::V2).await;
+    let v2_jr = v2.join_ok(&topic, default_config()).await;
+    v1.broadcast_json(&v1_jr, &topic, "m", &json!({"a": 1})).await;
+    v2.expect_event("broadcast", T).await;
+    v2.broadcast_binary(&v2_jr, &topic, "m", BinaryEncoding::Json, b"{}").await;
+    v1.expect_event("broadcast", T).await;
+    // Refusals: a handshake without apikey and a join without a topic name.
+    let (status, _, _) = raw_upgrade(&server.http("/socket/websocket?vsn=2.0.0"), &[]).await;
+    assert_eq!(status, 401);
+    v1.join_err("realtime:", default_config()).await;
+
+    wait_metric(&server, "realtime_connections", 2.0).await;
+    let (status, ct, body) = get(&server, "/metrics").await;
+    assert_eq!(status, 200, "/metrics");
+    assert!(ct.starts_with("text/plain"), "/metrics content-type {ct:?}");
+    let joins = metric_sum(&body, "realtime_joins_total")
+        .unwrap_or_else(|| panic!("no realtime_joins_total\n{body}"));
+    assert!(joins >= 2.0, "realtime_joins_total = {joins}");
+    assert!(
+        body.lines().any(|l| l.starts_with("realtime_refusals_total{") && l.contains("reason=\"")),
+        "realtime_refusals_total{{reason=...}} after refusals\n{body}"
+    );
+    let inn =
+        metric_sum(&body, "realtime_messages_in_total").unwrap_or_else(|| panic!("no messages_in\n{body}"));
+    assert!(inn >= 2.0, "realtime_messages_in_total = {inn}");
+    let out =
+        metric_sum(&body, "realtime_messages_out_total").unwrap_or_else(|| panic!("no messages_out\n{body}"));
+    assert!(out >= 2.0, "realtime_messages_out_total = {out}");
+    assert!(
+        body.contains("# TYPE realtime_delivery_latency_seconds histogram"),
+        "realtime_delivery_latency_seconds is a histogram\n{body}"
+    );
+    assert!(body.contains("realtime_delivery_latency_seconds_bucket{"), "histogram buckets\n{body}");
+    let count = metric_sum(&body, "realtime_delivery_latency_seconds_count").unwrap_or(0.0);
+    assert!(count >= 1.0, "delivery latency observations: {count}\n{body}");
+
+    // The connection gauge goes back down.
+    v1.close().await;
+    drop(v2);
+    wait_metric(&server, "realtime_connections", 0.0).await;
+}
+
+#[tokio::test]
+async fn t82_sigterm_drains_with_system_message_and_1012() {
+    let mut server = Server::start(&["--shutdown-grace-ms", "3000"]);
+    let mut c1 = server.client(Vsn::V1).await;
+    c1.join_ok("realtime:a", default_config()).await;
+    c1.join_ok("realtime:b", default_config()).await;
+    let mut c2 = server.client(Vsn::V2).await;
+    let c2_jr = c2.join_ok("realtime:a", default_config()).await;
+    let mut idle = server.client(Vsn::V2).await;
+    idle.heartbeat().await;
+
+    let started = Instant::now();
+    server.sigterm();
+
+    let disconnect = json!({"extension": "system", "status": "ok", "message": "Server requested disconnect"});
+    for (c, topics, jr) in
+        [(&mut c1, vec!["realtime:a", "realtime:b"], None), (&mut c2, vec!["realtime:a"], Some(c2_jr))]
+    {
+        let vsn = c.vsn;
+        let mut seen = Vec::new();
+        let code = loop {
+            match c.next_frame(Duration::from_secs(6)).await {
+                Frame::Close(code) => break code,
+                Frame::Text(v) if v["event"] == "system" => {
+                    assert_eq!(v["payload"], disconnect, "{vsn}: drain system payload");
+                    assert_eq!(v["ref"], serde_json::Value::Null, "{vsn}: {v}");
+                    if let Some(jr) = &jr {
+                        assert_eq!(v["join_ref"], json!(jr), "{vsn}: system push carries the join_ref");
+                    }
+                    seen.push(v["topic"].as_str().unwrap_or_default().to_owned());
+                }
+                other => panic!("{vsn}: unexpected frame during drain: {other:?}"),
+            }
+        };
+        seen.sort();
+        assert_eq!(seen, topics, "{vsn}: one system message per joined channel");
+        assert_eq!(code, Some(1012), "{vsn}: close code on SIGTERM");
+    }
+    let code = idle.expect_close(Duration::from_secs(6)).await;
+    assert_eq!(code, Some(1012), "socket without channels: close code on SIGTERM");
+
+    let status = server.proc.wait_exit(Duration::from_millis(3000 + 2000));
+    let elapsed = started.elapsed();
+    assert!(status.is_some(), "process still running {elapsed:?} after SIGTERM (grace 3000 ms)");
+    assert!(elapsed < Duration::from_millis(5000), "exit took {elapsed:?}");
+}
+
+/// Connects `n` sockets and expects the next one to be refused with 429.
+async fn expect_connection_cap(server: &Server, n: usize, what: &str) {
+    let mut held = Vec::new();
+    for i in 0..n {
+        let c = Client::connect(&server.ws_url(Vsn::V2), Vsn::V2)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: socket {} of {n} refused: {e}", i + 1));
+        held.push(c);
+    }
+    let url = server.http(&format!("/socket/websocket?apikey={}&vsn=2.0.0", server.token()));
+    let (status, _ct, body) = raw_upgrade(&url, &[]).await;
+    assert_eq!(status, 429, "{what}: socket {} must be refused: {body}", n + 1);
+}
+
+#[tokio::test]
+async fn t83_settings_precedence_flag_env_file() {
+    let dir = std::env::temp_dir().join(format!("realtime-it-cfg-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let file = dir.join("realtime.toml");
+    std::fs::write(&file, "max_connections = 1\n").expect("write config");
+    let file = file.to_str().expect("utf-8 path").to_owned();
+
+    let server = Server::start(&["--config", &file]);
+    expect_connection_cap(&server, 1, "file only").await;
+    drop(server);
+
+    let server = Server::start_with_env(&[], &[("REALTIME_CONFIG", &file)]);
+    expect_connection_cap(&server, 1, "file via REALTIME_CONFIG").await;
+    drop(server);
+
+    let server = Server::start_with_env(&["--config", &file], &[("REALTIME_MAX_CONNECTIONS", "2")]);
+    expect_connection_cap(&server, 2, "env over file").await;
+    drop(server);
+
+    let server = Server::start_with_env(
+        &["--config", &file, "--max-connections", "3"],
+        &[("REALTIME_MAX_CONNECTIONS", "2")],
+    );
+    expect_connection_cap(&server, 3, "flag over env").await;
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
