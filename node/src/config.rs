@@ -88,6 +88,21 @@ pub struct Settings {
     /// HTTP worker threads (defaults to the number of cores).
     #[arg(long, env = "REALTIME_WORKERS")]
     pub workers: Option<usize>,
+    /// PostgreSQL (wal_level=logical) for Postgres Changes; unset disables them.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Publication whose tables are streamed (created empty if missing).
+    #[arg(long, env = "REALTIME_PUBLICATION")]
+    pub publication: Option<String>,
+    /// Permanent pgoutput replication slot (created if missing).
+    #[arg(long, env = "REALTIME_SLOT")]
+    pub slot: Option<String>,
+    /// Where the node keeps its state (the last delivered WAL position).
+    #[arg(long, env = "REALTIME_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Largest change record delivered whole; larger ones follow the 413 rule.
+    #[arg(long, env = "REALTIME_MAX_RECORD_BYTES")]
+    pub max_record_bytes: Option<usize>,
 }
 
 /// The resolved configuration every component reads.
@@ -105,6 +120,28 @@ pub struct Config {
     pub connect_error_delay: Duration,
     pub shutdown_grace: Duration,
     pub workers: usize,
+    /// `None`: Postgres Changes are disabled.
+    pub cdc: Option<CdcConfig>,
+    pub data_dir: PathBuf,
+}
+
+/// Postgres Changes settings, present when `DATABASE_URL` is set.
+#[derive(Clone)]
+pub struct CdcConfig {
+    pub database_url: String,
+    pub publication: String,
+    pub slot: String,
+    pub max_record_bytes: usize,
+}
+
+impl std::fmt::Debug for CdcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CdcConfig")
+            .field("publication", &self.publication)
+            .field("slot", &self.slot)
+            .field("max_record_bytes", &self.max_record_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Limits applied to clients (PROTOCOL.md §7 and DESIGN.md's configuration contract).
@@ -140,6 +177,10 @@ pub mod defaults {
     pub const CONNECT_ERROR_DELAY_MS: u64 = 1_000;
     pub const SHUTDOWN_GRACE_MS: u64 = 20_000;
     pub const MAX_FRAME_BYTES: usize = 5_000_000;
+    pub const PUBLICATION: &str = "supabase_realtime";
+    pub const SLOT: &str = "realtime_cdc";
+    pub const DATA_DIR: &str = "./data";
+    pub const MAX_RECORD_BYTES: usize = 1_048_576;
 }
 
 impl Settings {
@@ -165,6 +206,11 @@ impl Settings {
             connect_error_delay_ms: self.connect_error_delay_ms.or(file.connect_error_delay_ms),
             shutdown_grace_ms: self.shutdown_grace_ms.or(file.shutdown_grace_ms),
             workers: self.workers.or(file.workers),
+            database_url: self.database_url.or(file.database_url),
+            publication: self.publication.or(file.publication),
+            slot: self.slot.or(file.slot),
+            data_dir: self.data_dir.or(file.data_dir),
+            max_record_bytes: self.max_record_bytes.or(file.max_record_bytes),
         }
     }
 }
@@ -242,7 +288,21 @@ impl Config {
             )?),
             max_frame_bytes: d::MAX_FRAME_BYTES,
         };
+        let cdc = match s.database_url.filter(|url| !url.is_empty()) {
+            Some(database_url) => Some(CdcConfig {
+                database_url,
+                publication: s.publication.unwrap_or_else(|| d::PUBLICATION.into()),
+                slot: s.slot.unwrap_or_else(|| d::SLOT.into()),
+                max_record_bytes: positive(
+                    "max_record_bytes",
+                    s.max_record_bytes.unwrap_or(d::MAX_RECORD_BYTES),
+                )?,
+            }),
+            None => None,
+        };
         Ok(Config {
+            cdc,
+            data_dir: s.data_dir.unwrap_or_else(|| d::DATA_DIR.into()),
             bind: s.bind.unwrap_or_else(|| d::BIND.parse().expect("default bind address")),
             jwt_secret: s.jwt_secret.filter(|secret| !secret.is_empty()),
             jwks_json,

@@ -23,6 +23,7 @@
 //! - [`limits`], [`metrics`], [`state`], [`shutdown`], [`telemetry`].
 
 pub mod auth;
+pub mod cdc;
 pub mod channel;
 pub mod config;
 pub mod http;
@@ -54,6 +55,8 @@ pub enum NodeError {
     NoSecret,
     #[error(transparent)]
     Jwks(#[from] auth::jwt::JwksError),
+    #[error(transparent)]
+    Cdc(#[from] cdc::error::CdcError),
     #[error("HTTP server: {0}")]
     Http(#[from] std::io::Error),
 }
@@ -74,7 +77,12 @@ pub async fn run(
     let registry =
         Registry::new(arbiters.iter().map(Arbiter::handle).collect(), config.limits.max_channel_members)
             .start();
-    let shared = web::Data::new(Shared::new(config.clone(), verifier, registry));
+    let cdc_arbiter = Arbiter::new();
+    let cdc = match &config.cdc {
+        Some(cdc_config) => Some(cdc::start(cdc_config.clone(), &config.data_dir, &cdc_arbiter.handle())?),
+        None => None,
+    };
+    let shared = web::Data::new(Shared::new(config.clone(), verifier, registry, cdc));
     let metrics_data = web::Data::new(metrics_handle.clone());
     let app_shared = shared.clone();
     let server = HttpServer::new(move || {
@@ -105,5 +113,6 @@ pub async fn run(
     for arbiter in arbiters {
         arbiter.stop();
     }
+    cdc_arbiter.stop();
     Ok(())
 }

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub rest_messages: Counter,
     pub presence_events: Counter,
     pub delivery_latency: Histogram,
+    pub cdc_changes: Counter,
+    pub cdc_transactions: Counter,
     refusals: Vec<Counter>,
 }
 
@@ -104,6 +106,8 @@ pub fn metrics() -> &'static Metrics {
         describe_counter!("realtime_malformed_frames_total", "Client frames that could not be decoded");
         describe_counter!("realtime_rest_messages_total", "Messages accepted by the REST broadcast API");
         describe_counter!("realtime_presence_events_total", "Presence track/untrack operations");
+        describe_counter!("realtime_cdc_changes_total", "Row changes decoded from the replication stream");
+        describe_counter!("realtime_cdc_transactions_total", "Committed transactions handed to the CDC hub");
         describe_counter!("realtime_refusals_total", "Refused connections, joins and messages by reason");
         describe_histogram!(
             DELIVERY_LATENCY,
@@ -123,6 +127,8 @@ pub fn metrics() -> &'static Metrics {
             rest_messages: metrics::counter!("realtime_rest_messages_total"),
             presence_events: metrics::counter!("realtime_presence_events_total"),
             delivery_latency: metrics::histogram!(DELIVERY_LATENCY),
+            cdc_changes: metrics::counter!("realtime_cdc_changes_total"),
+            cdc_transactions: metrics::counter!("realtime_cdc_transactions_total"),
             refusals: Refusal::ALL
                 .iter()
                 .map(|r| metrics::counter!("realtime_refusals_total", "reason" => r.as_str()))

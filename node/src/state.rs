@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use actix::prelude::*;
 
 use crate::auth::Verifier;
+use crate::cdc::CdcHandle;
 use crate::channel::{ConnId, Registry};
 use crate::config::Config;
 use crate::limits::SharedRate;
@@ -24,12 +25,15 @@ pub struct Shared {
     /// REST broadcast messages per node per second.
     pub rest: SharedRate,
     pub connections: ConnectionTable,
+    /// Postgres Changes; `None` when `DATABASE_URL` is not set.
+    pub cdc: Option<CdcHandle>,
     draining: AtomicBool,
 }
 
 impl Shared {
-    pub fn new(config: Config, verifier: Verifier, registry: Addr<Registry>) -> Shared {
+    pub fn new(config: Config, verifier: Verifier, registry: Addr<Registry>, cdc: Option<CdcHandle>) -> Shared {
         Shared {
+            cdc,
             joins: SharedRate::per_second(config.limits.max_joins_per_second),
             rest: SharedRate::per_second(config.limits.max_rest_events_per_second),
             connections: ConnectionTable::new(config.limits.max_connections),

@@ -24,6 +24,7 @@ pub mod binary;
 pub mod client;
 pub mod envelope;
 pub mod join;
+pub mod postgres;
 pub mod presence;
 pub mod server;
 pub mod system;

@@ -14,7 +14,8 @@ use realtime_proto::system::{self, reason, shutdown, Extension};
 use realtime_proto::{OutFrame, Vsn};
 
 use super::messages::{Deliver, Drain, SlowConsumer, WireFrame};
-use crate::channel::messages::Leave;
+use crate::auth::Claims;
+use crate::channel::messages::{Join, Leave};
 use crate::channel::{ChannelActor, ConnId, TopicKey};
 use crate::limits::RateWindow;
 use crate::metrics::metrics;
@@ -38,7 +39,18 @@ pub struct ChannelState {
     pub presence_calls: RateWindow,
     /// `{"postgres_changes":[…]}`, the join reply's response.
     pub join_response: String,
-    pub has_postgres_changes: bool,
+    /// `(id, entry)` of each `postgres_changes` subscription, in join order.
+    pub postgres_changes: Vec<(u32, serde_json::Map<String, serde_json::Value>)>,
+    /// The claims of `token`, for RLS.
+    pub claims: Claims,
+    /// `postgres_changes_options.wait`: the join waits (this timer) for the subscription first.
+    pub postgres_wait: Option<SpawnHandle>,
+    /// The join, held back until the postgres subscription is live (wait mode).
+    pub held_join: Option<Join>,
+    /// Wait mode: the subscription was confirmed before the join.
+    pub postgres_confirmed: bool,
+    /// `broadcast.replication_ready`: tell the client when the replication stream is up.
+    pub replication_ready: bool,
     /// The `ref` of the join push, answered when the channel's outcome arrives.
     pub join_msg_ref: Option<String>,
 }
@@ -153,7 +165,13 @@ impl SocketActor {
         if let Some(timer) = state.expiry_timer.take() {
             ctx.cancel_future(timer);
         }
+        if let Some(timer) = state.postgres_wait.take() {
+            ctx.cancel_future(timer);
+        }
         self.shared.registry.do_send(Leave { key: state.key.clone(), conn: self.id });
+        if let (Some(cdc), false) = (&self.shared.cdc, state.postgres_changes.is_empty()) {
+            cdc.unsubscribe(self.id, topic.into());
+        }
         Some(state)
     }
 
@@ -248,8 +266,11 @@ impl Actor for SocketActor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        for (_, state) in self.channels.drain() {
+        for (topic, state) in self.channels.drain() {
             self.shared.registry.do_send(Leave { key: state.key, conn: self.id });
+            if let (Some(cdc), false) = (&self.shared.cdc, state.postgres_changes.is_empty()) {
+                cdc.unsubscribe(self.id, topic.into());
+            }
         }
         self.shared.connections.release(self.id);
     }

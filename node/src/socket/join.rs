@@ -2,14 +2,17 @@
 //!
 //! Checks run in the reference's order: draining, topic, joins per second, channels per socket, token,
 //! private channel. The channel itself checks capacity and answers with a [`JoinOutcome`], so the join
-//! reply is written before any push of that channel.
+//! reply is written before any push of that channel. With `postgres_changes_options.wait`, the join is
+//! held until the postgres subscription is live (see [`super::postgres`]).
+
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web_actors::ws;
 use realtime_proto::client::{ClientEvent, ClientMessage};
 use realtime_proto::join::JoinConfig;
 use realtime_proto::server::{self, ReplyStatus};
-use realtime_proto::system::{self, reason, Extension};
+use realtime_proto::system::reason;
 use realtime_proto::{topic, OutFrame};
 use serde_json::{Map, Value};
 
@@ -20,9 +23,9 @@ use crate::channel::TopicKey;
 use crate::limits::RateWindow;
 use crate::metrics::{metrics, Refusal};
 
-/// The `system` message pushed after a join that asked for postgres changes on a node without CDC.
-pub const POSTGRES_CHANGES_DISABLED: &str = "Unable to subscribe to changes with given parameters. \
-Postgres changes are disabled on this server (DATABASE_URL is not set)";
+/// How long a waiting join holds for its postgres subscription by default, and at most.
+const POSTGRES_WAIT_DEFAULT: Duration = Duration::from_millis(15_000);
+const POSTGRES_WAIT_MAX: Duration = Duration::from_millis(20_000);
 
 /// A stable id for a `postgres_changes` entry: FNV-1a of its JSON, so the same entry gets the same id.
 pub fn postgres_change_id(entry: &Map<String, Value>) -> u32 {
@@ -31,30 +34,38 @@ pub fn postgres_change_id(entry: &Map<String, Value>) -> u32 {
 }
 
 /// `{"postgres_changes":[entry + id, …]}` echoing the client's entries in order.
-fn join_response(config: &JoinConfig) -> String {
-    let entries: Vec<Value> = config
-        .postgres_changes
+fn join_response(entries: &[(u32, Map<String, Value>)]) -> String {
+    let entries: Vec<Value> = entries
         .iter()
-        .map(|entry| {
+        .map(|(id, entry)| {
             let mut with_id = entry.clone();
-            with_id.insert("id".into(), Value::from(postgres_change_id(entry)));
+            with_id.insert("id".into(), Value::from(*id));
             Value::Object(with_id)
         })
         .collect();
     serde_json::json!({ "postgres_changes": entries }).to_string()
 }
 
+fn postgres_entries(config: &JoinConfig) -> Vec<(u32, Map<String, Value>)> {
+    config.postgres_changes.iter().map(|e| (postgres_change_id(e), e.clone())).collect()
+}
+
 impl SocketActor {
     /// Answers a refused join after the configured delay (clients retry joins on a backoff).
-    fn refuse_join(&self, ctx: &mut ws::WebsocketContext<Self>, msg: &ClientMessage, reason: String) {
-        let frame = server::error_reply(
-            self.vsn,
-            msg.join_ref.as_deref(),
-            msg.msg_ref.as_deref(),
-            &msg.topic,
-            &reason,
-        );
+    pub(super) fn refuse_join(
+        &self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        topic: &str,
+        join_ref: Option<&str>,
+        msg_ref: Option<&str>,
+        reason: &str,
+    ) {
+        let frame = server::error_reply(self.vsn, join_ref, msg_ref, topic, reason);
         self.send_join_error(ctx, frame);
+    }
+
+    fn refuse(&self, ctx: &mut ws::WebsocketContext<Self>, msg: &ClientMessage, reason: &str) {
+        self.refuse_join(ctx, &msg.topic, msg.join_ref.as_deref(), msg.msg_ref.as_deref(), reason);
     }
 
     fn send_join_error(&self, ctx: &mut ws::WebsocketContext<Self>, frame: OutFrame) {
@@ -77,21 +88,21 @@ impl SocketActor {
         let limits = self.shared.config.limits;
         if self.shared.is_draining() {
             metrics().refused(Refusal::Draining);
-            return self.refuse_join(ctx, &msg, reason::SHUTTING_DOWN.into());
+            return self.refuse(ctx, &msg, reason::SHUTTING_DOWN);
         }
         if sub_topic.is_empty() {
-            return self.refuse_join(ctx, &msg, reason::TOPIC_NAME_REQUIRED.into());
+            return self.refuse(ctx, &msg, reason::TOPIC_NAME_REQUIRED);
         }
         if !self.shared.joins.allow(1) {
             metrics().refused(Refusal::JoinRate);
-            self.refuse_join(ctx, &msg, reason::TOO_MANY_JOINS.into());
+            self.refuse(ctx, &msg, reason::TOO_MANY_JOINS);
             let delay = self.shared.config.join_error_delay;
             ctx.run_later(delay, |act, ctx| act.close(ctx, 1001, "too many joins per second"));
             return;
         }
         if self.channels.len() >= limits.max_channels_per_client {
             metrics().refused(Refusal::ChannelsPerClient);
-            return self.refuse_join(ctx, &msg, reason::TOO_MANY_CHANNELS.into());
+            return self.refuse(ctx, &msg, reason::TOO_MANY_CHANNELS);
         }
         let ClientEvent::Join(join) = &msg.event else { return };
         // `sb_…` API keys are not JWTs: the channel then runs under the socket's token.
@@ -99,14 +110,20 @@ impl SocketActor {
             Some(t) if !t.starts_with("sb_") => t.clone(),
             _ => self.token.clone(),
         };
-        if let Err(error) = self.shared.verifier.verify(&token) {
-            metrics().refused(Refusal::InvalidToken);
-            return self.refuse_join(ctx, &msg, error.join_reason());
-        }
+        let claims = match self.shared.verifier.verify(&token) {
+            Ok(claims) => claims,
+            Err(error) => {
+                metrics().refused(Refusal::InvalidToken);
+                return self.refuse(ctx, &msg, &error.join_reason());
+            }
+        };
         let config = join.config.clone().unwrap_or_default();
+        if config.broadcast.replay.is_some() && !config.private {
+            return self.refuse(ctx, &msg, reason::REPLAY_ON_PUBLIC);
+        }
         if config.private {
             metrics().refused(Refusal::PrivateChannel);
-            return self.refuse_join(ctx, &msg, reason::PRIVATE_UNAVAILABLE.into());
+            return self.refuse(ctx, &msg, reason::PRIVATE_UNAVAILABLE);
         }
         let key = TopicKey { sub_topic: sub_topic.into(), private: config.private };
         let presence_key = config.presence.key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
@@ -121,22 +138,39 @@ impl SocketActor {
             joined: ctx.address().recipient(),
             slow: ctx.address().recipient(),
         };
+        let postgres_changes = postgres_entries(&config);
+        let wait = config.postgres_changes_options.filter(|o| o.wait && !postgres_changes.is_empty());
+        let join_msg = Join { key: key.clone(), member };
         self.channels.insert(
             msg.topic.clone(),
             ChannelState {
-                key: key.clone(),
+                key,
                 join_ref: msg.join_ref.clone(),
                 channel: None,
                 ack: config.broadcast.ack,
                 token,
                 expiry_timer: None,
                 presence_calls: RateWindow::new(limits.presence_max_calls, limits.presence_window),
-                join_response: join_response(&config),
-                has_postgres_changes: !config.postgres_changes.is_empty(),
+                join_response: join_response(&postgres_changes),
+                postgres_changes,
+                claims,
+                postgres_wait: None,
+                held_join: None,
+                postgres_confirmed: false,
+                replication_ready: config.broadcast.replication_ready,
                 join_msg_ref: msg.msg_ref.clone(),
             },
         );
-        self.shared.registry.do_send(Join { key, member });
+        match wait {
+            None => self.shared.registry.do_send(join_msg),
+            Some(options) => {
+                let wait = options
+                    .timeout_ms
+                    .map_or(POSTGRES_WAIT_DEFAULT, Duration::from_millis)
+                    .min(POSTGRES_WAIT_MAX);
+                self.hold_join_for_postgres(ctx, &msg.topic, join_msg, wait);
+            }
+        }
     }
 
     pub(super) fn on_leave(&mut self, ctx: &mut ws::WebsocketContext<Self>, msg: &ClientMessage) {
@@ -161,39 +195,17 @@ impl Handler<JoinOutcome> for SocketActor {
             Ok(channel) => {
                 state.channel = Some(channel);
                 metrics().joins.increment(1);
-                let (response, sub_topic, pg) =
-                    (state.join_response.clone(), state.key.sub_topic.clone(), state.has_postgres_changes);
+                let response = state.join_response.clone();
                 let join_ref = msg.join_ref.as_deref();
-                let reply = server::reply(
-                    self.vsn,
-                    join_ref,
-                    msg_ref.as_deref(),
-                    &msg.topic,
-                    ReplyStatus::Ok,
-                    &response,
-                );
+                let reply =
+                    server::reply(self.vsn, join_ref, msg_ref.as_deref(), &msg.topic, ReplyStatus::Ok, &response);
                 self.send(ctx, reply);
-                if pg {
-                    let payload = system::payload(
-                        Extension::PostgresChanges,
-                        false,
-                        POSTGRES_CHANGES_DISABLED,
-                        Some(&sub_topic),
-                    );
-                    self.send(ctx, server::channel_push(self.vsn, join_ref, &msg.topic, "system", &payload));
-                }
+                self.after_join(ctx, &msg.topic);
                 self.schedule_token_check(ctx, &msg.topic);
             }
             Err(JoinRefused::Full) => {
-                self.channels.remove(&msg.topic);
-                let frame = server::error_reply(
-                    self.vsn,
-                    msg.join_ref.as_deref(),
-                    msg_ref.as_deref(),
-                    &msg.topic,
-                    reason::CHANNEL_FULL,
-                );
-                self.send_join_error(ctx, frame);
+                let _ = self.remove_channel(ctx, &msg.topic);
+                self.refuse_join(ctx, &msg.topic, msg.join_ref.as_deref(), msg_ref.as_deref(), reason::CHANNEL_FULL);
             }
         }
     }
@@ -212,10 +224,10 @@ mod tests {
         assert_eq!(postgres_change_id(&a), postgres_change_id(&a.clone()));
         assert_ne!(postgres_change_id(&a), postgres_change_id(&b));
         let config = JoinConfig { postgres_changes: vec![a, b], ..JoinConfig::default() };
-        let response: Value = serde_json::from_str(&join_response(&config)).unwrap();
+        let response: Value = serde_json::from_str(&join_response(&postgres_entries(&config))).unwrap();
         assert_eq!(response["postgres_changes"][0]["table"], "todos");
         assert_eq!(response["postgres_changes"][1]["event"], "*");
         assert!(response["postgres_changes"][1]["id"].is_u64());
-        assert_eq!(join_response(&JoinConfig::default()), r#"{"postgres_changes":[]}"#);
+        assert_eq!(join_response(&[]), r#"{"postgres_changes":[]}"#);
     }
 }

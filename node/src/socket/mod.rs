@@ -16,6 +16,7 @@ pub mod actor;
 pub mod events;
 pub mod join;
 pub mod messages;
+pub mod postgres;
 pub mod tokens;
 
 pub use actor::SocketActor;

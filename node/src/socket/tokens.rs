@@ -50,9 +50,15 @@ impl SocketActor {
             return;
         }
         match self.shared.verifier.verify(&token) {
-            Ok(_) => {
+            Ok(claims) => {
                 state.token = token;
+                state.claims = claims;
+                // Postgres subscriptions run under the new claims (and say so again, as the reference).
+                let resubscribe = state.channel.is_some() && !state.postgres_changes.is_empty();
                 self.schedule_token_check(ctx, &msg.topic);
+                if resubscribe {
+                    self.subscribe_postgres(ctx, &msg.topic);
+                }
             }
             Err(error) => {
                 metrics().refused(Refusal::InvalidToken);

@@ -1,0 +1,140 @@
+//! What the CDC pipeline reads from PostgreSQL's catalog: the publication's tables, a table's columns
+//! (name, type, primary key), whether it has Row Level Security, and which columns a role may SELECT.
+//! Plus the one-time setup: the publication and the permanent pgoutput slot.
+
+use std::sync::Arc;
+
+use tokio_postgres::Client;
+
+use super::error::CdcError;
+
+/// A column as deliveries describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnMeta {
+    pub name: String,
+    /// `pg_type.typname` (`int4`, `text`, `_int4`): what `columns[].type` says and how values are typed.
+    pub typname: String,
+    /// `format_type(…)`: the type as SQL can cast to it (`character varying(20)`, `public.mood`).
+    pub sql_type: String,
+    pub primary_key: bool,
+}
+
+/// A published table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableMeta {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    /// In `attnum` order, as pgoutput sends tuples.
+    pub columns: Vec<ColumnMeta>,
+    /// `relrowsecurity`: visibility must be checked per subscriber.
+    pub rls: bool,
+}
+
+impl TableMeta {
+    pub fn has_primary_key(&self) -> bool {
+        self.columns.iter().any(|c| c.primary_key)
+    }
+
+    pub fn column(&self, name: &str) -> Option<&ColumnMeta> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// `"schema"."table"`, quoted for SQL.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+}
+
+/// Quotes an SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Connects a regular (non-replication) client; the connection runs on its own task.
+pub async fn connect(database_url: &str) -> Result<Client, CdcError> {
+    let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(%error, "postgres connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Creates the publication (empty: users add their tables, as on Supabase) and the permanent slot if
+/// they are missing.
+pub async fn ensure_publication_and_slot(client: &Client, publication: &str, slot: &str) -> Result<(), CdcError> {
+    let exists = client.query_opt("select 1 from pg_publication where pubname = $1", &[&publication]).await?;
+    if exists.is_none() {
+        client.batch_execute(&format!("create publication {}", quote_ident(publication))).await?;
+        tracing::info!(publication, "created publication");
+    }
+    let exists = client.query_opt("select 1 from pg_replication_slots where slot_name = $1", &[&slot]).await?;
+    if exists.is_none() {
+        client.query("select pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot]).await?;
+        tracing::info!(slot, "created permanent replication slot");
+    }
+    Ok(())
+}
+
+/// `(schema, table)` of every table in the publication.
+pub async fn publication_tables(client: &Client, publication: &str) -> Result<Vec<(String, String)>, CdcError> {
+    let rows = client
+        .query(
+            "select schemaname::text, tablename::text from pg_publication_tables where pubname = $1",
+            &[&publication],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+const TABLE_BY_OID: &str = "select c.oid, n.nspname::text, c.relname::text, c.relrowsecurity \
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = $1";
+const TABLE_BY_NAME: &str = "select c.oid, n.nspname::text, c.relname::text, c.relrowsecurity \
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = $1 and c.relname = $2 \
+    and c.relkind in ('r', 'p')";
+const COLUMNS: &str = "select a.attname::text, t.typname::text, format_type(a.atttypid, a.atttypmod), \
+    exists(select 1 from pg_index i where i.indrelid = a.attrelid and i.indisprimary and a.attnum = any(i.indkey)) \
+    from pg_attribute a join pg_type t on t.oid = a.atttypid \
+    where a.attrelid = $1 and a.attnum > 0 and not a.attisdropped order by a.attnum";
+
+async fn table_from_row(client: &Client, row: &tokio_postgres::Row) -> Result<TableMeta, CdcError> {
+    let oid: u32 = row.get(0);
+    let columns = client
+        .query(COLUMNS, &[&oid])
+        .await?
+        .iter()
+        .map(|r| ColumnMeta { name: r.get(0), typname: r.get(1), sql_type: r.get(2), primary_key: r.get(3) })
+        .collect();
+    Ok(TableMeta { oid, schema: row.get(1), name: row.get(2), columns, rls: row.get(3) })
+}
+
+/// A table by its relation oid (as pgoutput names it).
+pub async fn table_by_oid(client: &Client, oid: u32) -> Result<Option<Arc<TableMeta>>, CdcError> {
+    match client.query_opt(TABLE_BY_OID, &[&oid]).await? {
+        Some(row) => Ok(Some(Arc::new(table_from_row(client, &row).await?))),
+        None => Ok(None),
+    }
+}
+
+/// A table by name (as subscriptions name it).
+pub async fn table_by_name(client: &Client, schema: &str, table: &str) -> Result<Option<Arc<TableMeta>>, CdcError> {
+    match client.query_opt(TABLE_BY_NAME, &[&schema, &table]).await? {
+        Some(row) => Ok(Some(Arc::new(table_from_row(client, &row).await?))),
+        None => Ok(None),
+    }
+}
+
+/// For each column of `table` (in order), whether `role` may SELECT it.
+pub async fn selectable_columns(client: &Client, role: &str, table: &TableMeta) -> Result<Vec<bool>, CdcError> {
+    let names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+    let row = client
+        .query_one(
+            "select array(select has_column_privilege($1, $2::oid, c, 'SELECT') \
+             from unnest($3::text[]) with ordinality as u(c, i) order by i)",
+            &[&role, &table.oid, &names],
+        )
+        .await?;
+    Ok(row.get(0))
+}

@@ -1,0 +1,255 @@
+//! The replication consumer: streams the permanent slot with pgoutput, decodes it, assembles committed
+//! transactions and hands them to the hub. It acknowledges a position to PostgreSQL (and records it in
+//! `REALTIME_DATA_DIR`) only after the hub delivered everything up to it, so nothing acknowledged is
+//! ever lost; after a restart, transactions at or below the recorded position are skipped, so nothing
+//! is delivered twice. Errors end the session; it reconnects with backoff.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::config::Host;
+use tokio_postgres::Client;
+
+use super::catalog::{self, ColumnMeta, TableMeta};
+use super::change::{Cell, Change, ChangeKind, OldRow, Transaction};
+use super::error::CdcError;
+use super::hub::HubCommand;
+use super::pgoutput::{self, Message, OldTuple, Relation, Tuple, TupleValue};
+use crate::config::CdcConfig;
+use crate::metrics::metrics;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The last delivered commit position, kept in a file so a restart neither loses nor repeats changes.
+pub struct DeliveredPosition {
+    path: PathBuf,
+    lsn: u64,
+}
+
+impl DeliveredPosition {
+    pub fn load(data_dir: &std::path::Path, slot: &str) -> Result<DeliveredPosition, CdcError> {
+        let path = data_dir.join(format!("cdc-{slot}.lsn"));
+        let lsn = match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse().unwrap_or(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(source) => return Err(CdcError::State { path, source }),
+        };
+        Ok(DeliveredPosition { path, lsn })
+    }
+
+    pub fn lsn(&self) -> u64 {
+        self.lsn
+    }
+
+    fn store(&mut self, lsn: u64) -> Result<(), CdcError> {
+        if lsn <= self.lsn {
+            return Ok(());
+        }
+        let state = |source| CdcError::State { path: self.path.clone(), source };
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(state)?;
+        }
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, lsn.to_string()).map_err(state)?;
+        std::fs::rename(&tmp, &self.path).map_err(state)?;
+        self.lsn = lsn;
+        Ok(())
+    }
+}
+
+/// Owns the replication session.
+pub struct Consumer {
+    pub config: CdcConfig,
+    pub position: DeliveredPosition,
+    pub hub: mpsc::UnboundedSender<HubCommand>,
+    pub transactions: mpsc::Sender<Transaction>,
+    pub live: watch::Sender<bool>,
+    pub delivered: watch::Receiver<u64>,
+}
+
+/// A transaction being assembled.
+struct Open {
+    changes: Vec<Change>,
+}
+
+impl Consumer {
+    /// Streams forever, reconnecting with backoff.
+    pub async fn run(mut self) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let result = self.stream_once(&mut backoff).await;
+            self.live.send_replace(false);
+            if self.transactions.is_closed() {
+                return;
+            }
+            if let Err(error) = result {
+                tracing::warn!(%error, retry_in = ?backoff, "replication stream failed");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn stream_once(&mut self, backoff: &mut Duration) -> Result<(), CdcError> {
+        let client = catalog::connect(&self.config.database_url).await?;
+        catalog::ensure_publication_and_slot(&client, &self.config.publication, &self.config.slot).await?;
+        let mut repl = ReplicationClient::connect(replication_config(&self.config)?).await?;
+        tracing::info!(slot = %self.config.slot, skip_through = self.position.lsn(), "replication stream live");
+        self.live.send_replace(true);
+        *backoff = BACKOFF_MIN;
+        let mut relations: HashMap<u32, Arc<TableMeta>> = HashMap::new();
+        let mut open: Option<Open> = None;
+        loop {
+            tokio::select! {
+                event = repl.recv() => {
+                    let Some(event) = event? else { return Ok(()) };
+                    match event {
+                        ReplicationEvent::Begin { .. } => open = Some(Open { changes: Vec::new() }),
+                        ReplicationEvent::XLogData { data, .. } => {
+                            self.on_data(&client, data, &mut relations, open.as_mut()).await?;
+                        }
+                        ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
+                            let Some(txn) = open.take() else { continue };
+                            let end_lsn = end_lsn.as_u64();
+                            if end_lsn <= self.position.lsn() || txn.changes.is_empty() {
+                                // Delivered before a restart, or nothing to deliver: just acknowledge.
+                                if txn.changes.is_empty() && end_lsn > self.position.lsn() {
+                                    repl.update_applied_lsn(Lsn::from_u64(end_lsn));
+                                }
+                                continue;
+                            }
+                            metrics().cdc_transactions.increment(1);
+                            let txn = Transaction {
+                                end_lsn,
+                                commit_timestamp: pgoutput::commit_timestamp_string(commit_time_micros).into(),
+                                changes: txn.changes,
+                            };
+                            self.transactions.send(txn).await.map_err(|_| CdcError::HubGone)?;
+                        }
+                        ReplicationEvent::StoppedAt { .. } => return Ok(()),
+                        ReplicationEvent::KeepAlive { .. } | ReplicationEvent::Message { .. } => {}
+                    }
+                }
+                changed = self.delivered.changed() => {
+                    changed.map_err(|_| CdcError::HubGone)?;
+                    let lsn = *self.delivered.borrow_and_update();
+                    self.position.store(lsn)?;
+                    repl.update_applied_lsn(Lsn::from_u64(lsn));
+                }
+            }
+        }
+    }
+
+    async fn on_data(
+        &self,
+        client: &Client,
+        data: Bytes,
+        relations: &mut HashMap<u32, Arc<TableMeta>>,
+        open: Option<&mut Open>,
+    ) -> Result<(), CdcError> {
+        let message = pgoutput::decode(data, false).map_err(|e| CdcError::Decode(e.to_string()))?;
+        let table = |oid: u32| relations.get(&oid).cloned().ok_or(CdcError::UnknownRelation(oid));
+        let change = match message {
+            Message::Relation(relation) => {
+                let meta = table_meta(client, &relation).await?;
+                relations.insert(relation.oid, Arc::new(meta));
+                let _ = self.hub.send(HubCommand::RelationChanged { oid: relation.oid });
+                return Ok(());
+            }
+            Message::Insert { relation, new, .. } => {
+                Change { kind: ChangeKind::Insert, table: table(relation)?, new: Some(cells(new)), old: None }
+            }
+            Message::Update { relation, old, new, .. } => Change {
+                kind: ChangeKind::Update,
+                table: table(relation)?,
+                new: Some(cells(new)),
+                old: old.map(old_row),
+            },
+            Message::Delete { relation, old, .. } => {
+                Change { kind: ChangeKind::Delete, table: table(relation)?, new: None, old: Some(old_row(old)) }
+            }
+            // TRUNCATE is not delivered (as the reference); types, origins and messages carry no rows.
+            _ => return Ok(()),
+        };
+        metrics().cdc_changes.increment(1);
+        if let Some(open) = open {
+            open.changes.push(change);
+        }
+        Ok(())
+    }
+}
+
+fn cells(tuple: Tuple) -> Vec<Cell> {
+    tuple
+        .0
+        .into_iter()
+        .map(|value| match value {
+            TupleValue::Null => Cell::Null,
+            TupleValue::UnchangedToast => Cell::Unchanged,
+            TupleValue::Text(bytes) | TupleValue::Binary(bytes) => Cell::Text(bytes),
+        })
+        .collect()
+}
+
+fn old_row(old: OldTuple) -> OldRow {
+    match old {
+        OldTuple::Key(tuple) => OldRow { full: false, cells: cells(tuple) },
+        OldTuple::Full(tuple) => OldRow { full: true, cells: cells(tuple) },
+    }
+}
+
+/// The table as pgoutput sends its tuples (the relation's columns, in order), typed from the catalog.
+async fn table_meta(client: &Client, relation: &Relation) -> Result<TableMeta, CdcError> {
+    let catalog = catalog::table_by_oid(client, relation.oid).await?;
+    let mut columns = Vec::with_capacity(relation.columns.len());
+    for column in &relation.columns {
+        let known = catalog.as_ref().and_then(|t| t.column(&column.name)).cloned();
+        let meta = match known {
+            Some(meta) => meta,
+            None => {
+                let row = client
+                    .query_one(
+                        "select typname::text, format_type($1::oid, $2) from pg_type where oid = $1::oid",
+                        &[&column.type_oid, &column.type_modifier],
+                    )
+                    .await?;
+                ColumnMeta { name: column.name.clone(), typname: row.get(0), sql_type: row.get(1), primary_key: column.key }
+            }
+        };
+        columns.push(meta);
+    }
+    Ok(TableMeta {
+        oid: relation.oid,
+        schema: relation.namespace.clone(),
+        name: relation.name.clone(),
+        columns,
+        rls: catalog.is_some_and(|t| t.rls),
+    })
+}
+
+/// pgwire-replication's settings from `DATABASE_URL`.
+fn replication_config(config: &CdcConfig) -> Result<ReplicationConfig, CdcError> {
+    let url = tokio_postgres::Config::from_str(&config.database_url).map_err(|e| CdcError::Url(e.to_string()))?;
+    let host = match url.get_hosts().first() {
+        Some(Host::Tcp(host)) => host.clone(),
+        #[cfg(unix)]
+        Some(Host::Unix(path)) => path.to_string_lossy().into_owned(),
+        None => "localhost".to_owned(),
+    };
+    let port = url.get_ports().first().copied().unwrap_or(5432);
+    let user = url.get_user().unwrap_or("postgres").to_owned();
+    let password = url.get_password().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
+    let database = url.get_dbname().unwrap_or(&user).to_owned();
+    Ok(ReplicationConfig::new(host, user, password, database, config.slot.clone(), config.publication.clone())
+        .with_port(port)
+        .with_tls(TlsConfig::disabled())
+        .with_status_interval(Duration::from_millis(500))
+        .with_application_name("realtime_cdc"))
+}

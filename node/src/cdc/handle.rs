@@ -1,0 +1,82 @@
+//! How sockets talk to the CDC hub: subscribe a channel's `postgres_changes` entries, drop them, and
+//! hear back whether the subscription is live.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use realtime_proto::Vsn;
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, watch};
+
+use super::hub::HubCommand;
+use crate::auth::Claims;
+use crate::channel::ConnId;
+use crate::socket::messages::Deliver;
+
+/// The result of a subscription, sent to the socket that asked.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SubscribeOutcome {
+    pub topic: Arc<str>,
+    pub join_ref: Option<String>,
+    pub result: Result<(), SubscribeError>,
+}
+
+/// Why a subscription could not be made; `message` is what the client is shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeError {
+    pub kind: SubscribeErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeErrorKind {
+    /// Bad parameters or filters: retrying will not help.
+    Invalid,
+    /// The table is not in the publication.
+    NotPublished,
+    /// The database could not be asked.
+    Unavailable,
+}
+
+/// A channel's subscriptions, as the socket sends them.
+#[derive(Debug)]
+pub struct SubscribeRequest {
+    pub conn: ConnId,
+    pub topic: Arc<str>,
+    pub sub_topic: Arc<str>,
+    pub join_ref: Option<String>,
+    pub vsn: Vsn,
+    pub outbox: Recipient<Deliver>,
+    pub notify: Recipient<SubscribeOutcome>,
+    /// `(id, raw entry)` in join order.
+    pub entries: Vec<(u32, Map<String, Value>)>,
+    pub claims: Claims,
+}
+
+/// A cloneable handle to the hub.
+#[derive(Clone)]
+pub struct CdcHandle {
+    pub(super) commands: mpsc::UnboundedSender<HubCommand>,
+    pub(super) live: watch::Receiver<bool>,
+}
+
+impl CdcHandle {
+    pub fn subscribe(&self, request: SubscribeRequest) {
+        let _ = self.commands.send(HubCommand::Subscribe(Box::new(request)));
+    }
+
+    pub fn unsubscribe(&self, conn: ConnId, topic: Arc<str>) {
+        let _ = self.commands.send(HubCommand::Unsubscribe { conn, topic });
+    }
+
+    /// Whether the replication stream is connected and streaming.
+    pub fn is_live(&self) -> bool {
+        *self.live.borrow()
+    }
+
+    /// A receiver that changes when the stream goes live or drops.
+    pub fn live_watch(&self) -> watch::Receiver<bool> {
+        self.live.clone()
+    }
+}

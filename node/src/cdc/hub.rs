@@ -1,0 +1,401 @@
+//! The CDC hub: every `postgres_changes` subscription on this node, matched against each committed
+//! transaction, checked against RLS per distinct claims, and delivered to the subscribing sockets.
+//!
+//! One task owns all of it, so a transaction is dispatched against a consistent set of subscriptions
+//! and a subscription registered before a change is processed always sees it. After a transaction is
+//! handed to the sockets, its end LSN is published on `delivered`; only then may the consumer
+//! acknowledge it to PostgreSQL.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use realtime_proto::postgres::{parse_params, SubscriptionParams};
+use realtime_proto::system::{self, Extension};
+use realtime_proto::server;
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::Client;
+
+use super::catalog::{self, TableMeta};
+use super::change::{Change, ChangeKind, Projection, Transaction};
+use super::handle::{SubscribeError, SubscribeErrorKind, SubscribeOutcome, SubscribeRequest};
+use super::matching;
+use super::rls::{RlsStatements, Viewer};
+use crate::channel::ConnId;
+use crate::config::CdcConfig;
+use crate::socket::messages::{Deliver, WireFrame};
+
+/// What the hub is asked to do.
+#[derive(Debug)]
+pub enum HubCommand {
+    Subscribe(Box<SubscribeRequest>),
+    Unsubscribe { conn: ConnId, topic: Arc<str> },
+    /// A relation's definition changed: drop what was cached about it.
+    RelationChanged { oid: u32 },
+}
+
+type ChannelKey = (ConnId, Arc<str>);
+
+/// A channel's matching subscription ids, grouped by their `select` (one message per group).
+type SelectGroups = Vec<(Option<Vec<String>>, Vec<u32>)>;
+
+struct Entry {
+    id: u32,
+    params: SubscriptionParams,
+}
+
+/// One channel's subscriptions.
+struct ChannelSubs {
+    request: SubscribeRequest,
+    entries: Vec<Entry>,
+    viewer: Viewer,
+    /// Told once about an RLS failure, until a check succeeds again.
+    rls_error_reported: bool,
+}
+
+fn name_matches(pattern: &str, name: &str) -> bool {
+    pattern == "*" || pattern == name
+}
+
+/// The hub's state and its database connection.
+pub struct Hub {
+    config: CdcConfig,
+    client: Option<Arc<Client>>,
+    channels: HashMap<ChannelKey, ChannelSubs>,
+    /// `(schema, table)` → channels with an exact subscription to it.
+    by_table: HashMap<(String, String), HashSet<ChannelKey>>,
+    /// Channels with a wildcard schema or table.
+    wildcard: HashSet<ChannelKey>,
+    /// Validated subscriptions waiting for the stream to go live before they are confirmed.
+    unconfirmed: Vec<ChannelKey>,
+    selectable: HashMap<(String, u32), Arc<Vec<bool>>>,
+    statements: RlsStatements,
+}
+
+impl Hub {
+    pub fn new(config: CdcConfig) -> Hub {
+        Hub {
+            config,
+            client: None,
+            channels: HashMap::new(),
+            by_table: HashMap::new(),
+            wildcard: HashSet::new(),
+            unconfirmed: Vec::new(),
+            selectable: HashMap::new(),
+            statements: RlsStatements::default(),
+        }
+    }
+
+    /// Runs until every sender is gone.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<HubCommand>,
+        mut transactions: mpsc::Receiver<Transaction>,
+        mut live: watch::Receiver<bool>,
+        delivered: watch::Sender<u64>,
+    ) {
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => {
+                        let is_live = *live.borrow();
+                        self.handle(command, is_live).await;
+                    }
+                    None => return,
+                },
+                txn = transactions.recv() => match txn {
+                    Some(txn) => {
+                        let end_lsn = txn.end_lsn;
+                        self.dispatch(&txn).await;
+                        delivered.send_replace(end_lsn);
+                    }
+                    None => return,
+                },
+                changed = live.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let is_live = *live.borrow();
+                    if is_live {
+                        self.confirm_unconfirmed();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The hub's database connection, reconnected when it dropped.
+    async fn client(&mut self) -> Result<Arc<Client>, String> {
+        if let Some(client) = self.client.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(client.clone());
+        }
+        self.statements = RlsStatements::default();
+        self.client = None;
+        let client = Arc::new(catalog::connect(&self.config.database_url).await.map_err(|e| e.to_string())?);
+        self.client = Some(client.clone());
+        Ok(client)
+    }
+
+    async fn handle(&mut self, command: HubCommand, live: bool) {
+        match command {
+            HubCommand::Subscribe(request) => self.subscribe(*request, live).await,
+            HubCommand::Unsubscribe { conn, topic } => self.remove(&(conn, topic)),
+            HubCommand::RelationChanged { oid } => {
+                self.selectable.retain(|(_, table), _| *table != oid);
+                self.statements.forget(oid);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &ChannelKey) {
+        if self.channels.remove(key).is_some() {
+            for set in self.by_table.values_mut() {
+                set.remove(key);
+            }
+            self.by_table.retain(|_, set| !set.is_empty());
+            self.wildcard.remove(key);
+            self.unconfirmed.retain(|k| k != key);
+        }
+    }
+
+    async fn subscribe(&mut self, request: SubscribeRequest, live: bool) {
+        let key: ChannelKey = (request.conn, request.topic.clone());
+        self.remove(&key);
+        let entries = match self.validate(&request).await {
+            Ok(entries) => entries,
+            Err(error) => {
+                request.notify.do_send(SubscribeOutcome {
+                    topic: request.topic.clone(),
+                    join_ref: request.join_ref.clone(),
+                    result: Err(error),
+                });
+                return;
+            }
+        };
+        for entry in &entries {
+            let (schema, table) = (&entry.params.schema, &entry.params.table);
+            if schema == "*" || table == "*" {
+                self.wildcard.insert(key.clone());
+            } else {
+                self.by_table.entry((schema.clone(), table.clone())).or_default().insert(key.clone());
+            }
+        }
+        let claims = &request.claims;
+        let viewer = Viewer {
+            role: claims.role.clone(),
+            claims_json: serde_json::Value::Object(claims.all.clone()).to_string(),
+            sub: claims.sub.clone(),
+        };
+        self.channels.insert(key.clone(), ChannelSubs { request, entries, viewer, rls_error_reported: false });
+        if live {
+            self.confirm(&key);
+        } else {
+            self.unconfirmed.push(key);
+        }
+    }
+
+    fn confirm(&self, key: &ChannelKey) {
+        if let Some(subs) = self.channels.get(key) {
+            subs.request.notify.do_send(SubscribeOutcome {
+                topic: subs.request.topic.clone(),
+                join_ref: subs.request.join_ref.clone(),
+                result: Ok(()),
+            });
+        }
+    }
+
+    fn confirm_unconfirmed(&mut self) {
+        for key in std::mem::take(&mut self.unconfirmed) {
+            self.confirm(&key);
+        }
+    }
+
+    /// Checks every entry: parameters, publication membership, filter columns and types.
+    async fn validate(&mut self, request: &SubscribeRequest) -> Result<Vec<Entry>, SubscribeError> {
+        let invalid = |message: String| SubscribeError { kind: SubscribeErrorKind::Invalid, message };
+        let unavailable = |e: String| SubscribeError {
+            kind: SubscribeErrorKind::Unavailable,
+            message: format!("Realtime was unable to connect to the project database: {e}"),
+        };
+        let publication = self.config.publication.clone();
+        let client = self.client().await.map_err(unavailable)?;
+        let published =
+            catalog::publication_tables(&client, &publication).await.map_err(|e| unavailable(e.to_string()))?;
+        let mut entries = Vec::new();
+        for (id, raw) in &request.entries {
+            let params = parse_params(raw).map_err(|e| invalid(e.to_string()))?;
+            let matching: Vec<&(String, String)> = published
+                .iter()
+                .filter(|(s, t)| name_matches(&params.schema, s) && name_matches(&params.table, t))
+                .collect();
+            if matching.is_empty() {
+                return Err(SubscribeError {
+                    kind: SubscribeErrorKind::NotPublished,
+                    message: format!(
+                        "Unable to subscribe to changes with given parameters. Please check Realtime is enabled \
+                         for the given connect parameters: {}",
+                        params.describe()
+                    ),
+                });
+            }
+            if params.schema != "*" && params.table != "*" {
+                let table = catalog::table_by_name(&client, &params.schema, &params.table)
+                    .await
+                    .map_err(|e| unavailable(e.to_string()))?;
+                if let Some(table) = table {
+                    check_filters(&params, &table).map_err(|reason| {
+                        invalid(format!(
+                            "Unable to subscribe to changes with given parameters. An exception happened so please \
+                             check your connect parameters: {}. Exception: {reason}",
+                            params.describe()
+                        ))
+                    })?;
+                }
+            }
+            entries.push(Entry { id: *id, params });
+        }
+        Ok(entries)
+    }
+
+    async fn selectable(&mut self, role: &str, table: &TableMeta) -> Result<Arc<Vec<bool>>, String> {
+        let key = (role.to_owned(), table.oid);
+        if let Some(cached) = self.selectable.get(&key) {
+            return Ok(cached.clone());
+        }
+        let client = self.client().await?;
+        let flags = catalog::selectable_columns(&client, role, table).await.map_err(|e| e.to_string())?;
+        let flags = Arc::new(flags);
+        self.selectable.insert(key, flags.clone());
+        Ok(flags)
+    }
+
+    /// Matches, checks and delivers one transaction.
+    async fn dispatch(&mut self, txn: &Transaction) {
+        for change in &txn.changes {
+            self.dispatch_change(change, &txn.commit_timestamp).await;
+        }
+    }
+
+    async fn dispatch_change(&mut self, change: &Change, commit_timestamp: &str) {
+        let table = &change.table;
+        let exact = self.by_table.get(&(table.schema.clone(), table.name.clone()));
+        let candidates: Vec<ChannelKey> = exact.into_iter().flatten().chain(self.wildcard.iter()).cloned().collect();
+        if candidates.is_empty() {
+            return;
+        }
+        // Per channel: (select, ids) groups of its matching entries.
+        let mut matched: Vec<(ChannelKey, SelectGroups)> = Vec::new();
+        for key in candidates {
+            let Some(subs) = self.channels.get(&key) else { continue };
+            let mut groups: SelectGroups = Vec::new();
+            for entry in &subs.entries {
+                let p = &entry.params;
+                if !p.event.matches(change.kind.as_str())
+                    || !name_matches(&p.schema, &table.schema)
+                    || !name_matches(&p.table, &table.name)
+                    || !matching::matches(&p.filters, |column| change.filter_value(column))
+                {
+                    continue;
+                }
+                match groups.iter_mut().find(|(select, _)| *select == p.select) {
+                    Some((_, ids)) => ids.push(entry.id),
+                    None => groups.push((p.select.clone(), vec![entry.id])),
+                }
+            }
+            if !groups.is_empty() {
+                matched.push((key, groups));
+            }
+        }
+        if matched.is_empty() {
+            return;
+        }
+        let needs_rls = table.rls && change.kind != ChangeKind::Delete && table.has_primary_key();
+        let pk = change.primary_key();
+        let mut visible: HashMap<Viewer, Result<bool, String>> = HashMap::new();
+        let mut data: HashMap<Projection, Arc<str>> = HashMap::new();
+        for (key, groups) in matched {
+            let Some(viewer) = self.channels.get(&key).map(|s| s.viewer.clone()) else { continue };
+            if needs_rls {
+                if !visible.contains_key(&viewer) {
+                    let result = match (&pk, self.client().await) {
+                        (Some(pk), Ok(client)) => {
+                            self.statements.row_visible(&client, table, pk, &viewer).await.map_err(|e| e.to_string())
+                        }
+                        (None, _) => Ok(false),
+                        (_, Err(e)) => Err(e),
+                    };
+                    visible.insert(viewer.clone(), result);
+                }
+                match &visible[&viewer] {
+                    Ok(true) => self.rls_ok(&key),
+                    Ok(false) => continue,
+                    Err(error) => {
+                        self.rls_failed(&key, error);
+                        continue;
+                    }
+                }
+            }
+            let selectable = match self.selectable(&viewer.role, table).await {
+                Ok(flags) => flags,
+                Err(error) => {
+                    self.rls_failed(&key, &error);
+                    continue;
+                }
+            };
+            let Some(subs) = self.channels.get(&key) else { continue };
+            for (select, ids) in groups {
+                let projection = Projection { selectable: selectable.to_vec(), select };
+                let data_json = data
+                    .entry(projection.clone())
+                    .or_insert_with(|| {
+                        change.data_json(commit_timestamp, &projection, self.config.max_record_bytes).into()
+                    })
+                    .clone();
+                deliver(&subs.request, &ids, &data_json);
+            }
+        }
+    }
+
+    fn rls_ok(&mut self, key: &ChannelKey) {
+        if let Some(subs) = self.channels.get_mut(key) {
+            subs.rls_error_reported = false;
+        }
+    }
+
+    /// Tells a subscriber (once) that its checks fail; nobody else is affected.
+    fn rls_failed(&mut self, key: &ChannelKey, error: &str) {
+        let Some(subs) = self.channels.get_mut(key) else { return };
+        if subs.rls_error_reported {
+            return;
+        }
+        subs.rls_error_reported = true;
+        tracing::warn!(conn = key.0, topic = %key.1, %error, "rls check failed");
+        let message = format!("Row Level Security check failed for this subscription: {error}");
+        let r = &subs.request;
+        let payload = system::payload(Extension::PostgresChanges, false, &message, Some(&r.sub_topic));
+        let frame = server::channel_push(r.vsn, r.join_ref.as_deref(), &r.topic, "system", &payload);
+        r.outbox.do_send(Deliver { frame: frame.into(), received_at: None });
+    }
+}
+
+/// Validates filters against the table's columns, as the reference's subscription trigger does.
+fn check_filters(params: &SubscriptionParams, table: &TableMeta) -> Result<(), String> {
+    for condition in &params.filters {
+        let column = table.column(&condition.column).ok_or_else(|| {
+            matching::raise_exception(&format!("invalid column for filter {}", condition.column))
+        })?;
+        matching::check_condition_types(condition, &column.typname)?;
+    }
+    for name in params.select.iter().flatten() {
+        if table.column(name).is_none() {
+            return Err(matching::raise_exception(&format!("invalid column for select {name}")));
+        }
+    }
+    Ok(())
+}
+
+fn deliver(request: &SubscribeRequest, ids: &[u32], data_json: &str) {
+    let ids_json = serde_json::to_string(ids).expect("ids serialise");
+    let payload = format!("{{\"ids\":{ids_json},\"data\":{data_json}}}");
+    let frame: WireFrame = server::fastlane(request.vsn, &request.topic, "postgres_changes", &payload).into();
+    request.outbox.do_send(Deliver { frame, received_at: None });
+}

@@ -1,0 +1,423 @@
+//! `LIKE`/`ILIKE` patterns and POSIX regular expressions (`~`, `~*`) as PostgreSQL reads them.
+//!
+//! LIKE: `%` matches any run, `_` one character (one byte for `bytea`), `\` makes the next one literal;
+//! a pattern ending in `\` is an error (`None`). ILIKE lower-cases both sides (Unicode rules).
+//!
+//! Regular expressions are PostgreSQL's ARE flavour run on the `regex` crate: the common syntax is the
+//! same, and the ARE-only spellings are rewritten (`\m \M \y \Y \Z`, `\B` for a backslash, `\b` for
+//! backspace, `\xhhh`, `\cX`, `[[:<:]]`, embedded options like `(?i)`, the `***=` and `***:` directors).
+//! `.` matches newlines, as in PostgreSQL. Not available: back-references and lookaround (refused as
+//! invalid), collating elements longer than one character. Compiled expressions are cached per thread.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use regex::{Regex, RegexBuilder};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Token<T> {
+    Any,
+    One,
+    Lit(T),
+}
+
+/// `value LIKE pattern` over a sequence of characters or bytes. `None` if the pattern ends with `\`.
+pub fn like<T: Copy + PartialEq>(
+    value: &[T],
+    pattern: &[T],
+    [percent, underscore, escape]: [T; 3],
+) -> Option<bool> {
+    let mut tokens = Vec::with_capacity(pattern.len());
+    let mut items = pattern.iter();
+    while let Some(&item) = items.next() {
+        tokens.push(if item == escape {
+            Token::Lit(*items.next()?)
+        } else if item == percent {
+            Token::Any
+        } else if item == underscore {
+            Token::One
+        } else {
+            Token::Lit(item)
+        });
+    }
+    // Wildcard matching with backtracking to the last `%`.
+    let (mut v, mut p) = (0, 0);
+    let mut retry: Option<(usize, usize)> = None;
+    while v < value.len() {
+        match tokens.get(p) {
+            Some(Token::Any) => {
+                retry = Some((p + 1, v));
+                p += 1;
+                continue;
+            }
+            Some(Token::One) => {
+                v += 1;
+                p += 1;
+                continue;
+            }
+            Some(Token::Lit(c)) if *c == value[v] => {
+                v += 1;
+                p += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let Some((after_any, start)) = retry else { return Some(false) };
+        let start = start + 1;
+        retry = Some((after_any, start));
+        (p, v) = (after_any, start);
+        if start > value.len() {
+            return Some(false);
+        }
+    }
+    Some(tokens[p..].iter().all(|t| *t == Token::Any))
+}
+
+/// Text LIKE / ILIKE.
+pub fn like_text(value: &str, pattern: &str, case_insensitive: bool) -> Option<bool> {
+    let chars = |s: &str| -> Vec<char> {
+        if case_insensitive {
+            s.chars().flat_map(char::to_lowercase).collect()
+        } else {
+            s.chars().collect()
+        }
+    };
+    like(&chars(value), &chars(pattern), ['%', '_', '\\'])
+}
+
+/// Bytes LIKE (`bytea ~~ bytea`).
+pub fn like_bytes(value: &[u8], pattern: &[u8]) -> Option<bool> {
+    like(value, pattern, [b'%', b'_', b'\\'])
+}
+
+const CACHE_CAPACITY: usize = 256;
+/// Compiled-size limits: a filter must not make a worker build a huge automaton.
+const SIZE_LIMIT: usize = 1 << 21;
+
+type Compiled = Result<Regex, String>;
+
+thread_local! {
+    static CACHE: RefCell<HashMap<(String, bool), Compiled>> = RefCell::new(HashMap::new());
+}
+
+/// The compiled expression, or PostgreSQL's reason it is invalid (`invalid regular expression: …`).
+pub fn regex(pattern: &str, case_insensitive: bool) -> Compiled {
+    let key = (pattern.to_owned(), case_insensitive);
+    if let Some(hit) = CACHE.with(|c| c.borrow().get(&key).cloned()) {
+        return hit;
+    }
+    let compiled = compile(pattern, case_insensitive);
+    CACHE.with(|c| {
+        let mut cache = c.borrow_mut();
+        if cache.len() >= CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(key, compiled.clone());
+    });
+    compiled
+}
+
+/// Options an ARE may set in a leading `(?…)`.
+struct Flags {
+    case_insensitive: bool,
+    dot_newline: bool,
+    multi_line: bool,
+    extended: bool,
+    literal: bool,
+}
+
+fn compile(pattern: &str, case_insensitive: bool) -> Compiled {
+    let invalid = |reason: &str| format!("invalid regular expression: {reason}");
+    let mut flags =
+        Flags { case_insensitive, dot_newline: true, multi_line: false, extended: false, literal: false };
+    let mut body = pattern;
+    if let Some(rest) = body.strip_prefix("***=") {
+        flags.literal = true;
+        body = rest;
+    } else if let Some(rest) = body.strip_prefix("***:") {
+        body = rest;
+    }
+    if !flags.literal {
+        if let Some(options) = body.strip_prefix("(?").and_then(|r| r.split_once(')')) {
+            if !options.0.is_empty() && options.0.chars().all(|c| c.is_ascii_lowercase()) {
+                for c in options.0.chars() {
+                    match c {
+                        'c' => flags.case_insensitive = false,
+                        'i' => flags.case_insensitive = true,
+                        'm' | 'n' => (flags.dot_newline, flags.multi_line) = (false, true),
+                        'p' => (flags.dot_newline, flags.multi_line) = (false, false),
+                        'w' => (flags.dot_newline, flags.multi_line) = (true, true),
+                        's' => (flags.dot_newline, flags.multi_line) = (true, false),
+                        'x' => flags.extended = true,
+                        't' | 'e' => {}
+                        'q' => flags.literal = true,
+                        _ => return Err(invalid("invalid embedded option")),
+                    }
+                }
+                body = options.1;
+            }
+        }
+    }
+    let translated = if flags.literal { regex::escape(body) } else { translate(body).map_err(invalid)? };
+    RegexBuilder::new(&translated)
+        .case_insensitive(flags.case_insensitive)
+        .dot_matches_new_line(flags.dot_newline)
+        .multi_line(flags.multi_line)
+        .ignore_whitespace(flags.extended)
+        .size_limit(SIZE_LIMIT)
+        .dfa_size_limit(SIZE_LIMIT)
+        .build()
+        .map_err(|e| invalid(reason(&e)))
+}
+
+/// PostgreSQL's wording for a compile error of the `regex` crate.
+fn reason(err: &regex::Error) -> &'static str {
+    let text = err.to_string();
+    let has = |s: &str| text.contains(s);
+    if has("unclosed group") || has("unopened group") {
+        "parentheses () not balanced"
+    } else if has("unclosed character class") {
+        "brackets [] not balanced"
+    } else if has("repetition operator missing expression") {
+        "quantifier operand invalid"
+    } else if has("unclosed counted repetition") || has("repetition quantifier expects") {
+        "braces {} not balanced"
+    } else if has("invalid repetition count") || has("exceeds the maximum") {
+        "invalid repetition count(s)"
+    } else if has("character class range") {
+        "invalid character range"
+    } else if has("escape") {
+        "invalid escape \\ sequence"
+    } else if has("size limit") {
+        "regular expression is too complex"
+    } else {
+        "invalid regular expression"
+    }
+}
+
+/// Rewrites ARE syntax into the `regex` crate's. `Err` carries PostgreSQL's reason for what has no
+/// equivalent.
+fn translate(pattern: &str) -> Result<String, &'static str> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        i += 1;
+        match c {
+            '\\' => {
+                let e = *chars.get(i).ok_or("invalid escape \\ sequence")?;
+                i += 1;
+                match e {
+                    'm' => out.push_str(r"\b{start}"),
+                    'M' => out.push_str(r"\b{end}"),
+                    'y' => out.push_str(r"\b"),
+                    'Y' => out.push_str(r"\B"),
+                    'Z' => out.push_str(r"\z"),
+                    _ => i = escape(&chars, i, e, &mut out)?,
+                }
+            }
+            '[' => i = bracket(&chars, i, &mut out)?,
+            '{' if chars.get(i).is_some_and(char::is_ascii_digit) => {
+                out.push('{');
+                while let Some(&b) = chars.get(i) {
+                    i += 1;
+                    out.push(b);
+                    if b == '}' {
+                        break;
+                    }
+                }
+            }
+            '{' | '}' => out.push_str(if c == '{' { r"\{" } else { r"\}" }),
+            '(' if chars.get(i) == Some(&'?') => match chars.get(i + 1) {
+                Some(':') => out.push('('),
+                Some('=' | '!' | '<') => return Err("invalid regular expression"),
+                _ => return Err("invalid embedded option"),
+            },
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// An escape `\e` (already consumed, `i` after it) valid both outside and inside brackets.
+fn escape(chars: &[char], mut i: usize, e: char, out: &mut String) -> Result<usize, &'static str> {
+    match e {
+        'd' | 'D' | 's' | 'S' | 'w' | 'W' | 't' | 'n' | 'r' | 'f' | 'v' | 'a' | 'A' => {
+            out.push('\\');
+            out.push(e);
+        }
+        'b' => out.push_str(r"\x08"),
+        'B' => out.push_str(r"\\"),
+        'e' => out.push_str(r"\x1B"),
+        '0' => out.push_str(r"\x00"),
+        'c' => {
+            let x = chars.get(i).ok_or("invalid escape \\ sequence")?;
+            i += 1;
+            out.push_str(&format!(r"\x{{{:X}}}", u32::from(*x) & 0x1F));
+        }
+        'x' | 'u' | 'U' => {
+            let max = match e {
+                'u' => 4,
+                'U' => 8,
+                _ => usize::MAX,
+            };
+            let hex: String = chars[i..].iter().take(max).take_while(|c| c.is_ascii_hexdigit()).collect();
+            if hex.is_empty() || (e != 'x' && hex.len() != max) {
+                return Err("invalid escape \\ sequence");
+            }
+            i += hex.len();
+            let code = u32::from_str_radix(&hex, 16).map_err(|_| "invalid escape \\ sequence")?;
+            char::from_u32(code).ok_or("invalid escape \\ sequence")?;
+            out.push_str(&format!(r"\x{{{code:X}}}"));
+        }
+        '1'..='9' => return Err("invalid backreference number"),
+        e if e.is_alphanumeric() => return Err("invalid escape \\ sequence"),
+        e => out.push_str(&regex::escape(&e.to_string())),
+    }
+    Ok(i)
+}
+
+/// A bracket expression; `i` is just after `[`. Returns the index after its `]`.
+fn bracket(chars: &[char], mut i: usize, out: &mut String) -> Result<usize, &'static str> {
+    let unbalanced = "brackets [] not balanced";
+    out.push('[');
+    if chars.get(i) == Some(&'^') {
+        out.push('^');
+        i += 1;
+    }
+    // `[[:<:]]` / `[[:>:]]`: word start / end.
+    let rest: String = chars[i..].iter().take(5).collect();
+    if out.ends_with('[') && (rest == "[:<:]" || rest == "[:>:]") && chars.get(i + 5) == Some(&']') {
+        out.pop();
+        out.push_str(if rest == "[:<:]" { r"\b{start}" } else { r"\b{end}" });
+        return Ok(i + 6);
+    }
+    if chars.get(i) == Some(&']') {
+        out.push_str(r"\]");
+        i += 1;
+    }
+    loop {
+        let c = *chars.get(i).ok_or(unbalanced)?;
+        i += 1;
+        match c {
+            ']' => {
+                out.push(']');
+                return Ok(i);
+            }
+            '[' if matches!(chars.get(i), Some(':' | '.' | '=')) => {
+                let kind = chars[i];
+                let start = i + 1;
+                let end = (start..chars.len().saturating_sub(1))
+                    .find(|&j| chars[j] == kind && chars[j + 1] == ']')
+                    .ok_or(unbalanced)?;
+                let name: String = chars[start..end].iter().collect();
+                match kind {
+                    ':' => out.push_str(&format!("[:{name}:]")),
+                    _ if name.chars().count() == 1 => out.push_str(&regex::escape(&name)),
+                    _ => return Err("invalid collating element"),
+                }
+                i = end + 2;
+            }
+            '\\' => {
+                let e = *chars.get(i).ok_or(unbalanced)?;
+                i = escape(chars, i + 1, e, out)?;
+            }
+            '[' | '&' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(pattern: &str, value: &str) -> bool {
+        regex(pattern, false).unwrap().is_match(value)
+    }
+
+    #[test]
+    fn like_patterns() {
+        for (value, pattern, expected) in [
+            ("hello", "hel%", true),
+            ("hello", "%llo", true),
+            ("hello", "%l%", true),
+            ("hello", "h_llo", true),
+            ("hello", "h_lo", false),
+            ("hello", "hello%", true),
+            ("hello", "%", true),
+            ("", "%", true),
+            ("", "_", false),
+            ("", "", true),
+            ("a", "", false),
+            ("50%", "50\\%", true),
+            ("500", "50\\%", false),
+            ("a_b", "a\\_b", true),
+            ("axb", "a\\_b", false),
+            ("a\\b", "a\\\\b", true),
+            ("abcabc", "%abc", true),
+            ("aXbXc", "a%b%c", true),
+            ("ab", "a%b%c", false),
+            ("héllo", "h_llo", true),
+            ("mississippi", "%iss%pi", true),
+            ("Hello", "hel%", false),
+        ] {
+            assert_eq!(like_text(value, pattern, false), Some(expected), "{value:?} LIKE {pattern:?}");
+        }
+        assert_eq!(like_text("Hello", "hel%", true), Some(true));
+        assert_eq!(like_text("ÉTÉ", "été", true), Some(true));
+        assert_eq!(like_text("abc", "ab\\", false), None);
+        assert_eq!(like_bytes(b"\x01\x02\x03", b"\x01%"), Some(true));
+        assert_eq!(like_bytes(b"\xff", b"_"), Some(true));
+    }
+
+    #[test]
+    fn regex_basics() {
+        assert!(m("^post-", "post-1"));
+        assert!(!m("^post-", "a post-1"));
+        assert!(m("a.c", "a\nc"), "`.` matches newline");
+        assert!(!m("^b", "a\nb"), "`^` is the start of the string");
+        assert!(regex("HELLO", true).unwrap().is_match("hello"));
+        assert!(m("(?i)HELLO", "hello"));
+        assert!(!regex("(?c)HELLO", true).unwrap().is_match("hello"));
+        assert!(m("(?n)^b", "a\nb"));
+        assert!(m("***=a.c", "xa.cx"));
+        assert!(!m("***=a.c", "abc"));
+        assert!(m("***:^a", "abc"));
+        assert!(m(r"\mfoo\M", "a foo b"));
+        assert!(!m(r"\mfoo\M", "afoob"));
+        assert!(m(r"\yfoo\y", "foo"));
+        assert!(m(r"[[:<:]]foo[[:>:]]", "x foo y"));
+        assert!(m(r"a\Bb", r"a\b"));
+        assert!(m(r"\x41\u0042", "AB"));
+        assert!(m(r"[[:digit:]]+", "x42"));
+        assert!(m(r"[]a]", "]"));
+        assert!(m(r"[a&&b]", "&"));
+        assert!(m(r"a{2}", "aa"));
+        assert!(m(r"a{", "a{"));
+        assert!(m(r"\d+\.\d+", "3.14"));
+        assert!(m(r"end\Z", "the end"));
+    }
+
+    #[test]
+    fn regex_errors() {
+        let e = |p: &str| regex(p, false).unwrap_err();
+        assert_eq!(e("("), "invalid regular expression: parentheses () not balanced");
+        assert_eq!(e("a)"), "invalid regular expression: parentheses () not balanced");
+        assert_eq!(e("[a"), "invalid regular expression: brackets [] not balanced");
+        assert_eq!(e("*a"), "invalid regular expression: quantifier operand invalid");
+        assert_eq!(e("a{2"), "invalid regular expression: braces {} not balanced");
+        assert_eq!(e("a{3,2}"), "invalid regular expression: invalid repetition count(s)");
+        assert_eq!(e(r"\q"), "invalid regular expression: invalid escape \\ sequence");
+        assert_eq!(e(r"a\"), "invalid regular expression: invalid escape \\ sequence");
+        assert_eq!(e(r"(a)\1"), "invalid regular expression: invalid backreference number");
+        assert_eq!(e("[z-a]"), "invalid regular expression: invalid character range");
+        assert!(e("a(?=b)").starts_with("invalid regular expression"));
+        assert!(e("(?b)a").starts_with("invalid regular expression"));
+        assert!(e("a{1000000}").starts_with("invalid regular expression"));
+    }
+}

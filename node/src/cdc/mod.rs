@@ -1,0 +1,59 @@
+//! Postgres Changes (CDC): stream PostgreSQL's WAL by logical replication and deliver row changes to
+//! the channels whose `postgres_changes` subscriptions match, under Row Level Security.
+//!
+//! ```text
+//! PostgreSQL ──pgoutput──▶ consumer ──Transaction──▶ hub ──postgres_changes──▶ sockets
+//!      ▲                      │  ▲                    │  └─ RLS check per distinct claims (rls)
+//!      └── ack (applied LSN) ─┘  └──── delivered LSN ─┘
+//! ```
+//! - [`pgoutput`]: pure decoder of the pgoutput logical replication messages.
+//! - [`values`]: column values (pgoutput text format) → typed JSON, as the reference emits them.
+//! - [`matching`]: evaluation of subscription filters against a change.
+//! - [`change`]: row changes and the `data` payload built from them.
+//! - [`catalog`]: publication, slot, table and privilege queries.
+//! - [`consumer`]: the replication session, transactions, acknowledgements, restart position.
+//! - [`hub`]: subscriptions, matching, RLS and delivery.
+//! - [`rls`]: the per-subscriber visibility check.
+//! - [`handle`]: what sockets use to subscribe.
+
+pub mod catalog;
+pub mod change;
+pub mod consumer;
+pub mod error;
+pub mod handle;
+pub mod hub;
+pub mod matching;
+pub mod pgoutput;
+pub mod rls;
+pub mod values;
+
+use tokio::sync::{mpsc, watch};
+
+pub use handle::{CdcHandle, SubscribeError, SubscribeErrorKind, SubscribeOutcome, SubscribeRequest};
+
+use crate::config::CdcConfig;
+
+/// Transactions buffered between the consumer and the hub.
+const TRANSACTION_BUFFER: usize = 1024;
+
+/// Starts the consumer and the hub on their own arbiter; returns the handle sockets use.
+pub fn start(config: CdcConfig, data_dir: &std::path::Path, arbiter: &actix::ArbiterHandle) -> Result<CdcHandle, error::CdcError> {
+    let position = consumer::DeliveredPosition::load(data_dir, &config.slot)?;
+    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+    let (txn_tx, txn_rx) = mpsc::channel(TRANSACTION_BUFFER);
+    let (live_tx, live_rx) = watch::channel(false);
+    let (delivered_tx, delivered_rx) = watch::channel(position.lsn());
+    let hub = hub::Hub::new(config.clone());
+    let hub_live = live_rx.clone();
+    arbiter.spawn(async move { hub.run(commands_rx, txn_rx, hub_live, delivered_tx).await });
+    let consumer = consumer::Consumer {
+        config,
+        position,
+        hub: commands_tx.clone(),
+        transactions: txn_tx,
+        live: live_tx,
+        delivered: delivered_rx,
+    };
+    arbiter.spawn(consumer.run());
+    Ok(CdcHandle { commands: commands_tx, live: live_rx })
+}
