@@ -18,8 +18,8 @@ case "$cmd" in
     [ "$(id -u)" = 0 ] && chown postgres "$dir"
     as_owner "$bindir/initdb" -D "$dir/data" -U postgres -A trust --no-sync -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1
     as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-      -o "-c listen_addresses=127.0.0.1 -p $port -c wal_level=logical -c max_replication_slots=64 \
-          -c max_wal_senders=64 -c max_connections=400 -c fsync=off -c unix_socket_directories=$dir" start >/dev/null
+      -o "-c listen_addresses=127.0.0.1 -p $port -c wal_level=logical -c max_replication_slots=200 \
+          -c max_wal_senders=200 -c max_connections=400 -c fsync=off -c unix_socket_directories=$dir" start >/dev/null
     echo "postgres://postgres@127.0.0.1:$port/postgres"
     ;;
   stop)

@@ -4,6 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# One throwaway PostgreSQL (wal_level=logical) for every test that needs one; each test makes its own
+# database. Set REALTIME_TEST_DATABASE_URL to use an existing server instead.
+if [ -z "${REALTIME_TEST_DATABASE_URL:-}" ]; then
+  pgdir=$(mktemp -d /tmp/realtime-pg.XXXXXX)
+  chmod 755 "$pgdir"
+  trap 'scripts/pg.sh stop "$pgdir"; rm -rf "$pgdir"' EXIT
+  REALTIME_TEST_DATABASE_URL=$(scripts/pg.sh start "$pgdir")
+  export REALTIME_TEST_DATABASE_URL
+  echo "== PostgreSQL for tests: $REALTIME_TEST_DATABASE_URL"
+fi
+
 echo "== cargo build (workspace)"
 cargo build --workspace --all-targets
 

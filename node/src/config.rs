@@ -103,6 +103,9 @@ pub struct Settings {
     /// Largest change record delivered whole; larger ones follow the 413 rule.
     #[arg(long, env = "REALTIME_MAX_RECORD_BYTES")]
     pub max_record_bytes: Option<usize>,
+    /// After a restart, wait this long before resuming the stream so clients resubscribe first.
+    #[arg(long, env = "REALTIME_CDC_RESUME_GRACE_MS")]
+    pub cdc_resume_grace_ms: Option<u64>,
 }
 
 /// The resolved configuration every component reads.
@@ -132,6 +135,7 @@ pub struct CdcConfig {
     pub publication: String,
     pub slot: String,
     pub max_record_bytes: usize,
+    pub resume_grace: Duration,
 }
 
 impl std::fmt::Debug for CdcConfig {
@@ -181,6 +185,7 @@ pub mod defaults {
     pub const SLOT: &str = "realtime_cdc";
     pub const DATA_DIR: &str = "./data";
     pub const MAX_RECORD_BYTES: usize = 1_048_576;
+    pub const CDC_RESUME_GRACE_MS: u64 = 5_000;
 }
 
 impl Settings {
@@ -211,6 +216,7 @@ impl Settings {
             slot: self.slot.or(file.slot),
             data_dir: self.data_dir.or(file.data_dir),
             max_record_bytes: self.max_record_bytes.or(file.max_record_bytes),
+            cdc_resume_grace_ms: self.cdc_resume_grace_ms.or(file.cdc_resume_grace_ms),
         }
     }
 }
@@ -297,6 +303,7 @@ impl Config {
                     "max_record_bytes",
                     s.max_record_bytes.unwrap_or(d::MAX_RECORD_BYTES),
                 )?,
+                resume_grace: Duration::from_millis(s.cdc_resume_grace_ms.unwrap_or(d::CDC_RESUME_GRACE_MS)),
             }),
             None => None,
         };

@@ -5,7 +5,6 @@
 //! is delivered twice. Errors end the session; it reconnects with backoff.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,47 +26,12 @@ use crate::metrics::metrics;
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// The last delivered commit position, kept in a file so a restart neither loses nor repeats changes.
-pub struct DeliveredPosition {
-    path: PathBuf,
-    lsn: u64,
-}
-
-impl DeliveredPosition {
-    pub fn load(data_dir: &std::path::Path, slot: &str) -> Result<DeliveredPosition, CdcError> {
-        let path = data_dir.join(format!("cdc-{slot}.lsn"));
-        let lsn = match std::fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse().unwrap_or(0),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(source) => return Err(CdcError::State { path, source }),
-        };
-        Ok(DeliveredPosition { path, lsn })
-    }
-
-    pub fn lsn(&self) -> u64 {
-        self.lsn
-    }
-
-    fn store(&mut self, lsn: u64) -> Result<(), CdcError> {
-        if lsn <= self.lsn {
-            return Ok(());
-        }
-        let state = |source| CdcError::State { path: self.path.clone(), source };
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(state)?;
-        }
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, lsn.to_string()).map_err(state)?;
-        std::fs::rename(&tmp, &self.path).map_err(state)?;
-        self.lsn = lsn;
-        Ok(())
-    }
-}
-
 /// Owns the replication session.
 pub struct Consumer {
     pub config: CdcConfig,
-    pub position: DeliveredPosition,
+    /// Wait this long before the first stream after a restart, so reconnecting clients resubscribe
+    /// first and receive what was committed while the node was down.
+    pub resume_grace: Option<Duration>,
     pub hub: mpsc::UnboundedSender<HubCommand>,
     pub transactions: mpsc::Sender<Transaction>,
     pub live: watch::Sender<bool>,
@@ -82,6 +46,10 @@ struct Open {
 impl Consumer {
     /// Streams forever, reconnecting with backoff.
     pub async fn run(mut self) {
+        if let Some(grace) = self.resume_grace.take() {
+            tracing::info!(?grace, "resuming the replication stream after the grace period");
+            tokio::time::sleep(grace).await;
+        }
         let mut backoff = BACKOFF_MIN;
         loop {
             let result = self.stream_once(&mut backoff).await;
@@ -101,7 +69,7 @@ impl Consumer {
         let client = catalog::connect(&self.config.database_url).await?;
         catalog::ensure_publication_and_slot(&client, &self.config.publication, &self.config.slot).await?;
         let mut repl = ReplicationClient::connect(replication_config(&self.config)?).await?;
-        tracing::info!(slot = %self.config.slot, skip_through = self.position.lsn(), "replication stream live");
+        tracing::info!(slot = %self.config.slot, skip_through = *self.delivered.borrow(), "replication stream live");
         self.live.send_replace(true);
         *backoff = BACKOFF_MIN;
         let mut relations: HashMap<u32, Arc<TableMeta>> = HashMap::new();
@@ -118,9 +86,10 @@ impl Consumer {
                         ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
                             let Some(txn) = open.take() else { continue };
                             let end_lsn = end_lsn.as_u64();
-                            if end_lsn <= self.position.lsn() || txn.changes.is_empty() {
-                                // Delivered before a restart, or nothing to deliver: just acknowledge.
-                                if txn.changes.is_empty() && end_lsn > self.position.lsn() {
+                            let delivered = *self.delivered.borrow();
+                            if end_lsn <= delivered || txn.changes.is_empty() {
+                                // Delivered before (a restart or a reconnect), or nothing to deliver.
+                                if txn.changes.is_empty() && end_lsn > delivered {
                                     repl.update_applied_lsn(Lsn::from_u64(end_lsn));
                                 }
                                 continue;
@@ -140,7 +109,6 @@ impl Consumer {
                 changed = self.delivered.changed() => {
                     changed.map_err(|_| CdcError::HubGone)?;
                     let lsn = *self.delivered.borrow_and_update();
-                    self.position.store(lsn)?;
                     repl.update_applied_lsn(Lsn::from_u64(lsn));
                 }
             }

@@ -19,6 +19,7 @@ use super::catalog::{self, TableMeta};
 use super::change::{Change, ChangeKind, Projection, Transaction};
 use super::handle::{SubscribeError, SubscribeErrorKind, SubscribeOutcome, SubscribeRequest};
 use super::matching;
+use super::position::DeliveredPosition;
 use super::rls::{RlsStatements, Viewer};
 use crate::channel::ConnId;
 use crate::config::CdcConfig;
@@ -69,11 +70,13 @@ pub struct Hub {
     unconfirmed: Vec<ChannelKey>,
     selectable: HashMap<(String, u32), Arc<Vec<bool>>>,
     statements: RlsStatements,
+    position: DeliveredPosition,
 }
 
 impl Hub {
-    pub fn new(config: CdcConfig) -> Hub {
+    pub fn new(config: CdcConfig, position: DeliveredPosition) -> Hub {
         Hub {
+            position,
             config,
             client: None,
             channels: HashMap::new(),
@@ -106,6 +109,9 @@ impl Hub {
                     Some(txn) => {
                         let end_lsn = txn.end_lsn;
                         self.dispatch(&txn).await;
+                        if let Err(error) = self.position.store(end_lsn) {
+                            tracing::error!(%error, "cannot record the delivered position");
+                        }
                         delivered.send_replace(end_lsn);
                     }
                     None => return,

@@ -11,7 +11,8 @@
 //! - [`matching`]: evaluation of subscription filters against a change.
 //! - [`change`]: row changes and the `data` payload built from them.
 //! - [`catalog`]: publication, slot, table and privilege queries.
-//! - [`consumer`]: the replication session, transactions, acknowledgements, restart position.
+//! - [`consumer`]: the replication session, transactions, acknowledgements.
+//! - [`position`]: the last delivered position, so restarts neither lose nor repeat changes.
 //! - [`hub`]: subscriptions, matching, RLS and delivery.
 //! - [`rls`]: the per-subscriber visibility check.
 //! - [`handle`]: what sockets use to subscribe.
@@ -24,6 +25,7 @@ pub mod handle;
 pub mod hub;
 pub mod matching;
 pub mod pgoutput;
+pub mod position;
 pub mod rls;
 pub mod values;
 
@@ -37,18 +39,23 @@ use crate::config::CdcConfig;
 const TRANSACTION_BUFFER: usize = 1024;
 
 /// Starts the consumer and the hub on their own arbiter; returns the handle sockets use.
-pub fn start(config: CdcConfig, data_dir: &std::path::Path, arbiter: &actix::ArbiterHandle) -> Result<CdcHandle, error::CdcError> {
-    let position = consumer::DeliveredPosition::load(data_dir, &config.slot)?;
+pub fn start(
+    config: CdcConfig,
+    data_dir: &std::path::Path,
+    arbiter: &actix::ArbiterHandle,
+) -> Result<CdcHandle, error::CdcError> {
+    let position = position::DeliveredPosition::open(data_dir, &config.slot)?;
+    let resume_grace = position.resumed().then_some(config.resume_grace);
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (txn_tx, txn_rx) = mpsc::channel(TRANSACTION_BUFFER);
     let (live_tx, live_rx) = watch::channel(false);
     let (delivered_tx, delivered_rx) = watch::channel(position.lsn());
-    let hub = hub::Hub::new(config.clone());
+    let hub = hub::Hub::new(config.clone(), position);
     let hub_live = live_rx.clone();
     arbiter.spawn(async move { hub.run(commands_rx, txn_rx, hub_live, delivered_tx).await });
     let consumer = consumer::Consumer {
         config,
-        position,
+        resume_grace,
         hub: commands_tx.clone(),
         transactions: txn_tx,
         live: live_tx,
