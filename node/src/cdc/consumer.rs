@@ -219,5 +219,7 @@ fn replication_config(config: &CdcConfig) -> Result<ReplicationConfig, CdcError>
         .with_port(port)
         .with_tls(TlsConfig::disabled())
         .with_status_interval(Duration::from_millis(500))
-        .with_application_name("realtime_cdc"))
+        .with_application_name("realtime_cdc")
+        // Text output of dates and times as `to_jsonb` renders them: ISO, in UTC.
+        .with_options("-c TimeZone=UTC -c DateStyle=ISO,MDY -c IntervalStyle=postgres"))
 }
