@@ -157,11 +157,13 @@ fn write_number(out: &mut String, text: &str) -> bool {
     let Some(point) = i64::try_from(int.len()).ok().map(|len| len + exponent) else { return false };
     let total = int.len() + frac.len();
     let (int_digits, frac_digits): (Vec<u8>, Vec<u8>) = if point <= 0 {
-        let zeros = std::iter::repeat(b'0').take(point.unsigned_abs() as usize);
-        (vec![b'0'], zeros.chain(digits()).collect())
+        let mut frac = vec![b'0'; point.unsigned_abs() as usize];
+        frac.extend(digits());
+        (vec![b'0'], frac)
     } else if point as usize >= total {
-        let zeros = std::iter::repeat(b'0').take(point as usize - total);
-        (digits().chain(zeros).collect(), Vec::new())
+        let mut int: Vec<u8> = digits().collect();
+        int.resize(point as usize, b'0');
+        (int, Vec::new())
     } else {
         let all: Vec<u8> = digits().collect();
         let (i, f) = all.split_at(point as usize);
