@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use realtime_proto::postgres::{parse_params, SubscriptionParams};
 use realtime_proto::system::{self, Extension};
@@ -17,6 +18,7 @@ use tokio_postgres::Client;
 
 use super::catalog::{self, TableMeta};
 use super::change::{Change, ChangeKind, Projection, Transaction};
+use super::error::CdcError;
 use super::handle::{SubscribeError, SubscribeErrorKind, SubscribeOutcome, SubscribeRequest};
 use super::matching;
 use super::position::DeliveredPosition;
@@ -71,12 +73,19 @@ pub struct Hub {
     selectable: HashMap<(String, u32), Arc<Vec<bool>>>,
     statements: RlsStatements,
     position: DeliveredPosition,
+    published: Option<(Instant, Arc<Vec<(String, String)>>)>,
+    tables: HashMap<(String, String), (Instant, Option<Arc<TableMeta>>)>,
 }
+
+/// How long catalog answers used to validate subscriptions are reused.
+const CATALOG_TTL: Duration = Duration::from_secs(1);
 
 impl Hub {
     pub fn new(config: CdcConfig, position: DeliveredPosition) -> Hub {
         Hub {
             position,
+            published: None,
+            tables: HashMap::new(),
             config,
             client: None,
             channels: HashMap::new(),
@@ -147,6 +156,7 @@ impl Hub {
             HubCommand::Unsubscribe { conn, topic } => self.remove(&(conn, topic)),
             HubCommand::RelationChanged { oid } => {
                 self.selectable.retain(|(_, table), _| *table != oid);
+                self.tables.clear();
                 self.statements.forget(oid);
             }
         }
@@ -222,10 +232,8 @@ impl Hub {
             kind: SubscribeErrorKind::Unavailable,
             message: format!("Realtime was unable to connect to the project database: {e}"),
         };
-        let publication = self.config.publication.clone();
         let client = self.client().await.map_err(unavailable)?;
-        let published =
-            catalog::publication_tables(&client, &publication).await.map_err(|e| unavailable(e.to_string()))?;
+        let published = self.published_tables(&client).await.map_err(|e| unavailable(e.to_string()))?;
         let mut entries = Vec::new();
         for (id, raw) in &request.entries {
             let params = parse_params(raw).map_err(|e| invalid(e.to_string()))?;
@@ -244,7 +252,8 @@ impl Hub {
                 });
             }
             if params.schema != "*" && params.table != "*" {
-                let table = catalog::table_by_name(&client, &params.schema, &params.table)
+                let table = self
+                    .table_by_name(&client, &params.schema, &params.table)
                     .await
                     .map_err(|e| unavailable(e.to_string()))?;
                 if let Some(table) = table {
@@ -260,6 +269,36 @@ impl Hub {
             entries.push(Entry { id: *id, params });
         }
         Ok(entries)
+    }
+
+    /// The publication's tables, re-read at most every [`CATALOG_TTL`] (a join storm asks once).
+    async fn published_tables(&mut self, client: &Client) -> Result<Arc<Vec<(String, String)>>, CdcError> {
+        if let Some((at, tables)) = &self.published {
+            if at.elapsed() < CATALOG_TTL {
+                return Ok(tables.clone());
+            }
+        }
+        let tables = Arc::new(catalog::publication_tables(client, &self.config.publication).await?);
+        self.published = Some((Instant::now(), tables.clone()));
+        Ok(tables)
+    }
+
+    /// A table's definition by name, cached for [`CATALOG_TTL`] or until its relation changes.
+    async fn table_by_name(
+        &mut self,
+        client: &Client,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<Arc<TableMeta>>, CdcError> {
+        let key = (schema.to_owned(), table.to_owned());
+        if let Some((at, meta)) = self.tables.get(&key) {
+            if at.elapsed() < CATALOG_TTL {
+                return Ok(meta.clone());
+            }
+        }
+        let meta = catalog::table_by_name(client, schema, table).await?;
+        self.tables.insert(key, (Instant::now(), meta.clone()));
+        Ok(meta)
     }
 
     async fn selectable(&mut self, role: &str, table: &TableMeta) -> Result<Arc<Vec<bool>>, String> {
