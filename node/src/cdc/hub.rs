@@ -37,6 +37,14 @@ pub enum HubCommand {
 }
 
 type ChannelKey = (ConnId, Arc<str>);
+/// `(schema, table)`.
+type TableName = (String, String);
+/// A value read from the catalog, and when.
+type Cached<T> = (Instant, T);
+/// The primary keys of a batch one viewer must be asked about, per table.
+type RlsAsks = HashMap<(u32, Viewer), (Arc<TableMeta>, Vec<Vec<String>>)>;
+/// Per table and viewer: the visible primary keys, or why the check failed.
+type RlsAnswers = HashMap<(u32, Viewer), Result<HashSet<Vec<String>>, String>>;
 
 /// A channel's matching subscription ids, grouped by their `select` (one message per group).
 type SelectGroups = Vec<(Option<Vec<String>>, Vec<u32>)>;
@@ -73,9 +81,12 @@ pub struct Hub {
     selectable: HashMap<(String, u32), Arc<Vec<bool>>>,
     statements: RlsStatements,
     position: DeliveredPosition,
-    published: Option<(Instant, Arc<Vec<(String, String)>>)>,
-    tables: HashMap<(String, String), (Instant, Option<Arc<TableMeta>>)>,
+    published: Option<Cached<Arc<Vec<TableName>>>>,
+    tables: HashMap<TableName, Cached<Option<Arc<TableMeta>>>>,
 }
+
+/// Most transactions dispatched (and RLS-checked) together.
+const MAX_BATCH: usize = 256;
 
 /// How long catalog answers used to validate subscriptions are reused.
 const CATALOG_TTL: Duration = Duration::from_secs(1);
@@ -116,8 +127,16 @@ impl Hub {
                 },
                 txn = transactions.recv() => match txn {
                     Some(txn) => {
-                        let end_lsn = txn.end_lsn;
-                        self.dispatch(&txn).await;
+                        // Take what else is waiting, so a busy stream is checked and sent in batches.
+                        let mut batch = vec![txn];
+                        while batch.len() < MAX_BATCH {
+                            match transactions.try_recv() {
+                                Ok(more) => batch.push(more),
+                                Err(_) => break,
+                            }
+                        }
+                        let end_lsn = batch.last().map_or(0, |t| t.end_lsn);
+                        self.dispatch(&batch).await;
                         if let Err(error) = self.position.store(end_lsn) {
                             tracing::error!(%error, "cannot record the delivered position");
                         }
@@ -307,30 +326,22 @@ impl Hub {
             return Ok(cached.clone());
         }
         let client = self.client().await?;
-        let flags = catalog::selectable_columns(&client, role, table).await.map_err(|e| e.to_string())?;
+        let flags = catalog::selectable_columns(&client, role, table).await.map_err(|e| match e {
+            CdcError::Postgres(e) => pg_error_text(&e),
+            other => other.to_string(),
+        })?;
         let flags = Arc::new(flags);
         self.selectable.insert(key, flags.clone());
         Ok(flags)
     }
 
-    /// Matches, checks and delivers one transaction.
-    async fn dispatch(&mut self, txn: &Transaction) {
-        for change in &txn.changes {
-            self.dispatch_change(change, &txn.commit_timestamp).await;
-        }
-    }
-
-    async fn dispatch_change(&mut self, change: &Change, commit_timestamp: &str) {
+    /// The channels (and their matching subscription ids, by `select`) that a change goes to.
+    fn match_change(&self, change: &Change) -> Vec<(ChannelKey, SelectGroups)> {
         let table = &change.table;
         let exact = self.by_table.get(&(table.schema.clone(), table.name.clone()));
-        let candidates: Vec<ChannelKey> = exact.into_iter().flatten().chain(self.wildcard.iter()).cloned().collect();
-        if candidates.is_empty() {
-            return;
-        }
-        // Per channel: (select, ids) groups of its matching entries.
-        let mut matched: Vec<(ChannelKey, SelectGroups)> = Vec::new();
-        for key in candidates {
-            let Some(subs) = self.channels.get(&key) else { continue };
+        let mut matched = Vec::new();
+        for key in exact.into_iter().flatten().chain(self.wildcard.iter()) {
+            let Some(subs) = self.channels.get(key) else { continue };
             let mut groups: SelectGroups = Vec::new();
             for entry in &subs.entries {
                 let p = &entry.params;
@@ -347,39 +358,69 @@ impl Hub {
                 }
             }
             if !groups.is_empty() {
-                matched.push((key, groups));
+                matched.push((key.clone(), groups));
+            }
+        }
+        matched
+    }
+
+    /// Matches, checks and delivers a batch of transactions, in commit order. RLS is asked once per
+    /// (table, distinct claims) for the whole batch, so its cost grows with claim sets, not subscribers
+    /// or changes.
+    async fn dispatch(&mut self, txns: &[Transaction]) {
+        let changes: Vec<(&Change, &str)> =
+            txns.iter().flat_map(|t| t.changes.iter().map(move |c| (c, &*t.commit_timestamp))).collect();
+        let mut matched: Vec<(usize, ChannelKey, SelectGroups)> = Vec::new();
+        for (index, (change, _)) in changes.iter().enumerate() {
+            for (key, groups) in self.match_change(change) {
+                matched.push((index, key, groups));
             }
         }
         if matched.is_empty() {
             return;
         }
-        let needs_rls = table.rls && change.kind != ChangeKind::Delete && table.has_primary_key();
-        let pk = change.primary_key();
-        let mut visible: HashMap<Viewer, Result<bool, String>> = HashMap::new();
-        let mut data: HashMap<Projection, Arc<str>> = HashMap::new();
-        for (key, groups) in matched {
-            let Some(viewer) = self.channels.get(&key).map(|s| s.viewer.clone()) else { continue };
-            if needs_rls {
-                if !visible.contains_key(&viewer) {
-                    let result = match (&pk, self.client().await) {
-                        (Some(pk), Ok(client)) => {
-                            self.statements.row_visible(&client, table, pk, &viewer).await.map_err(|e| e.to_string())
-                        }
-                        (None, _) => Ok(false),
-                        (_, Err(e)) => Err(e),
-                    };
-                    visible.insert(viewer.clone(), result);
+        let needs_rls =
+            |c: &Change| c.table.rls && c.kind != ChangeKind::Delete && c.table.has_primary_key();
+        let mut asks: RlsAsks = HashMap::new();
+        for (index, key, _) in &matched {
+            let change = changes[*index].0;
+            let (Some(subs), true) = (self.channels.get(key), needs_rls(change)) else { continue };
+            if let Some(pk) = change.primary_key() {
+                let ask = asks
+                    .entry((change.table.oid, subs.viewer.clone()))
+                    .or_insert_with(|| (change.table.clone(), Vec::new()));
+                ask.1.push(pk);
+            }
+        }
+        let mut visible: RlsAnswers = HashMap::new();
+        for (ask, (table, mut pks)) in asks {
+            pks.sort();
+            pks.dedup();
+            let answer = match self.client().await {
+                Ok(client) => {
+                    self.statements.visible_rows(&client, &table, &pks, &ask.1).await.map_err(|e| pg_error_text(&e))
                 }
-                match &visible[&viewer] {
-                    Ok(true) => self.rls_ok(&key),
-                    Ok(false) => continue,
-                    Err(error) => {
-                        self.rls_failed(&key, error);
+                Err(error) => Err(error),
+            };
+            visible.insert(ask, answer);
+        }
+        let mut data: HashMap<(usize, Projection), Arc<str>> = HashMap::new();
+        for (index, key, groups) in matched {
+            let (change, commit_timestamp) = changes[index];
+            let Some(viewer) = self.channels.get(&key).map(|s| s.viewer.clone()) else { continue };
+            if needs_rls(change) {
+                let pk = change.primary_key();
+                match (visible.get(&(change.table.oid, viewer.clone())), pk) {
+                    (Some(Ok(rows)), Some(pk)) if rows.contains(&pk) => self.rls_ok(&key),
+                    (Some(Err(error)), _) => {
+                        let error = error.clone();
+                        self.rls_failed(&key, &error);
                         continue;
                     }
+                    _ => continue,
                 }
             }
-            let selectable = match self.selectable(&viewer.role, table).await {
+            let selectable = match self.selectable(&viewer.role, &change.table).await {
                 Ok(flags) => flags,
                 Err(error) => {
                     self.rls_failed(&key, &error);
@@ -389,11 +430,10 @@ impl Hub {
             let Some(subs) = self.channels.get(&key) else { continue };
             for (select, ids) in groups {
                 let projection = Projection { selectable: selectable.to_vec(), select };
+                let max_record_bytes = self.config.max_record_bytes;
                 let data_json = data
-                    .entry(projection.clone())
-                    .or_insert_with(|| {
-                        change.data_json(commit_timestamp, &projection, self.config.max_record_bytes).into()
-                    })
+                    .entry((index, projection.clone()))
+                    .or_insert_with(|| change.data_json(commit_timestamp, &projection, max_record_bytes).into())
                     .clone();
                 deliver(&subs.request, &ids, &data_json);
             }
@@ -436,6 +476,14 @@ fn check_filters(params: &SubscriptionParams, table: &TableMeta) -> Result<(), S
         }
     }
     Ok(())
+}
+
+/// A database error as a person reads it (`tokio_postgres` only says "db error").
+fn pg_error_text(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => error.to_string(),
+    }
 }
 
 fn deliver(request: &SubscribeRequest, ids: &[u32], data_json: &str) {

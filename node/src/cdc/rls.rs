@@ -1,9 +1,10 @@
-//! Row Level Security, per subscriber: may this JWT see this row? Asked of PostgreSQL itself, in one
-//! pipelined round trip per (change, distinct claims): a read-only transaction that sets `role` and
-//! `request.jwt.claims` (so `auth.uid()` / `auth.jwt()` policies work unchanged), selects the row by
-//! primary key, and rolls back.
+//! Row Level Security, per subscriber: may this JWT see these rows? Asked of PostgreSQL itself, in one
+//! pipelined round trip per (table, distinct claims) for a whole batch of changes: a read-only
+//! transaction that sets `role` and `request.jwt.claims` (so `auth.uid()` / `auth.jwt()` policies work
+//! unchanged), selects the batch's rows by primary key, and rolls back. Like the reference, it sees the
+//! table as it is now: a row deleted or hidden since the change is not delivered.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
@@ -18,16 +19,21 @@ pub struct Viewer {
     pub sub: Option<String>,
 }
 
-/// `select exists(select 1 from t where pk1 = $1::type1 and …)`, for a table.
+/// `select pk::text, … from t where (pk, …) in (select * from unnest($1::text[]::type[], …))`: which of
+/// the given primary keys the current role can see.
 pub fn visibility_query(table: &TableMeta) -> String {
-    let conditions: Vec<String> = table
-        .columns
-        .iter()
-        .filter(|c| c.primary_key)
-        .enumerate()
-        .map(|(i, c)| format!("{} = ${}::text::{}", quote_ident(&c.name), i + 1, c.sql_type))
-        .collect();
-    format!("select exists(select 1 from {} where {})", table.qualified_name(), conditions.join(" and "))
+    let keys: Vec<_> = table.columns.iter().filter(|c| c.primary_key).collect();
+    let select: Vec<String> = keys.iter().map(|c| format!("t.{}::text", quote_ident(&c.name))).collect();
+    let tuple: Vec<String> = keys.iter().map(|c| format!("t.{}", quote_ident(&c.name))).collect();
+    let arrays: Vec<String> =
+        keys.iter().enumerate().map(|(i, c)| format!("${}::text[]::{}[]", i + 1, c.sql_type)).collect();
+    format!(
+        "select {} from {} t where ({}) in (select * from unnest({}))",
+        select.join(", "),
+        table.qualified_name(),
+        tuple.join(", "),
+        arrays.join(", ")
+    )
 }
 
 const CONTEXT: &str = "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
@@ -46,14 +52,14 @@ impl RlsStatements {
         self.by_table.remove(&oid);
     }
 
-    /// Whether `viewer` can see the row with primary key `pk` (text values, in key order).
-    pub async fn row_visible(
+    /// Which of `pks` (primary keys as text, in key-column order) `viewer` may see.
+    pub async fn visible_rows(
         &mut self,
         client: &Client,
         table: &TableMeta,
-        pk: &[String],
+        pks: &[Vec<String>],
         viewer: &Viewer,
-    ) -> Result<bool, tokio_postgres::Error> {
+    ) -> Result<HashSet<Vec<String>>, tokio_postgres::Error> {
         let context = match &self.context {
             Some(statement) => statement.clone(),
             None => self.context.insert(client.prepare(CONTEXT).await?).clone(),
@@ -66,18 +72,21 @@ impl RlsStatements {
                 statement
             }
         };
-        let params: Vec<&(dyn ToSql + Sync)> = pk.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        let width = pks.first().map_or(0, Vec::len);
+        let columns: Vec<Vec<&str>> =
+            (0..width).map(|i| pks.iter().map(|pk| pk[i].as_str()).collect()).collect();
+        let params: Vec<&(dyn ToSql + Sync)> = columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
         let sub = viewer.sub.clone().unwrap_or_default();
         let context_params: [&(dyn ToSql + Sync); 3] = [&viewer.role, &viewer.claims_json, &sub];
         let begin = client.batch_execute("begin read only");
         let set = client.query(&context, &context_params);
-        let visible = client.query_one(&check, &params);
+        let rows = client.query(&check, &params);
         let end = client.batch_execute("rollback");
-        let (begun, set, visible, ended) = tokio::join!(begin, set, visible, end);
+        let (begun, set, rows, ended) = tokio::join!(begin, set, rows, end);
         begun?;
         set?;
         ended?;
-        Ok(visible?.get(0))
+        Ok(rows?.iter().map(|row| (0..width).map(|i| row.get::<_, String>(i)).collect()).collect())
     }
 }
 
@@ -103,7 +112,8 @@ mod tests {
         };
         assert_eq!(
             visibility_query(&table),
-            "select exists(select 1 from \"public\".\"we\"\"ird\" where \"a\" = $1::text::integer and \"c\" = $2::text::uuid)"
+            "select t.\"a\"::text, t.\"c\"::text from \"public\".\"we\"\"ird\" t where (t.\"a\", t.\"c\") in \
+             (select * from unnest($1::text[]::integer[], $2::text[]::uuid[]))"
         );
     }
 }
