@@ -161,8 +161,29 @@ impl Client {
     /// Joins `topic` and waits for the `phx_reply` before `deadline`; returns the join ref.
     /// Frames for other pushes that arrive meanwhile are dropped.
     pub async fn join(&mut self, topic: &str, deadline: Instant) -> Result<String, ClientError> {
+        let payload = frames::join_payload(&self.token);
+        self.join_with_payload(topic, &payload, deadline).await
+    }
+
+    /// Joins `topic` with `postgres_changes` bindings (a JSON array) in the join config.
+    pub async fn join_postgres_changes(
+        &mut self,
+        topic: &str,
+        postgres_changes_json: &str,
+        deadline: Instant,
+    ) -> Result<String, ClientError> {
+        let payload = frames::join_payload_with_postgres_changes(&self.token, postgres_changes_json);
+        self.join_with_payload(topic, &payload, deadline).await
+    }
+
+    async fn join_with_payload(
+        &mut self,
+        topic: &str,
+        payload: &str,
+        deadline: Instant,
+    ) -> Result<String, ClientError> {
         let join_ref = self.take_ref();
-        let message = frames::join(self.vsn, &join_ref, topic, &self.token);
+        let message = frames::join_with_payload(self.vsn, &join_ref, topic, payload);
         timeout_at(deadline, self.send(message)).await.map_err(|_| ClientError::JoinTimeout)??;
         loop {
             let event = timeout_at(deadline, self.recv()).await.map_err(|_| ClientError::JoinTimeout)?;

@@ -25,7 +25,9 @@ pub enum Event {
     ChannelClosed { topic: String, event: String },
     /// A `system` message (rate limits, shutdown notices).
     System { topic: String, payload: String },
-    /// Any other event (presence, postgres changes).
+    /// A `postgres_changes` event: its whole payload (`{"ids":[…],"data":{…}}`).
+    PostgresChanges { topic: String, payload: String },
+    /// Any other event (presence).
     Other { event: String },
     /// A frame that is not a valid envelope or kind-4 frame.
     Undecodable,
@@ -90,19 +92,31 @@ pub fn push(
 
 /// The `phx_join` payload realtime-js sends by default, with `self` and `ack` off.
 pub fn join_payload(access_token: &str) -> String {
+    join_payload_with_postgres_changes(access_token, "[]")
+}
+
+/// The same payload with `config.postgres_changes` set to `postgres_changes_json` (a JSON array of
+/// `{event, schema, table, filter?}` objects, as realtime-js sends its bindings).
+pub fn join_payload_with_postgres_changes(access_token: &str, postgres_changes_json: &str) -> String {
     format!(
         concat!(
             "{{\"config\":{{\"broadcast\":{{\"ack\":false,\"self\":false}},",
-            "\"presence\":{{\"key\":\"\",\"enabled\":false}},\"postgres_changes\":[],\"private\":false}},",
+            "\"presence\":{{\"key\":\"\",\"enabled\":false}},\"postgres_changes\":{},\"private\":false}},",
             "\"access_token\":{}}}"
         ),
+        postgres_changes_json,
         json_str(access_token)
     )
 }
 
 /// `phx_join` for `topic`; its ref is also its join ref.
 pub fn join(vsn: Vsn, join_ref: &str, topic: &str, access_token: &str) -> Message {
-    push(vsn, Some(join_ref), join_ref, topic, "phx_join", &join_payload(access_token))
+    join_with_payload(vsn, join_ref, topic, &join_payload(access_token))
+}
+
+/// `phx_join` for `topic` with a ready-made JSON payload.
+pub fn join_with_payload(vsn: Vsn, join_ref: &str, topic: &str, payload: &str) -> Message {
+    push(vsn, Some(join_ref), join_ref, topic, "phx_join", payload)
 }
 
 /// A heartbeat on the `phoenix` topic.
@@ -167,6 +181,7 @@ fn parse_text(vsn: Vsn, text: &str) -> Event {
         },
         "phx_close" | "phx_error" => Event::ChannelClosed { topic: frame.topic, event: frame.event },
         "system" => Event::System { topic: frame.topic, payload: payload.get().into() },
+        "postgres_changes" => Event::PostgresChanges { topic: frame.topic, payload: payload.get().into() },
         _ => Event::Other { event: frame.event },
     }
 }
@@ -209,6 +224,32 @@ mod tests {
             let config = payload.config.unwrap();
             assert!(!config.broadcast.self_broadcast && !config.broadcast.ack && !config.private);
             assert!(!config.presence.enabled);
+        }
+    }
+
+    #[test]
+    fn join_with_postgres_changes_decodes() {
+        let changes = r#"[{"event":"INSERT","schema":"public","table":"lt_cdc"}]"#;
+        for vsn in Vsn::ALL {
+            let payload = join_payload_with_postgres_changes("tok", changes);
+            let m = client_message(vsn, join_with_payload(vsn, "1", "realtime:lt-cdc-0", &payload));
+            let ClientEvent::Join(payload) = m.event else { panic!("not a join") };
+            assert_eq!(payload.access_token.as_deref(), Some("tok"));
+            let config = payload.config.unwrap();
+            assert_eq!(config.postgres_changes.len(), 1, "{vsn}");
+            assert_eq!(config.postgres_changes[0]["table"], "lt_cdc");
+        }
+    }
+
+    #[test]
+    fn postgres_changes_parse_per_version() {
+        let data = r#"{"ids":[7],"data":{"type":"INSERT","record":{"id":1}}}"#;
+        for vsn in Vsn::ALL {
+            let out = server::fastlane(vsn, "realtime:lt-cdc-0", "postgres_changes", data);
+            assert_eq!(
+                parse(vsn, into_message(out)),
+                Some(Event::PostgresChanges { topic: "realtime:lt-cdc-0".into(), payload: data.into() })
+            );
         }
     }
 

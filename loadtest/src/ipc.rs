@@ -38,6 +38,23 @@ pub struct FinishedReport {
     pub delivery_us: HistogramData,
     /// Failures after the join (closed sockets, channel closes, undecodable frames).
     pub errors: ErrorCounts,
+    /// What only the `cdc` scenario measures (absent for broadcast receivers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdc: Option<CdcFinished>,
+}
+
+/// The receive phase of one `cdc` worker, beyond [`FinishedReport::delivered`] (rows a subscriber may
+/// see) and [`FinishedReport::delivery_us`] (insert → client latency).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CdcFinished {
+    /// Commit → client latency (µs; the commit timestamp has millisecond precision).
+    pub commit_us: HistogramData,
+    /// Rows delivered to a subscriber whose user does not own them while RLS is on.
+    pub leaked: u64,
+    /// Rows a subscriber received again or before a row it had already seen (ids go up per subscriber).
+    pub out_of_order: u64,
+    /// Rows of another run (a different `body` tag), ignored.
+    pub foreign: u64,
 }
 
 impl WorkerMessage {
@@ -69,7 +86,15 @@ mod tests {
         assert!(!line.contains('\n'));
         assert_eq!(WorkerMessage::from_line(&line).unwrap(), joined);
         let finished = WorkerMessage::Finished(FinishedReport { delivered: 9, ..FinishedReport::default() });
-        assert_eq!(WorkerMessage::from_line(&finished.to_line()).unwrap(), finished);
+        let line = finished.to_line();
+        assert!(!line.contains("cdc"), "{line}");
+        assert_eq!(WorkerMessage::from_line(&line).unwrap(), finished);
+        let cdc = WorkerMessage::Finished(FinishedReport {
+            delivered: 2,
+            cdc: Some(CdcFinished { commit_us: HistogramData(vec![(1_000, 2)]), leaked: 1, ..CdcFinished::default() }),
+            ..FinishedReport::default()
+        });
+        assert_eq!(WorkerMessage::from_line(&cdc.to_line()).unwrap(), cdc);
         assert!(WorkerMessage::from_line("hello").is_err());
     }
 }

@@ -107,16 +107,27 @@ impl Pool {
     /// Starts one worker per slice: `<this exe> worker <common args> --index i --first-conn f
     /// --connections n`, with the token in the environment.
     pub fn spawn(slices: &[WorkerSlice], common: &[String], token: &str) -> std::io::Result<Pool> {
+        Pool::spawn_with("worker", slices, common, &[(TOKEN_ENV, token)])
+    }
+
+    /// Starts one worker per slice with the hidden subcommand `subcommand` (`<this exe> <subcommand>
+    /// <common args> --index i --first-conn f --connections n`) and secrets in the environment.
+    pub fn spawn_with(
+        subcommand: &str,
+        slices: &[WorkerSlice],
+        common: &[String],
+        env: &[(&str, &str)],
+    ) -> std::io::Result<Pool> {
         let exe = std::env::current_exe()?;
         let mut workers = Vec::with_capacity(slices.len());
         for (index, slice) in slices.iter().enumerate() {
             let mut child = Command::new(&exe)
-                .arg("worker")
+                .arg(subcommand)
                 .args(common)
                 .arg(format!("--index={index}"))
                 .arg(format!("--first-conn={}", slice.first_conn))
                 .arg(format!("--connections={}", slice.connections))
-                .env(TOKEN_ENV, token)
+                .envs(env.iter().copied())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())

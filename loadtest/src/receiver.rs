@@ -54,6 +54,7 @@ impl ReceiverStats {
                 &self.delivery_us.lock().unwrap_or_else(PoisonError::into_inner),
             ),
             errors: self.errors.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+            cdc: None,
         }
     }
 }
@@ -154,7 +155,7 @@ async fn receive(mut client: Client, stats: &ReceiverStats, mut stop: watch::Rec
                     return;
                 }
                 Event::Undecodable => stats.error("undecodable frame".into()),
-                Event::Other { .. } => {}
+                Event::PostgresChanges { .. } | Event::Other { .. } => {}
             },
             _ = heartbeat.tick() => {
                 if pending_heartbeat.is_some() {

@@ -6,6 +6,7 @@
 //! receiving until the parent writes `stop` (or closes stdin, or `--lifetime` runs out), close the
 //! sockets and print a `finished` line. Progress goes to stderr; stdout carries only the JSON lines.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use anyhow::Context as _;
 use clap::Args;
 use realtime_proto::Vsn;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{interval, sleep_until, timeout, timeout_at, Instant, MissedTickBehavior};
 
@@ -91,7 +92,7 @@ pub struct WorkerArgs {
 }
 
 /// Writes one line to the parent; `false` when the parent is gone (stdout closed).
-async fn emit(message: &WorkerMessage) -> bool {
+pub async fn emit(message: &WorkerMessage) -> bool {
     let mut stdout = tokio::io::stdout();
     let line = format!("{}\n", message.to_line());
     stdout.write_all(line.as_bytes()).await.is_ok() && stdout.flush().await.is_ok()
@@ -111,42 +112,61 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    let joined = connect_phase(&args, &ctx, &mut tasks, outcome_rx, &stop_rx).await;
+    let spawn = |conn: usize, permit, stop| {
+        let channel = (args.first_conn + conn) % args.channels;
+        receiver::run(Arc::clone(&ctx), conn, channel, topic(channel), permit, stop)
+    };
+    let joined =
+        connect_phase(args.connections, args.channels, &args.connect, &mut tasks, outcome_rx, &stop_rx, spawn)
+            .await;
     eprintln!("[worker {}] joined {} / {}", args.index, joined.ok, args.connections);
     if !emit(&WorkerMessage::Joined(joined)).await {
         eprintln!("[worker {}] parent gone; exiting", args.index);
         return Ok(());
     }
-
-    wait_for_stop(lifetime_end).await;
-    let _ = stop_tx.send(true);
-    if timeout(STOP_BUDGET, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
-        tasks.abort_all();
-    }
+    receive_until_stop(lifetime_end, stop_tx, tasks).await;
     if !emit(&WorkerMessage::Finished(ctx.stats.finish())).await {
         eprintln!("[worker {}] parent gone; exiting", args.index);
     }
     Ok(())
 }
 
-/// Opens every connection of this worker; returns the phase report once each has joined or failed.
-async fn connect_phase(
-    args: &WorkerArgs,
-    ctx: &Arc<ReceiverContext>,
+/// After the `joined` line: lets the connection tasks receive until `stop` (or stdin EOF, or
+/// `lifetime_end`), then tells them to stop and gives them [`STOP_BUDGET`] to close.
+pub async fn receive_until_stop(lifetime_end: Instant, stop_tx: watch::Sender<bool>, mut tasks: JoinSet<()>) {
+    wait_for_stop(lifetime_end).await;
+    let _ = stop_tx.send(true);
+    if timeout(STOP_BUDGET, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+        tasks.abort_all();
+    }
+}
+
+/// Opens `connections` connections, `spawn(conn, permit, stop)` being the task of connection `conn`
+/// (it must report one [`JoinOutcome`] on the channel `outcome_rx` reads, with a group index below
+/// `groups`); returns the phase report once each has joined or failed, or the phase timed out.
+pub async fn connect_phase<F, Fut>(
+    connections: usize,
+    groups: usize,
+    connect: &ConnectArgs,
     tasks: &mut JoinSet<()>,
     mut outcome_rx: mpsc::Receiver<JoinOutcome>,
     stop_rx: &watch::Receiver<bool>,
-) -> JoinedReport {
-    let n = args.connections;
-    let deadline = Instant::now() + Duration::from_secs(args.connect.connect_phase_timeout);
-    let gate = Arc::new(Semaphore::new(args.connect.connect_concurrency.max(1)));
-    let mut pace = args.connect.connect_rate.filter(|r| *r > 0.0).map(|rate| {
+    mut spawn: F,
+) -> JoinedReport
+where
+    F: FnMut(usize, OwnedSemaphorePermit, watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let n = connections;
+    let deadline = Instant::now() + Duration::from_secs(connect.connect_phase_timeout);
+    let gate = Arc::new(Semaphore::new(connect.connect_concurrency.max(1)));
+    let mut pace = connect.connect_rate.filter(|r| *r > 0.0).map(|rate| {
         let mut pace = interval(Duration::from_secs_f64(1.0 / rate));
         pace.set_missed_tick_behavior(MissedTickBehavior::Delay);
         pace
     });
     let mut handles: Vec<Option<AbortHandle>> = Vec::with_capacity(n);
-    let mut report = JoinedReport { joined_per_channel: vec![0; args.channels], ..JoinedReport::default() };
+    let mut report = JoinedReport { joined_per_channel: vec![0; groups], ..JoinedReport::default() };
     let mut connect_join = latency_histogram();
     let mut reported = 0;
     let timed_out = sleep_until(deadline);
@@ -174,10 +194,8 @@ async fn connect_phase(
                     pace.tick().await;
                 }
                 let conn = handles.len();
-                let channel = (args.first_conn + conn) % args.channels;
                 let permit = permit.expect("the connect gate is never closed");
-                let task = receiver::run(Arc::clone(ctx), conn, channel, topic(channel), permit, stop_rx.clone());
-                handles.push(Some(tasks.spawn(task)));
+                handles.push(Some(tasks.spawn(spawn(conn, permit, stop_rx.clone()))));
             }
         }
     }

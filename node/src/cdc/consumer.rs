@@ -74,6 +74,8 @@ impl Consumer {
         *backoff = BACKOFF_MIN;
         let mut relations: HashMap<u32, Arc<TableMeta>> = HashMap::new();
         let mut open: Option<Open> = None;
+        // End of the last transaction handed to the hub.
+        let mut handed_off = *self.delivered.borrow();
         loop {
             tokio::select! {
                 event = repl.recv() => {
@@ -87,13 +89,18 @@ impl Consumer {
                             let Some(txn) = open.take() else { continue };
                             let end_lsn = end_lsn.as_u64();
                             let delivered = *self.delivered.borrow();
-                            if end_lsn <= delivered || txn.changes.is_empty() {
-                                // Delivered before (a restart or a reconnect), or nothing to deliver.
-                                if txn.changes.is_empty() && end_lsn > delivered {
+                            if end_lsn <= delivered {
+                                continue; // delivered before a restart or a reconnect
+                            }
+                            if txn.changes.is_empty() {
+                                // Nothing for subscribers. Acknowledge it only when everything sent to the
+                                // hub before it is delivered, or the slot would move past undelivered data.
+                                if delivered >= handed_off {
                                     repl.update_applied_lsn(Lsn::from_u64(end_lsn));
                                 }
                                 continue;
                             }
+                            handed_off = end_lsn;
                             metrics().cdc_transactions.increment(1);
                             let txn = Transaction {
                                 end_lsn,
