@@ -31,7 +31,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config, verifier: Verifier, registry: Addr<Registry>, cdc: Option<CdcHandle>) -> Shared {
+    pub fn new(
+        config: Config,
+        verifier: Verifier,
+        registry: Addr<Registry>,
+        cdc: Option<CdcHandle>,
+    ) -> Shared {
         Shared {
             cdc,
             joins: SharedRate::per_second(config.limits.max_joins_per_second),

@@ -64,13 +64,18 @@ pub async fn connect(database_url: &str) -> Result<Client, CdcError> {
 
 /// Creates the publication (empty: users add their tables, as on Supabase) and the permanent slot if
 /// they are missing.
-pub async fn ensure_publication_and_slot(client: &Client, publication: &str, slot: &str) -> Result<(), CdcError> {
+pub async fn ensure_publication_and_slot(
+    client: &Client,
+    publication: &str,
+    slot: &str,
+) -> Result<(), CdcError> {
     let exists = client.query_opt("select 1 from pg_publication where pubname = $1", &[&publication]).await?;
     if exists.is_none() {
         client.batch_execute(&format!("create publication {}", quote_ident(publication))).await?;
         tracing::info!(publication, "created publication");
     }
-    let exists = client.query_opt("select 1 from pg_replication_slots where slot_name = $1", &[&slot]).await?;
+    let exists =
+        client.query_opt("select 1 from pg_replication_slots where slot_name = $1", &[&slot]).await?;
     if exists.is_none() {
         client.query("select pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot]).await?;
         tracing::info!(slot, "created permanent replication slot");
@@ -79,7 +84,10 @@ pub async fn ensure_publication_and_slot(client: &Client, publication: &str, slo
 }
 
 /// `(schema, table)` of every table in the publication.
-pub async fn publication_tables(client: &Client, publication: &str) -> Result<Vec<(String, String)>, CdcError> {
+pub async fn publication_tables(
+    client: &Client,
+    publication: &str,
+) -> Result<Vec<(String, String)>, CdcError> {
     let rows = client
         .query(
             "select schemaname::text, tablename::text from pg_publication_tables where pubname = $1",
@@ -119,7 +127,11 @@ pub async fn table_by_oid(client: &Client, oid: u32) -> Result<Option<Arc<TableM
 }
 
 /// A table by name (as subscriptions name it).
-pub async fn table_by_name(client: &Client, schema: &str, table: &str) -> Result<Option<Arc<TableMeta>>, CdcError> {
+pub async fn table_by_name(
+    client: &Client,
+    schema: &str,
+    table: &str,
+) -> Result<Option<Arc<TableMeta>>, CdcError> {
     match client.query_opt(TABLE_BY_NAME, &[&schema, &table]).await? {
         Some(row) => Ok(Some(Arc::new(table_from_row(client, &row).await?))),
         None => Ok(None),
@@ -127,7 +139,11 @@ pub async fn table_by_name(client: &Client, schema: &str, table: &str) -> Result
 }
 
 /// For each column of `table` (in order), whether `role` may SELECT it.
-pub async fn selectable_columns(client: &Client, role: &str, table: &TableMeta) -> Result<Vec<bool>, CdcError> {
+pub async fn selectable_columns(
+    client: &Client,
+    role: &str,
+    table: &TableMeta,
+) -> Result<Vec<bool>, CdcError> {
     let names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
     let row = client
         .query_one(

@@ -142,7 +142,12 @@ impl Change {
     }
 
     /// The `data` object of a `postgres_changes` message for one projection.
-    pub fn data_json(&self, commit_timestamp: &str, projection: &Projection, max_record_bytes: usize) -> String {
+    pub fn data_json(
+        &self,
+        commit_timestamp: &str,
+        projection: &Projection,
+        max_record_bytes: usize,
+    ) -> String {
         let table = &self.table;
         let head = |commit_ts: Value| {
             let mut map = serde_json::Map::new();
@@ -176,7 +181,8 @@ impl Change {
             }
             return Value::Object(map).to_string();
         }
-        let included: Vec<usize> = (0..table.columns.len()).filter(|i| projection.includes(table, *i)).collect();
+        let included: Vec<usize> =
+            (0..table.columns.len()).filter(|i| projection.includes(table, *i)).collect();
         let columns: Vec<Value> = included
             .iter()
             .map(|&i| serde_json::json!({"name": table.columns[i].name, "type": table.columns[i].typname}))
@@ -189,11 +195,13 @@ impl Change {
             ChangeKind::Insert => None,
             _ => Some(self.old_record_fields(&included)),
         };
-        let size: usize = record.iter().chain(old_record.iter()).flatten().map(|(k, v)| k.len() + v.len() + 4).sum();
+        let size: usize =
+            record.iter().chain(old_record.iter()).flatten().map(|(k, v)| k.len() + v.len() + 4).sum();
         let oversized = size > max_record_bytes;
         let render = |fields: &[(String, String)]| {
             let mut out = String::from("{");
-            for (name, json) in fields.iter().filter(|(_, v)| !oversized || v.len() <= OVERSIZED_FIELD_BYTES) {
+            for (name, json) in fields.iter().filter(|(_, v)| !oversized || v.len() <= OVERSIZED_FIELD_BYTES)
+            {
                 if out.len() > 1 {
                     out.push(',');
                 }
@@ -362,8 +370,12 @@ mod tests {
     fn oversized_records_keep_short_fields() {
         let t = table(false, true);
         let big = "x".repeat(500);
-        let insert =
-            Change { kind: ChangeKind::Insert, table: t, new: Some(vec![text("1"), text(&big), text("t")]), old: None };
+        let insert = Change {
+            kind: ChangeKind::Insert,
+            table: t,
+            new: Some(vec![text("1"), text(&big), text("t")]),
+            old: None,
+        };
         let data = parse(&insert.data_json("ts", &all(3), 100));
         assert_eq!(data["errors"], serde_json::json!(["Error 413: Payload Too Large"]));
         assert_eq!(data["record"], serde_json::json!({"id": 1, "done": true}));

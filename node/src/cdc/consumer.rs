@@ -147,9 +147,12 @@ impl Consumer {
                 new: Some(cells(new)),
                 old: old.map(old_row),
             },
-            Message::Delete { relation, old, .. } => {
-                Change { kind: ChangeKind::Delete, table: table(relation)?, new: None, old: Some(old_row(old)) }
-            }
+            Message::Delete { relation, old, .. } => Change {
+                kind: ChangeKind::Delete,
+                table: table(relation)?,
+                new: None,
+                old: Some(old_row(old)),
+            },
             // TRUNCATE is not delivered (as the reference); types, origins and messages carry no rows.
             _ => return Ok(()),
         };
@@ -195,7 +198,12 @@ async fn table_meta(client: &Client, relation: &Relation) -> Result<TableMeta, C
                         &[&column.type_oid, &column.type_modifier],
                     )
                     .await?;
-                ColumnMeta { name: column.name.clone(), typname: row.get(0), sql_type: row.get(1), primary_key: column.key }
+                ColumnMeta {
+                    name: column.name.clone(),
+                    typname: row.get(0),
+                    sql_type: row.get(1),
+                    primary_key: column.key,
+                }
             }
         };
         columns.push(meta);
@@ -211,7 +219,8 @@ async fn table_meta(client: &Client, relation: &Relation) -> Result<TableMeta, C
 
 /// pgwire-replication's settings from `DATABASE_URL`.
 fn replication_config(config: &CdcConfig) -> Result<ReplicationConfig, CdcError> {
-    let url = tokio_postgres::Config::from_str(&config.database_url).map_err(|e| CdcError::Url(e.to_string()))?;
+    let url =
+        tokio_postgres::Config::from_str(&config.database_url).map_err(|e| CdcError::Url(e.to_string()))?;
     let host = match url.get_hosts().first() {
         Some(Host::Tcp(host)) => host.clone(),
         #[cfg(unix)]
@@ -222,11 +231,18 @@ fn replication_config(config: &CdcConfig) -> Result<ReplicationConfig, CdcError>
     let user = url.get_user().unwrap_or("postgres").to_owned();
     let password = url.get_password().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
     let database = url.get_dbname().unwrap_or(&user).to_owned();
-    Ok(ReplicationConfig::new(host, user, password, database, config.slot.clone(), config.publication.clone())
-        .with_port(port)
-        .with_tls(TlsConfig::disabled())
-        .with_status_interval(Duration::from_millis(500))
-        .with_application_name("realtime_cdc")
-        // Text output of dates and times as `to_jsonb` renders them: ISO, in UTC.
-        .with_options("-c TimeZone=UTC -c DateStyle=ISO,MDY -c IntervalStyle=postgres"))
+    Ok(ReplicationConfig::new(
+        host,
+        user,
+        password,
+        database,
+        config.slot.clone(),
+        config.publication.clone(),
+    )
+    .with_port(port)
+    .with_tls(TlsConfig::disabled())
+    .with_status_interval(Duration::from_millis(500))
+    .with_application_name("realtime_cdc")
+    // Text output of dates and times as `to_jsonb` renders them: ISO, in UTC.
+    .with_options("-c TimeZone=UTC -c DateStyle=ISO,MDY -c IntervalStyle=postgres"))
 }

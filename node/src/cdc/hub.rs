@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use realtime_proto::postgres::{parse_params, SubscriptionParams};
-use realtime_proto::system::{self, Extension};
 use realtime_proto::server;
+use realtime_proto::system::{self, Extension};
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::Client;
 
@@ -31,9 +31,14 @@ use crate::socket::messages::{Deliver, WireFrame};
 #[derive(Debug)]
 pub enum HubCommand {
     Subscribe(Box<SubscribeRequest>),
-    Unsubscribe { conn: ConnId, topic: Arc<str> },
+    Unsubscribe {
+        conn: ConnId,
+        topic: Arc<str>,
+    },
     /// A relation's definition changed: drop what was cached about it.
-    RelationChanged { oid: u32 },
+    RelationChanged {
+        oid: u32,
+    },
 }
 
 type ChannelKey = (ConnId, Arc<str>);
@@ -220,7 +225,8 @@ impl Hub {
             claims_json: serde_json::Value::Object(claims.all.clone()).to_string(),
             sub: claims.sub.clone(),
         };
-        self.channels.insert(key.clone(), ChannelSubs { request, entries, viewer, rls_error_reported: false });
+        self.channels
+            .insert(key.clone(), ChannelSubs { request, entries, viewer, rls_error_reported: false });
         if live {
             self.confirm(&key);
         } else {
@@ -379,8 +385,7 @@ impl Hub {
         if matched.is_empty() {
             return;
         }
-        let needs_rls =
-            |c: &Change| c.table.rls && c.kind != ChangeKind::Delete && c.table.has_primary_key();
+        let needs_rls = |c: &Change| c.table.rls && c.kind != ChangeKind::Delete && c.table.has_primary_key();
         let mut asks: RlsAsks = HashMap::new();
         for (index, key, _) in &matched {
             let change = changes[*index].0;
@@ -397,9 +402,11 @@ impl Hub {
             pks.sort();
             pks.dedup();
             let answer = match self.client().await {
-                Ok(client) => {
-                    self.statements.visible_rows(&client, &table, &pks, &ask.1).await.map_err(|e| pg_error_text(&e))
-                }
+                Ok(client) => self
+                    .statements
+                    .visible_rows(&client, &table, &pks, &ask.1)
+                    .await
+                    .map_err(|e| pg_error_text(&e)),
                 Err(error) => Err(error),
             };
             visible.insert(ask, answer);
@@ -433,7 +440,9 @@ impl Hub {
                 let max_record_bytes = self.config.max_record_bytes;
                 let data_json = data
                     .entry((index, projection.clone()))
-                    .or_insert_with(|| change.data_json(commit_timestamp, &projection, max_record_bytes).into())
+                    .or_insert_with(|| {
+                        change.data_json(commit_timestamp, &projection, max_record_bytes).into()
+                    })
                     .clone();
                 deliver(&subs.request, &ids, &data_json);
             }

@@ -29,7 +29,13 @@ impl DeliveredPosition {
         let state = |source| CdcError::State { path: path.clone(), source };
         std::fs::create_dir_all(data_dir).map_err(state)?;
         let resumed = path.exists();
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(state)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(state)?;
         let mut text = String::new();
         file.read_to_string(&mut text).map_err(state)?;
         let lsn = text.trim().parse().unwrap_or(0);
@@ -52,7 +58,9 @@ impl DeliveredPosition {
         }
         let record = format!("{lsn:020}\n");
         debug_assert_eq!(record.len(), RECORD);
-        self.file.write_all_at(record.as_bytes(), 0).map_err(|source| CdcError::State { path: self.path.clone(), source })?;
+        self.file
+            .write_all_at(record.as_bytes(), 0)
+            .map_err(|source| CdcError::State { path: self.path.clone(), source })?;
         self.lsn = lsn;
         Ok(())
     }

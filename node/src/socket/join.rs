@@ -197,15 +197,27 @@ impl Handler<JoinOutcome> for SocketActor {
                 metrics().joins.increment(1);
                 let response = state.join_response.clone();
                 let join_ref = msg.join_ref.as_deref();
-                let reply =
-                    server::reply(self.vsn, join_ref, msg_ref.as_deref(), &msg.topic, ReplyStatus::Ok, &response);
+                let reply = server::reply(
+                    self.vsn,
+                    join_ref,
+                    msg_ref.as_deref(),
+                    &msg.topic,
+                    ReplyStatus::Ok,
+                    &response,
+                );
                 self.send(ctx, reply);
                 self.after_join(ctx, &msg.topic);
                 self.schedule_token_check(ctx, &msg.topic);
             }
             Err(JoinRefused::Full) => {
                 let _ = self.remove_channel(ctx, &msg.topic);
-                self.refuse_join(ctx, &msg.topic, msg.join_ref.as_deref(), msg_ref.as_deref(), reason::CHANNEL_FULL);
+                self.refuse_join(
+                    ctx,
+                    &msg.topic,
+                    msg.join_ref.as_deref(),
+                    msg_ref.as_deref(),
+                    reason::CHANNEL_FULL,
+                );
             }
         }
     }

@@ -104,7 +104,10 @@ impl SocketActor {
             Some(true) => {
                 let sub_topic = topic.trim_start_matches(realtime_proto::topic::PREFIX);
                 let payload = system::payload(Extension::System, true, REPLICATION_READY, Some(sub_topic));
-                self.send(ctx, server::channel_push(self.vsn, join_ref.as_deref(), topic, "system", &payload));
+                self.send(
+                    ctx,
+                    server::channel_push(self.vsn, join_ref.as_deref(), topic, "system", &payload),
+                );
             }
             Some(false) if !left.is_zero() => {
                 let owned = topic.to_owned();
@@ -144,7 +147,13 @@ impl Handler<SubscribeOutcome> for SocketActor {
                         SubscribeErrorKind::Unavailable => "UnableToConnectToProject",
                     };
                     let reason = format!("{code}: {}", error.message);
-                    self.refuse_join(ctx, topic, state.join_ref.as_deref(), state.join_msg_ref.as_deref(), &reason);
+                    self.refuse_join(
+                        ctx,
+                        topic,
+                        state.join_ref.as_deref(),
+                        state.join_msg_ref.as_deref(),
+                        &reason,
+                    );
                 }
             }
             return;
