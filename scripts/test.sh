@@ -27,5 +27,5 @@ echo "== real-client suite (realtime-js, node --test)"
   if [ ! -d node_modules/@supabase/realtime-js ]; then
     npm ci --no-audit --no-fund
   fi
-  REALTIME_BIN="$(pwd)/../../target/debug/realtime" npm test
+  REALTIME_BIN="${CARGO_TARGET_DIR:-$(pwd)/../../target}/debug/realtime" npm test
 )

@@ -111,6 +111,11 @@ impl Endpoint {
             .ok_or_else(|| ClientError::BadTarget(format!("{host} has no address")))?;
         Ok(Endpoint { url, addr, vsn, token: token.to_owned() })
     }
+
+    /// The resolved server address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
 }
 
 /// One open WebSocket.

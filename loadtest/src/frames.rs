@@ -109,12 +109,8 @@ pub fn join_payload_with_postgres_changes(access_token: &str, postgres_changes_j
     )
 }
 
-/// `phx_join` for `topic`; its ref is also its join ref.
-pub fn join(vsn: Vsn, join_ref: &str, topic: &str, access_token: &str) -> Message {
-    join_with_payload(vsn, join_ref, topic, &join_payload(access_token))
-}
-
-/// `phx_join` for `topic` with a ready-made JSON payload.
+/// `phx_join` for `topic` with a JSON payload ([`join_payload`] or
+/// [`join_payload_with_postgres_changes`]); its ref is also its join ref.
 pub fn join_with_payload(vsn: Vsn, join_ref: &str, topic: &str, payload: &str) -> Message {
     push(vsn, Some(join_ref), join_ref, topic, "phx_join", payload)
 }
@@ -215,7 +211,7 @@ mod tests {
     #[test]
     fn join_decodes_as_the_server_sees_it() {
         for vsn in Vsn::ALL {
-            let m = client_message(vsn, join(vsn, "1", "realtime:load-3", "tok"));
+            let m = client_message(vsn, join_with_payload(vsn, "1", "realtime:load-3", &join_payload("tok")));
             assert_eq!(m.topic, "realtime:load-3");
             assert_eq!(m.msg_ref.as_deref(), Some("1"));
             assert_eq!(m.join_ref.as_deref(), Some("1"), "{vsn}");

@@ -55,6 +55,31 @@ pub struct CdcFinished {
     pub out_of_order: u64,
     /// Rows of another run (a different `body` tag), ignored.
     pub foreign: u64,
+    /// How many of this worker's subscribers received each row id, as runs of consecutive ids with the
+    /// same count: `(first id, ids in the run, count)` (see [`receipt_runs`]).
+    #[serde(default)]
+    pub receipts: Vec<(i64, u64, u64)>,
+}
+
+/// Compresses `(id, count)` pairs into runs of consecutive ids with equal counts; one run when every
+/// subscriber got every row.
+pub fn receipt_runs(counts: impl IntoIterator<Item = (i64, u64)>) -> Vec<(i64, u64, u64)> {
+    let mut sorted: Vec<(i64, u64)> = counts.into_iter().collect();
+    sorted.sort_unstable();
+    let mut runs: Vec<(i64, u64, u64)> = Vec::new();
+    for (id, count) in sorted {
+        match runs.last_mut() {
+            Some((first, len, c)) if *c == count && first.checked_add_unsigned(*len) == Some(id) => *len += 1,
+            _ => runs.push((id, 1, count)),
+        }
+    }
+    runs
+}
+
+/// Expands runs back into `(id, count)` pairs.
+pub fn expand_runs(runs: &[(i64, u64, u64)]) -> impl Iterator<Item = (i64, u64)> + '_ {
+    runs.iter()
+        .flat_map(|&(first, len, count)| (0..len).map(move |k| (first.saturating_add_unsigned(k), count)))
 }
 
 impl WorkerMessage {
@@ -71,6 +96,20 @@ impl WorkerMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn receipts_compress_into_runs() {
+        let counts = [(5, 2), (3, 2), (4, 2), (7, 2), (8, 1), (9, 1)];
+        let runs = receipt_runs(counts);
+        assert_eq!(runs, vec![(3, 3, 2), (7, 1, 2), (8, 2, 1)]);
+        let mut back: Vec<(i64, u64)> = expand_runs(&runs).collect();
+        back.sort_unstable();
+        let mut want = counts.to_vec();
+        want.sort_unstable();
+        assert_eq!(back, want);
+        assert_eq!(receipt_runs((1..=1_000).map(|id| (id, 50))), vec![(1, 1_000, 50)]);
+        assert!(receipt_runs([]).is_empty());
+    }
 
     #[test]
     fn lines_round_trip() {
@@ -91,7 +130,11 @@ mod tests {
         assert_eq!(WorkerMessage::from_line(&line).unwrap(), finished);
         let cdc = WorkerMessage::Finished(FinishedReport {
             delivered: 2,
-            cdc: Some(CdcFinished { commit_us: HistogramData(vec![(1_000, 2)]), leaked: 1, ..CdcFinished::default() }),
+            cdc: Some(CdcFinished {
+                commit_us: HistogramData(vec![(1_000, 2)]),
+                leaked: 1,
+                ..CdcFinished::default()
+            }),
             ..FinishedReport::default()
         });
         assert_eq!(WorkerMessage::from_line(&cdc.to_line()).unwrap(), cdc);

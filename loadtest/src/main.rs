@@ -6,27 +6,37 @@
 //! ```text
 //! realtime-loadtest fanout --jwt-secret secret --connections 10000 --channels 10 --rate 100 --duration 30 \
 //!     --server-pid $(pidof realtime)
+//! realtime-loadtest cdc --jwt-secret secret --database-url postgres://postgres@127.0.0.1:5432/postgres \
+//!     --subscribers 100 --rate 1000 --duration 30 --rls --server-pid $(pidof realtime)
 //! ```
 //!
 //! ## Layout
-//! - [`scenario`]: one module per scenario (`fanout`), each a subcommand.
-//! - [`worker`]: the hidden `worker` subcommand; the parent re-executes itself to spread receivers
-//!   over processes (open-files limit), see [`pool`] and the line protocol in [`ipc`].
+//! - [`scenario`]: one module per scenario (`fanout`, `cdc`), each a subcommand.
+//! - [`worker`], [`cdc_worker`]: the hidden `worker` and `cdc-worker` subcommands; the parent
+//!   re-executes itself to spread connections over processes (open-files limit), see [`pool`] and the
+//!   line protocol in [`ipc`].
 //! - [`client`] and [`frames`]: the WebSocket client and its pure frame encoding/parsing.
-//! - [`receiver`], [`publisher`]: the two kinds of load connections.
-//! - [`report`], [`rss`], [`payload`], [`token`]: histograms and the table, server memory, the stamped
-//!   broadcast payload, the JWT.
+//! - [`receiver`], [`publisher`], [`subscriber`]: the kinds of load connections (broadcast receivers
+//!   and publishers, Postgres Changes subscribers).
+//! - [`database`]: the `cdc` load table's setup and the inserter; [`pgchange`]: parsing what
+//!   subscribers receive.
+//! - [`report`], [`rss`], [`payload`], [`token`]: histograms and the tables, server memory and CPU,
+//!   the stamped broadcast payload, the JWTs.
 
+mod cdc_worker;
 mod client;
+mod database;
 mod frames;
 mod ipc;
 mod payload;
+mod pgchange;
 mod pool;
 mod publisher;
 mod receiver;
 mod report;
 mod rss;
 mod scenario;
+mod subscriber;
 mod token;
 mod worker;
 
@@ -43,9 +53,15 @@ struct Cli {
 enum Scenario {
     /// N receivers on M channels, publishers at a fixed total rate: latency, completeness, memory.
     Fanout(scenario::fanout::FanoutArgs),
-    /// Internal: one worker process of a scenario (spawned by the parent).
+    /// K Postgres Changes subscribers, rows inserted at a fixed rate: commit → client latency, changes
+    /// decoded, authorised deliveries, RLS leaks.
+    Cdc(scenario::cdc::CdcArgs),
+    /// Internal: one worker process of `fanout` (spawned by the parent).
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
+    /// Internal: one worker process of `cdc` (spawned by the parent).
+    #[command(hide = true)]
+    CdcWorker(cdc_worker::CdcWorkerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,7 +74,9 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.scenario {
             Scenario::Fanout(args) => scenario::fanout::run(args).await,
+            Scenario::Cdc(args) => scenario::cdc::run(args).await,
             Scenario::Worker(args) => worker::run(args).await,
+            Scenario::CdcWorker(args) => cdc_worker::run(args).await,
         }
     })
 }

@@ -78,6 +78,10 @@ fn ms(micros: Option<u64>) -> String {
     micros.map_or_else(|| "-".to_owned(), |us| format!("{:.2} ms", us as f64 / 1_000.0))
 }
 
+fn opt_count(n: Option<u64>) -> String {
+    n.map_or_else(|| "-".to_owned(), |n| n.to_string())
+}
+
 fn mib(kib: Option<u64>) -> String {
     kib.map_or_else(|| "-".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1_024.0))
 }
@@ -159,39 +163,17 @@ impl FanoutReport {
 
     /// The table printed at the end of a run.
     pub fn render(&self) -> String {
-        let rows = self.rows();
-        let width = rows
-            .iter()
-            .map(|(k, _)| k.len())
-            .chain(self.errors.keys().map(|k| k.len() + 2))
-            .max()
-            .unwrap_or(0);
-        let mut out = String::new();
-        let _ = writeln!(out, "{}", self.title);
-        let _ = writeln!(out, "{}", "-".repeat(width + 40));
-        for (key, value) in rows {
-            let _ = writeln!(out, "{key:<width$}  {value}");
-        }
-        let _ = writeln!(out, "{:<width$}  {}", "errors", if self.errors.is_empty() { "none" } else { "" });
-        for (kind, n) in &self.errors {
-            let _ = writeln!(out, "  {kind:<w$}  {n}", w = width - 2);
-        }
-        out
+        render_table(&self.title, &self.rows(), &self.errors)
     }
 
     /// Appends one CSV row to `path`, writing the header first when the file is new or empty.
     pub fn append_csv(&self, path: &Path) -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        if file.metadata()?.len() == 0 {
-            writeln!(file, "{}", CSV_HEADER)?;
-        }
-        writeln!(file, "{}", self.csv_row())
+        append_csv_row(path, CSV_HEADER, &self.csv_row())
     }
 
     fn csv_row(&self) -> String {
         let opt = |v: Option<u64>| v.map_or_else(String::new, |v| v.to_string());
-        let errors: Vec<String> =
-            self.errors.iter().map(|(k, n)| format!("{}={n}", k.replace([',', '"', ';'], " "))).collect();
+        let errors = csv_errors(&self.errors);
         format!(
             "\"{}\",{},{},{},{},{},{},{},{:.3},{},{},{},{},{},{},{},{},\"{}\"",
             self.title.replace('"', "'"),
@@ -211,10 +193,222 @@ impl FanoutReport {
             opt(self.rss.before),
             opt(self.rss.idle),
             opt(self.rss.end),
-            errors.join(";"),
+            errors,
         )
     }
 }
+
+/// A title, a rule, `key  value` rows and the error counts, aligned.
+fn render_table(title: &str, rows: &[(String, String)], errors: &ErrorCounts) -> String {
+    let width =
+        rows.iter().map(|(k, _)| k.len()).chain(errors.keys().map(|k| k.len() + 2)).max().unwrap_or(0).max(8);
+    let mut out = String::new();
+    let _ = writeln!(out, "{title}");
+    let _ = writeln!(out, "{}", "-".repeat(width + 40));
+    for (key, value) in rows {
+        let _ = writeln!(out, "{key:<width$}  {value}");
+    }
+    let _ = writeln!(out, "{:<width$}  {}", "errors", if errors.is_empty() { "none" } else { "" });
+    for (kind, n) in errors {
+        let _ = writeln!(out, "  {kind:<w$}  {n}", w = width - 2);
+    }
+    out
+}
+
+/// Error counts as one CSV cell's text: `kind=n;kind=n` with separators blanked out of the kinds.
+fn csv_errors(errors: &ErrorCounts) -> String {
+    let errors: Vec<String> =
+        errors.iter().map(|(k, n)| format!("{}={n}", k.replace([',', '"', ';'], " "))).collect();
+    errors.join(";")
+}
+
+/// Appends `row` to `path`, writing `header` first when the file is new or empty.
+fn append_csv_row(path: &Path, header: &str, row: &str) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    if file.metadata()?.len() == 0 {
+        writeln!(file, "{header}")?;
+    }
+    writeln!(file, "{row}")
+}
+
+/// Server CPU time over a measured window.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuSample {
+    /// CPU seconds (user + system) the server used in the window.
+    pub secs: f64,
+    /// Length of the window in seconds.
+    pub window_secs: f64,
+}
+
+/// Everything a cdc run prints.
+#[derive(Debug, Clone, Default)]
+pub struct CdcReport {
+    pub title: String,
+    pub subscribers_ok: u64,
+    pub subscribers_failed: u64,
+    /// TCP connect → `Subscribed to PostgreSQL`.
+    pub subscribe: LatencySummary,
+    pub rows_inserted: u64,
+    pub transactions: u64,
+    pub insert_secs: f64,
+    pub insert_round_trip: LatencySummary,
+    /// `realtime_cdc_changes_total` after − before (`None` when `/metrics` could not be read).
+    pub changes_decoded: Option<u64>,
+    pub deliveries_expected: u64,
+    pub deliveries_received: u64,
+    pub leaked: u64,
+    pub out_of_order: u64,
+    pub foreign: u64,
+    /// Rows none of their subscribers received (`None` when a worker's report is missing).
+    pub rows_missed: Option<u64>,
+    /// Rows only some of their subscribers received.
+    pub rows_short: Option<u64>,
+    /// Rows received more often than they had subscribers, or not inserted by this run.
+    pub rows_repeated: Option<u64>,
+    /// The first few of those rows, as text.
+    pub row_examples: Vec<String>,
+    /// Insert (client clock before the statement) → client.
+    pub insert_to_client: LatencySummary,
+    /// `commit_timestamp` → client.
+    pub commit_to_client: LatencySummary,
+    pub rss: RssSamples,
+    pub cpu: Option<CpuSample>,
+    pub errors: ErrorCounts,
+}
+
+impl CdcReport {
+    fn rate(&self, n: u64) -> f64 {
+        if self.insert_secs > 0.0 {
+            n as f64 / self.insert_secs
+        } else {
+            0.0
+        }
+    }
+
+    fn rows(&self) -> Vec<(String, String)> {
+        let pct = if self.deliveries_expected > 0 {
+            format!(" ({:.2}%)", 100.0 * self.deliveries_received as f64 / self.deliveries_expected as f64)
+        } else {
+            String::new()
+        };
+        let changes = self.changes_decoded.map_or_else(
+            || "- (/metrics not read: see errors)".to_owned(),
+            |n| format!("{n} ({:.1}/s)", self.rate(n)),
+        );
+        let cpu = self.cpu.map_or_else(
+            || "-".to_owned(),
+            |c| {
+                let share = if c.window_secs > 0.0 { 100.0 * c.secs / c.window_secs } else { 0.0 };
+                format!("{:.2} s ({share:.0}% of one core over {:.1} s)", c.secs, c.window_secs)
+            },
+        );
+        let leaked = if self.leaked == 0 { "0".to_owned() } else { format!("{} LEAKED", self.leaked) };
+        vec![
+            (
+                "subscribers ok / failed".into(),
+                format!("{} / {}", self.subscribers_ok, self.subscribers_failed),
+            ),
+            ("connect→subscribed p50 / p99 / max".into(), self.subscribe.cells()),
+            (
+                "rows inserted".into(),
+                format!(
+                    "{} ({:.1}/s over {:.1} s, {} transactions)",
+                    self.rows_inserted,
+                    self.rate(self.rows_inserted),
+                    self.insert_secs,
+                    self.transactions
+                ),
+            ),
+            ("insert round trip p50 / p99 / max".into(), self.insert_round_trip.cells()),
+            ("changes decoded (server)".into(), changes),
+            (
+                "deliveries expected / received".into(),
+                format!("{} / {}{pct}", self.deliveries_expected, self.deliveries_received),
+            ),
+            ("authorised deliveries/s".into(), format!("{:.1}", self.rate(self.deliveries_received))),
+            ("leaked rows (other owner)".into(), leaked),
+            ("repeated / out-of-order rows".into(), self.out_of_order.to_string()),
+            (
+                "rows missed / short / repeated".into(),
+                format!(
+                    "{} / {} / {}",
+                    opt_count(self.rows_missed),
+                    opt_count(self.rows_short),
+                    opt_count(self.rows_repeated)
+                ),
+            ),
+            ("rows of other runs".into(), self.foreign.to_string()),
+            ("insert→client p50 / p99 / max".into(), self.insert_to_client.cells()),
+            ("commit→client p50 / p99 / max".into(), self.commit_to_client.cells()),
+            (
+                "server RSS before / idle / end".into(),
+                format!("{} / {} / {}", mib(self.rss.before), mib(self.rss.idle), mib(self.rss.end)),
+            ),
+            ("server CPU".into(), cpu),
+        ]
+    }
+
+    /// The rows, plus the anomalous row examples under the row counts.
+    fn rows_with_examples(&self) -> Vec<(String, String)> {
+        let mut rows = self.rows();
+        if !self.row_examples.is_empty() {
+            let at =
+                rows.iter().position(|(k, _)| k.starts_with("rows missed")).map_or(rows.len(), |i| i + 1);
+            rows.insert(at, ("  e.g.".into(), self.row_examples.join(", ")));
+        }
+        rows
+    }
+
+    /// The table printed at the end of a run.
+    pub fn render(&self) -> String {
+        render_table(&self.title, &self.rows_with_examples(), &self.errors)
+    }
+
+    /// Appends one CSV row to `path`, writing the header first when the file is new or empty.
+    pub fn append_csv(&self, path: &Path) -> std::io::Result<()> {
+        append_csv_row(path, CDC_CSV_HEADER, &self.csv_row())
+    }
+
+    fn csv_row(&self) -> String {
+        let opt = |v: Option<u64>| v.map_or_else(String::new, |v| v.to_string());
+        let lat = |s: &LatencySummary| format!("{},{},{}", opt(s.p50), opt(s.p99), opt(s.max));
+        format!(
+            "\"{}\",{},{},{},{},{},{:.3},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},\"{}\"",
+            self.title.replace('"', "'"),
+            self.subscribers_ok,
+            self.subscribers_failed,
+            lat(&self.subscribe),
+            self.rows_inserted,
+            self.transactions,
+            self.insert_secs,
+            lat(&self.insert_round_trip),
+            opt(self.changes_decoded),
+            self.deliveries_expected,
+            self.deliveries_received,
+            self.leaked,
+            self.out_of_order,
+            self.foreign,
+            opt(self.rows_missed),
+            opt(self.rows_short),
+            opt(self.rows_repeated),
+            lat(&self.insert_to_client),
+            lat(&self.commit_to_client),
+            opt(self.rss.before),
+            opt(self.rss.idle),
+            opt(self.rss.end),
+            self.cpu.map_or_else(String::new, |c| format!("{:.3}", c.secs)),
+            self.cpu.map_or_else(String::new, |c| format!("{:.3}", c.window_secs)),
+            csv_errors(&self.errors),
+        )
+    }
+}
+
+const CDC_CSV_HEADER: &str = "title,subscribers_ok,subscribers_failed,subscribe_p50_us,subscribe_p99_us,\
+subscribe_max_us,rows_inserted,transactions,insert_secs,insert_rtt_p50_us,insert_rtt_p99_us,insert_rtt_max_us,\
+changes_decoded,deliveries_expected,deliveries_received,leaked,out_of_order,foreign,rows_missed,rows_short,\
+rows_repeated,insert_to_client_p50_us,\
+insert_to_client_p99_us,insert_to_client_max_us,commit_to_client_p50_us,commit_to_client_p99_us,\
+commit_to_client_max_us,rss_before_kib,rss_idle_kib,rss_end_kib,cpu_secs,cpu_window_secs,errors";
 
 const CSV_HEADER: &str = "title,connections_ok,connections_failed,connect_join_p50_us,connect_join_p99_us,\
 connect_join_max_us,publishers_ok,broadcasts_sent,publish_secs,deliveries_expected,deliveries_received,\
@@ -308,5 +502,40 @@ mod tests {
         assert!(text.contains("http status 429"), "{text}");
         assert!(text.contains("45.0"), "{text}");
         assert_eq!(report.csv_row().split(',').count(), CSV_HEADER.split(',').count());
+    }
+
+    #[test]
+    fn renders_a_cdc_table() {
+        let mut h = latency_histogram();
+        h.record(2_500).unwrap();
+        let report = CdcReport {
+            title: "cdc".into(),
+            subscribers_ok: 50,
+            rows_inserted: 3_000,
+            transactions: 3_000,
+            insert_secs: 15.0,
+            changes_decoded: Some(3_000),
+            deliveries_expected: 15_000,
+            deliveries_received: 15_000,
+            leaked: 2,
+            rows_missed: Some(1),
+            rows_short: Some(0),
+            row_examples: vec!["42 missed (user 3)".into()],
+            insert_to_client: LatencySummary::of(&h),
+            cpu: Some(CpuSample { secs: 4.5, window_secs: 18.0 }),
+            ..CdcReport::default()
+        };
+        let text = report.render();
+        assert!(text.contains("50 / 0"), "{text}");
+        assert!(text.contains("3000 (200.0/s over 15.0 s, 3000 transactions)"), "{text}");
+        assert!(text.contains("15000 / 15000 (100.00%)"), "{text}");
+        assert!(text.contains("2 LEAKED"), "{text}");
+        assert!(text.contains("1 / 0 / -"), "{text}");
+        assert!(text.contains("e.g.") && text.contains("42 missed (user 3)"), "{text}");
+        assert!(text.contains("1000.0"), "{text}");
+        assert!(text.contains("2.50 ms / 2.50 ms / 2.50 ms"), "{text}");
+        assert!(text.contains("4.50 s (25% of one core over 18.0 s)"), "{text}");
+        assert!(text.contains("errors    ") && text.contains("none"), "{text}");
+        assert_eq!(report.csv_row().split(',').count(), CDC_CSV_HEADER.split(',').count());
     }
 }

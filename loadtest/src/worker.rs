@@ -116,9 +116,16 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         let channel = (args.first_conn + conn) % args.channels;
         receiver::run(Arc::clone(&ctx), conn, channel, topic(channel), permit, stop)
     };
-    let joined =
-        connect_phase(args.connections, args.channels, &args.connect, &mut tasks, outcome_rx, &stop_rx, spawn)
-            .await;
+    let joined = connect_phase(
+        args.connections,
+        args.channels,
+        &args.connect,
+        &mut tasks,
+        outcome_rx,
+        &stop_rx,
+        spawn,
+    )
+    .await;
     eprintln!("[worker {}] joined {} / {}", args.index, joined.ok, args.connections);
     if !emit(&WorkerMessage::Joined(joined)).await {
         eprintln!("[worker {}] parent gone; exiting", args.index);

@@ -93,6 +93,8 @@ pub async fn run(
             .configure(http::routes)
     })
     .workers(config.workers)
+    // Small frames must leave at once: Nagle + delayed ACK would hold some for 40 ms.
+    .tcp_nodelay(true)
     .disable_signals()
     .listen(listener)?
     .run();
