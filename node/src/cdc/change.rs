@@ -67,6 +67,8 @@ pub struct Change {
 /// The changes of one committed transaction, in commit order.
 #[derive(Debug, Clone)]
 pub struct Transaction {
+    /// The transaction id (32-bit, as pgoutput sends it).
+    pub xid: u32,
     /// End of the commit record: acknowledged to PostgreSQL once the transaction is handed off.
     pub end_lsn: u64,
     /// `YYYY-MM-DDTHH:MM:SS.mmmZ`.

@@ -40,6 +40,7 @@ pub struct Consumer {
 
 /// A transaction being assembled.
 struct Open {
+    xid: u32,
     changes: Vec<Change>,
 }
 
@@ -81,7 +82,7 @@ impl Consumer {
                 event = repl.recv() => {
                     let Some(event) = event? else { return Ok(()) };
                     match event {
-                        ReplicationEvent::Begin { .. } => open = Some(Open { changes: Vec::new() }),
+                        ReplicationEvent::Begin { xid, .. } => open = Some(Open { xid, changes: Vec::new() }),
                         ReplicationEvent::XLogData { data, .. } => {
                             self.on_data(&client, data, &mut relations, open.as_mut()).await?;
                         }
@@ -103,6 +104,7 @@ impl Consumer {
                             handed_off = end_lsn;
                             metrics().cdc_transactions.increment(1);
                             let txn = Transaction {
+                                xid: txn.xid,
                                 end_lsn,
                                 commit_timestamp: pgoutput::commit_timestamp_string(commit_time_micros).into(),
                                 changes: txn.changes,

@@ -22,7 +22,7 @@ use super::error::CdcError;
 use super::handle::{SubscribeError, SubscribeErrorKind, SubscribeOutcome, SubscribeRequest};
 use super::matching;
 use super::position::DeliveredPosition;
-use super::rls::{RlsStatements, Viewer};
+use super::rls::{self, RlsStatements, Viewer};
 use crate::channel::ConnId;
 use crate::config::CdcConfig;
 use crate::socket::messages::{Deliver, WireFrame};
@@ -398,6 +398,18 @@ impl Hub {
             }
         }
         let mut visible: RlsAnswers = HashMap::new();
+        if !asks.is_empty() {
+            let xids: Vec<u32> = txns.iter().map(|t| t.xid).collect();
+            let barrier = match self.client().await {
+                Ok(client) => rls::wait_visible(&client, &xids).await.map_err(|e| pg_error_text(&e)),
+                Err(error) => Err(error),
+            };
+            match barrier {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(?xids, "transactions not visible in time; checking RLS anyway"),
+                Err(error) => tracing::warn!(%error, "visibility check failed; checking RLS anyway"),
+            }
+        }
         for (ask, (table, mut pks)) in asks {
             pks.sort();
             pks.dedup();

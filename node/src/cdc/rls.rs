@@ -5,6 +5,7 @@
 //! table as it is now: a row deleted or hidden since the change is not delivered.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
@@ -34,6 +35,34 @@ pub fn visibility_query(table: &TableMeta) -> String {
         tuple.join(", "),
         arrays.join(", ")
     )
+}
+
+/// True when every given (32-bit) transaction id is visible to a new snapshot. The 32-bit ids are
+/// widened with the epoch of the snapshot's `xmax` (one epoch back if they are above its low half).
+const VISIBLE: &str =
+    "select coalesce(bool_and(pg_visible_in_snapshot(((((pg_snapshot_xmax(s)::text::bigint >> 32) \
+    - (x > (pg_snapshot_xmax(s)::text::bigint & 4294967295))::int) << 32) | x)::text::xid8, s)), true) \
+    from pg_current_snapshot() s, unnest($1::bigint[]) x";
+
+/// How long to wait for committed transactions to become visible, and how often to look.
+const VISIBLE_WAIT: Duration = Duration::from_secs(2);
+const VISIBLE_POLL: Duration = Duration::from_millis(1);
+
+/// Waits until the transactions are visible to other sessions. The commit record reaches the WAL (and
+/// so this stream) a moment before the committing backend makes the transaction visible; an RLS check
+/// in that moment would not find the row and drop a change its subscriber may see.
+pub async fn wait_visible(client: &Client, xids: &[u32]) -> Result<bool, tokio_postgres::Error> {
+    let xids: Vec<i64> = xids.iter().map(|x| i64::from(*x)).collect();
+    let started = Instant::now();
+    loop {
+        if client.query_one(VISIBLE, &[&xids]).await?.get::<_, bool>(0) {
+            return Ok(true);
+        }
+        if started.elapsed() > VISIBLE_WAIT {
+            return Ok(false);
+        }
+        tokio::time::sleep(VISIBLE_POLL).await;
+    }
 }
 
 const CONTEXT: &str = "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
