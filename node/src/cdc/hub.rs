@@ -23,6 +23,7 @@ use super::handle::{SubscribeError, SubscribeErrorKind, SubscribeOutcome, Subscr
 use super::matching;
 use super::position::DeliveredPosition;
 use super::rls::{self, RlsStatements, Viewer};
+use super::subscriptions::{ChannelKey, GroupKey, NewEntry, SubscriptionIndex, ViewerId};
 use crate::channel::ConnId;
 use crate::config::CdcConfig;
 use crate::socket::messages::{Deliver, WireFrame};
@@ -41,31 +42,26 @@ pub enum HubCommand {
     },
 }
 
-type ChannelKey = (ConnId, Arc<str>);
 /// `(schema, table)`.
 type TableName = (String, String);
 /// A value read from the catalog, and when.
 type Cached<T> = (Instant, T);
 /// The primary keys of a batch one viewer must be asked about, per table.
-type RlsAsks = HashMap<(u32, Viewer), (Arc<TableMeta>, Vec<Vec<String>>)>;
+type RlsAsks = HashMap<(u32, ViewerId), (Arc<TableMeta>, Vec<Vec<String>>)>;
 /// Per table and viewer: the visible primary keys, or why the check failed.
-type RlsAnswers = HashMap<(u32, Viewer), Result<HashSet<Vec<String>>, String>>;
+type RlsAnswers = HashMap<(u32, ViewerId), Result<HashSet<Vec<String>>, String>>;
 
-/// A channel's matching subscription ids, grouped by their `select` (one message per group).
-type SelectGroups = Vec<(Option<Vec<String>>, Vec<u32>)>;
+/// Per (viewer, table oid): the columns its role may SELECT, or why that could not be read.
+type Privileges = HashMap<(ViewerId, u32), Result<Arc<Vec<bool>>, String>>;
+/// `data` JSON per (change index, column set, `select`), shared by every channel that sees it alike.
+type DataCache = HashMap<(usize, usize, Option<Vec<String>>), Arc<str>>;
 
-struct Entry {
-    id: u32,
-    params: SubscriptionParams,
-}
+/// A channel's matching subscription ids, grouped by the data they receive (one message per group).
+type SelectGroups = Vec<(Arc<str>, Vec<u32>)>;
 
-/// One channel's subscriptions.
+/// One channel's subscription request (where and how to deliver).
 struct ChannelSubs {
     request: SubscribeRequest,
-    entries: Vec<Entry>,
-    viewer: Viewer,
-    /// Told once about an RLS failure, until a check succeeds again.
-    rls_error_reported: bool,
 }
 
 fn name_matches(pattern: &str, name: &str) -> bool {
@@ -77,13 +73,13 @@ pub struct Hub {
     config: CdcConfig,
     client: Option<Arc<Client>>,
     channels: HashMap<ChannelKey, ChannelSubs>,
-    /// `(schema, table)` → channels with an exact subscription to it.
-    by_table: HashMap<(String, String), HashSet<ChannelKey>>,
-    /// Channels with a wildcard schema or table.
-    wildcard: HashSet<ChannelKey>,
+    index: SubscriptionIndex,
+    /// Channels told about an RLS failure: told once, until a check succeeds again.
+    failing: HashSet<ChannelKey>,
     /// Validated subscriptions waiting for the stream to go live before they are confirmed.
     unconfirmed: Vec<ChannelKey>,
-    selectable: HashMap<(String, u32), Arc<Vec<bool>>>,
+    /// Per table oid, per role: which columns the role may SELECT.
+    selectable: HashMap<u32, HashMap<String, Arc<Vec<bool>>>>,
     statements: RlsStatements,
     position: DeliveredPosition,
     published: Option<Cached<Arc<Vec<TableName>>>>,
@@ -105,8 +101,8 @@ impl Hub {
             config,
             client: None,
             channels: HashMap::new(),
-            by_table: HashMap::new(),
-            wildcard: HashSet::new(),
+            index: SubscriptionIndex::default(),
+            failing: HashSet::new(),
             unconfirmed: Vec::new(),
             selectable: HashMap::new(),
             statements: RlsStatements::default(),
@@ -179,7 +175,7 @@ impl Hub {
             HubCommand::Subscribe(request) => self.subscribe(*request, live).await,
             HubCommand::Unsubscribe { conn, topic } => self.remove(&(conn, topic)),
             HubCommand::RelationChanged { oid } => {
-                self.selectable.retain(|(_, table), _| *table != oid);
+                self.selectable.remove(&oid);
                 self.tables.clear();
                 self.statements.forget(oid);
             }
@@ -188,11 +184,8 @@ impl Hub {
 
     fn remove(&mut self, key: &ChannelKey) {
         if self.channels.remove(key).is_some() {
-            for set in self.by_table.values_mut() {
-                set.remove(key);
-            }
-            self.by_table.retain(|_, set| !set.is_empty());
-            self.wildcard.remove(key);
+            self.index.remove(key);
+            self.failing.remove(key);
             self.unconfirmed.retain(|k| k != key);
         }
     }
@@ -211,22 +204,14 @@ impl Hub {
                 return;
             }
         };
-        for entry in &entries {
-            let (schema, table) = (&entry.params.schema, &entry.params.table);
-            if schema == "*" || table == "*" {
-                self.wildcard.insert(key.clone());
-            } else {
-                self.by_table.entry((schema.clone(), table.clone())).or_default().insert(key.clone());
-            }
-        }
         let claims = &request.claims;
         let viewer = Viewer {
             role: claims.role.clone(),
             claims_json: serde_json::Value::Object(claims.all.clone()).to_string(),
             sub: claims.sub.clone(),
         };
-        self.channels
-            .insert(key.clone(), ChannelSubs { request, entries, viewer, rls_error_reported: false });
+        self.index.insert(key.clone(), entries, viewer);
+        self.channels.insert(key.clone(), ChannelSubs { request });
         if live {
             self.confirm(&key);
         } else {
@@ -251,7 +236,7 @@ impl Hub {
     }
 
     /// Checks every entry: parameters, publication membership, filter columns and types.
-    async fn validate(&mut self, request: &SubscribeRequest) -> Result<Vec<Entry>, SubscribeError> {
+    async fn validate(&mut self, request: &SubscribeRequest) -> Result<Vec<NewEntry>, SubscribeError> {
         let invalid = |message: String| SubscribeError { kind: SubscribeErrorKind::Invalid, message };
         let unavailable = |e: String| SubscribeError {
             kind: SubscribeErrorKind::Unavailable,
@@ -291,7 +276,8 @@ impl Hub {
                     })?;
                 }
             }
-            entries.push(Entry { id: *id, params });
+            let canonical = serde_json::Value::Object(raw.clone()).to_string().into();
+            entries.push(NewEntry { id: *id, canonical, params });
         }
         Ok(entries)
     }
@@ -327,8 +313,7 @@ impl Hub {
     }
 
     async fn selectable(&mut self, role: &str, table: &TableMeta) -> Result<Arc<Vec<bool>>, String> {
-        let key = (role.to_owned(), table.oid);
-        if let Some(cached) = self.selectable.get(&key) {
+        if let Some(cached) = self.selectable.get(&table.oid).and_then(|roles| roles.get(role)) {
             return Ok(cached.clone());
         }
         let client = self.client().await?;
@@ -337,143 +322,173 @@ impl Hub {
             other => other.to_string(),
         })?;
         let flags = Arc::new(flags);
-        self.selectable.insert(key, flags.clone());
+        self.selectable.entry(table.oid).or_default().insert(role.to_owned(), flags.clone());
         Ok(flags)
     }
 
-    /// The channels (and their matching subscription ids, by `select`) that a change goes to.
-    fn match_change(&self, change: &Change) -> Vec<(ChannelKey, SelectGroups)> {
-        let table = &change.table;
-        let exact = self.by_table.get(&(table.schema.clone(), table.name.clone()));
-        let mut matched = Vec::new();
-        for key in exact.into_iter().flatten().chain(self.wildcard.iter()) {
-            let Some(subs) = self.channels.get(key) else { continue };
-            let mut groups: SelectGroups = Vec::new();
-            for entry in &subs.entries {
-                let p = &entry.params;
-                if !p.event.matches(change.kind.as_str())
-                    || !name_matches(&p.schema, &table.schema)
-                    || !name_matches(&p.table, &table.name)
-                    || !matching::matches(&p.filters, |column| change.filter_value(column))
-                {
-                    continue;
-                }
-                match groups.iter_mut().find(|(select, _)| *select == p.select) {
-                    Some((_, ids)) => ids.push(entry.id),
-                    None => groups.push((p.select.clone(), vec![entry.id])),
-                }
-            }
-            if !groups.is_empty() {
-                matched.push((key.clone(), groups));
-            }
-        }
-        matched
-    }
-
-    /// Matches, checks and delivers a batch of transactions, in commit order. RLS is asked once per
-    /// (table, distinct claims) for the whole batch, so its cost grows with claim sets, not subscribers
-    /// or changes.
+    /// Matches, checks and delivers a batch of transactions, in commit order. A change is matched once
+    /// per subscription group and RLS is asked once per (table, viewer) for the whole batch, so the cost
+    /// grows with distinct subscriptions and claim sets; only deliveries cost per channel.
     async fn dispatch(&mut self, txns: &[Transaction]) {
         let changes: Vec<(&Change, &str)> =
             txns.iter().flat_map(|t| t.changes.iter().map(move |c| (c, &*t.commit_timestamp))).collect();
-        let mut matched: Vec<(usize, ChannelKey, SelectGroups)> = Vec::new();
+        // 1. Match: which groups each change goes to.
+        let mut matched: Vec<(usize, GroupKey)> = Vec::new();
         for (index, (change, _)) in changes.iter().enumerate() {
-            for (key, groups) in self.match_change(change) {
-                matched.push((index, key, groups));
+            let table = &change.table;
+            for (key, group) in self.index.groups_for(&table.schema, &table.name) {
+                let p = &group.params;
+                if p.event.matches(change.kind.as_str())
+                    && name_matches(&p.schema, &table.schema)
+                    && name_matches(&p.table, &table.name)
+                    && matching::matches(&p.filters, |column| change.filter_value(column))
+                {
+                    matched.push((index, key.clone()));
+                }
             }
         }
         if matched.is_empty() {
             return;
         }
+        // 2. RLS: one question per (table, viewer) for every key of the batch.
         let needs_rls = |c: &Change| c.table.rls && c.kind != ChangeKind::Delete && c.table.has_primary_key();
         let mut asks: RlsAsks = HashMap::new();
-        for (index, key, _) in &matched {
+        for (index, key) in &matched {
             let change = changes[*index].0;
-            let (Some(subs), true) = (self.channels.get(key), needs_rls(change)) else { continue };
-            if let Some(pk) = change.primary_key() {
+            if let (true, Some(pk)) = (needs_rls(change), change.primary_key()) {
                 let ask = asks
-                    .entry((change.table.oid, subs.viewer.clone()))
+                    .entry((change.table.oid, key.1))
                     .or_insert_with(|| (change.table.clone(), Vec::new()));
                 ask.1.push(pk);
             }
         }
-        let mut visible: RlsAnswers = HashMap::new();
-        if !asks.is_empty() {
-            let xids: Vec<u32> = txns.iter().map(|t| t.xid).collect();
-            let barrier = match self.client().await {
-                Ok(client) => rls::wait_visible(&client, &xids).await.map_err(|e| pg_error_text(&e)),
-                Err(error) => Err(error),
-            };
-            match barrier {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!(?xids, "transactions not visible in time; checking RLS anyway"),
-                Err(error) => tracing::warn!(%error, "visibility check failed; checking RLS anyway"),
+        let visible = self.check_rls(txns, asks).await;
+        // 3. Column privileges per (role, table) seen in the batch.
+        let mut selectable: Privileges = HashMap::new();
+        for (index, key) in &matched {
+            let table = &changes[*index].0.table;
+            if selectable.contains_key(&(key.1, table.oid)) {
+                continue;
             }
+            let Some(viewer) = self.index.viewer(key.1).cloned() else { continue };
+            let flags = self.selectable(&viewer.role, table).await;
+            selectable.insert((key.1, table.oid), flags);
         }
-        for (ask, (table, mut pks)) in asks {
+        // 4. Deliver, change by change, one message per channel (and `select`).
+        let mut failed: Vec<(ChannelKey, String)> = Vec::new();
+        let mut passed: HashSet<ChannelKey> = HashSet::new();
+        let mut data: DataCache = HashMap::new();
+        let mut start = 0;
+        while start < matched.len() {
+            let index = matched[start].0;
+            let end = start + matched[start..].iter().take_while(|(i, _)| *i == index).count();
+            let (change, commit_timestamp) = changes[index];
+            let mut per_channel: HashMap<&ChannelKey, SelectGroups> = HashMap::new();
+            for (_, key) in &matched[start..end] {
+                let Some(group) = self.index.group(key) else { continue };
+                let viewer = key.1;
+                if needs_rls(change) {
+                    match (visible.get(&(change.table.oid, viewer)), change.primary_key()) {
+                        (Some(Ok(rows)), Some(pk)) if rows.contains(&pk) => {
+                            if !self.failing.is_empty() {
+                                passed.extend(
+                                    group.members.keys().filter(|k| self.failing.contains(*k)).cloned(),
+                                );
+                            }
+                        }
+                        (Some(Err(error)), _) => {
+                            failed.extend(group.members.keys().map(|k| (k.clone(), error.clone())));
+                            continue;
+                        }
+                        _ => continue,
+                    }
+                }
+                let flags = match selectable.get(&(viewer, change.table.oid)) {
+                    Some(Ok(flags)) => flags.clone(),
+                    Some(Err(error)) => {
+                        failed.extend(group.members.keys().map(|k| (k.clone(), error.clone())));
+                        continue;
+                    }
+                    None => continue,
+                };
+                let cache_key = (index, Arc::as_ptr(&flags) as usize, group.params.select.clone());
+                let data_json = match data.get(&cache_key) {
+                    Some(json) => json.clone(),
+                    None => {
+                        let projection =
+                            Projection { selectable: flags.to_vec(), select: cache_key.2.clone() };
+                        let json: Arc<str> = change
+                            .data_json(commit_timestamp, &projection, self.config.max_record_bytes)
+                            .into();
+                        data.insert(cache_key, json.clone());
+                        json
+                    }
+                };
+                for (channel, id) in &group.members {
+                    let groups = per_channel.entry(channel).or_default();
+                    match groups.iter_mut().find(|(json, _)| Arc::ptr_eq(json, &data_json)) {
+                        Some((_, ids)) => ids.push(*id),
+                        None => groups.push((data_json.clone(), vec![*id])),
+                    }
+                }
+            }
+            for (channel, groups) in per_channel {
+                let Some(subs) = self.channels.get(channel) else { continue };
+                for (data_json, mut ids) in groups {
+                    ids.sort_unstable();
+                    ids.dedup();
+                    deliver(&subs.request, &ids, &data_json);
+                }
+            }
+            start = end;
+        }
+        for channel in passed {
+            self.failing.remove(&channel);
+        }
+        for (channel, error) in failed {
+            self.rls_failed(&channel, &error);
+        }
+    }
+
+    /// Waits for the batch to be visible, then asks each (table, viewer) which of its rows it may see.
+    async fn check_rls(&mut self, txns: &[Transaction], asks: RlsAsks) -> RlsAnswers {
+        let mut visible: RlsAnswers = HashMap::new();
+        if asks.is_empty() {
+            return visible;
+        }
+        let xids: Vec<u32> = txns.iter().map(|t| t.xid).collect();
+        let barrier = match self.client().await {
+            Ok(client) => rls::wait_visible(&client, &xids).await.map_err(|e| pg_error_text(&e)),
+            Err(error) => Err(error),
+        };
+        match barrier {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(?xids, "transactions not visible in time; checking RLS anyway"),
+            Err(error) => tracing::warn!(%error, "visibility check failed; checking RLS anyway"),
+        }
+        for ((oid, viewer_id), (table, mut pks)) in asks {
+            let Some(viewer) = self.index.viewer(viewer_id).cloned() else { continue };
             pks.sort();
             pks.dedup();
             let answer = match self.client().await {
                 Ok(client) => self
                     .statements
-                    .visible_rows(&client, &table, &pks, &ask.1)
+                    .visible_rows(&client, &table, &pks, &viewer)
                     .await
                     .map_err(|e| pg_error_text(&e)),
                 Err(error) => Err(error),
             };
-            visible.insert(ask, answer);
+            visible.insert((oid, viewer_id), answer);
         }
-        let mut data: HashMap<(usize, Projection), Arc<str>> = HashMap::new();
-        for (index, key, groups) in matched {
-            let (change, commit_timestamp) = changes[index];
-            let Some(viewer) = self.channels.get(&key).map(|s| s.viewer.clone()) else { continue };
-            if needs_rls(change) {
-                let pk = change.primary_key();
-                match (visible.get(&(change.table.oid, viewer.clone())), pk) {
-                    (Some(Ok(rows)), Some(pk)) if rows.contains(&pk) => self.rls_ok(&key),
-                    (Some(Err(error)), _) => {
-                        let error = error.clone();
-                        self.rls_failed(&key, &error);
-                        continue;
-                    }
-                    _ => continue,
-                }
-            }
-            let selectable = match self.selectable(&viewer.role, &change.table).await {
-                Ok(flags) => flags,
-                Err(error) => {
-                    self.rls_failed(&key, &error);
-                    continue;
-                }
-            };
-            let Some(subs) = self.channels.get(&key) else { continue };
-            for (select, ids) in groups {
-                let projection = Projection { selectable: selectable.to_vec(), select };
-                let max_record_bytes = self.config.max_record_bytes;
-                let data_json = data
-                    .entry((index, projection.clone()))
-                    .or_insert_with(|| {
-                        change.data_json(commit_timestamp, &projection, max_record_bytes).into()
-                    })
-                    .clone();
-                deliver(&subs.request, &ids, &data_json);
-            }
-        }
-    }
-
-    fn rls_ok(&mut self, key: &ChannelKey) {
-        if let Some(subs) = self.channels.get_mut(key) {
-            subs.rls_error_reported = false;
-        }
+        visible
     }
 
     /// Tells a subscriber (once) that its checks fail; nobody else is affected.
     fn rls_failed(&mut self, key: &ChannelKey, error: &str) {
-        let Some(subs) = self.channels.get_mut(key) else { return };
-        if subs.rls_error_reported {
+        let Some(subs) = self.channels.get(key) else { return };
+        if !self.failing.insert(key.clone()) {
             return;
         }
-        subs.rls_error_reported = true;
         tracing::warn!(conn = key.0, topic = %key.1, %error, "rls check failed");
         let message = format!("Row Level Security check failed for this subscription: {error}");
         let r = &subs.request;

@@ -14,7 +14,8 @@
 //! - [`consumer`]: the replication session, transactions, acknowledgements.
 //! - [`position`]: the last delivered position, so restarts neither lose nor repeat changes.
 //! - [`hub`]: subscriptions, matching, RLS and delivery.
-//! - [`rls`]: the per-subscriber visibility check.
+//! - [`rls`]: the per-viewer visibility check.
+//! - [`subscriptions`]: the subscription index, grouped by parameters and viewer.
 //! - [`handle`]: what sockets use to subscribe.
 
 pub mod catalog;
@@ -27,6 +28,7 @@ pub mod matching;
 pub mod pgoutput;
 pub mod position;
 pub mod rls;
+pub mod subscriptions;
 pub mod values;
 
 use tokio::sync::{mpsc, watch};
