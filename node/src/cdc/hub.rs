@@ -22,7 +22,7 @@ use super::error::CdcError;
 use super::handle::{SubscribeError, SubscribeErrorKind, SubscribeOutcome, SubscribeRequest};
 use super::matching;
 use super::position::DeliveredPosition;
-use super::rls::{self, RlsStatements, Viewer};
+use super::rls::{self, pg_error_text, Ask, RlsPool, Viewer};
 use super::subscriptions::{ChannelKey, GroupKey, NewEntry, SubscriptionIndex, ViewerId};
 use crate::channel::ConnId;
 use crate::config::CdcConfig;
@@ -80,11 +80,15 @@ pub struct Hub {
     unconfirmed: Vec<ChannelKey>,
     /// Per table oid, per role: which columns the role may SELECT.
     selectable: HashMap<u32, HashMap<String, Arc<Vec<bool>>>>,
-    statements: RlsStatements,
+    /// Connections that answer RLS questions in parallel.
+    rls: RlsPool,
     position: DeliveredPosition,
     published: Option<Cached<Arc<Vec<TableName>>>>,
     tables: HashMap<TableName, Cached<Option<Arc<TableMeta>>>>,
 }
+
+/// Connections answering RLS questions in parallel.
+const RLS_CONNECTIONS: usize = 4;
 
 /// Most transactions dispatched (and RLS-checked) together.
 const MAX_BATCH: usize = 256;
@@ -95,6 +99,7 @@ const CATALOG_TTL: Duration = Duration::from_secs(1);
 impl Hub {
     pub fn new(config: CdcConfig, position: DeliveredPosition) -> Hub {
         Hub {
+            rls: RlsPool::new(&config.database_url, RLS_CONNECTIONS),
             position,
             published: None,
             tables: HashMap::new(),
@@ -105,7 +110,6 @@ impl Hub {
             failing: HashSet::new(),
             unconfirmed: Vec::new(),
             selectable: HashMap::new(),
-            statements: RlsStatements::default(),
         }
     }
 
@@ -163,7 +167,6 @@ impl Hub {
         if let Some(client) = self.client.as_ref().filter(|c| !c.is_closed()) {
             return Ok(client.clone());
         }
-        self.statements = RlsStatements::default();
         self.client = None;
         let client = Arc::new(catalog::connect(&self.config.database_url).await.map_err(|e| e.to_string())?);
         self.client = Some(client.clone());
@@ -177,7 +180,7 @@ impl Hub {
             HubCommand::RelationChanged { oid } => {
                 self.selectable.remove(&oid);
                 self.tables.clear();
-                self.statements.forget(oid);
+                self.rls.forget(oid);
             }
         }
     }
@@ -466,20 +469,14 @@ impl Hub {
             Ok(false) => tracing::warn!(?xids, "transactions not visible in time; checking RLS anyway"),
             Err(error) => tracing::warn!(%error, "visibility check failed; checking RLS anyway"),
         }
+        let mut questions = Vec::with_capacity(asks.len());
         for ((oid, viewer_id), (table, mut pks)) in asks {
             let Some(viewer) = self.index.viewer(viewer_id).cloned() else { continue };
             pks.sort();
             pks.dedup();
-            let answer = match self.client().await {
-                Ok(client) => self
-                    .statements
-                    .visible_rows(&client, &table, &pks, &viewer)
-                    .await
-                    .map_err(|e| pg_error_text(&e)),
-                Err(error) => Err(error),
-            };
-            visible.insert((oid, viewer_id), answer);
+            questions.push(Ask { key: (oid, viewer_id), table, pks, viewer });
         }
+        visible.extend(self.rls.answer(questions).await);
         visible
     }
 
@@ -512,14 +509,6 @@ fn check_filters(params: &SubscriptionParams, table: &TableMeta) -> Result<(), S
         }
     }
     Ok(())
-}
-
-/// A database error as a person reads it (`tokio_postgres` only says "db error").
-fn pg_error_text(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
-        None => error.to_string(),
-    }
 }
 
 fn deliver(request: &SubscribeRequest, ids: &[u32], data_json: &str) {

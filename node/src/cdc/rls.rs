@@ -119,6 +119,84 @@ impl RlsStatements {
     }
 }
 
+/// One question: may `viewer` see these rows of `table`? Answered with the visible keys.
+pub struct Ask<K> {
+    pub key: K,
+    pub table: std::sync::Arc<TableMeta>,
+    pub pks: Vec<Vec<String>>,
+    pub viewer: std::sync::Arc<Viewer>,
+}
+
+/// A connection of the pool and its prepared statements.
+#[derive(Default)]
+struct PoolConnection {
+    client: Option<Client>,
+    statements: RlsStatements,
+}
+
+/// A few connections that answer a batch's questions in parallel (each in its own transaction).
+pub struct RlsPool {
+    database_url: String,
+    connections: Vec<PoolConnection>,
+}
+
+impl RlsPool {
+    pub fn new(database_url: &str, size: usize) -> RlsPool {
+        RlsPool {
+            database_url: database_url.to_owned(),
+            connections: (0..size.max(1)).map(|_| PoolConnection::default()).collect(),
+        }
+    }
+
+    /// Forgets a table's statements on every connection.
+    pub fn forget(&mut self, oid: u32) {
+        for connection in &mut self.connections {
+            connection.statements.forget(oid);
+        }
+    }
+
+    /// Answers every question, spread over the pool; an error is the answer of that question only.
+    pub async fn answer<K>(&mut self, asks: Vec<Ask<K>>) -> Vec<(K, Result<HashSet<Vec<String>>, String>)> {
+        let width = self.connections.len();
+        let mut buckets: Vec<Vec<Ask<K>>> = (0..width).map(|_| Vec::new()).collect();
+        for (i, ask) in asks.into_iter().enumerate() {
+            buckets[i % width].push(ask);
+        }
+        let url = self.database_url.as_str();
+        let work = self.connections.iter_mut().zip(buckets).map(|(connection, asks)| async move {
+            let mut answers = Vec::with_capacity(asks.len());
+            for ask in asks {
+                let answer = connection.visible_rows(url, &ask).await;
+                answers.push((ask.key, answer));
+            }
+            answers
+        });
+        futures_util::future::join_all(work).await.into_iter().flatten().collect()
+    }
+}
+
+impl PoolConnection {
+    async fn visible_rows<K>(&mut self, url: &str, ask: &Ask<K>) -> Result<HashSet<Vec<String>>, String> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.statements = RlsStatements::default();
+            self.client = Some(super::catalog::connect(url).await.map_err(|e| e.to_string())?);
+        }
+        let client = self.client.as_ref().expect("connected above");
+        self.statements
+            .visible_rows(client, &ask.table, &ask.pks, &ask.viewer)
+            .await
+            .map_err(|e| pg_error_text(&e))
+    }
+}
+
+/// A database error as a person reads it (`tokio_postgres` alone only says "db error").
+pub fn pg_error_text(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => error.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
