@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use super::hub::HubCommand;
 use crate::auth::Claims;
 use crate::channel::ConnId;
-use crate::socket::messages::Deliver;
+use crate::socket::messages::{Deliver, Flush};
 
 /// The result of a subscription, sent to the socket that asked.
 #[derive(Message, Debug)]
@@ -49,6 +49,8 @@ pub struct SubscribeRequest {
     pub vsn: Vsn,
     pub outbox: Recipient<Deliver>,
     pub notify: Recipient<SubscribeOutcome>,
+    /// Asked after deliveries, before their position is recorded.
+    pub flush: Recipient<Flush>,
     /// `(id, raw entry)` in join order.
     pub entries: Vec<(u32, Map<String, Value>)>,
     pub claims: Claims,
@@ -68,6 +70,15 @@ impl CdcHandle {
 
     pub fn unsubscribe(&self, conn: ConnId, topic: Arc<str>) {
         let _ = self.commands.send(HubCommand::Unsubscribe { conn, topic });
+    }
+
+    /// Stops dispatching and waits until everything dispatched so far is written and recorded, so a
+    /// graceful restart neither loses nor repeats a change. Bounded by `wait`.
+    pub async fn shutdown(&self, wait: std::time::Duration) {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        if self.commands.send(HubCommand::Shutdown { done: done_tx }).is_ok() {
+            let _ = tokio::time::timeout(wait, done_rx).await;
+        }
     }
 
     /// Whether the replication stream is connected and streaming.

@@ -10,10 +10,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix::prelude::*;
 use realtime_proto::postgres::{parse_params, SubscriptionParams};
 use realtime_proto::server;
 use realtime_proto::system::{self, Extension};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::Client;
 
 use super::catalog::{self, TableMeta};
@@ -21,12 +22,12 @@ use super::change::{Change, ChangeKind, Projection, Transaction};
 use super::error::CdcError;
 use super::handle::{SubscribeError, SubscribeErrorKind, SubscribeOutcome, SubscribeRequest};
 use super::matching;
-use super::position::DeliveredPosition;
+use super::recorder::Record;
 use super::rls::{self, pg_error_text, Ask, RlsPool, Viewer};
 use super::subscriptions::{ChannelKey, GroupKey, NewEntry, SubscriptionIndex, ViewerId};
 use crate::channel::ConnId;
 use crate::config::CdcConfig;
-use crate::socket::messages::{Deliver, WireFrame};
+use crate::socket::messages::{Deliver, Flush, WireFrame};
 
 /// What the hub is asked to do.
 #[derive(Debug)]
@@ -39,6 +40,10 @@ pub enum HubCommand {
     /// A relation's definition changed: drop what was cached about it.
     RelationChanged {
         oid: u32,
+    },
+    /// Stop dispatching; answer once everything dispatched is written and recorded.
+    Shutdown {
+        done: oneshot::Sender<()>,
     },
 }
 
@@ -82,7 +87,12 @@ pub struct Hub {
     selectable: HashMap<u32, HashMap<String, Arc<Vec<bool>>>>,
     /// Connections that answer RLS questions in parallel.
     rls: RlsPool,
-    position: DeliveredPosition,
+    /// Records positions once the sockets wrote them.
+    recorder: mpsc::UnboundedSender<Record>,
+    /// Sockets that received something in the batch being dispatched.
+    touched: HashMap<ConnId, Recipient<Flush>>,
+    /// Set by `Shutdown`: further transactions are left for the next run (they are not recorded).
+    stopped: bool,
     published: Option<Cached<Arc<Vec<TableName>>>>,
     tables: HashMap<TableName, Cached<Option<Arc<TableMeta>>>>,
 }
@@ -97,10 +107,12 @@ const MAX_BATCH: usize = 256;
 const CATALOG_TTL: Duration = Duration::from_secs(1);
 
 impl Hub {
-    pub fn new(config: CdcConfig, position: DeliveredPosition) -> Hub {
+    pub fn new(config: CdcConfig, recorder: mpsc::UnboundedSender<Record>) -> Hub {
         Hub {
+            recorder,
+            touched: HashMap::new(),
+            stopped: false,
             rls: RlsPool::new(&config.database_url, RLS_CONNECTIONS),
-            position,
             published: None,
             tables: HashMap::new(),
             config,
@@ -119,7 +131,6 @@ impl Hub {
         mut commands: mpsc::UnboundedReceiver<HubCommand>,
         mut transactions: mpsc::Receiver<Transaction>,
         mut live: watch::Receiver<bool>,
-        delivered: watch::Sender<u64>,
     ) {
         loop {
             tokio::select! {
@@ -140,12 +151,13 @@ impl Hub {
                                 Err(_) => break,
                             }
                         }
+                        if self.stopped {
+                            continue;
+                        }
                         let end_lsn = batch.last().map_or(0, |t| t.end_lsn);
                         self.dispatch(&batch).await;
-                        if let Err(error) = self.position.store(end_lsn) {
-                            tracing::error!(%error, "cannot record the delivered position");
-                        }
-                        delivered.send_replace(end_lsn);
+                        let sockets = self.touched.drain().map(|(_, socket)| socket).collect();
+                        let _ = self.recorder.send(Record::Batch { end_lsn, sockets });
                     }
                     None => return,
                 },
@@ -177,6 +189,10 @@ impl Hub {
         match command {
             HubCommand::Subscribe(request) => self.subscribe(*request, live).await,
             HubCommand::Unsubscribe { conn, topic } => self.remove(&(conn, topic)),
+            HubCommand::Shutdown { done } => {
+                self.stopped = true;
+                let _ = self.recorder.send(Record::Barrier(done));
+            }
             HubCommand::RelationChanged { oid } => {
                 self.selectable.remove(&oid);
                 self.tables.clear();
@@ -437,6 +453,7 @@ impl Hub {
             }
             for (channel, groups) in per_channel {
                 let Some(subs) = self.channels.get(channel) else { continue };
+                self.touched.entry(channel.0).or_insert_with(|| subs.request.flush.clone());
                 for (data_json, mut ids) in groups {
                     ids.sort_unstable();
                     ids.dedup();

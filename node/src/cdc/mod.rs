@@ -13,6 +13,7 @@
 //! - [`catalog`]: publication, slot, table and privilege queries.
 //! - [`consumer`]: the replication session, transactions, acknowledgements.
 //! - [`position`]: the last delivered position, so restarts neither lose nor repeat changes.
+//! - [`recorder`]: records a position once the sockets wrote what it covers.
 //! - [`hub`]: subscriptions, matching, RLS and delivery.
 //! - [`rls`]: the per-viewer visibility check.
 //! - [`subscriptions`]: the subscription index, grouped by parameters and viewer.
@@ -27,6 +28,7 @@ pub mod hub;
 pub mod matching;
 pub mod pgoutput;
 pub mod position;
+pub mod recorder;
 pub mod rls;
 pub mod subscriptions;
 pub mod values;
@@ -52,9 +54,11 @@ pub fn start(
     let (txn_tx, txn_rx) = mpsc::channel(TRANSACTION_BUFFER);
     let (live_tx, live_rx) = watch::channel(false);
     let (delivered_tx, delivered_rx) = watch::channel(position.lsn());
-    let hub = hub::Hub::new(config.clone(), position);
+    let (record_tx, record_rx) = mpsc::unbounded_channel();
+    arbiter.spawn(recorder::run(position, record_rx, delivered_tx));
+    let hub = hub::Hub::new(config.clone(), record_tx);
     let hub_live = live_rx.clone();
-    arbiter.spawn(async move { hub.run(commands_rx, txn_rx, hub_live, delivered_tx).await });
+    arbiter.spawn(async move { hub.run(commands_rx, txn_rx, hub_live).await });
     let consumer = consumer::Consumer {
         config,
         resume_grace,

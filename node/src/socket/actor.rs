@@ -13,7 +13,7 @@ use realtime_proto::server::{self, ReplyStatus};
 use realtime_proto::system::{self, reason, shutdown, Extension};
 use realtime_proto::{OutFrame, Vsn};
 
-use super::messages::{Deliver, Drain, SlowConsumer, WireFrame};
+use super::messages::{Deliver, Drain, Flush, SlowConsumer, WireFrame};
 use crate::auth::Claims;
 use crate::channel::messages::{Join, Leave};
 use crate::channel::{ChannelActor, ConnId, TopicKey};
@@ -311,6 +311,12 @@ impl Handler<Deliver> for SocketActor {
         }
         self.write(ctx, msg.frame);
     }
+}
+
+impl Handler<Flush> for SocketActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) {}
 }
 
 impl Handler<SlowConsumer> for SocketActor {

@@ -73,3 +73,9 @@ pub struct SlowConsumer;
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Drain;
+
+/// Answered once every frame queued before it was written: the CDC hub records a position as
+/// delivered only after the sockets that got its changes answered this.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Flush;

@@ -43,6 +43,7 @@ impl SocketActor {
             vsn: self.vsn,
             outbox: ctx.address().recipient(),
             notify: ctx.address().recipient(),
+            flush: ctx.address().recipient(),
             entries: state.postgres_changes.clone(),
             claims: state.claims.clone(),
         });

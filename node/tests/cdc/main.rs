@@ -1,0 +1,25 @@
+//! Black-box tests of Postgres Changes (PROTOCOL.md §5, §2.6, §2.9, §2.10, §11): the `realtime` binary
+//! with `--database-url` against a real PostgreSQL (wal_level=logical).
+//!
+//! PostgreSQL: `REALTIME_TEST_DATABASE_URL` (a superuser URL, as `scripts/test.sh` exports); when unset,
+//! the first test starts a throwaway cluster with `scripts/pg.sh start /tmp/realtime-cdc-pg-<pid>`,
+//! stopped by a watcher once the test process exits. Each test makes its own database `t_<id>`
+//! (Supabase-like schema: roles `anon`/`authenticated`/`service_role`, `auth.uid()`/`auth.jwt()`, the
+//! `supabase_realtime` publication), its own slot `s_<id>` and data directory, and its own server
+//! processes; at the end servers are killed and the slot and the database dropped.
+//!
+//! Modules: `basic` (payloads, events, ordering, wildcards, select, replica identity), `filters`
+//! (every operator against PostgreSQL's own evaluation), `errors` (subscription errors, 400, 413),
+//! `values` (JSON typing), `rls` (row level security, column privileges, failing policies, token
+//! refresh), `wait` (`postgres_changes_options.wait`), `restart` (SIGKILL and resume).
+//!
+//! `IT_KEEP_LOGS=1` keeps every server's stderr log; a failing test prints the tail of its logs.
+
+mod basic;
+mod common;
+mod errors;
+mod filters;
+mod restart;
+mod rls;
+mod values;
+mod wait;
