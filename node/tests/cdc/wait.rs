@@ -129,3 +129,31 @@ async fn t61_wait_refuses_a_table_not_in_the_publication() {
         c.expect_subscribed(&t, &s, &r).await;
     }
 }
+
+/// `config.broadcast.replication_ready` (PROTOCOL.md §11, §2.9): once the replication stream is live the
+/// channel gets one `system` ok, after the join reply.
+#[tokio::test]
+async fn t62_replication_ready_is_announced_once_the_stream_is_live() {
+    let db = Db::new(TODOS).await;
+    let token = db.token("authenticated", &new_uuid());
+    let server = db.server(&[]);
+    for vsn in VSNS {
+        let mut c = server.client(&token, vsn).await;
+        let (t, s) = topic("ready");
+        let mut config = pg_config(&json!([]));
+        config["broadcast"]["replication_ready"] = json!(true);
+        let r = c.send_join(&t, &json!({ "config": config })).await;
+        let reply = c.expect_reply(&r, T).await;
+        assert_eq!(reply["payload"]["status"], "ok", "{vsn}: {reply}");
+        let frame = c.next_frame(T).await;
+        let system = frame.value().cloned().unwrap_or(Value::Null);
+        assert_eq!(system["event"], "system", "{vsn}: {system}");
+        assert_eq!(
+            system["payload"],
+            json!({"extension": "system", "status": "ok", "message": "Replication connection established",
+                   "channel": s}),
+            "{vsn}"
+        );
+        c.expect_silence(QUIET).await;
+    }
+}

@@ -321,3 +321,25 @@ async fn t17_replay_on_public_channel_is_refused() {
         c.heartbeat().await;
     }
 }
+
+/// `broadcast.replication_ready` without `DATABASE_URL`: there is no replication stream to wait for, so
+/// the channel is told at once (system error) and closed; the socket stays usable.
+#[tokio::test]
+async fn t18_replication_ready_without_a_database_closes_the_channel() {
+    let server = Server::start(&[]);
+    for vsn in VSNS {
+        let mut c = server.client(vsn).await;
+        let topic = format!("realtime:{}", unique("ready"));
+        let mut cfg = default_config();
+        cfg["broadcast"]["replication_ready"] = json!(true);
+        c.join_ok(&topic, cfg).await;
+        let system = c.expect_event("system", T).await;
+        assert_eq!(system["payload"]["status"], "error", "{vsn}: {system}");
+        assert_eq!(
+            system["payload"]["message"], "Replication connection was not established in time",
+            "{vsn}"
+        );
+        c.expect_event("phx_close", T).await;
+        c.heartbeat().await;
+    }
+}
