@@ -86,9 +86,8 @@ impl Handler<Join> for ChannelActor {
         if member.presence_enabled {
             self.presence().do_send(presence::Subscribe { member: member.clone(), send_state: true });
         }
-        if let Some(previous) = self.members.insert(member.conn, member) {
+        if self.members.insert(member.conn, member).is_some() {
             // The same socket joined again without leaving: the old membership ends here.
-            drop(previous);
             self.registry.do_send(Released { key: self.key.clone() });
         } else {
             metrics().channel_members.increment(1.0);
