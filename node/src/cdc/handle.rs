@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use super::hub::HubCommand;
 use crate::auth::Claims;
 use crate::channel::ConnId;
-use crate::socket::messages::{Deliver, Flush};
+use crate::socket::messages::{Deliver, Flush, SlowConsumer};
 
 /// The result of a subscription, sent to the socket that asked.
 #[derive(Message, Debug)]
@@ -48,6 +48,8 @@ pub struct SubscribeRequest {
     pub join_ref: Option<String>,
     pub vsn: Vsn,
     pub outbox: Recipient<Deliver>,
+    /// Told to close when its mailbox is full.
+    pub slow: Recipient<SlowConsumer>,
     pub notify: Recipient<SubscribeOutcome>,
     /// Asked after deliveries, before their position is recorded.
     pub flush: Recipient<Flush>,

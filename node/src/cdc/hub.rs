@@ -27,7 +27,7 @@ use super::rls::{self, pg_error_text, Ask, RlsPool, Viewer};
 use super::subscriptions::{ChannelKey, GroupKey, NewEntry, SubscriptionIndex, ViewerId};
 use crate::channel::ConnId;
 use crate::config::CdcConfig;
-use crate::socket::messages::{Deliver, Flush, WireFrame};
+use crate::socket::messages::{offer, Deliver, Flush, WireFrame};
 
 /// What the hub is asked to do.
 #[derive(Debug)]
@@ -508,7 +508,7 @@ impl Hub {
         let r = &subs.request;
         let payload = system::payload(Extension::PostgresChanges, false, &message, Some(&r.sub_topic));
         let frame = server::channel_push(r.vsn, r.join_ref.as_deref(), &r.topic, "system", &payload);
-        r.outbox.do_send(Deliver { frame: frame.into(), received_at: None });
+        offer(&r.outbox, &r.slow, Deliver { frame: frame.into(), received_at: None });
     }
 }
 
@@ -532,5 +532,5 @@ fn deliver(request: &SubscribeRequest, ids: &[u32], data_json: &str) {
     let ids_json = serde_json::to_string(ids).expect("ids serialise");
     let payload = format!("{{\"ids\":{ids_json},\"data\":{data_json}}}");
     let frame: WireFrame = server::fastlane(request.vsn, &request.topic, "postgres_changes", &payload).into();
-    request.outbox.do_send(Deliver { frame, received_at: None });
+    offer(&request.outbox, &request.slow, Deliver { frame, received_at: None });
 }

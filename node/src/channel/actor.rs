@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix::dev::SendError;
 use actix::prelude::*;
 use realtime_proto::topic;
 
@@ -15,7 +14,7 @@ use super::registry::Registry;
 use crate::metrics::{metrics, Refusal};
 use crate::presence::messages as presence;
 use crate::presence::PresenceActor;
-use crate::socket::messages::{Deliver, JoinOutcome, JoinRefused, SlowConsumer};
+use crate::socket::messages::{offer, Deliver, JoinOutcome, JoinRefused};
 
 /// One topic's local members.
 pub struct ChannelActor {
@@ -115,13 +114,8 @@ impl Handler<Broadcast> for ChannelActor {
             }
             let Some(frame) = frames.frame(member.vsn) else { continue };
             let deliver = Deliver { frame: frame.clone(), received_at: Some(msg.received_at) };
-            match member.outbox.try_send(deliver) {
-                Ok(()) => {}
-                Err(SendError::Full(_)) => {
-                    metrics().refused(Refusal::SlowConsumer);
-                    member.slow.do_send(SlowConsumer);
-                }
-                Err(SendError::Closed(_)) => dead.push(member.conn),
+            if !offer(&member.outbox, &member.slow, deliver) {
+                dead.push(member.conn);
             }
         }
         for conn in dead {

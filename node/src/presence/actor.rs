@@ -13,7 +13,7 @@ use super::messages::{MemberGone, Stop, Subscribe, Track, Untrack};
 use super::set::PresenceSet;
 use crate::channel::messages::{ConnId, Member};
 use crate::metrics::metrics;
-use crate::socket::messages::{Deliver, WireFrame};
+use crate::socket::messages::{offer, Deliver, WireFrame};
 
 /// Presence of one topic on this node.
 pub struct PresenceActor {
@@ -43,8 +43,7 @@ impl PresenceActor {
             let frame = frames[member.vsn.index()].get_or_insert_with(|| {
                 server::fastlane(member.vsn, &self.topic, "presence_diff", &json).into()
             });
-            member.outbox.do_send(Deliver { frame: frame.clone(), received_at: None });
-            member.outbox.connected()
+            offer(&member.outbox, &member.slow, Deliver { frame: frame.clone(), received_at: None })
         });
     }
 
@@ -57,7 +56,7 @@ impl PresenceActor {
             "presence_state",
             &state,
         );
-        member.outbox.do_send(Deliver { frame: frame.into(), received_at: None });
+        offer(&member.outbox, &member.slow, Deliver { frame: frame.into(), received_at: None });
     }
 }
 

@@ -2,12 +2,14 @@
 
 use std::time::Instant;
 
+use actix::dev::SendError;
 use actix::prelude::*;
 use bytes::Bytes;
 use bytestring::ByteString;
 use realtime_proto::OutFrame;
 
 use crate::channel::ChannelActor;
+use crate::metrics::{metrics, Refusal};
 
 /// An encoded frame, cheap to clone: one allocation shared by every recipient.
 #[derive(Debug, Clone)]
@@ -68,6 +70,21 @@ pub enum JoinRefused {
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct SlowConsumer;
+
+/// Hands a frame to a socket without growing its mailbox past its bound. A full mailbox means the
+/// client is not reading: it is told to close as a slow consumer rather than slowing its sender.
+/// Returns `false` when the socket is gone.
+pub fn offer(outbox: &Recipient<Deliver>, slow: &Recipient<SlowConsumer>, deliver: Deliver) -> bool {
+    match outbox.try_send(deliver) {
+        Ok(()) => true,
+        Err(SendError::Full(_)) => {
+            metrics().refused(Refusal::SlowConsumer);
+            slow.do_send(SlowConsumer);
+            true
+        }
+        Err(SendError::Closed(_)) => false,
+    }
+}
 
 /// The node is draining: tell every channel, then close with "reconnect now" (1012).
 #[derive(Message, Debug)]

@@ -42,6 +42,7 @@ impl SocketActor {
             join_ref: state.join_ref.clone(),
             vsn: self.vsn,
             outbox: ctx.address().recipient(),
+            slow: ctx.address().recipient(),
             notify: ctx.address().recipient(),
             flush: ctx.address().recipient(),
             entries: state.postgres_changes.clone(),
