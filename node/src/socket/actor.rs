@@ -21,8 +21,9 @@ use crate::limits::RateWindow;
 use crate::metrics::metrics;
 use crate::state::Shared;
 
-/// Messages a socket may have queued before it is considered too slow.
-const MAILBOX_CAPACITY: usize = 4096;
+/// Messages a socket may have queued before it is considered too slow (a stuck client costs at most
+/// this many queued frames; one catching up on a burst of changes stays under it).
+const MAILBOX_CAPACITY: usize = 16_384;
 /// Close code telling clients to reconnect now (to another node).
 pub const CLOSE_RECONNECT_NOW: u16 = 1012;
 

@@ -4,28 +4,24 @@
 //!
 //! Every wait is bounded; failures print what was received.
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt as _, StreamExt as _};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use bytes::Bytes;
 use realtime_proto::Vsn;
 use serde_json::{json, Map, Value};
-use tokio::net::TcpStream;
 use tokio_postgres::{Client as PgClient, NoTls};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub use crate::support::jwt::{now, sign};
+use crate::support::process::{self, KillOnDrop};
+use crate::support::ws::{self, WireFrame};
+pub use crate::support::VSNS;
 
 /// Default bound for anything that is expected to happen.
 pub const T: Duration = Duration::from_secs(10);
 /// How long "nothing (more) arrives" is watched for.
 pub const QUIET: Duration = Duration::from_millis(800);
-/// Both serializers, for tests that loop over them.
-pub const VSNS: [Vsn; 2] = [Vsn::V1, Vsn::V2];
 
 pub const SUBSCRIBED: &str = "Subscribed to PostgreSQL";
 
@@ -306,8 +302,7 @@ impl Drop for Db {
 /// panicking test the tail of its stderr is printed.
 pub struct Server {
     pub port: u16,
-    child: Child,
-    log: PathBuf,
+    proc: KillOnDrop,
     /// When the listening line was read.
     pub started: Instant,
 }
@@ -315,64 +310,22 @@ pub struct Server {
 impl Server {
     fn start(db: &Db, extra: &[&str]) -> Server {
         let log = std::env::temp_dir().join(format!("realtime-cdc-{}.log", short_id()));
-        let log_file = std::fs::File::create(&log).expect("create server log file");
         let data_dir = db.data_dir.display().to_string();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_realtime"));
-        cmd.args(["--bind", "127.0.0.1:0", "--jwt-secret", &db.secret])
-            .args(["--join-error-delay-ms", "0", "--connect-error-delay-ms", "0"])
-            .args(["--database-url", &db.url, "--slot", &db.slot, "--data-dir", &data_dir])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("REALTIME_") || k == "DATABASE_URL" {
-                cmd.env_remove(k);
+        let mut args = vec!["--database-url", &db.url, "--slot", &db.slot, "--data-dir", &data_dir];
+        args.extend_from_slice(extra);
+        let envs: &[(&str, &str)] =
+            if std::env::var_os("RUST_LOG").is_none() { &[("RUST_LOG", "info")] } else { &[] };
+        let (mut proc, lines) = process::spawn(&db.secret, &args, envs, log, 80);
+        match process::wait_listening(&lines, Duration::from_secs(20)) {
+            Ok(port) => Server { port, proc, started: Instant::now() },
+            Err(e) => {
+                let status = proc.try_wait();
+                panic!(
+                    "server did not print its listening line within 20 s ({e}; exit {status:?}); log:\n{}",
+                    proc.log_tail(40)
+                )
             }
         }
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
-        }
-        let mut child = cmd.spawn().expect("spawn the realtime binary");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let mut server = Server { port: 0, child, log, started: Instant::now() };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let prefix = "realtime listening on http://127.0.0.1:";
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(port) = line.trim().strip_prefix(prefix) {
-                        server.port = port.parse().unwrap_or_else(|_| panic!("bad listening line {line:?}"));
-                        server.started = Instant::now();
-                        return server;
-                    }
-                }
-                Err(e) => {
-                    let status = server.child.try_wait();
-                    panic!(
-                        "server did not print its listening line within 20 s ({e}; exit {status:?}); log:\n{}",
-                        server.log_tail(40)
-                    )
-                }
-            }
-        }
-    }
-
-    pub fn log_tail(&self, n: usize) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut text);
-        }
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     /// `ws://…/socket/websocket?apikey=<token>&vsn=<vsn>`.
@@ -387,51 +340,20 @@ impl Server {
 
     /// SIGTERM (the graceful drain), and wait for the process to exit.
     pub fn terminate(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let _ = self.proc.sigterm();
+        if self.proc.wait_exit(Duration::from_secs(15)).is_none() {
+            panic!("server did not exit within 15 s of SIGTERM");
         }
-        panic!("server did not exit within 15 s of SIGTERM");
     }
 
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- server stderr ({}), last 80 lines ----\n{}",
-                self.log.display(),
-                self.log_tail(80)
-            );
-        } else if std::env::var_os("IT_KEEP_LOGS").is_none() {
-            let _ = std::fs::remove_file(&self.log);
-        }
+        self.proc.kill();
     }
 }
 
 // ---------------------------------------------------------------------------------------------------
-// JWT
-
-pub fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
-}
-
-pub fn sign(secret: &str, claims: &Value) -> String {
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes()))
-        .expect("sign JWT")
-}
+// JWT (`now` and `sign` are the shared ones)
 
 /// A random user id.
 pub fn new_uuid() -> String {
@@ -553,8 +475,6 @@ pub fn sorted(mut ids: Vec<u64>) -> Vec<u64> {
 // ---------------------------------------------------------------------------------------------------
 // WebSocket client
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
 /// One frame from the server.
 #[derive(Debug, Clone)]
 pub enum Frame {
@@ -573,81 +493,43 @@ impl Frame {
         }
     }
 
-    fn is_heartbeat_reply(&self) -> bool {
-        matches!(self, Frame::Text(v, _) if v["topic"] == "phoenix" && v["event"] == "phx_reply")
-    }
-
     pub fn is_event(&self, event: &str) -> bool {
         matches!(self, Frame::Text(v, _) if v["event"] == event)
     }
 }
 
-pub struct Client {
-    ws: Ws,
-    pub vsn: Vsn,
-    next_ref: u64,
-    pending: VecDeque<Frame>,
-    closed: Option<Option<u16>>,
-    /// How the socket ended when it was not a close frame (`EOF` or the read error).
-    pub ended_by: Option<String>,
+impl WireFrame for Frame {
+    fn from_text(value: Value, raw: &str) -> Self {
+        Frame::Text(value, raw.to_owned())
+    }
+
+    fn from_binary(vsn: Vsn, b: Bytes) -> Self {
+        panic!("{vsn}: unexpected binary frame {b:?}")
+    }
+
+    fn from_close(code: Option<u16>) -> Self {
+        Frame::Close(code)
+    }
+
+    fn json(&self) -> Option<&Value> {
+        self.value()
+    }
+
+    fn close_code(&self) -> Option<Option<u16>> {
+        match self {
+            Frame::Close(code) => Some(*code),
+            Frame::Text(..) => None,
+        }
+    }
 }
+
+/// The shared client ([`ws::Client`]) with this suite's frames; the helpers below are the Postgres
+/// Changes tests' own.
+pub type Client = ws::Client<Frame>;
 
 impl Client {
     pub async fn connect(url: &str, vsn: Vsn) -> Client {
-        let (ws, _resp) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url))
-            .await
-            .expect("websocket handshake timed out")
-            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
-        Client { ws, vsn, next_ref: 0, pending: VecDeque::new(), closed: None, ended_by: None }
-    }
-
-    pub fn make_ref(&mut self) -> String {
-        self.next_ref += 1;
-        self.next_ref.to_string()
-    }
-
-    pub async fn send_text(&mut self, text: String) {
-        tokio::time::timeout(T, self.ws.send(Message::text(text)))
-            .await
-            .unwrap_or_else(|_| panic!("{}: send blocked", self.vsn))
-            .unwrap_or_else(|e| panic!("{}: send failed: {e}", self.vsn));
-    }
-
-    pub fn encode(
-        &self,
-        join_ref: Option<&str>,
-        msg_ref: Option<&str>,
-        topic: &str,
-        event: &str,
-        payload: &Value,
-    ) -> String {
-        match self.vsn {
-            Vsn::V1 => json!({"topic": topic, "event": event, "payload": payload, "ref": msg_ref, "join_ref": join_ref})
-                .to_string(),
-            Vsn::V2 => json!([join_ref, msg_ref, topic, event, payload]).to_string(),
-        }
-    }
-
-    /// Sends a push with a fresh ref; returns the ref.
-    pub async fn push(
-        &mut self,
-        join_ref: Option<&str>,
-        topic: &str,
-        event: &str,
-        payload: &Value,
-    ) -> String {
-        let r = self.make_ref();
-        let text = self.encode(join_ref, Some(&r), topic, event, payload);
-        self.send_text(text).await;
-        r
-    }
-
-    /// Sends `phx_join` (ref == join_ref) with `payload`; returns the join ref without waiting.
-    pub async fn send_join(&mut self, topic: &str, payload: &Value) -> String {
-        let r = self.make_ref();
-        let text = self.encode(Some(&r), Some(&r), topic, "phx_join", payload);
-        self.send_text(text).await;
-        r
+        Self::connect_req(url, vsn).await.unwrap_or_else(|e| panic!("connect {url}: {e}"))
     }
 
     /// Joins with these `postgres_changes` entries (and `access_token` when given), asserts the ok
@@ -690,107 +572,6 @@ impl Client {
             "{}: expected `Subscribed to PostgreSQL` as the first push after the join reply",
             self.vsn
         );
-    }
-
-    /// The next frame from the socket (queued ones first), or `None` after `timeout`.
-    pub async fn recv(&mut self, timeout: Duration) -> Option<Frame> {
-        if let Some(f) = self.pending.pop_front() {
-            return Some(f);
-        }
-        self.read_socket(timeout).await
-    }
-
-    async fn read_socket(&mut self, timeout: Duration) -> Option<Frame> {
-        if let Some(code) = self.closed {
-            return Some(Frame::Close(code));
-        }
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let next = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
-            let msg = match next {
-                None | Some(Err(_)) => {
-                    self.ended_by = Some(match next {
-                        Some(Err(e)) => e.to_string(),
-                        _ => "EOF".to_owned(),
-                    });
-                    self.closed = Some(None);
-                    return Some(Frame::Close(None));
-                }
-                Some(Ok(m)) => m,
-            };
-            match msg {
-                Message::Text(t) => {
-                    return Some(Frame::Text(self.normalise(t.as_str()), t.as_str().to_owned()))
-                }
-                Message::Binary(b) => panic!("{}: unexpected binary frame {b:?}", self.vsn),
-                Message::Close(cf) => {
-                    let code = cf.map(|c| u16::from(c.code));
-                    self.closed = Some(code);
-                    return Some(Frame::Close(code));
-                }
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-            }
-        }
-    }
-
-    fn normalise(&self, text: &str) -> Value {
-        let v: Value = serde_json::from_str(text)
-            .unwrap_or_else(|e| panic!("server text frame is not JSON ({e}): {text:?}"));
-        match self.vsn {
-            Vsn::V1 => {
-                let obj = v.as_object().unwrap_or_else(|| panic!("1.0.0 frame is not an object: {text}"));
-                assert!(!obj.contains_key("join_ref"), "1.0.0 server frames never carry join_ref: {text}");
-                assert_eq!(obj.len(), 4, "1.0.0 frame must have exactly topic/event/payload/ref: {text}");
-                json!({"topic": v["topic"], "event": v["event"], "payload": v["payload"], "ref": v["ref"], "join_ref": null})
-            }
-            Vsn::V2 => {
-                let arr = v.as_array().unwrap_or_else(|| panic!("2.0.0 frame is not an array: {text}"));
-                assert_eq!(arr.len(), 5, "2.0.0 frame must have 5 elements: {text}");
-                json!({"topic": arr[2], "event": arr[3], "payload": arr[4], "ref": arr[1], "join_ref": arr[0]})
-            }
-        }
-    }
-
-    /// The next frame that is not a heartbeat reply; panics after `timeout`.
-    pub async fn next_frame(&mut self, timeout: Duration) -> Frame {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.recv(left).await {
-                Some(f) if f.is_heartbeat_reply() => continue,
-                Some(f) => return f,
-                None => panic!("{}: nothing received within {timeout:?}", self.vsn),
-            }
-        }
-    }
-
-    /// Waits for the `phx_reply` with this ref; other frames stay queued in order.
-    pub async fn expect_reply(&mut self, msg_ref: &str, timeout: Duration) -> Value {
-        let is_reply =
-            |f: &Frame| matches!(f, Frame::Text(v, _) if v["event"] == "phx_reply" && v["ref"] == msg_ref);
-        if let Some(pos) = self.pending.iter().position(is_reply) {
-            return self.pending.remove(pos).and_then(|f| f.value().cloned()).expect("queued reply");
-        }
-        let deadline = Instant::now() + timeout;
-        let mut kept = Vec::new();
-        let found = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Some(f) = self.read_socket(left).await else { break None };
-            if is_reply(&f) {
-                break f.value().cloned();
-            }
-            if let Frame::Close(code) = f {
-                panic!(
-                    "{}: socket closed ({code:?}) while waiting for reply {msg_ref}; got {kept:?}",
-                    self.vsn
-                )
-            }
-            kept.push(f);
-        };
-        self.pending.extend(kept.iter().cloned());
-        found.unwrap_or_else(|| {
-            panic!("{}: no reply to ref {msg_ref} within {timeout:?}; got {kept:?}", self.vsn)
-        })
     }
 
     /// Reads `postgres_changes` messages of `topic` until `n` arrived; any other frame (except
@@ -858,21 +639,6 @@ impl Client {
     }
 
     /// Asserts that nothing but heartbeat replies arrives for `dur`.
-    pub async fn expect_silence(&mut self, dur: Duration) {
-        let deadline = Instant::now() + dur;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            match self.recv(left).await {
-                None => return,
-                Some(f) if f.is_heartbeat_reply() => continue,
-                Some(f) => panic!("{}: expected silence, got {f:?}", self.vsn),
-            }
-        }
-    }
-
     /// Every frame that arrives within `dur` (heartbeat replies dropped).
     pub async fn drain(&mut self, dur: Duration) -> Vec<Frame> {
         let deadline = Instant::now() + dur;
@@ -898,10 +664,6 @@ impl Client {
         let r = self.push(None, "phoenix", "heartbeat", &json!({})).await;
         let reply = self.expect_reply(&r, T).await;
         assert_eq!(reply["payload"]["status"], "ok", "heartbeat reply {reply}");
-    }
-
-    pub async fn close(mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(None)).await;
     }
 }
 

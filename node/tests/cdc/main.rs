@@ -23,3 +23,7 @@ mod restart;
 mod rls;
 mod values;
 mod wait;
+
+/// The harness shared with the other test binary (`node/tests/support`).
+#[path = "../support/mod.rs"]
+mod support;

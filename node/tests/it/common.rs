@@ -3,83 +3,31 @@
 //!
 //! Every wait here is bounded. Each test starts its own server, so tests run in parallel.
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read as _};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::Bytes;
-use futures_util::{SinkExt as _, StreamExt as _};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use realtime_proto::binary::{self, BinaryEncoding, ServerUserBroadcast};
 use realtime_proto::Vsn;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::http::{HeaderValue, Request};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub use crate::support::jwt::{now, sign};
+use crate::support::process::{self, KillOnDrop};
+use crate::support::ws::{self, WireFrame};
+pub use crate::support::VSNS;
 
 /// Default bound for anything that is expected to happen.
 pub const T: Duration = Duration::from_secs(5);
 /// How long "nothing arrives" is watched for.
 pub const QUIET: Duration = Duration::from_millis(600);
-/// Both serializers, for tests that loop over them.
-pub const VSNS: [Vsn; 2] = [Vsn::V1, Vsn::V2];
 
 // ---------------------------------------------------------------------------------------------------
 // Server process
-
-/// Kills (and reaps) the child when dropped; on a panicking test, prints the tail of the server log.
-pub struct KillOnDrop {
-    child: Child,
-    log: PathBuf,
-}
-
-impl KillOnDrop {
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits up to `timeout` for the process to exit on its own.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let mut text = String::new();
-            if let Ok(mut f) = std::fs::File::open(&self.log) {
-                let _ = f.read_to_string(&mut text);
-            }
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(60)..];
-            eprintln!("---- server stderr ({}), last {} lines ----", self.log.display(), tail.len());
-            for l in tail {
-                eprintln!("{l}");
-            }
-        } else if std::env::var_os("IT_KEEP_LOGS").is_none() {
-            let _ = std::fs::remove_file(&self.log);
-        }
-    }
-}
 
 /// A running `realtime` process bound to an ephemeral port.
 pub struct Server {
@@ -99,48 +47,12 @@ impl Server {
     pub fn start_with_env(extra: &[&str], envs: &[(&str, &str)]) -> Server {
         let secret = format!("it-secret-{}", uuid::Uuid::new_v4().simple());
         let log = std::env::temp_dir().join(format!("realtime-it-{}.log", uuid::Uuid::new_v4().simple()));
-        let log_file = std::fs::File::create(&log).expect("create server log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_realtime"));
-        cmd.args(["--bind", "127.0.0.1:0", "--jwt-secret", &secret])
-            .args(["--join-error-delay-ms", "0", "--connect-error-delay-ms", "0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file));
-        for (k, _) in std::env::vars() {
-            // Only what the test asks for: no inherited settings, and no database (Postgres changes and
-            // private channels are refused as the contract says).
-            if k.starts_with("REALTIME_") || k == "DATABASE_URL" {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.envs(envs.iter().copied());
-        let mut child = cmd.spawn().expect("spawn the realtime binary");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let proc = KillOnDrop { child, log };
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            // Keep draining stdout for the life of the process so it never blocks on a full pipe.
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let prefix = "realtime listening on http://127.0.0.1:";
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(port) = line.trim().strip_prefix(prefix) {
-                        let port: u16 =
-                            port.parse().unwrap_or_else(|_| panic!("bad listening line {line:?}"));
-                        return Server { port, secret, proc };
-                    }
-                }
-                Err(e) => panic!("server did not print its listening line within 15 s: {e}"),
-            }
-        }
+        // Only what the test asks for: no inherited settings, and no database (Postgres changes and
+        // private channels are refused as the contract says).
+        let (proc, lines) = process::spawn(&secret, extra, envs, log, 60);
+        let port = process::wait_listening(&lines, Duration::from_secs(15))
+            .unwrap_or_else(|e| panic!("server did not print its listening line within 15 s: {e}"));
+        Server { port, secret, proc }
     }
 
     pub fn http(&self, path: &str) -> String {
@@ -167,10 +79,7 @@ impl Server {
 
     /// Sends SIGTERM with `kill -TERM <pid>`.
     pub fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.proc.pid().to_string()])
-            .status()
-            .expect("run kill -TERM");
+        let status = self.proc.sigterm().expect("run kill -TERM");
         assert!(status.success(), "kill -TERM failed: {status}");
     }
 }
@@ -210,17 +119,7 @@ pub fn parse_json(body: &str) -> Value {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// JWT
-
-pub fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
-}
-
-/// HS256 token with these claims.
-pub fn sign(secret: &str, claims: &Value) -> String {
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes()))
-        .expect("sign JWT")
-}
+// JWT (`now` and `sign` are the shared ones)
 
 /// A valid token: role `authenticated`, `exp` = now + `ttl_secs`.
 pub fn token(secret: &str, ttl_secs: i64) -> String {
@@ -319,8 +218,6 @@ pub fn default_config() -> Value {
 // ---------------------------------------------------------------------------------------------------
 // WebSocket client
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
 /// One frame from the server.
 #[derive(Debug, Clone)]
 pub enum Frame {
@@ -341,25 +238,42 @@ impl Frame {
         }
     }
 
-    fn is_heartbeat_reply(&self) -> bool {
-        matches!(self, Frame::Text(v) if v["topic"] == "phoenix" && v["event"] == "phx_reply")
-    }
-
     fn is_event(&self, event: &str) -> bool {
         matches!(self, Frame::Text(v) if v["event"] == event)
     }
 }
 
-pub struct Client {
-    ws: Ws,
-    pub vsn: Vsn,
-    next_ref: u64,
-    /// Frames read while looking for something else; `recv` returns them first.
-    pending: VecDeque<Frame>,
-    closed: Option<Option<u16>>,
-    /// Reason text of the close frame, once one arrived.
-    pub close_reason: Option<String>,
+impl WireFrame for Frame {
+    fn from_text(value: Value, _raw: &str) -> Self {
+        Frame::Text(value)
+    }
+
+    fn from_binary(vsn: Vsn, b: Bytes) -> Self {
+        assert_eq!(vsn, Vsn::V2, "binary frame sent to a 1.0.0 socket: {b:?}");
+        let decoded = binary::decode_server_frame(b.clone())
+            .unwrap_or_else(|e| panic!("server sent a binary frame that is not kind 4 ({e}): {b:?}"));
+        Frame::Binary(decoded)
+    }
+
+    fn from_close(code: Option<u16>) -> Self {
+        Frame::Close(code)
+    }
+
+    fn json(&self) -> Option<&Value> {
+        self.text()
+    }
+
+    fn close_code(&self) -> Option<Option<u16>> {
+        match self {
+            Frame::Close(code) => Some(*code),
+            _ => None,
+        }
+    }
 }
+
+/// The shared client ([`ws::Client`]) with this suite's frames; the helpers below are the raw-frame
+/// tests' own.
+pub type Client = ws::Client<Frame>;
 
 impl Client {
     pub async fn connect(url: &str, vsn: Vsn) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
@@ -380,68 +294,10 @@ impl Client {
         Self::connect_req(req, vsn).await
     }
 
-    pub async fn connect_req(
-        req: Request<()>,
-        vsn: Vsn,
-    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
-        let (ws, _resp) =
-            tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(req))
-                .await
-                .expect("websocket handshake timed out")?;
-        Ok(Client { ws, vsn, next_ref: 0, pending: VecDeque::new(), closed: None, close_reason: None })
-    }
-
-    pub fn make_ref(&mut self) -> String {
-        self.next_ref += 1;
-        self.next_ref.to_string()
-    }
-
     // ---- sending
-
-    pub async fn send_text(&mut self, text: impl Into<String>) {
-        self.try_send(Message::text(text.into())).await.expect("send text frame");
-    }
 
     pub async fn send_binary(&mut self, data: impl Into<Bytes>) {
         self.try_send(Message::binary(data.into())).await.expect("send binary frame");
-    }
-
-    /// Sends without panicking on a socket error (for frames the server may refuse by closing);
-    /// a send that cannot complete within 10 s still panics.
-    pub async fn try_send(&mut self, msg: Message) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-        tokio::time::timeout(Duration::from_secs(10), self.ws.send(msg))
-            .await
-            .unwrap_or_else(|_| panic!("{}: send blocked for 10 s", self.vsn))
-    }
-
-    /// The text frame of a push in this client's serializer.
-    pub fn encode(
-        &self,
-        join_ref: Option<&str>,
-        msg_ref: Option<&str>,
-        topic: &str,
-        event: &str,
-        payload: &Value,
-    ) -> String {
-        match self.vsn {
-            Vsn::V1 => json!({"topic": topic, "event": event, "payload": payload, "ref": msg_ref, "join_ref": join_ref})
-                .to_string(),
-            Vsn::V2 => json!([join_ref, msg_ref, topic, event, payload]).to_string(),
-        }
-    }
-
-    /// Sends a push with a fresh ref; returns the ref.
-    pub async fn push(
-        &mut self,
-        join_ref: Option<&str>,
-        topic: &str,
-        event: &str,
-        payload: &Value,
-    ) -> String {
-        let r = self.make_ref();
-        let text = self.encode(join_ref, Some(&r), topic, event, payload);
-        self.send_text(text).await;
-        r
     }
 
     /// A JSON broadcast push `{"type":"broadcast","event":E,"payload":P}` (text frame in both versions).
@@ -489,9 +345,7 @@ impl Client {
     /// Sends `phx_join` (ref == join_ref) and returns `(join_ref, reply)`; frames that arrive before
     /// the reply stay queued.
     pub async fn join(&mut self, topic: &str, payload: &Value) -> (String, Value) {
-        let r = self.make_ref();
-        let text = self.encode(Some(&r), Some(&r), topic, "phx_join", payload);
-        self.send_text(text).await;
+        let r = self.send_join(topic, payload).await;
         let reply = self.expect_reply(&r, T).await;
         (r, reply)
     }
@@ -519,84 +373,6 @@ impl Client {
     }
 
     // ---- receiving
-
-    /// The next frame (queued ones first), or `None` after `timeout`.
-    pub async fn recv(&mut self, timeout: Duration) -> Option<Frame> {
-        if let Some(f) = self.pending.pop_front() {
-            return Some(f);
-        }
-        self.read_socket(timeout).await
-    }
-
-    /// The next frame from the socket itself, or `None` after `timeout`.
-    async fn read_socket(&mut self, timeout: Duration) -> Option<Frame> {
-        if let Some(code) = self.closed {
-            return Some(Frame::Close(code));
-        }
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let next = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
-            let msg = match next {
-                None | Some(Err(_)) => {
-                    self.closed = Some(None);
-                    return Some(Frame::Close(None));
-                }
-                Some(Ok(m)) => m,
-            };
-            match msg {
-                Message::Text(t) => return Some(Frame::Text(self.normalise(t.as_str()))),
-                Message::Binary(b) => {
-                    assert_eq!(self.vsn, Vsn::V2, "binary frame sent to a 1.0.0 socket: {b:?}");
-                    let decoded = binary::decode_server_frame(b.clone()).unwrap_or_else(|e| {
-                        panic!("server sent a binary frame that is not kind 4 ({e}): {b:?}")
-                    });
-                    return Some(Frame::Binary(decoded));
-                }
-                Message::Close(cf) => {
-                    self.close_reason = cf.as_ref().map(|c| c.reason.as_str().to_owned());
-                    let code = cf.map(|c| u16::from(c.code));
-                    self.closed = Some(code);
-                    return Some(Frame::Close(code));
-                }
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-            }
-        }
-    }
-
-    fn normalise(&self, text: &str) -> Value {
-        let v: Value = serde_json::from_str(text)
-            .unwrap_or_else(|e| panic!("server text frame is not JSON ({e}): {text:?}"));
-        match self.vsn {
-            Vsn::V1 => {
-                let obj = v.as_object().unwrap_or_else(|| panic!("1.0.0 frame is not an object: {text}"));
-                assert!(!obj.contains_key("join_ref"), "1.0.0 server frames never carry join_ref: {text}");
-                for k in ["topic", "event", "payload", "ref"] {
-                    assert!(obj.contains_key(k), "1.0.0 frame lacks `{k}`: {text}");
-                }
-                assert_eq!(obj.len(), 4, "1.0.0 frame has extra keys: {text}");
-                json!({"topic": v["topic"], "event": v["event"], "payload": v["payload"], "ref": v["ref"],
-                       "join_ref": null})
-            }
-            Vsn::V2 => {
-                let arr = v.as_array().unwrap_or_else(|| panic!("2.0.0 frame is not an array: {text}"));
-                assert_eq!(arr.len(), 5, "2.0.0 frame must have 5 elements: {text}");
-                json!({"topic": arr[2], "event": arr[3], "payload": arr[4], "ref": arr[1], "join_ref": arr[0]})
-            }
-        }
-    }
-
-    /// The next frame that is not a heartbeat reply; panics after `timeout`.
-    pub async fn next_frame(&mut self, timeout: Duration) -> Frame {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.recv(left).await {
-                Some(f) if f.is_heartbeat_reply() => continue,
-                Some(f) => return f,
-                None => panic!("{}: nothing received within {timeout:?}", self.vsn),
-            }
-        }
-    }
 
     /// The next non-heartbeat frame must be a text frame with this event.
     pub async fn expect_event(&mut self, event: &str, timeout: Duration) -> Value {
@@ -632,51 +408,6 @@ impl Client {
         }
     }
 
-    /// Waits for the `phx_reply` with this ref; other frames stay queued in order.
-    pub async fn expect_reply(&mut self, msg_ref: &str, timeout: Duration) -> Value {
-        let is_reply =
-            |f: &Frame| matches!(f, Frame::Text(v) if v["event"] == "phx_reply" && v["ref"] == msg_ref);
-        if let Some(pos) = self.pending.iter().position(is_reply) {
-            return self.pending.remove(pos).and_then(|f| f.text().cloned()).expect("queued reply");
-        }
-        let deadline = Instant::now() + timeout;
-        let mut kept = Vec::new();
-        let found = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Some(f) = self.read_socket(left).await else { break None };
-            if is_reply(&f) {
-                break f.text().cloned();
-            }
-            if let Frame::Close(code) = f {
-                panic!(
-                    "{}: socket closed ({code:?}) while waiting for reply {msg_ref}; got {kept:?}",
-                    self.vsn
-                )
-            }
-            kept.push(f);
-        };
-        self.pending.extend(kept.iter().cloned());
-        found.unwrap_or_else(|| {
-            panic!("{}: no reply to ref {msg_ref} within {timeout:?}; got {kept:?}", self.vsn)
-        })
-    }
-
-    /// Asserts that nothing but heartbeat replies arrives for `dur`.
-    pub async fn expect_silence(&mut self, dur: Duration) {
-        let deadline = Instant::now() + dur;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            match self.recv(left).await {
-                None => return,
-                Some(f) if f.is_heartbeat_reply() => continue,
-                Some(f) => panic!("{}: expected silence, got {f:?}", self.vsn),
-            }
-        }
-    }
-
     /// Skips frames until the socket closes; returns the close code (None: no close frame).
     pub async fn expect_close(&mut self, timeout: Duration) -> Option<u16> {
         let deadline = Instant::now() + timeout;
@@ -697,10 +428,6 @@ impl Client {
             Frame::Binary(b) => b,
             other => panic!("{}: expected a kind-4 binary frame, got {other:?}", self.vsn),
         }
-    }
-
-    pub async fn close(mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(None)).await;
     }
 }
 

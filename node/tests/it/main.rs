@@ -17,3 +17,7 @@ mod presence;
 mod rest;
 mod socket;
 mod tokens;
+
+/// The harness shared with the other test binary (`node/tests/support`).
+#[path = "../support/mod.rs"]
+mod support;
