@@ -14,7 +14,7 @@ use actix::prelude::*;
 use realtime_proto::postgres::{parse_params, SubscriptionParams};
 use realtime_proto::server;
 use realtime_proto::system::{self, Extension};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::Client;
 
 use super::catalog::{self, TableMeta};
@@ -91,8 +91,6 @@ pub struct Hub {
     recorder: mpsc::UnboundedSender<Record>,
     /// Sockets that received something in the batch being dispatched.
     touched: HashMap<ConnId, Recipient<Flush>>,
-    /// One permit per change handed to sockets and not yet written.
-    in_flight: Arc<Semaphore>,
     /// Set by `Shutdown`: further transactions are left for the next run (they are not recorded).
     stopped: bool,
     published: Option<Cached<Arc<Vec<TableName>>>>,
@@ -105,8 +103,6 @@ const RLS_CONNECTIONS: usize = 4;
 /// Most transactions, and changes, dispatched (and RLS-checked) together.
 const MAX_BATCH: usize = 256;
 const MAX_BATCH_CHANGES: usize = 1024;
-/// Changes handed to sockets and not yet written by them (well under a socket's mailbox bound).
-const IN_FLIGHT_CHANGES: usize = 8192;
 
 /// How long catalog answers used to validate subscriptions are reused.
 const CATALOG_TTL: Duration = Duration::from_secs(1);
@@ -116,7 +112,6 @@ impl Hub {
         Hub {
             recorder,
             touched: HashMap::new(),
-            in_flight: Arc::new(Semaphore::new(IN_FLIGHT_CHANGES)),
             stopped: false,
             rls: RlsPool::new(&config.database_url, RLS_CONNECTIONS),
             published: None,
@@ -164,15 +159,11 @@ impl Hub {
                         if self.stopped {
                             continue;
                         }
-                        // At most IN_FLIGHT_CHANGES changes not yet written by their sockets: a socket
-                        // that is behind (catching up after a restart) slows the hub instead of
-                        // overflowing its mailbox.
-                        let weight = changes.clamp(1, IN_FLIGHT_CHANGES) as u32;
-                        let Ok(permit) = self.in_flight.clone().acquire_many_owned(weight).await else { return };
+
                         let end_lsn = batch.last().map_or(0, |t| t.end_lsn);
                         self.dispatch(&batch).await;
                         let sockets = self.touched.drain().map(|(_, socket)| socket).collect();
-                        let _ = self.recorder.send(Record::Batch { end_lsn, sockets, permit });
+                        let _ = self.recorder.send(Record::Batch { end_lsn, sockets });
                     }
                     None => return,
                 },

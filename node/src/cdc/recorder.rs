@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::position::DeliveredPosition;
 use crate::socket::messages::Flush;
@@ -18,7 +18,7 @@ const FLUSH_WAIT: Duration = Duration::from_secs(2);
 /// What the recorder is asked to do, in dispatch order.
 pub enum Record {
     /// A batch was handed to these sockets; record `end_lsn` once they wrote it.
-    Batch { end_lsn: u64, sockets: Vec<Recipient<Flush>>, permit: OwnedSemaphorePermit },
+    Batch { end_lsn: u64, sockets: Vec<Recipient<Flush>> },
     /// Answer once everything before it is recorded.
     Barrier(oneshot::Sender<()>),
 }
@@ -31,14 +31,13 @@ pub async fn run(
 ) {
     while let Some(record) = records.recv().await {
         match record {
-            Record::Batch { end_lsn, sockets, permit } => {
+            Record::Batch { end_lsn, sockets } => {
                 let flushed = futures_util::future::join_all(sockets.iter().map(|s| s.send(Flush)));
                 let _ = tokio::time::timeout(FLUSH_WAIT, flushed).await;
                 if let Err(error) = position.store(end_lsn) {
                     tracing::error!(%error, "cannot record the delivered position");
                 }
                 delivered.send_replace(end_lsn);
-                drop(permit);
             }
             Record::Barrier(done) => {
                 let _ = done.send(());
