@@ -40,6 +40,7 @@ use crate::pool::{split, Pool, WorkerSlice};
 use crate::report::{latency_histogram, merge_errors, CdcReport, CpuSample, ErrorCounts, LatencySummary};
 use crate::rss::{clock_ticks_per_second, read_cpu_ticks, read_rss_kib};
 use crate::scenario::fanout::{CONNECTIONS_PER_PROCESS, MAX_CONNECTIONS_PER_PROCESS};
+use crate::scenario::{fold_joined, JoinTotals};
 use crate::token::now_unix_secs;
 use crate::worker::ConnectArgs;
 
@@ -401,26 +402,13 @@ fn add_joined(
     joined: Vec<Result<JoinedReport, String>>,
     users: usize,
 ) -> Vec<u64> {
-    let mut per_user = vec![0; users];
-    for (slice, outcome) in slices.iter().zip(joined) {
-        match outcome {
-            Ok(worker) => {
-                report.subscribers_ok += worker.ok;
-                report.subscribers_failed += worker.failed;
-                worker.connect_join_us.add_to(subscribe);
-                merge_errors(&mut report.errors, &worker.errors);
-                for (total, n) in per_user.iter_mut().zip(&worker.joined_per_channel) {
-                    *total += n;
-                }
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                report.subscribers_failed += slice.connections as u64;
-                *report.errors.entry(format!("worker failed: {e}")).or_default() += slice.connections as u64;
-            }
-        }
-    }
-    per_user
+    let totals = JoinTotals {
+        ok: &mut report.subscribers_ok,
+        failed: &mut report.subscribers_failed,
+        errors: &mut report.errors,
+        latency: subscribe,
+    };
+    fold_joined(totals, slices, joined, users)
 }
 
 /// Folds the workers' receive-phase reports into `report`, the two latency histograms and the

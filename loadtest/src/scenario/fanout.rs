@@ -25,6 +25,7 @@ use crate::pool::{split, Pool, WorkerSlice};
 use crate::publisher::{self, PublishPlan, MAX_CHANNELS_PER_PUBLISHER};
 use crate::report::{latency_histogram, merge_errors, ErrorCounts, FanoutReport, LatencySummary};
 use crate::rss::read_rss_kib;
+use crate::scenario::{fold_joined, JoinTotals};
 use crate::token::anon_token;
 use crate::worker::ConnectArgs;
 
@@ -223,26 +224,13 @@ fn add_joined(
     joined: Vec<Result<JoinedReport, String>>,
     channels: usize,
 ) -> Vec<u64> {
-    let mut per_channel = vec![0; channels];
-    for (slice, outcome) in slices.iter().zip(joined) {
-        match outcome {
-            Ok(worker) => {
-                report.connections_ok += worker.ok;
-                report.connections_failed += worker.failed;
-                worker.connect_join_us.add_to(connect_join);
-                merge_errors(&mut report.errors, &worker.errors);
-                for (total, n) in per_channel.iter_mut().zip(&worker.joined_per_channel) {
-                    *total += n;
-                }
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                report.connections_failed += slice.connections as u64;
-                *report.errors.entry(format!("worker failed: {e}")).or_default() += slice.connections as u64;
-            }
-        }
-    }
-    per_channel
+    let totals = JoinTotals {
+        ok: &mut report.connections_ok,
+        failed: &mut report.connections_failed,
+        errors: &mut report.errors,
+        latency: connect_join,
+    };
+    fold_joined(totals, slices, joined, channels)
 }
 
 /// Folds the workers' receive-phase reports into `report`.

@@ -7,3 +7,47 @@
 
 pub mod cdc;
 pub mod fanout;
+
+use hdrhistogram::Histogram;
+
+use crate::ipc::JoinedReport;
+use crate::pool::WorkerSlice;
+use crate::report::{merge_errors, ErrorCounts};
+
+/// Totals of the workers' connect (or subscribe) phase.
+pub struct JoinTotals<'a> {
+    pub ok: &'a mut u64,
+    pub failed: &'a mut u64,
+    pub errors: &'a mut ErrorCounts,
+    pub latency: &'a mut Histogram<u64>,
+}
+
+/// Folds the workers' connect-phase reports into `totals`; returns joined connections per bucket (a
+/// channel for `fanout`, a user for `cdc`). A worker that failed counts all its connections as failed.
+pub fn fold_joined(
+    totals: JoinTotals<'_>,
+    slices: &[WorkerSlice],
+    joined: Vec<Result<JoinedReport, String>>,
+    buckets: usize,
+) -> Vec<u64> {
+    let mut per_bucket = vec![0; buckets];
+    for (slice, outcome) in slices.iter().zip(joined) {
+        match outcome {
+            Ok(worker) => {
+                *totals.ok += worker.ok;
+                *totals.failed += worker.failed;
+                worker.connect_join_us.add_to(totals.latency);
+                merge_errors(totals.errors, &worker.errors);
+                for (total, n) in per_bucket.iter_mut().zip(&worker.joined_per_channel) {
+                    *total += n;
+                }
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                *totals.failed += slice.connections as u64;
+                *totals.errors.entry(format!("worker failed: {e}")).or_default() += slice.connections as u64;
+            }
+        }
+    }
+    per_bucket
+}
