@@ -436,22 +436,34 @@ fn jsonb_entries(map: &serde_json::Map<String, Value>) -> Vec<(&String, &Value)>
     entries
 }
 
+/// Test helpers shared by the cast, number and datetime tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(super) mod test_support {
+    use std::cmp::Ordering;
 
-    fn ok(typname: &str, text: &str) -> Datum {
+    use super::{cast, compare, Datum, Family};
+
+    /// `text` cast to `typname`, which must succeed.
+    pub fn ok(typname: &str, text: &str) -> Datum {
         cast(&Family::of(typname), text).unwrap()
     }
 
-    fn fail(typname: &str, text: &str) -> String {
+    /// The error of casting `text` to `typname`, which must fail.
+    pub fn fail(typname: &str, text: &str) -> String {
         cast(&Family::of(typname), text).unwrap_err().to_string()
     }
 
-    fn cmp(typname: &str, a: &str, b: &str) -> Option<Ordering> {
+    /// `a` compared with `b`, both cast to `typname`.
+    pub fn cmp(typname: &str, a: &str, b: &str) -> Option<Ordering> {
         let f = Family::of(typname);
         compare(&f, &cast(&f, a).ok()?, &cast(&f, b).ok()?)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{cmp, fail, ok};
+    use super::*;
 
     #[test]
     fn booleans() {

@@ -250,20 +250,8 @@ pub(super) fn parse_time(text: &str) -> Result<(i128, i32), DtError> {
 mod tests {
     use std::cmp::Ordering;
 
-    use super::super::cast::{cast, compare, Datum, Family};
-
-    fn ok(typname: &str, text: &str) -> Datum {
-        cast(&Family::of(typname), text).unwrap()
-    }
-
-    fn fail(typname: &str, text: &str) -> String {
-        cast(&Family::of(typname), text).unwrap_err().to_string()
-    }
-
-    fn cmp(typname: &str, a: &str, b: &str) -> Option<Ordering> {
-        let f = Family::of(typname);
-        compare(&f, &cast(&f, a).ok()?, &cast(&f, b).ok()?)
-    }
+    use super::super::cast::test_support::{cmp, fail, ok};
+    use super::super::cast::{cast, Datum, Family};
 
     #[test]
     fn dates_and_times() {

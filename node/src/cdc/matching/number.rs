@@ -222,21 +222,9 @@ pub(super) fn float_cmp(x: f64, y: f64) -> Ordering {
 mod tests {
     use std::cmp::Ordering;
 
-    use super::super::cast::{cast, compare, Datum, Family};
+    use super::super::cast::test_support::{cmp, fail, ok};
+    use super::super::cast::{cast, Datum, Family};
     use super::parse_decimal;
-
-    fn ok(typname: &str, text: &str) -> Datum {
-        cast(&Family::of(typname), text).unwrap()
-    }
-
-    fn fail(typname: &str, text: &str) -> String {
-        cast(&Family::of(typname), text).unwrap_err().to_string()
-    }
-
-    fn cmp(typname: &str, a: &str, b: &str) -> Option<Ordering> {
-        let f = Family::of(typname);
-        compare(&f, &cast(&f, a).ok()?, &cast(&f, b).ok()?)
-    }
 
     #[test]
     fn integers() {
