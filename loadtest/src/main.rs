@@ -36,6 +36,7 @@ mod receiver;
 mod report;
 mod rss;
 mod scenario;
+mod session;
 mod subscriber;
 mod token;
 mod worker;

@@ -9,15 +9,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Deserialize;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
-use tokio::time::{interval_at, Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
-use crate::client::{closed_kind, Client, Endpoint, HEARTBEAT_INTERVAL};
+use crate::client::{Client, Endpoint};
 use crate::frames::{BroadcastPayload, Event};
 use crate::ipc::FinishedReport;
 use crate::payload::{now_unix_nanos, Stamp};
 use crate::report::{latency_histogram, ErrorCounts, HistogramData};
+use crate::session;
 
 /// Counters shared by every receiver of a process.
 pub struct ReceiverStats {
@@ -108,68 +108,18 @@ pub async fn run(
     }
 }
 
-#[derive(Deserialize)]
-struct SystemPayload {
-    message: Option<String>,
-}
-
-async fn receive(mut client: Client, stats: &ReceiverStats, mut stop: watch::Receiver<bool>) {
-    let mut heartbeat = interval_at(Instant::now() + HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut pending_heartbeat: Option<String> = None;
-    if *stop.borrow() {
-        client.close().await;
-        return;
-    }
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            event = client.recv() => match event {
-                Event::Broadcast { payload, .. } => {
-                    let now = now_unix_nanos();
-                    let stamp = match &payload {
-                        BroadcastPayload::User(bytes) => Stamp::decode(bytes),
-                        BroadcastPayload::Json(text) => Stamp::decode_wrapped(text),
-                    };
-                    match stamp {
-                        Some(stamp) => stats.delivered(stamp.latency_micros(now)),
-                        None => stats.error("broadcast without a stamp".into()),
-                    }
-                }
-                Event::Reply { msg_ref, .. } => {
-                    if msg_ref.is_some() && msg_ref == pending_heartbeat {
-                        pending_heartbeat = None;
-                    }
-                }
-                Event::ChannelClosed { event, .. } => {
-                    stats.error(format!("{event} after join"));
-                    break;
-                }
-                Event::System { payload, .. } => {
-                    let message = serde_json::from_str::<SystemPayload>(&payload).ok().and_then(|p| p.message);
-                    stats.error(format!("system: {}", message.unwrap_or(payload)));
-                }
-                Event::Closed { code } => {
-                    stats.error(closed_kind("closed after join", code));
-                    return;
-                }
-                Event::Undecodable => stats.error("undecodable frame".into()),
-                Event::PostgresChanges { .. } | Event::Other { .. } => {}
-            },
-            _ = heartbeat.tick() => {
-                if pending_heartbeat.is_some() {
-                    stats.error("heartbeat timeout".into());
-                }
-                match client.heartbeat().await {
-                    Ok(msg_ref) => pending_heartbeat = Some(msg_ref),
-                    Err(e) => {
-                        stats.error(e.kind());
-                        return;
-                    }
-                }
-            }
+async fn receive(client: Client, stats: &ReceiverStats, stop: watch::Receiver<bool>) {
+    let on_data = |event| {
+        let Event::Broadcast { payload, .. } = event else { return };
+        let now = now_unix_nanos();
+        let stamp = match &payload {
+            BroadcastPayload::User(bytes) => Stamp::decode(bytes),
+            BroadcastPayload::Json(text) => Stamp::decode_wrapped(text),
+        };
+        match stamp {
+            Some(stamp) => stats.delivered(stamp.latency_micros(now)),
+            None => stats.error("broadcast without a stamp".into()),
         }
-    }
-    client.close().await;
+    };
+    session::receive(client, stop, "after join", on_data, |kind| stats.error(kind)).await;
 }

@@ -16,15 +16,16 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
-use tokio::time::{interval_at, timeout_at, Instant, MissedTickBehavior};
+use tokio::time::{timeout_at, Instant};
 
-use crate::client::{closed_kind, Client, Endpoint, HEARTBEAT_INTERVAL};
+use crate::client::{closed_kind, Client, Endpoint};
 use crate::frames::Event;
 use crate::ipc::{receipt_runs, CdcFinished, FinishedReport};
 use crate::payload::now_unix_nanos;
 use crate::pgchange::parse_change;
 use crate::receiver::JoinOutcome;
 use crate::report::{latency_histogram, ErrorCounts, HistogramData};
+use crate::session;
 
 /// The `system` message of a live postgres subscription.
 pub const SUBSCRIBED: &str = "Subscribed to PostgreSQL";
@@ -173,79 +174,31 @@ async fn await_subscribed(client: &mut Client, deadline: Instant) -> Result<(), 
     }
 }
 
-async fn receive(mut client: Client, ctx: &SubscriberContext, user: &str, mut stop: watch::Receiver<bool>) {
+async fn receive(client: Client, ctx: &SubscriberContext, user: &str, stop: watch::Receiver<bool>) {
     let stats = &ctx.stats;
-    let mut heartbeat = interval_at(Instant::now() + HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut pending_heartbeat: Option<String> = None;
     let mut last_id: Option<i64> = None;
-    if *stop.borrow() {
-        client.close().await;
-        return;
-    }
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            event = client.recv() => match event {
-                Event::PostgresChanges { payload, .. } => {
-                    let now = now_unix_nanos();
-                    let row = match parse_change(&payload) {
-                        Ok(row) => row,
-                        Err(kind) => {
-                            stats.error(kind);
-                            continue;
-                        }
-                    };
-                    if row.body.as_deref() != Some(ctx.run_tag.as_str()) {
-                        stats.foreign.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    if ctx.rls && row.owner != user {
-                        stats.leaked.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    if last_id.is_some_and(|last| row.id <= last) {
-                        stats.out_of_order.fetch_add(1, Ordering::Relaxed);
-                    }
-                    last_id = Some(last_id.map_or(row.id, |last| last.max(row.id)));
-                    let insert_us = now.saturating_sub(row.sent_ns) / 1_000;
-                    let commit_us = row.commit_ns.map(|c| now.saturating_sub(c) / 1_000);
-                    stats.delivered(row.id, insert_us, commit_us);
-                }
-                Event::Reply { msg_ref, .. } => {
-                    if msg_ref.is_some() && msg_ref == pending_heartbeat {
-                        pending_heartbeat = None;
-                    }
-                }
-                Event::ChannelClosed { event, .. } => {
-                    stats.error(format!("{event} after subscribed"));
-                    break;
-                }
-                Event::System { payload, .. } => {
-                    let message = serde_json::from_str::<SystemPayload>(&payload).ok().and_then(|p| p.message);
-                    stats.error(format!("system: {}", message.unwrap_or(payload)));
-                }
-                Event::Closed { code } => {
-                    stats.error(closed_kind("closed after subscribed", code));
-                    return;
-                }
-                Event::Undecodable => stats.error("undecodable frame".into()),
-                Event::Broadcast { .. } | Event::Other { .. } => {}
-            },
-            _ = heartbeat.tick() => {
-                if pending_heartbeat.is_some() {
-                    stats.error("heartbeat timeout".into());
-                }
-                match client.heartbeat().await {
-                    Ok(msg_ref) => pending_heartbeat = Some(msg_ref),
-                    Err(e) => {
-                        stats.error(e.kind());
-                        return;
-                    }
-                }
-            }
+    let on_data = |event| {
+        let Event::PostgresChanges { payload, .. } = event else { return };
+        let now = now_unix_nanos();
+        let row = match parse_change(&payload) {
+            Ok(row) => row,
+            Err(kind) => return stats.error(kind),
+        };
+        if row.body.as_deref() != Some(ctx.run_tag.as_str()) {
+            stats.foreign.fetch_add(1, Ordering::Relaxed);
+            return;
         }
-    }
-    client.close().await;
+        if ctx.rls && row.owner != user {
+            stats.leaked.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if last_id.is_some_and(|last| row.id <= last) {
+            stats.out_of_order.fetch_add(1, Ordering::Relaxed);
+        }
+        last_id = Some(last_id.map_or(row.id, |last| last.max(row.id)));
+        let insert_us = now.saturating_sub(row.sent_ns) / 1_000;
+        let commit_us = row.commit_ns.map(|c| now.saturating_sub(c) / 1_000);
+        stats.delivered(row.id, insert_us, commit_us);
+    };
+    session::receive(client, stop, "after subscribed", on_data, |kind| stats.error(kind)).await;
 }
