@@ -42,7 +42,8 @@ pub struct BroadcastConfig {
 pub struct PresenceConfig {
     /// The presence key; `None` when absent, `null` or `""` (the node generates a UUID).
     pub key: Option<String>,
-    /// Receive `presence_state` and `presence_diff`.
+    /// Receive `presence_state` and `presence_diff`: `config.presence.enabled`, true when the presence
+    /// object has no `enabled` (legacy clients), false when there is no presence object.
     pub enabled: bool,
 }
 
@@ -106,7 +107,9 @@ impl JoinConfig {
             });
         let presence = object(map.get("presence")).map_or_else(PresenceConfig::default, |p| PresenceConfig {
             key: presence_key(p.get("key")),
-            enabled: flexible_bool(p.get("enabled")).unwrap_or(false),
+            // realtime-js before 2.11 sends `presence: {key}` with no `enabled` and expects presence:
+            // a presence object without `enabled` means enabled (current clients always send it).
+            enabled: flexible_bool(p.get("enabled")).unwrap_or(true),
         });
         let postgres_changes = match map.get("postgres_changes") {
             Some(Value::Array(items)) => items.iter().filter_map(|i| i.as_object().cloned()).collect(),
@@ -166,6 +169,19 @@ mod tests {
             Some(PostgresChangesOptions { wait: true, timeout_ms: Some(5000) })
         );
         assert_eq!(p.access_token, None);
+    }
+
+    #[test]
+    fn presence_without_enabled_is_enabled_as_legacy_clients_expect() {
+        // realtime-js 2.9/2.10: `presence: {key}` and no `enabled`.
+        let legacy = JoinPayload::from_value(&json!({"config": {"presence": {"key": "alice"}}}));
+        let c = legacy.config.unwrap();
+        assert!(c.presence.enabled);
+        assert_eq!(c.presence.key.as_deref(), Some("alice"));
+        let off = JoinPayload::from_value(&json!({"config": {"presence": {"key": "", "enabled": false}}}));
+        assert!(!off.config.unwrap().presence.enabled);
+        let absent = JoinPayload::from_value(&json!({"config": {"broadcast": {}}}));
+        assert!(!absent.config.unwrap().presence.enabled, "no presence object: disabled");
     }
 
     #[test]
