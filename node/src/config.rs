@@ -21,6 +21,8 @@ pub enum ConfigError {
     ParseFile { path: PathBuf, source: Box<toml::de::Error> },
     #[error("{name} must be greater than zero")]
     Zero { name: &'static str },
+    #[error("{name} must be between {min} and {max}")]
+    Range { name: &'static str, min: usize, max: usize },
     #[error("cannot read JWKS file {path}: {reason}")]
     Jwks { path: PathBuf, reason: String },
 }
@@ -88,6 +90,48 @@ pub struct Settings {
     /// HTTP worker threads (defaults to the number of cores).
     #[arg(long, env = "REALTIME_WORKERS")]
     pub workers: Option<usize>,
+    /// Bytes of frames queued for one socket before it is closed as a slow consumer.
+    #[arg(long, env = "REALTIME_MAX_OUTBOX_BYTES")]
+    pub max_outbox_bytes: Option<usize>,
+    /// Frames queued for one socket before it is closed as a slow consumer.
+    #[arg(long, env = "REALTIME_MAX_OUTBOX_FRAMES")]
+    pub max_outbox_frames: Option<usize>,
+    /// A socket whose queued frames make no write progress for this long is closed as a slow consumer.
+    #[arg(long, env = "REALTIME_WRITE_TIMEOUT_MS")]
+    pub write_timeout_ms: Option<u64>,
+    /// Largest WebSocket frame (and reassembled message), checked from the frame header.
+    #[arg(long, env = "REALTIME_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// Channel joins per socket per second (refused joins do not count).
+    #[arg(long, env = "REALTIME_MAX_CLIENT_JOINS_PER_SECOND")]
+    pub max_client_joins_per_second: Option<u32>,
+    /// Channel joins per token (its `sub`, or the token itself) per second, across sockets.
+    #[arg(long, env = "REALTIME_MAX_TOKEN_JOINS_PER_SECOND")]
+    pub max_token_joins_per_second: Option<u32>,
+    /// Longest topic, in bytes (at most 255, what binary frames carry).
+    #[arg(long, env = "REALTIME_MAX_TOPIC_BYTES")]
+    pub max_topic_bytes: Option<usize>,
+    /// Longest `ref` / `join_ref`, in bytes.
+    #[arg(long, env = "REALTIME_MAX_REF_BYTES")]
+    pub max_ref_bytes: Option<usize>,
+    /// Longest presence key, in bytes.
+    #[arg(long, env = "REALTIME_MAX_PRESENCE_KEY_BYTES")]
+    pub max_presence_key_bytes: Option<usize>,
+    /// Deepest nesting of a presence meta (objects and arrays).
+    #[arg(long, env = "REALTIME_MAX_PRESENCE_DEPTH")]
+    pub max_presence_depth: Option<usize>,
+    /// Most `postgres_changes` entries in one join.
+    #[arg(long, env = "REALTIME_MAX_POSTGRES_CHANGES")]
+    pub max_postgres_changes: Option<usize>,
+    /// Longest `postgres_changes` entry (its JSON: schema, table, filter, …), in bytes.
+    #[arg(long, env = "REALTIME_MAX_FILTER_BYTES")]
+    pub max_filter_bytes: Option<usize>,
+    /// Most messages in one REST batch (counted while parsing).
+    #[arg(long, env = "REALTIME_MAX_REST_BATCH")]
+    pub max_rest_batch: Option<usize>,
+    /// REST broadcast requests processed at once per node; more are refused with 429.
+    #[arg(long, env = "REALTIME_MAX_REST_CONCURRENCY")]
+    pub max_rest_concurrency: Option<usize>,
     /// PostgreSQL (wal_level=logical) for Postgres Changes; unset disables them.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -136,6 +180,8 @@ pub struct CdcConfig {
     pub slot: String,
     pub max_record_bytes: usize,
     pub resume_grace: Duration,
+    /// How long a batch's sockets have to write it before they are closed (the write timeout).
+    pub flush_deadline: Duration,
 }
 
 impl std::fmt::Debug for CdcConfig {
@@ -162,6 +208,25 @@ pub struct Limits {
     pub presence_window: Duration,
     /// Largest WebSocket frame accepted (the reference's `max_frame_size`).
     pub max_frame_bytes: usize,
+    pub max_outbox_bytes: usize,
+    pub max_outbox_frames: usize,
+    pub write_timeout: Duration,
+    pub max_client_joins_per_second: u32,
+    pub max_token_joins_per_second: u32,
+    pub budget: Budget,
+    pub max_rest_batch: usize,
+    pub max_rest_concurrency: usize,
+}
+
+/// Sizes of what a client chooses in a message (checked before anything is kept).
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub max_topic_bytes: usize,
+    pub max_ref_bytes: usize,
+    pub max_presence_key_bytes: usize,
+    pub max_presence_depth: usize,
+    pub max_postgres_changes: usize,
+    pub max_filter_bytes: usize,
 }
 
 /// Defaults shared by `Config` and the README's table.
@@ -181,6 +246,19 @@ pub mod defaults {
     pub const CONNECT_ERROR_DELAY_MS: u64 = 1_000;
     pub const SHUTDOWN_GRACE_MS: u64 = 20_000;
     pub const MAX_FRAME_BYTES: usize = 5_000_000;
+    pub const MAX_OUTBOX_BYTES: usize = 4 * 1024 * 1024;
+    pub const MAX_OUTBOX_FRAMES: usize = 16_384;
+    pub const WRITE_TIMEOUT_MS: u64 = 5_000;
+    pub const MAX_CLIENT_JOINS_PER_SECOND: u32 = 100;
+    pub const MAX_TOKEN_JOINS_PER_SECOND: u32 = 500;
+    pub const MAX_TOPIC_BYTES: usize = 255;
+    pub const MAX_REF_BYTES: usize = 64;
+    pub const MAX_PRESENCE_KEY_BYTES: usize = 256;
+    pub const MAX_PRESENCE_DEPTH: usize = 32;
+    pub const MAX_POSTGRES_CHANGES: usize = 100;
+    pub const MAX_FILTER_BYTES: usize = 4_096;
+    pub const MAX_REST_BATCH: usize = 1_000;
+    pub const MAX_REST_CONCURRENCY: usize = 16;
     pub const PUBLICATION: &str = "supabase_realtime";
     pub const SLOT: &str = "realtime_cdc";
     pub const DATA_DIR: &str = "./data";
@@ -211,6 +289,22 @@ impl Settings {
             connect_error_delay_ms: self.connect_error_delay_ms.or(file.connect_error_delay_ms),
             shutdown_grace_ms: self.shutdown_grace_ms.or(file.shutdown_grace_ms),
             workers: self.workers.or(file.workers),
+            max_outbox_bytes: self.max_outbox_bytes.or(file.max_outbox_bytes),
+            max_outbox_frames: self.max_outbox_frames.or(file.max_outbox_frames),
+            write_timeout_ms: self.write_timeout_ms.or(file.write_timeout_ms),
+            max_frame_bytes: self.max_frame_bytes.or(file.max_frame_bytes),
+            max_client_joins_per_second: self
+                .max_client_joins_per_second
+                .or(file.max_client_joins_per_second),
+            max_token_joins_per_second: self.max_token_joins_per_second.or(file.max_token_joins_per_second),
+            max_topic_bytes: self.max_topic_bytes.or(file.max_topic_bytes),
+            max_ref_bytes: self.max_ref_bytes.or(file.max_ref_bytes),
+            max_presence_key_bytes: self.max_presence_key_bytes.or(file.max_presence_key_bytes),
+            max_presence_depth: self.max_presence_depth.or(file.max_presence_depth),
+            max_postgres_changes: self.max_postgres_changes.or(file.max_postgres_changes),
+            max_filter_bytes: self.max_filter_bytes.or(file.max_filter_bytes),
+            max_rest_batch: self.max_rest_batch.or(file.max_rest_batch),
+            max_rest_concurrency: self.max_rest_concurrency.or(file.max_rest_concurrency),
             database_url: self.database_url.or(file.database_url),
             publication: self.publication.or(file.publication),
             slot: self.slot.or(file.slot),
@@ -292,7 +386,55 @@ impl Config {
                 "presence_window_ms",
                 s.presence_window_ms.unwrap_or(d::PRESENCE_WINDOW_MS),
             )?),
-            max_frame_bytes: d::MAX_FRAME_BYTES,
+            max_frame_bytes: positive("max_frame_bytes", s.max_frame_bytes.unwrap_or(d::MAX_FRAME_BYTES))?,
+            max_outbox_bytes: positive(
+                "max_outbox_bytes",
+                s.max_outbox_bytes.unwrap_or(d::MAX_OUTBOX_BYTES),
+            )?,
+            max_outbox_frames: positive(
+                "max_outbox_frames",
+                s.max_outbox_frames.unwrap_or(d::MAX_OUTBOX_FRAMES),
+            )?,
+            write_timeout: Duration::from_millis(positive(
+                "write_timeout_ms",
+                s.write_timeout_ms.unwrap_or(d::WRITE_TIMEOUT_MS),
+            )?),
+            max_client_joins_per_second: positive(
+                "max_client_joins_per_second",
+                s.max_client_joins_per_second.unwrap_or(d::MAX_CLIENT_JOINS_PER_SECOND),
+            )?,
+            max_token_joins_per_second: positive(
+                "max_token_joins_per_second",
+                s.max_token_joins_per_second.unwrap_or(d::MAX_TOKEN_JOINS_PER_SECOND),
+            )?,
+            budget: Budget {
+                max_topic_bytes: match s.max_topic_bytes.unwrap_or(d::MAX_TOPIC_BYTES) {
+                    n @ 1..=255 => n,
+                    _ => return Err(ConfigError::Range { name: "max_topic_bytes", min: 1, max: 255 }),
+                },
+                max_ref_bytes: positive("max_ref_bytes", s.max_ref_bytes.unwrap_or(d::MAX_REF_BYTES))?,
+                max_presence_key_bytes: positive(
+                    "max_presence_key_bytes",
+                    s.max_presence_key_bytes.unwrap_or(d::MAX_PRESENCE_KEY_BYTES),
+                )?,
+                max_presence_depth: positive(
+                    "max_presence_depth",
+                    s.max_presence_depth.unwrap_or(d::MAX_PRESENCE_DEPTH),
+                )?,
+                max_postgres_changes: positive(
+                    "max_postgres_changes",
+                    s.max_postgres_changes.unwrap_or(d::MAX_POSTGRES_CHANGES),
+                )?,
+                max_filter_bytes: positive(
+                    "max_filter_bytes",
+                    s.max_filter_bytes.unwrap_or(d::MAX_FILTER_BYTES),
+                )?,
+            },
+            max_rest_batch: positive("max_rest_batch", s.max_rest_batch.unwrap_or(d::MAX_REST_BATCH))?,
+            max_rest_concurrency: positive(
+                "max_rest_concurrency",
+                s.max_rest_concurrency.unwrap_or(d::MAX_REST_CONCURRENCY),
+            )?,
         };
         let cdc = match s.database_url.filter(|url| !url.is_empty()) {
             Some(database_url) => Some(CdcConfig {
@@ -304,6 +446,7 @@ impl Config {
                     s.max_record_bytes.unwrap_or(d::MAX_RECORD_BYTES),
                 )?,
                 resume_grace: Duration::from_millis(s.cdc_resume_grace_ms.unwrap_or(d::CDC_RESUME_GRACE_MS)),
+                flush_deadline: limits.write_timeout,
             }),
             None => None,
         };

@@ -6,28 +6,35 @@
 //! ## Actor topology
 //! ```text
 //!  WebSocket ──▶ SocketActor ──join/leave──▶ Registry ──▶ ChannelActor (one per topic, on an arbiter pool)
-//!                    │  ▲                                   │    │
-//!                    │  └──────── Deliver (frames) ─────────┘    └──▶ PresenceActor (one per topic)
-//!                    └──broadcast / track──▶ ChannelActor                │
-//!                                                   ▲                     └──▶ presence_state / diff
-//!  REST POST /api/broadcast ──Lookup──▶ Registry ───┘
+//!      ▲             │                                      │    │
+//!      │             └──broadcast / track──▶ ChannelActor   │    └──▶ PresenceActor (one per topic)
+//!      │                                          ▲         │              │
+//!  Outbox (per socket, bounded) ◀── frames ───────┼─────────┴──────────────┘  (and the CDC hub)
+//!                                                 │
+//!  REST POST /api/broadcast ──Lookup──▶ Registry ─┘
 //! ```
+//! Every producer writes to a socket's [`delivery::Outbox`]; the socket's HTTP response body drains it.
 //!
 //! ## Layout
 //! - [`config`]: the typed configuration (flags, env, file).
 //! - [`auth`]: JWT verification and dev tokens.
 //! - [`http`]: routes: WebSocket upgrade, REST broadcast, health, metrics.
 //! - [`socket`]: one actor per WebSocket.
+//! - [`delivery`]: the outbox every producer writes to, slow-consumer policy, the watchdog.
+//! - [`budget`]: sizes of what a client chooses.
 //! - [`channel`]: one actor per topic, the registry, encode-once fan-out.
 //! - [`presence`]: presence sets and their actor.
 //! - [`limits`], [`metrics`], [`state`], [`shutdown`], [`telemetry`].
 
 pub mod auth;
+pub mod budget;
 pub mod cdc;
 pub mod channel;
 pub mod config;
+pub mod delivery;
 pub mod http;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod presence;
 pub mod shutdown;
@@ -39,7 +46,7 @@ use std::future::Future;
 use std::net::TcpListener;
 
 use actix::prelude::*;
-use actix_web::{web, App, HttpServer};
+use actix_web::web;
 use metrics_exporter_prometheus::PrometheusHandle;
 use thiserror::Error;
 
@@ -61,9 +68,6 @@ pub enum NodeError {
     Http(#[from] std::io::Error),
 }
 
-/// Largest REST request body (a batch of many messages).
-const MAX_REST_BODY: usize = 16 * 1024 * 1024;
-
 /// Serves on `listener` until `shutdown` resolves, then drains. Must run inside an actix system.
 pub async fn run(
     config: Config,
@@ -84,21 +88,9 @@ pub async fn run(
     };
     let shared = web::Data::new(Shared::new(config.clone(), verifier, registry, cdc));
     let metrics_data = web::Data::new(metrics_handle.clone());
-    let app_shared = shared.clone();
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(app_shared.clone())
-            .app_data(metrics_data.clone())
-            .app_data(web::PayloadConfig::new(MAX_REST_BODY))
-            .configure(http::routes)
-    })
-    .workers(config.workers)
-    // Small frames must leave at once: Nagle + delayed ACK would hold some for 40 ms.
-    .tcp_nodelay(true)
-    .disable_signals()
-    .listen(listener)?
-    .run();
+    let server = http::server::serve(listener, config.workers, shared.clone(), metrics_data)?;
     let handle = server.handle();
+    let watchdog = actix_web::rt::spawn(delivery::watchdog::run(shared.clone().into_inner()));
     tracing::info!(node = %config.node_id, "started");
     let upkeep = actix_web::rt::spawn(async move {
         loop {
@@ -111,6 +103,7 @@ pub async fn run(
     let left = shutdown::drain(&shared, &handle, config.shutdown_grace).await;
     tracing::info!(sockets_left = left, "stopped");
     upkeep.abort();
+    watchdog.abort();
     let _ = server_task.await;
     for arbiter in arbiters {
         arbiter.stop();

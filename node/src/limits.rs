@@ -18,7 +18,22 @@ pub struct RateWindow {
 
 impl RateWindow {
     pub fn new(limit: u32, window: Duration) -> RateWindow {
-        RateWindow { limit, window, started: Instant::now(), count: 0 }
+        RateWindow::starting(limit, window, Instant::now())
+    }
+
+    /// A window whose first period starts at `now`.
+    pub fn starting(limit: u32, window: Duration, now: Instant) -> RateWindow {
+        RateWindow { limit, window, started: now, count: 0 }
+    }
+
+    /// Whether one more event at `now` would be allowed (nothing is counted).
+    pub fn would_allow(&self, now: Instant) -> bool {
+        now.duration_since(self.started) >= self.window || self.count < self.limit
+    }
+
+    /// Whether the current window is over, so this window remembers nothing.
+    pub fn is_idle(&self, now: Instant) -> bool {
+        now.duration_since(self.started) >= self.window
     }
 
     /// Counts one event at `now`; `false` when it is over the limit.
@@ -32,6 +47,54 @@ impl RateWindow {
         }
         self.count += 1;
         true
+    }
+}
+
+/// At most `limit` events per second per key (a token), across threads. Keys are hashed with a random
+/// key so clients cannot aim collisions; the table forgets idle keys once it holds `MAX_KEYS`.
+#[derive(Debug)]
+pub struct KeyedRate {
+    limit: u32,
+    hasher: std::collections::hash_map::RandomState,
+    windows: std::sync::Mutex<std::collections::HashMap<u64, RateWindow>>,
+}
+
+impl KeyedRate {
+    const MAX_KEYS: usize = 65_536;
+
+    pub fn per_second(limit: u32) -> KeyedRate {
+        KeyedRate { limit, hasher: Default::default(), windows: Default::default() }
+    }
+
+    fn slot(&self, key: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(key)
+    }
+
+    /// Whether `key` may have one more event now (nothing is counted).
+    pub fn would_allow(&self, key: &str, now: Instant) -> bool {
+        let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        match windows.get(&self.slot(key)) {
+            Some(window) => window.would_allow(now),
+            None => true,
+        }
+    }
+
+    /// Counts one event for `key` now; `false` when over the limit.
+    pub fn allow(&self, key: &str, now: Instant) -> bool {
+        let slot = self.slot(key);
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if windows.len() >= Self::MAX_KEYS && !windows.contains_key(&slot) {
+            windows.retain(|_, w| !w.is_idle(now));
+            if windows.len() >= Self::MAX_KEYS {
+                return false;
+            }
+        }
+        let limit = self.limit;
+        windows
+            .entry(slot)
+            .or_insert_with(|| RateWindow::starting(limit, Duration::from_secs(1), now))
+            .allow(now)
     }
 }
 
@@ -88,6 +151,20 @@ mod tests {
         assert!(w.allow(t0) && w.allow(t0));
         assert!(!w.allow(t0 + Duration::from_millis(500)));
         assert!(w.allow(t0 + Duration::from_millis(1000)));
+    }
+
+    #[test]
+    fn keyed_rates_are_separate_and_peeking_counts_nothing() {
+        let r = KeyedRate::per_second(2);
+        let now = Instant::now();
+        assert!(r.would_allow("a", now));
+        assert!(r.allow("a", now) && r.allow("a", now));
+        assert!(!r.would_allow("a", now) && !r.allow("a", now));
+        assert!(r.allow("b", now), "another key has its own window");
+        assert!(r.allow("a", now + Duration::from_secs(1)));
+        let mut w = RateWindow::new(1, Duration::from_secs(1));
+        assert!(w.would_allow(now) && w.would_allow(now));
+        assert!(w.allow(now) && !w.would_allow(now));
     }
 
     #[test]

@@ -1,8 +1,6 @@
 //! `realtime`: reads the configuration, installs logs and metrics, binds the listener and runs the node
 //! until SIGTERM or Ctrl-C, then drains.
 
-use std::net::TcpListener;
-
 use anyhow::Context as _;
 use clap::Parser as _;
 use realtime_node::auth::dev;
@@ -19,7 +17,8 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("a token for role \"anon\", valid 24 h: {}", dev::token(&secret, "anon", 24 * 3600));
         config.jwt_secret = Some(secret);
     }
-    let listener = TcpListener::bind(config.bind).with_context(|| format!("binding {}", config.bind))?;
+    let listener =
+        realtime_node::listener::bind(config.bind).with_context(|| format!("binding {}", config.bind))?;
     let local = listener.local_addr().context("listener address")?;
     println!("realtime listening on http://{local}");
     realtime_node::run(config, listener, metrics, shutdown_signal()).await.context("node")

@@ -14,6 +14,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub enum Refusal {
     ConnectionLimit,
     JoinRate,
+    ClientJoinRate,
+    TokenJoinRate,
     ChannelsPerClient,
     ChannelFull,
     EventRate,
@@ -22,15 +24,23 @@ pub enum Refusal {
     TrackTooLarge,
     InvalidToken,
     RestRate,
+    RestBatchTooLarge,
+    RestBusy,
     PrivateChannel,
     Draining,
     SlowConsumer,
+    FrameTooLarge,
+    /// A client-chosen field over its budget (topic, ref, presence key or depth, postgres_changes).
+    Budget,
+    PendingPushes,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 13] = [
+    const ALL: [Refusal; 20] = [
         Refusal::ConnectionLimit,
         Refusal::JoinRate,
+        Refusal::ClientJoinRate,
+        Refusal::TokenJoinRate,
         Refusal::ChannelsPerClient,
         Refusal::ChannelFull,
         Refusal::EventRate,
@@ -39,15 +49,22 @@ impl Refusal {
         Refusal::TrackTooLarge,
         Refusal::InvalidToken,
         Refusal::RestRate,
+        Refusal::RestBatchTooLarge,
+        Refusal::RestBusy,
         Refusal::PrivateChannel,
         Refusal::Draining,
         Refusal::SlowConsumer,
+        Refusal::FrameTooLarge,
+        Refusal::Budget,
+        Refusal::PendingPushes,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::ConnectionLimit => "connection_limit",
             Refusal::JoinRate => "join_rate",
+            Refusal::ClientJoinRate => "client_join_rate",
+            Refusal::TokenJoinRate => "token_join_rate",
             Refusal::ChannelsPerClient => "channels_per_client",
             Refusal::ChannelFull => "channel_full",
             Refusal::EventRate => "event_rate",
@@ -56,9 +73,34 @@ impl Refusal {
             Refusal::TrackTooLarge => "track_too_large",
             Refusal::InvalidToken => "invalid_token",
             Refusal::RestRate => "rest_rate",
+            Refusal::RestBatchTooLarge => "rest_batch_too_large",
+            Refusal::RestBusy => "rest_busy",
             Refusal::PrivateChannel => "private_channel",
             Refusal::Draining => "draining",
             Refusal::SlowConsumer => "slow_consumer",
+            Refusal::FrameTooLarge => "frame_too_large",
+            Refusal::Budget => "budget",
+            Refusal::PendingPushes => "pending_pushes",
+        }
+    }
+}
+
+/// Why a socket was closed as a slow consumer; the `cause` label of `realtime_slow_consumer_closes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowClose {
+    Overflow,
+    WriteTimeout,
+    FlushDeadline,
+}
+
+impl SlowClose {
+    const ALL: [SlowClose; 3] = [SlowClose::Overflow, SlowClose::WriteTimeout, SlowClose::FlushDeadline];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlowClose::Overflow => "outbox_full",
+            SlowClose::WriteTimeout => "write_timeout",
+            SlowClose::FlushDeadline => "flush_deadline",
         }
     }
 }
@@ -80,12 +122,20 @@ pub struct Metrics {
     pub cdc_changes: Counter,
     pub cdc_transactions: Counter,
     refusals: Vec<Counter>,
+    slow_closes: Vec<Counter>,
 }
 
 impl Metrics {
     pub fn refused(&self, reason: Refusal) {
         let index = Refusal::ALL.iter().position(|r| *r == reason).expect("every refusal is listed");
         self.refusals[index].increment(1);
+    }
+
+    /// Counts a slow consumer's close (also counted as a `slow_consumer` refusal).
+    pub fn slow_closed(&self, cause: SlowClose) {
+        let index = SlowClose::ALL.iter().position(|c| *c == cause).expect("every cause is listed");
+        self.slow_closes[index].increment(1);
+        self.refused(Refusal::SlowConsumer);
     }
 }
 
@@ -109,6 +159,10 @@ pub fn metrics() -> &'static Metrics {
         describe_counter!("realtime_cdc_changes_total", "Row changes decoded from the replication stream");
         describe_counter!("realtime_cdc_transactions_total", "Committed transactions handed to the CDC hub");
         describe_counter!("realtime_refusals_total", "Refused connections, joins and messages by reason");
+        describe_counter!(
+            "realtime_slow_consumer_closes_total",
+            "Sockets closed because they did not keep up, by cause"
+        );
         describe_histogram!(
             DELIVERY_LATENCY,
             Unit::Seconds,
@@ -132,6 +186,10 @@ pub fn metrics() -> &'static Metrics {
             refusals: Refusal::ALL
                 .iter()
                 .map(|r| metrics::counter!("realtime_refusals_total", "reason" => r.as_str()))
+                .collect(),
+            slow_closes: SlowClose::ALL
+                .iter()
+                .map(|c| metrics::counter!("realtime_slow_consumer_closes_total", "cause" => c.as_str()))
                 .collect(),
         }
     })

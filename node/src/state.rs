@@ -1,9 +1,10 @@
 //! State shared by every HTTP worker and socket: configuration, the token verifier, the registry,
-//! node-wide rate limits, the connection table and the drain flag.
+//! node-wide and per-token rate limits, the connection table (with each socket's outbox, which the
+//! delivery watchdog checks), REST concurrency and the drain flag.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 
@@ -11,7 +12,9 @@ use crate::auth::Verifier;
 use crate::cdc::CdcHandle;
 use crate::channel::{ConnId, Registry};
 use crate::config::Config;
-use crate::limits::SharedRate;
+use crate::delivery::watchdog::Closing;
+use crate::delivery::{Link, Outbox, OutboxLimits};
+use crate::limits::{KeyedRate, SharedRate};
 use crate::metrics::metrics;
 use crate::socket::messages::Drain;
 
@@ -22,8 +25,14 @@ pub struct Shared {
     pub registry: Addr<Registry>,
     /// Channel joins per node per second.
     pub joins: SharedRate,
+    /// Channel joins per token per second, across sockets.
+    pub token_joins: KeyedRate,
     /// REST broadcast messages per node per second.
     pub rest: SharedRate,
+    /// REST broadcast requests being processed.
+    pub rest_in_flight: AtomicUsize,
+    /// Outboxes that are closing, watched until their connection is gone.
+    pub closing: Arc<Closing>,
     pub connections: ConnectionTable,
     /// Postgres Changes; `None` when `DATABASE_URL` is not set.
     pub cdc: Option<CdcHandle>,
@@ -40,6 +49,9 @@ impl Shared {
         Shared {
             cdc,
             joins: SharedRate::per_second(config.limits.max_joins_per_second),
+            token_joins: KeyedRate::per_second(config.limits.max_token_joins_per_second),
+            rest_in_flight: AtomicUsize::new(0),
+            closing: Arc::default(),
             rest: SharedRate::per_second(config.limits.max_rest_events_per_second),
             connections: ConnectionTable::new(config.limits.max_connections),
             config,
@@ -47,6 +59,17 @@ impl Shared {
             registry,
             draining: AtomicBool::new(false),
         }
+    }
+
+    /// A new socket's outbox, on its connection's `link`.
+    pub fn new_outbox(&self, link: Link) -> Outbox {
+        let limits = &self.config.limits;
+        let bounds = OutboxLimits {
+            max_bytes: limits.max_outbox_bytes,
+            max_frames: limits.max_outbox_frames,
+            close_grace: limits.write_timeout,
+        };
+        Outbox::new(bounds, link, self.closing.clone())
     }
 
     /// True once SIGTERM arrived: no new sockets or joins.
@@ -66,7 +89,7 @@ pub struct ConnectionTable {
     max: usize,
     count: AtomicUsize,
     next_id: AtomicU64,
-    sockets: Mutex<HashMap<ConnId, Recipient<Drain>>>,
+    sockets: Mutex<HashMap<ConnId, (Recipient<Drain>, Outbox)>>,
 }
 
 impl ConnectionTable {
@@ -98,8 +121,13 @@ impl ConnectionTable {
     }
 
     /// Makes a started socket reachable by the drain.
-    pub fn register(&self, id: ConnId, socket: Recipient<Drain>) {
-        self.sockets.lock().unwrap_or_else(|e| e.into_inner()).insert(id, socket);
+    pub fn register(&self, id: ConnId, socket: Recipient<Drain>, outbox: Outbox) {
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (socket, outbox));
+    }
+
+    /// Every live socket's outbox (for the watchdog).
+    pub fn outboxes(&self) -> Vec<Outbox> {
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner()).values().map(|(_, o)| o.clone()).collect()
     }
 
     pub fn count(&self) -> usize {
@@ -108,7 +136,7 @@ impl ConnectionTable {
 
     fn drain_all(&self) {
         let sockets: Vec<Recipient<Drain>> =
-            self.sockets.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+            self.sockets.lock().unwrap_or_else(|e| e.into_inner()).values().map(|(s, _)| s.clone()).collect();
         for socket in sockets {
             socket.do_send(Drain);
         }

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use super::hub::HubCommand;
 use crate::auth::Claims;
 use crate::channel::ConnId;
-use crate::socket::messages::{Deliver, Flush, SlowConsumer};
+use crate::delivery::Outbox;
 
 /// The result of a subscription, sent to the socket that asked.
 #[derive(Message, Debug)]
@@ -47,12 +47,12 @@ pub struct SubscribeRequest {
     pub sub_topic: Arc<str>,
     pub join_ref: Option<String>,
     pub vsn: Vsn,
-    pub outbox: Recipient<Deliver>,
-    /// Told to close when its mailbox is full.
-    pub slow: Recipient<SlowConsumer>,
+    /// Where the changes go; the recorder waits on it before a position is recorded.
+    pub outbox: Outbox,
     pub notify: Recipient<SubscribeOutcome>,
-    /// Asked after deliveries, before their position is recorded.
-    pub flush: Recipient<Flush>,
+    /// Write `system` `Subscribed to PostgreSQL` to the outbox when the subscription is live, before
+    /// any change (the socket does it itself for a join held in wait mode, after the join reply).
+    pub announce: bool,
     /// `(id, raw entry)` in join order.
     pub entries: Vec<(u32, Map<String, Value>)>,
     pub claims: Claims,

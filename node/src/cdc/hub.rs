@@ -10,7 +10,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
 use realtime_proto::postgres::{parse_params, SubscriptionParams};
 use realtime_proto::server;
 use realtime_proto::system::{self, Extension};
@@ -27,7 +26,10 @@ use super::rls::{self, pg_error_text, Ask, RlsPool, Viewer};
 use super::subscriptions::{ChannelKey, GroupKey, NewEntry, SubscriptionIndex, ViewerId};
 use crate::channel::ConnId;
 use crate::config::CdcConfig;
-use crate::socket::messages::{offer, Deliver, Flush, WireFrame};
+use crate::delivery::{Outbox, WireFrame};
+
+/// The `system` message of a live subscription.
+pub const SUBSCRIBED: &str = "Subscribed to PostgreSQL";
 
 /// What the hub is asked to do.
 #[derive(Debug)]
@@ -90,7 +92,7 @@ pub struct Hub {
     /// Records positions once the sockets wrote them.
     recorder: mpsc::UnboundedSender<Record>,
     /// Sockets that received something in the batch being dispatched.
-    touched: HashMap<ConnId, Recipient<Flush>>,
+    touched: HashMap<ConnId, Outbox>,
     /// Set by `Shutdown`: further transactions are left for the next run (they are not recorded).
     stopped: bool,
     published: Option<Cached<Arc<Vec<TableName>>>>,
@@ -162,8 +164,10 @@ impl Hub {
 
                         let end_lsn = batch.last().map_or(0, |t| t.end_lsn);
                         self.dispatch(&batch).await;
-                        let sockets = self.touched.drain().map(|(_, socket)| socket).collect();
-                        let _ = self.recorder.send(Record::Batch { end_lsn, sockets });
+                        let sockets =
+                            self.touched.drain().map(|(_, outbox)| { let mark = outbox.mark(); (outbox, mark) }).collect();
+                        let dispatched_at = Instant::now();
+                        let _ = self.recorder.send(Record::Batch { end_lsn, sockets, dispatched_at });
                     }
                     None => return,
                 },
@@ -246,6 +250,14 @@ impl Hub {
 
     fn confirm(&self, key: &ChannelKey) {
         if let Some(subs) = self.channels.get(key) {
+            let r = &subs.request;
+            if r.announce {
+                // Written by this task, so it precedes every change this subscription receives.
+                let payload =
+                    system::payload(Extension::PostgresChanges, true, SUBSCRIBED, Some(&r.sub_topic));
+                let frame = server::channel_push(r.vsn, r.join_ref.as_deref(), &r.topic, "system", &payload);
+                r.outbox.offer(frame.into(), None);
+            }
             subs.request.notify.do_send(SubscribeOutcome {
                 topic: subs.request.topic.clone(),
                 join_ref: subs.request.join_ref.clone(),
@@ -459,7 +471,7 @@ impl Hub {
             }
             for (channel, groups) in per_channel {
                 let Some(subs) = self.channels.get(channel) else { continue };
-                self.touched.entry(channel.0).or_insert_with(|| subs.request.flush.clone());
+                self.touched.entry(channel.0).or_insert_with(|| subs.request.outbox.clone());
                 for (data_json, mut ids) in groups {
                     ids.sort_unstable();
                     ids.dedup();
@@ -514,7 +526,7 @@ impl Hub {
         let r = &subs.request;
         let payload = system::payload(Extension::PostgresChanges, false, &message, Some(&r.sub_topic));
         let frame = server::channel_push(r.vsn, r.join_ref.as_deref(), &r.topic, "system", &payload);
-        offer(&r.outbox, &r.slow, Deliver { frame: frame.into(), received_at: None });
+        r.outbox.offer(frame.into(), None);
     }
 }
 
@@ -538,5 +550,5 @@ fn deliver(request: &SubscribeRequest, ids: &[u32], data_json: &str) {
     let ids_json = serde_json::to_string(ids).expect("ids serialise");
     let payload = format!("{{\"ids\":{ids_json},\"data\":{data_json}}}");
     let frame: WireFrame = server::fastlane(request.vsn, &request.topic, "postgres_changes", &payload).into();
-    offer(&request.outbox, &request.slow, Deliver { frame, received_at: None });
+    request.outbox.offer(frame, None);
 }

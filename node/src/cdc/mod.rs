@@ -55,7 +55,7 @@ pub fn start(
     let (live_tx, live_rx) = watch::channel(false);
     let (delivered_tx, delivered_rx) = watch::channel(position.lsn());
     let (record_tx, record_rx) = mpsc::unbounded_channel();
-    arbiter.spawn(recorder::run(position, record_rx, delivered_tx));
+    arbiter.spawn(recorder::run(position, record_rx, delivered_tx, config.flush_deadline));
     let hub = hub::Hub::new(config.clone(), record_tx);
     let hub_live = live_rx.clone();
     arbiter.spawn(async move { hub.run(commands_rx, txn_rx, hub_live).await });

@@ -1,39 +1,60 @@
 //! Records the delivered position, in order, only once the sockets that received a batch's changes
-//! have written them (each answered a [`Flush`] queued behind its frames). Until then the position is
-//! not recorded and PostgreSQL is not acknowledged, so a crash re-sends rather than loses; a crash can
-//! repeat at most what was written while its record was pending.
+//! have them in the kernel (their outbox [`reached`](Outbox::reached) the batch's mark), so a crash of
+//! this process cannot lose a change for a client that stays connected.
+//!
+//! No socket may hold the position back for the others: a batch's sockets share one deadline, counted
+//! from its dispatch. A socket that has not written the batch by then was not keeping up; it is closed
+//! as a slow consumer *before* the position moves past what it was sent, so every client still
+//! connected at a crash has every change up to the recorded position. A crash can repeat at most what
+//! was written while a record was pending.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use actix::prelude::*;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::position::DeliveredPosition;
-use crate::socket::messages::Flush;
+use crate::delivery::{CloseCause, Outbox};
 
-/// How long a socket may take to answer before its batch is recorded anyway (a stuck client must not
-/// hold the slot back; it is closed as a slow consumer by then).
-const FLUSH_WAIT: Duration = Duration::from_secs(2);
+/// How often a pending batch's sockets are looked at.
+const POLL: Duration = Duration::from_millis(2);
 
 /// What the recorder is asked to do, in dispatch order.
 pub enum Record {
-    /// A batch was handed to these sockets; record `end_lsn` once they wrote it.
-    Batch { end_lsn: u64, sockets: Vec<Recipient<Flush>> },
+    /// A batch was handed to these sockets (each with the mark of its last frame); record `end_lsn`
+    /// once they wrote it.
+    Batch { end_lsn: u64, sockets: Vec<(Outbox, u64)>, dispatched_at: Instant },
     /// Answer once everything before it is recorded.
     Barrier(oneshot::Sender<()>),
 }
 
-/// Runs until the hub is gone.
+/// Waits until every socket reached its mark, or closes those that did not by `deadline`.
+async fn flushed(mut sockets: Vec<(Outbox, u64)>, deadline: Instant) {
+    loop {
+        sockets.retain(|(outbox, mark)| !outbox.reached(*mark));
+        if sockets.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            for (outbox, _) in sockets {
+                outbox.close_slow(CloseCause::FlushDeadline);
+            }
+            return;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Runs until the hub is gone; `flush_deadline` is how long a batch's sockets have to write it.
 pub async fn run(
     mut position: DeliveredPosition,
     mut records: mpsc::UnboundedReceiver<Record>,
     delivered: watch::Sender<u64>,
+    flush_deadline: Duration,
 ) {
     while let Some(record) = records.recv().await {
         match record {
-            Record::Batch { end_lsn, sockets } => {
-                let flushed = futures_util::future::join_all(sockets.iter().map(|s| s.send(Flush)));
-                let _ = tokio::time::timeout(FLUSH_WAIT, flushed).await;
+            Record::Batch { end_lsn, sockets, dispatched_at } => {
+                flushed(sockets, dispatched_at + flush_deadline).await;
                 if let Err(error) = position.store(end_lsn) {
                     tracing::error!(%error, "cannot record the delivered position");
                 }
@@ -43,5 +64,27 @@ pub async fn run(
                 let _ = done.send(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::delivery::{Link, OutboxLimits, WireFrame};
+
+    #[tokio::test]
+    async fn a_socket_that_misses_the_deadline_is_closed_before_the_position_moves() {
+        let limits =
+            OutboxLimits { max_bytes: 1 << 20, max_frames: 100, close_grace: Duration::from_secs(1) };
+        let stuck = Outbox::new(limits, Link::default(), Arc::default());
+        stuck.offer(WireFrame::Text("change".into()), None);
+        let mark = stuck.mark();
+        let started = Instant::now();
+        flushed(vec![(stuck.clone(), mark)], started + Duration::from_millis(30)).await;
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        assert!(!stuck.is_open(), "closed as a slow consumer");
+        assert!(stuck.reached(mark), "a closed socket holds nothing back");
     }
 }

@@ -11,10 +11,11 @@ use super::messages::{
     Broadcast, ConnId, Join, Leave, Member, Released, StopChannel, TopicKey, Track, Untrack,
 };
 use super::registry::Registry;
+use crate::delivery::Offer;
 use crate::metrics::{metrics, Refusal};
 use crate::presence::messages as presence;
 use crate::presence::PresenceActor;
-use crate::socket::messages::{offer, Deliver, JoinOutcome, JoinRefused};
+use crate::socket::messages::{JoinOutcome, JoinRefused};
 
 /// One topic's local members.
 pub struct ChannelActor {
@@ -113,8 +114,7 @@ impl Handler<Broadcast> for ChannelActor {
                 continue;
             }
             let Some(frame) = frames.frame(member.vsn) else { continue };
-            let deliver = Deliver { frame: frame.clone(), received_at: Some(msg.received_at) };
-            if !offer(&member.outbox, &member.slow, deliver) {
+            if member.outbox.offer(frame.clone(), Some(msg.received_at)) == Offer::Closed {
                 dead.push(member.conn);
             }
         }

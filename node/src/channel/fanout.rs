@@ -6,7 +6,7 @@
 use realtime_proto::{server, Vsn};
 
 use super::messages::BroadcastBody;
-use crate::socket::messages::WireFrame;
+use crate::delivery::WireFrame;
 
 /// Lazily encoded frames of one message, by serializer version.
 pub struct EncodedOnce<'a> {

@@ -9,7 +9,8 @@ use realtime_proto::binary::BinaryEncoding;
 use realtime_proto::Vsn;
 use serde_json::{Map, Value};
 
-use crate::socket::messages::{Deliver, JoinOutcome, SlowConsumer};
+use crate::delivery::Outbox;
+use crate::socket::messages::JoinOutcome;
 
 /// Identifies one WebSocket connection on this node.
 pub type ConnId = u64;
@@ -32,9 +33,9 @@ pub struct Member {
     /// Receive `presence_state` and `presence_diff`.
     pub presence_enabled: bool,
     pub presence_key: String,
-    pub outbox: Recipient<Deliver>,
+    /// Where this member's frames go.
+    pub outbox: Outbox,
     pub joined: Recipient<JoinOutcome>,
-    pub slow: Recipient<SlowConsumer>,
 }
 
 /// Join a channel (sent to the registry, which forwards it to the channel).

@@ -3,6 +3,7 @@
 
 pub mod health;
 pub mod rest;
+pub mod server;
 pub mod socket;
 
 use actix_web::web;

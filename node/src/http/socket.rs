@@ -1,16 +1,22 @@
 //! `GET /socket/websocket` (and `/realtime/v1/websocket`): check the token and limits, then start a
 //! [`SocketActor`]. Refusals are answered with the status and `{"error": …}` body of PROTOCOL.md §1.3,
 //! after the configured delay.
+//!
+//! The response body is the socket's outbox writer ([`crate::delivery`]) and the request body its
+//! inbound frames ([`Inbound`]); the actor in between is a plain actix actor, so neither direction
+//! waits on the other.
 
 use std::collections::HashMap;
 
+use actix::prelude::*;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_web_actors::ws;
 use realtime_proto::Vsn;
 
 use crate::auth::TokenError;
+use crate::delivery::Link;
 use crate::metrics::{metrics, Refusal};
+use crate::socket::inbound::Inbound;
 use crate::socket::SocketActor;
 use crate::state::Shared;
 
@@ -44,18 +50,25 @@ pub async fn upgrade(
             return Ok(refusal(status, &message));
         }
     };
+    let mut handshake = match actix_http::ws::handshake(req.head()) {
+        Ok(builder) => builder,
+        Err(error) => return Ok(HttpResponse::from(actix_http::Response::from(error))),
+    };
     let Some(id) = shared.connections.reserve() else {
         metrics().refused(Refusal::ConnectionLimit);
         return Ok(refusal(StatusCode::TOO_MANY_REQUESTS, "Too many connected users"));
     };
-    let actor = SocketActor::new(id, vsn, shared.clone().into_inner(), token);
-    let started = ws::WsResponseBuilder::new(actor, &req, stream)
-        .frame_size(shared.config.limits.max_frame_bytes)
-        .start();
-    if started.is_err() {
-        shared.connections.release(id);
-    }
-    started
+    let link = req.conn_data::<Link>().cloned().unwrap_or_default();
+    let outbox = shared.new_outbox(link);
+    let inbound = Inbound::new(stream, shared.config.limits.max_frame_bytes);
+    let writer = outbox.writer();
+    let shared = shared.into_inner();
+    SocketActor::create(move |ctx| {
+        ctx.add_stream(inbound);
+        SocketActor::new(id, vsn, shared, token, outbox)
+    });
+    let response = handshake.message_body(actix_web::body::BodyStream::new(writer))?;
+    Ok(HttpResponse::from(response.map_into_boxed_body()))
 }
 
 /// Serializer and token, or the refusal's status and message.

@@ -12,8 +12,8 @@ use realtime_proto::server;
 use super::messages::{MemberGone, Stop, Subscribe, Track, Untrack};
 use super::set::PresenceSet;
 use crate::channel::messages::{ConnId, Member};
+use crate::delivery::{Offer, WireFrame};
 use crate::metrics::metrics;
-use crate::socket::messages::{offer, Deliver, WireFrame};
 
 /// Presence of one topic on this node.
 pub struct PresenceActor {
@@ -43,7 +43,7 @@ impl PresenceActor {
             let frame = frames[member.vsn.index()].get_or_insert_with(|| {
                 server::fastlane(member.vsn, &self.topic, "presence_diff", &json).into()
             });
-            offer(&member.outbox, &member.slow, Deliver { frame: frame.clone(), received_at: None })
+            member.outbox.offer(frame.clone(), None) == Offer::Queued
         });
     }
 
@@ -56,7 +56,7 @@ impl PresenceActor {
             "presence_state",
             &state,
         );
-        offer(&member.outbox, &member.slow, Deliver { frame: frame.into(), received_at: None });
+        member.outbox.offer(frame.into(), None);
     }
 }
 

@@ -1,11 +1,11 @@
-//! SocketActor: lifecycle, inbound frames, outbound writes.
+//! SocketActor: lifecycle, inbound frames, outbound writes through the socket's own outbox.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_web_actors::ws::{self, CloseCode, CloseReason};
+use actix_http::ws::{CloseCode, Frame, Item, ProtocolError};
 use bytes::{Bytes, BytesMut};
 use realtime_proto::client::{ClientEvent, ClientMessage};
 use realtime_proto::envelope::{decode_binary, decode_text};
@@ -13,19 +13,20 @@ use realtime_proto::server::{self, ReplyStatus};
 use realtime_proto::system::{self, reason, shutdown, Extension};
 use realtime_proto::{OutFrame, Vsn};
 
-use super::messages::{Deliver, Drain, Flush, SlowConsumer, WireFrame};
+use super::messages::Drain;
 use crate::auth::Claims;
 use crate::channel::messages::{Join, Leave};
 use crate::channel::{ChannelActor, ConnId, TopicKey};
+use crate::delivery::{Offer, Outbox, WireFrame};
 use crate::limits::RateWindow;
-use crate::metrics::metrics;
+use crate::metrics::{metrics, Refusal};
 use crate::state::Shared;
 
-/// Messages a socket may have queued before it is considered too slow (a stuck client costs at most
-/// this many queued frames; one catching up on a burst of changes stays under it).
-const MAILBOX_CAPACITY: usize = 16_384;
 /// Close code telling clients to reconnect now (to another node).
 pub const CLOSE_RECONNECT_NOW: u16 = 1012;
+/// Pushes a client may send for a channel whose join is still being decided; they are processed in
+/// order once it is. More are refused.
+pub const MAX_PENDING_PUSHES: usize = 64;
 
 /// A joined (or joining) channel, from the socket's side.
 pub struct ChannelState {
@@ -37,7 +38,6 @@ pub struct ChannelState {
     /// The token this channel runs under (its `access_token`, or the socket's).
     pub token: String,
     pub expiry_timer: Option<SpawnHandle>,
-    pub presence_calls: RateWindow,
     /// `{"postgres_changes":[…]}`, the join reply's response.
     pub join_response: String,
     /// `(id, entry)` of each `postgres_changes` subscription, in join order.
@@ -54,6 +54,8 @@ pub struct ChannelState {
     pub replication_ready: bool,
     /// The `ref` of the join push, answered when the channel's outcome arrives.
     pub join_msg_ref: Option<String>,
+    /// Pushes that arrived while the join was being decided, in order.
+    pub pending: Vec<ClientMessage>,
 }
 
 /// Text or binary fragments of a message being reassembled.
@@ -67,50 +69,63 @@ pub struct SocketActor {
     pub(super) id: ConnId,
     pub(super) vsn: Vsn,
     pub(super) shared: Arc<Shared>,
+    /// Where every frame to this client goes; shared with the channels it joined.
+    pub(super) outbox: Outbox,
     /// The handshake token (`apikey`), used by channels that send no `access_token`.
     pub(super) token: String,
     /// By full topic (`realtime:room1`).
     pub(super) channels: HashMap<String, ChannelState>,
     /// Broadcast and presence pushes per second.
     pub(super) events: RateWindow,
+    /// Joins per second on this socket.
+    pub(super) joins: RateWindow,
+    /// Presence pushes per topic; kept after a leave until the window is over, so a rejoin does not
+    /// reset it.
+    pub(super) presence_windows: HashMap<String, RateWindow>,
+    /// Logs of this socket carry its id and user.
+    pub(super) span: tracing::Span,
     last_seen: Instant,
     fragments: Option<Fragments>,
 }
 
 impl SocketActor {
-    pub fn new(id: ConnId, vsn: Vsn, shared: Arc<Shared>, token: String) -> SocketActor {
-        let events = RateWindow::new(shared.config.limits.max_events_per_second, Duration::from_secs(1));
+    pub fn new(id: ConnId, vsn: Vsn, shared: Arc<Shared>, token: String, outbox: Outbox) -> SocketActor {
+        let limits = &shared.config.limits;
+        let events = RateWindow::new(limits.max_events_per_second, Duration::from_secs(1));
+        let joins = RateWindow::new(limits.max_client_joins_per_second, Duration::from_secs(1));
+        let user = shared.verifier.verify(&token).ok().and_then(|c| c.sub).unwrap_or_default();
+        let span = tracing::debug_span!("socket", conn = id, user = %user, vsn = %vsn);
         SocketActor {
             id,
             vsn,
             shared,
+            outbox,
             token,
             channels: HashMap::new(),
             events,
+            joins,
+            presence_windows: HashMap::new(),
+            span,
             last_seen: Instant::now(),
             fragments: None,
         }
     }
 
-    /// Writes one frame to the client.
-    pub(super) fn write(&self, ctx: &mut ws::WebsocketContext<Self>, frame: WireFrame) {
-        let m = metrics();
-        m.messages_out.increment(1);
-        m.bytes_out.increment(frame.len() as u64);
-        match frame {
-            WireFrame::Text(text) => ctx.text(text),
-            WireFrame::Binary(bytes) => ctx.binary(bytes),
+    /// Queues one frame for the client; a client too slow to take its own replies is closed.
+    pub(super) fn write(&self, ctx: &mut Context<Self>, frame: WireFrame) {
+        if self.outbox.offer(frame, None) == Offer::Closed {
+            ctx.stop();
         }
     }
 
-    pub(super) fn send(&self, ctx: &mut ws::WebsocketContext<Self>, frame: OutFrame) {
+    pub(super) fn send(&self, ctx: &mut Context<Self>, frame: OutFrame) {
         self.write(ctx, frame.into());
     }
 
     /// `phx_reply` to a push.
     pub(super) fn reply(
         &self,
-        ctx: &mut ws::WebsocketContext<Self>,
+        ctx: &mut Context<Self>,
         msg: &ClientMessage,
         status: ReplyStatus,
         response_json: &str,
@@ -126,12 +141,7 @@ impl SocketActor {
         self.send(ctx, frame);
     }
 
-    pub(super) fn reply_error(
-        &self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        msg: &ClientMessage,
-        reason: &str,
-    ) {
+    pub(super) fn reply_error(&self, ctx: &mut Context<Self>, msg: &ClientMessage, reason: &str) {
         let frame = server::error_reply(
             self.vsn,
             msg.join_ref.as_deref(),
@@ -143,13 +153,9 @@ impl SocketActor {
     }
 
     /// Ends a joined channel from the server side: `system` error, then `phx_close`; the socket stays.
-    pub(super) fn shutdown_channel(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        topic: &str,
-        message: &str,
-    ) {
+    pub(super) fn shutdown_channel(&mut self, ctx: &mut Context<Self>, topic: &str, message: &str) {
         let Some(state) = self.remove_channel(ctx, topic) else { return };
+        tracing::debug!(parent: &self.span, topic, reason = message, "channel closed by the server");
         let payload = system::payload(Extension::System, false, message, Some(&state.key.sub_topic));
         let join_ref = state.join_ref.as_deref();
         self.send(ctx, server::channel_push(self.vsn, join_ref, topic, "system", &payload));
@@ -157,11 +163,7 @@ impl SocketActor {
     }
 
     /// Forgets a channel and tells the registry; returns its state.
-    pub(super) fn remove_channel(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        topic: &str,
-    ) -> Option<ChannelState> {
+    pub(super) fn remove_channel(&mut self, ctx: &mut Context<Self>, topic: &str) -> Option<ChannelState> {
         let mut state = self.channels.remove(topic)?;
         if let Some(timer) = state.expiry_timer.take() {
             ctx.cancel_future(timer);
@@ -176,13 +178,14 @@ impl SocketActor {
         Some(state)
     }
 
-    /// Closes the WebSocket with a code and reason and stops the actor.
-    pub(super) fn close(&self, ctx: &mut ws::WebsocketContext<Self>, code: u16, description: &str) {
-        ctx.close(Some(CloseReason { code: CloseCode::from(code), description: Some(description.into()) }));
+    /// Closes the WebSocket with a code and reason (once what is queued is written) and stops.
+    pub(super) fn close(&self, ctx: &mut Context<Self>, code: u16, description: &str) {
+        tracing::debug!(parent: &self.span, code, reason = description, "socket closed by the server");
+        self.outbox.close(code, description);
         ctx.stop();
     }
 
-    fn on_frame(&mut self, ctx: &mut ws::WebsocketContext<Self>, data: Bytes, binary: bool) {
+    fn on_frame(&mut self, ctx: &mut Context<Self>, data: Bytes, binary: bool) {
         let m = metrics();
         m.messages_in.increment(1);
         m.bytes_in.increment(data.len() as u64);
@@ -198,15 +201,37 @@ impl SocketActor {
             }
         };
         match decoded {
-            Ok(frame) => self.dispatch(ctx, ClientMessage::from_frame(frame)),
+            Ok(frame) => {
+                let msg = ClientMessage::from_frame(frame);
+                if let Err(error) = self.shared.config.limits.budget.check_envelope(&msg) {
+                    metrics().refused(Refusal::Budget);
+                    // A ref over budget cannot be echoed back usefully: the socket is closed instead.
+                    return self.close(ctx, 1008, &error.to_string());
+                }
+                self.dispatch(ctx, msg);
+            }
             Err(error) => {
                 m.malformed_frames.increment(1);
-                tracing::debug!(conn = self.id, %error, "malformed frame ignored");
+                tracing::debug!(parent: &self.span, %error, "malformed frame ignored");
             }
         }
     }
 
-    fn dispatch(&mut self, ctx: &mut ws::WebsocketContext<Self>, msg: ClientMessage) {
+    pub(super) fn dispatch(&mut self, ctx: &mut Context<Self>, msg: ClientMessage) {
+        if !matches!(msg.event, ClientEvent::Heartbeat | ClientEvent::Join(_) | ClientEvent::Leave) {
+            if let Some(state) = self.channels.get_mut(&msg.topic) {
+                if state.channel.is_none() {
+                    // Joining: this push is processed in order once the join is decided.
+                    if state.pending.len() < MAX_PENDING_PUSHES {
+                        state.pending.push(msg);
+                    } else {
+                        metrics().refused(Refusal::PendingPushes);
+                        self.reply_error(ctx, &msg, "too many pushes before the join was answered");
+                    }
+                    return;
+                }
+            }
+        }
         match &msg.event {
             ClientEvent::Heartbeat => self.reply(ctx, &msg, ReplyStatus::Ok, "{}"),
             ClientEvent::Join(_) => self.on_join(ctx, msg),
@@ -224,13 +249,13 @@ impl SocketActor {
         }
     }
 
-    fn on_fragment(&mut self, ctx: &mut ws::WebsocketContext<Self>, item: actix_http::ws::Item) {
+    fn on_fragment(&mut self, ctx: &mut Context<Self>, item: Item) {
         let max = self.shared.config.limits.max_frame_bytes;
         let (start, chunk, last) = match item {
-            actix_http::ws::Item::FirstText(b) => (Some(false), b, false),
-            actix_http::ws::Item::FirstBinary(b) => (Some(true), b, false),
-            actix_http::ws::Item::Continue(b) => (None, b, false),
-            actix_http::ws::Item::Last(b) => (None, b, true),
+            Item::FirstText(b) => (Some(false), b, false),
+            Item::FirstBinary(b) => (Some(true), b, false),
+            Item::Continue(b) => (None, b, false),
+            Item::Last(b) => (None, b, true),
         };
         if let Some(binary) = start {
             self.fragments = Some(Fragments { binary, buf: BytesMut::new() });
@@ -239,6 +264,8 @@ impl SocketActor {
             return self.close(ctx, 1002, "continuation without a first fragment");
         };
         if fragments.buf.len() + chunk.len() > max {
+            self.fragments = None;
+            metrics().refused(Refusal::FrameTooLarge);
             return self.close(ctx, 1009, "message too large");
         }
         fragments.buf.extend_from_slice(&chunk);
@@ -248,7 +275,11 @@ impl SocketActor {
         }
     }
 
-    fn check_idle(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn check_idle(&mut self, ctx: &mut Context<Self>) {
+        if !self.outbox.is_open() {
+            // Closed from outside (slow consumer): the connection is going away.
+            return ctx.stop();
+        }
         if self.last_seen.elapsed() > self.shared.config.idle_timeout {
             self.close(ctx, 1000, "idle timeout");
         }
@@ -256,11 +287,11 @@ impl SocketActor {
 }
 
 impl Actor for SocketActor {
-    type Context = ws::WebsocketContext<Self>;
+    type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        self.shared.connections.register(self.id, ctx.address().recipient());
+        self.shared.connections.register(self.id, ctx.address().recipient(), self.outbox.clone());
+        tracing::debug!(parent: &self.span, "socket connected");
         let every =
             (self.shared.config.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
         ctx.run_interval(every, |act, ctx| act.check_idle(ctx));
@@ -273,26 +304,38 @@ impl Actor for SocketActor {
                 cdc.unsubscribe(self.id, topic.into());
             }
         }
+        // Normally already closing (or gone); otherwise end the connection too.
+        self.outbox.close(1000, "");
         self.shared.connections.release(self.id);
+        tracing::debug!(parent: &self.span, "socket gone");
     }
 }
 
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SocketActor {
-    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<Frame, ProtocolError>> for SocketActor {
+    fn handle(&mut self, item: Result<Frame, ProtocolError>, ctx: &mut Self::Context) {
         self.last_seen = Instant::now();
         match item {
-            Ok(ws::Message::Text(text)) => self.on_frame(ctx, text.into_bytes(), false),
-            Ok(ws::Message::Binary(bytes)) => self.on_frame(ctx, bytes, true),
-            Ok(ws::Message::Continuation(item)) => self.on_fragment(ctx, item),
-            Ok(ws::Message::Ping(bytes)) => ctx.pong(&bytes),
-            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Close(reason)) => {
-                ctx.close(reason);
+            Ok(Frame::Text(text)) => self.on_frame(ctx, text, false),
+            Ok(Frame::Binary(bytes)) => self.on_frame(ctx, bytes, true),
+            Ok(Frame::Continuation(item)) => self.on_fragment(ctx, item),
+            Ok(Frame::Ping(bytes)) => {
+                if self.outbox.pong(bytes) == Offer::Closed {
+                    ctx.stop();
+                }
+            }
+            Ok(Frame::Pong(_)) => {}
+            Ok(Frame::Close(reason)) => {
+                tracing::debug!(parent: &self.span, ?reason, "client closed");
+                let code = reason.map_or(CloseCode::Normal, |r| r.code);
+                self.outbox.close(code.into(), "");
                 ctx.stop();
             }
-            Err(ws::ProtocolError::Overflow) => self.close(ctx, 1009, "frame too large"),
+            Err(ProtocolError::Overflow) => {
+                metrics().refused(Refusal::FrameTooLarge);
+                self.close(ctx, 1009, "frame too large")
+            }
             Err(error) => {
-                tracing::debug!(conn = self.id, %error, "websocket protocol error");
+                tracing::debug!(parent: &self.span, %error, "websocket protocol error");
                 self.close(ctx, 1002, "protocol error");
             }
         }
@@ -300,31 +343,6 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SocketActor {
 
     fn finished(&mut self, ctx: &mut Self::Context) {
         ctx.stop();
-    }
-}
-
-impl Handler<Deliver> for SocketActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        if let Some(received_at) = msg.received_at {
-            metrics().delivery_latency.record(received_at.elapsed().as_secs_f64());
-        }
-        self.write(ctx, msg.frame);
-    }
-}
-
-impl Handler<Flush> for SocketActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Flush, _: &mut Self::Context) {}
-}
-
-impl Handler<SlowConsumer> for SocketActor {
-    type Result = ();
-
-    fn handle(&mut self, _: SlowConsumer, ctx: &mut Self::Context) {
-        self.close(ctx, 1008, "too slow to receive messages");
     }
 }
 

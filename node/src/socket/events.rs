@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use actix_web_actors::ws;
+use actix::prelude::*;
 use realtime_proto::binary::BinaryEncoding;
 use realtime_proto::client::{BroadcastPush, ClientEvent, ClientMessage};
 use realtime_proto::server::ReplyStatus;
@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use super::actor::SocketActor;
 use crate::channel::messages::{Broadcast, BroadcastBody, Track, Untrack};
 use crate::channel::ChannelActor;
+use crate::limits::RateWindow;
 use crate::metrics::{metrics, Refusal};
 
 /// The reply to a broadcast over the size limit when the sender asked for acks.
@@ -24,7 +25,7 @@ impl SocketActor {
     /// The channel of a joined topic; replies `unmatched topic` when there is none.
     fn joined_channel(
         &self,
-        ctx: &mut ws::WebsocketContext<Self>,
+        ctx: &mut Context<Self>,
         msg: &ClientMessage,
     ) -> Option<actix::Addr<ChannelActor>> {
         let channel = self.channels.get(&msg.topic).and_then(|s| s.channel.clone());
@@ -35,7 +36,7 @@ impl SocketActor {
     }
 
     /// Counts one event; over the limit the channel is closed and `false` returned.
-    fn allow_event(&mut self, ctx: &mut ws::WebsocketContext<Self>, topic: &str) -> bool {
+    fn allow_event(&mut self, ctx: &mut Context<Self>, topic: &str) -> bool {
         if self.events.allow(Instant::now()) {
             return true;
         }
@@ -44,7 +45,7 @@ impl SocketActor {
         false
     }
 
-    pub(super) fn on_broadcast(&mut self, ctx: &mut ws::WebsocketContext<Self>, msg: ClientMessage) {
+    pub(super) fn on_broadcast(&mut self, ctx: &mut Context<Self>, msg: ClientMessage) {
         let Some(channel) = self.joined_channel(ctx, &msg) else { return };
         if !self.allow_event(ctx, &msg.topic) {
             return;
@@ -81,13 +82,18 @@ impl SocketActor {
         }
     }
 
-    pub(super) fn on_presence(&mut self, ctx: &mut ws::WebsocketContext<Self>, msg: ClientMessage) {
+    pub(super) fn on_presence(&mut self, ctx: &mut Context<Self>, msg: ClientMessage) {
         let Some(channel) = self.joined_channel(ctx, &msg) else { return };
         if !self.allow_event(ctx, &msg.topic) {
             return;
         }
-        let allowed =
-            self.channels.get_mut(&msg.topic).is_some_and(|s| s.presence_calls.allow(Instant::now()));
+        let limits = &self.shared.config.limits;
+        let (max_calls, window) = (limits.presence_max_calls, limits.presence_window);
+        let allowed = self
+            .presence_windows
+            .entry(msg.topic.clone())
+            .or_insert_with(|| RateWindow::new(max_calls, window))
+            .allow(Instant::now());
         if !allowed {
             metrics().refused(Refusal::PresenceRate);
             return self.shutdown_channel(ctx, &msg.topic, shutdown::PRESENCE_RATE);
@@ -101,6 +107,10 @@ impl SocketActor {
                     Some(Value::Object(map)) => map.clone(),
                     Some(_) => return self.reply_error(ctx, &msg, reason::PRESENCE_PAYLOAD_NOT_MAP),
                 };
+                if let Err(error) = self.shared.config.limits.budget.check_presence(&meta) {
+                    metrics().refused(Refusal::Budget);
+                    return self.reply_error(ctx, &msg, &error.to_string());
+                }
                 let size = serde_json::to_string(&meta).map_or(usize::MAX, |s| s.len());
                 if size > self.shared.config.limits.max_payload_bytes {
                     metrics().refused(Refusal::TrackTooLarge);

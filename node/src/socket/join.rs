@@ -5,10 +5,9 @@
 //! reply is written before any push of that channel. With `postgres_changes_options.wait`, the join is
 //! held until the postgres subscription is live (see [`super::postgres`]).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_web_actors::ws;
 use realtime_proto::client::{ClientEvent, ClientMessage};
 use realtime_proto::join::JoinConfig;
 use realtime_proto::server::{self, ReplyStatus};
@@ -20,7 +19,6 @@ use super::actor::{ChannelState, SocketActor};
 use super::messages::{JoinOutcome, JoinRefused};
 use crate::channel::messages::{Join, Member};
 use crate::channel::TopicKey;
-use crate::limits::RateWindow;
 use crate::metrics::{metrics, Refusal};
 
 /// How long a waiting join holds for its postgres subscription by default, and at most.
@@ -54,7 +52,7 @@ impl SocketActor {
     /// Answers a refused join after the configured delay (clients retry joins on a backoff).
     pub(super) fn refuse_join(
         &self,
-        ctx: &mut ws::WebsocketContext<Self>,
+        ctx: &mut Context<Self>,
         topic: &str,
         join_ref: Option<&str>,
         msg_ref: Option<&str>,
@@ -64,11 +62,11 @@ impl SocketActor {
         self.send_join_error(ctx, frame);
     }
 
-    fn refuse(&self, ctx: &mut ws::WebsocketContext<Self>, msg: &ClientMessage, reason: &str) {
+    fn refuse(&self, ctx: &mut Context<Self>, msg: &ClientMessage, reason: &str) {
         self.refuse_join(ctx, &msg.topic, msg.join_ref.as_deref(), msg.msg_ref.as_deref(), reason);
     }
 
-    fn send_join_error(&self, ctx: &mut ws::WebsocketContext<Self>, frame: OutFrame) {
+    fn send_join_error(&self, ctx: &mut Context<Self>, frame: OutFrame) {
         let delay = self.shared.config.join_error_delay;
         if delay.is_zero() {
             self.send(ctx, frame);
@@ -77,7 +75,7 @@ impl SocketActor {
         }
     }
 
-    pub(super) fn on_join(&mut self, ctx: &mut ws::WebsocketContext<Self>, msg: ClientMessage) {
+    pub(super) fn on_join(&mut self, ctx: &mut Context<Self>, msg: ClientMessage) {
         let Some(sub_topic) = topic::sub_topic(&msg.topic).map(str::to_owned) else {
             return self.reply_error(ctx, &msg, reason::UNMATCHED_TOPIC);
         };
@@ -93,8 +91,12 @@ impl SocketActor {
         if sub_topic.is_empty() {
             return self.refuse(ctx, &msg, reason::TOPIC_NAME_REQUIRED);
         }
-        if !self.shared.joins.allow(1) {
-            metrics().refused(Refusal::JoinRate);
+        // Joins per second: this socket's own budget first (the offender is refused, then closed);
+        // refused joins are not counted, only admitted ones below.
+        let now = Instant::now();
+        if !self.joins.would_allow(now) {
+            metrics().refused(Refusal::ClientJoinRate);
+            tracing::debug!(parent: &self.span, topic = %msg.topic, "join refused: too many joins per second");
             self.refuse(ctx, &msg, reason::TOO_MANY_JOINS);
             let delay = self.shared.config.join_error_delay;
             ctx.run_later(delay, |act, ctx| act.close(ctx, 1001, "too many joins per second"));
@@ -118,6 +120,10 @@ impl SocketActor {
             }
         };
         let config = join.config.clone().unwrap_or_default();
+        if let Err(error) = limits.budget.check_join(&config) {
+            metrics().refused(Refusal::Budget);
+            return self.refuse(ctx, &msg, &error.to_string());
+        }
         if config.broadcast.replay.is_some() && !config.private {
             return self.refuse(ctx, &msg, reason::REPLAY_ON_PUBLIC);
         }
@@ -125,6 +131,19 @@ impl SocketActor {
             metrics().refused(Refusal::PrivateChannel);
             return self.refuse(ctx, &msg, reason::PRIVATE_UNAVAILABLE);
         }
+        // The same user flooding from many sockets: per token (its subject, or the token itself).
+        let token_key = claims.sub.as_deref().unwrap_or(&token);
+        if !self.shared.token_joins.allow(token_key, now) {
+            metrics().refused(Refusal::TokenJoinRate);
+            return self.refuse(ctx, &msg, reason::TOO_MANY_JOINS);
+        }
+        if !self.shared.joins.allow(1) {
+            // The node as a whole is over its rate: refuse this join, keep the socket.
+            metrics().refused(Refusal::JoinRate);
+            return self.refuse(ctx, &msg, reason::TOO_MANY_JOINS);
+        }
+        self.joins.allow(now);
+        self.presence_windows.retain(|_, w| !w.is_idle(now));
         let key = TopicKey { sub_topic: sub_topic.into(), private: config.private };
         let presence_key = config.presence.key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let member = Member {
@@ -134,9 +153,8 @@ impl SocketActor {
             self_broadcast: config.broadcast.self_broadcast,
             presence_enabled: config.presence.enabled,
             presence_key,
-            outbox: ctx.address().recipient(),
+            outbox: self.outbox.clone(),
             joined: ctx.address().recipient(),
-            slow: ctx.address().recipient(),
         };
         let postgres_changes = postgres_entries(&config);
         let wait = config.postgres_changes_options.filter(|o| o.wait && !postgres_changes.is_empty());
@@ -150,7 +168,6 @@ impl SocketActor {
                 ack: config.broadcast.ack,
                 token,
                 expiry_timer: None,
-                presence_calls: RateWindow::new(limits.presence_max_calls, limits.presence_window),
                 join_response: join_response(&postgres_changes),
                 postgres_changes,
                 claims,
@@ -159,8 +176,10 @@ impl SocketActor {
                 postgres_confirmed: false,
                 replication_ready: config.broadcast.replication_ready,
                 join_msg_ref: msg.msg_ref.clone(),
+                pending: Vec::new(),
             },
         );
+        tracing::debug!(parent: &self.span, topic = %msg.topic, "join requested");
         match wait {
             None => self.shared.registry.do_send(join_msg),
             Some(options) => {
@@ -173,7 +192,7 @@ impl SocketActor {
         }
     }
 
-    pub(super) fn on_leave(&mut self, ctx: &mut ws::WebsocketContext<Self>, msg: &ClientMessage) {
+    pub(super) fn on_leave(&mut self, ctx: &mut Context<Self>, msg: &ClientMessage) {
         let state = self.remove_channel(ctx, &msg.topic);
         self.reply(ctx, msg, ReplyStatus::Ok, "{}");
         if let Some(state) = state {
@@ -191,6 +210,7 @@ impl Handler<JoinOutcome> for SocketActor {
             return; // an outcome for a join this socket already replaced or left
         }
         let msg_ref = state.join_msg_ref.take();
+        let pending = std::mem::take(&mut state.pending);
         match msg.result {
             Ok(channel) => {
                 state.channel = Some(channel);
@@ -206,11 +226,16 @@ impl Handler<JoinOutcome> for SocketActor {
                     &response,
                 );
                 self.send(ctx, reply);
+                tracing::debug!(parent: &self.span, topic = %msg.topic, "joined");
                 self.after_join(ctx, &msg.topic);
                 self.schedule_token_check(ctx, &msg.topic);
+                for push in pending {
+                    self.dispatch(ctx, push);
+                }
             }
             Err(JoinRefused::Full) => {
                 let _ = self.remove_channel(ctx, &msg.topic);
+                tracing::debug!(parent: &self.span, topic = %msg.topic, "join refused: channel full");
                 self.refuse_join(
                     ctx,
                     &msg.topic,
@@ -218,6 +243,9 @@ impl Handler<JoinOutcome> for SocketActor {
                     msg_ref.as_deref(),
                     reason::CHANNEL_FULL,
                 );
+                for push in pending {
+                    self.reply_error(ctx, &push, reason::UNMATCHED_TOPIC);
+                }
             }
         }
     }

@@ -3,10 +3,13 @@
 //! The [`SocketActor`] decodes client frames ([`realtime_proto`]), answers heartbeats, admits joins
 //! (token, limits) and hands them to the registry, forwards broadcasts and presence to the channels it
 //! joined, re-checks its channels' tokens on refresh and at expiry, and writes every outgoing frame.
-//! It holds no channel state beyond "which topics I joined". This module is the only user of
-//! `actix-web-actors`, so moving to `actix-ws` would touch nothing else.
+//! It holds no channel state beyond "which topics I joined". It is a plain actix actor: frames come in
+//! from [`inbound`] (the request body, size-checked from each frame header) and go out through the
+//! socket's outbox ([`crate::delivery`]), which the response body drains, so a client that stops
+//! reading is cut from outside without waiting on this actor.
 //!
 //! - [`actor`]: lifecycle, inbound frames, writes, idle timeout, drain.
+//! - [`inbound`]: the client's frames, decoded from the request body.
 //! - [`join`]: `phx_join` admission, `phx_leave`, join outcomes.
 //! - [`events`]: `broadcast` and `presence` pushes.
 //! - [`tokens`]: `access_token` refresh and channel expiry.
@@ -14,6 +17,7 @@
 
 pub mod actor;
 pub mod events;
+pub mod inbound;
 pub mod join;
 pub mod messages;
 pub mod postgres;

@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web_actors::ws;
 use realtime_proto::server;
 use realtime_proto::system::{self, Extension};
 
@@ -14,8 +13,7 @@ use super::actor::SocketActor;
 use crate::cdc::{SubscribeErrorKind, SubscribeOutcome, SubscribeRequest};
 use crate::channel::messages::Join;
 
-/// Message of a postgres subscription that is live.
-pub const SUBSCRIBED: &str = "Subscribed to PostgreSQL";
+pub use crate::cdc::hub::SUBSCRIBED;
 /// The `system` message when CDC is not configured.
 pub const POSTGRES_CHANGES_DISABLED: &str = "Unable to subscribe to changes with given parameters. \
 Postgres changes are disabled on this server (DATABASE_URL is not set)";
@@ -26,14 +24,15 @@ const REPLICATION_READY_TIMEOUT: Duration = Duration::from_secs(60);
 const REPLICATION_READY_POLL: Duration = Duration::from_millis(500);
 
 impl SocketActor {
-    fn postgres_system(&self, ctx: &mut ws::WebsocketContext<Self>, topic: &str, ok: bool, message: &str) {
+    fn postgres_system(&self, ctx: &mut Context<Self>, topic: &str, ok: bool, message: &str) {
         let Some(state) = self.channels.get(topic) else { return };
         let payload = system::payload(Extension::PostgresChanges, ok, message, Some(&state.key.sub_topic));
         self.send(ctx, server::channel_push(self.vsn, state.join_ref.as_deref(), topic, "system", &payload));
     }
 
-    /// Asks the hub for this channel's subscriptions; `false` when CDC is not configured.
-    pub(super) fn subscribe_postgres(&self, ctx: &mut ws::WebsocketContext<Self>, topic: &str) -> bool {
+    /// Asks the hub for this channel's subscriptions; `false` when CDC is not configured. With
+    /// `announce`, the hub itself tells the client once the subscription is live.
+    pub(super) fn subscribe_postgres(&self, ctx: &mut Context<Self>, topic: &str, announce: bool) -> bool {
         let (Some(cdc), Some(state)) = (&self.shared.cdc, self.channels.get(topic)) else { return false };
         cdc.subscribe(SubscribeRequest {
             conn: self.id,
@@ -41,10 +40,9 @@ impl SocketActor {
             sub_topic: state.key.sub_topic.clone(),
             join_ref: state.join_ref.clone(),
             vsn: self.vsn,
-            outbox: ctx.address().recipient(),
-            slow: ctx.address().recipient(),
+            outbox: self.outbox.clone(),
             notify: ctx.address().recipient(),
-            flush: ctx.address().recipient(),
+            announce,
             entries: state.postgres_changes.clone(),
             claims: state.claims.clone(),
         });
@@ -54,12 +52,12 @@ impl SocketActor {
     /// Wait mode: subscribe first, join when live, refuse on error or timeout.
     pub(super) fn hold_join_for_postgres(
         &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
+        ctx: &mut Context<Self>,
         topic: &str,
         join: Join,
         wait: Duration,
     ) {
-        if !self.subscribe_postgres(ctx, topic) {
+        if !self.subscribe_postgres(ctx, topic, false) {
             let state = self.remove_channel(ctx, topic);
             let (join_ref, msg_ref) = state.map(|s| (s.join_ref, s.join_msg_ref)).unwrap_or_default();
             let reason = format!("PostgresChangesDisabled: {POSTGRES_CHANGES_DISABLED}");
@@ -81,14 +79,14 @@ impl SocketActor {
     }
 
     /// After the join reply: postgres subscription (or its status) and replication readiness.
-    pub(super) fn after_join(&mut self, ctx: &mut ws::WebsocketContext<Self>, topic: &str) {
+    pub(super) fn after_join(&mut self, ctx: &mut Context<Self>, topic: &str) {
         let Some(state) = self.channels.get(topic) else { return };
         let (has_postgres, confirmed, ready) =
             (!state.postgres_changes.is_empty(), state.postgres_confirmed, state.replication_ready);
         if has_postgres {
             if confirmed {
                 self.postgres_system(ctx, topic, true, SUBSCRIBED);
-            } else if !self.subscribe_postgres(ctx, topic) {
+            } else if !self.subscribe_postgres(ctx, topic, true) {
                 self.postgres_system(ctx, topic, false, POSTGRES_CHANGES_DISABLED);
             }
         }
@@ -98,7 +96,7 @@ impl SocketActor {
     }
 
     /// `replication_ready`: one `system` ok once the stream is live, or an error and close in time.
-    fn watch_replication_ready(&mut self, ctx: &mut ws::WebsocketContext<Self>, topic: &str, left: Duration) {
+    fn watch_replication_ready(&mut self, ctx: &mut Context<Self>, topic: &str, left: Duration) {
         let live = self.shared.cdc.as_ref().map(|c| c.is_live());
         let join_ref = self.channels.get(topic).map(|s| s.join_ref.clone());
         let Some(join_ref) = join_ref else { return };
@@ -163,9 +161,9 @@ impl Handler<SubscribeOutcome> for SocketActor {
         if state.channel.is_none() {
             return;
         }
-        match msg.result {
-            Ok(()) => self.postgres_system(ctx, topic, true, SUBSCRIBED),
-            Err(error) => self.postgres_system(ctx, topic, false, &error.message),
+        // A live subscription was announced by the hub itself (ordered before its changes).
+        if let Err(error) = msg.result {
+            self.postgres_system(ctx, topic, false, &error.message);
         }
     }
 }

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web_actors::ws;
 use realtime_proto::client::{ClientEvent, ClientMessage};
 
 use super::actor::SocketActor;
@@ -16,7 +15,7 @@ const EXPIRY_SLACK: Duration = Duration::from_millis(50);
 
 impl SocketActor {
     /// (Re)arms the expiry check of a joined channel for its token's `exp`.
-    pub(super) fn schedule_token_check(&mut self, ctx: &mut ws::WebsocketContext<Self>, topic: &str) {
+    pub(super) fn schedule_token_check(&mut self, ctx: &mut Context<Self>, topic: &str) {
         let Some(state) = self.channels.get_mut(topic) else { return };
         if let Some(timer) = state.expiry_timer.take() {
             ctx.cancel_future(timer);
@@ -30,7 +29,7 @@ impl SocketActor {
         state.expiry_timer = Some(ctx.run_later(wait, move |act, ctx| act.check_token(ctx, &topic_owned)));
     }
 
-    fn check_token(&mut self, ctx: &mut ws::WebsocketContext<Self>, topic: &str) {
+    fn check_token(&mut self, ctx: &mut Context<Self>, topic: &str) {
         let Some(state) = self.channels.get_mut(topic) else { return };
         state.expiry_timer = None;
         match self.shared.verifier.verify(&state.token) {
@@ -42,7 +41,7 @@ impl SocketActor {
         }
     }
 
-    pub(super) fn on_access_token(&mut self, ctx: &mut ws::WebsocketContext<Self>, msg: ClientMessage) {
+    pub(super) fn on_access_token(&mut self, ctx: &mut Context<Self>, msg: ClientMessage) {
         let ClientEvent::AccessToken(token) = msg.event else { return };
         let Some(state) = self.channels.get_mut(&msg.topic) else { return };
         let Some(token) = token else { return };
@@ -57,7 +56,7 @@ impl SocketActor {
                 let resubscribe = state.channel.is_some() && !state.postgres_changes.is_empty();
                 self.schedule_token_check(ctx, &msg.topic);
                 if resubscribe {
-                    self.subscribe_postgres(ctx, &msg.topic);
+                    self.subscribe_postgres(ctx, &msg.topic, true);
                 }
             }
             Err(error) => {

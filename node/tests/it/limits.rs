@@ -84,8 +84,8 @@ async fn t62_max_channel_members() {
 }
 
 #[tokio::test]
-async fn t63_joins_per_second_closes_socket_with_1001() {
-    let server = Server::start(&["--max-joins-per-second", "3"]);
+async fn t63_joins_per_second_per_socket_closes_that_socket_with_1001() {
+    let server = Server::start(&["--max-client-joins-per-second", "3"]);
     for vsn in VSNS {
         let mut c = server.client(vsn).await;
         let mut refs = Vec::new();
