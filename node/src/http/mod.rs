@@ -1,6 +1,7 @@
 //! HTTP routes: the WebSocket endpoint, the REST broadcast API, health and metrics. Routes only; the
 //! handlers live in the submodules.
 
+pub mod batch;
 pub mod health;
 pub mod rest;
 pub mod server;

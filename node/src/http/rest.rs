@@ -1,18 +1,28 @@
 //! The REST broadcast API (PROTOCOL.md §3.5–3.6), for backends without a socket:
 //! `POST /api/broadcast` (a batch of JSON messages) and `POST /api/broadcast/{topic}/events/{event}`
 //! (one message, JSON or raw bytes). Both enter the same channel fan-out as socket broadcasts.
+//!
+//! What a request may cost is bounded before it is paid: at most `max_rest_concurrency` requests are
+//! processed at once (each holds a [`RestSlot`] while it reads and parses its body; more are refused
+//! with 429 before their body is read), a body is read only up to its size limit, and a batch's
+//! messages are counted while they are parsed ([`batch`]), so a 100,000-message batch is refused after
+//! its first `max_rest_batch` + 1 messages, not after building all of them.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt as _;
 use realtime_proto::binary::BinaryEncoding;
 use realtime_proto::server;
 use serde_json::{json, Map, Value};
 
+use super::batch::{self, BatchError};
+use super::server::MAX_REST_BODY;
 use crate::channel::messages::{Broadcast, BroadcastBody, Lookup};
 use crate::channel::TopicKey;
 use crate::metrics::{metrics, Refusal};
@@ -33,6 +43,47 @@ fn unauthorized() -> HttpResponse {
 fn rate_limited(text: &str) -> HttpResponse {
     metrics().refused(Refusal::RestRate);
     message(actix_web::http::StatusCode::TOO_MANY_REQUESTS, text)
+}
+
+/// One REST request being processed; released when dropped.
+pub struct RestSlot<'a>(&'a Shared);
+
+impl RestSlot<'_> {
+    /// A slot, or `None` when `max_rest_concurrency` requests are already in flight.
+    pub fn acquire(shared: &Shared) -> Option<RestSlot<'_>> {
+        let max = shared.config.limits.max_rest_concurrency;
+        let previous = shared.rest_in_flight.fetch_add(1, Ordering::AcqRel);
+        if previous >= max {
+            shared.rest_in_flight.fetch_sub(1, Ordering::AcqRel);
+            metrics().refused(Refusal::RestBusy);
+            return None;
+        }
+        Some(RestSlot(shared))
+    }
+}
+
+impl Drop for RestSlot<'_> {
+    fn drop(&mut self) {
+        self.0.rest_in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn busy() -> HttpResponse {
+    message(actix_web::http::StatusCode::TOO_MANY_REQUESTS, "Too many concurrent requests, retry later")
+}
+
+/// Reads a request body up to `max` bytes; `None` when it is larger (or the connection failed).
+async fn read_body(mut payload: web::Payload, max: usize) -> Result<Bytes, HttpResponse> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|_| message(actix_web::http::StatusCode::BAD_REQUEST, "Request body was cut"))?;
+        if body.len() + chunk.len() > max {
+            return Err(message(actix_web::http::StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// `Authorization: Bearer <t>`, else the `apikey` header, else the `apikey` query parameter.
@@ -98,24 +149,43 @@ fn validate(message: &Value, max_payload: usize) -> Map<String, Value> {
 }
 
 /// `POST /api/broadcast`: `{"messages":[{"topic","event","payload","private"?,"id"?}]}` → 202.
-pub async fn broadcast_batch(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> HttpResponse {
+pub async fn broadcast_batch(
+    req: HttpRequest,
+    payload: web::Payload,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    let Some(_slot) = RestSlot::acquire(&shared) else { return busy() };
     if !authorised(&req, &shared) {
         return unauthorized();
     }
-    let Ok(parsed) = serde_json::from_slice::<Value>(&body) else {
-        return message(actix_web::http::StatusCode::BAD_REQUEST, "Request body is not valid JSON");
+    let body = match read_body(payload, MAX_REST_BODY).await {
+        Ok(body) => body,
+        Err(response) => return response,
     };
-    let Some(messages) = parsed.get("messages").and_then(Value::as_array) else {
-        return HttpResponse::UnprocessableEntity().json(json!({"errors": {"messages": ["can't be blank"]}}));
+    let limits = &shared.config.limits;
+    let rate = limits.max_rest_events_per_second as usize;
+    let messages = match batch::messages(&body, limits.max_rest_batch.min(rate)) {
+        Ok(Some(messages)) => messages,
+        Ok(None) => {
+            return HttpResponse::UnprocessableEntity()
+                .json(json!({"errors": {"messages": ["can't be blank"]}}));
+        }
+        Err(BatchError::Json) => {
+            return message(actix_web::http::StatusCode::BAD_REQUEST, "Request body is not valid JSON");
+        }
+        Err(BatchError::TooMany { .. }) if limits.max_rest_batch >= rate => {
+            return rate_limited("Too many messages to broadcast, please reduce the batch size");
+        }
+        Err(BatchError::TooMany { max }) => {
+            metrics().refused(Refusal::RestBatchTooLarge);
+            let reason = format!("at most {max} messages per request");
+            return HttpResponse::UnprocessableEntity().json(json!({"errors": {"messages": [reason]}}));
+        }
     };
-    let max_payload = shared.config.limits.max_payload_bytes;
+    let max_payload = limits.max_payload_bytes;
     let errors: Vec<Map<String, Value>> = messages.iter().map(|m| validate(m, max_payload)).collect();
     if errors.iter().any(|e| !e.is_empty()) {
         return HttpResponse::UnprocessableEntity().json(json!({"errors": {"messages": errors}}));
-    }
-    let limit = shared.config.limits.max_rest_events_per_second as usize;
-    if messages.len() > limit {
-        return rate_limited("Too many messages to broadcast, please reduce the batch size");
     }
     if !shared.rest.allow(messages.len() as u32) {
         return rate_limited("You have exceeded your rate limit");
@@ -150,15 +220,20 @@ fn body_encoding(headers: &HeaderMap) -> Option<BinaryEncoding> {
 pub async fn broadcast_single(
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    body: Bytes,
+    payload: web::Payload,
     shared: web::Data<Shared>,
 ) -> HttpResponse {
+    let Some(_slot) = RestSlot::acquire(&shared) else { return busy() };
     let Some(encoding) = body_encoding(req.headers()) else {
         return HttpResponse::UnsupportedMediaType().json(json!({ "error": UNSUPPORTED_MEDIA_TYPE }));
     };
     if !authorised(&req, &shared) {
         return unauthorized();
     }
+    let body = match read_body(payload, MAX_REST_BODY).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     let private = web::Query::<HashMap<String, String>>::from_query(req.query_string())
         .ok()
         .and_then(|q| q.get("private").cloned())
