@@ -40,7 +40,7 @@ pub async fn upgrade(
 ) -> actix_web::Result<HttpResponse> {
     let params = query(&req);
     let checked = check(&req, &params, &shared);
-    let (vsn, token) = match checked {
+    let (vsn, token, user) = match checked {
         Ok(ok) => ok,
         Err((status, message)) => {
             let delay = shared.config.connect_error_delay;
@@ -65,18 +65,18 @@ pub async fn upgrade(
     let shared = shared.into_inner();
     SocketActor::create(move |ctx| {
         ctx.add_stream(inbound);
-        SocketActor::new(id, vsn, shared, token, outbox)
+        SocketActor::new(id, vsn, shared, token, user.as_deref().unwrap_or(""), outbox)
     });
     let response = handshake.message_body(actix_web::body::BodyStream::new(writer))?;
     Ok(HttpResponse::from(response.map_into_boxed_body()))
 }
 
-/// Serializer and token, or the refusal's status and message.
+/// Serializer, token and its user (`sub`), or the refusal's status and message.
 fn check(
     req: &HttpRequest,
     params: &HashMap<String, String>,
     shared: &Shared,
-) -> Result<(Vsn, String), (StatusCode, String)> {
+) -> Result<(Vsn, String, Option<String>), (StatusCode, String)> {
     if shared.is_draining() {
         metrics().refused(Refusal::Draining);
         return Err((StatusCode::SERVICE_UNAVAILABLE, "Server is shutting down".into()));
@@ -88,9 +88,9 @@ fn check(
         metrics().refused(Refusal::InvalidToken);
         (StatusCode::UNAUTHORIZED, TokenError::Missing.handshake_message())
     })?;
-    shared.verifier.verify(&token).map_err(|e| {
+    let claims = shared.verifier.verify(&token).map_err(|e| {
         metrics().refused(Refusal::InvalidToken);
         (StatusCode::UNAUTHORIZED, e.handshake_message())
     })?;
-    Ok((vsn, token))
+    Ok((vsn, token, claims.sub))
 }

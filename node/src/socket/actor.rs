@@ -89,11 +89,17 @@ pub struct SocketActor {
 }
 
 impl SocketActor {
-    pub fn new(id: ConnId, vsn: Vsn, shared: Arc<Shared>, token: String, outbox: Outbox) -> SocketActor {
+    pub fn new(
+        id: ConnId,
+        vsn: Vsn,
+        shared: Arc<Shared>,
+        token: String,
+        user: &str,
+        outbox: Outbox,
+    ) -> SocketActor {
         let limits = &shared.config.limits;
         let events = RateWindow::new(limits.max_events_per_second, Duration::from_secs(1));
         let joins = RateWindow::new(limits.max_client_joins_per_second, Duration::from_secs(1));
-        let user = shared.verifier.verify(&token).ok().and_then(|c| c.sub).unwrap_or_default();
         let span = tracing::debug_span!("socket", conn = id, user = %user, vsn = %vsn);
         SocketActor {
             id,
@@ -333,6 +339,10 @@ impl StreamHandler<Result<Frame, ProtocolError>> for SocketActor {
             Err(ProtocolError::Overflow) => {
                 metrics().refused(Refusal::FrameTooLarge);
                 self.close(ctx, 1009, "frame too large")
+            }
+            Err(ProtocolError::Io(error)) => {
+                tracing::debug!(parent: &self.span, %error, "connection lost");
+                ctx.stop();
             }
             Err(error) => {
                 tracing::debug!(parent: &self.span, %error, "websocket protocol error");
