@@ -322,6 +322,13 @@ fn read_file(path: &Path) -> Result<Settings, ConfigError> {
         .map_err(|source| ConfigError::ParseFile { path: path.to_owned(), source: Box::new(source) })
 }
 
+/// `s.<field>`, or its default; refused when zero (named after the field).
+macro_rules! setting {
+    ($s:ident . $field:ident, $default:expr) => {
+        positive(stringify!($field), $s.$field.unwrap_or($default))
+    };
+}
+
 fn positive<T: PartialEq + Default>(name: &'static str, value: T) -> Result<T, ConfigError> {
     if value == T::default() {
         Err(ConfigError::Zero { name })
@@ -353,98 +360,50 @@ impl Config {
             hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "realtime".into())
         });
         let limits = Limits {
-            max_connections: positive("max_connections", s.max_connections.unwrap_or(d::MAX_CONNECTIONS))?,
-            max_channel_members: positive(
-                "max_channel_members",
-                s.max_channel_members.unwrap_or(d::MAX_CHANNEL_MEMBERS),
+            max_connections: setting!(s.max_connections, d::MAX_CONNECTIONS)?,
+            max_channel_members: setting!(s.max_channel_members, d::MAX_CHANNEL_MEMBERS)?,
+            max_channels_per_client: setting!(s.max_channels_per_client, d::MAX_CHANNELS_PER_CLIENT)?,
+            max_events_per_second: setting!(s.max_events_per_second, d::MAX_EVENTS_PER_SECOND)?,
+            max_joins_per_second: setting!(s.max_joins_per_second, d::MAX_JOINS_PER_SECOND)?,
+            max_payload_bytes: setting!(s.max_payload_bytes, d::MAX_PAYLOAD_BYTES)?,
+            max_rest_events_per_second: setting!(
+                s.max_rest_events_per_second,
+                d::MAX_REST_EVENTS_PER_SECOND
             )?,
-            max_channels_per_client: positive(
-                "max_channels_per_client",
-                s.max_channels_per_client.unwrap_or(d::MAX_CHANNELS_PER_CLIENT),
+            presence_max_calls: setting!(s.presence_max_calls, d::PRESENCE_MAX_CALLS)?,
+            presence_window: Duration::from_millis(setting!(s.presence_window_ms, d::PRESENCE_WINDOW_MS)?),
+            max_frame_bytes: setting!(s.max_frame_bytes, d::MAX_FRAME_BYTES)?,
+            max_outbox_bytes: setting!(s.max_outbox_bytes, d::MAX_OUTBOX_BYTES)?,
+            max_outbox_frames: setting!(s.max_outbox_frames, d::MAX_OUTBOX_FRAMES)?,
+            write_timeout: Duration::from_millis(setting!(s.write_timeout_ms, d::WRITE_TIMEOUT_MS)?),
+            max_client_joins_per_second: setting!(
+                s.max_client_joins_per_second,
+                d::MAX_CLIENT_JOINS_PER_SECOND
             )?,
-            max_events_per_second: positive(
-                "max_events_per_second",
-                s.max_events_per_second.unwrap_or(d::MAX_EVENTS_PER_SECOND),
-            )?,
-            max_joins_per_second: positive(
-                "max_joins_per_second",
-                s.max_joins_per_second.unwrap_or(d::MAX_JOINS_PER_SECOND),
-            )?,
-            max_payload_bytes: positive(
-                "max_payload_bytes",
-                s.max_payload_bytes.unwrap_or(d::MAX_PAYLOAD_BYTES),
-            )?,
-            max_rest_events_per_second: positive(
-                "max_rest_events_per_second",
-                s.max_rest_events_per_second.unwrap_or(d::MAX_REST_EVENTS_PER_SECOND),
-            )?,
-            presence_max_calls: positive(
-                "presence_max_calls",
-                s.presence_max_calls.unwrap_or(d::PRESENCE_MAX_CALLS),
-            )?,
-            presence_window: Duration::from_millis(positive(
-                "presence_window_ms",
-                s.presence_window_ms.unwrap_or(d::PRESENCE_WINDOW_MS),
-            )?),
-            max_frame_bytes: positive("max_frame_bytes", s.max_frame_bytes.unwrap_or(d::MAX_FRAME_BYTES))?,
-            max_outbox_bytes: positive(
-                "max_outbox_bytes",
-                s.max_outbox_bytes.unwrap_or(d::MAX_OUTBOX_BYTES),
-            )?,
-            max_outbox_frames: positive(
-                "max_outbox_frames",
-                s.max_outbox_frames.unwrap_or(d::MAX_OUTBOX_FRAMES),
-            )?,
-            write_timeout: Duration::from_millis(positive(
-                "write_timeout_ms",
-                s.write_timeout_ms.unwrap_or(d::WRITE_TIMEOUT_MS),
-            )?),
-            max_client_joins_per_second: positive(
-                "max_client_joins_per_second",
-                s.max_client_joins_per_second.unwrap_or(d::MAX_CLIENT_JOINS_PER_SECOND),
-            )?,
-            max_token_joins_per_second: positive(
-                "max_token_joins_per_second",
-                s.max_token_joins_per_second.unwrap_or(d::MAX_TOKEN_JOINS_PER_SECOND),
+            max_token_joins_per_second: setting!(
+                s.max_token_joins_per_second,
+                d::MAX_TOKEN_JOINS_PER_SECOND
             )?,
             budget: Budget {
                 max_topic_bytes: match s.max_topic_bytes.unwrap_or(d::MAX_TOPIC_BYTES) {
                     n @ 1..=255 => n,
                     _ => return Err(ConfigError::Range { name: "max_topic_bytes", min: 1, max: 255 }),
                 },
-                max_ref_bytes: positive("max_ref_bytes", s.max_ref_bytes.unwrap_or(d::MAX_REF_BYTES))?,
-                max_presence_key_bytes: positive(
-                    "max_presence_key_bytes",
-                    s.max_presence_key_bytes.unwrap_or(d::MAX_PRESENCE_KEY_BYTES),
-                )?,
-                max_presence_depth: positive(
-                    "max_presence_depth",
-                    s.max_presence_depth.unwrap_or(d::MAX_PRESENCE_DEPTH),
-                )?,
-                max_postgres_changes: positive(
-                    "max_postgres_changes",
-                    s.max_postgres_changes.unwrap_or(d::MAX_POSTGRES_CHANGES),
-                )?,
-                max_filter_bytes: positive(
-                    "max_filter_bytes",
-                    s.max_filter_bytes.unwrap_or(d::MAX_FILTER_BYTES),
-                )?,
+                max_ref_bytes: setting!(s.max_ref_bytes, d::MAX_REF_BYTES)?,
+                max_presence_key_bytes: setting!(s.max_presence_key_bytes, d::MAX_PRESENCE_KEY_BYTES)?,
+                max_presence_depth: setting!(s.max_presence_depth, d::MAX_PRESENCE_DEPTH)?,
+                max_postgres_changes: setting!(s.max_postgres_changes, d::MAX_POSTGRES_CHANGES)?,
+                max_filter_bytes: setting!(s.max_filter_bytes, d::MAX_FILTER_BYTES)?,
             },
-            max_rest_batch: positive("max_rest_batch", s.max_rest_batch.unwrap_or(d::MAX_REST_BATCH))?,
-            max_rest_concurrency: positive(
-                "max_rest_concurrency",
-                s.max_rest_concurrency.unwrap_or(d::MAX_REST_CONCURRENCY),
-            )?,
+            max_rest_batch: setting!(s.max_rest_batch, d::MAX_REST_BATCH)?,
+            max_rest_concurrency: setting!(s.max_rest_concurrency, d::MAX_REST_CONCURRENCY)?,
         };
         let cdc = match s.database_url.filter(|url| !url.is_empty()) {
             Some(database_url) => Some(CdcConfig {
                 database_url,
                 publication: s.publication.unwrap_or_else(|| d::PUBLICATION.into()),
                 slot: s.slot.unwrap_or_else(|| d::SLOT.into()),
-                max_record_bytes: positive(
-                    "max_record_bytes",
-                    s.max_record_bytes.unwrap_or(d::MAX_RECORD_BYTES),
-                )?,
+                max_record_bytes: setting!(s.max_record_bytes, d::MAX_RECORD_BYTES)?,
                 resume_grace: Duration::from_millis(s.cdc_resume_grace_ms.unwrap_or(d::CDC_RESUME_GRACE_MS)),
                 flush_deadline: limits.write_timeout,
             }),
@@ -458,10 +417,7 @@ impl Config {
             jwks_json,
             node_id,
             limits,
-            idle_timeout: Duration::from_millis(positive(
-                "idle_timeout_ms",
-                s.idle_timeout_ms.unwrap_or(d::IDLE_TIMEOUT_MS),
-            )?),
+            idle_timeout: Duration::from_millis(setting!(s.idle_timeout_ms, d::IDLE_TIMEOUT_MS)?),
             join_error_delay: Duration::from_millis(s.join_error_delay_ms.unwrap_or(d::JOIN_ERROR_DELAY_MS)),
             connect_error_delay: Duration::from_millis(
                 s.connect_error_delay_ms.unwrap_or(d::CONNECT_ERROR_DELAY_MS),
@@ -521,6 +477,14 @@ mod tests {
         assert!(matches!(err, ConfigError::ParseFile { .. }), "{err}");
         let err = Config::from_settings(Settings { max_joins_per_second: Some(0), ..Settings::default() });
         assert!(matches!(err, Err(ConfigError::Zero { name: "max_joins_per_second" })));
+        let err = Config::from_settings(Settings { max_topic_bytes: Some(256), ..Settings::default() });
+        assert!(
+            matches!(err, Err(ConfigError::Range { name: "max_topic_bytes", .. })),
+            "binary frames carry ≤ 255"
+        );
+        let c = Config::from_settings(Settings::default()).unwrap();
+        assert_eq!(c.limits.max_outbox_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.limits.budget.max_topic_bytes, 255);
     }
 
     #[test]
