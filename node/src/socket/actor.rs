@@ -184,6 +184,17 @@ impl SocketActor {
         Some(state)
     }
 
+    /// Answers the pushes that waited for a join that was refused: there is no such channel. They
+    /// follow the join's error reply (after the same delay).
+    pub(super) fn refuse_pending(&self, ctx: &mut Context<Self>, pending: &[ClientMessage]) {
+        for push in pending {
+            let (join_ref, msg_ref) = (push.join_ref.as_deref(), push.msg_ref.as_deref());
+            let frame =
+                server::error_reply(self.vsn, join_ref, msg_ref, &push.topic, reason::UNMATCHED_TOPIC);
+            self.send_join_error(ctx, frame);
+        }
+    }
+
     /// Closes the WebSocket with a code and reason (once what is queued is written) and stops.
     pub(super) fn close(&self, ctx: &mut Context<Self>, code: u16, description: &str) {
         tracing::debug!(parent: &self.span, code, reason = description, "socket closed by the server");

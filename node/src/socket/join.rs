@@ -66,7 +66,7 @@ impl SocketActor {
         self.refuse_join(ctx, &msg.topic, msg.join_ref.as_deref(), msg.msg_ref.as_deref(), reason);
     }
 
-    fn send_join_error(&self, ctx: &mut Context<Self>, frame: OutFrame) {
+    pub(super) fn send_join_error(&self, ctx: &mut Context<Self>, frame: OutFrame) {
         let delay = self.shared.config.join_error_delay;
         if delay.is_zero() {
             self.send(ctx, frame);
@@ -243,9 +243,7 @@ impl Handler<JoinOutcome> for SocketActor {
                     msg_ref.as_deref(),
                     reason::CHANNEL_FULL,
                 );
-                for push in pending {
-                    self.reply_error(ctx, &push, reason::UNMATCHED_TOPIC);
-                }
+                self.refuse_pending(ctx, &pending);
             }
         }
     }

@@ -61,6 +61,7 @@ impl SocketActor {
             let state = self.remove_channel(ctx, topic);
             let (join_ref, msg_ref) = state.map(|s| (s.join_ref, s.join_msg_ref)).unwrap_or_default();
             let reason = format!("PostgresChangesDisabled: {POSTGRES_CHANGES_DISABLED}");
+            // (Nothing can be pending yet: the join was just received.)
             return self.refuse_join(ctx, topic, join_ref.as_deref(), msg_ref.as_deref(), &reason);
         }
         let owned = topic.to_owned();
@@ -71,6 +72,7 @@ impl SocketActor {
                 wait.as_millis()
             );
             act.refuse_join(ctx, &owned, state.join_ref.as_deref(), state.join_msg_ref.as_deref(), &reason);
+            act.refuse_pending(ctx, &state.pending);
         });
         if let Some(state) = self.channels.get_mut(topic) {
             state.postgres_wait = Some(timer);
@@ -154,6 +156,7 @@ impl Handler<SubscribeOutcome> for SocketActor {
                         state.join_msg_ref.as_deref(),
                         &reason,
                     );
+                    self.refuse_pending(ctx, &state.pending);
                 }
             }
             return;
