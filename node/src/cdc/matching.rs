@@ -21,9 +21,11 @@
 //! text compares by bytes (collation `C`), dates and times must be ISO 8601 (UTC when no offset is
 //! given), regular expressions have no back-references or lookaround, unknown types (enums, domains,
 //! `interval`, …) compare as text. Casting happens per call; regular expressions are cached per thread.
+//! LIKE/ILIKE run in linear time (submodule `like`).
 
 mod cast;
 mod datetime;
+mod like;
 mod number;
 mod pattern;
 
@@ -34,6 +36,7 @@ use realtime_proto::postgres::{parse_array_literal, Condition, FilterOp, FilterV
 
 use self::cast::{compare, parse_bool, Datum, Family, TextKind};
 pub use self::cast::{regtype_name, PgError};
+use self::like::{BytesLike, TextLike};
 
 /// The most values an `in` condition may list (the reference's trigger limit).
 pub const MAX_IN_VALUES: usize = 100;
@@ -174,12 +177,12 @@ fn evaluate_like(family: &Family, pattern: &str, value: &str, case_insensitive: 
                 Datum::Text(t) => t,
                 _ => return None,
             };
-            pattern::like_text(&value, pattern, ci)
+            Some(TextLike::new(pattern, ci)?.is_match(&value))
         }
-        Family::Other => pattern::like_text(value, pattern, case_insensitive),
+        Family::Other => Some(TextLike::new(pattern, case_insensitive)?.is_match(value)),
         Family::Bytea if !case_insensitive => {
             match (cast::cast(family, value).ok()?, cast::cast(family, pattern).ok()?) {
-                (Datum::Bytes(v), Datum::Bytes(p)) => pattern::like_bytes(&v, &p),
+                (Datum::Bytes(v), Datum::Bytes(p)) => Some(BytesLike::new(&p)?.is_match(&v)),
                 _ => None,
             }
         }

@@ -1,7 +1,4 @@
-//! `LIKE`/`ILIKE` patterns and POSIX regular expressions (`~`, `~*`) as PostgreSQL reads them.
-//!
-//! LIKE: `%` matches any run, `_` one character (one byte for `bytea`), `\` makes the next one literal;
-//! a pattern ending in `\` is an error (`None`). ILIKE lower-cases both sides (Unicode rules).
+//! POSIX regular expressions (`~`, `~*`) as PostgreSQL reads them. (`LIKE` is in the sibling `like`.)
 //!
 //! Regular expressions are PostgreSQL's ARE flavour run on the `regex` crate: the common syntax is the
 //! same, and the ARE-only spellings are rewritten (`\m \M \y \Y \Z`, `\B` for a backslash, `\b` for
@@ -13,82 +10,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use regex::{Regex, RegexBuilder};
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Token<T> {
-    Any,
-    One,
-    Lit(T),
-}
-
-/// `value LIKE pattern` over a sequence of characters or bytes. `None` if the pattern ends with `\`.
-pub fn like<T: Copy + PartialEq>(
-    value: &[T],
-    pattern: &[T],
-    [percent, underscore, escape]: [T; 3],
-) -> Option<bool> {
-    let mut tokens = Vec::with_capacity(pattern.len());
-    let mut items = pattern.iter();
-    while let Some(&item) = items.next() {
-        tokens.push(if item == escape {
-            Token::Lit(*items.next()?)
-        } else if item == percent {
-            Token::Any
-        } else if item == underscore {
-            Token::One
-        } else {
-            Token::Lit(item)
-        });
-    }
-    // Wildcard matching with backtracking to the last `%`.
-    let (mut v, mut p) = (0, 0);
-    let mut retry: Option<(usize, usize)> = None;
-    while v < value.len() {
-        match tokens.get(p) {
-            Some(Token::Any) => {
-                retry = Some((p + 1, v));
-                p += 1;
-                continue;
-            }
-            Some(Token::One) => {
-                v += 1;
-                p += 1;
-                continue;
-            }
-            Some(Token::Lit(c)) if *c == value[v] => {
-                v += 1;
-                p += 1;
-                continue;
-            }
-            _ => {}
-        }
-        let Some((after_any, start)) = retry else { return Some(false) };
-        let start = start + 1;
-        retry = Some((after_any, start));
-        (p, v) = (after_any, start);
-        if start > value.len() {
-            return Some(false);
-        }
-    }
-    Some(tokens[p..].iter().all(|t| *t == Token::Any))
-}
-
-/// Text LIKE / ILIKE.
-pub fn like_text(value: &str, pattern: &str, case_insensitive: bool) -> Option<bool> {
-    let chars = |s: &str| -> Vec<char> {
-        if case_insensitive {
-            s.chars().flat_map(char::to_lowercase).collect()
-        } else {
-            s.chars().collect()
-        }
-    };
-    like(&chars(value), &chars(pattern), ['%', '_', '\\'])
-}
-
-/// Bytes LIKE (`bytea ~~ bytea`).
-pub fn like_bytes(value: &[u8], pattern: &[u8]) -> Option<bool> {
-    like(value, pattern, [b'%', b'_', b'\\'])
-}
 
 const CACHE_CAPACITY: usize = 256;
 /// Compiled-size limits: a filter must not make a worker build a huge automaton.
@@ -338,41 +259,6 @@ mod tests {
 
     fn m(pattern: &str, value: &str) -> bool {
         regex(pattern, false).unwrap().is_match(value)
-    }
-
-    #[test]
-    fn like_patterns() {
-        for (value, pattern, expected) in [
-            ("hello", "hel%", true),
-            ("hello", "%llo", true),
-            ("hello", "%l%", true),
-            ("hello", "h_llo", true),
-            ("hello", "h_lo", false),
-            ("hello", "hello%", true),
-            ("hello", "%", true),
-            ("", "%", true),
-            ("", "_", false),
-            ("", "", true),
-            ("a", "", false),
-            ("50%", "50\\%", true),
-            ("500", "50\\%", false),
-            ("a_b", "a\\_b", true),
-            ("axb", "a\\_b", false),
-            ("a\\b", "a\\\\b", true),
-            ("abcabc", "%abc", true),
-            ("aXbXc", "a%b%c", true),
-            ("ab", "a%b%c", false),
-            ("héllo", "h_llo", true),
-            ("mississippi", "%iss%pi", true),
-            ("Hello", "hel%", false),
-        ] {
-            assert_eq!(like_text(value, pattern, false), Some(expected), "{value:?} LIKE {pattern:?}");
-        }
-        assert_eq!(like_text("Hello", "hel%", true), Some(true));
-        assert_eq!(like_text("ÉTÉ", "été", true), Some(true));
-        assert_eq!(like_text("abc", "ab\\", false), None);
-        assert_eq!(like_bytes(b"\x01\x02\x03", b"\x01%"), Some(true));
-        assert_eq!(like_bytes(b"\xff", b"_"), Some(true));
     }
 
     #[test]
