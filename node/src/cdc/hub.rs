@@ -378,7 +378,7 @@ impl Hub {
                 if p.event.matches(change.kind.as_str())
                     && name_matches(&p.schema, &table.schema)
                     && name_matches(&p.table, &table.name)
-                    && matching::matches(&p.filters, |column| change.filter_value(column))
+                    && group.filter.matches(|column| change.filter_value(column))
                 {
                     matched.push((index, key.clone()));
                 }

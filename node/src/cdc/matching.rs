@@ -20,40 +20,150 @@
 //! Type limits are listed in the submodules (`cast`, `number`, `datetime`, `pattern`); the main ones:
 //! text compares by bytes (collation `C`), dates and times must be ISO 8601 (UTC when no offset is
 //! given), regular expressions have no back-references or lookaround, unknown types (enums, domains,
-//! `interval`, …) compare as text. Casting happens per call; regular expressions are cached per thread.
+//! `interval`, …) compare as text.
+//!
+//! Cost per change: a [`Filter`] is built once per subscription group, and each of its patterns is
+//! compiled the first time a column type needs it and then kept, so a change costs a cast and one scan
+//! of the value per condition — `LIKE`/`ILIKE` in linear time (submodule `like`), regular expressions
+//! within the `regex` crate's bounds (submodule `pattern`). Values are cast per call.
 
 mod cast;
 mod datetime;
+mod like;
 mod number;
 mod pattern;
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::sync::{Arc, OnceLock};
 
 use realtime_proto::postgres::{parse_array_literal, Condition, FilterOp, FilterValue};
+use regex::Regex;
 
 use self::cast::{compare, parse_bool, Datum, Family, TextKind};
 pub use self::cast::{regtype_name, PgError};
+use self::like::{BytesLike, TextLike};
 
 /// The most values an `in` condition may list (the reference's trigger limit).
 pub const MAX_IN_VALUES: usize = 100;
 
-/// Whether a row passes every condition (§5.2): each condition's column must be present
-/// (`lookup` → `Some((typname, text value or None for SQL NULL))`) and the comparison must be true; a
-/// NULL comparison does not match. No conditions → true.
-pub fn matches<'a>(
-    conditions: &[Condition],
-    lookup: impl Fn(&str) -> Option<(&'a str, Option<&'a str>)>,
-) -> bool {
-    conditions.iter().all(|cond| match lookup(&cond.column) {
-        Some((typname, value)) => evaluate(cond, typname, value) == Some(true),
-        None => false,
-    })
+/// A subscription's conditions (an AND), ready to be evaluated against many changes.
+pub struct Filter {
+    conditions: Vec<Prepared>,
+}
+
+impl Filter {
+    pub fn new(conditions: &[Condition]) -> Filter {
+        Filter { conditions: conditions.iter().cloned().map(Prepared::new).collect() }
+    }
+
+    /// Whether a row passes every condition (§5.2): each condition's column must be present
+    /// (`lookup` → `Some((typname, text value or None for SQL NULL))`) and the comparison must be true;
+    /// a NULL comparison does not match. No conditions → true.
+    pub fn matches<'a>(&self, lookup: impl Fn(&str) -> Option<(&'a str, Option<&'a str>)>) -> bool {
+        self.conditions.iter().all(|prepared| match lookup(&prepared.cond.column) {
+            Some((typname, value)) => evaluate(prepared, typname, value) == Some(true),
+            None => false,
+        })
+    }
+}
+
+/// What a pattern is compiled for: the column type decides (a wildcard subscription meets several).
+#[derive(Clone, Copy)]
+enum Variant {
+    /// LIKE on text; `char(n)` drops the pattern's trailing spaces; `citext` is case-insensitive.
+    Text {
+        bpchar: bool,
+        case_insensitive: bool,
+    },
+    /// LIKE on `bytea`: the pattern cast to bytes.
+    Bytes,
+    Regex {
+        case_insensitive: bool,
+    },
+}
+
+impl Variant {
+    const COUNT: usize = 7;
+
+    fn slot(self) -> usize {
+        match self {
+            Variant::Text { bpchar, case_insensitive } => {
+                2 * usize::from(bpchar) + usize::from(case_insensitive)
+            }
+            Variant::Bytes => 4,
+            Variant::Regex { case_insensitive } => 5 + usize::from(case_insensitive),
+        }
+    }
+}
+
+enum Compiled {
+    Text(TextLike),
+    Bytes(BytesLike),
+    Regex(Arc<Regex>),
+}
+
+/// One condition and its compiled patterns.
+struct Prepared {
+    cond: Condition,
+    /// Per [`Variant::slot`]: the compiled pattern, once needed; `None` if it does not compile (the
+    /// condition is then NULL, as PostgreSQL would raise).
+    compiled: [OnceLock<Option<Compiled>>; Variant::COUNT],
+}
+
+impl Prepared {
+    fn new(cond: Condition) -> Prepared {
+        Prepared { cond, compiled: std::array::from_fn(|_| OnceLock::new()) }
+    }
+
+    fn compiled(&self, variant: Variant) -> Option<&Compiled> {
+        self.compiled[variant.slot()].get_or_init(|| self.compile(variant)).as_ref()
+    }
+
+    fn compile(&self, variant: Variant) -> Option<Compiled> {
+        let pattern = filter_text(&self.cond.value);
+        match variant {
+            Variant::Text { bpchar, case_insensitive } => {
+                // The pattern cast to text loses the trailing spaces of a char(n) comparison.
+                let pattern = if bpchar { pattern.trim_end_matches(' ') } else { &pattern };
+                TextLike::new(pattern, case_insensitive).map(Compiled::Text)
+            }
+            Variant::Bytes => match cast::cast(&Family::Bytea, &pattern).ok()? {
+                Datum::Bytes(pattern) => BytesLike::new(&pattern).map(Compiled::Bytes),
+                _ => None,
+            },
+            Variant::Regex { case_insensitive } => {
+                pattern::regex(&pattern, case_insensitive).ok().map(Compiled::Regex)
+            }
+        }
+    }
+
+    fn text_like(&self, variant: Variant) -> Option<&TextLike> {
+        match self.compiled(variant)? {
+            Compiled::Text(like) => Some(like),
+            _ => None,
+        }
+    }
+
+    fn bytes_like(&self) -> Option<&BytesLike> {
+        match self.compiled(Variant::Bytes)? {
+            Compiled::Bytes(like) => Some(like),
+            _ => None,
+        }
+    }
+
+    fn regex(&self, case_insensitive: bool) -> Option<&Regex> {
+        match self.compiled(Variant::Regex { case_insensitive })? {
+            Compiled::Regex(re) => Some(re),
+            _ => None,
+        }
+    }
 }
 
 /// One condition against one column: `typname` is the column's `pg_type.typname`, `value` its text
 /// output (`None` = SQL NULL). `None` = the SQL result is NULL (or PostgreSQL would raise).
-pub fn evaluate(cond: &Condition, typname: &str, value: Option<&str>) -> Option<bool> {
+fn evaluate(prepared: &Prepared, typname: &str, value: Option<&str>) -> Option<bool> {
+    let cond = &prepared.cond;
     let family = Family::of(typname);
     let result = match cond.op {
         FilterOp::Is => return evaluate_is(&family, &filter_text(&cond.value), value, cond.negate),
@@ -97,15 +207,12 @@ pub fn evaluate(cond: &Condition, typname: &str, value: Option<&str>) -> Option<
             }
         }
         FilterOp::Like | FilterOp::Ilike => {
-            evaluate_like(&family, &filter_text(&cond.value), value?, cond.op == FilterOp::Ilike)
+            evaluate_like(prepared, &family, value?, cond.op == FilterOp::Ilike)
         }
         FilterOp::Match | FilterOp::Imatch => {
             let case_insensitive = cond.op == FilterOp::Imatch || family == Family::Text(TextKind::Citext);
             match family {
-                Family::Text(_) | Family::Other => {
-                    let re = pattern::regex(&filter_text(&cond.value), case_insensitive).ok()?;
-                    Some(re.is_match(value?))
-                }
+                Family::Text(_) | Family::Other => Some(prepared.regex(case_insensitive)?.is_match(value?)),
                 _ => None,
             }
         }
@@ -164,25 +271,27 @@ fn evaluate_is(family: &Family, keyword: &str, value: Option<&str>, negate: bool
     Some(result != negate)
 }
 
-fn evaluate_like(family: &Family, pattern: &str, value: &str, case_insensitive: bool) -> Option<bool> {
+fn evaluate_like(prepared: &Prepared, family: &Family, value: &str, case_insensitive: bool) -> Option<bool> {
     match family {
         Family::Text(kind) => {
-            let ci = case_insensitive || *kind == TextKind::Citext;
-            // char(n) keeps its padding on the left; the pattern, cast to text, loses trailing spaces.
-            let pattern = if *kind == TextKind::Bpchar { pattern.trim_end_matches(' ') } else { pattern };
+            let variant = Variant::Text {
+                bpchar: *kind == TextKind::Bpchar,
+                case_insensitive: case_insensitive || *kind == TextKind::Citext,
+            };
+            // char(n) keeps its padding on the left (the pattern loses its own: see `Prepared::compile`).
             let value = match cast::cast(family, value).ok()? {
                 Datum::Text(t) => t,
                 _ => return None,
             };
-            pattern::like_text(&value, pattern, ci)
+            Some(prepared.text_like(variant)?.is_match(&value))
         }
-        Family::Other => pattern::like_text(value, pattern, case_insensitive),
-        Family::Bytea if !case_insensitive => {
-            match (cast::cast(family, value).ok()?, cast::cast(family, pattern).ok()?) {
-                (Datum::Bytes(v), Datum::Bytes(p)) => pattern::like_bytes(&v, &p),
-                _ => None,
-            }
+        Family::Other => {
+            Some(prepared.text_like(Variant::Text { bpchar: false, case_insensitive })?.is_match(value))
         }
+        Family::Bytea if !case_insensitive => match cast::cast(family, value).ok()? {
+            Datum::Bytes(value) => Some(prepared.bytes_like()?.is_match(&value)),
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -290,7 +399,7 @@ mod tests {
 
     /// `evaluate` of `filter` (column `c`) on a value of type `typname`.
     fn ev(filter: &str, typname: &str, value: Option<&str>) -> Option<bool> {
-        evaluate(&cond(&format!("c={filter}")), typname, value)
+        evaluate(&Prepared::new(cond(&format!("c={filter}"))), typname, value)
     }
 
     fn check_err(filter: &str, typname: &str) -> String {
@@ -422,6 +531,7 @@ mod tests {
             negate: false,
             value: FilterValue::Single("{1,NULL}".into()),
         };
+        let with_null = Prepared::new(with_null);
         assert_eq!(evaluate(&with_null, "int4", Some("2")), NULL, "a NULL element makes a miss NULL");
         assert_eq!(evaluate(&with_null, "int4", Some("1")), T);
     }
@@ -444,6 +554,33 @@ mod tests {
         assert_eq!(ev(r"like.\x01%", "bytea", Some(r"\x0102")), NULL, "the pattern must cast to bytea");
         assert_eq!(ev("ilike.x", "bytea", Some(r"\x78")), NULL);
         assert_eq!(ev("like.1%", "int4", Some("10")), NULL, "no LIKE on integers");
+    }
+
+    /// A wildcard subscription meets its column under several types; each gets its own compiled form of
+    /// the one pattern, and keeps it.
+    #[test]
+    fn one_filter_serves_every_column_type() {
+        let like = Prepared::new(cond("c=like.ab%"));
+        for _ in 0..2 {
+            assert_eq!(evaluate(&like, "text", Some("abc")), T);
+            assert_eq!(evaluate(&like, "text", Some("ABc")), F);
+            assert_eq!(evaluate(&like, "citext", Some("ABc")), T);
+            assert_eq!(evaluate(&like, "bpchar", Some("ab  ")), T);
+            assert_eq!(evaluate(&like, "bytea", Some(r"\x616263")), T);
+            assert_eq!(evaluate(&like, "bytea", Some(r"\x6163")), F);
+            assert_eq!(evaluate(&like, "int4", Some("1")), NULL);
+        }
+        let spaces = Prepared::new(cond(r#"c=like."ab  ""#));
+        assert_eq!(
+            evaluate(&spaces, "bpchar", Some("ab")),
+            T,
+            "the pattern's trailing spaces go for char(n)"
+        );
+        assert_eq!(evaluate(&spaces, "text", Some("ab")), F);
+        let re = Prepared::new(cond("c=match.^ab"));
+        assert_eq!(evaluate(&re, "text", Some("ABc")), F);
+        assert_eq!(evaluate(&re, "citext", Some("ABc")), T);
+        assert_eq!(evaluate(&re, "text", Some("abc")), T);
     }
 
     #[test]
@@ -499,6 +636,7 @@ mod tests {
                 _ => None,
             }
         };
+        let matches = |conditions: &[Condition], row| Filter::new(conditions).matches(row);
         assert!(matches(&conditions, row(Some("5"), Some("hello"))));
         assert!(!matches(&conditions, row(Some("5"), Some("bye"))));
         assert!(!matches(&conditions, row(Some("0"), Some("hello"))));

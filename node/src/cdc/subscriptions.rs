@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use realtime_proto::postgres::SubscriptionParams;
 
+use super::matching::Filter;
 use super::rls::Viewer;
 use crate::channel::ConnId;
 
@@ -59,6 +60,8 @@ impl Viewers {
 /// Channels subscribed with the same parameters under the same viewer.
 pub struct Group {
     pub params: SubscriptionParams,
+    /// `params.filters`, with their patterns compiled once for the group rather than per change.
+    pub filter: Filter,
     pub viewer: ViewerId,
     /// Member channels and the id of their entry.
     pub members: HashMap<ChannelKey, u32>,
@@ -102,6 +105,7 @@ impl SubscriptionIndex {
         for entry in entries {
             let key: GroupKey = (entry.canonical, viewer);
             let group = self.groups.entry(key.clone()).or_insert_with(|| Group {
+                filter: Filter::new(&entry.params.filters),
                 params: entry.params,
                 viewer,
                 members: HashMap::new(),
