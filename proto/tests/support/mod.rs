@@ -22,12 +22,17 @@ pub fn config() -> Config {
     Config { cases: cases(), failure_persistence: None, ..Config::default() }
 }
 
-/// `REALTIME_FUZZ_CASES` (underscores allowed: `1_000_000`), else [`DEFAULT_CASES`].
+/// `REALTIME_FUZZ_CASES` (underscores allowed: `1_000_000`), else [`DEFAULT_CASES`]. A value that is
+/// not a count fails the run rather than silently running the default.
 pub fn cases() -> u32 {
-    std::env::var("REALTIME_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.trim().replace('_', "").parse().ok())
-        .unwrap_or(DEFAULT_CASES)
+    match std::env::var("REALTIME_FUZZ_CASES") {
+        Ok(v) => v
+            .trim()
+            .replace('_', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("REALTIME_FUZZ_CASES={v:?} is not a count")),
+        Err(_) => DEFAULT_CASES,
+    }
 }
 
 /// Short strings that hit the interesting cases: empty, ASCII words, escapes, controls, multi-byte and

@@ -19,11 +19,17 @@ use proptest::test_runner::Config;
 
 use super::*;
 
+/// Cases per property: `REALTIME_FUZZ_CASES` (underscores allowed), else 2,000; as in
+/// `proto/tests/support`, failures are not persisted (a crash becomes a named regression test).
 fn config() -> Config {
-    let cases = std::env::var("REALTIME_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.trim().replace('_', "").parse().ok())
-        .unwrap_or(2_000);
+    let cases = match std::env::var("REALTIME_FUZZ_CASES") {
+        Ok(v) => v
+            .trim()
+            .replace('_', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("REALTIME_FUZZ_CASES={v:?} is not a count")),
+        Err(_) => 2_000,
+    };
     Config { cases, failure_persistence: None, ..Config::default() }
 }
 
