@@ -121,16 +121,17 @@ fn decode_v2_array(text: &str) -> Result<InboundFrame, DecodeError> {
         Err(e) if e.is_data() => return Err(DecodeError::NotAnArray),
         Err(e) => return Err(DecodeError::Json(e.to_string())),
     };
-    if items.len() < 5 {
-        return Err(DecodeError::NotAnArray);
-    }
+    // A pattern rather than a length check and indexing: a short array cannot reach a panic.
     let mut items = items.into_iter();
-    let mut next = || items.next().expect("length checked above");
-    let join_ref = parse_ref(&next(), "join_ref")?;
-    let msg_ref = parse_ref(&next(), "ref")?;
-    let topic = parse_string(&next(), "topic")?;
-    let event = parse_string(&next(), "event")?;
-    let payload = next();
+    let (Some(join_ref), Some(msg_ref), Some(topic), Some(event), Some(payload)) =
+        (items.next(), items.next(), items.next(), items.next(), items.next())
+    else {
+        return Err(DecodeError::NotAnArray);
+    };
+    let join_ref = parse_ref(&join_ref, "join_ref")?;
+    let msg_ref = parse_ref(&msg_ref, "ref")?;
+    let topic = parse_string(&topic, "topic")?;
+    let event = parse_string(&event, "event")?;
     Ok(InboundFrame { join_ref, msg_ref, topic, event, payload: InboundPayload::Json(payload) })
 }
 
