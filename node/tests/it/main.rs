@@ -11,6 +11,7 @@
 mod bad_input;
 mod broadcast;
 mod common;
+mod hostile;
 mod limits;
 mod ops;
 mod presence;
