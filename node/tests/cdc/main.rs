@@ -21,6 +21,7 @@ mod errors;
 mod filters;
 mod restart;
 mod rls;
+mod stalled;
 mod values;
 mod wait;
 
