@@ -21,6 +21,12 @@ use crate::metrics::{metrics, Refusal};
 /// The reply to a broadcast over the size limit when the sender asked for acks.
 const PAYLOAD_SIZE_EXCEEDED: &str = "\"payload_size_exceeded\"";
 
+/// Whether `data` is one JSON value in valid UTF-8 (serde_json does not check the UTF-8 of strings it
+/// skips, and 1.0.0 subscribers need the payload as text).
+fn is_json(data: &[u8]) -> bool {
+    std::str::from_utf8(data).is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
+}
+
 impl SocketActor {
     /// The channel of a joined topic; replies `unmatched topic` when there is none.
     fn joined_channel(
@@ -62,8 +68,7 @@ impl SocketActor {
         let body = match push {
             BroadcastPush::Json(raw) => BroadcastBody::Json(raw.get().into()),
             BroadcastPush::User(ub) => {
-                let json_ok = ub.encoding == BinaryEncoding::Raw
-                    || serde_json::from_slice::<serde::de::IgnoredAny>(&ub.data).is_ok();
+                let json_ok = ub.encoding == BinaryEncoding::Raw || is_json(&ub.data);
                 if !json_ok {
                     metrics().malformed_frames.increment(1);
                     return self.reply_error(ctx, &msg, "broadcast payload is not valid JSON");
@@ -125,5 +130,17 @@ impl SocketActor {
             }
             Some(_) => self.reply(ctx, &msg, ReplyStatus::Error, "{}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json;
+
+    #[test]
+    fn json_payloads_must_be_utf8() {
+        assert!(is_json(br#"{"a": "b"}"#));
+        assert!(!is_json(b"{\"a\": \"\xff\"}"), "invalid UTF-8 inside a string");
+        assert!(!is_json(b"{"));
     }
 }
