@@ -247,10 +247,15 @@ pub async fn run(args: CdcArgs) -> anyhow::Result<()> {
 
     eprintln!("spawning {} worker processes for {} subscribers", plan.processes, args.subscribers);
     let slices = split(args.subscribers, plan.processes);
-    let common = worker_args(&args, &plan, &run_tag, now_unix_secs());
-    let mut pool =
-        Pool::spawn_with("cdc-worker", &slices, &common, &[(SECRET_ENV, args.jwt_secret.as_str())])
-            .context("spawning workers")?;
+    let common = worker_args(&args, &run_tag, now_unix_secs());
+    let mut pool = Pool::spawn_with(
+        "cdc-worker",
+        &slices,
+        &common,
+        &args.connect.for_workers(plan.processes),
+        &[(SECRET_ENV, args.jwt_secret.as_str())],
+    )
+    .context("spawning workers")?;
     let connect_started = Instant::now();
     let phase = Duration::from_secs(args.connect.connect_phase_timeout);
     let joined = pool.joined(Instant::now() + phase + JOIN_GRACE).await;
@@ -328,7 +333,7 @@ fn on_off(flag: bool) -> &'static str {
 }
 
 /// Arguments every worker gets (the pool adds its index and slice).
-fn worker_args(args: &CdcArgs, plan: &Plan, run_tag: &str, iat: u64) -> Vec<String> {
+fn worker_args(args: &CdcArgs, run_tag: &str, iat: u64) -> Vec<String> {
     let lifetime = args.connect.connect_phase_timeout
         + JOIN_GRACE.as_secs()
         + SETTLE.as_secs()
@@ -350,7 +355,6 @@ fn worker_args(args: &CdcArgs, plan: &Plan, run_tag: &str, iat: u64) -> Vec<Stri
     if args.rls {
         out.push("--rls".into());
     }
-    out.extend(args.connect.to_cli(args.connect.connect_rate.map(|r| r / plan.processes as f64)));
     out
 }
 
@@ -578,10 +582,11 @@ mod tests {
         }
         let a = args(&["--rls", "--users=4", "--processes=2", "--connect-rate=10"]);
         let plan = Plan::new(&a).unwrap();
-        let cli = worker_args(&a, &plan, "tag", 77);
+        let cli = worker_args(&a, "tag", 77);
         let fixed =
             ["x", "--index=1", "--first-conn=50", "--connections=50", "--jwt-secret=s"].map(String::from);
-        let w = W::parse_from(fixed.into_iter().chain(cli)).w;
+        let own = a.connect.for_workers(plan.processes).swap_remove(1);
+        let w = W::parse_from(fixed.into_iter().chain(cli).chain(own)).w;
         assert!(w.rls);
         assert_eq!((w.users, w.iat, w.run_tag.as_str()), (4, 77, "tag"));
         assert_eq!(w.connect.connect_rate, Some(5.0));
