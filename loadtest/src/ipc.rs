@@ -41,6 +41,10 @@ pub struct FinishedReport {
     /// Deliveries that arrived after a later one of the same publisher (not lost, not duplicated).
     #[serde(default)]
     pub reordered: u64,
+    /// Σ over receivers and publishers of the next expected sequence number when the receiver stopped
+    /// (see [`crate::payload::SeqTracker::next_total`]).
+    #[serde(default)]
+    pub seq_next_total: u64,
     /// Delivery latency (µs) of every delivered broadcast.
     pub delivery_us: HistogramData,
     /// Failures after the join (closed sockets, channel closes, undecodable frames).

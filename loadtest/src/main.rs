@@ -23,9 +23,9 @@
 //!   receivers and publishers, Postgres Changes subscribers, readers that stop reading).
 //! - [`database`]: the `cdc` load table's setup and the inserter; [`pgchange`]: parsing what
 //!   subscribers receive.
-//! - [`report`], [`rss`], [`netstat`], [`payload`], [`token`]: histograms and the tables, server memory
-//!   and CPU, the kernel's TCP counters and socket table, the stamped broadcast payload and its sequence
-//!   checks, the JWTs.
+//! - [`report`], [`rss`], [`netstat`], [`scrape`], [`payload`], [`token`]: histograms and the tables,
+//!   server memory and CPU, the kernel's TCP counters and socket table, the server's `/metrics`, the
+//!   stamped broadcast payload and its sequence checks, the JWTs.
 
 mod cdc_worker;
 mod client;
@@ -41,6 +41,7 @@ mod receiver;
 mod report;
 mod rss;
 mod scenario;
+mod scrape;
 mod session;
 mod stalled;
 mod subscriber;

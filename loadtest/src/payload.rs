@@ -119,6 +119,13 @@ struct Stream {
 }
 
 impl SeqTracker {
+    /// Σ over publishers of the next expected sequence number: how many broadcasts this receiver knows
+    /// were sent to it (received or skipped). Whatever the publishers sent beyond that was lost at the
+    /// end of a stream rather than in a gap.
+    pub fn next_total(&self) -> u64 {
+        self.publishers.iter().map(|s| s.next).sum()
+    }
+
     pub fn observe(&mut self, stamp: &Stamp) -> SeqVerdict {
         if stamp.publisher >= MAX_PUBLISHERS {
             return SeqVerdict::Implausible;
@@ -225,6 +232,7 @@ mod tests {
             ]
         );
         assert_eq!(t.observe(&stamp(0, 150)), Reordered);
+        assert_eq!(t.next_total(), 201 + 2);
         assert_eq!(t.observe(&stamp(MAX_PUBLISHERS, 0)), Implausible);
         assert_eq!(t.observe(&stamp(2, MAX_SEQ_JUMP)), Implausible);
         assert_eq!(t.observe(&stamp(2, MAX_SEQ_JUMP - 1)), InOrder);

@@ -7,10 +7,15 @@
 //! server from a stalled load generator; broadcasts still due when the window closes are counted, not
 //! sent late.
 //!
+//! A publisher that fell behind catches up at once, but never faster than `max_per_second` in any
+//! sliding second: a burst past the server's per-socket limit would get it disconnected and turn a
+//! slow run into a broken one.
+//!
 //! Publishers are separate sockets from the receivers and join with `self: false`, so they never
 //! receive their own broadcasts. The server limits events per socket per second (100 by default),
 //! which is why the total rate is spread over several publishers.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -40,6 +45,8 @@ pub struct PublishPlan {
     pub duration: Duration,
     /// Size of each broadcast's JSON payload (the stamp padded); 0 for the bare stamp.
     pub payload_bytes: usize,
+    /// Most broadcasts one publisher sends in any one-second window, catching up included.
+    pub max_per_second: usize,
     pub connect_timeout: Duration,
     pub join_timeout: Duration,
 }
@@ -188,6 +195,8 @@ impl Publisher {
         // measured); only a stall of most of a second could then exceed the server's per-socket limit.
         tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
         let mut heartbeat = interval_at(schedule.start + HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL);
+        let cap = plan.max_per_second.max(1);
+        let mut recent: VecDeque<Instant> = VecDeque::with_capacity(cap);
         let mut error = |kind: String| *errors.entry(format!("publisher {kind}")).or_default() += 1;
         let (mut k, mut next) = (0u64, 0usize);
         let finished = sleep_until(schedule.end);
@@ -217,7 +226,14 @@ impl Publisher {
                         break;
                     };
                     next = slot + 1;
-                    lag_us.saturating_record(micros(Instant::now().saturating_duration_since(due_at)));
+                    if recent.len() >= cap {
+                        // Bounded by a second; the window's end bounds it too.
+                        let free_at = recent.pop_front().map_or(due_at, |t| t + Duration::from_secs(1));
+                        sleep_until(free_at.min(schedule.end)).await;
+                    }
+                    let now = Instant::now();
+                    recent.push_back(now);
+                    lag_us.saturating_record(micros(now.saturating_duration_since(due_at)));
                     let scheduled = first_unix_nanos.saturating_add(u64::try_from(period.as_nanos() * u128::from(k)).unwrap_or(u64::MAX));
                     let stamp = Stamp { scheduled_unix_nanos: scheduled, publisher: self.index as u32, seq: sent[slot].1 };
                     let joined = &self.channels[slot];

@@ -25,6 +25,7 @@ pub struct ReceiverStats {
     delivered: AtomicU64,
     duplicates: AtomicU64,
     reordered: AtomicU64,
+    seq_next_total: AtomicU64,
     delivery_us: Mutex<Histogram<u64>>,
     errors: Mutex<ErrorCounts>,
 }
@@ -35,6 +36,7 @@ impl Default for ReceiverStats {
             delivered: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             reordered: AtomicU64::new(0),
+            seq_next_total: AtomicU64::new(0),
             delivery_us: Mutex::new(latency_histogram()),
             errors: Mutex::new(ErrorCounts::new()),
         }
@@ -75,6 +77,7 @@ impl ReceiverStats {
             delivered: self.delivered.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
             reordered: self.reordered.load(Ordering::Relaxed),
+            seq_next_total: self.seq_next_total.load(Ordering::Relaxed),
             delivery_us: HistogramData::from_histogram(
                 &self.delivery_us.lock().unwrap_or_else(PoisonError::into_inner),
             ),
@@ -152,4 +155,5 @@ async fn receive(client: Client, stats: &ReceiverStats, stop: watch::Receiver<bo
         }
     };
     session::receive(client, stop, "after join", on_data, |kind| stats.error(kind)).await;
+    stats.seq_next_total.fetch_add(sequences.next_total(), Ordering::Relaxed);
 }

@@ -102,6 +102,17 @@ impl RssSamples {
     }
 }
 
+/// The server's `slow_consumer` refusals over the publish phase, from its `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlowConsumers {
+    /// The counter when first read (other runs on the same server count too).
+    pub at_start: u64,
+    /// Frames refused since then.
+    pub refused: u64,
+    /// Seconds after the publish phase began of the first sample that showed refusals.
+    pub first_secs: Option<u64>,
+}
+
 /// One stalled reader as the report prints it (see [`crate::stalled`]).
 #[derive(Debug, Clone, Default)]
 pub struct StalledSummary {
@@ -166,6 +177,8 @@ pub struct FanoutReport {
     pub deliveries_received: u64,
     pub duplicates: u64,
     pub reordered: u64,
+    /// Σ of the receivers' next expected sequence numbers (broadcasts each knew were sent to it).
+    pub seq_next_total: u64,
     /// Delivery latency, from each broadcast's scheduled send time.
     pub delivery: LatencySummary,
     pub rss: RssSamples,
@@ -174,6 +187,7 @@ pub struct FanoutReport {
     /// `(joined, requested)` stalled readers, when there were any.
     pub stalled_joined: Option<(u64, u64)>,
     pub stalled: Vec<StalledSummary>,
+    pub slow_consumers: Option<SlowConsumers>,
     /// Failures after the connect phase.
     pub errors: ErrorCounts,
 }
@@ -190,8 +204,18 @@ impl FanoutReport {
         self.deliveries_expected.saturating_sub(self.unique())
     }
 
+    /// Of [`FanoutReport::lost`], those after the last broadcast a receiver got from that publisher
+    /// (the rest were gaps); all of them when no receiver reported.
+    pub fn lost_at_end(&self) -> u64 {
+        self.deliveries_expected.saturating_sub(self.seq_next_total).min(self.lost())
+    }
+
     fn rows(&self) -> Vec<(String, String)> {
         let rate = |n: u64| if self.publish_secs > 0.0 { n as f64 / self.publish_secs } else { 0.0 };
+        let lost = match self.lost() {
+            0 => "0".to_owned(),
+            n => format!("{n} ({} in gaps, {} at stream ends)", n - self.lost_at_end(), self.lost_at_end()),
+        };
         let pct = if self.deliveries_expected > 0 {
             format!(" ({:.2}%)", 100.0 * self.deliveries_received as f64 / self.deliveries_expected as f64)
         } else {
@@ -234,7 +258,7 @@ impl FanoutReport {
             ),
             (
                 "lost / duplicated / reordered".into(),
-                format!("{} / {} / {}{extra}", self.lost(), self.duplicates, self.reordered),
+                format!("{lost} / {} / {}{extra}", self.duplicates, self.reordered),
             ),
             ("deliveries/s".into(), format!("{:.1}", rate(self.deliveries_received))),
             ("delivery latency p50 / p99 / max".into(), self.delivery.cells()),
@@ -263,6 +287,15 @@ impl FanoutReport {
             for s in &self.stalled {
                 let _ = writeln!(out, "  {}", s.line());
             }
+            let refusals = match self.slow_consumers {
+                None => "- (/metrics not read)".to_owned(),
+                Some(SlowConsumers { refused: 0, .. }) => "none".to_owned(),
+                Some(SlowConsumers { refused, first_secs, .. }) => format!(
+                    "{refused} frames refused, first in the sample at {} s",
+                    first_secs.map_or_else(|| "?".to_owned(), |s| s.to_string())
+                ),
+            };
+            let _ = writeln!(out, "  server slow_consumer refusals (/metrics): {refusals}");
         }
         if !self.rss_series.is_empty() {
             let _ = writeln!(out, "\nserver RSS over time (seconds after the publish phase began: MiB)");
@@ -627,6 +660,7 @@ mod tests {
             deliveries_received: 450,
             duplicates: 3,
             reordered: 2,
+            seq_next_total: 800,
             connect_errors: ErrorCounts::from([("http status 429".to_owned(), 1)]),
             listen_drops: Some(vec![("ListenOverflows".into(), 0), ("ListenDrops".into(), 4)]),
             rss_series: (0..10).map(|s| (s, 1_024 * (s + 1))).collect(),
@@ -640,11 +674,12 @@ mod tests {
                 ending: "close frame 1008 \"too slow\"".into(),
                 ..StalledSummary::default()
             }],
+            slow_consumers: Some(SlowConsumers { at_start: 5, refused: 300, first_secs: Some(4) }),
             ..FanoutReport::default()
         };
         let text = report.render();
         assert!(text.contains("9 / 1"), "{text}");
-        assert!(text.contains("453 / 3 / 2"), "{text}");
+        assert!(text.contains("453 (353 in gaps, 100 at stream ends) / 3 / 2"), "{text}");
         assert!(text.contains("ListenOverflows +0, ListenDrops +4"), "{text}");
         assert!(
             text.contains("connect failures") && text.contains("errors  ") && text.contains("none"),
@@ -652,6 +687,7 @@ mod tests {
         );
         assert!(text.contains("realtime:load-2 port 40000: server closed its end after 12 s"), "{text}");
         assert!(text.contains("   9:    10.0"), "{text}");
+        assert!(text.contains("300 frames refused, first in the sample at 4 s"), "{text}");
         assert!(text.contains("10.0 MiB"), "{text}");
         assert!(text.contains("1.50 ms / 1.50 ms / 1.50 ms"), "{text}");
         assert!(text.contains("900 / 450 (50.00%)"), "{text}");

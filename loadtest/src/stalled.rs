@@ -12,8 +12,14 @@
 //! - after the run, each reader reads everything left, bounded in time, and reports how the stream
 //!   ended: a close frame (code and reason), a reset, an EOF without close frame, or still open.
 //!
+//! Neither shows when the server merely *decided* to drop a reader: it may queue a close frame and
+//! keep the TCP connection (and its write buffer) until the client reads. So the sampler also reads
+//! the server's `realtime_refusals_total{reason="slow_consumer"}` from `/metrics` each second (it
+//! counts every frame refused to a full socket mailbox), and reports when it first moved.
+//!
 //! The sampler also records the server's RSS once a second, for the "RSS over time" series.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -23,9 +29,11 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::client::{Client, ClientError, Endpoint, HEARTBEAT_INTERVAL};
 use crate::netstat::{read_tcp_table, server_end, TcpEntry, TcpState};
-use crate::report::{ErrorCounts, StalledSummary};
+use crate::pgchange::counter_total;
+use crate::report::{ErrorCounts, SlowConsumers, StalledSummary};
 use crate::rss::read_rss_kib;
 use crate::scenario::fanout::topic;
+use crate::scrape::fetch_metrics;
 
 /// `SO_RCVBUF` of a stalled reader, in bytes (Linux doubles it and keeps a floor of about 2 KiB).
 pub const RECV_BUFFER: u32 = 4 * 1024;
@@ -35,6 +43,10 @@ const END_READ_BUDGET: Duration = Duration::from_secs(20);
 const END_READ_IDLE: Duration = Duration::from_secs(3);
 /// Bound on one heartbeat write (a server that stopped reading must not hang the reader).
 const HEARTBEAT_WRITE_BUDGET: Duration = Duration::from_secs(5);
+/// The server's count of frames refused to sockets whose mailbox was full.
+const SLOW_CONSUMER_METRIC: &str = "realtime_refusals_total{reason=\"slow_consumer\"}";
+/// Bound on one `/metrics` read (it must not delay the next sample).
+const METRICS_BUDGET: Duration = Duration::from_millis(800);
 /// Period of the RSS and socket-table samples.
 const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
 
@@ -165,6 +177,8 @@ struct Watch {
 pub struct Samples {
     /// `(seconds since the sampler started, server RSS KiB)`.
     pub rss: Vec<(u64, u64)>,
+    /// The slow-consumer counter, when `/metrics` was asked and answered.
+    pub slow_consumers: Option<SlowConsumers>,
     watches: Vec<Watch>,
 }
 
@@ -174,6 +188,8 @@ pub struct Sampler {
     pub server_port: u16,
     /// The stalled readers' client ports, in reader order.
     pub ports: Vec<Option<u16>>,
+    /// Where to read `/metrics` (only worth it with stalled readers).
+    pub metrics_addr: Option<SocketAddr>,
     /// Hard bound on the sampling, whatever happens to `stop`.
     pub deadline: Instant,
 }
@@ -183,6 +199,7 @@ impl Sampler {
         let start = Instant::now();
         let mut samples = Samples {
             rss: Vec::new(),
+            slow_consumers: None,
             watches: self.ports.iter().map(|&port| Watch { port, ..Watch::default() }).collect(),
         };
         let mut tick = interval(SAMPLE_PERIOD);
@@ -199,10 +216,22 @@ impl Sampler {
                         samples.rss.push((secs, kib));
                     }
                     self.watch_sockets(&mut samples.watches, start.elapsed().as_secs_f64());
+                    if let Some(total) = self.slow_consumer_total().await {
+                        let s = samples.slow_consumers.get_or_insert(SlowConsumers { at_start: total, ..SlowConsumers::default() });
+                        s.refused = total.saturating_sub(s.at_start);
+                        if s.refused > 0 && s.first_secs.is_none() {
+                            s.first_secs = Some(secs);
+                        }
+                    }
                 }
             }
         }
         samples
+    }
+
+    async fn slow_consumer_total(&self) -> Option<u64> {
+        let body = fetch_metrics(self.metrics_addr?, METRICS_BUDGET).await.ok()?;
+        counter_total(&body, SLOW_CONSUMER_METRIC).map(|v| v as u64)
     }
 
     fn watch_sockets(&self, watches: &mut [Watch], secs: f64) {

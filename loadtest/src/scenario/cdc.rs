@@ -26,8 +26,6 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 use hdrhistogram::Histogram;
 use realtime_proto::Vsn;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout, Instant};
 
 use crate::cdc_worker::SECRET_ENV;
@@ -41,6 +39,7 @@ use crate::report::{latency_histogram, merge_errors, CdcReport, CpuSample, Error
 use crate::rss::{clock_ticks_per_second, read_cpu_ticks, read_rss_kib};
 use crate::scenario::fanout::{CONNECTIONS_PER_PROCESS, MAX_CONNECTIONS_PER_PROCESS};
 use crate::scenario::{fold_joined, JoinTotals};
+use crate::scrape::fetch_metrics;
 use crate::token::now_unix_secs;
 use crate::worker::ConnectArgs;
 
@@ -358,32 +357,9 @@ fn worker_args(args: &CdcArgs, run_tag: &str, iat: u64) -> Vec<String> {
     out
 }
 
-/// `GET /metrics` over HTTP/1.0 (so the body is never chunked); the body on a 200.
-async fn fetch_metrics(addr: SocketAddr) -> Result<String, String> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        Ok::<_, std::io::Error>(response)
-    };
-    let response = match timeout(METRICS_TIMEOUT, exchange).await {
-        Err(_) => return Err("metrics timeout".into()),
-        Ok(Err(e)) => return Err(format!("metrics error: {:?}", e.kind())),
-        Ok(Ok(response)) => String::from_utf8_lossy(&response).into_owned(),
-    };
-    let (head, body) = response.split_once("\r\n\r\n").ok_or("metrics: malformed response")?;
-    let status = head.split_whitespace().nth(1).unwrap_or("?");
-    if status != "200" {
-        return Err(format!("metrics: http status {status}"));
-    }
-    Ok(body.to_owned())
-}
-
 /// The server's `realtime_cdc_changes_total` now; `None` (and an error count) when it cannot be read.
 async fn changes_decoded(addr: SocketAddr, errors: &mut ErrorCounts) -> Option<u64> {
-    match fetch_metrics(addr).await {
+    match fetch_metrics(addr, METRICS_TIMEOUT).await {
         Ok(body) => {
             let total = counter_total(&body, CHANGES_METRIC);
             if total.is_none() {

@@ -173,20 +173,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     }
     let token = anon_token(&args.jwt_secret).context("signing the token")?;
     let endpoint = Endpoint::resolve(&args.target, &token, args.vsn).await.context("--target")?;
-    let title = format!(
-        "fanout: {} connections ({} connects in flight) in {} processes, {} channels, {} publishers, {} broadcasts/s of {} for {} s (+{} s drain), {} stalled readers, vsn {}",
-        args.connections,
-        args.connect.connect_concurrency,
-        plan.processes,
-        args.channels,
-        plan.publishers,
-        args.rate,
-        if args.payload_bytes == 0 { "a bare stamp".to_owned() } else { format!("{} bytes", args.payload_bytes) },
-        args.duration,
-        args.drain,
-        args.stalled_readers,
-        args.vsn
-    );
+    let title = title(&args, &plan);
     eprintln!("spawning {} worker processes for {} connections", plan.processes, args.connections);
     let publish_plan = PublishPlan {
         publishers: plan.publishers,
@@ -194,6 +181,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         rate: args.rate,
         duration: Duration::from_secs(args.duration),
         payload_bytes: args.payload_bytes,
+        max_per_second: ((SERVER_EVENTS_PER_SOCKET * 0.9) as usize).max(per_publisher.ceil() as usize),
         connect_timeout: Duration::from_secs(args.connect.connect_timeout),
         join_timeout: Duration::from_secs(args.connect.join_timeout),
     };
@@ -241,6 +229,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         server_pid: args.server_pid,
         server_port: endpoint.addr().port(),
         ports: readers.iter().map(|r| r.port()).collect(),
+        metrics_addr: (!readers.is_empty()).then(|| endpoint.addr()),
         deadline: Instant::now()
             + Duration::from_secs(publish_budget(&args, &plan) + args.duration + args.drain),
     };
@@ -279,12 +268,36 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         .collect();
     report.stalled = stalled::summaries(&samples, &ends);
     report.rss_series = samples.rss;
+    report.slow_consumers = samples.slow_consumers;
 
     println!("{}", report.render());
     if let Some(path) = &args.csv {
         report.append_csv(path).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The report's first line: what was run.
+fn title(args: &FanoutArgs, plan: &Plan) -> String {
+    let connect = format!(
+        "{} connections ({} connects in flight) in {} processes, {} channels",
+        args.connections, args.connect.connect_concurrency, plan.processes, args.channels
+    );
+    if args.duration == 0 {
+        return format!(
+            "fanout, connect only: {connect}, {} stalled readers, vsn {}",
+            args.stalled_readers, args.vsn
+        );
+    }
+    let payload = if args.payload_bytes == 0 {
+        "a bare stamp".to_owned()
+    } else {
+        format!("{} bytes", args.payload_bytes)
+    };
+    format!(
+        "fanout: {connect}, {} publishers, {} broadcasts/s of {payload} for {} s (+{} s drain), {} stalled readers, vsn {}",
+        plan.publishers, args.rate, args.duration, args.drain, args.stalled_readers, args.vsn
+    )
 }
 
 /// Seconds the publishers (and the stalled readers before them) may take to connect and join.
@@ -341,6 +354,7 @@ fn add_finished(
                 report.deliveries_received += worker.delivered;
                 report.duplicates += worker.duplicates;
                 report.reordered += worker.reordered;
+                report.seq_next_total += worker.seq_next_total;
                 worker.delivery_us.add_to(delivery);
                 merge_errors(&mut report.errors, &worker.errors);
             }
