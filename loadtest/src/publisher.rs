@@ -61,7 +61,8 @@ pub struct PublishResult {
     pub due: u64,
     /// How late each send started relative to its due time (µs).
     pub lag_us: Histogram<u64>,
-    /// Time from the first scheduled send to the end of the publish window.
+    /// Time from the first scheduled send until the last publisher stopped (the window, unless they
+    /// all stopped early).
     pub elapsed: Duration,
     pub errors: ErrorCounts,
 }
@@ -127,7 +128,7 @@ pub async fn run(endpoint: &Endpoint, plan: &PublishPlan) -> PublishResult {
         let _ = result.lag_us.add(&outcome.lag_us);
         merge_errors(&mut result.errors, &outcome.errors);
     }
-    result.elapsed = plan.duration;
+    result.elapsed = start.elapsed().min(plan.duration);
     result
 }
 

@@ -175,6 +175,8 @@ pub struct FanoutReport {
     pub publisher_lag: LatencySummary,
     pub deliveries_expected: u64,
     pub deliveries_received: u64,
+    /// Deliveries to publishers sharing a channel (not measured, not in the figures).
+    pub publisher_deliveries: u64,
     pub duplicates: u64,
     pub reordered: u64,
     /// Σ of the receivers' next expected sequence numbers (broadcasts each knew were sent to it).
@@ -261,6 +263,14 @@ impl FanoutReport {
                 format!("{lost} / {} / {}{extra}", self.duplicates, self.reordered),
             ),
             ("deliveries/s".into(), format!("{:.1}", rate(self.deliveries_received))),
+            (
+                "also delivered to publishers".into(),
+                format!(
+                    "{} ({:.1}/s, not measured)",
+                    self.publisher_deliveries,
+                    rate(self.publisher_deliveries)
+                ),
+            ),
             ("delivery latency p50 / p99 / max".into(), self.delivery.cells()),
             (
                 "server RSS before / idle / end".into(),

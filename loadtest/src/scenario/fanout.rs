@@ -164,6 +164,19 @@ pub fn expected_deliveries(sent_per_channel: &[u64], joined_per_channel: &[u64])
     sent_per_channel.iter().zip(joined_per_channel).map(|(s, j)| s * j).sum()
 }
 
+/// Broadcasts the server also delivered to publishers: publishers are members of the channels they
+/// send to, so with `self: false` each broadcast still reaches every *other* publisher on its channel.
+/// Server work (and loader work, reading them) that the delivery figures do not count.
+pub fn publisher_deliveries(sent_per_channel: &[u64], publishers: usize) -> u64 {
+    let mut on_channel = vec![0u64; sent_per_channel.len()];
+    for p in 0..publishers {
+        for c in publisher::channels_of(p, publishers, sent_per_channel.len()) {
+            on_channel[c] += 1;
+        }
+    }
+    sent_per_channel.iter().zip(on_channel).map(|(sent, n)| sent * n.saturating_sub(1)).sum()
+}
+
 /// Runs the scenario and prints its table on stdout.
 pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let plan = Plan::new(&args)?;
@@ -245,6 +258,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         report.publisher_lag = LatencySummary::of(&published.lag_us);
         report.publish_secs = published.elapsed.as_secs_f64();
         report.deliveries_expected = expected_deliveries(&published.sent_per_channel, &joined_per_channel);
+        report.publisher_deliveries = publisher_deliveries(&published.sent_per_channel, plan.publishers);
         merge_errors(&mut report.errors, &published.errors);
         eprintln!("published {} broadcasts; draining {} s", report.broadcasts_sent, args.drain);
         sleep(Duration::from_secs(args.drain)).await;
@@ -400,6 +414,14 @@ mod tests {
         assert!(Plan::new(&args(&["--stalled-readers=1001"])).is_err());
         assert!(Plan::new(&args(&["--payload-bytes=2000000"])).is_err());
         assert!(Plan::new(&args(&["--duration=0", "--stalled-readers=3", "--payload-bytes=10000"])).is_ok());
+    }
+
+    #[test]
+    fn publishers_sharing_a_channel_receive_each_other() {
+        assert_eq!(publisher_deliveries(&[10, 20], 1), 0);
+        assert_eq!(publisher_deliveries(&[10, 20], 2), 0);
+        assert_eq!(publisher_deliveries(&[100], 5), 400);
+        assert_eq!(publisher_deliveries(&[10, 20], 4), 10 + 20);
     }
 
     #[test]
