@@ -21,7 +21,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use hdrhistogram::Histogram;
 use serde::Deserialize;
-use tokio::time::{interval_at, sleep_until, Instant, MissedTickBehavior};
+use tokio::time::{interval_at, sleep_until, timeout_at, Instant, MissedTickBehavior};
 
 use crate::client::{closed_kind, Client, ClientError, Endpoint, HEARTBEAT_INTERVAL};
 use crate::frames::{self, Event};
@@ -47,6 +47,8 @@ pub struct PublishPlan {
     pub payload_bytes: usize,
     /// Most broadcasts one publisher sends in any one-second window, catching up included.
     pub max_per_second: usize,
+    /// How long publishers stay connected after the window (the drain), before closing.
+    pub linger: Duration,
     pub connect_timeout: Duration,
     pub join_timeout: Duration,
 }
@@ -104,7 +106,8 @@ struct Publisher {
     channels: Vec<Joined>,
 }
 
-/// Connects every publisher, then publishes for `plan.duration` starting at the same instant.
+/// Connects every publisher, then publishes for `plan.duration` starting at the same instant, then
+/// keeps them connected for `plan.linger` (the drain).
 pub async fn run(endpoint: &Endpoint, plan: &PublishPlan) -> PublishResult {
     let mut result = PublishResult { sent_per_channel: vec![0; plan.channels], ..PublishResult::default() };
     let connects = join_all((0..plan.publishers).map(|p| connect(endpoint, p, plan))).await;
@@ -120,7 +123,9 @@ pub async fn run(endpoint: &Endpoint, plan: &PublishPlan) -> PublishResult {
     let start_unix_nanos = now_unix_nanos();
     let end = start + plan.duration;
     let schedule = Schedule { start, start_unix_nanos, end };
+    let mut last_stop = start;
     for outcome in join_all(ready.into_iter().map(|p| p.publish(plan, &schedule))).await {
+        last_stop = last_stop.max(outcome.stopped);
         for (channel, n) in outcome.sent {
             result.sent_per_channel[channel] += n;
         }
@@ -128,7 +133,7 @@ pub async fn run(endpoint: &Endpoint, plan: &PublishPlan) -> PublishResult {
         let _ = result.lag_us.add(&outcome.lag_us);
         merge_errors(&mut result.errors, &outcome.errors);
     }
-    result.elapsed = start.elapsed().min(plan.duration);
+    result.elapsed = (last_stop - start).min(plan.duration);
     result
 }
 
@@ -158,6 +163,8 @@ struct Outcome {
     due: u64,
     lag_us: Histogram<u64>,
     errors: ErrorCounts,
+    /// When it stopped sending.
+    stopped: Instant,
 }
 
 /// Broadcasts due in `[first, end)` at one per `period` from `first`.
@@ -254,8 +261,18 @@ impl Publisher {
                 }
             }
         }
+        let stopped = Instant::now();
+        // Stay connected (reading, discarding) through the drain: closing right after the last send
+        // lost that broadcast for every receiver in 2 of 5 runs tried (a close with unread
+        // data in the socket resets it, which may discard what the server had not read yet).
+        let linger_end = schedule.end + plan.linger;
+        while let Ok(event) = timeout_at(linger_end, self.client.recv()).await {
+            if let Event::Closed { .. } = event {
+                break;
+            }
+        }
         self.client.close().await;
-        Outcome { sent, due, lag_us, errors }
+        Outcome { sent, due, lag_us, errors, stopped }
     }
 }
 

@@ -195,6 +195,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs(args.duration),
         payload_bytes: args.payload_bytes,
         max_per_second: ((SERVER_EVENTS_PER_SOCKET * 0.9) as usize).max(per_publisher.ceil() as usize),
+        linger: Duration::from_secs(args.drain),
         connect_timeout: Duration::from_secs(args.connect.connect_timeout),
         join_timeout: Duration::from_secs(args.connect.join_timeout),
     };
@@ -260,8 +261,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         report.deliveries_expected = expected_deliveries(&published.sent_per_channel, &joined_per_channel);
         report.publisher_deliveries = publisher_deliveries(&published.sent_per_channel, plan.publishers);
         merge_errors(&mut report.errors, &published.errors);
-        eprintln!("published {} broadcasts; draining {} s", report.broadcasts_sent, args.drain);
-        sleep(Duration::from_secs(args.drain)).await;
+        eprintln!("published {} broadcasts and drained {} s", report.broadcasts_sent, args.drain);
     }
     report.rss.end = read_rss_kib(args.server_pid);
     let _ = stop_tx.send(true);
