@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use realtime_proto::binary::BinaryError;
 use realtime_proto::Vsn;
 use thiserror::Error;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{timeout_at, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -129,7 +129,22 @@ pub struct Client {
 impl Client {
     /// TCP connect plus WebSocket handshake, both before `deadline`.
     pub async fn connect(endpoint: &Endpoint, deadline: Instant) -> Result<Client, ClientError> {
-        let stream = match timeout_at(deadline, TcpStream::connect(endpoint.addr)).await {
+        Client::connect_with_recv_buffer(endpoint, deadline, None).await
+    }
+
+    /// [`Client::connect`] with the socket's `SO_RCVBUF` set to `recv_buffer` bytes before connecting
+    /// (so the TCP window is small from the start), when given.
+    pub async fn connect_with_recv_buffer(
+        endpoint: &Endpoint,
+        deadline: Instant,
+        recv_buffer: Option<u32>,
+    ) -> Result<Client, ClientError> {
+        let socket = if endpoint.addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
+        let socket = socket.map_err(ClientError::ConnectIo)?;
+        if let Some(bytes) = recv_buffer {
+            socket.set_recv_buffer_size(bytes).map_err(ClientError::ConnectIo)?;
+        }
+        let stream = match timeout_at(deadline, socket.connect(endpoint.addr)).await {
             Err(_) => return Err(ClientError::ConnectTimeout),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 return Err(ClientError::ConnectRefused)
@@ -239,6 +254,17 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// The local (ephemeral) port of the connection, if the socket can tell.
+    pub fn local_port(&self) -> Option<u16> {
+        self.ws.get_ref().local_addr().ok().map(|a| a.port())
+    }
+
+    /// The next raw WebSocket message, or how the socket ended (`None` after a clean end). For callers
+    /// that need what [`Client::recv`] folds away: close reasons and I/O error kinds.
+    pub async fn next_message(&mut self) -> Option<Result<Message, tungstenite::Error>> {
+        self.ws.next().await
     }
 
     /// Sends a close frame (bounded in time) and drops the socket.

@@ -260,7 +260,7 @@ mod tests {
 
     #[test]
     fn broadcast_decodes_per_version() {
-        let stamp = Stamp { sent_unix_nanos: 77, seq: 3 };
+        let stamp = Stamp { scheduled_unix_nanos: 77, publisher: 2, seq: 3 };
         let v2 = broadcast(Vsn::V2, "1", "4", "realtime:load-0", "load", &stamp.encode()).unwrap();
         assert!(matches!(v2, Message::Binary(_)));
         let ClientEvent::Broadcast(BroadcastPush::User(ub)) = client_message(Vsn::V2, v2).event else {
@@ -278,7 +278,7 @@ mod tests {
 
     #[test]
     fn server_broadcasts_parse_per_version() {
-        let stamp = Stamp { sent_unix_nanos: 5, seq: 8 };
+        let stamp = Stamp { scheduled_unix_nanos: 5, publisher: 0, seq: 8 };
         for vsn in Vsn::ALL {
             let out = server::user_broadcast(
                 vsn,

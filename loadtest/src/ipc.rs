@@ -33,7 +33,18 @@ pub struct JoinedReport {
 /// The receive phase of one worker.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FinishedReport {
+    /// Deliveries counted, duplicates included.
     pub delivered: u64,
+    /// Deliveries of a (publisher, sequence number) the same receiver had already received.
+    #[serde(default)]
+    pub duplicates: u64,
+    /// Deliveries that arrived after a later one of the same publisher (not lost, not duplicated).
+    #[serde(default)]
+    pub reordered: u64,
+    /// Σ over receivers and publishers of the next expected sequence number when the receiver stopped
+    /// (see [`crate::payload::SeqTracker::next_total`]).
+    #[serde(default)]
+    pub seq_next_total: u64,
     /// Delivery latency (µs) of every delivered broadcast.
     pub delivery_us: HistogramData,
     /// Failures after the join (closed sockets, channel closes, undecodable frames).

@@ -6,6 +6,9 @@
 //! ```text
 //! realtime-loadtest fanout --jwt-secret secret --connections 10000 --channels 10 --rate 100 --duration 30 \
 //!     --server-pid $(pidof realtime)
+//! realtime-loadtest fanout --jwt-secret secret --connections 10000 --connect-concurrency 200 --duration 0
+//! realtime-loadtest fanout --jwt-secret secret --connections 100 --channels 1 --rate 500 --payload-bytes 10000 \
+//!     --stalled-readers 1 --duration 30 --server-pid $(pidof realtime)
 //! realtime-loadtest cdc --jwt-secret secret --database-url postgres://postgres@127.0.0.1:5432/postgres \
 //!     --subscribers 100 --rate 1000 --duration 30 --rls --server-pid $(pidof realtime)
 //! ```
@@ -16,18 +19,20 @@
 //!   re-executes itself to spread connections over processes (open-files limit), see [`pool`] and the
 //!   line protocol in [`ipc`].
 //! - [`client`] and [`frames`]: the WebSocket client and its pure frame encoding/parsing.
-//! - [`receiver`], [`publisher`], [`subscriber`]: the kinds of load connections (broadcast receivers
-//!   and publishers, Postgres Changes subscribers).
+//! - [`receiver`], [`publisher`], [`subscriber`], [`stalled`]: the kinds of load connections (broadcast
+//!   receivers and publishers, Postgres Changes subscribers, readers that stop reading).
 //! - [`database`]: the `cdc` load table's setup and the inserter; [`pgchange`]: parsing what
 //!   subscribers receive.
-//! - [`report`], [`rss`], [`payload`], [`token`]: histograms and the tables, server memory and CPU,
-//!   the stamped broadcast payload, the JWTs.
+//! - [`report`], [`rss`], [`netstat`], [`scrape`], [`payload`], [`token`]: histograms and the tables,
+//!   server memory and CPU, the kernel's TCP counters and socket table, the server's `/metrics`, the
+//!   stamped broadcast payload and its sequence checks, the JWTs.
 
 mod cdc_worker;
 mod client;
 mod database;
 mod frames;
 mod ipc;
+mod netstat;
 mod payload;
 mod pgchange;
 mod pool;
@@ -36,7 +41,9 @@ mod receiver;
 mod report;
 mod rss;
 mod scenario;
+mod scrape;
 mod session;
+mod stalled;
 mod subscriber;
 mod token;
 mod worker;
@@ -52,7 +59,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Scenario {
-    /// N receivers on M channels, publishers at a fixed total rate: latency, completeness, memory.
+    /// N receivers on M channels, publishers on a fixed-rate schedule: connect storm figures, latency
+    /// from the schedule, lost/duplicated/reordered deliveries, memory; optionally stalled readers.
     Fanout(scenario::fanout::FanoutArgs),
     /// K Postgres Changes subscribers, rows inserted at a fixed rate: commit → client latency, changes
     /// decoded, authorised deliveries, RLS leaks.

@@ -104,18 +104,25 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Starts one worker per slice: `<this exe> worker <common args> --index i --first-conn f
-    /// --connections n`, with the token in the environment.
-    pub fn spawn(slices: &[WorkerSlice], common: &[String], token: &str) -> std::io::Result<Pool> {
-        Pool::spawn_with("worker", slices, common, &[(TOKEN_ENV, token)])
+    /// Starts one worker per slice: `<this exe> worker <common args> <its own args> --index i
+    /// --first-conn f --connections n`, with the token in the environment.
+    pub fn spawn(
+        slices: &[WorkerSlice],
+        common: &[String],
+        own: &[Vec<String>],
+        token: &str,
+    ) -> std::io::Result<Pool> {
+        Pool::spawn_with("worker", slices, common, own, &[(TOKEN_ENV, token)])
     }
 
     /// Starts one worker per slice with the hidden subcommand `subcommand` (`<this exe> <subcommand>
-    /// <common args> --index i --first-conn f --connections n`) and secrets in the environment.
+    /// <common args> <own[i]> --index i --first-conn f --connections n`) and secrets in the environment.
+    /// `own[i]` are worker `i`'s own arguments (its share of a total, e.g. connect concurrency).
     pub fn spawn_with(
         subcommand: &str,
         slices: &[WorkerSlice],
         common: &[String],
+        own: &[Vec<String>],
         env: &[(&str, &str)],
     ) -> std::io::Result<Pool> {
         let exe = std::env::current_exe()?;
@@ -124,6 +131,7 @@ impl Pool {
             let mut child = Command::new(&exe)
                 .arg(subcommand)
                 .args(common)
+                .args(own.get(index).into_iter().flatten())
                 .arg(format!("--index={index}"))
                 .arg(format!("--first-conn={}", slice.first_conn))
                 .arg(format!("--connections={}", slice.connections))

@@ -1,5 +1,6 @@
 //! Receiver connections: connect, join one channel, then record the delivery latency of every
-//! broadcast until told to stop, heartbeating every 25 s as realtime-js does.
+//! broadcast (from its scheduled send time) and check each publisher's sequence numbers
+//! ([`SeqTracker`]) until told to stop, heartbeating every 25 s as realtime-js does.
 //!
 //! All receivers of a process share one [`ReceiverStats`]; a lock per delivery is cheap next to the
 //! frame decode, and one histogram per connection would cost hundreds of KiB each.
@@ -15,13 +16,16 @@ use tokio::time::Instant;
 use crate::client::{Client, Endpoint};
 use crate::frames::{BroadcastPayload, Event};
 use crate::ipc::FinishedReport;
-use crate::payload::{now_unix_nanos, Stamp};
+use crate::payload::{now_unix_nanos, SeqTracker, SeqVerdict, Stamp};
 use crate::report::{latency_histogram, ErrorCounts, HistogramData};
 use crate::session;
 
 /// Counters shared by every receiver of a process.
 pub struct ReceiverStats {
     delivered: AtomicU64,
+    duplicates: AtomicU64,
+    reordered: AtomicU64,
+    seq_next_total: AtomicU64,
     delivery_us: Mutex<Histogram<u64>>,
     errors: Mutex<ErrorCounts>,
 }
@@ -30,6 +34,9 @@ impl Default for ReceiverStats {
     fn default() -> Self {
         ReceiverStats {
             delivered: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            reordered: AtomicU64::new(0),
+            seq_next_total: AtomicU64::new(0),
             delivery_us: Mutex::new(latency_histogram()),
             errors: Mutex::new(ErrorCounts::new()),
         }
@@ -42,6 +49,24 @@ impl ReceiverStats {
         self.delivery_us.lock().unwrap_or_else(PoisonError::into_inner).saturating_record(latency_us);
     }
 
+    /// Counts a delivery by its sequence verdict; returns whether it counts as delivered.
+    fn sequenced(&self, verdict: SeqVerdict) -> bool {
+        match verdict {
+            SeqVerdict::InOrder => {}
+            SeqVerdict::Reordered => {
+                self.reordered.fetch_add(1, Ordering::Relaxed);
+            }
+            SeqVerdict::Duplicate => {
+                self.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+            SeqVerdict::Implausible => {
+                self.error("broadcast with an implausible publisher or sequence number".into());
+                return false;
+            }
+        }
+        true
+    }
+
     fn error(&self, kind: String) {
         *self.errors.lock().unwrap_or_else(PoisonError::into_inner).entry(kind).or_default() += 1;
     }
@@ -50,6 +75,9 @@ impl ReceiverStats {
     pub fn finish(&self) -> FinishedReport {
         FinishedReport {
             delivered: self.delivered.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            reordered: self.reordered.load(Ordering::Relaxed),
+            seq_next_total: self.seq_next_total.load(Ordering::Relaxed),
             delivery_us: HistogramData::from_histogram(
                 &self.delivery_us.lock().unwrap_or_else(PoisonError::into_inner),
             ),
@@ -109,6 +137,7 @@ pub async fn run(
 }
 
 async fn receive(client: Client, stats: &ReceiverStats, stop: watch::Receiver<bool>) {
+    let mut sequences = SeqTracker::default();
     let on_data = |event| {
         let Event::Broadcast { payload, .. } = event else { return };
         let now = now_unix_nanos();
@@ -117,9 +146,14 @@ async fn receive(client: Client, stats: &ReceiverStats, stop: watch::Receiver<bo
             BroadcastPayload::Json(text) => Stamp::decode_wrapped(text),
         };
         match stamp {
-            Some(stamp) => stats.delivered(stamp.latency_micros(now)),
+            Some(stamp) => {
+                if stats.sequenced(sequences.observe(&stamp)) {
+                    stats.delivered(stamp.latency_micros(now));
+                }
+            }
             None => stats.error("broadcast without a stamp".into()),
         }
     };
     session::receive(client, stop, "after join", on_data, |kind| stats.error(kind)).await;
+    stats.seq_next_total.fetch_add(sequences.next_total(), Ordering::Relaxed);
 }

@@ -102,6 +102,59 @@ impl RssSamples {
     }
 }
 
+/// The server's `slow_consumer` refusals over the publish phase, from its `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlowConsumers {
+    /// The counter when first read (other runs on the same server count too).
+    pub at_start: u64,
+    /// Frames refused since then.
+    pub refused: u64,
+    /// Seconds after the publish phase began of the first sample that showed refusals.
+    pub first_secs: Option<u64>,
+}
+
+/// One stalled reader as the report prints it (see [`crate::stalled`]).
+#[derive(Debug, Clone, Default)]
+pub struct StalledSummary {
+    pub channel: usize,
+    pub port: Option<u16>,
+    /// Seconds from the start of the publish phase to the first sample where the server had closed
+    /// its end of the connection (1 s resolution); `None` if it never did during the run.
+    pub server_closed_after_secs: Option<f64>,
+    /// The server's end of the socket in that sample.
+    pub server_end_at_close: Option<String>,
+    /// Largest send queue of the server's socket while it was open.
+    pub peak_server_queue_bytes: u64,
+    /// Whether the socket table ever showed the server's end (`false`: nothing above is known).
+    pub seen: bool,
+    /// How the stream ended when the reader finally read, after the run.
+    pub ending: String,
+    pub drained_bytes: u64,
+    pub end_read_secs: f64,
+}
+
+impl StalledSummary {
+    fn line(&self) -> String {
+        let port = self.port.map_or_else(|| "?".to_owned(), |p| p.to_string());
+        let closed = match (self.seen, self.server_closed_after_secs) {
+            (false, _) => "server end not found in /proc/net/tcp".to_owned(),
+            (true, None) => "server kept its end open all run".to_owned(),
+            (true, Some(secs)) => format!(
+                "server closed its end after {secs:.0} s ({})",
+                self.server_end_at_close.as_deref().unwrap_or("?")
+            ),
+        };
+        format!(
+            "{} port {port}: {closed}; peak server send queue {}; end read: {} after {} in {:.1} s",
+            crate::scenario::fanout::topic(self.channel),
+            mib(Some(self.peak_server_queue_bytes / 1_024)),
+            self.ending,
+            mib(Some(self.drained_bytes / 1_024)),
+            self.end_read_secs
+        )
+    }
+}
+
 /// Everything a fanout run prints.
 #[derive(Debug, Clone, Default)]
 pub struct FanoutReport {
@@ -109,19 +162,62 @@ pub struct FanoutReport {
     pub connections_ok: u64,
     pub connections_failed: u64,
     pub connect_join: LatencySummary,
+    /// Connect-phase failures by kind (receivers, stalled readers).
+    pub connect_errors: ErrorCounts,
+    /// `TcpExt` listen-queue counters over the connect phase (`None` when /proc could not be read).
+    pub listen_drops: Option<Vec<(String, u64)>>,
     pub publishers_ok: u64,
     pub broadcasts_sent: u64,
+    /// Broadcasts the publishers' schedules made due in the window.
+    pub broadcasts_due: u64,
     pub publish_secs: f64,
+    /// How late sends started relative to their schedule.
+    pub publisher_lag: LatencySummary,
     pub deliveries_expected: u64,
     pub deliveries_received: u64,
+    /// Deliveries to publishers sharing a channel (not measured, not in the figures).
+    pub publisher_deliveries: u64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    /// Σ of the receivers' next expected sequence numbers (broadcasts each knew were sent to it).
+    pub seq_next_total: u64,
+    /// Delivery latency, from each broadcast's scheduled send time.
     pub delivery: LatencySummary,
     pub rss: RssSamples,
+    /// `(seconds since the publish phase began, KiB)`, once a second.
+    pub rss_series: Vec<(u64, u64)>,
+    /// `(joined, requested)` stalled readers, when there were any.
+    pub stalled_joined: Option<(u64, u64)>,
+    pub stalled: Vec<StalledSummary>,
+    pub slow_consumers: Option<SlowConsumers>,
+    /// Failures after the connect phase.
     pub errors: ErrorCounts,
 }
 
 impl FanoutReport {
+    /// Distinct deliveries (duplicates removed).
+    fn unique(&self) -> u64 {
+        self.deliveries_received.saturating_sub(self.duplicates)
+    }
+
+    /// Expected deliveries that never arrived: every receiver should get every broadcast of every
+    /// publisher on its channel once, so whatever is missing from the distinct deliveries is lost.
+    pub fn lost(&self) -> u64 {
+        self.deliveries_expected.saturating_sub(self.unique())
+    }
+
+    /// Of [`FanoutReport::lost`], those after the last broadcast a receiver got from that publisher
+    /// (the rest were gaps); all of them when no receiver reported.
+    pub fn lost_at_end(&self) -> u64 {
+        self.deliveries_expected.saturating_sub(self.seq_next_total).min(self.lost())
+    }
+
     fn rows(&self) -> Vec<(String, String)> {
         let rate = |n: u64| if self.publish_secs > 0.0 { n as f64 / self.publish_secs } else { 0.0 };
+        let lost = match self.lost() {
+            0 => "0".to_owned(),
+            n => format!("{n} ({} in gaps, {} at stream ends)", n - self.lost_at_end(), self.lost_at_end()),
+        };
         let pct = if self.deliveries_expected > 0 {
             format!(" ({:.2}%)", 100.0 * self.deliveries_received as f64 / self.deliveries_expected as f64)
         } else {
@@ -131,39 +227,95 @@ impl FanoutReport {
             .rss
             .per_connection_kib(self.connections_ok)
             .map_or_else(|| "-".to_owned(), |k| format!("{k:.1} KiB"));
+        let listen = self.listen_drops.as_ref().map_or_else(
+            || "- (/proc/net/netstat not read)".to_owned(),
+            |counters| counters.iter().map(|(name, n)| format!("{name} +{n}")).collect::<Vec<_>>().join(", "),
+        );
+        let extra = self.unique().saturating_sub(self.deliveries_expected);
+        let extra =
+            if extra > 0 { format!(", {extra} MORE THAN EXPECTED (another run?)") } else { String::new() };
+        let peak = self.rss_series.iter().map(|&(_, kib)| kib).max();
         vec![
             (
                 "connections ok / failed".into(),
                 format!("{} / {}", self.connections_ok, self.connections_failed),
             ),
             ("connect+join p50 / p99 / max".into(), self.connect_join.cells()),
+            ("listen queue drops (TcpExt, machine)".into(), listen),
             ("publishers ok".into(), self.publishers_ok.to_string()),
             (
-                "broadcasts sent".into(),
+                "broadcasts sent / due".into(),
                 format!(
-                    "{} ({:.1}/s over {:.1} s)",
+                    "{} / {} ({:.1}/s over {:.1} s)",
                     self.broadcasts_sent,
+                    self.broadcasts_due,
                     rate(self.broadcasts_sent),
                     self.publish_secs
                 ),
             ),
+            ("publisher lag p50 / p99 / max".into(), self.publisher_lag.cells()),
             (
                 "deliveries expected / received".into(),
                 format!("{} / {}{pct}", self.deliveries_expected, self.deliveries_received),
             ),
+            (
+                "lost / duplicated / reordered".into(),
+                format!("{lost} / {} / {}{extra}", self.duplicates, self.reordered),
+            ),
             ("deliveries/s".into(), format!("{:.1}", rate(self.deliveries_received))),
+            (
+                "also delivered to publishers".into(),
+                format!(
+                    "{} ({:.1}/s, not measured)",
+                    self.publisher_deliveries,
+                    rate(self.publisher_deliveries)
+                ),
+            ),
             ("delivery latency p50 / p99 / max".into(), self.delivery.cells()),
             (
                 "server RSS before / idle / end".into(),
                 format!("{} / {} / {}", mib(self.rss.before), mib(self.rss.idle), mib(self.rss.end)),
             ),
+            ("server RSS peak (1 s samples)".into(), mib(peak)),
             ("server RSS per connection".into(), per_conn),
         ]
     }
 
-    /// The table printed at the end of a run.
+    /// The table printed at the end of a run, then the stalled readers and the RSS series.
     pub fn render(&self) -> String {
-        render_table(&self.title, &self.rows(), &self.errors)
+        let mut out = render_table(
+            &self.title,
+            &self.rows(),
+            &[("connect failures", &self.connect_errors), ("errors", &self.errors)],
+        );
+        if let Some((joined, requested)) = self.stalled_joined {
+            let _ = writeln!(
+                out,
+                "\nstalled readers: {joined} of {requested} joined (SO_RCVBUF {} KiB), never read during the run",
+                crate::stalled::RECV_BUFFER / 1_024
+            );
+            for s in &self.stalled {
+                let _ = writeln!(out, "  {}", s.line());
+            }
+            let refusals = match self.slow_consumers {
+                None => "- (/metrics not read)".to_owned(),
+                Some(SlowConsumers { refused: 0, .. }) => "none".to_owned(),
+                Some(SlowConsumers { refused, first_secs, .. }) => format!(
+                    "{refused} frames refused, first in the sample at {} s",
+                    first_secs.map_or_else(|| "?".to_owned(), |s| s.to_string())
+                ),
+            };
+            let _ = writeln!(out, "  server slow_consumer refusals (/metrics): {refusals}");
+        }
+        if !self.rss_series.is_empty() {
+            let _ = writeln!(out, "\nserver RSS over time (seconds after the publish phase began: MiB)");
+            for row in self.rss_series.chunks(8) {
+                let cells: Vec<String> =
+                    row.iter().map(|&(s, kib)| format!("{s:>4}: {:>7.1}", kib as f64 / 1_024.0)).collect();
+                let _ = writeln!(out, "  {}", cells.join("  "));
+            }
+        }
+        out
     }
 
     /// Appends one CSV row to `path`, writing the header first when the file is new or empty.
@@ -173,9 +325,13 @@ impl FanoutReport {
 
     fn csv_row(&self) -> String {
         let opt = |v: Option<u64>| v.map_or_else(String::new, |v| v.to_string());
-        let errors = csv_errors(&self.errors);
+        let mut errors = self.connect_errors.clone();
+        merge_errors(&mut errors, &self.errors);
+        let listen = |name: &str| {
+            opt(self.listen_drops.as_ref().and_then(|c| c.iter().find(|(n, _)| n == name).map(|&(_, v)| v)))
+        };
         format!(
-            "\"{}\",{},{},{},{},{},{},{},{:.3},{},{},{},{},{},{},{},{},\"{}\"",
+            "\"{}\",{},{},{},{},{},{},{},{:.3},{},{},{},{},{},{},{},{},\"{}\",{},{},{},{},{},{},{},{},{}",
             self.title.replace('"', "'"),
             self.connections_ok,
             self.connections_failed,
@@ -193,24 +349,42 @@ impl FanoutReport {
             opt(self.rss.before),
             opt(self.rss.idle),
             opt(self.rss.end),
-            errors,
+            csv_errors(&errors),
+            self.broadcasts_due,
+            opt(self.publisher_lag.p99),
+            opt(self.publisher_lag.max),
+            self.lost(),
+            self.duplicates,
+            self.reordered,
+            listen("ListenOverflows"),
+            listen("ListenDrops"),
+            opt(self.rss_series.iter().map(|&(_, kib)| kib).max()),
         )
     }
 }
 
-/// A title, a rule, `key  value` rows and the error counts, aligned.
-fn render_table(title: &str, rows: &[(String, String)], errors: &ErrorCounts) -> String {
-    let width =
-        rows.iter().map(|(k, _)| k.len()).chain(errors.keys().map(|k| k.len() + 2)).max().unwrap_or(0).max(8);
+/// A title, a rule, `key  value` rows and groups of counts by kind (e.g. `errors`), aligned.
+fn render_table(title: &str, rows: &[(String, String)], groups: &[(&str, &ErrorCounts)]) -> String {
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.len())
+        .chain(
+            groups.iter().flat_map(|(name, counts)| counts.keys().map(|k| k.len() + 2).chain([name.len()])),
+        )
+        .max()
+        .unwrap_or(0)
+        .max(8);
     let mut out = String::new();
     let _ = writeln!(out, "{title}");
     let _ = writeln!(out, "{}", "-".repeat(width + 40));
     for (key, value) in rows {
         let _ = writeln!(out, "{key:<width$}  {value}");
     }
-    let _ = writeln!(out, "{:<width$}  {}", "errors", if errors.is_empty() { "none" } else { "" });
-    for (kind, n) in errors {
-        let _ = writeln!(out, "  {kind:<w$}  {n}", w = width - 2);
+    for (name, counts) in groups {
+        let _ = writeln!(out, "{name:<width$}  {}", if counts.is_empty() { "none" } else { "" });
+        for (kind, n) in counts.iter() {
+            let _ = writeln!(out, "  {kind:<w$}  {n}", w = width - 2);
+        }
     }
     out
 }
@@ -361,7 +535,7 @@ impl CdcReport {
 
     /// The table printed at the end of a run.
     pub fn render(&self) -> String {
-        render_table(&self.title, &self.rows_with_examples(), &self.errors)
+        render_table(&self.title, &self.rows_with_examples(), &[("errors", &self.errors)])
     }
 
     /// Appends one CSV row to `path`, writing the header first when the file is new or empty.
@@ -412,7 +586,9 @@ commit_to_client_max_us,rss_before_kib,rss_idle_kib,rss_end_kib,cpu_secs,cpu_win
 
 const CSV_HEADER: &str = "title,connections_ok,connections_failed,connect_join_p50_us,connect_join_p99_us,\
 connect_join_max_us,publishers_ok,broadcasts_sent,publish_secs,deliveries_expected,deliveries_received,\
-delivery_p50_us,delivery_p99_us,delivery_max_us,rss_before_kib,rss_idle_kib,rss_end_kib,errors";
+delivery_p50_us,delivery_p99_us,delivery_max_us,rss_before_kib,rss_idle_kib,rss_end_kib,errors,\
+broadcasts_due,publisher_lag_p99_us,publisher_lag_max_us,lost,duplicated,reordered,listen_overflows,listen_drops,\
+rss_peak_kib";
 
 #[cfg(test)]
 mod tests {
@@ -492,11 +668,37 @@ mod tests {
             publish_secs: 10.0,
             deliveries_expected: 900,
             deliveries_received: 450,
-            errors: ErrorCounts::from([("http status 429".to_owned(), 1)]),
+            duplicates: 3,
+            reordered: 2,
+            seq_next_total: 800,
+            connect_errors: ErrorCounts::from([("http status 429".to_owned(), 1)]),
+            listen_drops: Some(vec![("ListenOverflows".into(), 0), ("ListenDrops".into(), 4)]),
+            rss_series: (0..10).map(|s| (s, 1_024 * (s + 1))).collect(),
+            stalled_joined: Some((1, 1)),
+            stalled: vec![StalledSummary {
+                channel: 2,
+                port: Some(40_000),
+                server_closed_after_secs: Some(12.0),
+                server_end_at_close: Some("FIN_WAIT1, no file descriptor, 10 bytes unsent".into()),
+                seen: true,
+                ending: "close frame 1008 \"too slow\"".into(),
+                ..StalledSummary::default()
+            }],
+            slow_consumers: Some(SlowConsumers { at_start: 5, refused: 300, first_secs: Some(4) }),
             ..FanoutReport::default()
         };
         let text = report.render();
         assert!(text.contains("9 / 1"), "{text}");
+        assert!(text.contains("453 (353 in gaps, 100 at stream ends) / 3 / 2"), "{text}");
+        assert!(text.contains("ListenOverflows +0, ListenDrops +4"), "{text}");
+        assert!(
+            text.contains("connect failures") && text.contains("errors  ") && text.contains("none"),
+            "{text}"
+        );
+        assert!(text.contains("realtime:load-2 port 40000: server closed its end after 12 s"), "{text}");
+        assert!(text.contains("   9:    10.0"), "{text}");
+        assert!(text.contains("300 frames refused, first in the sample at 4 s"), "{text}");
+        assert!(text.contains("10.0 MiB"), "{text}");
         assert!(text.contains("1.50 ms / 1.50 ms / 1.50 ms"), "{text}");
         assert!(text.contains("900 / 450 (50.00%)"), "{text}");
         assert!(text.contains("http status 429"), "{text}");

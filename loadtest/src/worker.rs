@@ -20,6 +20,7 @@ use tokio::time::{interval, sleep_until, timeout, timeout_at, Instant, MissedTic
 
 use crate::client::Endpoint;
 use crate::ipc::{JoinedReport, WorkerMessage, STOP};
+use crate::pool::split;
 use crate::receiver::{self, JoinOutcome, ReceiverContext, ReceiverStats};
 use crate::report::{latency_histogram, HistogramData};
 use crate::scenario::fanout::topic;
@@ -30,11 +31,13 @@ pub const TOKEN_ENV: &str = "REALTIME_LOADTEST_TOKEN";
 /// Time receivers get to send their close frames after `stop`.
 const STOP_BUDGET: Duration = Duration::from_secs(3);
 
-/// How connections are opened; shared by the parent's flags and the worker's.
+/// How connections are opened; shared by the parent's flags and the worker's (a worker gets its share
+/// of the totals, see [`ConnectArgs::for_workers`]).
 #[derive(Args, Debug, Clone)]
 pub struct ConnectArgs {
-    /// Connects in flight at once, per worker process (the ramp).
-    #[arg(long, default_value_t = 100)]
+    /// Connects (TCP + WebSocket handshake + join) in flight at once over the whole run, split between
+    /// the worker processes (at least one each): "10,000 connects at 200 concurrent".
+    #[arg(long, default_value_t = 200)]
     pub connect_concurrency: usize,
     /// Connection attempts per second (total over all workers); unlimited when absent.
     #[arg(long)]
@@ -51,10 +54,20 @@ pub struct ConnectArgs {
 }
 
 impl ConnectArgs {
-    /// The same settings as command-line arguments, with `connect_rate` replaced by `rate`.
-    pub fn to_cli(&self, rate: Option<f64>) -> Vec<String> {
+    /// Each of `processes` workers' settings as command-line arguments: the total concurrency split
+    /// exactly between them (at least 1 each) and the rate divided evenly.
+    pub fn for_workers(&self, processes: usize) -> Vec<Vec<String>> {
+        let rate = self.connect_rate.map(|r| r / processes as f64);
+        split(self.connect_concurrency, processes)
+            .iter()
+            .map(|share| self.to_cli(share.connections.max(1), rate))
+            .collect()
+    }
+
+    /// These settings as command-line arguments, with `concurrency` and `rate` in place of the totals.
+    pub fn to_cli(&self, concurrency: usize, rate: Option<f64>) -> Vec<String> {
         let mut out = vec![
-            format!("--connect-concurrency={}", self.connect_concurrency),
+            format!("--connect-concurrency={concurrency}"),
             format!("--connect-timeout={}", self.connect_timeout),
             format!("--join-timeout={}", self.join_timeout),
             format!("--connect-phase-timeout={}", self.connect_phase_timeout),
@@ -244,11 +257,25 @@ mod tests {
     #[test]
     fn connect_args_round_trip_through_the_cli() {
         let parsed = Harness::parse_from(["x", "--connect-concurrency=7", "--connect-timeout=3"]);
-        let cli = parsed.connect.to_cli(Some(12.5));
+        let cli = parsed.connect.to_cli(7, Some(12.5));
         let again = Harness::parse_from(std::iter::once("x".to_owned()).chain(cli));
         assert_eq!(again.connect.connect_concurrency, 7);
         assert_eq!(again.connect.connect_timeout, 3);
         assert_eq!(again.connect.join_timeout, 10);
         assert_eq!(again.connect.connect_rate, Some(12.5));
+    }
+
+    #[test]
+    fn totals_are_split_between_workers() {
+        let parsed = Harness::parse_from(["x", "--connect-concurrency=201", "--connect-rate=300"]);
+        let workers = parsed.connect.for_workers(2);
+        let parse = |cli: &Vec<String>| {
+            Harness::parse_from(std::iter::once("x".to_owned()).chain(cli.clone())).connect
+        };
+        let (a, b) = (parse(&workers[0]), parse(&workers[1]));
+        assert_eq!((a.connect_concurrency, b.connect_concurrency), (101, 100));
+        assert_eq!((a.connect_rate, b.connect_rate), (Some(150.0), Some(150.0)));
+        let tiny = Harness::parse_from(["x", "--connect-concurrency=1"]).connect.for_workers(3);
+        assert!(tiny.iter().all(|cli| parse(cli).connect_concurrency == 1));
     }
 }

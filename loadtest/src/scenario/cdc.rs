@@ -26,8 +26,6 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 use hdrhistogram::Histogram;
 use realtime_proto::Vsn;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout, Instant};
 
 use crate::cdc_worker::SECRET_ENV;
@@ -41,6 +39,7 @@ use crate::report::{latency_histogram, merge_errors, CdcReport, CpuSample, Error
 use crate::rss::{clock_ticks_per_second, read_cpu_ticks, read_rss_kib};
 use crate::scenario::fanout::{CONNECTIONS_PER_PROCESS, MAX_CONNECTIONS_PER_PROCESS};
 use crate::scenario::{fold_joined, JoinTotals};
+use crate::scrape::fetch_metrics;
 use crate::token::now_unix_secs;
 use crate::worker::ConnectArgs;
 
@@ -247,10 +246,15 @@ pub async fn run(args: CdcArgs) -> anyhow::Result<()> {
 
     eprintln!("spawning {} worker processes for {} subscribers", plan.processes, args.subscribers);
     let slices = split(args.subscribers, plan.processes);
-    let common = worker_args(&args, &plan, &run_tag, now_unix_secs());
-    let mut pool =
-        Pool::spawn_with("cdc-worker", &slices, &common, &[(SECRET_ENV, args.jwt_secret.as_str())])
-            .context("spawning workers")?;
+    let common = worker_args(&args, &run_tag, now_unix_secs());
+    let mut pool = Pool::spawn_with(
+        "cdc-worker",
+        &slices,
+        &common,
+        &args.connect.for_workers(plan.processes),
+        &[(SECRET_ENV, args.jwt_secret.as_str())],
+    )
+    .context("spawning workers")?;
     let connect_started = Instant::now();
     let phase = Duration::from_secs(args.connect.connect_phase_timeout);
     let joined = pool.joined(Instant::now() + phase + JOIN_GRACE).await;
@@ -328,7 +332,7 @@ fn on_off(flag: bool) -> &'static str {
 }
 
 /// Arguments every worker gets (the pool adds its index and slice).
-fn worker_args(args: &CdcArgs, plan: &Plan, run_tag: &str, iat: u64) -> Vec<String> {
+fn worker_args(args: &CdcArgs, run_tag: &str, iat: u64) -> Vec<String> {
     let lifetime = args.connect.connect_phase_timeout
         + JOIN_GRACE.as_secs()
         + SETTLE.as_secs()
@@ -350,36 +354,12 @@ fn worker_args(args: &CdcArgs, plan: &Plan, run_tag: &str, iat: u64) -> Vec<Stri
     if args.rls {
         out.push("--rls".into());
     }
-    out.extend(args.connect.to_cli(args.connect.connect_rate.map(|r| r / plan.processes as f64)));
     out
-}
-
-/// `GET /metrics` over HTTP/1.0 (so the body is never chunked); the body on a 200.
-async fn fetch_metrics(addr: SocketAddr) -> Result<String, String> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        Ok::<_, std::io::Error>(response)
-    };
-    let response = match timeout(METRICS_TIMEOUT, exchange).await {
-        Err(_) => return Err("metrics timeout".into()),
-        Ok(Err(e)) => return Err(format!("metrics error: {:?}", e.kind())),
-        Ok(Ok(response)) => String::from_utf8_lossy(&response).into_owned(),
-    };
-    let (head, body) = response.split_once("\r\n\r\n").ok_or("metrics: malformed response")?;
-    let status = head.split_whitespace().nth(1).unwrap_or("?");
-    if status != "200" {
-        return Err(format!("metrics: http status {status}"));
-    }
-    Ok(body.to_owned())
 }
 
 /// The server's `realtime_cdc_changes_total` now; `None` (and an error count) when it cannot be read.
 async fn changes_decoded(addr: SocketAddr, errors: &mut ErrorCounts) -> Option<u64> {
-    match fetch_metrics(addr).await {
+    match fetch_metrics(addr, METRICS_TIMEOUT).await {
         Ok(body) => {
             let total = counter_total(&body, CHANGES_METRIC);
             if total.is_none() {
@@ -578,10 +558,11 @@ mod tests {
         }
         let a = args(&["--rls", "--users=4", "--processes=2", "--connect-rate=10"]);
         let plan = Plan::new(&a).unwrap();
-        let cli = worker_args(&a, &plan, "tag", 77);
+        let cli = worker_args(&a, "tag", 77);
         let fixed =
             ["x", "--index=1", "--first-conn=50", "--connections=50", "--jwt-secret=s"].map(String::from);
-        let w = W::parse_from(fixed.into_iter().chain(cli)).w;
+        let own = a.connect.for_workers(plan.processes).swap_remove(1);
+        let w = W::parse_from(fixed.into_iter().chain(cli).chain(own)).w;
         assert!(w.rls);
         assert_eq!((w.users, w.iat, w.run_tag.as_str()), (4, 77, "tag"));
         assert_eq!(w.connect.connect_rate, Some(5.0));

@@ -1,31 +1,45 @@
 //! Scenario `fanout`: N receivers spread over worker processes join M channels `realtime:load-<i>`
 //! round-robin (`self: false`, `ack: false`); then publishers in this process broadcast stamped
-//! payloads at a fixed total rate for `--duration` seconds, followed by a `--drain`.
+//! payloads on a fixed-rate schedule for `--duration` seconds, followed by a `--drain`.
 //!
-//! Measured: connect+join latency per receiver (TCP connect start → ok `phx_reply`), broadcasts sent,
-//! deliveries expected (Σ over channels of sent × joined receivers) vs received, delivery latency
-//! (receive time − send stamp, same clock), errors by kind, and the server's RSS before connecting,
-//! once all receivers are idle, and at the end.
+//! Measured, so that a healthy run and an unhealthy one cannot print the same table:
+//! - connect: connect+join latency per receiver (TCP connect start → ok `phx_reply`) with at most
+//!   `--connect-concurrency` in flight over the whole run, failures by kind, and the SYNs the server's
+//!   listen queue dropped meanwhile (`TcpExt` `ListenOverflows`/`ListenDrops`, same machine);
+//! - delivery: latency from each broadcast's *scheduled* send time (no coordinated omission), how far
+//!   behind schedule the publishers fell, deliveries expected (Σ over channels of sent × joined
+//!   receivers) vs received, and per-publisher sequence checks: lost, duplicated, reordered;
+//! - the server's RSS before connecting, once all receivers are idle, at the end, and every second of
+//!   the publish phase;
+//! - with `--stalled-readers K`: K more connections join and never read again (see
+//!   [`crate::stalled`]); the normal receivers are then the observers whose latency the stall may hurt.
+//!
+//! `--duration 0` skips publishing: a connect storm (`--connections 10000 --connect-concurrency 200`).
 //!
 //! Phases, each with a deadline: spawn workers → wait for every `joined` line → settle, sample RSS →
-//! publish → drain → sample RSS → `stop` the workers and collect their `finished` lines.
+//! stalled readers join → publish (sampling RSS) → drain → sample RSS → `stop` the workers and the
+//! stalled readers, collect the workers' `finished` lines and the stalled readers' end reads.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
+use futures_util::future::join_all;
 use hdrhistogram::Histogram;
 use realtime_proto::Vsn;
+use tokio::sync::watch;
 use tokio::time::{sleep, Instant};
 
 use crate::client::Endpoint;
 use crate::ipc::{FinishedReport, JoinedReport};
+use crate::netstat::{counter_deltas, read_tcp_ext, LISTEN_COUNTERS};
 use crate::pool::{split, Pool, WorkerSlice};
 use crate::publisher::{self, PublishPlan, MAX_CHANNELS_PER_PUBLISHER};
 use crate::report::{latency_histogram, merge_errors, ErrorCounts, FanoutReport, LatencySummary};
 use crate::rss::read_rss_kib;
 use crate::scenario::{fold_joined, JoinTotals};
+use crate::stalled::{self, EndRead, Sampler};
 use crate::token::anon_token;
 use crate::worker::ConnectArgs;
 
@@ -43,6 +57,10 @@ const SETTLE: Duration = Duration::from_secs(1);
 const JOIN_GRACE: Duration = Duration::from_secs(15);
 /// Time workers get to close their sockets and report after `stop`.
 const FINISH_BUDGET: Duration = Duration::from_secs(15);
+/// Stalled readers live in the parent process, beside the publishers, within its open-files limit.
+const MAX_STALLED_READERS: usize = 1_000;
+/// Largest `--payload-bytes` (the server's default limit is 256 KiB).
+const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 
 /// The topic of channel `i`.
 pub fn topic(channel: usize) -> String {
@@ -67,10 +85,14 @@ pub struct FanoutArgs {
     /// Publisher connections; default max(ceil(rate / 50), ceil(channels / 100)).
     #[arg(long)]
     pub publishers: Option<usize>,
-    /// Broadcasts per second, over all publishers.
+    /// Broadcasts per second, over all publishers, on a fixed schedule (latency counts from it).
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
-    /// Seconds of publishing.
+    /// Bytes of each broadcast's JSON payload (the stamp, padded); 0 for the bare ~50-byte stamp.
+    /// Throughput per receiver is rate × payload-bytes / channels.
+    #[arg(long, default_value_t = 0)]
+    pub payload_bytes: usize,
+    /// Seconds of publishing; 0 to only connect (a connect storm) and disconnect.
     #[arg(long, default_value_t = 30)]
     pub duration: u64,
     /// Seconds to keep receiving after the last broadcast.
@@ -82,7 +104,12 @@ pub struct FanoutArgs {
     /// Worker processes holding the receivers; default ceil(connections / 5000).
     #[arg(long)]
     pub processes: Option<usize>,
-    /// Server pid, to sample its RSS from /proc/<pid>/status.
+    /// Extra connections (in this process) that join channel `i mod M` and then never read their
+    /// socket again (4 KiB SO_RCVBUF, heartbeats still sent); the report says when the server closed
+    /// each and how (close code and reason, or reset), and prints the server's RSS every second.
+    #[arg(long, default_value_t = 0)]
+    pub stalled_readers: usize,
+    /// Server pid, to sample its RSS from /proc/<pid>/status (once a second while publishing).
     #[arg(long)]
     pub server_pid: Option<u32>,
     /// Append the results as one CSV row to this file.
@@ -106,6 +133,12 @@ impl Plan {
         }
         if !(args.rate > 0.0 && args.rate.is_finite()) {
             bail!("--rate must be a positive number");
+        }
+        if args.stalled_readers > MAX_STALLED_READERS {
+            bail!("at most {MAX_STALLED_READERS} --stalled-readers");
+        }
+        if args.payload_bytes > MAX_PAYLOAD_BYTES {
+            bail!("--payload-bytes must be at most {MAX_PAYLOAD_BYTES}");
         }
         let processes = args.processes.unwrap_or_else(|| args.connections.div_ceil(CONNECTIONS_PER_PROCESS));
         if processes == 0 || processes > args.connections {
@@ -131,6 +164,19 @@ pub fn expected_deliveries(sent_per_channel: &[u64], joined_per_channel: &[u64])
     sent_per_channel.iter().zip(joined_per_channel).map(|(s, j)| s * j).sum()
 }
 
+/// Broadcasts the server also delivered to publishers: publishers are members of the channels they
+/// send to, so with `self: false` each broadcast still reaches every *other* publisher on its channel.
+/// Server work (and loader work, reading them) that the delivery figures do not count.
+pub fn publisher_deliveries(sent_per_channel: &[u64], publishers: usize) -> u64 {
+    let mut on_channel = vec![0u64; sent_per_channel.len()];
+    for p in 0..publishers {
+        for c in publisher::channels_of(p, publishers, sent_per_channel.len()) {
+            on_channel[c] += 1;
+        }
+    }
+    sent_per_channel.iter().zip(on_channel).map(|(sent, n)| sent * n.saturating_sub(1)).sum()
+}
+
 /// Runs the scenario and prints its table on stdout.
 pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let plan = Plan::new(&args)?;
@@ -140,16 +186,16 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     }
     let token = anon_token(&args.jwt_secret).context("signing the token")?;
     let endpoint = Endpoint::resolve(&args.target, &token, args.vsn).await.context("--target")?;
-    let title = format!(
-        "fanout: {} connections in {} processes, {} channels, {} publishers, {} broadcasts/s for {} s (+{} s drain), vsn {}",
-        args.connections, plan.processes, args.channels, plan.publishers, args.rate, args.duration, args.drain, args.vsn
-    );
+    let title = title(&args, &plan);
     eprintln!("spawning {} worker processes for {} connections", plan.processes, args.connections);
     let publish_plan = PublishPlan {
         publishers: plan.publishers,
         channels: args.channels,
         rate: args.rate,
         duration: Duration::from_secs(args.duration),
+        payload_bytes: args.payload_bytes,
+        max_per_second: ((SERVER_EVENTS_PER_SOCKET * 0.9) as usize).max(per_publisher.ceil() as usize),
+        linger: Duration::from_secs(args.drain),
         connect_timeout: Duration::from_secs(args.connect.connect_timeout),
         join_timeout: Duration::from_secs(args.connect.join_timeout),
     };
@@ -157,13 +203,19 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     report.rss.before = read_rss_kib(args.server_pid);
 
     let slices = split(args.connections, plan.processes);
-    let mut pool = Pool::spawn(&slices, &worker_args(&args, &plan), &token).context("spawning workers")?;
+    let tcp_before = read_tcp_ext();
+    let own_args = args.connect.for_workers(plan.processes);
+    let mut pool =
+        Pool::spawn(&slices, &worker_args(&args, &plan), &own_args, &token).context("spawning workers")?;
     let connect_started = Instant::now();
     let phase = Duration::from_secs(args.connect.connect_phase_timeout);
     let joined = pool.joined(Instant::now() + phase + JOIN_GRACE).await;
+    let tcp_after = read_tcp_ext();
     let mut connect_join = latency_histogram();
     let joined_per_channel = add_joined(&mut report, &mut connect_join, &slices, joined, args.channels);
     report.connect_join = LatencySummary::of(&connect_join);
+    report.listen_drops = (!tcp_before.is_empty() && !tcp_after.is_empty())
+        .then(|| counter_deltas(&tcp_before, &tcp_after, &LISTEN_COUNTERS));
     eprintln!(
         "connect phase: {} ok, {} failed in {:.1} s",
         report.connections_ok,
@@ -173,19 +225,64 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     sleep(SETTLE).await;
     report.rss.idle = read_rss_kib(args.server_pid);
 
-    let published = publisher::run(&endpoint, &publish_plan).await;
-    report.publishers_ok = published.connected;
-    report.broadcasts_sent = published.sent_per_channel.iter().sum();
-    report.publish_secs = published.elapsed.as_secs_f64();
-    report.deliveries_expected = expected_deliveries(&published.sent_per_channel, &joined_per_channel);
-    merge_errors(&mut report.errors, &published.errors);
-    eprintln!("published {} broadcasts; draining {} s", report.broadcasts_sent, args.drain);
-    sleep(Duration::from_secs(args.drain)).await;
+    let (readers, stalled_errors) = stalled::connect(
+        &endpoint,
+        args.stalled_readers,
+        args.channels,
+        publish_plan.connect_timeout,
+        publish_plan.join_timeout,
+    )
+    .await;
+    merge_errors(&mut report.connect_errors, &stalled_errors);
+    if args.stalled_readers > 0 {
+        eprintln!("{} of {} stalled readers joined; they read no more", readers.len(), args.stalled_readers);
+        report.stalled_joined = Some((readers.len() as u64, args.stalled_readers as u64));
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sampler = Sampler {
+        server_pid: args.server_pid,
+        server_port: endpoint.addr().port(),
+        ports: readers.iter().map(|r| r.port()).collect(),
+        metrics_addr: (!readers.is_empty()).then(|| endpoint.addr()),
+        deadline: Instant::now()
+            + Duration::from_secs(publish_budget(&args, &plan) + args.duration + args.drain),
+    };
+    let sampling = tokio::spawn(sampler.run(stop_rx.clone()));
+    let holding: Vec<_> =
+        readers.into_iter().map(|r| tokio::spawn(stalled::hold(r, stop_rx.clone()))).collect();
+
+    if args.duration > 0 {
+        let published = publisher::run(&endpoint, &publish_plan).await;
+        report.publishers_ok = published.connected;
+        report.broadcasts_sent = published.sent_per_channel.iter().sum();
+        report.broadcasts_due = published.due;
+        report.publisher_lag = LatencySummary::of(&published.lag_us);
+        report.publish_secs = published.elapsed.as_secs_f64();
+        report.deliveries_expected = expected_deliveries(&published.sent_per_channel, &joined_per_channel);
+        report.publisher_deliveries = publisher_deliveries(&published.sent_per_channel, plan.publishers);
+        merge_errors(&mut report.errors, &published.errors);
+        eprintln!("published {} broadcasts and drained {} s", report.broadcasts_sent, args.drain);
+    }
     report.rss.end = read_rss_kib(args.server_pid);
+    let _ = stop_tx.send(true);
 
     let mut delivery = latency_histogram();
-    add_finished(&mut report, &mut delivery, pool.finish(Instant::now() + FINISH_BUDGET).await);
+    let (finished, ends, samples) =
+        tokio::join!(pool.finish(Instant::now() + FINISH_BUDGET), join_all(holding), sampling);
+    add_finished(&mut report, &mut delivery, finished);
     report.delivery = LatencySummary::of(&delivery);
+    let samples = samples.unwrap_or_default();
+    let ends: Vec<(usize, EndRead)> = ends
+        .into_iter()
+        .map(|end| {
+            end.unwrap_or_else(|e| {
+                (0, EndRead { ending: format!("reader task failed: {e}"), drained_bytes: 0, secs: 0.0 })
+            })
+        })
+        .collect();
+    report.stalled = stalled::summaries(&samples, &ends);
+    report.rss_series = samples.rss;
+    report.slow_consumers = samples.slow_consumers;
 
     println!("{}", report.render());
     if let Some(path) = &args.csv {
@@ -194,26 +291,51 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The report's first line: what was run.
+fn title(args: &FanoutArgs, plan: &Plan) -> String {
+    let connect = format!(
+        "{} connections ({} connects in flight) in {} processes, {} channels",
+        args.connections, args.connect.connect_concurrency, plan.processes, args.channels
+    );
+    if args.duration == 0 {
+        return format!(
+            "fanout, connect only: {connect}, {} stalled readers, vsn {}",
+            args.stalled_readers, args.vsn
+        );
+    }
+    let payload = if args.payload_bytes == 0 {
+        "a bare stamp".to_owned()
+    } else {
+        format!("{} bytes", args.payload_bytes)
+    };
+    format!(
+        "fanout: {connect}, {} publishers, {} broadcasts/s of {payload} for {} s (+{} s drain), {} stalled readers, vsn {}",
+        plan.publishers, args.rate, args.duration, args.drain, args.stalled_readers, args.vsn
+    )
+}
+
+/// Seconds the publishers (and the stalled readers before them) may take to connect and join.
+fn publish_budget(args: &FanoutArgs, plan: &Plan) -> u64 {
+    2 * args.connect.connect_timeout
+        + args.connect.join_timeout * (1 + args.channels.div_ceil(plan.publishers) as u64)
+}
+
 /// Arguments every worker gets (the pool adds its index and slice).
 fn worker_args(args: &FanoutArgs, plan: &Plan) -> Vec<String> {
-    let publisher_setup = args.connect.connect_timeout
-        + args.connect.join_timeout * args.channels.div_ceil(plan.publishers) as u64;
     let lifetime = args.connect.connect_phase_timeout
         + JOIN_GRACE.as_secs()
         + SETTLE.as_secs()
-        + publisher_setup
+        + publish_budget(args, plan)
         + args.duration
         + args.drain
         + FINISH_BUDGET.as_secs()
         + 30;
-    let mut out = vec![
+    vec![
         format!("--target={}", args.target),
         format!("--vsn={}", args.vsn),
         format!("--channels={}", args.channels),
         format!("--lifetime={lifetime}"),
-    ];
-    out.extend(args.connect.to_cli(args.connect.connect_rate.map(|r| r / plan.processes as f64)));
-    out
+    ]
 }
 
 /// Folds the workers' connect-phase reports into `report`; returns joined receivers per channel.
@@ -227,7 +349,7 @@ fn add_joined(
     let totals = JoinTotals {
         ok: &mut report.connections_ok,
         failed: &mut report.connections_failed,
-        errors: &mut report.errors,
+        errors: &mut report.connect_errors,
         latency: connect_join,
     };
     fold_joined(totals, slices, joined, channels)
@@ -244,6 +366,9 @@ fn add_finished(
         match outcome {
             Ok(worker) => {
                 report.deliveries_received += worker.delivered;
+                report.duplicates += worker.duplicates;
+                report.reordered += worker.reordered;
+                report.seq_next_total += worker.seq_next_total;
                 worker.delivery_us.add_to(delivery);
                 merge_errors(&mut report.errors, &worker.errors);
             }
@@ -286,6 +411,17 @@ mod tests {
         assert!(Plan::new(&args(&["--rate=0"])).is_err());
         assert!(Plan::new(&args(&["--connections=0"])).is_err());
         assert!(Plan::new(&args(&["--connections=3", "--processes=4"])).is_err());
+        assert!(Plan::new(&args(&["--stalled-readers=1001"])).is_err());
+        assert!(Plan::new(&args(&["--payload-bytes=2000000"])).is_err());
+        assert!(Plan::new(&args(&["--duration=0", "--stalled-readers=3", "--payload-bytes=10000"])).is_ok());
+    }
+
+    #[test]
+    fn publishers_sharing_a_channel_receive_each_other() {
+        assert_eq!(publisher_deliveries(&[10, 20], 1), 0);
+        assert_eq!(publisher_deliveries(&[10, 20], 2), 0);
+        assert_eq!(publisher_deliveries(&[100], 5), 400);
+        assert_eq!(publisher_deliveries(&[10, 20], 4), 10 + 20);
     }
 
     #[test]
@@ -299,12 +435,20 @@ mod tests {
         let mut report = FanoutReport::default();
         let mut h = latency_histogram();
         let slices = split(10, 2);
-        let ok = JoinedReport { ok: 4, failed: 1, joined_per_channel: vec![2, 2], ..JoinedReport::default() };
+        let ok = JoinedReport {
+            ok: 4,
+            failed: 1,
+            joined_per_channel: vec![2, 2],
+            errors: ErrorCounts::from([("connect timeout".to_owned(), 1)]),
+            ..JoinedReport::default()
+        };
         let per_channel =
             add_joined(&mut report, &mut h, &slices, vec![Ok(ok), Err("worker 1 exited early".into())], 2);
         assert_eq!(per_channel, vec![2, 2]);
         assert_eq!((report.connections_ok, report.connections_failed), (4, 6));
-        assert_eq!(report.errors["worker failed: worker 1 exited early"], 5);
+        assert_eq!(report.connect_errors["worker failed: worker 1 exited early"], 5);
+        assert_eq!(report.connect_errors["connect timeout"], 1);
+        assert!(report.errors.is_empty());
     }
 
     #[test]
@@ -315,12 +459,14 @@ mod tests {
             #[command(flatten)]
             w: WorkerArgs,
         }
-        let a = args(&["--connect-rate=100", "--processes=4"]);
+        let a = args(&["--connect-rate=100", "--processes=4", "--connect-concurrency=200"]);
         let plan = Plan::new(&a).unwrap();
         let cli = worker_args(&a, &plan);
+        let own = a.connect.for_workers(plan.processes).swap_remove(1);
         let fixed = ["x", "--index=1", "--first-conn=5", "--connections=5", "--token=t"].map(String::from);
-        let w = W::parse_from(fixed.into_iter().chain(cli)).w;
+        let w = W::parse_from(fixed.into_iter().chain(cli).chain(own)).w;
         assert_eq!(w.connect.connect_rate, Some(25.0));
+        assert_eq!(w.connect.connect_concurrency, 50);
         assert_eq!(w.channels, 10);
         assert!(w.lifetime > a.duration + a.connect.connect_phase_timeout);
     }
