@@ -73,8 +73,9 @@ pub struct SocketActor {
     pub(super) outbox: Outbox,
     /// The handshake token (`apikey`), used by channels that send no `access_token`.
     pub(super) token: String,
-    /// By full topic (`realtime:room1`).
-    pub(super) channels: HashMap<String, ChannelState>,
+    /// By full topic (`realtime:room1`). Boxed: the table keeps spare slots (three of four with one
+    /// channel joined), and a slot is then a pointer rather than a whole `ChannelState`.
+    pub(super) channels: HashMap<String, Box<ChannelState>>,
     /// Broadcast and presence pushes per second.
     pub(super) events: RateWindow,
     /// Joins per second on this socket.
@@ -169,7 +170,11 @@ impl SocketActor {
     }
 
     /// Forgets a channel and tells the registry; returns its state.
-    pub(super) fn remove_channel(&mut self, ctx: &mut Context<Self>, topic: &str) -> Option<ChannelState> {
+    pub(super) fn remove_channel(
+        &mut self,
+        ctx: &mut Context<Self>,
+        topic: &str,
+    ) -> Option<Box<ChannelState>> {
         let mut state = self.channels.remove(topic)?;
         if let Some(timer) = state.expiry_timer.take() {
             ctx.cancel_future(timer);

@@ -161,7 +161,7 @@ impl SocketActor {
         let join_msg = Join { key: key.clone(), member };
         self.channels.insert(
             msg.topic.clone(),
-            ChannelState {
+            Box::new(ChannelState {
                 key,
                 join_ref: msg.join_ref.clone(),
                 channel: None,
@@ -177,7 +177,7 @@ impl SocketActor {
                 replication_ready: config.broadcast.replication_ready,
                 join_msg_ref: msg.msg_ref.clone(),
                 pending: Vec::new(),
-            },
+            }),
         );
         tracing::debug!(parent: &self.span, topic = %msg.topic, "join requested");
         match wait {
