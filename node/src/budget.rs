@@ -45,12 +45,17 @@ pub fn json_depth(value: &Value) -> usize {
 }
 
 impl Budget {
-    /// The envelope's own fields: the topic and both refs.
-    pub fn check_envelope(&self, msg: &ClientMessage) -> Result<(), BudgetError> {
+    /// The envelope's `ref` and `join_ref`.
+    pub fn check_refs(&self, msg: &ClientMessage) -> Result<(), BudgetError> {
         let refs = [msg.join_ref.as_deref(), msg.msg_ref.as_deref()];
         if refs.iter().flatten().any(|r| r.len() > self.max_ref_bytes) {
             return Err(BudgetError::RefTooLong { max: self.max_ref_bytes });
         }
+        Ok(())
+    }
+
+    /// The envelope's topic.
+    pub fn check_topic(&self, msg: &ClientMessage) -> Result<(), BudgetError> {
         if msg.topic.len() > self.max_topic_bytes {
             return Err(BudgetError::TopicTooLong { max: self.max_topic_bytes });
         }
@@ -122,12 +127,13 @@ mod tests {
             topic: topic.into(),
             event: ClientEvent::Heartbeat,
         };
-        assert_eq!(budget().check_envelope(&msg("realtime:a", Some("1"))), Ok(()));
+        assert_eq!(budget().check_refs(&msg("realtime:a", Some("1"))), Ok(()));
+        assert_eq!(budget().check_topic(&msg("realtime:a", Some("1"))), Ok(()));
         assert_eq!(
-            budget().check_envelope(&msg("realtime:ab", None)),
+            budget().check_topic(&msg("realtime:ab", None)),
             Err(BudgetError::TopicTooLong { max: 10 })
         );
-        assert_eq!(budget().check_envelope(&msg("x", Some("1234"))), Err(BudgetError::RefTooLong { max: 3 }));
+        assert_eq!(budget().check_refs(&msg("x", Some("1234"))), Err(BudgetError::RefTooLong { max: 3 }));
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub enum ClientEvent {
     AccessToken(Option<String>),
     /// Any other event, or a payload that does not fit the event (binary where JSON is required).
     Other { event: String },
+    /// A join, presence or token push whose payload passed the envelope but cannot be read as a JSON
+    /// value (nested past serde_json's recursion limit, a lone surrogate escape): answered with an
+    /// error rather than read as an empty payload.
+    Unreadable { event: String },
 }
 
 /// A broadcast pushed by a client.
@@ -81,22 +85,24 @@ fn interpret(topic_name: &str, event: String, payload: InboundPayload) -> Client
     match (event.as_str(), payload) {
         ("broadcast", InboundPayload::UserBroadcast(ub)) => ClientEvent::Broadcast(BroadcastPush::User(ub)),
         ("broadcast", InboundPayload::Json(raw)) => ClientEvent::Broadcast(BroadcastPush::Json(raw)),
-        ("phx_join", InboundPayload::Json(raw)) => {
-            let value: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
-            ClientEvent::Join(JoinPayload::from_value(&value))
-        }
+        ("phx_join", InboundPayload::Json(raw)) => match serde_json::from_str::<Value>(raw.get()) {
+            Ok(value) => ClientEvent::Join(JoinPayload::from_value(&value)),
+            Err(_) => ClientEvent::Unreadable { event },
+        },
         ("phx_leave", _) => ClientEvent::Leave,
-        ("presence", InboundPayload::Json(raw)) => {
-            let value: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
-            ClientEvent::Presence(PresencePush {
+        ("presence", InboundPayload::Json(raw)) => match serde_json::from_str::<Value>(raw.get()) {
+            Ok(value) => ClientEvent::Presence(PresencePush {
                 event: value.get("event").and_then(Value::as_str).map(str::to_ascii_lowercase),
                 payload: value.get("payload").cloned(),
-            })
-        }
-        ("access_token", InboundPayload::Json(raw)) => {
-            let value: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
-            ClientEvent::AccessToken(value.get("access_token").and_then(Value::as_str).map(str::to_owned))
-        }
+            }),
+            Err(_) => ClientEvent::Unreadable { event },
+        },
+        ("access_token", InboundPayload::Json(raw)) => match serde_json::from_str::<Value>(raw.get()) {
+            Ok(value) => {
+                ClientEvent::AccessToken(value.get("access_token").and_then(Value::as_str).map(str::to_owned))
+            }
+            Err(_) => ClientEvent::Unreadable { event },
+        },
         _ => ClientEvent::Other { event },
     }
 }
@@ -140,5 +146,23 @@ mod tests {
             msg(Vsn::V1, r#"{"topic":"phoenix","event":"nope","payload":{},"ref":"3"}"#).event,
             ClientEvent::Other { .. }
         ));
+    }
+
+    #[test]
+    fn unreadable_payloads_are_not_read_as_empty() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for event in ["presence", "phx_join", "access_token"] {
+            let text = format!(
+                r#"{{"topic":"realtime:a","event":"{event}","payload":{{"type":"presence","event":"track","payload":{deep}}},"ref":"3"}}"#
+            );
+            let Ok(frame) = decode_text(Vsn::V1, &text) else { continue };
+            let m = ClientMessage::from_frame(frame);
+            assert!(matches!(m.event, ClientEvent::Unreadable { .. }), "{event}: {:?}", m.event);
+        }
+        let surrogate =
+            r#"{"topic":"realtime:a","event":"phx_join","payload":{"config":{},"x":"\ud800"},"ref":"3"}"#;
+        if let Ok(frame) = decode_text(Vsn::V1, surrogate) {
+            assert!(matches!(ClientMessage::from_frame(frame).event, ClientEvent::Unreadable { .. }));
+        }
     }
 }

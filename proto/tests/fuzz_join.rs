@@ -169,7 +169,12 @@ fn expected_config(value: &Value) -> JoinConfig {
                 Some(Value::String(s)) => (!s.is_empty()).then(|| s.clone()),
                 Some(other) => Some(other.to_string()),
             },
-            enabled: flag_of(p.get("enabled")),
+            enabled: match p.get("enabled") {
+                Some(Value::Bool(b)) => *b,
+                Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => false,
+                // Absent or neither boolean spelling: legacy clients (realtime-js 2.9/2.10) mean enabled.
+                _ => true,
+            },
         },
         _ => PresenceConfig::default(),
     };

@@ -225,10 +225,22 @@ impl SocketActor {
         match decoded {
             Ok(frame) => {
                 let msg = ClientMessage::from_frame(frame);
-                if let Err(error) = self.shared.config.limits.budget.check_envelope(&msg) {
+                let budget = &self.shared.config.limits.budget;
+                if let Err(error) = budget.check_refs(&msg) {
                     metrics().refused(Refusal::Budget);
                     // A ref over budget cannot be echoed back usefully: the socket is closed instead.
                     return self.close(ctx, 1008, &error.to_string());
+                }
+                if let Err(error) = budget.check_topic(&msg) {
+                    metrics().refused(Refusal::Budget);
+                    let (join_ref, msg_ref) = (msg.join_ref.as_deref(), msg.msg_ref.as_deref());
+                    return match msg.event {
+                        ClientEvent::Join(_) => {
+                            self.refuse_join(ctx, &msg.topic, join_ref, msg_ref, &error.to_string())
+                        }
+                        // No channel can have this topic.
+                        _ => self.reply_error(ctx, &msg, reason::UNMATCHED_TOPIC),
+                    };
                 }
                 self.dispatch(ctx, msg);
             }
@@ -261,6 +273,10 @@ impl SocketActor {
             ClientEvent::Broadcast(_) => self.on_broadcast(ctx, msg),
             ClientEvent::Presence(_) => self.on_presence(ctx, msg),
             ClientEvent::AccessToken(_) => self.on_access_token(ctx, msg),
+            ClientEvent::Unreadable { .. } => {
+                metrics().malformed_frames.increment(1);
+                self.reply_error(ctx, &msg, "unreadable payload: not valid JSON or nested too deeply");
+            }
             ClientEvent::Other { .. } => {
                 if self.channels.contains_key(&msg.topic) {
                     self.reply_error(ctx, &msg, "unknown event");

@@ -182,11 +182,13 @@ pub fn check_client_message(frame: &InboundFrame) {
         (&message.join_ref, &message.msg_ref, &message.topic),
         (&frame.join_ref, &frame.msg_ref, &frame.topic)
     );
-    // A payload that is not JSON the interpreter can parse (too deep) reads as `null`.
+    // A payload that is not JSON the interpreter can parse (too deep, a lone surrogate) makes a join,
+    // presence or token push `Unreadable`.
     let json = match &frame.payload {
-        InboundPayload::Json(raw) => Some(serde_json::from_str::<Value>(raw.get()).unwrap_or(Value::Null)),
+        InboundPayload::Json(raw) => serde_json::from_str::<Value>(raw.get()).ok(),
         _ => None,
     };
+    let readable = json.is_some() || !matches!(frame.payload, InboundPayload::Json(_));
     let event = frame.event.as_str();
     match (message.event, &frame.payload) {
         (ClientEvent::Heartbeat, _) => assert!(frame.topic == "phoenix" && event == "heartbeat"),
@@ -215,6 +217,11 @@ pub fn check_client_message(frame: &InboundFrame) {
             assert_eq!(event, "access_token");
             let json = json.unwrap_or(Value::Null);
             assert_eq!(token.as_deref(), json.get("access_token").and_then(Value::as_str));
+        }
+        (ClientEvent::Unreadable { event: unreadable }, InboundPayload::Json(_)) => {
+            assert_eq!(unreadable, event);
+            assert!(!readable, "{event}: a readable payload was called unreadable");
+            assert!(["phx_join", "presence", "access_token"].contains(&event));
         }
         (ClientEvent::Other { event: other }, payload) => {
             assert_eq!(other, event);
