@@ -58,6 +58,7 @@ impl SocketActor {
         msg_ref: Option<&str>,
         reason: &str,
     ) {
+        tracing::debug!(parent: &self.span, topic, reason, "join refused");
         let frame = server::error_reply(self.vsn, join_ref, msg_ref, topic, reason);
         self.send_join_error(ctx, frame);
     }
@@ -96,7 +97,6 @@ impl SocketActor {
         let now = Instant::now();
         if !self.joins.would_allow(now) {
             metrics().refused(Refusal::ClientJoinRate);
-            tracing::debug!(parent: &self.span, topic = %msg.topic, "join refused: too many joins per second");
             self.refuse(ctx, &msg, reason::TOO_MANY_JOINS);
             let delay = self.shared.config.join_error_delay;
             ctx.run_later(delay, |act, ctx| act.close(ctx, 1001, "too many joins per second"));
@@ -194,6 +194,7 @@ impl SocketActor {
 
     pub(super) fn on_leave(&mut self, ctx: &mut Context<Self>, msg: &ClientMessage) {
         let state = self.remove_channel(ctx, &msg.topic);
+        tracing::debug!(parent: &self.span, topic = %msg.topic, joined = state.is_some(), "left");
         self.reply(ctx, msg, ReplyStatus::Ok, "{}");
         if let Some(state) = state {
             self.send(ctx, server::close(self.vsn, state.join_ref.as_deref(), &msg.topic));
@@ -235,7 +236,6 @@ impl Handler<JoinOutcome> for SocketActor {
             }
             Err(JoinRefused::Full) => {
                 let _ = self.remove_channel(ctx, &msg.topic);
-                tracing::debug!(parent: &self.span, topic = %msg.topic, "join refused: channel full");
                 self.refuse_join(
                     ctx,
                     &msg.topic,
