@@ -28,8 +28,9 @@ struct LinkState {
     aborted: AtomicBool,
     /// The stream was dropped: the connection is gone.
     closed: AtomicBool,
-    /// The connection task, woken by an abort.
-    task: AtomicWaker,
+    /// The tasks reading and writing the connection (one task, or two after a split), woken by an abort.
+    reader: AtomicWaker,
+    writer: AtomicWaker,
     drained: AtomicU64,
 }
 
@@ -41,7 +42,8 @@ impl Link {
     /// Cuts the connection: its task is woken and fails on its next read or write.
     pub fn abort(&self) {
         self.0.aborted.store(true, Ordering::Release);
-        self.0.task.wake();
+        self.0.reader.wake();
+        self.0.writer.wake();
     }
 
     pub fn is_aborted(&self) -> bool {
@@ -75,14 +77,14 @@ impl LinkedStream {
     }
 
     /// Fails the poll when aborted (and resets the connection when it is dropped); otherwise makes sure
-    /// an abort will wake this task.
-    fn check(&self, cx: &Context<'_>) -> io::Result<()> {
+    /// an abort will wake the polling task (`waker` is the reader's or the writer's slot).
+    fn check(&self, cx: &Context<'_>, waker: &AtomicWaker) -> io::Result<()> {
         if self.link.is_aborted() {
             // Reset rather than linger: the peer is not reading, so unsent bytes are dropped with it.
             let _ = socket2::SockRef::from(&self.io).set_linger(Some(Duration::ZERO));
             return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "aborted by the node"));
         }
-        self.link.0.task.register(cx.waker());
+        waker.register(cx.waker());
         Ok(())
     }
 }
@@ -96,7 +98,7 @@ impl Drop for LinkedStream {
 impl AsyncRead for LinkedStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.check(cx)?;
+        this.check(cx, &this.link.0.reader)?;
         Pin::new(&mut this.io).poll_read(cx, buf)
     }
 }
@@ -104,7 +106,7 @@ impl AsyncRead for LinkedStream {
 impl AsyncWrite for LinkedStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.check(cx)?;
+        this.check(cx, &this.link.0.writer)?;
         let written = Pin::new(&mut this.io).poll_write(cx, buf);
         if matches!(written, Poll::Ready(Ok(n)) if n == buf.len()) {
             this.link.0.drained.fetch_add(1, Ordering::AcqRel);
@@ -114,7 +116,7 @@ impl AsyncWrite for LinkedStream {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.check(cx)?;
+        this.check(cx, &this.link.0.writer)?;
         Pin::new(&mut this.io).poll_flush(cx)
     }
 

@@ -3,7 +3,8 @@
 //! `HttpServer` accepts only plain `TcpStream`s, so a stalled connection could not be cut from outside;
 //! this builds the same service stack by hand with every accepted stream wrapped, and hands each
 //! request its connection's [`Link`] (in the connection data) so a WebSocket can be aborted by the
-//! delivery seam.
+//! delivery seam. WebSocket upgrades go to [`super::socket::serve`] with their connection, which
+//! leaves the HTTP/1 dispatcher once the handshake is answered.
 
 use std::io;
 use std::net::TcpListener;
@@ -34,16 +35,23 @@ pub fn serve(
         .disable_signals()
         .listen("realtime-http", listener, move || {
             let (shared, metrics) = (shared.clone(), metrics.clone());
+            let shared_for_upgrades = shared.clone().into_inner();
             let app = App::new()
                 .app_data(shared)
                 .app_data(metrics)
                 .app_data(web::PayloadConfig::new(MAX_REST_BODY))
                 .configure(super::routes);
+            let sockets = shared_for_upgrades.clone();
+            let upgrades = fn_service(move |(req, framed)| {
+                let sockets = sockets.clone();
+                async move { super::socket::serve(req, framed, sockets).await.map_err(actix_web::Error::from) }
+            });
             let http = HttpService::build()
                 .local_addr(local)
                 .on_connect_ext(|io: &LinkedStream, data: &mut actix_http::Extensions| {
                     data.insert::<Link>(io.link().clone());
                 })
+                .upgrade(upgrades)
                 .h1(map_config(app, |_| AppConfig::default()));
             fn_service(|stream: tokio::net::TcpStream| async move {
                 // Small frames must leave at once: Nagle + delayed ACK would hold some for 40 ms.
