@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt as _, StreamExt as _};
 use realtime_proto::Vsn;
 use serde_json::{json, Value};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
 use crate::common::*;
+use crate::support::raw::{self, read_until_end, End, RawWs};
 
 const SLOW_REASONS: [&str; 3] = [
     "slow consumer: outbox full",
@@ -30,35 +29,15 @@ fn big_entries() -> Value {
     json!([{"event": "INSERT", "schema": "public", "table": "big"}])
 }
 
-type RawWs = WebSocketStream<TcpStream>;
-
 /// Sum of every sample of the metric `name` on `server` (0 when absent).
 async fn metric(server: &Server, name: &str) -> f64 {
-    let url = format!("http://127.0.0.1:{}/metrics", server.port);
-    let body = reqwest::get(&url).await.expect("GET /metrics").text().await.expect("metrics body");
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            (rest.starts_with(' ') || rest.starts_with('{'))
-                .then(|| l.rsplit(' ').next()?.parse::<f64>().ok())?
-        })
-        .sum()
+    raw::metric(server.port, name).await
 }
 
 /// A 2.0.0 subscriber of `big` on a bare connection (with a TCP receive buffer of `recv_buf` bytes
 /// when given): subscribes to `topic` and waits for `Subscribed to PostgreSQL`.
 async fn raw_subscriber(server: &Server, token: &str, topic: &str, recv_buf: Option<u32>) -> RawWs {
-    let sock = TcpSocket::new_v4().expect("socket");
-    if let Some(n) = recv_buf {
-        sock.set_recv_buffer_size(n).expect("SO_RCVBUF");
-    }
-    let stream = sock.connect(([127, 0, 0, 1], server.port).into()).await.expect("TCP connect");
-    let url = server.ws_url(token, Vsn::V2);
-    let (mut ws, _) = tokio::time::timeout(T, tokio_tungstenite::client_async(url, stream))
-        .await
-        .expect("handshake in time")
-        .expect("handshake");
+    let mut ws = raw::connect(server.port, &server.ws_url(token, Vsn::V2), recv_buf, T).await;
     let join = json!(["1", "1", topic, "phx_join", {"config": pg_config(&big_entries())}]).to_string();
     ws.send(Message::text(join)).await.expect("send join");
     let deadline = Instant::now() + T;
@@ -79,38 +58,8 @@ async fn raw_subscriber(server: &Server, token: &str, topic: &str, recv_buf: Opt
     }
 }
 
-/// How a bare connection ended.
-#[derive(Debug)]
-enum End {
-    Close(u16, String),
-    /// Reset or EOF without a close frame.
-    Cut(String),
-}
-
-/// Reads (and counts) everything until the connection ends, within `timeout`.
-/// A subscriber that never reads again after subscribing, with a 4 KiB receive buffer.
 async fn stalled_subscriber(server: &Server, token: &str, topic: &str) -> RawWs {
     raw_subscriber(server, token, topic, Some(4096)).await
-}
-
-async fn read_until_end(ws: &mut RawWs, timeout: Duration) -> (End, usize) {
-    let deadline = Instant::now() + timeout;
-    let mut frames = 0;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let next = tokio::time::timeout(left, ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("connection still open after {timeout:?} ({frames} frames read)"));
-        match next {
-            Some(Ok(Message::Close(cf))) => {
-                let (code, reason) = cf.map_or((0, String::new()), |c| (c.code.into(), c.reason.to_string()));
-                return (End::Close(code, reason), frames);
-            }
-            Some(Ok(_)) => frames += 1,
-            Some(Err(e)) => return (End::Cut(e.to_string()), frames),
-            None => return (End::Cut("EOF".into()), frames),
-        }
-    }
 }
 
 /// Asserts the end of a stalled subscriber is a slow-consumer close (or a cut connection).

@@ -10,11 +10,11 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use realtime_proto::Vsn;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
 use crate::common::*;
+use crate::support::raw::{self, read_until_end, End, RawWs};
 
 /// The close reasons of a socket closed as a slow consumer.
 const SLOW_REASONS: [&str; 3] = [
@@ -26,20 +26,9 @@ const SLOW_REASONS: [&str; 3] = [
 // ---------------------------------------------------------------------------------------------------
 // Helpers
 
-/// Sum of every sample of the metric `name` (exact name, any labels); 0 when absent.
+/// Sum of every sample of the metric `name` on `server` (0 when absent).
 async fn metric(server: &Server, name: &str) -> f64 {
-    let resp = http().get(server.http("/metrics")).send().await.expect("GET /metrics");
-    let (status, _, body) = read_response(resp).await;
-    assert_eq!(status, 200, "/metrics");
-    let mut sum = 0.0;
-    for line in body.lines().filter(|l| !l.starts_with('#')) {
-        let Some(rest) = line.strip_prefix(name) else { continue };
-        if !(rest.starts_with(' ') || rest.starts_with('{')) {
-            continue;
-        }
-        sum += line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    }
-    sum
+    raw::metric(server.port, name).await
 }
 
 /// The WebSocket URL of `server` for `token` and `vsn`.
@@ -52,19 +41,10 @@ fn user_token(server: &Server, sub: &str) -> String {
     sign(&server.secret, &json!({"role": "authenticated", "sub": sub, "iat": now(), "exp": now() + 3600}))
 }
 
-type RawWs = WebSocketStream<TcpStream>;
-
 /// A bare tungstenite connection whose TCP receive buffer is `recv_buf` bytes (set before connecting,
 /// so the advertised window stays small); the test decides when (if ever) to read from it.
 async fn raw_ws(server: &Server, vsn: Vsn, recv_buf: u32) -> RawWs {
-    let sock = TcpSocket::new_v4().expect("socket");
-    sock.set_recv_buffer_size(recv_buf).expect("SO_RCVBUF");
-    let stream = sock.connect(([127, 0, 0, 1], server.port).into()).await.expect("TCP connect");
-    let (ws, _) = tokio::time::timeout(T, tokio_tungstenite::client_async(server.ws_url(vsn), stream))
-        .await
-        .expect("handshake timed out")
-        .expect("handshake");
-    ws
+    raw::connect(server.port, &server.ws_url(vsn), Some(recv_buf), T).await
 }
 
 /// Joins `topic` (2.0.0 array frames) on a raw connection and waits for the ok reply.
@@ -80,36 +60,6 @@ async fn raw_join(ws: &mut RawWs, topic: &str) {
         if v[1] == "1" && v[3] == "phx_reply" {
             assert_eq!(v[4]["status"], "ok", "raw join reply: {v}");
             return;
-        }
-    }
-}
-
-/// How a raw connection ended.
-#[derive(Debug)]
-enum End {
-    /// A close frame: code and reason.
-    Close(u16, String),
-    /// A read error (reset) or EOF without a close frame.
-    Cut(String),
-}
-
-/// Reads (and drops) everything until the connection ends; panics if it has not within `timeout`.
-async fn read_until_end(ws: &mut RawWs, timeout: Duration) -> (End, usize) {
-    let deadline = Instant::now() + timeout;
-    let mut frames = 0;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let next = tokio::time::timeout(left, ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("connection still open after {timeout:?} ({frames} frames read)"));
-        match next {
-            Some(Ok(Message::Close(cf))) => {
-                let (code, reason) = cf.map_or((0, String::new()), |c| (c.code.into(), c.reason.to_string()));
-                return (End::Close(code, reason), frames);
-            }
-            Some(Ok(_)) => frames += 1,
-            Some(Err(e)) => return (End::Cut(e.to_string()), frames),
-            None => return (End::Cut("EOF".into()), frames),
         }
     }
 }

@@ -7,28 +7,11 @@ use realtime_proto::Vsn;
 use serde_json::json;
 
 use crate::common::*;
+use crate::support::raw::metric_sum;
 
 async fn get(server: &Server, path: &str) -> (u16, String, String) {
     let resp = http().get(server.http(path)).send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
     read_response(resp).await
-}
-
-/// Sum of every sample of the metric `name` (exact name, any labels).
-fn metric_sum(body: &str, name: &str) -> Option<f64> {
-    let mut found = None;
-    for line in body.lines().filter(|l| !l.starts_with('#')) {
-        let Some(rest) = line.strip_prefix(name) else { continue };
-        if !(rest.starts_with(' ') || rest.starts_with('{')) {
-            continue;
-        }
-        let value: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("unparsable sample {line:?}"));
-        *found.get_or_insert(0.0) += value;
-    }
-    found
 }
 
 /// Polls /metrics until `metric` sums to `want` (gauges may lag a little).

@@ -8,6 +8,7 @@
 
 pub mod jwt;
 pub mod process;
+pub mod raw;
 pub mod ws;
 
 use realtime_proto::Vsn;
