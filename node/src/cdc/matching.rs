@@ -38,7 +38,6 @@ use std::cmp::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use realtime_proto::postgres::{parse_array_literal, Condition, FilterOp, FilterValue};
-use regex::Regex;
 
 use self::cast::{compare, parse_bool, Datum, Family, TextKind};
 pub use self::cast::{regtype_name, PgError};
@@ -100,7 +99,7 @@ impl Variant {
 enum Compiled {
     Text(TextLike),
     Bytes(BytesLike),
-    Regex(Arc<Regex>),
+    Regex(Arc<pattern::Expression>),
 }
 
 /// One condition and its compiled patterns.
@@ -152,7 +151,7 @@ impl Prepared {
         }
     }
 
-    fn regex(&self, case_insensitive: bool) -> Option<&Regex> {
+    fn regex(&self, case_insensitive: bool) -> Option<&pattern::Expression> {
         match self.compiled(Variant::Regex { case_insensitive })? {
             Compiled::Regex(re) => Some(re),
             _ => None,
@@ -212,7 +211,7 @@ fn evaluate(prepared: &Prepared, typname: &str, value: Option<&str>) -> Option<b
         FilterOp::Match | FilterOp::Imatch => {
             let case_insensitive = cond.op == FilterOp::Imatch || family == Family::Text(TextKind::Citext);
             match family {
-                Family::Text(_) | Family::Other => Some(prepared.regex(case_insensitive)?.is_match(value?)),
+                Family::Text(_) | Family::Other => prepared.regex(case_insensitive)?.is_match(value?),
                 _ => None,
             }
         }
