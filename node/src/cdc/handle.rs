@@ -70,6 +70,11 @@ impl CdcHandle {
         let _ = self.commands.send(HubCommand::Subscribe(Box::new(request)));
     }
 
+    /// Wait mode: the join reply is written; the subscription's held changes may follow.
+    pub fn activate(&self, conn: ConnId, topic: Arc<str>) {
+        let _ = self.commands.send(HubCommand::Activate { conn, topic });
+    }
+
     pub fn unsubscribe(&self, conn: ConnId, topic: Arc<str>) {
         let _ = self.commands.send(HubCommand::Unsubscribe { conn, topic });
     }

@@ -26,7 +26,7 @@ use super::rls::{self, pg_error_text, Ask, RlsPool, Viewer};
 use super::subscriptions::{ChannelKey, GroupKey, NewEntry, SubscriptionIndex, ViewerId};
 use crate::channel::ConnId;
 use crate::config::CdcConfig;
-use crate::delivery::{Outbox, WireFrame};
+use crate::delivery::{CloseCause, Outbox, WireFrame};
 
 /// The `system` message of a live subscription.
 pub const SUBSCRIBED: &str = "Subscribed to PostgreSQL";
@@ -36,6 +36,11 @@ pub const SUBSCRIBED: &str = "Subscribed to PostgreSQL";
 pub enum HubCommand {
     Subscribe(Box<SubscribeRequest>),
     Unsubscribe {
+        conn: ConnId,
+        topic: Arc<str>,
+    },
+    /// Wait mode: the socket wrote the join reply; deliver what was held and go live.
+    Activate {
         conn: ConnId,
         topic: Arc<str>,
     },
@@ -66,9 +71,43 @@ type DataCache = HashMap<(usize, usize, Option<Vec<String>>), Arc<str>>;
 /// A channel's matching subscription ids, grouped by the data they receive (one message per group).
 type SelectGroups = Vec<(Arc<str>, Vec<u32>)>;
 
+/// Most bytes of changes held for a subscription in wait mode before its socket is closed as too slow.
+const HELD_MAX_BYTES: usize = 4 * 1024 * 1024;
+
 /// One channel's subscription request (where and how to deliver).
 struct ChannelSubs {
     request: SubscribeRequest,
+    /// Wait mode (`announce: false`): the socket writes the join reply only after this subscription is
+    /// confirmed, so its frames are held here until the socket says the reply is written
+    /// ([`HubCommand::Activate`]); none reaches the client before the reply.
+    held: Option<(Vec<WireFrame>, usize)>,
+}
+
+impl ChannelSubs {
+    fn send(&mut self, frame: WireFrame) {
+        match &mut self.held {
+            None => {
+                self.request.outbox.offer(frame, None);
+            }
+            Some((frames, bytes)) if *bytes + frame.len() <= HELD_MAX_BYTES => {
+                *bytes += frame.len();
+                frames.push(frame);
+            }
+            Some(_) => {
+                self.held = Some((Vec::new(), 0));
+                self.request.outbox.close_slow(CloseCause::Overflow);
+            }
+        }
+    }
+
+    /// Releases what was held, in order; later frames go straight to the outbox.
+    fn activate(&mut self) {
+        if let Some((frames, _)) = self.held.take() {
+            for frame in frames {
+                self.request.outbox.offer(frame, None);
+            }
+        }
+    }
 }
 
 fn name_matches(pattern: &str, name: &str) -> bool {
@@ -199,6 +238,11 @@ impl Hub {
         match command {
             HubCommand::Subscribe(request) => self.subscribe(*request, live).await,
             HubCommand::Unsubscribe { conn, topic } => self.remove(&(conn, topic)),
+            HubCommand::Activate { conn, topic } => {
+                if let Some(subs) = self.channels.get_mut(&(conn, topic)) {
+                    subs.activate();
+                }
+            }
             HubCommand::Shutdown { done } => {
                 self.stopped = true;
                 let _ = self.recorder.send(Record::Barrier(done));
@@ -240,7 +284,8 @@ impl Hub {
             sub: claims.sub.clone(),
         };
         self.index.insert(key.clone(), entries, viewer);
-        self.channels.insert(key.clone(), ChannelSubs { request });
+        let held = (!request.announce).then(|| (Vec::new(), 0));
+        self.channels.insert(key.clone(), ChannelSubs { request, held });
         if live {
             self.confirm(&key);
         } else {
@@ -470,12 +515,12 @@ impl Hub {
                 }
             }
             for (channel, groups) in per_channel {
-                let Some(subs) = self.channels.get(channel) else { continue };
+                let Some(subs) = self.channels.get_mut(channel) else { continue };
                 self.touched.entry(channel.0).or_insert_with(|| subs.request.outbox.clone());
                 for (data_json, mut ids) in groups {
                     ids.sort_unstable();
                     ids.dedup();
-                    deliver(&subs.request, &ids, &data_json);
+                    deliver(subs, &ids, &data_json);
                 }
             }
             start = end;
@@ -517,7 +562,7 @@ impl Hub {
 
     /// Tells a subscriber (once) that its checks fail; nobody else is affected.
     fn rls_failed(&mut self, key: &ChannelKey, error: &str) {
-        let Some(subs) = self.channels.get(key) else { return };
+        let Some(subs) = self.channels.get_mut(key) else { return };
         if !self.failing.insert(key.clone()) {
             return;
         }
@@ -526,7 +571,7 @@ impl Hub {
         let r = &subs.request;
         let payload = system::payload(Extension::PostgresChanges, false, &message, Some(&r.sub_topic));
         let frame = server::channel_push(r.vsn, r.join_ref.as_deref(), &r.topic, "system", &payload);
-        r.outbox.offer(frame.into(), None);
+        subs.send(frame.into());
     }
 }
 
@@ -546,9 +591,10 @@ fn check_filters(params: &SubscriptionParams, table: &TableMeta) -> Result<(), S
     Ok(())
 }
 
-fn deliver(request: &SubscribeRequest, ids: &[u32], data_json: &str) {
+fn deliver(subs: &mut ChannelSubs, ids: &[u32], data_json: &str) {
     let ids_json = serde_json::to_string(ids).expect("ids serialise");
     let payload = format!("{{\"ids\":{ids_json},\"data\":{data_json}}}");
+    let request = &subs.request;
     let frame: WireFrame = server::fastlane(request.vsn, &request.topic, "postgres_changes", &payload).into();
-    request.outbox.offer(frame, None);
+    subs.send(frame);
 }

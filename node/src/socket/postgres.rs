@@ -87,7 +87,11 @@ impl SocketActor {
             (!state.postgres_changes.is_empty(), state.postgres_confirmed, state.replication_ready);
         if has_postgres {
             if confirmed {
+                // Wait mode: the hub held this subscription's changes until the reply and this are written.
                 self.postgres_system(ctx, topic, true, SUBSCRIBED);
+                if let Some(cdc) = &self.shared.cdc {
+                    cdc.activate(self.id, topic.into());
+                }
             } else if !self.subscribe_postgres(ctx, topic, true) {
                 self.postgres_system(ctx, topic, false, POSTGRES_CHANGES_DISABLED);
             }

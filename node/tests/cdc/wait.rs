@@ -157,3 +157,70 @@ async fn t62_replication_ready_is_announced_once_the_stream_is_live() {
         c.expect_silence(QUIET).await;
     }
 }
+
+/// Wait mode under a steady stream of inserts: the join reply comes first, then `Subscribed to
+/// PostgreSQL`, then changes — never a change before the reply (realtime-js drops those: its bindings
+/// get their ids from the reply) — and every row committed after the reply arrives, in order.
+#[tokio::test]
+async fn t64_wait_mode_under_load_replies_before_any_change() {
+    let db = Db::new(TODOS).await;
+    let server = db.server(&[]);
+    let token = db.token("authenticated", &new_uuid());
+    let entries = json!([{"event": "*", "schema": "public", "table": "todos"}]);
+    {
+        let mut c = server.client(&token, VSNS[0]).await;
+        let (t, s) = topic("warm");
+        c.subscribe(&t, &s, &entries, None).await;
+    }
+    let committed: std::sync::Arc<std::sync::Mutex<Vec<(u64, Instant)>>> = Default::default();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let inserter = {
+        let (committed, stop, url) = (committed.clone(), stop.clone(), db.url.clone());
+        tokio::spawn(async move {
+            let (pg, _conn) = connect(&url).await;
+            let mut n = 1000u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                n += 1;
+                pg.batch_execute(&format!("insert into todos (id, title) values ({n}, 'load')"))
+                    .await
+                    .expect("insert");
+                committed.lock().unwrap().push((n, Instant::now()));
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        })
+    };
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let vsn = VSNS[i % 2];
+        let mut c = server.client(&token, vsn).await;
+        let (t, s) = topic("waitload");
+        let r = c.send_join(&t, &wait_payload(&entries, json!({"wait": true}))).await;
+        // The very next frame is the reply: no change may come before it.
+        let reply = c.next_frame(T).await;
+        let reply = reply.value().cloned().unwrap_or_default();
+        assert_eq!(reply["event"], "phx_reply", "{vsn}: first frame after a waiting join: {reply}");
+        assert_eq!(reply["payload"]["status"], "ok", "{vsn}: {reply}");
+        c.expect_subscribed(&t, &s, &r).await;
+        clients.push((c, t, Instant::now()));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    inserter.await.expect("inserter");
+    let committed = committed.lock().unwrap().clone();
+    let last = committed.last().expect("rows were inserted").0;
+    for (c, t, replied_at) in &mut clients {
+        let must: Vec<u64> = committed.iter().filter(|(_, at)| at > replied_at).map(|(n, _)| *n).collect();
+        let mut got: Vec<u64> = Vec::new();
+        let deadline = Instant::now() + T;
+        while got.last() != Some(&last) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "{}: stream did not reach row {last}; got {got:?}", c.vsn);
+            let ch = c.changes(t, 1, left).await;
+            got.push(ch[0].key("id").as_u64().expect("id"));
+        }
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "{}: rows in commit order, once each: {got:?}", c.vsn);
+        let missing: Vec<u64> = must.iter().filter(|n| !got.contains(n)).copied().collect();
+        assert!(missing.is_empty(), "{}: rows committed after the reply were lost: {missing:?}", c.vsn);
+    }
+}
