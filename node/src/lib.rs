@@ -13,7 +13,7 @@
 //!                                                 │
 //!  REST POST /api/broadcast ──Lookup──▶ Registry ─┘
 //! ```
-//! Every producer writes to a socket's [`delivery::Outbox`]; the socket's HTTP response body drains it.
+//! Every producer writes to a socket's [`delivery::Outbox`]; the socket's writer task drains it.
 //!
 //! ## Layout
 //! - [`config`]: the typed configuration (flags, env, file).

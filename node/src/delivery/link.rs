@@ -1,16 +1,15 @@
-//! The TCP connection under an HTTP request, wrapped so that a socket can be cut from outside.
+//! The TCP connection under a socket, wrapped so that it can be cut from outside.
 //!
-//! actix-http writes a response body only when the connection has room: a peer that stops reading
-//! parks the connection task on a full kernel buffer, and nothing inside the task runs again until the
-//! peer reads or goes away. [`LinkedStream`] wraps every accepted TCP stream; its [`Link`] (handed to
-//! the request through the connection's extensions) can [`abort`](Link::abort) it: the next poll of the
-//! stream fails, the connection task ends, and the socket is reset (linger 0) so the kernel frees its
-//! buffers at once. The abort wakes the task itself, so it works while the task is parked.
+//! A peer that stops reading parks whoever writes to it on a full kernel buffer (the socket's writer
+//! task, or actix-http's dispatcher before the upgrade), and nothing in that task runs again until the
+//! peer reads or goes away. [`LinkedStream`] wraps every accepted TCP stream; its [`Link`] can
+//! [`abort`](Link::abort) it: the reader and the writer are woken, their next poll fails, and the socket
+//! is reset (linger 0) so the kernel frees its buffers at once.
 //!
-//! The link also tells when bytes handed to actix-http have reached the kernel: every write that takes
-//! all the bytes it was offered means the HTTP layer's buffer was empty right then, and bumps
-//! [`Link::drained_epoch`]. A frame taken by the body writer before epoch `e` is in the kernel (and
-//! survives a crash of this process) once the epoch is past `e`.
+//! The link also tells when bytes have reached the kernel: every write that takes all the bytes it was
+//! offered means nothing was left in user space right then, and bumps [`Link::drained_epoch`]. A frame
+//! taken from an outbox before epoch `e` is in the kernel (and survives a crash of this process) once
+//! the epoch is past `e`.
 
 use std::io;
 use std::pin::Pin;
@@ -55,7 +54,7 @@ impl Link {
         self.0.closed.load(Ordering::Acquire)
     }
 
-    /// How many times a write emptied the HTTP layer's buffer into the kernel.
+    /// How many times a write handed the kernel everything it was given.
     pub fn drained_epoch(&self) -> u64 {
         self.0.drained.load(Ordering::Acquire)
     }

@@ -11,8 +11,8 @@
 //! its channel, the CDC acknowledgement, or anyone else.
 //!
 //! - [`frame`]: an encoded frame, cheap to clone.
-//! - [`outbox`]: the bounded per-socket queue, its close policy, and the writer that drains it into the
-//!   HTTP response body.
+//! - [`outbox`]: the bounded per-socket queue, its close policy, and the writer stream that drains it
+//!   (the socket's writer task writes its chunks to the connection).
 //! - [`link`]: the TCP connection under a socket: abortable from outside, and able to tell whether
 //!   queued bytes reached the kernel (the CDC position waits on that).
 //! - [`watchdog`]: the node-wide task that enforces the write timeout and the close grace.

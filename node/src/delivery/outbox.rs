@@ -1,5 +1,5 @@
 //! The per-socket outbox: a queue bounded in bytes and frames, filled by producers on any thread and
-//! drained by the socket's HTTP response body ([`OutboxWriter`]) only when the connection has room.
+//! drained by the socket's writer ([`OutboxWriter`]) only as fast as the connection takes it.
 //!
 //! Overflow policy: a frame that would pass either bound is not queued; the socket is closed as a slow
 //! consumer instead (its queued frames are dropped at once, a close frame with code
@@ -26,8 +26,8 @@ use crate::metrics::{metrics, SlowClose};
 
 /// Close code for a slow consumer (policy violation); the reason says which bound it passed.
 pub const SLOW_CONSUMER_CODE: u16 = 1008;
-/// Most bytes of frames encoded into one chunk of the response body (actix-http stops asking for more
-/// once its write buffer holds 32 KiB).
+/// Most bytes of frames encoded into one chunk written to the connection: a chunk is taken from the
+/// queue only when the previous one was written, so at most this much sits outside the bound.
 const CHUNK_BYTES: usize = 32 * 1024;
 
 /// The bounds of one outbox and how long its close frame may take.
@@ -285,14 +285,14 @@ impl Outbox {
         }
     }
 
-    /// The HTTP response body that writes this outbox.
+    /// The stream of encoded chunks that writes this outbox to its connection.
     pub fn writer(&self) -> OutboxWriter {
         OutboxWriter { outbox: self.clone() }
     }
 }
 
-/// The WebSocket response body: encodes queued frames when actix-http asks for more, ends after the
-/// close frame, fails when the connection was aborted.
+/// The outbox as a stream of encoded WebSocket chunks: encodes queued frames when the writer asks for
+/// more, ends after the close frame, fails when the connection was aborted.
 pub struct OutboxWriter {
     outbox: Outbox,
 }

@@ -1,10 +1,10 @@
 //! The HTTP server: actix-web's routes on actix-http's HTTP/1 service, over [`LinkedStream`]s.
 //!
 //! `HttpServer` accepts only plain `TcpStream`s, so a stalled connection could not be cut from outside;
-//! this builds the same service stack by hand with every accepted stream wrapped, and hands each
-//! request its connection's [`Link`] (in the connection data) so a WebSocket can be aborted by the
-//! delivery seam. WebSocket upgrades go to [`super::socket::serve`] with their connection, which
-//! leaves the HTTP/1 dispatcher once the handshake is answered.
+//! this builds the same service stack by hand with every accepted stream wrapped in a [`LinkedStream`]
+//! (whose link the delivery seam can abort). WebSocket upgrades go to [`super::socket::serve`] with
+//! their connection, which leaves the HTTP/1 dispatcher once the handshake is answered; everything else
+//! is actix-web's routes.
 
 use std::io;
 use std::net::TcpListener;
@@ -16,10 +16,10 @@ use actix_web::dev::{AppConfig, Server};
 use actix_web::{web, App};
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::delivery::link::{Link, LinkedStream};
+use crate::delivery::link::LinkedStream;
 use crate::state::Shared;
 
-/// Largest REST request body (a batch of many messages).
+/// Largest REST request body (a batch of many messages); read by the REST handlers themselves.
 pub const MAX_REST_BODY: usize = 16 * 1024 * 1024;
 
 /// Serves the node's routes on `listener` with `workers` threads; signals are left to the caller.
@@ -34,23 +34,14 @@ pub fn serve(
         .workers(workers)
         .disable_signals()
         .listen("realtime-http", listener, move || {
-            let (shared, metrics) = (shared.clone(), metrics.clone());
-            let shared_for_upgrades = shared.clone().into_inner();
-            let app = App::new()
-                .app_data(shared)
-                .app_data(metrics)
-                .app_data(web::PayloadConfig::new(MAX_REST_BODY))
-                .configure(super::routes);
-            let sockets = shared_for_upgrades.clone();
+            let sockets = shared.clone().into_inner();
             let upgrades = fn_service(move |(req, framed)| {
                 let sockets = sockets.clone();
                 async move { super::socket::serve(req, framed, sockets).await.map_err(actix_web::Error::from) }
             });
+            let app = App::new().app_data(shared.clone()).app_data(metrics.clone()).configure(super::routes);
             let http = HttpService::build()
                 .local_addr(local)
-                .on_connect_ext(|io: &LinkedStream, data: &mut actix_http::Extensions| {
-                    data.insert::<Link>(io.link().clone());
-                })
                 .upgrade(upgrades)
                 .h1(map_config(app, |_| AppConfig::default()));
             fn_service(|stream: tokio::net::TcpStream| async move {

@@ -5,7 +5,7 @@
 //! joined, re-checks its channels' tokens on refresh and at expiry, and writes every outgoing frame.
 //! It holds no channel state beyond "which topics I joined". It is a plain actix actor: frames come in
 //! from [`inbound`] (the request body, size-checked from each frame header) and go out through the
-//! socket's outbox ([`crate::delivery`]), which the response body drains, so a client that stops
+//! socket's outbox ([`crate::delivery`]), which a writer task drains, so a client that stops
 //! reading is cut from outside without waiting on this actor.
 //!
 //! - [`actor`]: lifecycle, inbound frames, writes, idle timeout, drain.
