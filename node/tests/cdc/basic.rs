@@ -2,7 +2,6 @@
 //! wildcards, `select` and replica identity (PROTOCOL.md §2.6, §5.1, §5.3, §5.6).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use realtime_proto::Vsn;
@@ -164,23 +163,7 @@ async fn t13_no_change_missed_after_subscribed_under_load() {
         let (t, s) = topic("warm");
         c.subscribe(&t, &s, &entries, None).await;
     }
-    let committed: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let inserter = {
-        let (committed, stop, url) = (committed.clone(), stop.clone(), db.url.clone());
-        tokio::spawn(async move {
-            let (pg, _conn) = connect(&url).await;
-            let mut n = 1000u64;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                n += 1;
-                pg.batch_execute(&format!("insert into todos (id, title) values ({n}, 'load')"))
-                    .await
-                    .expect("insert");
-                committed.lock().unwrap().push((n, Instant::now()));
-                tokio::time::sleep(Duration::from_millis(3)).await;
-            }
-        })
-    };
+    let inserter = Inserter::start(&db.url, "todos");
     let mut clients = Vec::new();
     for i in 0..6 {
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -192,9 +175,7 @@ async fn t13_no_change_missed_after_subscribed_under_load() {
         clients.push((c, t, Instant::now()));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    inserter.await.expect("inserter");
-    let committed = committed.lock().unwrap().clone();
+    let committed = inserter.stop().await;
     let last = committed.last().expect("rows were inserted").0;
     for (c, t, subscribed_at) in &mut clients {
         let must: Vec<u64> = committed.iter().filter(|(_, at)| at > subscribed_at).map(|(n, _)| *n).collect();

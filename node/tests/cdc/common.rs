@@ -120,6 +120,46 @@ async fn start_cluster() -> String {
 }
 
 /// Connects; the connection task runs on the current runtime.
+/// A steady load: rows `(id, 'load')` inserted into `table` (ids from 1001) every 3 ms until stopped.
+/// Each row is stamped with the instant its insert was *sent*, so a row stamped after an instant was
+/// surely committed after it (a stamp taken when the insert returns can be late by however long the
+/// test's runtime took to poll the inserter again).
+pub struct Inserter {
+    rows: std::sync::Arc<std::sync::Mutex<Vec<(u64, Instant)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Inserter {
+    pub fn start(url: &str, table: &'static str) -> Inserter {
+        let rows: std::sync::Arc<std::sync::Mutex<Vec<(u64, Instant)>>> = Default::default();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (rows_w, stop_r, url) = (rows.clone(), stop.clone(), url.to_owned());
+        let task = tokio::spawn(async move {
+            let (pg, _conn) = connect(&url).await;
+            let mut n = 1000u64;
+            while !stop_r.load(std::sync::atomic::Ordering::SeqCst) {
+                n += 1;
+                let sent = Instant::now();
+                pg.batch_execute(&format!("insert into {table} (id, title) values ({n}, 'load')"))
+                    .await
+                    .expect("insert");
+                rows_w.lock().unwrap().push((n, sent));
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        });
+        Inserter { rows, stop, task }
+    }
+
+    /// Stops the load; every row committed, in order, with the instant its insert was sent.
+    pub async fn stop(self) -> Vec<(u64, Instant)> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.await.expect("inserter");
+        let rows = self.rows.lock().unwrap().clone();
+        rows
+    }
+}
+
 pub async fn connect(url: &str) -> (PgClient, tokio::task::JoinHandle<()>) {
     let (client, connection) = tokio::time::timeout(T, tokio_postgres::connect(url, NoTls))
         .await

@@ -172,23 +172,7 @@ async fn t64_wait_mode_under_load_replies_before_any_change() {
         let (t, s) = topic("warm");
         c.subscribe(&t, &s, &entries, None).await;
     }
-    let committed: std::sync::Arc<std::sync::Mutex<Vec<(u64, Instant)>>> = Default::default();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let inserter = {
-        let (committed, stop, url) = (committed.clone(), stop.clone(), db.url.clone());
-        tokio::spawn(async move {
-            let (pg, _conn) = connect(&url).await;
-            let mut n = 1000u64;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                n += 1;
-                pg.batch_execute(&format!("insert into todos (id, title) values ({n}, 'load')"))
-                    .await
-                    .expect("insert");
-                committed.lock().unwrap().push((n, Instant::now()));
-                tokio::time::sleep(Duration::from_millis(3)).await;
-            }
-        })
-    };
+    let inserter = Inserter::start(&db.url, "todos");
     let mut clients = Vec::new();
     for i in 0..6 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -205,9 +189,7 @@ async fn t64_wait_mode_under_load_replies_before_any_change() {
         clients.push((c, t, Instant::now()));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    inserter.await.expect("inserter");
-    let committed = committed.lock().unwrap().clone();
+    let committed = inserter.stop().await;
     let last = committed.last().expect("rows were inserted").0;
     for (c, t, replied_at) in &mut clients {
         let must: Vec<u64> = committed.iter().filter(|(_, at)| at > replied_at).map(|(n, _)| *n).collect();
