@@ -386,6 +386,13 @@ fn check(cond: &Condition, typname: &str) -> Result<(), PgError> {
     Ok(())
 }
 
+/// Whether the filter benchmarks run at the scale of docs/benchmarks.md (`REALTIME_FILTER_BENCH=full`)
+/// rather than at the quick scale of the normal test run.
+#[cfg(test)]
+fn full_benchmark() -> bool {
+    std::env::var("REALTIME_FILTER_BENCH").is_ok_and(|v| v == "full")
+}
+
 #[cfg(test)]
 mod tests {
     use realtime_proto::postgres::parse_filter;

@@ -626,11 +626,17 @@ mod tests {
     /// The pathological input of the issue — `%a…ab` (30,000 characters) against 200,000 `a`s — and
     /// its variants: a match at the very end, the run searched as a middle segment (`%a…ab%`), and with
     /// `_` between the literals (`under_len` units: Shift-And over ⌈under_len / 64⌉ words of state).
-    fn pathological(under_len: usize) -> Vec<(&'static str, String, String)> {
-        let a_b = "a".repeat(29_998) + "b";
+    /// The issue's cases at a scale: a `%a…ab` literal of `literal_len` characters, an `a_a_…b` run of
+    /// `under_len`, against `value_len` characters.
+    fn pathological(
+        literal_len: usize,
+        under_len: usize,
+        value_len: usize,
+    ) -> Vec<(&'static str, String, String)> {
+        let a_b = "a".repeat(literal_len - 1) + "b";
         let a_under_b = "a_".repeat(under_len / 2) + "b";
-        let miss = "a".repeat(200_000);
-        let hit = "a".repeat(199_999) + "b";
+        let miss = "a".repeat(value_len);
+        let hit = "a".repeat(value_len - 1) + "b";
         vec![
             ("%a…ab, no match", format!("%{a_b}"), miss.clone()),
             ("%a…ab, match at the end", format!("%{a_b}"), hit.clone()),
@@ -650,7 +656,7 @@ mod tests {
     #[test]
     fn pathological_patterns_are_linear() {
         // Shift-And costs a word per 64 units of the run, so its variant is shorter in a debug build.
-        for (name, pattern, value) in pathological(640) {
+        for (name, pattern, value) in pathological(29_999, 640, 200_000) {
             let expected = value.ends_with('b');
             let (text, t_text) = timed(|| like_text(&value, &pattern, false));
             let (ci, t_ci) = timed(|| like_text(&value, &pattern, true));
@@ -660,12 +666,14 @@ mod tests {
         }
     }
 
-    /// Before/after figures for docs/benchmarks.md:
-    /// `cargo test --release -p realtime-node --lib like::tests::before_after -- --ignored --nocapture`
+    /// The old backtracking matcher against the new one: they agree, and the times printed are the
+    /// before/after figures of docs/benchmarks.md at full scale (`REALTIME_FILTER_BENCH=full`, release;
+    /// the old matcher then takes seconds), at a small scale otherwise.
     #[test]
-    #[ignore = "benchmark: runs the old quadratic matcher (seconds); run in release"]
     fn before_after() {
-        for (name, pattern, value) in pathological(30_000) {
+        let (literal, under, value) =
+            if super::super::full_benchmark() { (30_000, 30_000, 200_000) } else { (300, 300, 2_000) };
+        for (name, pattern, value) in pathological(literal, under, value) {
             let (new, t_new) = timed(|| like_text(&value, &pattern, false));
             let (old, t_old) = timed(|| reference_text(&value, &pattern, false));
             assert_eq!(new, old, "{name}");
