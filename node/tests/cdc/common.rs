@@ -603,6 +603,31 @@ impl Client {
         (r, ids)
     }
 
+    /// Reads `topic`'s changes (rows of the load [`Inserter`]) until row `last`; they must come in commit
+    /// order, once each, and include every row of `must` (rows committed after `after`).
+    pub async fn rows_until(&mut self, topic: &str, last: u64, must: &[u64], after: &str) -> Vec<u64> {
+        let mut got: Vec<u64> = Vec::new();
+        let deadline = Instant::now() + T;
+        while got.last() != Some(&last) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "{}: stream did not reach row {last}; got {got:?}", self.vsn);
+            let ch = self.changes(topic, 1, left).await;
+            got.push(ch[0].key("id").as_u64().expect("id"));
+        }
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "{}: rows in commit order, once each: {got:?}",
+            self.vsn
+        );
+        let missing: Vec<u64> = must.iter().filter(|n| !got.contains(n)).copied().collect();
+        assert!(
+            missing.is_empty(),
+            "{}: rows committed after {after} were not delivered: {missing:?}; got {got:?}",
+            self.vsn
+        );
+        got
+    }
+
     /// The next frame must be the `Subscribed to PostgreSQL` system push of this channel.
     pub async fn expect_subscribed(&mut self, topic: &str, sub: &str, join_ref: &str) {
         let f = self.next_frame(T).await;

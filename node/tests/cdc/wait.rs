@@ -193,16 +193,6 @@ async fn t64_wait_mode_under_load_replies_before_any_change() {
     let last = committed.last().expect("rows were inserted").0;
     for (c, t, replied_at) in &mut clients {
         let must: Vec<u64> = committed.iter().filter(|(_, at)| at > replied_at).map(|(n, _)| *n).collect();
-        let mut got: Vec<u64> = Vec::new();
-        let deadline = Instant::now() + T;
-        while got.last() != Some(&last) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "{}: stream did not reach row {last}; got {got:?}", c.vsn);
-            let ch = c.changes(t, 1, left).await;
-            got.push(ch[0].key("id").as_u64().expect("id"));
-        }
-        assert!(got.windows(2).all(|w| w[0] < w[1]), "{}: rows in commit order, once each: {got:?}", c.vsn);
-        let missing: Vec<u64> = must.iter().filter(|n| !got.contains(n)).copied().collect();
-        assert!(missing.is_empty(), "{}: rows committed after the reply were lost: {missing:?}", c.vsn);
+        c.rows_until(t, last, &must, "the join reply").await;
     }
 }
