@@ -1,27 +1,45 @@
 //! # realtime-cluster: membership, peer links, presence CRDT and leadership
 //!
-//! Knows nothing of WebSockets. This crate is planned, not built yet: the spine (one node) comes first,
-//! and the cluster issue fills these modules in. What exists today are the identity types the node
-//! already uses, so cluster-wide names do not change later.
-//!
-//! ## Module plan
-//! - `config`: `ClusterConfig { seeds, cluster_bind, gossip_interval, raft timings }` + `validate()`.
-//! - `membership`: seed list or Kubernetes headless-service DNS → live members, failure detection,
-//!   readiness; changes published through a `watch`.
-//! - `transport`: one TCP link per peer, length-delimited bincode frames ([`NodeId`]-addressed).
-//! - `relay`: broadcast relay to the peers that host members of a topic.
-//! - `presence`: the presence CRDT (entries keyed by node and connection) and its gossip; a node's
-//!   crash removes only that node's entries.
-//! - `raft`: openraft log store, state machine and network; `LeaderWatch` tells which node runs CDC.
+//! Knows nothing of WebSockets: the node hands it broadcasts, member counts and presence entries, and
+//! receives [`ClusterEvent`]s. Everything here runs on a tokio runtime of its own (see [`handle`]).
 //!
 //! ```text
-//! gossip ── who is alive / ready ──▶ membership ──▶ presence CRDT drops dead nodes
-//! raft   ── who leads ─────────────▶ LeaderWatch ─▶ node starts/stops the CDC consumer
+//!  UDP  ── SWIM (foca): who is alive ──▶ membership ──▶ core: open/close links, drop a dead node's presences
+//!  TCP  ── one link per peer and lane ─▶ core ──▶ ClusterEvent::{Relay, Presence} ──▶ node
+//!  node ── relay / set_members / presence_put ──▶ links to the peers that need them
+//!  raft ── who leads CDC (control lane) ──▶ the node starts/stops its consumer
 //! ```
+//!
+//! ## Layout
+//! - [`config`]: `ClusterConfig` (node id, addresses, seeds, failure detector timing) + `validate()`.
+//! - [`identity`]: `PeerId` = name + incarnation + rejoin epoch + address (foca's identity).
+//! - [`membership`]: foca over UDP, seeds (`host:port` or a headless-Service DNS name), readiness.
+//! - [`link`]: one outbound TCP link per peer and lane, bounded queues, reconnect and resync.
+//! - [`wire`]: `PeerMessage` and its versioned bincode frames.
+//! - [`interest`]: member counts per topic per node: relay targets and cluster-wide capacity.
+//! - [`presence`]: the presence CRDT (pure): each node's entries, deltas, snapshots, tombstones.
+//! - `driver` and [`handle`]: the event loop on the cluster runtime and the node's handle to it.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+pub mod config;
+mod driver;
+pub mod error;
+pub mod handle;
+pub mod identity;
+pub mod interest;
+pub mod link;
+pub mod membership;
+pub mod presence;
+pub mod wire;
+
+pub use config::ClusterConfig;
+pub use error::ClusterError;
+pub use handle::{ClusterEvent, ClusterHandle, ClusterView};
+pub use identity::PeerId;
+pub use wire::RelayPayload;
 
 /// A node's stable name (the StatefulSet pod name, `REALTIME_NODE_ID`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

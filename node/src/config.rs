@@ -23,6 +23,8 @@ pub enum ConfigError {
     Zero { name: &'static str },
     #[error("{name} must be between {min} and {max}")]
     Range { name: &'static str, min: usize, max: usize },
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("cannot read JWKS file {path}: {reason}")]
     Jwks { path: PathBuf, reason: String },
 }
@@ -144,6 +146,22 @@ pub struct Settings {
     /// Where the node keeps its state (the last delivered WAL position).
     #[arg(long, env = "REALTIME_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Peer transport listener: UDP for membership, TCP for data (same port).
+    #[arg(long, env = "REALTIME_CLUSTER_BIND")]
+    pub cluster_bind: Option<SocketAddr>,
+    /// The address peers reach this node at (defaults to the cluster bind address, or the address the
+    /// hostname resolves to when bound to 0.0.0.0).
+    #[arg(long, env = "REALTIME_CLUSTER_ADVERTISE")]
+    pub cluster_advertise: Option<SocketAddr>,
+    /// Peers: comma-separated `host:port`, or a DNS name resolving to every pod (empty: single node).
+    #[arg(long, env = "REALTIME_SEEDS")]
+    pub seeds: Option<String>,
+    /// Failure detector: how often a random peer is probed.
+    #[arg(long, env = "REALTIME_CLUSTER_PROBE_MS")]
+    pub cluster_probe_ms: Option<u64>,
+    /// Failure detector: how long a suspected peer has to answer before it is declared down.
+    #[arg(long, env = "REALTIME_CLUSTER_SUSPECT_MS")]
+    pub cluster_suspect_ms: Option<u64>,
     /// Largest change record delivered whole; larger ones follow the 413 rule.
     #[arg(long, env = "REALTIME_MAX_RECORD_BYTES")]
     pub max_record_bytes: Option<usize>,
@@ -170,6 +188,18 @@ pub struct Config {
     /// `None`: Postgres Changes are disabled.
     pub cdc: Option<CdcConfig>,
     pub data_dir: PathBuf,
+    /// `None`: a single node (no `REALTIME_SEEDS`).
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// Cluster settings, present when `REALTIME_SEEDS` is set.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub bind: SocketAddr,
+    pub advertise: SocketAddr,
+    pub seeds: Vec<String>,
+    pub probe_period: Duration,
+    pub suspect_to_down: Duration,
 }
 
 /// Postgres Changes settings, present when `DATABASE_URL` is set.
@@ -262,6 +292,9 @@ pub mod defaults {
     pub const PUBLICATION: &str = "supabase_realtime";
     pub const SLOT: &str = "realtime_cdc";
     pub const DATA_DIR: &str = "./data";
+    pub const CLUSTER_BIND: &str = "0.0.0.0:4100";
+    pub const CLUSTER_PROBE_MS: u64 = 300;
+    pub const CLUSTER_SUSPECT_MS: u64 = 900;
     pub const MAX_RECORD_BYTES: usize = 1_048_576;
     pub const CDC_RESUME_GRACE_MS: u64 = 5_000;
 }
@@ -309,6 +342,11 @@ impl Settings {
             publication: self.publication.or(file.publication),
             slot: self.slot.or(file.slot),
             data_dir: self.data_dir.or(file.data_dir),
+            cluster_bind: self.cluster_bind.or(file.cluster_bind),
+            cluster_advertise: self.cluster_advertise.or(file.cluster_advertise),
+            seeds: self.seeds.or(file.seeds),
+            cluster_probe_ms: self.cluster_probe_ms.or(file.cluster_probe_ms),
+            cluster_suspect_ms: self.cluster_suspect_ms.or(file.cluster_suspect_ms),
             max_record_bytes: self.max_record_bytes.or(file.max_record_bytes),
             cdc_resume_grace_ms: self.cdc_resume_grace_ms.or(file.cdc_resume_grace_ms),
         }
@@ -323,6 +361,27 @@ fn read_file(path: &Path) -> Result<Settings, ConfigError> {
 }
 
 /// `s.<field>`, or its default; refused when zero (named after the field).
+/// The address peers use when the cluster port is bound to every interface: the hostname's address
+/// (a pod's IP in Kubernetes).
+fn advertised(bind: SocketAddr, node_id: &str) -> Result<SocketAddr, ConfigError> {
+    if !bind.ip().is_unspecified() {
+        return Ok(bind);
+    }
+    let host = hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| node_id.to_owned());
+    use std::net::ToSocketAddrs;
+    let found = (host.as_str(), bind.port()).to_socket_addrs().map(|addrs| addrs.collect::<Vec<_>>());
+    found
+        .ok()
+        .and_then(|addrs| {
+            addrs.iter().find(|a| a.is_ipv4() && !a.ip().is_loopback()).or(addrs.first()).copied()
+        })
+        .ok_or_else(|| {
+            ConfigError::Cluster(format!(
+                "cannot tell which address peers reach this node at (hostname {host} does not resolve); set REALTIME_CLUSTER_ADVERTISE"
+            ))
+        })
+}
+
 macro_rules! setting {
     ($s:ident . $field:ident, $default:expr) => {
         positive(stringify!($field), $s.$field.unwrap_or($default))
@@ -409,7 +468,36 @@ impl Config {
             }),
             None => None,
         };
+        let seeds: Vec<String> = s
+            .seeds
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|seed| !seed.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let cluster = if seeds.is_empty() {
+            None
+        } else {
+            let bind = s.cluster_bind.unwrap_or_else(|| d::CLUSTER_BIND.parse().expect("default cluster address"));
+            if bind.port() == 0 {
+                return Err(ConfigError::Cluster("REALTIME_CLUSTER_BIND needs a fixed port".into()));
+            }
+            let advertise = match s.cluster_advertise {
+                Some(addr) => addr,
+                None => advertised(bind, &node_id)?,
+            };
+            Some(ClusterSettings {
+                bind,
+                advertise,
+                seeds,
+                probe_period: Duration::from_millis(setting!(s.cluster_probe_ms, d::CLUSTER_PROBE_MS)?),
+                suspect_to_down: Duration::from_millis(setting!(s.cluster_suspect_ms, d::CLUSTER_SUSPECT_MS)?),
+            })
+        };
         Ok(Config {
+            cluster,
             cdc,
             data_dir: s.data_dir.unwrap_or_else(|| d::DATA_DIR.into()),
             bind: s.bind.unwrap_or_else(|| d::BIND.parse().expect("default bind address")),

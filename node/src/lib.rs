@@ -24,6 +24,7 @@
 //! - [`budget`]: sizes of what a client chooses.
 //! - [`channel`]: one actor per topic, the registry, encode-once fan-out.
 //! - [`presence`]: presence sets and their actor.
+//! - [`peers`]: the bridge to the cluster (`realtime-cluster`): relays, cluster topics, events.
 //! - [`limits`], [`metrics`], [`state`], [`shutdown`], [`telemetry`].
 
 pub mod auth;
@@ -36,6 +37,7 @@ pub mod http;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod peers;
 pub mod presence;
 pub mod shutdown;
 pub mod socket;
@@ -64,6 +66,8 @@ pub enum NodeError {
     Jwks(#[from] auth::jwt::JwksError),
     #[error(transparent)]
     Cdc(#[from] cdc::error::CdcError),
+    #[error(transparent)]
+    Cluster(#[from] realtime_cluster::ClusterError),
     #[error("HTTP server: {0}")]
     Http(#[from] std::io::Error),
 }
@@ -77,16 +81,27 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let secret = config.jwt_secret.clone().ok_or(NodeError::NoSecret)?;
     let verifier = Verifier::new(&secret, config.jwks_json.as_deref())?;
+    let (cluster, cluster_events) = match peers::cluster_config(&config) {
+        Some(cluster_config) => {
+            let (handle, events) = realtime_cluster::ClusterHandle::start(cluster_config).await?;
+            (Some(handle), Some(events))
+        }
+        None => (None, None),
+    };
     let arbiters: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
-    let registry =
-        Registry::new(arbiters.iter().map(Arbiter::handle).collect(), config.limits.max_channel_members)
-            .start();
+    let registry = Registry::new(
+        arbiters.iter().map(Arbiter::handle).collect(),
+        config.limits.max_channel_members,
+        cluster.clone(),
+    )
+    .start();
+    let bridge = cluster_events.map(|events| actix_web::rt::spawn(peers::bridge(events, registry.clone())));
     let cdc_arbiter = Arbiter::new();
     let cdc = match &config.cdc {
         Some(cdc_config) => Some(cdc::start(cdc_config.clone(), &config.data_dir, &cdc_arbiter.handle())?),
         None => None,
     };
-    let shared = web::Data::new(Shared::new(config.clone(), verifier, registry, cdc));
+    let shared = web::Data::new(Shared::new(config.clone(), verifier, registry, cdc, cluster.clone()));
     let metrics_data = web::Data::new(metrics_handle.clone());
     let server = http::server::serve(listener, config.workers, shared.clone(), metrics_data)?;
     let handle = server.handle();
@@ -100,7 +115,18 @@ pub async fn run(
     });
     let server_task = actix_web::rt::spawn(server);
     shutdown.await;
+    if let Some(cluster) = &cluster {
+        // Peers drop this node's presences now, not after the failure detector's timeout.
+        shared.refuse_new_work();
+        cluster.leave().await;
+    }
     let left = shutdown::drain(&shared, &handle, config.shutdown_grace).await;
+    if let Some(cluster) = &cluster {
+        cluster.shutdown();
+    }
+    if let Some(bridge) = bridge {
+        bridge.abort();
+    }
     tracing::info!(sockets_left = left, "stopped");
     upkeep.abort();
     watchdog.abort();

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
+use realtime_cluster::ClusterHandle;
 
 use crate::auth::Verifier;
 use crate::cdc::CdcHandle;
@@ -36,6 +37,8 @@ pub struct Shared {
     pub connections: ConnectionTable,
     /// Postgres Changes; `None` when `DATABASE_URL` is not set.
     pub cdc: Option<CdcHandle>,
+    /// The cluster; `None` on a single node (no `REALTIME_SEEDS`).
+    pub cluster: Option<ClusterHandle>,
     draining: AtomicBool,
 }
 
@@ -45,9 +48,11 @@ impl Shared {
         verifier: Verifier,
         registry: Addr<Registry>,
         cdc: Option<CdcHandle>,
+        cluster: Option<ClusterHandle>,
     ) -> Shared {
         Shared {
             cdc,
+            cluster,
             joins: SharedRate::per_second(config.limits.max_joins_per_second),
             token_joins: KeyedRate::per_second(config.limits.max_token_joins_per_second),
             rest_in_flight: AtomicUsize::new(0),
@@ -79,8 +84,18 @@ impl Shared {
 
     /// Starts the drain: refuse new work and ask every socket to close with "reconnect now".
     pub fn start_drain(&self) {
-        self.draining.store(true, Ordering::Relaxed);
+        self.refuse_new_work();
         self.connections.drain_all();
+    }
+
+    /// The drain's first step: no new sockets or joins, `/readyz` 503.
+    pub fn refuse_new_work(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Ready for sockets: not draining, and joined the cluster if there is one.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.cluster.as_ref().is_none_or(ClusterHandle::is_ready)
     }
 }
 

@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use realtime_cluster::ClusterHandle;
 use realtime_proto::topic;
 
 use super::fanout::EncodedOnce;
 use super::messages::{
-    Broadcast, ConnId, Join, Leave, Member, Released, StopChannel, TopicKey, Track, Untrack,
+    Broadcast, ConnId, Join, Leave, Member, Released, RemotePresence, StopChannel, TopicKey, Track, Untrack,
 };
 use super::registry::Registry;
 use crate::delivery::Offer;
@@ -27,17 +28,49 @@ pub struct ChannelActor {
     registry: Addr<Registry>,
     /// Started on the first presence subscriber or track.
     presence: Option<Addr<PresenceActor>>,
+    /// The cluster (member counts, remote presence); `None` on a single node.
+    cluster: Option<ClusterHandle>,
+    /// This channel's name in the cluster.
+    cluster_topic: String,
 }
 
 impl ChannelActor {
-    pub fn new(key: TopicKey, registry: Addr<Registry>, max_members: usize) -> ChannelActor {
+    pub fn new(
+        key: TopicKey,
+        registry: Addr<Registry>,
+        max_members: usize,
+        cluster: Option<ClusterHandle>,
+    ) -> ChannelActor {
         let topic: Arc<str> = topic::full_topic(&key.sub_topic).into();
-        ChannelActor { key, topic, members: HashMap::new(), max_members, registry, presence: None }
+        let cluster_topic = crate::peers::cluster_topic(&key);
+        ChannelActor {
+            key,
+            topic,
+            members: HashMap::new(),
+            max_members,
+            registry,
+            presence: None,
+            cluster,
+            cluster_topic,
+        }
     }
 
     fn presence(&mut self) -> &Addr<PresenceActor> {
-        let topic = self.topic.clone();
-        self.presence.get_or_insert_with(|| PresenceActor::new(topic).start())
+        let (topic, cluster_topic, cluster) = (self.topic.clone(), self.cluster_topic.clone(), self.cluster.clone());
+        self.presence.get_or_insert_with(|| PresenceActor::new(topic, cluster_topic, cluster).start())
+    }
+
+    /// Tells the cluster how many members this channel has here.
+    fn publish_count(&self) {
+        if let Some(cluster) = &self.cluster {
+            cluster.set_members(&self.cluster_topic, self.members.len());
+        }
+    }
+
+    /// Members on every node, as far as this node knows.
+    fn cluster_members(&self) -> usize {
+        let remote = self.cluster.as_ref().map_or(0, |c| c.remote_members(&self.cluster_topic));
+        self.members.len() + remote
     }
 
     /// Removes a member and everything it held; the registry hears that one membership ended.
@@ -48,6 +81,7 @@ impl ChannelActor {
                 presence.do_send(presence::MemberGone { conn });
             }
             self.registry.do_send(Released { key: self.key.clone() });
+            self.publish_count();
         }
     }
 }
@@ -68,7 +102,7 @@ impl Handler<Join> for ChannelActor {
     fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
         let member = msg.member;
         let topic = topic::full_topic(&self.key.sub_topic);
-        if self.members.len() >= self.max_members && !self.members.contains_key(&member.conn) {
+        if self.cluster_members() >= self.max_members && !self.members.contains_key(&member.conn) {
             metrics().refused(Refusal::ChannelFull);
             member.joined.do_send(JoinOutcome {
                 topic,
@@ -91,6 +125,7 @@ impl Handler<Join> for ChannelActor {
             self.registry.do_send(Released { key: self.key.clone() });
         } else {
             metrics().channel_members.increment(1.0);
+            self.publish_count();
         }
     }
 }
@@ -139,6 +174,17 @@ impl Handler<Untrack> for ChannelActor {
     fn handle(&mut self, msg: Untrack, _: &mut Context<Self>) {
         if let Some(presence) = &self.presence {
             presence.do_send(presence::Untrack { conn: msg.conn });
+        }
+    }
+}
+
+impl Handler<RemotePresence> for ChannelActor {
+    type Result = ();
+
+    /// Without a presence actor nothing is lost: one started later reads the current remote state.
+    fn handle(&mut self, msg: RemotePresence, _: &mut Context<Self>) {
+        if let Some(presence) = &self.presence {
+            presence.do_send(presence::RemoteChanges { change: msg.change });
         }
     }
 }

@@ -100,6 +100,23 @@ pub struct Released {
     pub key: TopicKey,
 }
 
+/// A broadcast published on another node (through the registry to the channel, if this node has one).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct RemoteBroadcast {
+    pub key: TopicKey,
+    pub body: BroadcastBody,
+    pub received_at: Instant,
+}
+
+/// Presence entries of other nodes that changed in this channel.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct RemotePresence {
+    pub key: TopicKey,
+    pub change: realtime_cluster::presence::TopicChange,
+}
+
 /// Find a channel's address (REST broadcasts).
 #[derive(Message, Debug)]
 #[rtype(result = "Option<Addr<super::ChannelActor>>")]

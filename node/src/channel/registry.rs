@@ -5,9 +5,12 @@
 use std::collections::HashMap;
 
 use actix::prelude::*;
+use realtime_cluster::ClusterHandle;
 
 use super::actor::ChannelActor;
-use super::messages::{Join, Leave, Lookup, Released, StopChannel, TopicKey};
+use super::messages::{
+    Broadcast, Join, Leave, Lookup, Released, RemoteBroadcast, RemotePresence, StopChannel, TopicKey,
+};
 use crate::metrics::metrics;
 
 struct Entry {
@@ -22,13 +25,14 @@ pub struct Registry {
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     max_members: usize,
+    cluster: Option<ClusterHandle>,
 }
 
 impl Registry {
     /// A registry whose channels run on `arbiters` (at least one).
-    pub fn new(arbiters: Vec<ArbiterHandle>, max_members: usize) -> Registry {
+    pub fn new(arbiters: Vec<ArbiterHandle>, max_members: usize, cluster: Option<ClusterHandle>) -> Registry {
         assert!(!arbiters.is_empty(), "the registry needs at least one arbiter");
-        Registry { channels: HashMap::new(), arbiters, next_arbiter: 0, max_members }
+        Registry { channels: HashMap::new(), arbiters, next_arbiter: 0, max_members, cluster }
     }
 }
 
@@ -44,8 +48,10 @@ impl Handler<Join> for Registry {
             let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
             self.next_arbiter = self.next_arbiter.wrapping_add(1);
             let (key, registry, max) = (msg.key.clone(), ctx.address(), self.max_members);
-            let addr =
-                ChannelActor::start_in_arbiter(arbiter, move |_| ChannelActor::new(key, registry, max));
+            let cluster = self.cluster.clone();
+            let addr = ChannelActor::start_in_arbiter(arbiter, move |_| {
+                ChannelActor::new(key, registry, max, cluster)
+            });
             Entry { addr, memberships: 0 }
         });
         entry.memberships += 1;
@@ -84,5 +90,25 @@ impl Handler<Lookup> for Registry {
 
     fn handle(&mut self, msg: Lookup, _: &mut Context<Self>) -> Self::Result {
         self.channels.get(&msg.key).map(|e| e.addr.clone())
+    }
+}
+
+impl Handler<RemoteBroadcast> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemoteBroadcast, _: &mut Context<Self>) {
+        if let Some(entry) = self.channels.get(&msg.key) {
+            entry.addr.do_send(Broadcast { from: None, body: msg.body, received_at: msg.received_at });
+        }
+    }
+}
+
+impl Handler<RemotePresence> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemotePresence, _: &mut Context<Self>) {
+        if let Some(entry) = self.channels.get(&msg.key) {
+            entry.addr.do_send(msg);
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! `/healthz` (the process is alive), `/readyz` (accepting sockets; 503 once draining) and `/metrics`.
+//! `/healthz` (the process is alive), `/readyz` (joined the cluster and accepting sockets; 503 while
+//! joining and once draining), `/cluster` (membership as JSON) and `/metrics`.
 
 use actix_web::{web, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -12,9 +13,31 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(shared: web::Data<Shared>) -> HttpResponse {
     if shared.is_draining() {
         HttpResponse::ServiceUnavailable().content_type("text/plain").body("draining")
+    } else if !shared.is_ready() {
+        HttpResponse::ServiceUnavailable().content_type("text/plain").body("joining the cluster")
     } else {
         HttpResponse::Ok().content_type("text/plain").body("ready")
     }
+}
+
+/// `/cluster`: this node, its members and their state, its peer links (queued bytes = lag) and its
+/// presence replicas. A single node shows itself alone.
+pub async fn cluster(shared: web::Data<Shared>) -> HttpResponse {
+    let body = match &shared.cluster {
+        Some(cluster) => serde_json::to_value(cluster.view()).unwrap_or_default(),
+        None => serde_json::json!({
+            "node": shared.config.node_id,
+            "ready": !shared.is_draining(),
+            "members": [],
+            "links": [],
+        }),
+    };
+    let mut body = body;
+    if let Some(object) = body.as_object_mut() {
+        // Raft leadership arrives with the CDC failover work; until then no node leads.
+        object.insert("leader".into(), serde_json::Value::Null);
+    }
+    HttpResponse::Ok().json(body)
 }
 
 pub async fn metrics(handle: web::Data<PrometheusHandle>) -> HttpResponse {

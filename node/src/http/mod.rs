@@ -23,5 +23,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/healthcheck", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .route("/cluster", web::get().to(health::cluster))
         .route("/metrics", web::get().to(health::metrics));
 }

@@ -109,6 +109,7 @@ fn authorised(req: &HttpRequest, shared: &Shared) -> bool {
 
 async fn publish(shared: &Shared, sub_topic: &str, body: BroadcastBody) {
     let key = TopicKey { sub_topic: Arc::from(sub_topic), private: false };
+    crate::peers::relay(shared.cluster.as_ref(), &key, &body);
     if let Ok(Some(channel)) = shared.registry.send(Lookup { key }).await {
         channel.do_send(Broadcast { from: None, body, received_at: Instant::now() });
     }

@@ -6,20 +6,24 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
+use realtime_cluster::ClusterHandle;
 use realtime_proto::presence::{phx_ref, PresenceDiff};
 use realtime_proto::server;
 
-use super::messages::{MemberGone, Stop, Subscribe, Track, Untrack};
+use super::messages::{MemberGone, RemoteChanges, Stop, Subscribe, Track, Untrack};
 use super::set::PresenceSet;
 use crate::channel::messages::{ConnId, Member};
 use crate::delivery::{Offer, WireFrame};
 use crate::metrics::metrics;
 
-/// Presence of one topic on this node.
+/// Presence of one topic on this node: its own entries, the other nodes' (replicated) and its subscribers.
 pub struct PresenceActor {
     topic: Arc<str>,
     set: PresenceSet,
     subscribers: HashMap<ConnId, Member>,
+    /// The cluster's replica of other nodes' entries; `None` on a single node.
+    cluster: Option<ClusterHandle>,
+    cluster_topic: String,
 }
 
 /// A process-wide counter for the low 16 bits of `phx_ref`s.
@@ -31,8 +35,18 @@ fn new_ref(origin: u16) -> String {
 }
 
 impl PresenceActor {
-    pub fn new(topic: Arc<str>) -> PresenceActor {
-        PresenceActor { topic, set: PresenceSet::default(), subscribers: HashMap::new() }
+    pub fn new(topic: Arc<str>, cluster_topic: String, cluster: Option<ClusterHandle>) -> PresenceActor {
+        PresenceActor { topic, set: PresenceSet::default(), subscribers: HashMap::new(), cluster, cluster_topic }
+    }
+
+    /// Removes `conn`'s presence here and in the cluster, and tells the subscribers.
+    fn untrack(&mut self, conn: ConnId) {
+        if let Some(diff) = self.set.untrack(conn) {
+            if let Some(cluster) = &self.cluster {
+                cluster.presence_remove(&self.cluster_topic, conn);
+            }
+            self.publish(diff);
+        }
     }
 
     fn publish(&mut self, diff: PresenceDiff) {
@@ -62,6 +76,23 @@ impl PresenceActor {
 
 impl Actor for PresenceActor {
     type Context = Context<Self>;
+
+    /// Starts from the other nodes' current entries; changes after this arrive as [`RemoteChanges`]
+    /// (one already read here is recognised and not told twice).
+    fn started(&mut self, _: &mut Context<Self>) {
+        if let Some(cluster) = &self.cluster {
+            let entries = cluster.remote_presence(&self.cluster_topic);
+            self.set.apply_remote(&entries, &[]);
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(cluster) = &self.cluster {
+            for conn in self.set.local_conns() {
+                cluster.presence_remove(&self.cluster_topic, conn);
+            }
+        }
+    }
 }
 
 impl Handler<Subscribe> for PresenceActor {
@@ -84,6 +115,9 @@ impl Handler<Track> for PresenceActor {
         let conn = msg.member.conn;
         self.subscribers.entry(conn).or_insert(msg.member);
         if let Some(diff) = self.set.track(conn, &key, msg.meta, || new_ref(origin)) {
+            if let (Some(cluster), Some(entry)) = (&self.cluster, self.set.local_entry(conn)) {
+                cluster.presence_put(&self.cluster_topic, conn, entry);
+            }
             self.publish(diff);
         }
     }
@@ -93,9 +127,7 @@ impl Handler<Untrack> for PresenceActor {
     type Result = ();
 
     fn handle(&mut self, msg: Untrack, _: &mut Context<Self>) {
-        if let Some(diff) = self.set.untrack(msg.conn) {
-            self.publish(diff);
-        }
+        self.untrack(msg.conn);
     }
 }
 
@@ -104,7 +136,15 @@ impl Handler<MemberGone> for PresenceActor {
 
     fn handle(&mut self, msg: MemberGone, _: &mut Context<Self>) {
         self.subscribers.remove(&msg.conn);
-        if let Some(diff) = self.set.untrack(msg.conn) {
+        self.untrack(msg.conn);
+    }
+}
+
+impl Handler<RemoteChanges> for PresenceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemoteChanges, _: &mut Context<Self>) {
+        if let Some(diff) = self.set.apply_remote(&msg.change.joins, &msg.change.leaves) {
             self.publish(diff);
         }
     }

@@ -39,3 +39,10 @@ pub struct MemberGone {
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Stop;
+
+/// Other nodes' entries of this topic changed.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct RemoteChanges {
+    pub change: realtime_cluster::presence::TopicChange,
+}

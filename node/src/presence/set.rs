@@ -2,10 +2,13 @@
 //! `presence_diff` clients must see, and [`PresenceSet::state`] gives `presence_state`.
 //!
 //! One entry per connection: a socket joins a topic once and tracks under that join's key, and several
-//! connections with the same key show up as several metas under the key.
+//! connections with the same key show up as several metas under the key. Entries other nodes own
+//! (from the cluster's presence replica) sit beside the local ones, so `presence_state` is the same on
+//! every node.
 
 use std::collections::HashMap;
 
+use realtime_cluster::presence::{Entry, EntryId};
 use realtime_proto::presence::{meta, PresenceDiff, PresenceState};
 use serde_json::{Map, Value};
 
@@ -18,10 +21,19 @@ struct Tracked {
     phx_ref: String,
 }
 
-/// Presences of one topic, by connection.
+impl Tracked {
+    /// A replicated entry; `None` when its meta is not a JSON object (never produced by a node).
+    fn from_entry(entry: &Entry) -> Option<Tracked> {
+        let payload = serde_json::from_str::<Map<String, Value>>(&entry.meta).ok()?;
+        Some(Tracked { key: entry.key.clone(), payload, phx_ref: entry.phx_ref.clone() })
+    }
+}
+
+/// Presences of one topic: this node's by connection, other nodes' by entry id.
 #[derive(Debug, Default)]
 pub struct PresenceSet {
     by_conn: HashMap<ConnId, Tracked>,
+    remote: HashMap<EntryId, Tracked>,
 }
 
 impl PresenceSet {
@@ -69,14 +81,53 @@ impl PresenceSet {
     /// The whole state, for `presence_state`.
     pub fn state(&self) -> PresenceState {
         let mut state = PresenceState::default();
-        for tracked in self.by_conn.values() {
+        for tracked in self.by_conn.values().chain(self.remote.values()) {
             state.push(&tracked.key, meta(&tracked.payload, &tracked.phx_ref, None));
         }
         state
     }
 
+    /// `conn`'s entry as other nodes replicate it.
+    pub fn local_entry(&self, conn: ConnId) -> Option<Entry> {
+        let tracked = self.by_conn.get(&conn)?;
+        let meta = serde_json::to_string(&tracked.payload).ok()?;
+        Some(Entry { key: tracked.key.clone(), phx_ref: tracked.phx_ref.clone(), meta })
+    }
+
+    /// Connections of this node with a presence.
+    pub fn local_conns(&self) -> Vec<ConnId> {
+        self.by_conn.keys().copied().collect()
+    }
+
+    /// Applies other nodes' changes (leaves first); returns what clients must be told, `None` when it
+    /// changes nothing (a change this set already holds, e.g. read at start and then received).
+    pub fn apply_remote(&mut self, joins: &[(EntryId, Entry)], leaves: &[(EntryId, Entry)]) -> Option<PresenceDiff> {
+        let mut diff = PresenceDiff::default();
+        let mut changed = false;
+        for (id, entry) in leaves {
+            if self.remote.get(id).is_some_and(|held| held.phx_ref == entry.phx_ref) {
+                if let Some(gone) = self.remote.remove(id) {
+                    diff.leaves.push(&gone.key, meta(&gone.payload, &gone.phx_ref, None));
+                    changed = true;
+                }
+            }
+        }
+        for (id, entry) in joins {
+            let Some(tracked) = Tracked::from_entry(entry) else { continue };
+            if self.remote.get(id) == Some(&tracked) {
+                continue;
+            }
+            if let Some(replaced) = self.remote.insert(id.clone(), tracked.clone()) {
+                diff.leaves.push(&replaced.key, meta(&replaced.payload, &replaced.phx_ref, None));
+            }
+            diff.joins.push(&tracked.key, meta(&tracked.payload, &tracked.phx_ref, None));
+            changed = true;
+        }
+        changed.then_some(diff)
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.by_conn.is_empty()
+        self.by_conn.is_empty() && self.remote.is_empty()
     }
 }
 
@@ -116,6 +167,34 @@ mod tests {
         );
         assert!(set.untrack(1).is_none());
         assert!(set.is_empty());
+    }
+
+    fn remote(conn: u64, key: &str, phx_ref: &str, meta: &str) -> (EntryId, Entry) {
+        let id = EntryId { node: realtime_cluster::NodeId("peer".into()), incarnation: 1, conn };
+        (id, Entry { key: key.into(), phx_ref: phx_ref.into(), meta: meta.into() })
+    }
+
+    #[test]
+    fn remote_entries_join_update_and_leave_once() {
+        let mut set = PresenceSet::default();
+        set.track(1, "alice", map(json!({"here": true})), || "L1".into());
+        let bob = remote(7, "bob", "R1", r#"{"tab":1}"#);
+        let d = set.apply_remote(std::slice::from_ref(&bob), &[]).unwrap();
+        assert_eq!(to_value(&d), json!({"joins": {"bob": {"metas": [{"tab": 1, "phx_ref": "R1"}]}}, "leaves": {}}));
+        assert!(set.apply_remote(std::slice::from_ref(&bob), &[]).is_none(), "a join already held is silent");
+        let state: Value = serde_json::from_str(&set.state().to_json()).unwrap();
+        assert_eq!(state["bob"]["metas"][0]["phx_ref"], "R1");
+        assert_eq!(state["alice"]["metas"][0]["phx_ref"], "L1");
+        let bob2 = remote(7, "bob", "R2", r#"{"tab":2}"#);
+        let d = set.apply_remote(std::slice::from_ref(&bob2), std::slice::from_ref(&bob)).unwrap();
+        assert_eq!(
+            to_value(&d),
+            json!({"joins": {"bob": {"metas": [{"tab": 2, "phx_ref": "R2"}]}}, "leaves": {"bob": {"metas": [{"tab": 1, "phx_ref": "R1"}]}}})
+        );
+        assert!(set.apply_remote(&[], std::slice::from_ref(&bob)).is_none(), "a stale leave is silent");
+        assert!(set.apply_remote(&[], std::slice::from_ref(&bob2)).is_some());
+        assert!(set.apply_remote(&[remote(8, "x", "R", "not json")], &[]).is_none());
+        assert_eq!(set.local_entry(1).unwrap().meta, r#"{"here":true}"#);
     }
 
     #[test]

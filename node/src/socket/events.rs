@@ -81,6 +81,9 @@ impl SocketActor {
                 }
             }
         };
+        if let Some(state) = self.channels.get(&msg.topic) {
+            crate::peers::relay(self.shared.cluster.as_ref(), &state.key, &body);
+        }
         channel.do_send(Broadcast { from: Some(self.id), body, received_at: Instant::now() });
         if ack {
             self.reply(ctx, &msg, ReplyStatus::Ok, "{}");

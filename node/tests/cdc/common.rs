@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use realtime_proto::Vsn;
 use serde_json::{json, Map, Value};
 use tokio_postgres::{Client as PgClient, NoTls};
@@ -515,53 +514,7 @@ pub fn sorted(mut ids: Vec<u64>) -> Vec<u64> {
 // ---------------------------------------------------------------------------------------------------
 // WebSocket client
 
-/// One frame from the server.
-#[derive(Debug, Clone)]
-pub enum Frame {
-    /// A text frame normalised to `{"topic","event","payload","ref","join_ref"}` (`join_ref` null for
-    /// 1.0.0), and its raw text.
-    Text(Value, String),
-    /// The server closed the socket (close code if a close frame was received).
-    Close(Option<u16>),
-}
-
-impl Frame {
-    pub fn value(&self) -> Option<&Value> {
-        match self {
-            Frame::Text(v, _) => Some(v),
-            Frame::Close(_) => None,
-        }
-    }
-
-    pub fn is_event(&self, event: &str) -> bool {
-        matches!(self, Frame::Text(v, _) if v["event"] == event)
-    }
-}
-
-impl WireFrame for Frame {
-    fn from_text(value: Value, raw: &str) -> Self {
-        Frame::Text(value, raw.to_owned())
-    }
-
-    fn from_binary(vsn: Vsn, b: Bytes) -> Self {
-        panic!("{vsn}: unexpected binary frame {b:?}")
-    }
-
-    fn from_close(code: Option<u16>) -> Self {
-        Frame::Close(code)
-    }
-
-    fn json(&self) -> Option<&Value> {
-        self.value()
-    }
-
-    fn close_code(&self) -> Option<Option<u16>> {
-        match self {
-            Frame::Close(code) => Some(*code),
-            Frame::Text(..) => None,
-        }
-    }
-}
+pub use crate::support::ws::JsonFrame as Frame;
 
 /// The shared client ([`ws::Client`]) with this suite's frames; the helpers below are the Postgres
 /// Changes tests' own.

@@ -7,8 +7,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// What the server prints on stdout once it accepts connections, followed by the port.
-const LISTENING_PREFIX: &str = "realtime listening on http://127.0.0.1:";
+/// What the server prints on stdout once it accepts connections, followed by `address:port`.
+const LISTENING_PREFIX: &str = "realtime listening on http://";
 
 /// Kills (and reaps) the child when dropped; on a panicking test, prints the tail of the server log.
 pub struct KillOnDrop {
@@ -82,7 +82,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Spawns the `realtime` binary on `127.0.0.1:0` with `secret`, no join/connect error delays, then
+/// Spawns the `realtime` binary on `127.0.0.1:0` (unless `args` has its own `--bind`) with `secret`, no join/connect error delays, then
 /// `args`; stderr goes to `log`. Inherited `REALTIME_*` and `DATABASE_URL` variables are removed (only
 /// what the test asks for), then `envs` are set. Returns the process and the lines of its stdout, which
 /// a thread keeps draining for the life of the process so it never blocks on a full pipe.
@@ -95,7 +95,10 @@ pub fn spawn(
 ) -> (KillOnDrop, mpsc::Receiver<String>) {
     let log_file = std::fs::File::create(&log).expect("create server log file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_realtime"));
-    cmd.args(["--bind", "127.0.0.1:0", "--jwt-secret", secret])
+    if !args.contains(&"--bind") {
+        cmd.args(["--bind", "127.0.0.1:0"]);
+    }
+    cmd.args(["--jwt-secret", secret])
         .args(["--join-error-delay-ms", "0", "--connect-error-delay-ms", "0"])
         .args(args)
         .stdin(Stdio::null())
@@ -119,7 +122,7 @@ pub fn spawn(
     (KillOnDrop { child, log, tail_on_panic }, rx)
 }
 
-/// Reads stdout lines until `realtime listening on http://127.0.0.1:<PORT>` and returns the port; an
+/// Reads stdout lines until `realtime listening on http://<ADDRESS>:<PORT>` and returns the port; an
 /// error when no such line came within `timeout` (or stdout ended).
 pub fn wait_listening(
     lines: &mpsc::Receiver<String>,
@@ -129,8 +132,9 @@ pub fn wait_listening(
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = lines.recv_timeout(left)?;
-        if let Some(port) = line.trim().strip_prefix(LISTENING_PREFIX) {
-            return Ok(port.parse().unwrap_or_else(|_| panic!("bad listening line {line:?}")));
+        if let Some(addr) = line.trim().strip_prefix(LISTENING_PREFIX) {
+            let port = addr.rsplit_once(':').and_then(|(_, port)| port.parse().ok());
+            return Ok(port.unwrap_or_else(|| panic!("bad listening line {line:?}")));
         }
     }
 }

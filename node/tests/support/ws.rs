@@ -254,3 +254,51 @@ impl<F: WireFrame> Client<F> {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(None)).await;
     }
 }
+
+/// One frame from the server, for suites that only receive text (JSON) frames.
+#[derive(Debug, Clone)]
+pub enum JsonFrame {
+    /// A text frame normalised to `{"topic","event","payload","ref","join_ref"}` (`join_ref` null for
+    /// 1.0.0), and its raw text.
+    Text(Value, String),
+    /// The server closed the socket (close code if a close frame was received).
+    Close(Option<u16>),
+}
+
+impl JsonFrame {
+    pub fn value(&self) -> Option<&Value> {
+        match self {
+            JsonFrame::Text(v, _) => Some(v),
+            JsonFrame::Close(_) => None,
+        }
+    }
+
+    pub fn is_event(&self, event: &str) -> bool {
+        matches!(self, JsonFrame::Text(v, _) if v["event"] == event)
+    }
+}
+
+impl WireFrame for JsonFrame {
+    fn from_text(value: Value, raw: &str) -> Self {
+        JsonFrame::Text(value, raw.to_owned())
+    }
+
+    fn from_binary(vsn: Vsn, b: Bytes) -> Self {
+        panic!("{vsn}: unexpected binary frame {b:?}")
+    }
+
+    fn from_close(code: Option<u16>) -> Self {
+        JsonFrame::Close(code)
+    }
+
+    fn json(&self) -> Option<&Value> {
+        self.value()
+    }
+
+    fn close_code(&self) -> Option<Option<u16>> {
+        match self {
+            JsonFrame::Close(code) => Some(*code),
+            JsonFrame::Text(..) => None,
+        }
+    }
+}

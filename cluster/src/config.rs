@@ -1,0 +1,81 @@
+//! What the cluster needs to know at start: who this node is, where it listens for peers, how to find
+//! them, and the failure detector's timing.
+//!
+//! The node builds this from its own typed configuration (`REALTIME_NODE_ID`, `REALTIME_CLUSTER_BIND`,
+//! `REALTIME_SEEDS`, …); the crate never reads the environment itself.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::error::ClusterError;
+use crate::NodeId;
+
+/// The cluster's settings, validated by [`ClusterConfig::validate`].
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub node_id: NodeId,
+    /// Where the peer transport listens: UDP for membership, TCP for data, same port.
+    pub bind: SocketAddr,
+    /// The address peers use to reach this node (the bind address unless it is unspecified).
+    pub advertise: SocketAddr,
+    /// `host:port` entries, or DNS names resolving to every pod of a headless Service; a name without
+    /// a port uses the bind port.
+    pub seeds: Vec<String>,
+    /// How often a random member is probed.
+    pub probe_period: Duration,
+    /// How long a direct probe may take before indirect probes start.
+    pub probe_rtt: Duration,
+    /// How long a suspected member has to refute before it is declared down.
+    pub suspect_to_down: Duration,
+    /// How often seeds are resolved again (new pods, partitions).
+    pub reseed_interval: Duration,
+    /// How long to look for peers before a node that found none considers itself the first one.
+    pub join_window: Duration,
+    /// A peer link's send queue, in bytes; past it the link is cut and resynchronised.
+    pub max_link_queue_bytes: usize,
+    /// How often each node tells its peers its presence version, so lost deltas are noticed.
+    pub digest_interval: Duration,
+    /// How long local presence changes are collected before they are sent as one delta.
+    pub presence_batch: Duration,
+}
+
+impl ClusterConfig {
+    /// A configuration with LAN timings: a killed node is declared down in about 1.5 s.
+    pub fn new(node_id: NodeId, bind: SocketAddr, advertise: SocketAddr, seeds: Vec<String>) -> Self {
+        ClusterConfig {
+            node_id,
+            bind,
+            advertise,
+            seeds,
+            probe_period: Duration::from_millis(300),
+            probe_rtt: Duration::from_millis(100),
+            suspect_to_down: Duration::from_millis(900),
+            reseed_interval: Duration::from_secs(10),
+            join_window: Duration::from_secs(2),
+            max_link_queue_bytes: 64 << 20,
+            digest_interval: Duration::from_secs(1),
+            presence_batch: Duration::from_millis(2),
+        }
+    }
+
+    /// Rejects settings the failure detector or the links cannot work with.
+    pub fn validate(&self) -> Result<(), ClusterError> {
+        let bad = |reason: &str| Err(ClusterError::Config(reason.to_owned()));
+        if self.node_id.0.is_empty() || self.node_id.0.len() > 253 {
+            return bad("the node id must be 1 to 253 bytes");
+        }
+        if self.advertise.ip().is_unspecified() {
+            return bad("the advertised cluster address must be a routable address, not 0.0.0.0");
+        }
+        if self.probe_rtt.is_zero() || self.probe_rtt >= self.probe_period {
+            return bad("the probe round trip must be above zero and below the probe period");
+        }
+        if self.suspect_to_down.is_zero() {
+            return bad("the suspicion timeout must be above zero");
+        }
+        if self.max_link_queue_bytes < 1 << 20 {
+            return bad("a peer link queue needs at least 1 MiB");
+        }
+        Ok(())
+    }
+}

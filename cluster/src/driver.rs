@@ -1,0 +1,250 @@
+//! The cluster driver: one task on the cluster runtime that reacts to membership changes, peer frames,
+//! link (re)connections and local presence changes.
+//!
+//! - Local presence ops and member counts are batched for `presence_batch` and sent to every peer as
+//!   one `PresenceDelta` / `Members` frame; a peer whose link (re)connects gets the full state.
+//! - A delta that does not follow what we hold (a gap) makes us ask its origin for a snapshot, and
+//!   every `digest_interval` each node tells its peers its version, so a lost last delta is noticed too.
+//! - A node declared down has its entries tombstoned here, so its presences leave on every node; a
+//!   restarted node's new incarnation replaces the old one's entries when its snapshot arrives.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::handle::{lock, ClusterEvent, PeerLinks, Shared};
+use crate::identity::PeerId;
+use crate::link::{self, Inbound, LinkEvent};
+use crate::membership::{MembershipCommand, MembershipEvent};
+use crate::presence::{DeltaOutcome, TopicChange};
+use crate::wire::{self, Lane, PeerMessage};
+use crate::NodeId;
+
+pub(crate) enum CoreCommand {
+    Leave(oneshot::Sender<()>),
+}
+
+pub(crate) struct Core {
+    pub shared: Arc<Shared>,
+    pub events: mpsc::Sender<ClusterEvent>,
+    pub membership: mpsc::Receiver<MembershipEvent>,
+    pub membership_commands: mpsc::Sender<MembershipCommand>,
+    pub inbound: mpsc::Receiver<Inbound>,
+    pub link_events: mpsc::Receiver<LinkEvent>,
+    pub link_events_tx: mpsc::Sender<LinkEvent>,
+    pub commands: mpsc::Receiver<CoreCommand>,
+    pub stop: CancellationToken,
+}
+
+impl Core {
+    pub(crate) async fn run(mut self) {
+        let mut digest = tokio::time::interval(self.shared.config.digest_interval);
+        digest.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                Some(inbound) = self.inbound.recv() => self.on_inbound(inbound).await,
+                Some(event) = self.membership.recv() => self.on_membership(event).await,
+                Some(LinkEvent::Up { peer, lane }) = self.link_events.recv() => self.on_link_up(&peer, lane),
+                _ = self.shared.dirty.notified() => {
+                    tokio::time::sleep(self.shared.config.presence_batch).await;
+                    self.send_pending();
+                }
+                _ = digest.tick() => {
+                    let version = lock(&self.shared.local_presence).version();
+                    self.to_all(&PeerMessage::PresenceDigest { version });
+                }
+                Some(command) = self.commands.recv() => match command {
+                    CoreCommand::Leave(done) => {
+                        self.leave().await;
+                        let _ = done.send(());
+                    }
+                },
+            }
+        }
+        for (_, peer) in self.shared.links.write().unwrap_or_else(|e| e.into_inner()).drain() {
+            peer.close();
+        }
+    }
+
+    /// Sends `msg` on every peer's data link.
+    fn to_all(&self, msg: &PeerMessage) {
+        let Ok(frame) = wire::encode(msg) else { return };
+        for peer in self.shared.links.read().unwrap_or_else(|e| e.into_inner()).values() {
+            peer.data.offer(frame.clone());
+        }
+    }
+
+    /// Sends `msg` on one peer's data link, if it has one.
+    fn to_peer(&self, node: &NodeId, msg: &PeerMessage) {
+        if let Some(peer) = self.shared.links.read().unwrap_or_else(|e| e.into_inner()).get(node) {
+            peer.data.send(msg);
+        }
+    }
+
+    /// Sends the batched local changes to every peer.
+    fn send_pending(&self) {
+        let counts = lock(&self.shared.local_counts).take_pending();
+        if !counts.is_empty() {
+            self.to_all(&PeerMessage::Members { counts, full: false });
+        }
+        let delta = lock(&self.shared.local_presence).take_delta();
+        if let Some(delta) = delta {
+            self.to_all(&PeerMessage::PresenceDelta(delta));
+        }
+    }
+
+    /// Sends everything pending to all, then this node's full state to `node`.
+    fn resync(&self, node: &NodeId) {
+        self.send_pending();
+        let counts = lock(&self.shared.local_counts).all();
+        self.to_peer(node, &PeerMessage::Members { counts, full: true });
+        let snapshot = {
+            let mut local = lock(&self.shared.local_presence);
+            if let Some(delta) = local.take_delta() {
+                self.to_all(&PeerMessage::PresenceDelta(delta));
+            }
+            local.snapshot()
+        };
+        self.to_peer(node, &PeerMessage::PresenceSnapshot(snapshot));
+    }
+
+    fn on_link_up(&self, peer: &PeerId, lane: Lane) {
+        if lane == Lane::Data {
+            self.resync(&peer.node);
+        }
+    }
+
+    async fn emit(&self, changes: Vec<TopicChange>) {
+        if !changes.is_empty() {
+            let _ = self.events.send(ClusterEvent::Presence(changes)).await;
+        }
+    }
+
+    async fn on_inbound(&self, Inbound { from, msg, .. }: Inbound) {
+        match msg {
+            PeerMessage::Relay { topic, payload } => {
+                let _ = self.events.send(ClusterEvent::Relay { topic, payload }).await;
+            }
+            PeerMessage::Members { counts, full } => {
+                self.shared.remote_counts.write().unwrap_or_else(|e| e.into_inner()).apply(&from.node, &counts, full);
+            }
+            PeerMessage::PresenceDelta(delta) if delta.node == from.node => {
+                let outcome = lock(&self.shared.replica).apply_delta(&delta);
+                match outcome {
+                    DeltaOutcome::Applied(changes) => self.emit(changes).await,
+                    DeltaOutcome::Stale => {}
+                    DeltaOutcome::Gap => self.to_peer(&from.node, &PeerMessage::SnapshotRequest),
+                }
+            }
+            PeerMessage::PresenceSnapshot(snapshot) if snapshot.node == from.node => {
+                let changes = lock(&self.shared.replica).merge_snapshot(&snapshot);
+                self.emit(changes).await;
+            }
+            PeerMessage::PresenceDigest { version } => {
+                let held = lock(&self.shared.replica).version_of(&from.node);
+                if held.is_none_or(|held| held < version) {
+                    self.to_peer(&from.node, &PeerMessage::SnapshotRequest);
+                }
+            }
+            PeerMessage::SnapshotRequest => self.resync(&from.node),
+            PeerMessage::Leaving { incarnation, epoch } => {
+                tracing::info!(peer = ?from, "peer is leaving");
+                self.forget(&from.node, incarnation, epoch).await;
+            }
+            PeerMessage::PresenceDelta(_) | PeerMessage::PresenceSnapshot(_) | PeerMessage::Hello { .. } => {
+                tracing::warn!(peer = ?from, "unexpected peer frame ignored");
+            }
+        }
+    }
+
+    /// Drops a node's member counts and presences (its run `(incarnation, epoch)` or older).
+    async fn forget(&self, node: &NodeId, incarnation: u64, epoch: u64) {
+        self.shared.remote_counts.write().unwrap_or_else(|e| e.into_inner()).remove_node(node);
+        let changes = lock(&self.shared.replica).remove_origin(node, incarnation, epoch);
+        self.emit(changes).await;
+    }
+
+    async fn on_membership(&self, event: MembershipEvent) {
+        match event {
+            MembershipEvent::Up(id) => self.connect(id),
+            MembershipEvent::Renamed(old, new) => {
+                if new.incarnation != old.incarnation {
+                    // A restart: the old process is gone with everything it held.
+                    self.forget(&old.node, old.incarnation, old.epoch).await;
+                }
+                self.connect(new);
+            }
+            MembershipEvent::Down(id) => {
+                let removed = {
+                    let mut links = self.shared.links.write().unwrap_or_else(|e| e.into_inner());
+                    match links.get(&id.node) {
+                        Some(peer) if peer.id.run() <= id.run() => links.remove(&id.node),
+                        _ => None,
+                    }
+                };
+                if let Some(peer) = removed {
+                    peer.close();
+                }
+                self.forget(&id.node, id.incarnation, id.epoch).await;
+            }
+            MembershipEvent::Rejoined(me) => {
+                let snapshot = {
+                    let mut local = lock(&self.shared.local_presence);
+                    local.renew(me.epoch);
+                    local.snapshot()
+                };
+                self.to_all(&PeerMessage::PresenceSnapshot(snapshot));
+                let counts = lock(&self.shared.local_counts).all();
+                self.to_all(&PeerMessage::Members { counts, full: true });
+            }
+        }
+    }
+
+    /// Opens links to `id` unless links to this very identity exist.
+    fn connect(&self, id: PeerId) {
+        let me = self.shared.me.read().unwrap_or_else(|e| e.into_inner()).node.clone();
+        if id.node == me {
+            return;
+        }
+        let mut links = self.shared.links.write().unwrap_or_else(|e| e.into_inner());
+        if links.get(&id.node).is_some_and(|peer| peer.id == id) {
+            return;
+        }
+        let max = self.shared.config.max_link_queue_bytes;
+        let open = |lane| link::spawn(id.clone(), lane, self.shared.me.clone(), max, self.link_events_tx.clone());
+        let peer = PeerLinks { data: open(Lane::Data), control: open(Lane::Control), id: id.clone() };
+        if let Some(old) = links.insert(id.node.clone(), peer) {
+            old.close();
+        }
+    }
+
+    /// Graceful exit: peers drop our presences now, links drain, then membership says goodbye.
+    async fn leave(&self) {
+        self.send_pending();
+        let me = self.shared.me.read().unwrap_or_else(|e| e.into_inner()).clone();
+        lock(&self.shared.local_presence).leaving();
+        self.to_all(&PeerMessage::Leaving { incarnation: me.incarnation, epoch: me.epoch });
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        while tokio::time::Instant::now() < deadline {
+            let drained = self
+                .shared
+                .links
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .all(|peer| !peer.data.is_connected() || peer.data.queued_bytes() == 0);
+            if drained {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let (done, left) = oneshot::channel();
+        if self.membership_commands.send(MembershipCommand::Leave(done)).await.is_ok() {
+            let _ = left.await;
+        }
+        self.shared.ready.store(false, Ordering::Release);
+    }
+}

@@ -1,0 +1,332 @@
+//! The node's side of the cluster: [`ClusterHandle`] (start, relay, member counts, presence, view) and
+//! the [`ClusterEvent`]s the node receives.
+//!
+//! The cluster machinery runs on its own tokio runtime, on its own threads, so a busy actor or HTTP
+//! worker never delays a heartbeat or a peer link. Calls from the node only touch shared state and
+//! queues; they never block on the network.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::Serialize;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ClusterConfig;
+use crate::driver::{Core, CoreCommand};
+use crate::error::ClusterError;
+use crate::identity::PeerId;
+use crate::interest::{LocalCounts, RemoteCounts};
+use crate::link::{self, Link};
+use crate::membership::{MemberView, Membership};
+use crate::presence::{ConnId, Entry, EntryId, LocalPresence, Replica, TopicChange};
+use crate::wire::{self, PeerMessage, RelayPayload};
+use crate::NodeId;
+
+/// What the cluster hands to the node.
+#[derive(Debug)]
+pub enum ClusterEvent {
+    /// A broadcast published on another node, for this node's members of `topic`.
+    Relay { topic: String, payload: RelayPayload },
+    /// Presence entries of other nodes appeared, changed or left.
+    Presence(Vec<TopicChange>),
+}
+
+/// The links to one peer.
+pub(crate) struct PeerLinks {
+    pub id: PeerId,
+    pub data: Arc<Link>,
+    pub control: Arc<Link>,
+}
+
+impl PeerLinks {
+    pub(crate) fn close(&self) {
+        self.data.close();
+        self.control.close();
+    }
+}
+
+/// State shared by the node's threads and the cluster runtime.
+pub(crate) struct Shared {
+    pub config: ClusterConfig,
+    pub me: Arc<RwLock<PeerId>>,
+    pub ready: Arc<AtomicBool>,
+    pub members: Arc<RwLock<Vec<MemberView>>>,
+    pub links: RwLock<HashMap<NodeId, PeerLinks>>,
+    pub local_counts: Mutex<LocalCounts>,
+    pub remote_counts: RwLock<RemoteCounts>,
+    pub local_presence: Mutex<LocalPresence>,
+    pub replica: Mutex<Replica>,
+    /// Local presence or member counts changed: the core sends them after a short batch.
+    pub dirty: Notify,
+    pub relayed: AtomicU64,
+    pub relay_drops: AtomicU64,
+}
+
+/// Poison-tolerant locking: a panicking holder must not take the cluster down with it.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The running cluster; cheap to clone.
+#[derive(Clone)]
+pub struct ClusterHandle {
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<CoreCommand>,
+    stop: CancellationToken,
+}
+
+/// `/cluster`: this node, its members, links and presence replicas.
+#[derive(Debug, Serialize)]
+pub struct ClusterView {
+    pub node: String,
+    pub incarnation: u64,
+    pub epoch: u64,
+    pub addr: SocketAddr,
+    pub ready: bool,
+    pub members: Vec<MemberView>,
+    pub links: Vec<LinkView>,
+    pub presence: PresenceView,
+    pub relayed: u64,
+    pub relay_drops: u64,
+}
+
+/// One peer's links: connected, bytes queued (the lag), cuts and drops.
+#[derive(Debug, Serialize)]
+pub struct LinkView {
+    pub node: String,
+    pub lane: &'static str,
+    pub connected: bool,
+    pub queued_bytes: usize,
+    pub cuts: u64,
+    pub dropped: u64,
+}
+
+/// This node's presence version and every replica's, with entry counts.
+#[derive(Debug, Serialize)]
+pub struct PresenceView {
+    pub version: crate::presence::Version,
+    pub local_entries: usize,
+    pub remote_entries: usize,
+    pub origins: Vec<(String, crate::presence::Version)>,
+}
+
+impl ClusterHandle {
+    /// Binds the cluster port (UDP and TCP) and starts membership, links and the core on a runtime of
+    /// their own. Returns once bound.
+    pub async fn start(
+        config: ClusterConfig,
+    ) -> Result<(ClusterHandle, mpsc::Receiver<ClusterEvent>), ClusterError> {
+        config.validate()?;
+        let (started_tx, started_rx) = oneshot::channel();
+        let thread_config = config.clone();
+        std::thread::Builder::new()
+            .name("cluster".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("cluster-worker")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = started_tx.send(Err(ClusterError::Runtime(error)));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match launch(thread_config).await {
+                        Ok((handle, events)) => {
+                            let stop = handle.stop.clone();
+                            let _ = started_tx.send(Ok((handle, events)));
+                            stop.cancelled().await;
+                        }
+                        Err(error) => {
+                            let _ = started_tx.send(Err(error));
+                        }
+                    }
+                });
+                runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            })
+            .map_err(ClusterError::Runtime)?;
+        started_rx.await.map_err(|_| ClusterError::Config("the cluster thread ended at start-up".into()))?
+    }
+
+    /// This node's current identity.
+    pub fn me(&self) -> PeerId {
+        self.shared.me.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Joined the cluster (or found nobody within the join window and started as the first node).
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Acquire)
+    }
+
+    /// Sends a broadcast published here to every peer with members of `topic`; returns how many.
+    pub fn relay(&self, topic: &str, payload: RelayPayload) -> usize {
+        let nodes = self.shared.remote_counts.read().unwrap_or_else(|e| e.into_inner()).nodes_with(topic);
+        if nodes.is_empty() {
+            return 0;
+        }
+        let frame = match wire::encode(&PeerMessage::Relay { topic: topic.to_owned(), payload }) {
+            Ok(frame) => frame,
+            Err(error) => {
+                tracing::error!(%error, "cannot encode a relay");
+                return 0;
+            }
+        };
+        let links = self.shared.links.read().unwrap_or_else(|e| e.into_inner());
+        let mut sent = 0;
+        for node in nodes {
+            let queued = links.get(&node).is_some_and(|peer| peer.data.offer(frame.clone()));
+            if queued {
+                sent += 1;
+            } else {
+                self.shared.relay_drops.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.shared.relayed.fetch_add(sent as u64, Ordering::Relaxed);
+        sent
+    }
+
+    /// Records how many members `topic` has on this node.
+    pub fn set_members(&self, topic: &str, count: usize) {
+        lock(&self.shared.local_counts).set(topic, u32::try_from(count).unwrap_or(u32::MAX));
+        self.shared.dirty.notify_one();
+    }
+
+    /// Members of `topic` on the other nodes (for cluster-wide capacity).
+    pub fn remote_members(&self, topic: &str) -> usize {
+        self.shared.remote_counts.read().unwrap_or_else(|e| e.into_inner()).members(topic)
+    }
+
+    /// Tracks (or updates) a local connection's presence in `topic`.
+    pub fn presence_put(&self, topic: &str, conn: ConnId, entry: Entry) {
+        lock(&self.shared.local_presence).put(topic, conn, entry);
+        self.shared.dirty.notify_one();
+    }
+
+    /// Removes a local connection's presence from `topic`.
+    pub fn presence_remove(&self, topic: &str, conn: ConnId) {
+        lock(&self.shared.local_presence).remove(topic, conn);
+        self.shared.dirty.notify_one();
+    }
+
+    /// Other nodes' presence entries in `topic`.
+    pub fn remote_presence(&self, topic: &str) -> Vec<(EntryId, Entry)> {
+        lock(&self.shared.replica).topic_entries(topic)
+    }
+
+    /// Leaves gracefully: peers drop this node's presences at once, then membership is told.
+    pub async fn leave(&self) {
+        let (done, left) = oneshot::channel();
+        if self.commands.send(CoreCommand::Leave(done)).await.is_ok() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), left).await;
+        }
+    }
+
+    /// Stops the cluster runtime (after [`ClusterHandle::leave`] for a graceful exit).
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    /// A snapshot for `/cluster`.
+    pub fn view(&self) -> ClusterView {
+        let me = self.me();
+        let links = self.shared.links.read().unwrap_or_else(|e| e.into_inner());
+        let mut link_views = Vec::new();
+        for (node, peer) in links.iter() {
+            for (lane, link) in [("data", &peer.data), ("control", &peer.control)] {
+                link_views.push(LinkView {
+                    node: node.0.clone(),
+                    lane,
+                    connected: link.is_connected(),
+                    queued_bytes: link.queued_bytes(),
+                    cuts: link.cuts(),
+                    dropped: link.dropped(),
+                });
+            }
+        }
+        link_views.sort_by(|a, b| (&a.node, a.lane).cmp(&(&b.node, b.lane)));
+        let (version, local_entries) = {
+            let local = lock(&self.shared.local_presence);
+            (local.version(), local.snapshot().entries.len())
+        };
+        let (origins, remote_entries) = {
+            let replica = lock(&self.shared.replica);
+            let origins = replica.origins().into_iter().map(|(node, version)| (node.0, version)).collect();
+            (origins, replica.entry_count())
+        };
+        ClusterView {
+            node: me.node.0.clone(),
+            incarnation: me.incarnation,
+            epoch: me.epoch,
+            addr: me.addr,
+            ready: self.is_ready(),
+            members: self.shared.members.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            links: link_views,
+            presence: PresenceView { version, local_entries, remote_entries, origins },
+            relayed: self.shared.relayed.load(Ordering::Relaxed),
+            relay_drops: self.shared.relay_drops.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Binds and spawns everything on the current (cluster) runtime.
+async fn launch(config: ClusterConfig) -> Result<(ClusterHandle, mpsc::Receiver<ClusterEvent>), ClusterError> {
+    let bind = |source| ClusterError::Bind { addr: config.bind, source };
+    let udp = UdpSocket::bind(config.bind).await.map_err(bind)?;
+    let tcp = TcpListener::bind(config.bind).await.map_err(bind)?;
+    let me = PeerId::start(config.node_id.clone(), config.advertise);
+    tracing::info!(identity = ?me, seeds = ?config.seeds, "cluster starting");
+    let stop = CancellationToken::new();
+    let shared = Arc::new(Shared {
+        local_presence: Mutex::new(LocalPresence::new(me.node.clone(), me.incarnation)),
+        replica: Mutex::new(Replica::new(me.node.clone())),
+        me: Arc::new(RwLock::new(me)),
+        ready: Arc::new(AtomicBool::new(false)),
+        members: Arc::default(),
+        links: RwLock::default(),
+        local_counts: Mutex::default(),
+        remote_counts: RwLock::default(),
+        dirty: Notify::new(),
+        relayed: AtomicU64::new(0),
+        relay_drops: AtomicU64::new(0),
+        config: config.clone(),
+    });
+    let (events_tx, events_rx) = mpsc::channel(65_536);
+    let (membership_tx, membership_rx) = mpsc::channel(1024);
+    let (membership_commands_tx, membership_commands_rx) = mpsc::channel(4);
+    let (inbound_tx, inbound_rx) = mpsc::channel(4096);
+    let (link_events_tx, link_events_rx) = mpsc::channel(1024);
+    let (commands_tx, commands_rx) = mpsc::channel(16);
+    let membership = Membership {
+        config,
+        socket: udp,
+        me: shared.me.clone(),
+        events: membership_tx,
+        commands: membership_commands_rx,
+        view: shared.members.clone(),
+        ready: shared.ready.clone(),
+        stop: stop.clone(),
+    };
+    tokio::spawn(membership.run());
+    tokio::spawn(link::accept(tcp, inbound_tx, stop.clone()));
+    let core = Core {
+        shared: shared.clone(),
+        events: events_tx,
+        membership: membership_rx,
+        membership_commands: membership_commands_tx,
+        inbound: inbound_rx,
+        link_events: link_events_rx,
+        link_events_tx,
+        commands: commands_rx,
+        stop: stop.clone(),
+    };
+    tokio::spawn(core.run());
+    Ok((ClusterHandle { shared, commands: commands_tx, stop }, events_rx))
+}

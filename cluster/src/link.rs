@@ -1,0 +1,324 @@
+//! Peer links: one outbound TCP connection per peer and [`Lane`], carrying length-delimited frames.
+//!
+//! Each node sends on the links it opened and only reads on the ones it accepted, so a link is a
+//! one-way ordered pipe: frames from one publisher arrive in the order they were offered. The send
+//! queue is bounded in bytes: a peer that cannot keep up (or cannot be reached) has its queue dropped
+//! and its link cut, and the reconnect resynchronises it (`LinkUp` → full member counts and presence
+//! snapshot), so a slow peer costs a bounded amount of memory and never holds back the others.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+
+use crate::identity::PeerId;
+use crate::wire::{self, Lane, PeerMessage, MAX_FRAME_BYTES};
+
+/// How long a batch of frames may take to reach the kernel before the link counts as stalled.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new connection has to say `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Frames written per flush.
+const BATCH: usize = 256;
+
+pub(crate) fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec()
+}
+
+/// What a link tells the cluster core about itself.
+#[derive(Debug)]
+pub(crate) enum LinkEvent {
+    /// Connected (again): the peer may have missed anything sent before, resynchronise it.
+    Up { peer: PeerId, lane: Lane },
+}
+
+/// The sending side of one link; cheap to share between threads.
+pub struct Link {
+    pub peer: PeerId,
+    pub lane: Lane,
+    queue: mpsc::UnboundedSender<Bytes>,
+    queued_bytes: AtomicUsize,
+    max_bytes: usize,
+    cut: AtomicBool,
+    cut_signal: Notify,
+    connected: AtomicBool,
+    cuts: AtomicU64,
+    dropped: AtomicU64,
+    stop: CancellationToken,
+}
+
+impl Link {
+    /// Queues a frame; `false` when it was dropped (link being cut or over its bound, which cuts it).
+    pub fn offer(&self, frame: Bytes) -> bool {
+        if self.cut.load(Ordering::Acquire) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let len = frame.len();
+        let queued = self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
+        if queued > self.max_bytes || self.queue.send(frame).is_err() {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            if !self.cut.swap(true, Ordering::AcqRel) {
+                self.cuts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = ?self.peer, lane = ?self.lane, queued, "peer link over its queue bound: cut");
+                self.cut_signal.notify_one();
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Encodes and queues a message.
+    pub fn send(&self, msg: &PeerMessage) -> bool {
+        match wire::encode(msg) {
+            Ok(frame) => self.offer(frame),
+            Err(error) => {
+                tracing::error!(%error, "cannot encode a peer message");
+                false
+            }
+        }
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Acquire)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Times the link was cut for being over its bound.
+    pub fn cuts(&self) -> u64 {
+        self.cuts.load(Ordering::Relaxed)
+    }
+
+    /// Frames dropped (while cut or over the bound).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Stops the link task; queued frames are dropped.
+    pub fn close(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// Starts a link to `peer` on `lane`; `me` is read at every (re)connect for the `Hello`.
+pub(crate) fn spawn(
+    peer: PeerId,
+    lane: Lane,
+    me: Arc<RwLock<PeerId>>,
+    max_bytes: usize,
+    events: mpsc::Sender<LinkEvent>,
+) -> Arc<Link> {
+    let (queue, rx) = mpsc::unbounded_channel();
+    let link = Arc::new(Link {
+        peer,
+        lane,
+        queue,
+        queued_bytes: AtomicUsize::new(0),
+        max_bytes,
+        cut: AtomicBool::new(false),
+        cut_signal: Notify::new(),
+        connected: AtomicBool::new(false),
+        cuts: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
+        stop: CancellationToken::new(),
+    });
+    tokio::spawn(run(link.clone(), rx, me, events));
+    link
+}
+
+enum Ended {
+    /// Over the bound or stalled: drop the queue, reconnect.
+    Cut,
+    /// The connection failed.
+    Broken,
+    /// The link was closed.
+    Stopped,
+}
+
+async fn run(
+    link: Arc<Link>,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    me: Arc<RwLock<PeerId>>,
+    events: mpsc::Sender<LinkEvent>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let connected = tokio::select! {
+            _ = link.stop.cancelled() => return,
+            connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(link.peer.addr)) => connected,
+        };
+        if let Ok(Ok(stream)) = connected {
+            let _ = stream.set_nodelay(true);
+            let mut framed = FramedWrite::new(stream, codec());
+            let hello = PeerMessage::Hello { from: me.read().unwrap_or_else(|e| e.into_inner()).clone(), lane: link.lane };
+            let said_hello = match wire::encode(&hello) {
+                Ok(frame) => {
+                    let sent = tokio::time::timeout(WRITE_TIMEOUT, SinkExt::<Bytes>::send(&mut framed, frame)).await;
+                    matches!(sent, Ok(Ok(())))
+                }
+                Err(_) => false,
+            };
+            if said_hello {
+                backoff = BACKOFF_MIN;
+                link.connected.store(true, Ordering::Release);
+                tracing::debug!(peer = ?link.peer, lane = ?link.lane, "peer link up");
+                let _ = events.send(LinkEvent::Up { peer: link.peer.clone(), lane: link.lane }).await;
+                let ended = pump(&link, &mut rx, &mut framed).await;
+                link.connected.store(false, Ordering::Release);
+                match ended {
+                    Ended::Stopped => return,
+                    Ended::Cut => discard(&link, &mut rx),
+                    Ended::Broken => tracing::debug!(peer = ?link.peer, lane = ?link.lane, "peer link broken"),
+                }
+            }
+        }
+        if link.cut.load(Ordering::Acquire) {
+            discard(&link, &mut rx);
+        }
+        tokio::select! {
+            _ = link.stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Drops everything queued and lets new frames in again.
+fn discard(link: &Link, rx: &mut mpsc::UnboundedReceiver<Bytes>) {
+    while let Ok(frame) = rx.try_recv() {
+        link.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+        link.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+    link.cut.store(false, Ordering::Release);
+}
+
+async fn pump(
+    link: &Link,
+    rx: &mut mpsc::UnboundedReceiver<Bytes>,
+    framed: &mut FramedWrite<TcpStream, LengthDelimitedCodec>,
+) -> Ended {
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = link.stop.cancelled() => return Ended::Stopped,
+            _ = link.cut_signal.notified() => return Ended::Cut,
+            frame = rx.recv() => match frame {
+                Some(frame) => frame,
+                None => return Ended::Stopped,
+            },
+        };
+        let write = async {
+            let mut next = Some(first);
+            let mut written = 0;
+            while let Some(frame) = next.take() {
+                link.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+                SinkExt::<Bytes>::feed(framed, frame).await?;
+                written += 1;
+                if written < BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            SinkExt::<Bytes>::flush(framed).await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Ended::Broken,
+            Err(_) => {
+                tracing::warn!(peer = ?link.peer, lane = ?link.lane, "peer link stalled: cut");
+                link.cuts.fetch_add(1, Ordering::Relaxed);
+                link.cut.store(true, Ordering::Release);
+                return Ended::Cut;
+            }
+        }
+    }
+}
+
+/// A frame that arrived on an accepted link, with the sender named in its `Hello`.
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    pub from: PeerId,
+    pub lane: Lane,
+    pub msg: PeerMessage,
+}
+
+/// Accepts peer connections; each is read by its own task that hands decoded frames to `deliver`.
+pub(crate) async fn accept(
+    listener: TcpListener,
+    deliver: mpsc::Sender<Inbound>,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, from)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(read(stream, from, deliver.clone(), stop.clone()));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot accept a peer connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn read(stream: TcpStream, addr: SocketAddr, deliver: mpsc::Sender<Inbound>, stop: CancellationToken) {
+    let mut frames = FramedRead::new(stream, codec());
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await {
+        Ok(Some(Ok(frame))) => wire::decode(&frame),
+        _ => return,
+    };
+    let (from, lane) = match hello {
+        Ok(PeerMessage::Hello { from, lane }) => (from, lane),
+        Ok(_) => {
+            tracing::warn!(%addr, "peer connection did not start with Hello: closed");
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(%addr, %error, "unreadable peer Hello: closed");
+            return;
+        }
+    };
+    loop {
+        let frame = tokio::select! {
+            _ = stop.cancelled() => return,
+            frame = frames.next() => frame,
+        };
+        let msg = match frame {
+            Some(Ok(frame)) => wire::decode(&frame),
+            Some(Err(error)) => {
+                tracing::warn!(peer = ?from, %error, "peer link read error: closed");
+                return;
+            }
+            None => return,
+        };
+        match msg {
+            Ok(msg) => {
+                if deliver.send(Inbound { from: from.clone(), lane, msg }).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(peer = ?from, %error, "undecodable peer frame: link closed");
+                return;
+            }
+        }
+    }
+}

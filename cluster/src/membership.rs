@@ -1,0 +1,253 @@
+//! Membership and failure detection: foca (SWIM) driven over UDP on the cluster port.
+//!
+//! foca is sans-IO: this module owns its socket, its timers (a min-heap, so timers fire in order, as
+//! foca requires) and the seed list, and turns foca's notifications into [`MembershipEvent`]s for the
+//! cluster core. Seeds are `host:port` entries or DNS names (a Kubernetes headless Service resolves to
+//! every pod); they are announced to until this node is known, and re-resolved periodically so new
+//! pods and healed partitions are found.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use foca::{Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer};
+use rand_foca::rngs::SmallRng;
+use rand_foca::SeedableRng;
+use serde::Serialize;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ClusterConfig;
+use crate::identity::PeerId;
+
+/// What the core learns from the failure detector.
+#[derive(Debug, Clone)]
+pub(crate) enum MembershipEvent {
+    Up(PeerId),
+    Down(PeerId),
+    /// The same node under a newer identity (a restart or a rejoin).
+    Renamed(PeerId, PeerId),
+    /// This node was declared down while alive and rejoined under `PeerId` (a new epoch).
+    Rejoined(PeerId),
+}
+
+pub(crate) enum MembershipCommand {
+    /// Tell the cluster this node leaves; answered once the announcement is sent.
+    Leave(oneshot::Sender<()>),
+}
+
+/// A member as `/cluster` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberView {
+    pub node: String,
+    pub incarnation: u64,
+    pub epoch: u64,
+    pub addr: SocketAddr,
+    pub state: &'static str,
+}
+
+type Swim = Foca<PeerId, PostcardCodec, SmallRng, NoCustomBroadcast>;
+
+fn swim_config(config: &ClusterConfig) -> foca::Config {
+    let mut swim = foca::Config::new_lan(NonZeroU32::new(16).unwrap_or(NonZeroU32::MIN));
+    swim.probe_period = config.probe_period;
+    swim.probe_rtt = config.probe_rtt;
+    swim.suspect_to_down_after = config.suspect_to_down;
+    swim.max_packet_size = NonZeroUsize::new(1400).unwrap_or(NonZeroUsize::MIN);
+    swim.periodic_announce_to_down_members =
+        Some(foca::PeriodicParams { frequency: Duration::from_secs(2), num_members: NonZeroUsize::MIN });
+    swim.periodic_gossip = Some(foca::PeriodicParams {
+        frequency: config.probe_period / 2,
+        num_members: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
+    });
+    swim
+}
+
+/// Resolves seed entries to addresses; a name without a port gets `default_port`.
+pub(crate) async fn resolve_seeds(seeds: &[String], default_port: u16) -> Vec<SocketAddr> {
+    let mut addrs = Vec::new();
+    for seed in seeds {
+        let seed = seed.trim();
+        if seed.is_empty() {
+            continue;
+        }
+        let target = if seed.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
+            seed.to_owned()
+        } else {
+            format!("{seed}:{default_port}")
+        };
+        let found = tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host(target.clone())).await;
+        match found {
+            Ok(Ok(found)) => addrs.extend(found),
+            Ok(Err(error)) => tracing::debug!(seed = %target, %error, "seed does not resolve (yet)"),
+            Err(_) => tracing::debug!(seed = %target, "seed resolution timed out"),
+        }
+    }
+    addrs.sort();
+    addrs.dedup();
+    addrs
+}
+
+pub(crate) struct Membership {
+    pub config: ClusterConfig,
+    pub socket: UdpSocket,
+    pub me: Arc<RwLock<PeerId>>,
+    pub events: mpsc::Sender<MembershipEvent>,
+    pub commands: mpsc::Receiver<MembershipCommand>,
+    pub view: Arc<RwLock<Vec<MemberView>>>,
+    pub ready: Arc<AtomicBool>,
+    pub stop: CancellationToken,
+}
+
+impl Membership {
+    pub(crate) async fn run(mut self) {
+        let identity = self.me.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut swim: Swim =
+            Foca::new(identity, swim_config(&self.config), SmallRng::seed_from_u64(seed()), PostcardCodec);
+        let mut runtime = foca::AccumulatingRuntime::new();
+        let mut timers: BinaryHeap<Reverse<(Instant, Timer<PeerId>)>> = BinaryHeap::new();
+        let mut buf = vec![0u8; 1500];
+        let started = Instant::now();
+        let mut joined = false;
+        if self.config.seeds.is_empty() {
+            self.ready.store(true, Ordering::Release);
+        }
+        let mut announce = tokio::time::interval(Duration::from_millis(500));
+        announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_reseed: Option<Instant> = None;
+        loop {
+            let next_timer = timers.peek().map(|Reverse((at, _))| *at);
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                received = self.socket.recv_from(&mut buf) => {
+                    if let Ok((len, _)) = received {
+                        if let Err(error) = swim.handle_data(&buf[..len], &mut runtime) {
+                            tracing::debug!(%error, "membership packet ignored");
+                        }
+                    }
+                }
+                _ = sleep_until(next_timer), if next_timer.is_some() => {
+                    let now = Instant::now();
+                    while let Some(Reverse((at, _))) = timers.peek() {
+                        if *at > now {
+                            break;
+                        }
+                        let Some(Reverse((_, timer))) = timers.pop() else { break };
+                        if let Err(error) = swim.handle_timer(timer, &mut runtime) {
+                            tracing::debug!(%error, "membership timer error");
+                        }
+                    }
+                }
+                _ = announce.tick() => {
+                    let due = match last_reseed {
+                        None => true,
+                        Some(at) if !joined => at.elapsed() >= Duration::from_secs(1),
+                        Some(at) => at.elapsed() >= self.config.reseed_interval,
+                    };
+                    if due {
+                        last_reseed = Some(Instant::now());
+                        let own = self.config.advertise;
+                        for addr in resolve_seeds(&self.config.seeds, own.port()).await {
+                            let known = swim.iter_members().any(|m| m.id().addr == addr);
+                            if addr != own && !known {
+                                let _ = swim.announce(PeerId::seed(addr), &mut runtime);
+                            }
+                        }
+                    }
+                    if !self.ready.load(Ordering::Acquire) && started.elapsed() >= self.config.join_window {
+                        tracing::info!("no peer answered within the join window: starting as the first node");
+                        self.ready.store(true, Ordering::Release);
+                    }
+                }
+                command = self.commands.recv() => match command {
+                    Some(MembershipCommand::Leave(done)) => {
+                        let _ = swim.leave_cluster(&mut runtime);
+                        self.flush(&mut runtime, &mut timers, &mut joined, &swim).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => return,
+                },
+            }
+            self.flush(&mut runtime, &mut timers, &mut joined, &swim).await;
+        }
+    }
+
+    /// Sends what foca produced, schedules its timers and reports its notifications.
+    async fn flush(
+        &self,
+        runtime: &mut foca::AccumulatingRuntime<PeerId>,
+        timers: &mut BinaryHeap<Reverse<(Instant, Timer<PeerId>)>>,
+        joined: &mut bool,
+        swim: &Swim,
+    ) {
+        while let Some((to, data)) = runtime.to_send() {
+            let _ = self.socket.send_to(&data, to.addr).await;
+        }
+        let now = Instant::now();
+        while let Some((after, timer)) = runtime.to_schedule() {
+            timers.push(Reverse((now + after, timer)));
+        }
+        while let Some(notification) = runtime.to_notify() {
+            let event = match notification {
+                OwnedNotification::MemberUp(id) => Some(MembershipEvent::Up(id)),
+                OwnedNotification::MemberDown(id) => Some(MembershipEvent::Down(id)),
+                OwnedNotification::Rename(old, new) => Some(MembershipEvent::Renamed(old, new)),
+                OwnedNotification::Rejoin(id) => {
+                    tracing::warn!(identity = ?id, "this node was declared down by the cluster: rejoined");
+                    *self.me.write().unwrap_or_else(|e| e.into_inner()) = id.clone();
+                    Some(MembershipEvent::Rejoined(id))
+                }
+                OwnedNotification::Active => {
+                    *joined = true;
+                    self.ready.store(true, Ordering::Release);
+                    None
+                }
+                OwnedNotification::Idle => {
+                    *joined = false;
+                    None
+                }
+                OwnedNotification::Defunct => None,
+            };
+            if let Some(event) = event {
+                tracing::info!(?event, "membership");
+                let _ = self.events.send(event).await;
+            }
+        }
+        {
+            let view = swim
+                .iter_membership_state()
+                .map(|member| MemberView {
+                    node: member.id().node.0.clone(),
+                    incarnation: member.id().incarnation,
+                    epoch: member.id().epoch,
+                    addr: member.id().addr,
+                    state: match member.state() {
+                        foca::State::Alive => "alive",
+                        foca::State::Suspect => "suspect",
+                        foca::State::Down => "down",
+                    },
+                })
+                .collect();
+            *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}

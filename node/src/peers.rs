@@ -1,0 +1,132 @@
+//! The node's side of the cluster: which cluster topic a channel is, how a broadcast crosses to another
+//! node, and the bridge that routes [`ClusterEvent`]s from the cluster runtime into the registry.
+//!
+//! Broadcasts are relayed where they are published (the socket actor, the REST handler), so one
+//! publisher's messages enter the peer link in the order it sent them and never wait for a channel
+//! actor. A relayed broadcast reaches the receiving node's channel as a local broadcast with no
+//! sender, and is never relayed again.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use realtime_cluster::{ClusterConfig, ClusterEvent, ClusterHandle, NodeId, RelayPayload};
+use realtime_proto::binary::BinaryEncoding;
+use tokio::sync::mpsc;
+
+use crate::channel::messages::{BroadcastBody, RemoteBroadcast, RemotePresence, TopicKey};
+use crate::channel::Registry;
+use crate::config::Config;
+
+/// The cluster's name for a channel: public and private channels of one name are different topics.
+pub fn cluster_topic(key: &TopicKey) -> String {
+    let scope = if key.private { "private" } else { "public" };
+    format!("{scope}:{}", key.sub_topic)
+}
+
+/// The channel a cluster topic names (`None` for a name this node would never produce).
+pub fn topic_key(topic: &str) -> Option<TopicKey> {
+    let (scope, sub_topic) = topic.split_once(':')?;
+    let private = match scope {
+        "public" => false,
+        "private" => true,
+        _ => return None,
+    };
+    Some(TopicKey { sub_topic: Arc::from(sub_topic), private })
+}
+
+/// A broadcast as it crosses to another node.
+pub fn to_payload(body: &BroadcastBody) -> RelayPayload {
+    match body {
+        BroadcastBody::Json(json) => RelayPayload::Json(json.to_string()),
+        BroadcastBody::User { event, encoding, data, meta } => RelayPayload::User {
+            event: event.to_string(),
+            binary: *encoding == BinaryEncoding::Raw,
+            data: data.to_vec(),
+            meta: meta.as_deref().map(str::to_owned),
+        },
+    }
+}
+
+/// A relayed broadcast as this node's channels deliver it.
+pub fn from_payload(payload: RelayPayload) -> BroadcastBody {
+    match payload {
+        RelayPayload::Json(json) => BroadcastBody::Json(json.into()),
+        RelayPayload::User { event, binary, data, meta } => BroadcastBody::User {
+            event: event.into(),
+            encoding: if binary { BinaryEncoding::Raw } else { BinaryEncoding::Json },
+            data: Bytes::from(data),
+            meta: meta.map(Arc::from),
+        },
+    }
+}
+
+/// Sends a broadcast published on this node to the peers with members of its channel.
+pub fn relay(cluster: Option<&ClusterHandle>, key: &TopicKey, body: &BroadcastBody) {
+    if let Some(cluster) = cluster {
+        cluster.relay(&cluster_topic(key), to_payload(body));
+    }
+}
+
+/// The cluster configuration from the node's, when `REALTIME_SEEDS` is set.
+pub fn cluster_config(config: &Config) -> Option<ClusterConfig> {
+    let settings = config.cluster.as_ref()?;
+    let mut cluster = ClusterConfig::new(
+        NodeId(config.node_id.clone()),
+        settings.bind,
+        settings.advertise,
+        settings.seeds.clone(),
+    );
+    cluster.probe_period = settings.probe_period;
+    cluster.probe_rtt = (settings.probe_period / 3).max(std::time::Duration::from_millis(1));
+    cluster.suspect_to_down = settings.suspect_to_down;
+    Some(cluster)
+}
+
+/// Routes cluster events to the channels of this node until the cluster stops.
+pub async fn bridge(mut events: mpsc::Receiver<ClusterEvent>, registry: Addr<Registry>) {
+    while let Some(event) = events.recv().await {
+        match event {
+            ClusterEvent::Relay { topic, payload } => {
+                let Some(key) = topic_key(&topic) else { continue };
+                registry.do_send(RemoteBroadcast {
+                    key,
+                    body: from_payload(payload),
+                    received_at: Instant::now(),
+                });
+            }
+            ClusterEvent::Presence(changes) => {
+                for change in changes {
+                    let Some(key) = topic_key(&change.topic) else { continue };
+                    registry.do_send(RemotePresence { key, change });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_and_payloads_round_trip() {
+        for private in [false, true] {
+            let key = TopicKey { sub_topic: Arc::from("room:1:a"), private };
+            assert_eq!(topic_key(&cluster_topic(&key)), Some(key));
+        }
+        assert_eq!(topic_key("other:x"), None);
+        assert_eq!(topic_key("nocolon"), None);
+        let body = BroadcastBody::User {
+            event: "e".into(),
+            encoding: BinaryEncoding::Raw,
+            data: Bytes::from_static(&[1, 2]),
+            meta: Some("{\"id\":1}".into()),
+        };
+        let back = from_payload(to_payload(&body));
+        assert_eq!(format!("{back:?}"), format!("{body:?}"));
+        let json = BroadcastBody::Json("{\"a\":1}".into());
+        assert_eq!(format!("{:?}", from_payload(to_payload(&json))), format!("{json:?}"));
+    }
+}
