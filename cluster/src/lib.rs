@@ -10,14 +10,17 @@
 //!   readiness; changes published through a `watch`.
 //! - `transport`: one TCP link per peer, length-delimited bincode frames ([`NodeId`]-addressed).
 //! - `relay`: broadcast relay to the peers that host members of a topic.
-//! - `presence`: the presence CRDT (entries keyed by node and connection) and its gossip; a node's
-//!   crash removes only that node's entries.
+//! - `presence`: the presence CRDT (entries keyed by node and connection), pure state with deltas,
+//!   snapshots and tombstones (built); its gossip driver comes with `transport`. A node's crash removes
+//!   only that node's entries.
 //! - `raft`: openraft log store, state machine and network; `LeaderWatch` tells which node runs CDC.
 //!
 //! ```text
 //! gossip ── who is alive / ready ──▶ membership ──▶ presence CRDT drops dead nodes
 //! raft   ── who leads ─────────────▶ LeaderWatch ─▶ node starts/stops the CDC consumer
 //! ```
+
+pub mod presence;
 
 use std::fmt;
 
