@@ -19,6 +19,8 @@
 //! raft   ── who leads ─────────────▶ LeaderWatch ─▶ node starts/stops the CDC consumer
 //! ```
 
+pub mod raft;
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
