@@ -20,6 +20,8 @@
 //! - [`presence`]: the presence CRDT (pure): each node's entries, deltas, snapshots, tombstones.
 //! - `driver` and [`handle`]: the event loop on the cluster runtime and the node's handle to it.
 
+pub mod raft;
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
