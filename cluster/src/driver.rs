@@ -129,7 +129,11 @@ impl Core {
                 let _ = self.events.send(ClusterEvent::Relay { topic, payload }).await;
             }
             PeerMessage::Members { counts, full } => {
-                self.shared.remote_counts.write().unwrap_or_else(|e| e.into_inner()).apply(&from.node, &counts, full);
+                self.shared
+                    .remote_counts
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .apply(&from.node, &counts, full);
             }
             PeerMessage::PresenceDelta(delta) if delta.node == from.node => {
                 let outcome = lock(&self.shared.replica).apply_delta(&delta);
@@ -214,7 +218,8 @@ impl Core {
             return;
         }
         let max = self.shared.config.max_link_queue_bytes;
-        let open = |lane| link::spawn(id.clone(), lane, self.shared.me.clone(), max, self.link_events_tx.clone());
+        let open =
+            |lane| link::spawn(id.clone(), lane, self.shared.me.clone(), max, self.link_events_tx.clone());
         let peer = PeerLinks { data: open(Lane::Data), control: open(Lane::Control), id: id.clone() };
         if let Some(old) = links.insert(id.node.clone(), peer) {
             old.close();

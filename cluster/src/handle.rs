@@ -277,7 +277,9 @@ impl ClusterHandle {
 }
 
 /// Binds and spawns everything on the current (cluster) runtime.
-async fn launch(config: ClusterConfig) -> Result<(ClusterHandle, mpsc::Receiver<ClusterEvent>), ClusterError> {
+async fn launch(
+    config: ClusterConfig,
+) -> Result<(ClusterHandle, mpsc::Receiver<ClusterEvent>), ClusterError> {
     let bind = |source| ClusterError::Bind { addr: config.bind, source };
     let udp = UdpSocket::bind(config.bind).await.map_err(bind)?;
     let tcp = TcpListener::bind(config.bind).await.map_err(bind)?;

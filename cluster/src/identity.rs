@@ -49,15 +49,18 @@ impl fmt::Debug for PeerId {
 }
 
 impl foca::Identity for PeerId {
-    /// Members are unique by name: a restarted pod may come back on another IP.
-    type Addr = NodeId;
+    /// Members are unique by address: a seed is only known by its address, and foca accepts an
+    /// announcement addressed to any identity with our address. A restarted pod on a new IP is a new
+    /// member; its old address is declared down by the detector, and the driver keys links and
+    /// presence by node name and run, so the newer run wins there.
+    type Addr = SocketAddr;
 
     fn renew(&self) -> Option<Self> {
         Some(PeerId { epoch: self.epoch + 1, ..self.clone() })
     }
 
-    fn addr(&self) -> NodeId {
-        self.node.clone()
+    fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     fn win_addr_conflict(&self, adversary: &Self) -> bool {

@@ -18,9 +18,8 @@
 //! - [`wire`]: `PeerMessage` and its versioned bincode frames.
 //! - [`interest`]: member counts per topic per node: relay targets and cluster-wide capacity.
 //! - [`presence`]: the presence CRDT (pure): each node's entries, deltas, snapshots, tombstones.
+//! - [`raft`]: the durable openraft log store and state machine that will elect the CDC leader.
 //! - `driver` and [`handle`]: the event loop on the cluster runtime and the node's handle to it.
-
-pub mod raft;
 
 use std::fmt;
 
@@ -35,6 +34,7 @@ pub mod interest;
 pub mod link;
 pub mod membership;
 pub mod presence;
+pub mod raft;
 pub mod wire;
 
 pub use config::ClusterConfig;

@@ -164,10 +164,14 @@ async fn run(
         if let Ok(Ok(stream)) = connected {
             let _ = stream.set_nodelay(true);
             let mut framed = FramedWrite::new(stream, codec());
-            let hello = PeerMessage::Hello { from: me.read().unwrap_or_else(|e| e.into_inner()).clone(), lane: link.lane };
+            let hello = PeerMessage::Hello {
+                from: me.read().unwrap_or_else(|e| e.into_inner()).clone(),
+                lane: link.lane,
+            };
             let said_hello = match wire::encode(&hello) {
                 Ok(frame) => {
-                    let sent = tokio::time::timeout(WRITE_TIMEOUT, SinkExt::<Bytes>::send(&mut framed, frame)).await;
+                    let sent =
+                        tokio::time::timeout(WRITE_TIMEOUT, SinkExt::<Bytes>::send(&mut framed, frame)).await;
                     matches!(sent, Ok(Ok(())))
                 }
                 Err(_) => false,
@@ -182,7 +186,9 @@ async fn run(
                 match ended {
                     Ended::Stopped => return,
                     Ended::Cut => discard(&link, &mut rx),
-                    Ended::Broken => tracing::debug!(peer = ?link.peer, lane = ?link.lane, "peer link broken"),
+                    Ended::Broken => {
+                        tracing::debug!(peer = ?link.peer, lane = ?link.lane, "peer link broken")
+                    }
                 }
             }
         }
@@ -251,16 +257,14 @@ async fn pump(
 #[derive(Debug)]
 pub(crate) struct Inbound {
     pub from: PeerId,
+    /// Raft frames (control lane) go to raft once it is wired; data frames to the driver.
+    #[allow(dead_code)]
     pub lane: Lane,
     pub msg: PeerMessage,
 }
 
 /// Accepts peer connections; each is read by its own task that hands decoded frames to `deliver`.
-pub(crate) async fn accept(
-    listener: TcpListener,
-    deliver: mpsc::Sender<Inbound>,
-    stop: CancellationToken,
-) {
+pub(crate) async fn accept(listener: TcpListener, deliver: mpsc::Sender<Inbound>, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,

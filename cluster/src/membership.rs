@@ -82,7 +82,8 @@ pub(crate) async fn resolve_seeds(seeds: &[String], default_port: u16) -> Vec<So
         } else {
             format!("{seed}:{default_port}")
         };
-        let found = tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host(target.clone())).await;
+        let found =
+            tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host(target.clone())).await;
         match found {
             Ok(Ok(found)) => addrs.extend(found),
             Ok(Err(error)) => tracing::debug!(seed = %target, %error, "seed does not resolve (yet)"),

@@ -91,12 +91,22 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_carry_the_version() {
-        let from = PeerId { node: NodeId("n1".into()), incarnation: 7, epoch: 1, addr: "127.0.0.2:4100".parse().unwrap() };
+        let from = PeerId {
+            node: NodeId("n1".into()),
+            incarnation: 7,
+            epoch: 1,
+            addr: "127.0.0.2:4100".parse().unwrap(),
+        };
         let messages = [
             PeerMessage::Hello { from, lane: Lane::Control },
             PeerMessage::Relay {
                 topic: "public:room".into(),
-                payload: RelayPayload::User { event: "e".into(), binary: true, data: vec![0, 255], meta: None },
+                payload: RelayPayload::User {
+                    event: "e".into(),
+                    binary: true,
+                    data: vec![0, 255],
+                    meta: None,
+                },
             },
             PeerMessage::Members { counts: vec![("public:a".into(), 3)], full: true },
             PeerMessage::PresenceDigest { version: Version { incarnation: 1, epoch: 2, seq: 3 } },

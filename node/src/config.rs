@@ -480,7 +480,8 @@ impl Config {
         let cluster = if seeds.is_empty() {
             None
         } else {
-            let bind = s.cluster_bind.unwrap_or_else(|| d::CLUSTER_BIND.parse().expect("default cluster address"));
+            let bind =
+                s.cluster_bind.unwrap_or_else(|| d::CLUSTER_BIND.parse().expect("default cluster address"));
             if bind.port() == 0 {
                 return Err(ConfigError::Cluster("REALTIME_CLUSTER_BIND needs a fixed port".into()));
             }
@@ -493,7 +494,10 @@ impl Config {
                 advertise,
                 seeds,
                 probe_period: Duration::from_millis(setting!(s.cluster_probe_ms, d::CLUSTER_PROBE_MS)?),
-                suspect_to_down: Duration::from_millis(setting!(s.cluster_suspect_ms, d::CLUSTER_SUSPECT_MS)?),
+                suspect_to_down: Duration::from_millis(setting!(
+                    s.cluster_suspect_ms,
+                    d::CLUSTER_SUSPECT_MS
+                )?),
             })
         };
         Ok(Config {

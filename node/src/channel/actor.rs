@@ -56,7 +56,8 @@ impl ChannelActor {
     }
 
     fn presence(&mut self) -> &Addr<PresenceActor> {
-        let (topic, cluster_topic, cluster) = (self.topic.clone(), self.cluster_topic.clone(), self.cluster.clone());
+        let (topic, cluster_topic, cluster) =
+            (self.topic.clone(), self.cluster_topic.clone(), self.cluster.clone());
         self.presence.get_or_insert_with(|| PresenceActor::new(topic, cluster_topic, cluster).start())
     }
 

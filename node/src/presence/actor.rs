@@ -36,7 +36,13 @@ fn new_ref(origin: u16) -> String {
 
 impl PresenceActor {
     pub fn new(topic: Arc<str>, cluster_topic: String, cluster: Option<ClusterHandle>) -> PresenceActor {
-        PresenceActor { topic, set: PresenceSet::default(), subscribers: HashMap::new(), cluster, cluster_topic }
+        PresenceActor {
+            topic,
+            set: PresenceSet::default(),
+            subscribers: HashMap::new(),
+            cluster,
+            cluster_topic,
+        }
     }
 
     /// Removes `conn`'s presence here and in the cluster, and tells the subscribers.

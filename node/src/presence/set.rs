@@ -101,7 +101,11 @@ impl PresenceSet {
 
     /// Applies other nodes' changes (leaves first); returns what clients must be told, `None` when it
     /// changes nothing (a change this set already holds, e.g. read at start and then received).
-    pub fn apply_remote(&mut self, joins: &[(EntryId, Entry)], leaves: &[(EntryId, Entry)]) -> Option<PresenceDiff> {
+    pub fn apply_remote(
+        &mut self,
+        joins: &[(EntryId, Entry)],
+        leaves: &[(EntryId, Entry)],
+    ) -> Option<PresenceDiff> {
         let mut diff = PresenceDiff::default();
         let mut changed = false;
         for (id, entry) in leaves {
@@ -180,7 +184,10 @@ mod tests {
         set.track(1, "alice", map(json!({"here": true})), || "L1".into());
         let bob = remote(7, "bob", "R1", r#"{"tab":1}"#);
         let d = set.apply_remote(std::slice::from_ref(&bob), &[]).unwrap();
-        assert_eq!(to_value(&d), json!({"joins": {"bob": {"metas": [{"tab": 1, "phx_ref": "R1"}]}}, "leaves": {}}));
+        assert_eq!(
+            to_value(&d),
+            json!({"joins": {"bob": {"metas": [{"tab": 1, "phx_ref": "R1"}]}}, "leaves": {}})
+        );
         assert!(set.apply_remote(std::slice::from_ref(&bob), &[]).is_none(), "a join already held is silent");
         let state: Value = serde_json::from_str(&set.state().to_json()).unwrap();
         assert_eq!(state["bob"]["metas"][0]["phx_ref"], "R1");

@@ -36,14 +36,17 @@ async fn no_more(c: &mut Client, event: &str, quiet: Duration) {
     let deadline = Instant::now() + quiet;
     while let Some(frame) = c.recv(deadline.saturating_duration_since(Instant::now())).await {
         if let Frame::Text(v, _) = frame {
-            assert!(!(v["event"] == "broadcast" && v["payload"]["event"] == event), "unexpected broadcast {v}");
+            assert!(
+                !(v["event"] == "broadcast" && v["payload"]["event"] == event),
+                "unexpected broadcast {v}"
+            );
         }
     }
 }
 
 #[tokio::test]
 async fn t10_broadcasts_reach_every_node_once_in_order() {
-    let cluster = Cluster::start(11, 3, &[]).await;
+    let cluster = Cluster::start(11, 3, &["--max-events-per-second", "10000"]).await;
     let vsns = [Vsn::V1, Vsn::V2, Vsn::V1];
     let mut clients = Vec::new();
     let mut joins = Vec::new();

@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 use crate::support::jwt::{now, sign};
 use crate::support::process::{self, KillOnDrop};
-pub use crate::support::ws::JsonFrame as Frame;
 use crate::support::ws;
+pub use crate::support::ws::JsonFrame as Frame;
 
 /// Bound for anything expected to happen on a healthy cluster.
 pub const T: Duration = Duration::from_secs(10);
@@ -64,10 +64,13 @@ impl Cluster {
         let name = format!("node-{i}");
         let bind = format!("{ip}:0");
         let cluster_bind = format!("{ip}:{CLUSTER_PORT}");
-        let seeds = (0..self.size).map(|j| format!("{}:{CLUSTER_PORT}", self.ip(j))).collect::<Vec<_>>().join(",");
-        let mut args = vec!["--bind", &bind, "--node-id", &name, "--cluster-bind", &cluster_bind, "--seeds", &seeds];
+        let seeds =
+            (0..self.size).map(|j| format!("{}:{CLUSTER_PORT}", self.ip(j))).collect::<Vec<_>>().join(",");
+        let mut args =
+            vec!["--bind", &bind, "--node-id", &name, "--cluster-bind", &cluster_bind, "--seeds", &seeds];
         args.extend(self.extra.iter().map(String::as_str));
-        let log = std::env::temp_dir().join(format!("realtime-cluster-{}-{name}.log", uuid::Uuid::new_v4().simple()));
+        let log = std::env::temp_dir()
+            .join(format!("realtime-cluster-{}-{name}.log", uuid::Uuid::new_v4().simple()));
         let (proc, lines) = process::spawn(&self.secret, &args, &[("RUST_LOG", "info")], log, 40);
         let port = process::wait_listening(&lines, Duration::from_secs(15))
             .unwrap_or_else(|e| panic!("{name} did not print its listening line: {e}"));
@@ -116,7 +119,8 @@ impl Cluster {
             let live = self.live();
             let mut formed = true;
             for &i in &live {
-                let mut want: Vec<String> = live.iter().filter(|j| **j != i).map(|j| format!("node-{j}")).collect();
+                let mut want: Vec<String> =
+                    live.iter().filter(|j| **j != i).map(|j| format!("node-{j}")).collect();
                 want.sort();
                 let view = self.view(i).await;
                 if view["ready"] != true || self.alive_seen_by(i).await != want {
@@ -127,7 +131,11 @@ impl Cluster {
             if formed {
                 return;
             }
-            assert!(Instant::now() < deadline, "cluster did not form within {timeout:?}: {:?}", self.views().await);
+            assert!(
+                Instant::now() < deadline,
+                "cluster did not form within {timeout:?}: {:?}",
+                self.views().await
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -150,7 +158,11 @@ impl Cluster {
     pub fn terminate(&mut self, i: usize) {
         if let Some(mut node) = self.nodes[i].take() {
             let _ = node.proc.sigterm();
-            assert!(node.proc.wait_exit(Duration::from_secs(15)).is_some(), "{} did not exit on SIGTERM", node.name);
+            assert!(
+                node.proc.wait_exit(Duration::from_secs(15)).is_some(),
+                "{} did not exit on SIGTERM",
+                node.name
+            );
         }
     }
 
@@ -160,7 +172,10 @@ impl Cluster {
     }
 
     pub fn token(&self) -> String {
-        sign(&self.secret, &json!({"role": "authenticated", "sub": "cluster-test", "iat": now(), "exp": now() + 3600}))
+        sign(
+            &self.secret,
+            &json!({"role": "authenticated", "sub": "cluster-test", "iat": now(), "exp": now() + 3600}),
+        )
     }
 
     pub async fn client(&self, i: usize, vsn: Vsn) -> Client {
@@ -169,7 +184,8 @@ impl Cluster {
             Vsn::V1 => "1.0.0",
             Vsn::V2 => "2.0.0",
         };
-        let url = format!("ws://{}:{}/socket/websocket?apikey={}&vsn={param}", node.ip, node.port, self.token());
+        let url =
+            format!("ws://{}:{}/socket/websocket?apikey={}&vsn={param}", node.ip, node.port, self.token());
         Client::connect_req(url, vsn).await.unwrap_or_else(|e| panic!("connect to {}: {e}", node.name))
     }
 
@@ -202,7 +218,9 @@ pub async fn join(c: &mut Client, topic: &str, key: &str) -> String {
 /// Tracks `meta`; asserts the ok reply.
 pub async fn track(c: &mut Client, jr: &str, topic: &str, meta: Value) {
     let topic = format!("realtime:{topic}");
-    let r = c.push(Some(jr), &topic, "presence", &json!({"type": "presence", "event": "track", "payload": meta})).await;
+    let r = c
+        .push(Some(jr), &topic, "presence", &json!({"type": "presence", "event": "track", "payload": meta}))
+        .await;
     let reply = c.expect_reply(&r, T).await;
     assert_eq!(reply["payload"]["status"], "ok", "track: {reply}");
 }
@@ -257,30 +275,24 @@ impl PresenceModel {
 }
 
 /// Reads `c`'s frames into `model` until `done(model)` holds; panics after `timeout` with the model.
-/// Other frames are returned in arrival order.
+/// Frames other than presence are dropped.
 pub async fn presence_until(
     c: &mut Client,
     model: &mut PresenceModel,
     timeout: Duration,
     what: &str,
     done: impl Fn(&PresenceModel) -> bool,
-) -> Vec<Value> {
+) {
     let deadline = Instant::now() + timeout;
-    let mut others = Vec::new();
     while !done(model) {
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(!left.is_zero(), "{what}: not reached within {timeout:?}; presence is {model:?}");
         match c.recv(left).await {
-            Some(Frame::Text(v, _)) => {
-                if !model.apply_frame(&v) {
-                    others.push(v);
-                }
-            }
+            Some(Frame::Text(v, _)) => drop(model.apply_frame(&v)),
             Some(Frame::Close(code)) => panic!("{what}: socket closed ({code:?})"),
             None => {}
         }
     }
-    others
 }
 
 /// Keys `key-<i>` for each i in `nodes`, sorted.

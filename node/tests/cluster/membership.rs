@@ -71,7 +71,9 @@ async fn t20_a_paused_node_is_declared_down_then_heals() {
     // Quiet, the three views are identical.
     for j in 0..3 {
         let deadline = Instant::now() + Duration::from_millis(500);
-        while let Some(Frame::Text(v, _)) = clients[j].recv(deadline.saturating_duration_since(Instant::now())).await {
+        while let Some(Frame::Text(v, _)) =
+            clients[j].recv(deadline.saturating_duration_since(Instant::now())).await
+        {
             models[j].apply_frame(&v);
         }
     }
@@ -104,7 +106,8 @@ async fn t30_a_node_restarted_under_its_name_rejoins_as_a_new_incarnation() {
     let jr = join(&mut c, "restart", "key-2").await;
     track(&mut c, &jr, "restart", json!({"node": 2, "again": true})).await;
     for j in 0..2 {
-        presence_until(&mut clients[j], &mut models[j], T, "new presence", |m| m.keys() == keys(&[0, 1, 2])).await;
+        presence_until(&mut clients[j], &mut models[j], T, "new presence", |m| m.keys() == keys(&[0, 1, 2]))
+            .await;
     }
 }
 

@@ -25,7 +25,8 @@ async fn t10_every_node_shows_one_presence_state() {
         track(&mut clients[i], &joins[i], "lobby", json!({"node": i, "status": "online"})).await;
         for j in 0..3 {
             let want = format!("key-{i}");
-            presence_until(&mut clients[j], &mut models[j], T, "track seen", |m| m.0.contains_key(&want)).await;
+            presence_until(&mut clients[j], &mut models[j], T, "track seen", |m| m.0.contains_key(&want))
+                .await;
             if j != i {
                 println!("track on node {i} seen on node {j} after {:?}", tracked.elapsed());
             }
@@ -49,7 +50,10 @@ async fn t10_every_node_shows_one_presence_state() {
     for j in 0..3 {
         presence_until(&mut clients[j], &mut models[j], T, "update", |m| {
             m.0.get("key-2").is_some_and(|metas| metas.values().any(|meta| meta["status"] == "away"))
-                && !m.0.get("key-2").is_some_and(|metas| metas.values().any(|meta| meta["status"] == "online"))
+                && !m
+                    .0
+                    .get("key-2")
+                    .is_some_and(|metas| metas.values().any(|meta| meta["status"] == "online"))
         })
         .await;
     }
