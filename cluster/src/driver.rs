@@ -154,6 +154,12 @@ impl Core {
                 }
             }
             PeerMessage::SnapshotRequest => self.resync(&from.node),
+            PeerMessage::Cdc { body } => {
+                let _ = self.events.send(ClusterEvent::Cdc { from: from.node, body }).await;
+            }
+            PeerMessage::CdcDelivered { lsn } => {
+                let _ = self.events.send(ClusterEvent::CdcDelivered { from: from.node, lsn }).await;
+            }
             PeerMessage::Leaving { incarnation, epoch } => {
                 tracing::info!(peer = ?from, "peer is leaving");
                 self.forget(&from.node, incarnation, epoch).await;

@@ -33,6 +33,10 @@ pub enum ClusterEvent {
     Relay { topic: String, payload: RelayPayload },
     /// Presence entries of other nodes appeared, changed or left.
     Presence(Vec<TopicChange>),
+    /// Postgres Changes shipped by the CDC leader `from`.
+    Cdc { from: NodeId, body: Vec<u8> },
+    /// Node `from` delivered every change up to `lsn`.
+    CdcDelivered { from: NodeId, lsn: u64 },
 }
 
 /// The links to one peer.
@@ -219,6 +223,36 @@ impl ClusterHandle {
     /// Other nodes' presence entries in `topic`.
     pub fn remote_presence(&self, topic: &str) -> Vec<(EntryId, Entry)> {
         lock(&self.shared.replica).topic_entries(topic)
+    }
+
+    /// Ships a Postgres Changes message (encoded by the node) to every peer; returns how many took it.
+    pub fn ship_cdc(&self, body: Vec<u8>) -> usize {
+        let frame = match wire::encode(&PeerMessage::Cdc { body }) {
+            Ok(frame) => frame,
+            Err(error) => {
+                tracing::error!(%error, "cannot encode a CDC frame");
+                return 0;
+            }
+        };
+        let links = self.shared.links.read().unwrap_or_else(|e| e.into_inner());
+        links.values().filter(|peer| peer.data.offer(frame.clone())).count()
+    }
+
+    /// Tells `leader` this node delivered every change up to `lsn`.
+    pub fn cdc_delivered(&self, leader: &NodeId, lsn: u64) {
+        if let Some(peer) = self.shared.links.read().unwrap_or_else(|e| e.into_inner()).get(leader) {
+            peer.data.send(&PeerMessage::CdcDelivered { lsn });
+        }
+    }
+
+    /// Peers the failure detector currently holds alive (or suspect: not yet declared down).
+    pub fn live_peers(&self) -> Vec<NodeId> {
+        let members = self.shared.members.read().unwrap_or_else(|e| e.into_inner());
+        let mut live: Vec<NodeId> =
+            members.iter().filter(|m| m.state != "down").map(|m| NodeId(m.node.clone())).collect();
+        live.sort();
+        live.dedup();
+        live
     }
 
     /// Leaves gracefully: peers drop this node's presences at once, then membership is told.
