@@ -40,6 +40,9 @@ pub async fn cluster(shared: web::Data<Shared>) -> HttpResponse {
     HttpResponse::Ok().json(body)
 }
 
-pub async fn metrics(handle: web::Data<PrometheusHandle>) -> HttpResponse {
+pub async fn metrics(handle: web::Data<PrometheusHandle>, shared: web::Data<Shared>) -> HttpResponse {
+    if let Some(cluster) = &shared.cluster {
+        crate::metrics::metrics().cluster.observe(&cluster.view());
+    }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(handle.render())
 }
