@@ -52,6 +52,14 @@ pub enum PeerMessage {
     SnapshotRequest,
     /// The sender is shutting down: drop its presences now rather than after the failure detector.
     Leaving { incarnation: u64, epoch: u64 },
+    /// A raft RPC (control lane); `body` is the JSON of `raft::network::RpcRequest`. The answer
+    /// comes back on the receiver's own control link as a `RaftResponse` with the same `id`.
+    RaftRequest { id: u64, body: Vec<u8> },
+    /// The answer to the sender's `RaftRequest` `id`; `body` is the JSON of `raft::network::RpcReply`.
+    RaftResponse { id: u64, body: Vec<u8> },
+    /// The sender's raft state, sent periodically on the control lane: lets a fresh cluster pick
+    /// exactly one node to initialize raft, and the leader find nodes to add.
+    RaftStatus { initialized: bool, leader: Option<u64> },
 }
 
 fn config() -> bincode::config::Configuration {
