@@ -19,6 +19,7 @@ use crate::identity::PeerId;
 use crate::link::{self, Inbound, LinkEvent};
 use crate::membership::{MembershipCommand, MembershipEvent};
 use crate::presence::{DeltaOutcome, TopicChange};
+use crate::raft::node::RaftNode;
 use crate::wire::{self, Lane, PeerMessage};
 use crate::NodeId;
 
@@ -36,6 +37,7 @@ pub(crate) struct Core {
     pub link_events_tx: mpsc::Sender<LinkEvent>,
     pub commands: mpsc::Receiver<CoreCommand>,
     pub stop: CancellationToken,
+    pub raft: Option<Arc<RaftNode>>,
 }
 
 impl Core {
@@ -164,6 +166,13 @@ impl Core {
                 tracing::info!(peer = ?from, "peer is leaving");
                 self.forget(&from.node, incarnation, epoch).await;
             }
+            msg @ (PeerMessage::RaftRequest { .. }
+            | PeerMessage::RaftResponse { .. }
+            | PeerMessage::RaftStatus { .. }) => {
+                if let Some(raft) = &self.raft {
+                    raft.on_message(&from, msg);
+                }
+            }
             PeerMessage::PresenceDelta(_) | PeerMessage::PresenceSnapshot(_) | PeerMessage::Hello { .. } => {
                 tracing::warn!(peer = ?from, "unexpected peer frame ignored");
             }
@@ -178,6 +187,9 @@ impl Core {
     }
 
     async fn on_membership(&self, event: MembershipEvent) {
+        if let Some(raft) = &self.raft {
+            raft.on_membership(&event);
+        }
         match event {
             MembershipEvent::Up(id) => self.connect(id),
             MembershipEvent::Renamed(old, new) => {

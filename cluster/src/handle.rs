@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ClusterConfig;
@@ -23,6 +23,8 @@ use crate::interest::{LocalCounts, RemoteCounts};
 use crate::link::{self, Link};
 use crate::membership::{MemberView, Membership};
 use crate::presence::{ConnId, Entry, EntryId, LocalPresence, Replica, TopicChange};
+use crate::raft::node::{RaftNode, RaftView};
+use crate::raft::Leadership;
 use crate::wire::{self, PeerMessage, RelayPayload};
 use crate::NodeId;
 
@@ -81,6 +83,8 @@ pub struct ClusterHandle {
     shared: Arc<Shared>,
     commands: mpsc::Sender<CoreCommand>,
     stop: CancellationToken,
+    /// Raft, when `ClusterConfig::data_dir` is set.
+    raft: Option<Arc<RaftNode>>,
 }
 
 /// `/cluster`: this node, its members, links and presence replicas.
@@ -96,6 +100,8 @@ pub struct ClusterView {
     pub presence: PresenceView,
     pub relayed: u64,
     pub relay_drops: u64,
+    /// Raft (id, state, term, leader, voters, …); absent when raft is off.
+    pub raft: Option<RaftView>,
 }
 
 /// One peer's links: connected, bytes queued (the lag), cuts and drops.
@@ -146,8 +152,15 @@ impl ClusterHandle {
                     match launch(thread_config).await {
                         Ok((handle, events)) => {
                             let stop = handle.stop.clone();
+                            let raft = handle.raft.clone();
                             let _ = started_tx.send(Ok((handle, events)));
                             stop.cancelled().await;
+                            if let Some(raft) = raft {
+                                // Closes the raft store before the runtime (and the port) goes.
+                                let _ =
+                                    tokio::time::timeout(std::time::Duration::from_secs(2), raft.shutdown())
+                                        .await;
+                            }
                         }
                         Err(error) => {
                             let _ = started_tx.send(Err(error));
@@ -256,7 +269,10 @@ impl ClusterHandle {
     }
 
     /// Leaves gracefully: peers drop this node's presences at once, then membership is told.
+    /// Leaves gracefully: hands raft leadership over, peers drop this node's presences at once,
+    /// then membership is told.
     pub async fn leave(&self) {
+        self.step_down().await;
         let (done, left) = oneshot::channel();
         if self.commands.send(CoreCommand::Leave(done)).await.is_ok() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(3), left).await;
@@ -306,6 +322,24 @@ impl ClusterHandle {
             presence: PresenceView { version, local_entries, remote_entries, origins },
             relayed: self.shared.relayed.load(Ordering::Relaxed),
             relay_drops: self.shared.relay_drops.load(Ordering::Relaxed),
+            raft: self.raft.as_ref().map(|raft| raft.view()),
+        }
+    }
+
+    /// Who leads the cluster and whether this node may run the CDC consumer (`is_me`). Without raft
+    /// (no `data_dir`) the watch never names a leader.
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
+        match &self.raft {
+            Some(raft) => raft.leadership(),
+            None => watch::channel(Leadership::default()).1,
+        }
+    }
+
+    /// Stops claiming CDC at once and, if this node leads raft, lets another voter take over
+    /// (waits up to 3 s for it). Part of [`ClusterHandle::leave`]; this node does not lead again.
+    pub async fn step_down(&self) {
+        if let Some(raft) = &self.raft {
+            raft.step_down().await;
         }
     }
 }
@@ -350,6 +384,11 @@ async fn launch(
         ready: shared.ready.clone(),
         stop: stop.clone(),
     };
+    // Raft first: a node whose store cannot open must not show up in membership.
+    let raft = match &shared.config.data_dir {
+        Some(dir) => Some(RaftNode::start(shared.clone(), dir, stop.clone()).await?),
+        None => None,
+    };
     tokio::spawn(membership.run());
     tokio::spawn(link::accept(tcp, inbound_tx, stop.clone()));
     let core = Core {
@@ -362,7 +401,8 @@ async fn launch(
         link_events_tx,
         commands: commands_rx,
         stop: stop.clone(),
+        raft: raft.clone(),
     };
     tokio::spawn(core.run());
-    Ok((ClusterHandle { shared, commands: commands_tx, stop }, events_rx))
+    Ok((ClusterHandle { shared, commands: commands_tx, stop, raft }, events_rx))
 }

@@ -58,6 +58,14 @@ pub enum PeerMessage {
     /// The sender has delivered (and recorded) every change up to `lsn`: the leader acknowledges
     /// to PostgreSQL only what every live node delivered.
     CdcDelivered { lsn: u64 },
+    /// A raft RPC (control lane); `body` is the JSON of `raft::network::RpcRequest`. The answer
+    /// comes back on the receiver's own control link as a `RaftResponse` with the same `id`.
+    RaftRequest { id: u64, body: Vec<u8> },
+    /// The answer to the sender's `RaftRequest` `id`; `body` is the JSON of `raft::network::RpcReply`.
+    RaftResponse { id: u64, body: Vec<u8> },
+    /// The sender's raft state, sent periodically on the control lane: lets a fresh cluster pick
+    /// exactly one node to initialize raft, and the leader find nodes to add.
+    RaftStatus { initialized: bool, leader: Option<u64> },
 }
 
 type Config = bincode::config::Configuration<
