@@ -103,13 +103,15 @@ impl Core {
         self.send_pending();
         let counts = lock(&self.shared.local_counts).all();
         self.to_peer(node, &PeerMessage::Members { counts, full: true });
-        let snapshot = {
+        // Taken together so the snapshot is exactly the state after the delta; sent after the lock
+        // is released (no lock is held while another is taken).
+        let (delta, snapshot) = {
             let mut local = lock(&self.shared.local_presence);
-            if let Some(delta) = local.take_delta() {
-                self.to_all(&PeerMessage::PresenceDelta(delta));
-            }
-            local.snapshot()
+            (local.take_delta(), local.snapshot())
         };
+        if let Some(delta) = delta {
+            self.to_all(&PeerMessage::PresenceDelta(delta));
+        }
         self.to_peer(node, &PeerMessage::PresenceSnapshot(snapshot));
     }
 

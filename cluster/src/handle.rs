@@ -287,9 +287,8 @@ impl ClusterHandle {
     /// A snapshot for `/cluster`.
     pub fn view(&self) -> ClusterView {
         let me = self.me();
-        let links = self.shared.links.read().unwrap_or_else(|e| e.into_inner());
         let mut link_views = Vec::new();
-        for (node, peer) in links.iter() {
+        for (node, peer) in self.shared.links.read().unwrap_or_else(|e| e.into_inner()).iter() {
             for (lane, link) in [("data", &peer.data), ("control", &peer.control)] {
                 link_views.push(LinkView {
                     node: node.0.clone(),

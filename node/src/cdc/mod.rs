@@ -69,12 +69,13 @@ pub fn start(
     arbiter.spawn(recorder::run(position, record_rx, delivered_tx, config.flush_deadline));
     let hub_live = live_rx.clone();
     arbiter.spawn(async move { hub.run(commands_rx, txn_rx, hub_live).await });
+    let (hub_commands, transactions, consumer_live) = (commands_tx.clone(), txn_tx.clone(), live_tx.clone());
     let consumer = move |delivered, ship| consumer::Consumer {
         config: config.clone(),
         resume_grace,
-        hub: commands_tx.clone(),
-        transactions: txn_tx.clone(),
-        live: live_tx.clone(),
+        hub: hub_commands.clone(),
+        transactions: transactions.clone(),
+        live: consumer_live.clone(),
         delivered,
         ship,
     };
