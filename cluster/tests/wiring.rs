@@ -72,7 +72,7 @@ fn presence(event: &ClusterEvent) -> Option<Vec<TopicChange>> {
 async fn three_handles_relay_replicate_and_forget() {
     let (a, mut a_events) = start(0, 3).await;
     let (b, mut b_events) = start(1, 3).await;
-    let (c, mut c_events) = start(2, 3).await;
+    let (c, _c_events) = start(2, 3).await;
     formed(&[&a, &b, &c], 3).await;
 
     // Only `b` has members of the topic: a relay from `a` goes there, nowhere else.
