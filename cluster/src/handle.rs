@@ -389,7 +389,17 @@ async fn launch(
         None => None,
     };
     tokio::spawn(membership.run());
-    tokio::spawn(link::accept(tcp, inbound_tx, stop.clone()));
+    // Control-lane frames (raft) go straight to raft, never behind the driver's data queue.
+    let (control_tx, mut control_rx) = mpsc::channel::<link::Inbound>(4096);
+    let control_raft = raft.clone();
+    tokio::spawn(async move {
+        while let Some(inbound) = control_rx.recv().await {
+            if let Some(raft) = &control_raft {
+                raft.on_message(&inbound.from, inbound.msg);
+            }
+        }
+    });
+    tokio::spawn(link::accept(tcp, link::Inboxes { data: inbound_tx, control: control_tx }, stop.clone()));
     let core = Core {
         shared: shared.clone(),
         events: events_tx,
