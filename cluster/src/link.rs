@@ -240,7 +240,13 @@ async fn pump(
             }
             SinkExt::<Bytes>::flush(framed).await
         };
-        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        let written = tokio::select! {
+            written = tokio::time::timeout(WRITE_TIMEOUT, write) => written,
+            // Over its bound while a write is stuck: cut now, not after the write timeout.
+            _ = link.cut_signal.notified() => return Ended::Cut,
+            _ = link.stop.cancelled() => return Ended::Stopped,
+        };
+        match written {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Ended::Broken,
             Err(_) => {
@@ -330,5 +336,54 @@ async fn read(stream: TcpStream, addr: SocketAddr, deliver: Inboxes, stop: Cance
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NodeId;
+
+    fn peer(addr: SocketAddr) -> PeerId {
+        PeerId { node: NodeId("slow".into()), incarnation: 1, epoch: 0, addr }
+    }
+
+    /// A peer that accepts and then never reads: the link's queue fills to its bound, the link is cut
+    /// (its queue dropped, memory back to nothing), and it reconnects so the peer can be resynced.
+    #[tokio::test]
+    async fn a_peer_that_does_not_read_is_cut_and_reconnected() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let mut streams = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                streams.push(stream); // held open, never read
+            }
+        });
+        let me = Arc::new(RwLock::new(PeerId { node: NodeId("me".into()), ..peer(addr) }));
+        let (events_tx, mut events) = mpsc::channel(16);
+        let max = 1 << 20;
+        let link = spawn(peer(addr), Lane::Data, me, max, events_tx);
+        let first = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap();
+        assert!(matches!(first, Some(LinkEvent::Up { lane: Lane::Data, .. })));
+
+        let frame = Bytes::from(vec![7u8; 64 << 10]);
+        let mut offered = 0usize;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while link.cuts() == 0 {
+            assert!(std::time::Instant::now() < deadline, "never cut; {} bytes queued", link.queued_bytes());
+            if link.offer(frame.clone()) {
+                offered += 1;
+            }
+            assert!(link.queued_bytes() <= max, "the queue stays within its bound");
+            tokio::task::yield_now().await;
+        }
+        assert!(offered > 0 && link.dropped() > 0);
+        // The cut drops the queue and reconnects: the driver hears `Up` again and resynchronises.
+        let again = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap();
+        assert!(matches!(again, Some(LinkEvent::Up { .. })));
+        assert!(link.queued_bytes() <= max);
+        link.close();
+        held.abort();
     }
 }
