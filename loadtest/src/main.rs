@@ -29,6 +29,7 @@
 
 mod cdc_worker;
 mod client;
+mod convergence;
 mod database;
 mod frames;
 mod ipc;
@@ -36,6 +37,8 @@ mod netstat;
 mod payload;
 mod pgchange;
 mod pool;
+mod presence_client;
+mod presence_model;
 mod publisher;
 mod receiver;
 mod report;
@@ -65,6 +68,10 @@ enum Scenario {
     /// K Postgres Changes subscribers, rows inserted at a fixed rate: commit → client latency, changes
     /// decoded, authorised deliveries, RLS leaks.
     Cdc(scenario::cdc::CdcArgs),
+    /// K presence clients per node of a cluster churning track/update/untrack/rejoin: time until each
+    /// change shows on every other node, identical views at the end; optionally a node killed and the
+    /// time until its clients' presences vanish elsewhere.
+    Presence(scenario::presence::PresenceArgs),
     /// Internal: one worker process of `fanout` (spawned by the parent).
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
@@ -84,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         match cli.scenario {
             Scenario::Fanout(args) => scenario::fanout::run(args).await,
             Scenario::Cdc(args) => scenario::cdc::run(args).await,
+            Scenario::Presence(args) => scenario::presence::run(args).await,
             Scenario::Worker(args) => worker::run(args).await,
             Scenario::CdcWorker(args) => cdc_worker::run(args).await,
         }

@@ -4,9 +4,12 @@
 //!   connect+join latency, delivery latency and completeness, and server memory per connection.
 //! - [`cdc`]: K Postgres Changes subscribers (with or without RLS), rows inserted at a fixed rate;
 //!   measures insert/commit → client latency, changes decoded, authorised deliveries, leaks.
+//! - [`presence`]: presence clients on every node of a cluster churning; measures how soon a change
+//!   shows on the other nodes, whether every view ends identical, and a killed node's eviction time.
 
 pub mod cdc;
 pub mod fanout;
+pub mod presence;
 
 use hdrhistogram::Histogram;
 
