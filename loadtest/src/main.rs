@@ -38,6 +38,7 @@ mod payload;
 mod pgchange;
 mod pool;
 mod presence_client;
+mod presence_driver;
 mod presence_model;
 mod publisher;
 mod receiver;

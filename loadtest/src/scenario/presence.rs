@@ -13,7 +13,7 @@
 //! With `--kill-node-pid` that node process is sent SIGKILL `--kill-after` seconds into the churn, and
 //! the **eviction time** is how long each client on the other nodes went on showing that node's clients.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,13 +22,14 @@ use clap::Args;
 use futures_util::future::join_all;
 use realtime_proto::Vsn;
 use tokio::sync::{mpsc, watch};
-use tokio::time::{interval, sleep, Instant, MissedTickBehavior};
+use tokio::time::{interval, Instant, MissedTickBehavior};
 
 use crate::client::Endpoint;
 use crate::convergence::Tracker;
 use crate::netstat::listening_ports;
 use crate::payload::now_unix_nanos;
-use crate::presence_client::{self, lock, Command, PresenceShared, Spec, Status};
+use crate::presence_client::{self, lock, Command, PresenceShared, Spec};
+use crate::presence_driver::{Counts, Driver, Rng, Slot};
 use crate::presence_model::{key_of, PresenceModel};
 use crate::report::{ErrorCounts, LatencySummary};
 use crate::token::anon_token;
@@ -37,7 +38,7 @@ use crate::token::anon_token;
 const MAX_CLIENTS: usize = 5_000;
 /// Slack added to the node's presence window, so the driver never trips the limit on a late reply.
 const WINDOW_SLACK: Duration = Duration::from_secs(1);
-/// How often the driver checks timeouts and progress.
+/// How often the churn loop checks timeouts and the kill.
 const POLL: Duration = Duration::from_millis(50);
 
 /// Arguments of `realtime-loadtest presence`.
@@ -116,238 +117,6 @@ fn target_of_pid(pid: u32, endpoints: &[Endpoint]) -> anyhow::Result<usize> {
         [one] => Ok(*one),
         [] => bail!("process {pid} listens on none of the targets' ports ({ports:?})"),
         _ => bail!("process {pid} listens on the ports of several targets"),
-    }
-}
-
-/// A small xorshift generator: which client changes next (no need for more).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n.max(1) as u64) as usize
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        (self.below(1_000_000) as f64) < p * 1_000_000.0
-    }
-}
-
-/// The driver's side of each client.
-struct Slot {
-    spec: Spec,
-    commands: mpsc::Sender<Command>,
-    joined: bool,
-    alive: bool,
-    /// The version it tracks, as the driver asked.
-    tracked: Option<u64>,
-    /// When its recent track/untrack calls went out.
-    calls: VecDeque<Instant>,
-}
-
-/// What a run counted, for the table.
-#[derive(Default)]
-struct Counts {
-    tracks: u64,
-    updates: u64,
-    untracks: u64,
-    rejoins: u64,
-    skipped: u64,
-}
-
-struct Driver {
-    shared: Arc<PresenceShared>,
-    slots: Vec<Slot>,
-    next_version: u64,
-    rng: Rng,
-    counts: Counts,
-    max_calls: usize,
-    window: Duration,
-    rejoin_share: f64,
-}
-
-impl Driver {
-    fn apply_status(&mut self, id: usize, status: Status) {
-        match status {
-            Status::Joined => self.slots[id].joined = true,
-            Status::Gone => self.slots[id].alive = false,
-        }
-    }
-
-    fn live(&self) -> impl Iterator<Item = &Slot> {
-        self.slots.iter().filter(|s| s.alive && s.joined)
-    }
-
-    /// The live clients on other nodes than `subject`'s, in its topic, not yet showing `expected`.
-    fn observers(&self, subject: &Spec, expected: &[u64]) -> BTreeSet<usize> {
-        self.live()
-            .filter(|s| s.spec.node != subject.node && s.spec.topic == subject.topic)
-            .filter(|s| lock(&self.shared.models[s.spec.id]).versions(&subject.key) != expected)
-            .map(|s| s.spec.id)
-            .collect()
-    }
-
-    /// Registers and sends `command` for client `id`; `false` if the client cannot take it.
-    fn send(&mut self, id: usize, command: Command, now: Instant) -> bool {
-        let expected = match command {
-            Command::Track(v) => vec![v],
-            Command::Untrack | Command::Rejoin => vec![],
-        };
-        let mut tracker = lock(&self.shared.tracker);
-        let observers = self.observers(&self.slots[id].spec, &expected);
-        tracker.register(&self.slots[id].spec.key, expected, observers, now);
-        drop(tracker);
-        let slot = &mut self.slots[id];
-        if slot.commands.try_send(command).is_err() {
-            lock(&self.shared.tracker).abandon(&slot.spec.key);
-            return false;
-        }
-        slot.tracked = match command {
-            Command::Track(v) => Some(v),
-            _ => None,
-        };
-        if !matches!(command, Command::Rejoin) {
-            slot.calls.push_back(now);
-        }
-        true
-    }
-
-    fn version(&mut self) -> u64 {
-        self.next_version += 1;
-        self.next_version
-    }
-
-    /// One churn step: a random idle client within its call budget changes.
-    fn churn(&mut self, now: Instant) {
-        let n = self.slots.len();
-        let start = self.rng.below(n);
-        let tracker = lock(&self.shared.tracker);
-        let pick = (0..n).map(|k| (start + k) % n).find(|&i| {
-            let s = &self.slots[i];
-            let recent = s.calls.iter().filter(|t| now.saturating_duration_since(**t) < self.window).count();
-            s.alive && s.joined && !tracker.is_open(&s.spec.key) && recent < self.max_calls
-        });
-        drop(tracker);
-        let Some(id) = pick else {
-            self.counts.skipped += 1;
-            return;
-        };
-        while self.slots[id].calls.front().is_some_and(|t| now.saturating_duration_since(*t) >= self.window) {
-            self.slots[id].calls.pop_front();
-        }
-        let command = match self.slots[id].tracked {
-            None => {
-                self.counts.tracks += 1;
-                Command::Track(self.version())
-            }
-            Some(_) if self.rng.chance(self.rejoin_share) => {
-                self.counts.rejoins += 1;
-                Command::Rejoin
-            }
-            Some(_) if self.rng.chance(0.5) => {
-                self.counts.updates += 1;
-                Command::Track(self.version())
-            }
-            Some(_) => {
-                self.counts.untracks += 1;
-                Command::Untrack
-            }
-        };
-        self.send(id, command, now);
-    }
-
-    /// SIGKILLs `pid` (node `node`): its clients stop counting, the others' views are watched.
-    fn kill(&mut self, pid: u32, node: usize) -> anyhow::Result<Instant> {
-        self.shared.killed.store(node, std::sync::atomic::Ordering::Relaxed);
-        let killed = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-        let at = Instant::now();
-        if !killed.context("running kill")?.success() {
-            bail!("kill -KILL {pid} failed");
-        }
-        let mut clients = BTreeSet::new();
-        let mut subjects = Vec::new();
-        for slot in self.slots.iter_mut().filter(|s| s.spec.node == node) {
-            slot.alive = false;
-            clients.insert(slot.spec.id);
-            subjects.push(slot.spec.key.clone());
-        }
-        let mut tracker = lock(&self.shared.tracker);
-        let observers = self
-            .live()
-            .filter(|s| lock(&self.shared.models[s.spec.id]).shows_node(node))
-            .map(|s| s.spec.id)
-            .collect();
-        tracker.killed(node, &clients, &subjects, observers, at);
-        Ok(at)
-    }
-
-    /// Takes every status report waiting.
-    fn drain(&mut self, status: &mut mpsc::UnboundedReceiver<(usize, Status)>) {
-        while let Ok((id, st)) = status.try_recv() {
-            self.apply_status(id, st);
-        }
-    }
-
-    /// Waits (handling status reports) until `done` holds or `deadline`; returns whether it held.
-    async fn wait(
-        &mut self,
-        status: &mut mpsc::UnboundedReceiver<(usize, Status)>,
-        deadline: Instant,
-        done: impl Fn(&Driver) -> bool,
-    ) -> bool {
-        loop {
-            self.drain(status);
-            if done(self) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            sleep(POLL).await;
-        }
-    }
-
-    /// Compares every live client's view with the presences the driver made in its topic and with the
-    /// topic's first view; returns (views compared, mismatched, differing from the first, examples).
-    fn final_check(&self) -> (usize, usize, usize, Vec<String>) {
-        let mut expected: BTreeMap<&str, BTreeMap<String, Vec<u64>>> = BTreeMap::new();
-        for slot in self.live() {
-            let topic = expected.entry(slot.spec.topic.as_str()).or_default();
-            if let Some(v) = slot.tracked {
-                topic.insert(slot.spec.key.clone(), vec![v]);
-            }
-        }
-        let (mut compared, mut mismatched, mut differing) = (0, 0, 0);
-        let mut examples = Vec::new();
-        let mut first: BTreeMap<&str, PresenceModel> = BTreeMap::new();
-        for slot in self.live() {
-            let model = lock(&self.shared.models[slot.spec.id]).clone();
-            compared += 1;
-            let want = &expected[slot.spec.topic.as_str()];
-            let got = model.summary();
-            if &got != want {
-                mismatched += 1;
-                if examples.len() < 5 {
-                    let wrong = want.iter().filter(|(k, v)| got.get(*k) != Some(*v)).count();
-                    let extra = got.keys().filter(|k| !want.contains_key(*k)).count();
-                    examples.push(format!(
-                        "{} shows {} keys: {wrong} missing or stale, {extra} extra",
-                        slot.spec.key,
-                        got.len()
-                    ));
-                }
-            }
-            match first.get(slot.spec.topic.as_str()) {
-                Some(reference) if reference != &model => differing += 1,
-                Some(_) => {}
-                None => {
-                    first.insert(slot.spec.topic.as_str(), model);
-                }
-            }
-        }
-        (compared, mismatched, differing, examples)
     }
 }
 
@@ -586,17 +355,5 @@ mod tests {
         assert!(check(&args(&["--target=ws://a/s,ws://b/s", "--rejoin-share=2"])).is_err());
         assert!(check(&args(&["--target=ws://a/s,ws://b/s", "--clients-per-node=3000"])).is_err());
         assert!(check(&args(&["--target=ws://a/s,ws://b/s", "--presence-max-calls=1"])).is_err());
-    }
-
-    #[test]
-    fn the_generator_spreads() {
-        let mut rng = Rng(12_345);
-        let mut seen = [0u32; 4];
-        for _ in 0..4_000 {
-            seen[rng.below(4)] += 1;
-        }
-        assert!(seen.iter().all(|n| (800..1_200).contains(n)), "{seen:?}");
-        assert!(!(0..100).any(|_| rng.chance(0.0)));
-        assert!((0..100).all(|_| rng.chance(1.0)));
     }
 }
