@@ -31,9 +31,12 @@ mod cdc_worker;
 mod client;
 mod convergence;
 mod database;
+mod failover_check;
+mod failover_load;
 mod frames;
 mod ipc;
 mod netstat;
+mod nodes;
 mod payload;
 mod pgchange;
 mod pool;
@@ -73,6 +76,10 @@ enum Scenario {
     /// change shows on every other node, identical views at the end; optionally a node killed and the
     /// time until its clients' presences vanish elsewhere.
     Presence(scenario::presence::PresenceArgs),
+    /// Runs its own cluster of node processes, inserts rows at a steady rate and SIGKILLs the raft
+    /// leader N times (restarting it each time): time to resume delivery, time to a new leader, and
+    /// every subscriber's rows checked exactly once, in order.
+    Failover(scenario::failover::FailoverArgs),
     /// Internal: one worker process of `fanout` (spawned by the parent).
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
@@ -93,6 +100,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Fanout(args) => scenario::fanout::run(args).await,
             Scenario::Cdc(args) => scenario::cdc::run(args).await,
             Scenario::Presence(args) => scenario::presence::run(args).await,
+            Scenario::Failover(args) => scenario::failover::run(args).await,
             Scenario::Worker(args) => worker::run(args).await,
             Scenario::CdcWorker(args) => cdc_worker::run(args).await,
         }

@@ -219,7 +219,7 @@ pub async fn run(args: PresenceArgs) -> anyhow::Result<()> {
                 "{} in {:.2} s, {}; {} timed out",
                 tracker.convergence.len(),
                 started.elapsed().as_secs_f64(),
-                cells(&LatencySummary::of(&tracker.convergence)),
+                LatencySummary::of(&tracker.convergence).cells(),
                 tracker.timed_out
             ),
         ));
@@ -269,7 +269,7 @@ pub async fn run(args: PresenceArgs) -> anyhow::Result<()> {
         let mut tracker = lock(&shared.tracker);
         tracker.expire(Instant::now(), Duration::ZERO);
         tracker.end_kill_watch();
-        out.push(row("convergence p50 / p99 / max", cells(&LatencySummary::of(&tracker.convergence))));
+        out.push(row("convergence p50 / p99 / max", LatencySummary::of(&tracker.convergence).cells()));
         out.push(row(
             "converged / timed out / abandoned",
             format!("{} / {} / {}", tracker.convergence.len(), tracker.timed_out, tracker.abandoned),
@@ -324,10 +324,6 @@ fn row(label: &str, value: String) -> String {
 
 fn ms(micros: Option<u64>) -> String {
     micros.map_or_else(|| "-".to_owned(), |us| format!("{:.2} ms", us as f64 / 1_000.0))
-}
-
-fn cells(l: &LatencySummary) -> String {
-    format!("{} / {} / {}", ms(l.p50), ms(l.p99), ms(l.max))
 }
 
 #[cfg(test)]
