@@ -174,6 +174,26 @@ impl Nodes {
         true
     }
 
+    /// Whether node `i` (just restarted) is back: the cluster is formed and every other running node
+    /// lists it alive *with its new incarnation* (a quick restart can find the old one still listed).
+    pub async fn rejoined(&self, i: usize) -> bool {
+        let Some(incarnation) = self.view(i).await.and_then(|v| v["incarnation"].as_u64()) else {
+            return false;
+        };
+        for j in self.live().into_iter().filter(|&j| j != i) {
+            let Some(view) = self.view(j).await else { return false };
+            let listed = view["members"].as_array().into_iter().flatten().any(|m| {
+                m["node"] == NodeSpec::name(i).as_str()
+                    && m["incarnation"] == incarnation
+                    && m["state"] == "alive"
+            });
+            if !listed {
+                return false;
+            }
+        }
+        self.formed().await
+    }
+
     /// The leader every running node names, when they all name the same running node.
     pub async fn agreed_leader(&self) -> Option<usize> {
         let mut agreed = None;
@@ -186,6 +206,22 @@ impl Nodes {
             agreed = Some(index);
         }
         agreed
+    }
+}
+
+/// Calls `check` every 50 ms until it returns `Some` or `deadline` passes.
+pub async fn poll_until<T, F>(deadline: Instant, mut check: impl FnMut() -> F) -> Option<T>
+where
+    F: std::future::Future<Output = Option<T>>,
+{
+    loop {
+        if let Some(t) = check().await {
+            return Some(t);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

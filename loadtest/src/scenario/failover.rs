@@ -32,7 +32,7 @@ use crate::client::Endpoint;
 use crate::database;
 use crate::failover_check::{check, Committed, Stretch, Verdict};
 use crate::failover_load::{self, lock, Subscriber};
-use crate::nodes::{NodeSpec, Nodes};
+use crate::nodes::{poll_until, NodeSpec, Nodes};
 use crate::payload::now_unix_nanos;
 use crate::report::{latency_histogram, ErrorCounts, LatencySummary};
 use crate::token::{now_unix_secs, user_token};
@@ -299,7 +299,7 @@ async fn kill_leader(
     }
     let restarted = Instant::now();
     nodes.start(leader, restarted + START_TIMEOUT).await?;
-    if wait_formed(nodes, restarted + step).await {
+    if wait_rejoined(nodes, leader, restarted + step).await {
         record.back = Some(restarted.elapsed());
         ctx.subscribe(nodes, leader, subs).await?;
     }
@@ -323,28 +323,16 @@ fn last_row_everywhere(subs: &Subs, last: i64) -> bool {
 }
 
 async fn wait_formed(nodes: &Nodes, deadline: Instant) -> bool {
-    loop {
-        if nodes.formed().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        sleep(Duration::from_millis(50)).await;
-    }
+    poll_until(deadline, || async { nodes.formed().await.then_some(()) }).await.is_some()
+}
+
+async fn wait_rejoined(nodes: &Nodes, i: usize, deadline: Instant) -> bool {
+    poll_until(deadline, || async { nodes.rejoined(i).await.then_some(()) }).await.is_some()
 }
 
 /// Waits for a leader every running node agrees on.
 async fn wait_leader(nodes: &Nodes, deadline: Instant) -> Option<usize> {
-    loop {
-        if let Some(leader) = nodes.agreed_leader().await {
-            return Some(leader);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        sleep(Duration::from_millis(50)).await;
-    }
+    poll_until(deadline, || nodes.agreed_leader()).await
 }
 
 fn secs(d: Option<Duration>) -> String {
