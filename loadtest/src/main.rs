@@ -11,10 +11,14 @@
 //!     --stalled-readers 1 --duration 30 --server-pid $(pidof realtime)
 //! realtime-loadtest cdc --jwt-secret secret --database-url postgres://postgres@127.0.0.1:5432/postgres \
 //!     --subscribers 100 --rate 1000 --duration 30 --rls --server-pid $(pidof realtime)
+//! realtime-loadtest fanout --jwt-secret secret --target ws://127.0.0.150:4000/socket/websocket,ws://127.0.0.151:4000/socket/websocket
+//! realtime-loadtest presence --jwt-secret secret --target $URL0,$URL1,$URL2 --clients-per-node 20 --duration 20 \
+//!     --kill-node-pid $PID2 --kill-after 5
+//! realtime-loadtest failover --database-url postgres://postgres@127.0.0.1:5432/postgres --kills 3
 //! ```
 //!
 //! ## Layout
-//! - [`scenario`]: one module per scenario (`fanout`, `cdc`), each a subcommand.
+//! - [`scenario`]: one module per scenario (`fanout`, `cdc`, `presence`, `failover`), each a subcommand.
 //! - [`worker`], [`cdc_worker`]: the hidden `worker` and `cdc-worker` subcommands; the parent
 //!   re-executes itself to spread connections over processes (open-files limit), see [`pool`] and the
 //!   line protocol in [`ipc`].
@@ -23,6 +27,10 @@
 //!   receivers and publishers, Postgres Changes subscribers, readers that stop reading).
 //! - [`database`]: the `cdc` load table's setup and the inserter; [`pgchange`]: parsing what
 //!   subscribers receive.
+//! - [`presence_client`], [`presence_model`], [`presence_driver`], [`convergence`]: the `presence`
+//!   scenario's clients, their views, the churn, and the clock work of convergence and eviction.
+//! - [`nodes`], [`failover_load`], [`failover_check`]: the `failover` scenario's node processes, its
+//!   subscribers and inserter, and the exactly-once check.
 //! - [`report`], [`rss`], [`netstat`], [`scrape`], [`payload`], [`token`]: histograms and the tables,
 //!   server memory and CPU, the kernel's TCP counters and socket table, the server's `/metrics`, the
 //!   stamped broadcast payload and its sequence checks, the JWTs.
