@@ -102,6 +102,9 @@ fn check(args: &PresenceArgs) -> anyhow::Result<()> {
     if !(args.rate > 0.0 && args.rate.is_finite() && (0.0..=1.0).contains(&args.rejoin_share)) {
         bail!("--rate must be positive and --rejoin-share between 0 and 1");
     }
+    if args.kill_node_pid.is_some() && args.kill_after >= args.duration {
+        bail!("--kill-after must fall within --duration");
+    }
     if args.presence_max_calls < 2 {
         bail!("--presence-max-calls must be at least 2 (the first track is one)");
     }
@@ -351,5 +354,8 @@ mod tests {
         assert!(check(&args(&["--target=ws://a/s,ws://b/s", "--rejoin-share=2"])).is_err());
         assert!(check(&args(&["--target=ws://a/s,ws://b/s", "--clients-per-node=3000"])).is_err());
         assert!(check(&args(&["--target=ws://a/s,ws://b/s", "--presence-max-calls=1"])).is_err());
+        assert!(
+            check(&args(&["--target=ws://a/s,ws://b/s", "--kill-node-pid=1", "--kill-after=20"])).is_err()
+        );
     }
 }
