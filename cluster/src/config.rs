@@ -5,6 +5,7 @@
 //! `REALTIME_SEEDS`, …); the crate never reads the environment itself.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::ClusterError;
@@ -37,6 +38,16 @@ pub struct ClusterConfig {
     pub digest_interval: Duration,
     /// How long local presence changes are collected before they are sent as one delta.
     pub presence_batch: Duration,
+    /// Where raft keeps its vote, log and snapshot (`<dir>/raft/`); `None` runs without raft (no
+    /// leadership: [`crate::ClusterHandle::leadership`] never names a leader).
+    pub data_dir: Option<PathBuf>,
+    /// How often the raft leader sends heartbeats.
+    pub raft_heartbeat: Duration,
+    /// A follower that heard nothing from a leader for a random time between these two (plus the
+    /// leader's lease, which openraft sets to the maximum) starts an election. A leader that heard
+    /// from no quorum within the maximum stops claiming CDC.
+    pub raft_election_min: Duration,
+    pub raft_election_max: Duration,
 }
 
 impl ClusterConfig {
@@ -55,6 +66,10 @@ impl ClusterConfig {
             max_link_queue_bytes: 64 << 20,
             digest_interval: Duration::from_secs(1),
             presence_batch: Duration::from_millis(2),
+            data_dir: None,
+            raft_heartbeat: Duration::from_millis(100),
+            raft_election_min: Duration::from_millis(300),
+            raft_election_max: Duration::from_millis(600),
         }
     }
 
@@ -75,6 +90,12 @@ impl ClusterConfig {
         }
         if self.max_link_queue_bytes < 1 << 20 {
             return bad("a peer link queue needs at least 1 MiB");
+        }
+        if self.raft_heartbeat.is_zero()
+            || self.raft_heartbeat >= self.raft_election_min
+            || self.raft_election_min >= self.raft_election_max
+        {
+            return bad("raft timings need 0 < heartbeat < election minimum < election maximum");
         }
         Ok(())
     }

@@ -19,6 +19,7 @@ use crate::identity::PeerId;
 use crate::link::{self, Inbound, LinkEvent};
 use crate::membership::{MembershipCommand, MembershipEvent};
 use crate::presence::{DeltaOutcome, TopicChange};
+use crate::raft::node::RaftNode;
 use crate::wire::{self, Lane, PeerMessage};
 use crate::NodeId;
 
@@ -36,6 +37,7 @@ pub(crate) struct Core {
     pub link_events_tx: mpsc::Sender<LinkEvent>,
     pub commands: mpsc::Receiver<CoreCommand>,
     pub stop: CancellationToken,
+    pub raft: Option<Arc<RaftNode>>,
 }
 
 impl Core {
@@ -101,13 +103,15 @@ impl Core {
         self.send_pending();
         let counts = lock(&self.shared.local_counts).all();
         self.to_peer(node, &PeerMessage::Members { counts, full: true });
-        let snapshot = {
+        // Taken together so the snapshot is exactly the state after the delta; sent after the lock
+        // is released (no lock is held while another is taken).
+        let (delta, snapshot) = {
             let mut local = lock(&self.shared.local_presence);
-            if let Some(delta) = local.take_delta() {
-                self.to_all(&PeerMessage::PresenceDelta(delta));
-            }
-            local.snapshot()
+            (local.take_delta(), local.snapshot())
         };
+        if let Some(delta) = delta {
+            self.to_all(&PeerMessage::PresenceDelta(delta));
+        }
         self.to_peer(node, &PeerMessage::PresenceSnapshot(snapshot));
     }
 
@@ -154,9 +158,22 @@ impl Core {
                 }
             }
             PeerMessage::SnapshotRequest => self.resync(&from.node),
+            PeerMessage::Cdc { body } => {
+                let _ = self.events.send(ClusterEvent::Cdc { from: from.node, body }).await;
+            }
+            PeerMessage::CdcDelivered { lsn } => {
+                let _ = self.events.send(ClusterEvent::CdcDelivered { from: from.node, lsn }).await;
+            }
             PeerMessage::Leaving { incarnation, epoch } => {
                 tracing::info!(peer = ?from, "peer is leaving");
                 self.forget(&from.node, incarnation, epoch).await;
+            }
+            msg @ (PeerMessage::RaftRequest { .. }
+            | PeerMessage::RaftResponse { .. }
+            | PeerMessage::RaftStatus { .. }) => {
+                if let Some(raft) = &self.raft {
+                    raft.on_message(&from, msg);
+                }
             }
             PeerMessage::PresenceDelta(_) | PeerMessage::PresenceSnapshot(_) | PeerMessage::Hello { .. } => {
                 tracing::warn!(peer = ?from, "unexpected peer frame ignored");
@@ -172,6 +189,9 @@ impl Core {
     }
 
     async fn on_membership(&self, event: MembershipEvent) {
+        if let Some(raft) = &self.raft {
+            raft.on_membership(&event);
+        }
         match event {
             MembershipEvent::Up(id) => self.connect(id),
             MembershipEvent::Renamed(old, new) => {

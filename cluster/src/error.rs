@@ -10,6 +10,10 @@ pub enum ClusterError {
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("cannot start the cluster runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("raft store: {0}")]
+    RaftStore(#[from] crate::raft::StoreError),
+    #[error("cannot start raft: {0}")]
+    Raft(String),
 }
 
 /// A peer frame that cannot be decoded; the link carrying it is closed.

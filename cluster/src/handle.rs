@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ClusterConfig;
@@ -23,6 +23,8 @@ use crate::interest::{LocalCounts, RemoteCounts};
 use crate::link::{self, Link};
 use crate::membership::{MemberView, Membership};
 use crate::presence::{ConnId, Entry, EntryId, LocalPresence, Replica, TopicChange};
+use crate::raft::node::{RaftNode, RaftView};
+use crate::raft::Leadership;
 use crate::wire::{self, PeerMessage, RelayPayload};
 use crate::NodeId;
 
@@ -33,6 +35,10 @@ pub enum ClusterEvent {
     Relay { topic: String, payload: RelayPayload },
     /// Presence entries of other nodes appeared, changed or left.
     Presence(Vec<TopicChange>),
+    /// Postgres Changes shipped by the CDC leader `from`.
+    Cdc { from: NodeId, body: Vec<u8> },
+    /// Node `from` delivered every change up to `lsn`.
+    CdcDelivered { from: NodeId, lsn: u64 },
 }
 
 /// The links to one peer.
@@ -77,6 +83,8 @@ pub struct ClusterHandle {
     shared: Arc<Shared>,
     commands: mpsc::Sender<CoreCommand>,
     stop: CancellationToken,
+    /// Raft, when `ClusterConfig::data_dir` is set.
+    raft: Option<Arc<RaftNode>>,
 }
 
 /// `/cluster`: this node, its members, links and presence replicas.
@@ -92,6 +100,8 @@ pub struct ClusterView {
     pub presence: PresenceView,
     pub relayed: u64,
     pub relay_drops: u64,
+    /// Raft (id, state, term, leader, voters, …); absent when raft is off.
+    pub raft: Option<RaftView>,
 }
 
 /// One peer's links: connected, bytes queued (the lag), cuts and drops.
@@ -142,8 +152,15 @@ impl ClusterHandle {
                     match launch(thread_config).await {
                         Ok((handle, events)) => {
                             let stop = handle.stop.clone();
+                            let raft = handle.raft.clone();
                             let _ = started_tx.send(Ok((handle, events)));
                             stop.cancelled().await;
+                            if let Some(raft) = raft {
+                                // Closes the raft store before the runtime (and the port) goes.
+                                let _ =
+                                    tokio::time::timeout(std::time::Duration::from_secs(2), raft.shutdown())
+                                        .await;
+                            }
                         }
                         Err(error) => {
                             let _ = started_tx.send(Err(error));
@@ -221,8 +238,41 @@ impl ClusterHandle {
         lock(&self.shared.replica).topic_entries(topic)
     }
 
+    /// Ships a Postgres Changes message (encoded by the node) to every peer; returns how many took it.
+    pub fn ship_cdc(&self, body: Vec<u8>) -> usize {
+        let frame = match wire::encode(&PeerMessage::Cdc { body }) {
+            Ok(frame) => frame,
+            Err(error) => {
+                tracing::error!(%error, "cannot encode a CDC frame");
+                return 0;
+            }
+        };
+        let links = self.shared.links.read().unwrap_or_else(|e| e.into_inner());
+        links.values().filter(|peer| peer.data.offer(frame.clone())).count()
+    }
+
+    /// Tells `leader` this node delivered every change up to `lsn`.
+    pub fn cdc_delivered(&self, leader: &NodeId, lsn: u64) {
+        if let Some(peer) = self.shared.links.read().unwrap_or_else(|e| e.into_inner()).get(leader) {
+            peer.data.send(&PeerMessage::CdcDelivered { lsn });
+        }
+    }
+
+    /// Peers the failure detector currently holds alive (or suspect: not yet declared down).
+    pub fn live_peers(&self) -> Vec<NodeId> {
+        let members = self.shared.members.read().unwrap_or_else(|e| e.into_inner());
+        let mut live: Vec<NodeId> =
+            members.iter().filter(|m| m.state != "down").map(|m| NodeId(m.node.clone())).collect();
+        live.sort();
+        live.dedup();
+        live
+    }
+
     /// Leaves gracefully: peers drop this node's presences at once, then membership is told.
+    /// Leaves gracefully: hands raft leadership over, peers drop this node's presences at once,
+    /// then membership is told.
     pub async fn leave(&self) {
+        self.step_down().await;
         let (done, left) = oneshot::channel();
         if self.commands.send(CoreCommand::Leave(done)).await.is_ok() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(3), left).await;
@@ -237,9 +287,8 @@ impl ClusterHandle {
     /// A snapshot for `/cluster`.
     pub fn view(&self) -> ClusterView {
         let me = self.me();
-        let links = self.shared.links.read().unwrap_or_else(|e| e.into_inner());
         let mut link_views = Vec::new();
-        for (node, peer) in links.iter() {
+        for (node, peer) in self.shared.links.read().unwrap_or_else(|e| e.into_inner()).iter() {
             for (lane, link) in [("data", &peer.data), ("control", &peer.control)] {
                 link_views.push(LinkView {
                     node: node.0.clone(),
@@ -272,6 +321,24 @@ impl ClusterHandle {
             presence: PresenceView { version, local_entries, remote_entries, origins },
             relayed: self.shared.relayed.load(Ordering::Relaxed),
             relay_drops: self.shared.relay_drops.load(Ordering::Relaxed),
+            raft: self.raft.as_ref().map(|raft| raft.view()),
+        }
+    }
+
+    /// Who leads the cluster and whether this node may run the CDC consumer (`is_me`). Without raft
+    /// (no `data_dir`) the watch never names a leader.
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
+        match &self.raft {
+            Some(raft) => raft.leadership(),
+            None => watch::channel(Leadership::default()).1,
+        }
+    }
+
+    /// Stops claiming CDC at once and, if this node leads raft, lets another voter take over
+    /// (waits up to 3 s for it). Part of [`ClusterHandle::leave`]; this node does not lead again.
+    pub async fn step_down(&self) {
+        if let Some(raft) = &self.raft {
+            raft.step_down().await;
         }
     }
 }
@@ -316,8 +383,23 @@ async fn launch(
         ready: shared.ready.clone(),
         stop: stop.clone(),
     };
+    // Raft first: a node whose store cannot open must not show up in membership.
+    let raft = match &shared.config.data_dir {
+        Some(dir) => Some(RaftNode::start(shared.clone(), dir, stop.clone()).await?),
+        None => None,
+    };
     tokio::spawn(membership.run());
-    tokio::spawn(link::accept(tcp, inbound_tx, stop.clone()));
+    // Control-lane frames (raft) go straight to raft, never behind the driver's data queue.
+    let (control_tx, mut control_rx) = mpsc::channel::<link::Inbound>(4096);
+    let control_raft = raft.clone();
+    tokio::spawn(async move {
+        while let Some(inbound) = control_rx.recv().await {
+            if let Some(raft) = &control_raft {
+                raft.on_message(&inbound.from, inbound.msg);
+            }
+        }
+    });
+    tokio::spawn(link::accept(tcp, link::Inboxes { data: inbound_tx, control: control_tx }, stop.clone()));
     let core = Core {
         shared: shared.clone(),
         events: events_tx,
@@ -328,7 +410,8 @@ async fn launch(
         link_events_tx,
         commands: commands_rx,
         stop: stop.clone(),
+        raft: raft.clone(),
     };
     tokio::spawn(core.run());
-    Ok((ClusterHandle { shared, commands: commands_tx, stop }, events_rx))
+    Ok((ClusterHandle { shared, commands: commands_tx, stop, raft }, events_rx))
 }

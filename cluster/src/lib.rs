@@ -18,7 +18,8 @@
 //! - [`wire`]: `PeerMessage` and its versioned bincode frames.
 //! - [`interest`]: member counts per topic per node: relay targets and cluster-wide capacity.
 //! - [`presence`]: the presence CRDT (pure): each node's entries, deltas, snapshots, tombstones.
-//! - [`raft`]: the durable openraft log store and state machine that will elect the CDC leader.
+//! - [`raft`]: elects the CDC leader with openraft (durable store, control-lane transport,
+//!   bootstrap); [`ClusterHandle::leadership`] watches the outcome.
 //! - `driver` and [`handle`]: the event loop on the cluster runtime and the node's handle to it.
 
 use std::fmt;
@@ -41,6 +42,7 @@ pub use config::ClusterConfig;
 pub use error::ClusterError;
 pub use handle::{ClusterEvent, ClusterHandle, ClusterView};
 pub use identity::PeerId;
+pub use raft::Leadership;
 pub use wire::RelayPayload;
 
 /// A node's stable name (the StatefulSet pod name, `REALTIME_NODE_ID`).

@@ -257,14 +257,19 @@ async fn pump(
 #[derive(Debug)]
 pub(crate) struct Inbound {
     pub from: PeerId,
-    /// Raft frames (control lane) go to raft once it is wired; data frames to the driver.
-    #[allow(dead_code)]
-    pub lane: Lane,
     pub msg: PeerMessage,
 }
 
+/// Where accepted links deliver: data-lane frames to the driver, control-lane (raft) frames to raft,
+/// so a backlog of data never delays a heartbeat or a vote.
+#[derive(Clone)]
+pub(crate) struct Inboxes {
+    pub data: mpsc::Sender<Inbound>,
+    pub control: mpsc::Sender<Inbound>,
+}
+
 /// Accepts peer connections; each is read by its own task that hands decoded frames to `deliver`.
-pub(crate) async fn accept(listener: TcpListener, deliver: mpsc::Sender<Inbound>, stop: CancellationToken) {
+pub(crate) async fn accept(listener: TcpListener, deliver: Inboxes, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -283,14 +288,15 @@ pub(crate) async fn accept(listener: TcpListener, deliver: mpsc::Sender<Inbound>
     }
 }
 
-async fn read(stream: TcpStream, addr: SocketAddr, deliver: mpsc::Sender<Inbound>, stop: CancellationToken) {
+async fn read(stream: TcpStream, addr: SocketAddr, deliver: Inboxes, stop: CancellationToken) {
     let mut frames = FramedRead::new(stream, codec());
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await {
         Ok(Some(Ok(frame))) => wire::decode(&frame),
         _ => return,
     };
-    let (from, lane) = match hello {
-        Ok(PeerMessage::Hello { from, lane }) => (from, lane),
+    let (from, deliver) = match hello {
+        Ok(PeerMessage::Hello { from, lane: Lane::Data }) => (from, deliver.data),
+        Ok(PeerMessage::Hello { from, lane: Lane::Control }) => (from, deliver.control),
         Ok(_) => {
             tracing::warn!(%addr, "peer connection did not start with Hello: closed");
             return;
@@ -315,7 +321,7 @@ async fn read(stream: TcpStream, addr: SocketAddr, deliver: mpsc::Sender<Inbound
         };
         match msg {
             Ok(msg) => {
-                if deliver.send(Inbound { from: from.clone(), lane, msg }).await.is_err() {
+                if deliver.send(Inbound { from: from.clone(), msg }).await.is_err() {
                     return;
                 }
             }

@@ -52,10 +52,32 @@ pub enum PeerMessage {
     SnapshotRequest,
     /// The sender is shutting down: drop its presences now rather than after the failure detector.
     Leaving { incarnation: u64, epoch: u64 },
+    /// Postgres Changes from the CDC leader (a transaction, a relation change, stream liveness), in
+    /// the node's own encoding.
+    Cdc { body: Vec<u8> },
+    /// The sender has delivered (and recorded) every change up to `lsn`: the leader acknowledges
+    /// to PostgreSQL only what every live node delivered.
+    CdcDelivered { lsn: u64 },
+    /// A raft RPC (control lane); `body` is the JSON of `raft::network::RpcRequest`. The answer
+    /// comes back on the receiver's own control link as a `RaftResponse` with the same `id`.
+    RaftRequest { id: u64, body: Vec<u8> },
+    /// The answer to the sender's `RaftRequest` `id`; `body` is the JSON of `raft::network::RpcReply`.
+    RaftResponse { id: u64, body: Vec<u8> },
+    /// The sender's raft state, sent periodically on the control lane: lets a fresh cluster pick
+    /// exactly one node to initialize raft, and the leader find nodes to add.
+    RaftStatus { initialized: bool, leader: Option<u64> },
 }
 
-fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
+type Config = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_FRAME_BYTES>,
+>;
+
+/// bincode's standard configuration, with no allocation larger than a frame (a hostile length
+/// prefix cannot make a decoder allocate gigabytes).
+fn config() -> Config {
+    bincode::config::standard().with_limit::<MAX_FRAME_BYTES>()
 }
 
 /// Encodes `msg` as one frame body.
@@ -64,6 +86,23 @@ pub fn encode(msg: &PeerMessage) -> Result<Bytes, WireError> {
     buf.get_mut().put_u8(WIRE_VERSION);
     bincode::serde::encode_into_std_write(msg, &mut buf, config())?;
     Ok(buf.into_inner().freeze())
+}
+
+/// Encodes a value the node ships through the cluster (e.g. a `Cdc` body) in the peer format.
+pub fn encode_body<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
+    Ok(bincode::serde::encode_to_vec(value, config())?)
+}
+
+/// Decodes what [`encode_body`] produced; trailing bytes are an error.
+pub fn decode_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
+    let (value, read) = bincode::serde::decode_from_slice(body, config())?;
+    if read != body.len() {
+        return Err(WireError::Decode(bincode::error::DecodeError::OtherString(format!(
+            "{} trailing bytes",
+            body.len() - read
+        ))));
+    }
+    Ok(value)
 }
 
 /// Decodes one frame body; trailing bytes are an error.

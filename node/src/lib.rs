@@ -95,12 +95,15 @@ pub async fn run(
         cluster.clone(),
     )
     .start();
-    let bridge = cluster_events.map(|events| actix_web::rt::spawn(peers::bridge(events, registry.clone())));
     let cdc_arbiter = Arbiter::new();
     let cdc = match &config.cdc {
-        Some(cdc_config) => Some(cdc::start(cdc_config.clone(), &config.data_dir, &cdc_arbiter.handle())?),
+        Some(cdc_config) => {
+            Some(cdc::start(cdc_config.clone(), &config.data_dir, &cdc_arbiter.handle(), cluster.clone())?)
+        }
         None => None,
     };
+    let bridge = cluster_events
+        .map(|events| actix_web::rt::spawn(peers::bridge(events, registry.clone(), cdc.clone())));
     let shared = web::Data::new(Shared::new(config.clone(), verifier, registry, cdc, cluster.clone()));
     let metrics_data = web::Data::new(metrics_handle.clone());
     let server = http::server::serve(listener, config.workers, shared.clone(), metrics_data)?;

@@ -121,6 +121,7 @@ pub struct Metrics {
     pub delivery_latency: Histogram,
     pub cdc_changes: Counter,
     pub cdc_transactions: Counter,
+    pub cluster: ClusterMetrics,
     refusals: Vec<Counter>,
     slow_closes: Vec<Counter>,
 }
@@ -136,6 +137,31 @@ impl Metrics {
         let index = SlowClose::ALL.iter().position(|c| *c == cause).expect("every cause is listed");
         self.slow_closes[index].increment(1);
         self.refused(Refusal::SlowConsumer);
+    }
+}
+
+/// The cluster's state, read from its view when `/metrics` is scraped.
+pub struct ClusterMetrics {
+    pub peers_alive: Gauge,
+    pub peers_down: Gauge,
+    pub link_queued_bytes: Gauge,
+    pub link_cuts: Counter,
+    pub relays: Counter,
+    pub relay_drops: Counter,
+    pub presence_remote_entries: Gauge,
+}
+
+impl ClusterMetrics {
+    /// Copies a `/cluster` view into the metrics.
+    pub fn observe(&self, view: &realtime_cluster::ClusterView) {
+        let alive = view.members.iter().filter(|m| m.state != "down").count();
+        self.peers_alive.set(alive as f64);
+        self.peers_down.set((view.members.len() - alive) as f64);
+        self.link_queued_bytes.set(view.links.iter().map(|l| l.queued_bytes as f64).sum::<f64>());
+        self.link_cuts.absolute(view.links.iter().map(|l| l.cuts).sum());
+        self.relays.absolute(view.relayed);
+        self.relay_drops.absolute(view.relay_drops);
+        self.presence_remote_entries.set(view.presence.remote_entries as f64);
     }
 }
 
@@ -159,6 +185,26 @@ pub fn metrics() -> &'static Metrics {
         describe_counter!("realtime_cdc_changes_total", "Row changes decoded from the replication stream");
         describe_counter!("realtime_cdc_transactions_total", "Committed transactions handed to the CDC hub");
         describe_counter!("realtime_refusals_total", "Refused connections, joins and messages by reason");
+        describe_gauge!("realtime_cluster_peers_alive", "Peers the failure detector holds alive or suspect");
+        describe_gauge!("realtime_cluster_peers_down", "Peers declared down (still remembered)");
+        describe_gauge!(
+            "realtime_cluster_link_queued_bytes",
+            Unit::Bytes,
+            "Bytes queued on peer links (lag)"
+        );
+        describe_counter!(
+            "realtime_cluster_link_cuts_total",
+            "Peer links cut for being over their queue bound or stalled"
+        );
+        describe_counter!("realtime_cluster_relays_total", "Broadcasts relayed to peers (one per peer)");
+        describe_counter!(
+            "realtime_cluster_relay_drops_total",
+            "Relays dropped: no link, or a link being cut"
+        );
+        describe_gauge!(
+            "realtime_cluster_presence_remote_entries",
+            "Presence entries replicated from other nodes"
+        );
         describe_counter!(
             "realtime_slow_consumer_closes_total",
             "Sockets closed because they did not keep up, by cause"
@@ -183,6 +229,15 @@ pub fn metrics() -> &'static Metrics {
             delivery_latency: metrics::histogram!(DELIVERY_LATENCY),
             cdc_changes: metrics::counter!("realtime_cdc_changes_total"),
             cdc_transactions: metrics::counter!("realtime_cdc_transactions_total"),
+            cluster: ClusterMetrics {
+                peers_alive: metrics::gauge!("realtime_cluster_peers_alive"),
+                peers_down: metrics::gauge!("realtime_cluster_peers_down"),
+                link_queued_bytes: metrics::gauge!("realtime_cluster_link_queued_bytes"),
+                link_cuts: metrics::counter!("realtime_cluster_link_cuts_total"),
+                relays: metrics::counter!("realtime_cluster_relays_total"),
+                relay_drops: metrics::counter!("realtime_cluster_relay_drops_total"),
+                presence_remote_entries: metrics::gauge!("realtime_cluster_presence_remote_entries"),
+            },
             refusals: Refusal::ALL
                 .iter()
                 .map(|r| metrics::counter!("realtime_refusals_total", "reason" => r.as_str()))

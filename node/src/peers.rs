@@ -15,6 +15,8 @@ use realtime_cluster::{ClusterConfig, ClusterEvent, ClusterHandle, NodeId, Relay
 use realtime_proto::binary::BinaryEncoding;
 use tokio::sync::mpsc;
 
+use crate::cdc::cluster::CdcInbound;
+use crate::cdc::CdcHandle;
 use crate::channel::messages::{BroadcastBody, RemoteBroadcast, RemotePresence, TopicKey};
 use crate::channel::Registry;
 use crate::config::Config;
@@ -81,11 +83,17 @@ pub fn cluster_config(config: &Config) -> Option<ClusterConfig> {
     cluster.probe_period = settings.probe_period;
     cluster.probe_rtt = (settings.probe_period / 3).max(std::time::Duration::from_millis(1));
     cluster.suspect_to_down = settings.suspect_to_down;
+    // Raft (who leads CDC) keeps its vote and log next to the node's other state.
+    cluster.data_dir = Some(config.data_dir.clone());
     Some(cluster)
 }
 
-/// Routes cluster events to the channels of this node until the cluster stops.
-pub async fn bridge(mut events: mpsc::Receiver<ClusterEvent>, registry: Addr<Registry>) {
+/// Routes cluster events to the channels (and the CDC hub) of this node until the cluster stops.
+pub async fn bridge(
+    mut events: mpsc::Receiver<ClusterEvent>,
+    registry: Addr<Registry>,
+    cdc: Option<CdcHandle>,
+) {
     while let Some(event) = events.recv().await {
         match event {
             ClusterEvent::Relay { topic, payload } => {
@@ -100,6 +108,16 @@ pub async fn bridge(mut events: mpsc::Receiver<ClusterEvent>, registry: Addr<Reg
                 for change in changes {
                     let Some(key) = topic_key(&change.topic) else { continue };
                     registry.do_send(RemotePresence { key, change });
+                }
+            }
+            ClusterEvent::Cdc { from, body } => {
+                if let Some(cdc) = &cdc {
+                    cdc.from_peer(CdcInbound::Shipped { from, body });
+                }
+            }
+            ClusterEvent::CdcDelivered { from, lsn } => {
+                if let Some(cdc) = &cdc {
+                    cdc.from_peer(CdcInbound::Delivered { from, lsn });
                 }
             }
         }

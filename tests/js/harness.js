@@ -1,8 +1,8 @@
 'use strict';
 // Shared helpers for the realtime-js compatibility suite.
 //
-// - startServer(extraArgs)   spawns the Rust server on 127.0.0.1:0 and waits for its
-//                            "realtime listening on http://127.0.0.1:<PORT>" stdout line.
+// - startServer(extraArgs)   spawns the Rust server (on 127.0.0.1:0 unless --bind is given) and waits for its
+//                            "realtime listening on http://127.0.0.x:<PORT>" stdout line.
 // - tokens                   HS256 JWTs signed with node:crypto, plus broken variants.
 // - newClient(t, server, …)  a real @supabase/realtime-js RealtimeClient over `ws`,
 //                            disconnected automatically when the test ends.
@@ -118,7 +118,8 @@ async function startServer(extraArgs = [], { readyTimeoutMs = 15000 } = {}) {
   }
   const id = ++serverSeq;
   const args = [
-    '--bind', '127.0.0.1:0',
+    // A test may bind elsewhere on loopback (cluster tests use 127.0.0.x).
+    ...(extraArgs.includes('--bind') ? [] : ['--bind', '127.0.0.1:0']),
     '--jwt-secret', JWT_SECRET,
     '--join-error-delay-ms', '0',
     '--connect-error-delay-ms', '0',
@@ -170,8 +171,11 @@ async function startServer(extraArgs = [], { readyTimeoutMs = 15000 } = {}) {
     child.stdout.on('data', (d) => {
       stdoutBuf += d;
       if (DEBUG) process.stderr.write(`[server ${id} stdout] ${d}`);
-      const m = stdoutBuf.match(/realtime listening on http:\/\/127\.0\.0\.1:(\d+)/);
-      if (m && !server.port) resolve(Number(m[1]));
+      const m = stdoutBuf.match(/realtime listening on http:\/\/(127\.0\.0\.\d+):(\d+)/);
+      if (m && !server.port) {
+        server.host = m[1];
+        resolve(Number(m[2]));
+      }
     });
     exitPromise.then((e) =>
       reject(new Error(`server exited before listening (${JSON.stringify(e)}); args=${args.join(' ')}\nstderr:\n${stderrBuf.slice(-4000)}`)),
@@ -184,9 +188,9 @@ async function startServer(extraArgs = [], { readyTimeoutMs = 15000 } = {}) {
     await server.stop();
     throw e;
   }
-  server.url = `http://127.0.0.1:${server.port}`;
+  server.url = `http://${server.host}:${server.port}`;
   server.httpUrl = server.url;
-  server.wsBase = `ws://127.0.0.1:${server.port}`;
+  server.wsBase = `ws://${server.host}:${server.port}`;
   return server;
 }
 

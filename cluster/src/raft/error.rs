@@ -16,6 +16,9 @@ use super::RaftNodeId;
 /// A failure of the durable raft store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Another process holds this data directory.
+    #[error("{} is in use by another process (each node needs its own REALTIME_DATA_DIR)", path.display())]
+    Locked { path: PathBuf },
     /// The filesystem refused an operation.
     #[error("cannot {op} {}: {source}", path.display())]
     Io {

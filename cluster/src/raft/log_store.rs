@@ -123,6 +123,9 @@ impl RaftLogReader<TypeConfig> for LogReader {
 /// The durable vote and log of one raft node; see the module docs for the file format.
 pub struct LogStore {
     dir: PathBuf,
+    /// `lock`, held (an exclusive advisory lock) for the life of the store: two processes given the
+    /// same data directory would corrupt each other's vote and log, so the second one is refused.
+    _lock: File,
     /// `log`, opened for appending; reopened after each rewrite.
     file: File,
     vote: Option<Vote<RaftNodeId>>,
@@ -134,6 +137,11 @@ impl LogStore {
     /// Opens (creating if needed) the store in `dir`, replaying the log and dropping a torn tail.
     pub fn open(dir: &Path) -> std::result::Result<LogStore, StoreError> {
         fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
+        let lock_path = dir.join("lock");
+        let lock_file = File::create(&lock_path).map_err(StoreError::io("create", &lock_path))?;
+        if lock_file.try_lock().is_err() {
+            return Err(StoreError::Locked { path: dir.to_path_buf() });
+        }
         let vote = durable::read_single(dir, VOTE_FILE, VOTE_MAGIC)?;
         let path = dir.join(LOG_FILE);
         let (cache, committed) = match fs::read(&path) {
@@ -145,7 +153,14 @@ impl LogStore {
             Err(e) => return Err(StoreError::io("read", &path)(e)),
         };
         let file = open_append(&path)?;
-        Ok(LogStore { dir: dir.to_path_buf(), file, vote, committed, cache: Arc::new(Mutex::new(cache)) })
+        Ok(LogStore {
+            dir: dir.to_path_buf(),
+            _lock: lock_file,
+            file,
+            vote,
+            committed,
+            cache: Arc::new(Mutex::new(cache)),
+        })
     }
 
     /// Appends `bytes` (whole records) to the log file and fsyncs it.

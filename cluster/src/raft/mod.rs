@@ -20,10 +20,18 @@
 //! - `durable`: file header, checksummed records, replace-by-rename.
 //! - `log_store`: [`LogStore`] (vote, log, committed id).
 //! - `state_machine`: [`StateMachine`], snapshots, [`StateMachineHandle`].
+//! - `network`: openraft's RPCs over the peer links' control lane.
+//! - `node`: the running raft of this node and the hooks the driver and handle call.
+//! - `bootstrap`: status exchange, exactly-one-node initialization, the leader adding members.
+//! - `leadership`: the [`Leadership`] watch (who leads, and may this node run CDC).
 
+mod bootstrap;
 mod durable;
 mod error;
+mod leadership;
 mod log_store;
+pub(crate) mod network;
+pub(crate) mod node;
 mod state_machine;
 #[cfg(test)]
 mod store_test;
@@ -33,8 +41,12 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
+pub use bootstrap::MAX_VOTERS;
 pub use error::StoreError;
+pub use leadership::Leadership;
 pub use log_store::{LogReader, LogStore};
+pub use network::MAX_TTL;
+pub use node::RaftView;
 pub use state_machine::{SnapshotBuilder, StateMachine, StateMachineHandle};
 
 openraft::declare_raft_types!(

@@ -90,6 +90,10 @@ async fn vote_log_and_committed_survive_reopen() {
         log.save_committed(Some(testing::log_id(1, 1, 2))).await.unwrap();
     }
     let mut log = LogStore::open(dir.path()).unwrap();
+    assert!(
+        matches!(LogStore::open(dir.path()), Err(crate::raft::StoreError::Locked { .. })),
+        "a second store on the same directory is refused while the first is open"
+    );
     assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new_committed(1, 1)));
     assert_eq!(log.read_committed().await.unwrap(), Some(testing::log_id(1, 1, 2)));
     assert_eq!(log.try_get_log_entries(0..3).await.unwrap(), entries);

@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use super::error::CdcError;
 
 /// A column as deliveries describe it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnMeta {
     pub name: String,
     /// `pg_type.typname` (`int4`, `text`, `_int4`): what `columns[].type` says and how values are typed.
@@ -20,7 +21,7 @@ pub struct ColumnMeta {
 }
 
 /// A published table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableMeta {
     pub oid: u32,
     pub schema: String,
@@ -153,4 +154,17 @@ pub async fn selectable_columns(
         )
         .await?;
     Ok(row.get(0))
+}
+
+/// Ends another session's hold on `slot` (a deposed CDC leader that has not noticed yet, e.g. one that
+/// was paused); PostgreSQL allows one consumer per slot, so this fences it. `true` if one was ended.
+pub async fn take_slot(client: &Client, slot: &str) -> Result<bool, CdcError> {
+    let rows = client
+        .query(
+            "select pg_terminate_backend(active_pid) from pg_replication_slots \
+             where slot_name = $1 and active and active_pid is not null and active_pid <> pg_backend_pid()",
+            &[&slot],
+        )
+        .await?;
+    Ok(!rows.is_empty())
 }

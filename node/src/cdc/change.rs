@@ -7,13 +7,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::catalog::TableMeta;
 use super::values;
 
 /// INSERT, UPDATE or DELETE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ChangeKind {
     Insert,
     Update,
@@ -31,7 +32,7 @@ impl ChangeKind {
 }
 
 /// One column value of a tuple.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Cell {
     Null,
     /// An unchanged TOASTed value pgoutput did not send.
@@ -49,14 +50,14 @@ impl Cell {
 }
 
 /// The old tuple of an UPDATE or DELETE: only the replica identity (key) or every column (FULL).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OldRow {
     pub full: bool,
     pub cells: Vec<Cell>,
 }
 
 /// One row change.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Change {
     pub kind: ChangeKind,
     pub table: Arc<TableMeta>,
@@ -65,7 +66,7 @@ pub struct Change {
 }
 
 /// The changes of one committed transaction, in commit order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Transaction {
     /// The transaction id (32-bit, as pgoutput sends it).
     pub xid: u32,

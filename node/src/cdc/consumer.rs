@@ -17,6 +17,7 @@ use tokio_postgres::Client;
 
 use super::catalog::{self, ColumnMeta, TableMeta};
 use super::change::{Cell, Change, ChangeKind, OldRow, Transaction};
+use super::cluster::Shipper;
 use super::error::CdcError;
 use super::hub::HubCommand;
 use super::pgoutput::{self, Message, OldTuple, Relation, Tuple, TupleValue};
@@ -34,8 +35,12 @@ pub struct Consumer {
     pub resume_grace: Option<Duration>,
     pub hub: mpsc::UnboundedSender<HubCommand>,
     pub transactions: mpsc::Sender<Transaction>,
-    pub live: watch::Sender<bool>,
+    pub live: Arc<watch::Sender<bool>>,
+    /// What may be acknowledged: delivered by this node (and, in a cluster, by every live node).
     pub delivered: watch::Receiver<u64>,
+    /// In a cluster: the other nodes, which get every transaction too. The consumer then also takes
+    /// the slot from a stale holder (a deposed leader that has not noticed yet).
+    pub ship: Option<Shipper>,
 }
 
 /// A transaction being assembled.
@@ -69,6 +74,11 @@ impl Consumer {
     async fn stream_once(&mut self, backoff: &mut Duration) -> Result<(), CdcError> {
         let client = catalog::connect(&self.config.database_url).await?;
         catalog::ensure_publication_and_slot(&client, &self.config.publication, &self.config.slot).await?;
+        if self.ship.is_some() && catalog::take_slot(&client, &self.config.slot).await? {
+            tracing::warn!(slot = %self.config.slot, "ended a stale holder's replication connection");
+            // PostgreSQL releases the slot when that backend has exited.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let mut repl = ReplicationClient::connect(replication_config(&self.config)?).await?;
         tracing::info!(slot = %self.config.slot, skip_through = *self.delivered.borrow(), "replication stream live");
         self.live.send_replace(true);
@@ -109,6 +119,9 @@ impl Consumer {
                                 commit_timestamp: pgoutput::commit_timestamp_string(commit_time_micros).into(),
                                 changes: txn.changes,
                             };
+                            if let Some(ship) = &self.ship {
+                                ship.transaction(&txn);
+                            }
                             self.transactions.send(txn).await.map_err(|_| CdcError::HubGone)?;
                         }
                         ReplicationEvent::StoppedAt { .. } => return Ok(()),
@@ -138,6 +151,9 @@ impl Consumer {
                 let meta = table_meta(client, &relation).await?;
                 relations.insert(relation.oid, Arc::new(meta));
                 let _ = self.hub.send(HubCommand::RelationChanged { oid: relation.oid });
+                if let Some(ship) = &self.ship {
+                    ship.relation(relation.oid);
+                }
                 return Ok(());
             }
             Message::Insert { relation, new, .. } => {

@@ -8,6 +8,7 @@ use realtime_proto::Vsn;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
 
+use super::cluster::CdcInbound;
 use super::hub::HubCommand;
 use crate::auth::Claims;
 use crate::channel::ConnId;
@@ -63,6 +64,8 @@ pub struct SubscribeRequest {
 pub struct CdcHandle {
     pub(super) commands: mpsc::UnboundedSender<HubCommand>,
     pub(super) live: watch::Receiver<bool>,
+    /// In a cluster: where peers' CDC messages go.
+    pub(super) peers: Option<mpsc::UnboundedSender<CdcInbound>>,
 }
 
 impl CdcHandle {
@@ -85,6 +88,13 @@ impl CdcHandle {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         if self.commands.send(HubCommand::Shutdown { done: done_tx }).is_ok() {
             let _ = tokio::time::timeout(wait, done_rx).await;
+        }
+    }
+
+    /// A peer's CDC message (from the cluster bridge); ignored on a single node.
+    pub fn from_peer(&self, inbound: CdcInbound) {
+        if let Some(peers) = &self.peers {
+            let _ = peers.send(inbound);
         }
     }
 

@@ -134,6 +134,9 @@ pub struct Hub {
     touched: HashMap<ConnId, Outbox>,
     /// Set by `Shutdown`: further transactions are left for the next run (they are not recorded).
     stopped: bool,
+    /// End of the last transaction dispatched (or recorded before a restart): a transaction at or
+    /// below it is a repeat (a reconnect, or a new CDC leader resuming from the slot) and is dropped.
+    skip_through: u64,
     published: Option<Cached<Arc<Vec<TableName>>>>,
     tables: HashMap<TableName, Cached<Option<Arc<TableMeta>>>>,
 }
@@ -149,9 +152,10 @@ const MAX_BATCH_CHANGES: usize = 1024;
 const CATALOG_TTL: Duration = Duration::from_secs(1);
 
 impl Hub {
-    pub fn new(config: CdcConfig, recorder: mpsc::UnboundedSender<Record>) -> Hub {
+    pub fn new(config: CdcConfig, recorder: mpsc::UnboundedSender<Record>, skip_through: u64) -> Hub {
         Hub {
             recorder,
+            skip_through,
             touched: HashMap::new(),
             stopped: false,
             rls: RlsPool::new(&config.database_url, RLS_CONNECTIONS),
@@ -197,11 +201,13 @@ impl Hub {
                                 Err(_) => break,
                             }
                         }
-                        if self.stopped {
+                        let skip_through = self.skip_through;
+                        batch.retain(|txn| txn.end_lsn > skip_through);
+                        if self.stopped || batch.is_empty() {
                             continue;
                         }
-
                         let end_lsn = batch.last().map_or(0, |t| t.end_lsn);
+                        self.skip_through = end_lsn;
                         self.dispatch(&batch).await;
                         let sockets =
                             self.touched.drain().map(|(_, outbox)| { let mark = outbox.mark(); (outbox, mark) }).collect();

@@ -18,9 +18,12 @@
 //! - [`rls`]: the per-viewer visibility check.
 //! - [`subscriptions`]: the subscription index, grouped by parameters and viewer.
 //! - [`handle`]: what sockets use to subscribe.
+//! - [`cluster`] and [`shipping`]: in a cluster, only the raft leader consumes; it ships transactions
+//!   to every node and acknowledges what all of them delivered.
 
 pub mod catalog;
 pub mod change;
+pub mod cluster;
 pub mod consumer;
 pub mod error;
 pub mod handle;
@@ -30,9 +33,13 @@ pub mod pgoutput;
 pub mod position;
 pub mod recorder;
 pub mod rls;
+pub mod shipping;
 pub mod subscriptions;
 pub mod values;
 
+use std::sync::Arc;
+
+use realtime_cluster::ClusterHandle;
 use tokio::sync::{mpsc, watch};
 
 pub use handle::{CdcHandle, SubscribeError, SubscribeErrorKind, SubscribeOutcome, SubscribeRequest};
@@ -42,31 +49,66 @@ use crate::config::CdcConfig;
 /// Transactions buffered between the consumer and the hub.
 const TRANSACTION_BUFFER: usize = 1024;
 
-/// Starts the consumer and the hub on their own arbiter; returns the handle sockets use.
+/// Starts the hub (and, alone or as the cluster's CDC leader, the consumer) on their own arbiter;
+/// returns the handle sockets use.
 pub fn start(
     config: CdcConfig,
     data_dir: &std::path::Path,
     arbiter: &actix::ArbiterHandle,
+    cluster: Option<ClusterHandle>,
 ) -> Result<CdcHandle, error::CdcError> {
     let position = position::DeliveredPosition::open(data_dir, &config.slot)?;
     let resume_grace = position.resumed().then_some(config.resume_grace);
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (txn_tx, txn_rx) = mpsc::channel(TRANSACTION_BUFFER);
     let (live_tx, live_rx) = watch::channel(false);
+    let live_tx = Arc::new(live_tx);
     let (delivered_tx, delivered_rx) = watch::channel(position.lsn());
     let (record_tx, record_rx) = mpsc::unbounded_channel();
+    let hub = hub::Hub::new(config.clone(), record_tx, position.lsn());
     arbiter.spawn(recorder::run(position, record_rx, delivered_tx, config.flush_deadline));
-    let hub = hub::Hub::new(config.clone(), record_tx);
     let hub_live = live_rx.clone();
     arbiter.spawn(async move { hub.run(commands_rx, txn_rx, hub_live).await });
-    let consumer = consumer::Consumer {
-        config,
+    let (hub_commands, transactions, consumer_live) = (commands_tx.clone(), txn_tx.clone(), live_tx.clone());
+    let consumer = move |delivered, ship| consumer::Consumer {
+        config: config.clone(),
         resume_grace,
-        hub: commands_tx.clone(),
-        transactions: txn_tx,
-        live: live_tx,
-        delivered: delivered_rx,
+        hub: hub_commands.clone(),
+        transactions: transactions.clone(),
+        live: consumer_live.clone(),
+        delivered,
+        ship,
     };
-    arbiter.spawn(consumer.run());
-    Ok(CdcHandle { commands: commands_tx, live: live_rx })
+    let Some(cluster) = cluster else {
+        arbiter.spawn(consumer(delivered_rx, None).run());
+        return Ok(CdcHandle { commands: commands_tx, live: live_rx, peers: None });
+    };
+    // In a cluster the consumer acknowledges what every live node delivered, and runs only on the
+    // node raft elected.
+    let (acked_tx, acked_rx) = watch::channel(0);
+    let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
+    let cluster_cdc = cluster::ClusterCdc {
+        cluster: cluster.clone(),
+        local_delivered: delivered_rx,
+        acked: acked_tx,
+        live: live_tx.clone(),
+        transactions: txn_tx.clone(),
+        hub: commands_tx.clone(),
+        inbound: inbound_rx,
+    };
+    arbiter.spawn(cluster_cdc.run());
+    let shipper = cluster::ClusterCdc::shipper(&cluster);
+    let live = live_tx.clone();
+    let leadership = cluster.leadership();
+    let handle = CdcHandle { commands: commands_tx.clone(), live: live_rx, peers: Some(inbound_tx) };
+    arbiter.spawn(async move {
+        let make = move || {
+            let mut consumer = consumer(acked_rx.clone(), Some(shipper.clone()));
+            // A failover must resume at once: the subscribers are connected to the other nodes.
+            consumer.resume_grace = None;
+            consumer
+        };
+        cluster::supervise(leadership, make, live).await;
+    });
+    Ok(handle)
 }

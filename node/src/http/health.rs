@@ -34,12 +34,16 @@ pub async fn cluster(shared: web::Data<Shared>) -> HttpResponse {
     };
     let mut body = body;
     if let Some(object) = body.as_object_mut() {
-        // Raft leadership arrives with the CDC failover work; until then no node leads.
-        object.insert("leader".into(), serde_json::Value::Null);
+        // The node that leads raft, and so runs the Postgres Changes consumer (none on a single node).
+        let leader = shared.cluster.as_ref().and_then(|c| c.leadership().borrow().leader.clone());
+        object.insert("leader".into(), serde_json::json!(leader.map(|l| l.0)));
     }
     HttpResponse::Ok().json(body)
 }
 
-pub async fn metrics(handle: web::Data<PrometheusHandle>) -> HttpResponse {
+pub async fn metrics(handle: web::Data<PrometheusHandle>, shared: web::Data<Shared>) -> HttpResponse {
+    if let Some(cluster) = &shared.cluster {
+        crate::metrics::metrics().cluster.observe(&cluster.view());
+    }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(handle.render())
 }

@@ -16,6 +16,7 @@
 //! `IT_KEEP_LOGS=1` keeps every server's stderr log; a failing test prints the tail of its logs.
 
 mod basic;
+mod cluster;
 mod common;
 mod errors;
 mod filters;

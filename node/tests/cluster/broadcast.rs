@@ -80,6 +80,15 @@ async fn t10_broadcasts_reach_every_node_once_in_order() {
     for c in clients.iter_mut() {
         assert_eq!(receive_seqs(c, "rest", 1).await, vec![7]);
     }
+
+    // The relays show in node 0's metrics: N broadcasts to 2 peers each, no drops.
+    let node = cluster.node(0);
+    let url = format!("http://{}:{}/metrics", node.ip, node.port);
+    let body = reqwest::get(url).await.expect("metrics").text().await.expect("metrics body");
+    let value = |name| crate::support::raw::metric_sum(&body, name).unwrap_or(-1.0);
+    assert_eq!(value("realtime_cluster_peers_alive"), 2.0, "{body}");
+    assert_eq!(value("realtime_cluster_relays_total"), (2 * N) as f64, "{body}");
+    assert_eq!(value("realtime_cluster_relay_drops_total"), 0.0, "{body}");
 }
 
 #[tokio::test]

@@ -31,6 +31,8 @@ pub struct Node {
 /// Node processes on 127.0.0.`base`+i, each seeded with all the others' cluster addresses.
 pub struct Cluster {
     pub secret: String,
+    /// Each node's data directory (raft's vote and log) is `<data>/node-<i>`; removed on drop.
+    data: std::path::PathBuf,
     base: u8,
     size: usize,
     extra: Vec<String>,
@@ -42,6 +44,8 @@ impl Cluster {
     pub async fn start(base: u8, size: usize, extra: &[&str]) -> Cluster {
         let mut cluster = Cluster {
             secret: format!("cluster-secret-{}", uuid::Uuid::new_v4().simple()),
+            data: std::env::temp_dir()
+                .join(format!("realtime-cluster-data-{}", uuid::Uuid::new_v4().simple())),
             base,
             size,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -66,8 +70,10 @@ impl Cluster {
         let cluster_bind = format!("{ip}:{CLUSTER_PORT}");
         let seeds =
             (0..self.size).map(|j| format!("{}:{CLUSTER_PORT}", self.ip(j))).collect::<Vec<_>>().join(",");
+        let data_dir = self.data.join(&name).display().to_string();
         let mut args =
             vec!["--bind", &bind, "--node-id", &name, "--cluster-bind", &cluster_bind, "--seeds", &seeds];
+        args.extend(["--data-dir", &data_dir]);
         args.extend(self.extra.iter().map(String::as_str));
         let log = std::env::temp_dir()
             .join(format!("realtime-cluster-{}-{name}.log", uuid::Uuid::new_v4().simple()));
@@ -203,6 +209,17 @@ impl Cluster {
             .await
             .expect("REST broadcast");
         resp.status().as_u16()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in self.nodes.iter_mut() {
+            if let Some(mut node) = node.take() {
+                node.proc.kill();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.data);
     }
 }
 
