@@ -221,6 +221,35 @@ impl Client {
         }
     }
 
+    /// Sends `phx_join` for `topic` with presence on under `key`, without waiting for the reply (a
+    /// caller that must not miss what the server pushes meanwhile reads the reply itself); returns the
+    /// join ref.
+    pub async fn send_presence_join(&mut self, topic: &str, key: &str) -> Result<String, ClientError> {
+        let join_ref = self.take_ref();
+        let payload = frames::join_payload_with_presence(&self.token, key);
+        self.send(frames::join_with_payload(self.vsn, &join_ref, topic, &payload)).await?;
+        Ok(join_ref)
+    }
+
+    /// Sends a presence `track` of the JSON object `meta` (or `untrack` for `None`); returns its ref.
+    pub async fn send_presence(
+        &mut self,
+        topic: &str,
+        join_ref: &str,
+        meta: Option<&str>,
+    ) -> Result<String, ClientError> {
+        let msg_ref = self.take_ref();
+        self.send(frames::presence(self.vsn, join_ref, &msg_ref, topic, meta)).await?;
+        Ok(msg_ref)
+    }
+
+    /// Sends `phx_leave` for a joined topic; returns its ref.
+    pub async fn send_leave(&mut self, topic: &str, join_ref: &str) -> Result<String, ClientError> {
+        let msg_ref = self.take_ref();
+        self.send(frames::leave(self.vsn, join_ref, &msg_ref, topic)).await?;
+        Ok(msg_ref)
+    }
+
     /// Sends a heartbeat; returns its ref.
     pub async fn heartbeat(&mut self) -> Result<String, ClientError> {
         let msg_ref = self.take_ref();

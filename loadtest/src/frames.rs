@@ -27,7 +27,9 @@ pub enum Event {
     System { topic: String, payload: String },
     /// A `postgres_changes` event: its whole payload (`{"ids":[…],"data":{…}}`).
     PostgresChanges { topic: String, payload: String },
-    /// Any other event (presence).
+    /// `presence_state` (`diff: false`) or `presence_diff` (`diff: true`) with its JSON payload.
+    Presence { topic: String, diff: bool, payload: String },
+    /// Any other event.
     Other { event: String },
     /// A frame that is not a valid envelope or kind-4 frame.
     Undecodable,
@@ -109,6 +111,34 @@ pub fn join_payload_with_postgres_changes(access_token: &str, postgres_changes_j
     )
 }
 
+/// The join payload of a presence client: `config.presence` with `key` and `enabled: true`, so the
+/// server pushes `presence_state` after the join and `presence_diff` on every change.
+pub fn join_payload_with_presence(access_token: &str, key: &str) -> String {
+    format!(
+        concat!(
+            "{{\"config\":{{\"broadcast\":{{\"ack\":false,\"self\":false}},",
+            "\"presence\":{{\"key\":{},\"enabled\":true}},\"postgres_changes\":[],\"private\":false}},",
+            "\"access_token\":{}}}"
+        ),
+        json_str(key),
+        json_str(access_token)
+    )
+}
+
+/// A `presence` push: `track` with the JSON object `meta`, or `untrack` when `meta` is `None`.
+pub fn presence(vsn: Vsn, join_ref: &str, msg_ref: &str, topic: &str, meta: Option<&str>) -> Message {
+    let payload = match meta {
+        Some(meta) => format!("{{\"type\":\"presence\",\"event\":\"track\",\"payload\":{meta}}}"),
+        None => "{\"type\":\"presence\",\"event\":\"untrack\"}".to_owned(),
+    };
+    push(vsn, Some(join_ref), msg_ref, topic, "presence", &payload)
+}
+
+/// `phx_leave` for a joined topic.
+pub fn leave(vsn: Vsn, join_ref: &str, msg_ref: &str, topic: &str) -> Message {
+    push(vsn, Some(join_ref), msg_ref, topic, "phx_leave", "{}")
+}
+
 /// `phx_join` for `topic` with a JSON payload ([`join_payload`] or
 /// [`join_payload_with_postgres_changes`]); its ref is also its join ref.
 pub fn join_with_payload(vsn: Vsn, join_ref: &str, topic: &str, payload: &str) -> Message {
@@ -178,6 +208,11 @@ fn parse_text(vsn: Vsn, text: &str) -> Event {
         "phx_close" | "phx_error" => Event::ChannelClosed { topic: frame.topic, event: frame.event },
         "system" => Event::System { topic: frame.topic, payload: payload.get().into() },
         "postgres_changes" => Event::PostgresChanges { topic: frame.topic, payload: payload.get().into() },
+        "presence_state" | "presence_diff" => Event::Presence {
+            diff: frame.event == "presence_diff",
+            topic: frame.topic,
+            payload: payload.get().into(),
+        },
         _ => Event::Other { event: frame.event },
     }
 }
@@ -245,6 +280,47 @@ mod tests {
             assert_eq!(
                 parse(vsn, into_message(out)),
                 Some(Event::PostgresChanges { topic: "realtime:lt-cdc-0".into(), payload: data.into() })
+            );
+        }
+    }
+
+    #[test]
+    fn presence_pushes_decode_as_the_server_sees_them() {
+        use realtime_proto::client::PresencePush;
+        for vsn in Vsn::ALL {
+            let join = join_with_payload(vsn, "1", "realtime:p", &join_payload_with_presence("tok", "n0-c1"));
+            let ClientEvent::Join(payload) = client_message(vsn, join).event else { panic!("not a join") };
+            let config = payload.config.unwrap();
+            assert!(config.presence.enabled);
+            assert_eq!(config.presence.key.as_deref(), Some("n0-c1"));
+            let presence_push = |message| match client_message(vsn, message).event {
+                ClientEvent::Presence(push) => push,
+                other => panic!("not a presence push: {other:?}"),
+            };
+            let track = presence_push(presence(vsn, "1", "2", "realtime:p", Some(r#"{"v":3}"#)));
+            let want =
+                PresencePush { event: Some("track".into()), payload: Some(serde_json::json!({"v": 3})) };
+            assert_eq!(track, want);
+            let untrack = presence_push(presence(vsn, "1", "3", "realtime:p", None));
+            assert_eq!(untrack, PresencePush { event: Some("untrack".into()), payload: None });
+            assert!(matches!(
+                client_message(vsn, leave(vsn, "1", "4", "realtime:p")).event,
+                ClientEvent::Leave
+            ));
+            let diff = server::channel_push(
+                vsn,
+                Some("1"),
+                "realtime:p",
+                "presence_diff",
+                r#"{"joins":{},"leaves":{}}"#,
+            );
+            assert_eq!(
+                parse(vsn, into_message(diff)),
+                Some(Event::Presence {
+                    topic: "realtime:p".into(),
+                    diff: true,
+                    payload: r#"{"joins":{},"leaves":{}}"#.into()
+                })
             );
         }
     }

@@ -11,10 +11,14 @@
 //!     --stalled-readers 1 --duration 30 --server-pid $(pidof realtime)
 //! realtime-loadtest cdc --jwt-secret secret --database-url postgres://postgres@127.0.0.1:5432/postgres \
 //!     --subscribers 100 --rate 1000 --duration 30 --rls --server-pid $(pidof realtime)
+//! realtime-loadtest fanout --jwt-secret secret --target ws://127.0.0.150:4000/socket/websocket,ws://127.0.0.151:4000/socket/websocket
+//! realtime-loadtest presence --jwt-secret secret --target $URL0,$URL1,$URL2 --clients-per-node 20 --duration 20 \
+//!     --kill-node-pid $PID2 --kill-after 5
+//! realtime-loadtest failover --database-url postgres://postgres@127.0.0.1:5432/postgres --kills 3
 //! ```
 //!
 //! ## Layout
-//! - [`scenario`]: one module per scenario (`fanout`, `cdc`), each a subcommand.
+//! - [`scenario`]: one module per scenario (`fanout`, `cdc`, `presence`, `failover`), each a subcommand.
 //! - [`worker`], [`cdc_worker`]: the hidden `worker` and `cdc-worker` subcommands; the parent
 //!   re-executes itself to spread connections over processes (open-files limit), see [`pool`] and the
 //!   line protocol in [`ipc`].
@@ -23,19 +27,30 @@
 //!   receivers and publishers, Postgres Changes subscribers, readers that stop reading).
 //! - [`database`]: the `cdc` load table's setup and the inserter; [`pgchange`]: parsing what
 //!   subscribers receive.
+//! - [`presence_client`], [`presence_model`], [`presence_driver`], [`convergence`]: the `presence`
+//!   scenario's clients, their views, the churn, and the clock work of convergence and eviction.
+//! - [`nodes`], [`failover_load`], [`failover_check`]: the `failover` scenario's node processes, its
+//!   subscribers and inserter, and the exactly-once check.
 //! - [`report`], [`rss`], [`netstat`], [`scrape`], [`payload`], [`token`]: histograms and the tables,
 //!   server memory and CPU, the kernel's TCP counters and socket table, the server's `/metrics`, the
 //!   stamped broadcast payload and its sequence checks, the JWTs.
 
 mod cdc_worker;
 mod client;
+mod convergence;
 mod database;
+mod failover_check;
+mod failover_load;
 mod frames;
 mod ipc;
 mod netstat;
+mod nodes;
 mod payload;
 mod pgchange;
 mod pool;
+mod presence_client;
+mod presence_driver;
+mod presence_model;
 mod publisher;
 mod receiver;
 mod report;
@@ -65,6 +80,14 @@ enum Scenario {
     /// K Postgres Changes subscribers, rows inserted at a fixed rate: commit → client latency, changes
     /// decoded, authorised deliveries, RLS leaks.
     Cdc(scenario::cdc::CdcArgs),
+    /// K presence clients per node of a cluster churning track/update/untrack/rejoin: time until each
+    /// change shows on every other node, identical views at the end; optionally a node killed and the
+    /// time until its clients' presences vanish elsewhere.
+    Presence(scenario::presence::PresenceArgs),
+    /// Runs its own cluster of node processes, inserts rows at a steady rate and SIGKILLs the raft
+    /// leader N times (restarting it each time): time to resume delivery, time to a new leader, and
+    /// every subscriber's rows checked exactly once, in order.
+    Failover(scenario::failover::FailoverArgs),
     /// Internal: one worker process of `fanout` (spawned by the parent).
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
@@ -84,6 +107,8 @@ fn main() -> anyhow::Result<()> {
         match cli.scenario {
             Scenario::Fanout(args) => scenario::fanout::run(args).await,
             Scenario::Cdc(args) => scenario::cdc::run(args).await,
+            Scenario::Presence(args) => scenario::presence::run(args).await,
+            Scenario::Failover(args) => scenario::failover::run(args).await,
             Scenario::Worker(args) => worker::run(args).await,
             Scenario::CdcWorker(args) => cdc_worker::run(args).await,
         }

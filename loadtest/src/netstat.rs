@@ -146,6 +146,30 @@ pub fn server_end(table: &[TcpEntry], server_port: u16, client_port: u16) -> Opt
     table.iter().copied().find(|e| e.local_port == server_port && e.remote_port == client_port)
 }
 
+/// The socket inodes process `pid` holds (`/proc/<pid>/fd/*` → `socket:[inode]`).
+fn socket_inodes(pid: u32) -> std::io::Result<std::collections::BTreeSet<u64>> {
+    let mut inodes = std::collections::BTreeSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let Ok(link) = std::fs::read_link(fd?.path()) else { continue };
+        let link = link.to_string_lossy();
+        if let Some(inode) = link.strip_prefix("socket:[").and_then(|l| l.strip_suffix(']')) {
+            inodes.extend(inode.parse::<u64>().ok());
+        }
+    }
+    Ok(inodes)
+}
+
+/// The TCP ports process `pid` listens on: its sockets in `LISTEN` (scenario `presence` finds which
+/// `--target` a `--kill-node-pid` serves).
+pub fn listening_ports(pid: u32) -> std::io::Result<std::collections::BTreeSet<u16>> {
+    let inodes = socket_inodes(pid)?;
+    Ok(read_tcp_table()
+        .into_iter()
+        .filter(|e| e.state == TcpState::Listen && inodes.contains(&e.inode))
+        .map(|e| e.local_port)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +200,7 @@ mod tests {
         let end = server_end(&read_tcp_table(), port, client_port).expect("the server end is listed");
         assert_eq!(end.state, TcpState::Established);
         assert_ne!(end.inode, 0);
+        assert!(listening_ports(std::process::id()).unwrap().contains(&port));
     }
 
     #[test]

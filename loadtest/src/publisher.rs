@@ -11,6 +11,9 @@
 //! sliding second: a burst past the server's per-socket limit would get it disconnected and turn a
 //! slow run into a broken one.
 //!
+//! With several nodes, publishers take them in turn, so a broadcast reaches most receivers through the
+//! cluster's relay.
+//!
 //! Publishers are separate sockets from the receivers and join with `self: false`, so they never
 //! receive their own broadcasts. The server limits events per socket per second (100 by default),
 //! which is why the total rate is spread over several publishers.
@@ -106,11 +109,12 @@ struct Publisher {
     channels: Vec<Joined>,
 }
 
-/// Connects every publisher, then publishes for `plan.duration` starting at the same instant, then
-/// keeps them connected for `plan.linger` (the drain).
-pub async fn run(endpoint: &Endpoint, plan: &PublishPlan) -> PublishResult {
+/// Connects every publisher (publisher `p` to node `p mod nodes`), then publishes for `plan.duration`
+/// starting at the same instant, then keeps them connected for `plan.linger` (the drain).
+pub async fn run(endpoints: &[Endpoint], plan: &PublishPlan) -> PublishResult {
     let mut result = PublishResult { sent_per_channel: vec![0; plan.channels], ..PublishResult::default() };
-    let connects = join_all((0..plan.publishers).map(|p| connect(endpoint, p, plan))).await;
+    let connects =
+        join_all((0..plan.publishers).map(|p| connect(&endpoints[p % endpoints.len()], p, plan))).await;
     let mut ready = Vec::new();
     for outcome in connects {
         match outcome {

@@ -99,18 +99,21 @@ pub struct JoinOutcome {
 
 /// What every receiver of a process shares.
 pub struct ReceiverContext {
-    pub endpoint: Endpoint,
+    /// The nodes' endpoints; each receiver connects to one of them.
+    pub endpoints: Vec<Endpoint>,
     pub connect_timeout: Duration,
     pub join_timeout: Duration,
     pub stats: ReceiverStats,
     pub outcome_tx: mpsc::Sender<JoinOutcome>,
 }
 
-/// One receiver: connect and join `topic` (holding `permit` until then), report the outcome, then
-/// receive until `stop` flips (or its sender is dropped) or the socket closes.
+/// One receiver: connect to node `node` (an index into the endpoints) and join `topic` (holding
+/// `permit` until then), report the outcome, then receive until `stop` flips (or its sender is dropped)
+/// or the socket closes.
 pub async fn run(
     ctx: Arc<ReceiverContext>,
     conn: usize,
+    node: usize,
     channel: usize,
     topic: String,
     permit: OwnedSemaphorePermit,
@@ -118,7 +121,7 @@ pub async fn run(
 ) {
     let start = Instant::now();
     let joined = async {
-        let mut client = Client::connect(&ctx.endpoint, start + ctx.connect_timeout).await?;
+        let mut client = Client::connect(&ctx.endpoints[node], start + ctx.connect_timeout).await?;
         client.join(&topic, Instant::now() + ctx.join_timeout).await?;
         Ok::<_, crate::client::ClientError>(client)
     }

@@ -69,7 +69,8 @@ impl LatencySummary {
         }
     }
 
-    fn cells(&self) -> String {
+    /// `p50 / p99 / max` in milliseconds.
+    pub fn cells(&self) -> String {
         format!("{} / {} / {}", ms(self.p50), ms(self.p99), ms(self.max))
     }
 }

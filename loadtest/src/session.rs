@@ -56,7 +56,7 @@ pub async fn receive(
                     return;
                 }
                 Event::Undecodable => error("undecodable frame".into()),
-                Event::Other { .. } => {}
+                Event::Other { .. } | Event::Presence { .. } => {}
             },
             _ = heartbeat.tick() => {
                 if pending_heartbeat.is_some() {

@@ -156,7 +156,7 @@ pub async fn run(
 }
 
 /// Waits for `system` `Subscribed to PostgreSQL`; the error is the report label of what came instead.
-async fn await_subscribed(client: &mut Client, deadline: Instant) -> Result<(), String> {
+pub async fn await_subscribed(client: &mut Client, deadline: Instant) -> Result<(), String> {
     loop {
         let event = timeout_at(deadline, client.recv()).await.map_err(|_| "subscribe timeout".to_owned())?;
         match event {

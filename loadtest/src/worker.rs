@@ -84,8 +84,9 @@ impl ConnectArgs {
 pub struct WorkerArgs {
     #[arg(long)]
     pub index: usize,
-    #[arg(long)]
-    pub target: String,
+    /// The nodes' endpoints, comma-separated; see [`node_of`].
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub target: Vec<String>,
     #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
     pub token: String,
     #[arg(long)]
@@ -104,6 +105,14 @@ pub struct WorkerArgs {
     pub connect: ConnectArgs,
 }
 
+/// The node receiver `global` connects to: receivers of one channel (every `channels`-th) take the
+/// nodes in turn, so each channel has members on every node once it has at least as many receivers as
+/// there are nodes (`global mod nodes` would put a whole channel on one node whenever the counts share a
+/// factor).
+pub fn node_of(global: usize, channels: usize, nodes: usize) -> usize {
+    (global / channels.max(1)) % nodes.max(1)
+}
+
 /// Writes one line to the parent; `false` when the parent is gone (stdout closed).
 pub async fn emit(message: &WorkerMessage) -> bool {
     let mut stdout = tokio::io::stdout();
@@ -114,10 +123,14 @@ pub async fn emit(message: &WorkerMessage) -> bool {
 /// Runs the worker until it has reported `finished`.
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let lifetime_end = Instant::now() + Duration::from_secs(args.lifetime);
-    let endpoint = Endpoint::resolve(&args.target, &args.token, args.vsn).await.context("target")?;
+    let mut endpoints = Vec::with_capacity(args.target.len());
+    for target in &args.target {
+        endpoints.push(Endpoint::resolve(target, &args.token, args.vsn).await.context("target")?);
+    }
+    let nodes = endpoints.len();
     let (outcome_tx, outcome_rx) = mpsc::channel(1_024);
     let ctx = Arc::new(ReceiverContext {
-        endpoint,
+        endpoints,
         connect_timeout: Duration::from_secs(args.connect.connect_timeout),
         join_timeout: Duration::from_secs(args.connect.join_timeout),
         stats: ReceiverStats::default(),
@@ -126,8 +139,17 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let spawn = |conn: usize, permit, stop| {
-        let channel = (args.first_conn + conn) % args.channels;
-        receiver::run(Arc::clone(&ctx), conn, channel, topic(channel), permit, stop)
+        let global = args.first_conn + conn;
+        let channel = global % args.channels;
+        receiver::run(
+            Arc::clone(&ctx),
+            conn,
+            node_of(global, args.channels, nodes),
+            channel,
+            topic(channel),
+            permit,
+            stop,
+        )
     };
     let joined = connect_phase(
         args.connections,
@@ -263,6 +285,17 @@ mod tests {
         assert_eq!(again.connect.connect_timeout, 3);
         assert_eq!(again.connect.join_timeout, 10);
         assert_eq!(again.connect.connect_rate, Some(12.5));
+    }
+
+    #[test]
+    fn every_channel_has_members_on_every_node() {
+        let (channels, nodes) = (3, 3);
+        let mut seen = std::collections::BTreeSet::new();
+        for global in 0..9 {
+            seen.insert((global % channels, node_of(global, channels, nodes)));
+        }
+        assert_eq!(seen.len(), 9);
+        assert!((0..100).all(|g| node_of(g, 10, 1) == 0));
     }
 
     #[test]

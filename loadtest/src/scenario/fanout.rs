@@ -1,5 +1,6 @@
 //! Scenario `fanout`: N receivers spread over worker processes join M channels `realtime:load-<i>`
-//! round-robin (`self: false`, `ack: false`); then publishers in this process broadcast stamped
+//! round-robin (`self: false`, `ack: false`), each channel's receivers taking the `--target` nodes in
+//! turn (several targets test a cluster: every broadcast is then delivered on every node); then publishers in this process broadcast stamped
 //! payloads on a fixed-rate schedule for `--duration` seconds, followed by a `--drain`.
 //!
 //! Measured, so that a healthy run and an unhealthy one cannot print the same table:
@@ -70,9 +71,15 @@ pub fn topic(channel: usize) -> String {
 /// Arguments of `realtime-loadtest fanout`.
 #[derive(Args, Debug, Clone)]
 pub struct FanoutArgs {
-    /// WebSocket endpoint (`apikey` and `vsn` are appended).
-    #[arg(long, default_value = "ws://127.0.0.1:4000/socket/websocket")]
-    pub target: String,
+    /// WebSocket endpoint (`apikey` and `vsn` are appended). Repeat it (or separate with commas) for the
+    /// nodes of a cluster: receivers of each channel and the publishers take the nodes in turn.
+    #[arg(
+        long,
+        alias = "url",
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:4000/socket/websocket"
+    )]
+    pub target: Vec<String>,
     /// HS256 secret the server verifies tokens with.
     #[arg(long, env = "REALTIME_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: String,
@@ -131,6 +138,9 @@ impl Plan {
         if args.connections == 0 || args.channels == 0 {
             bail!("--connections and --channels must be at least 1");
         }
+        if args.target.is_empty() {
+            bail!("--target must name at least one node");
+        }
         if !(args.rate > 0.0 && args.rate.is_finite()) {
             bail!("--rate must be a positive number");
         }
@@ -185,7 +195,16 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         eprintln!("warning: {per_publisher:.0} broadcasts/s per publisher exceeds the server's default per-socket limit");
     }
     let token = anon_token(&args.jwt_secret).context("signing the token")?;
-    let endpoint = Endpoint::resolve(&args.target, &token, args.vsn).await.context("--target")?;
+    let mut endpoints = Vec::with_capacity(args.target.len());
+    for target in &args.target {
+        endpoints.push(
+            Endpoint::resolve(target, &token, args.vsn)
+                .await
+                .with_context(|| format!("--target {target}"))?,
+        );
+    }
+    // Stalled readers and the server-side samples stay on the first node.
+    let endpoint = endpoints[0].clone();
     let title = title(&args, &plan);
     eprintln!("spawning {} worker processes for {} connections", plan.processes, args.connections);
     let publish_plan = PublishPlan {
@@ -252,7 +271,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         readers.into_iter().map(|r| tokio::spawn(stalled::hold(r, stop_rx.clone()))).collect();
 
     if args.duration > 0 {
-        let published = publisher::run(&endpoint, &publish_plan).await;
+        let published = publisher::run(&endpoints, &publish_plan).await;
         report.publishers_ok = published.connected;
         report.broadcasts_sent = published.sent_per_channel.iter().sum();
         report.broadcasts_due = published.due;
@@ -293,8 +312,12 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
 
 /// The report's first line: what was run.
 fn title(args: &FanoutArgs, plan: &Plan) -> String {
+    let nodes = match args.target.len() {
+        1 => String::new(),
+        n => format!(" over {n} nodes"),
+    };
     let connect = format!(
-        "{} connections ({} connects in flight) in {} processes, {} channels",
+        "{} connections{nodes} ({} connects in flight) in {} processes, {} channels",
         args.connections, args.connect.connect_concurrency, plan.processes, args.channels
     );
     if args.duration == 0 {
@@ -331,7 +354,7 @@ fn worker_args(args: &FanoutArgs, plan: &Plan) -> Vec<String> {
         + FINISH_BUDGET.as_secs()
         + 30;
     vec![
-        format!("--target={}", args.target),
+        format!("--target={}", args.target.join(",")),
         format!("--vsn={}", args.vsn),
         format!("--channels={}", args.channels),
         format!("--lifetime={lifetime}"),
@@ -464,10 +487,17 @@ mod tests {
         let cli = worker_args(&a, &plan);
         let own = a.connect.for_workers(plan.processes).swap_remove(1);
         let fixed = ["x", "--index=1", "--first-conn=5", "--connections=5", "--token=t"].map(String::from);
-        let w = W::parse_from(fixed.into_iter().chain(cli).chain(own)).w;
+        let w = W::parse_from(fixed.clone().into_iter().chain(cli).chain(own)).w;
         assert_eq!(w.connect.connect_rate, Some(25.0));
         assert_eq!(w.connect.connect_concurrency, 50);
         assert_eq!(w.channels, 10);
+        assert_eq!(w.target, vec!["ws://127.0.0.1:4000/socket/websocket"]);
         assert!(w.lifetime > a.duration + a.connect.connect_phase_timeout);
+
+        let a = args(&["--target=ws://a/s", "--url", "ws://b/s,ws://c/s"]);
+        assert_eq!(a.target, vec!["ws://a/s", "ws://b/s", "ws://c/s"]);
+        let cli = worker_args(&a, &Plan::new(&a).unwrap());
+        let w = W::parse_from(fixed.into_iter().chain(cli)).w;
+        assert_eq!(w.target, a.target);
     }
 }

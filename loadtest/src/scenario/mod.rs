@@ -4,9 +4,15 @@
 //!   connect+join latency, delivery latency and completeness, and server memory per connection.
 //! - [`cdc`]: K Postgres Changes subscribers (with or without RLS), rows inserted at a fixed rate;
 //!   measures insert/commit → client latency, changes decoded, authorised deliveries, leaks.
+//! - [`presence`]: presence clients on every node of a cluster churning; measures how soon a change
+//!   shows on the other nodes, whether every view ends identical, and a killed node's eviction time.
+//! - [`failover`]: its own cluster, rows inserted steadily, the raft leader killed and restarted N
+//!   times; measures the time to resume delivery and checks every row arrived exactly once, in order.
 
 pub mod cdc;
+pub mod failover;
 pub mod fanout;
+pub mod presence;
 
 use hdrhistogram::Histogram;
 
