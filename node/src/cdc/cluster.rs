@@ -143,17 +143,17 @@ impl ClusterCdc {
         }
     }
 
-    /// Hands a shipped message to this node's hub; `false` once the hub is gone.
+    /// Hands a shipped message to this node's hub; `false` once the hub is gone. Transactions go in
+    /// even while this node believes it leads (it may have just been deposed): the hub keeps only
+    /// commit positions past what it already delivered, so a stream it also consumes is harmless.
     async fn on_shipped(&mut self, from: &NodeId, body: &[u8]) -> bool {
-        if self.cluster.leadership().borrow().is_me {
-            // A deposed leader's late messages: this node streams itself now.
-            return true;
-        }
         match shipping::decode(body) {
             Ok(Shipped::Transaction(txn)) => self.transactions.send(txn).await.is_ok(),
             Ok(Shipped::Relation { oid }) => self.hub.send(HubCommand::RelationChanged { oid }).is_ok(),
             Ok(Shipped::Live(live)) => {
-                self.live.send_replace(live);
+                if !self.cluster.leadership().borrow().is_me {
+                    self.live.send_replace(live);
+                }
                 true
             }
             Err(error) => {

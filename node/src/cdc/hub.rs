@@ -201,13 +201,21 @@ impl Hub {
                                 Err(_) => break,
                             }
                         }
-                        let skip_through = self.skip_through;
-                        batch.retain(|txn| txn.end_lsn > skip_through);
+                        // Strictly increasing commit positions only: two streams may feed this hub for a
+                        // moment (a deposed leader's last transactions and the new leader's, which resumes
+                        // from the slot), both in commit order; anything not past what was already taken
+                        // is a repeat.
+                        let mut through = self.skip_through;
+                        batch.retain(|txn| {
+                            let newer = txn.end_lsn > through;
+                            through = through.max(txn.end_lsn);
+                            newer
+                        });
                         if self.stopped || batch.is_empty() {
                             continue;
                         }
-                        let end_lsn = batch.last().map_or(0, |t| t.end_lsn);
-                        self.skip_through = end_lsn;
+                        let end_lsn = through;
+                        self.skip_through = through;
                         self.dispatch(&batch).await;
                         let sockets =
                             self.touched.drain().map(|(_, outbox)| { let mark = outbox.mark(); (outbox, mark) }).collect();

@@ -220,3 +220,64 @@ async fn t81_killing_the_leader_loses_and_repeats_nothing() {
     }
     assert!(checked >= 1, "at least one node was never killed");
 }
+
+#[tokio::test]
+async fn t82_a_paused_leader_is_fenced_and_the_others_lose_nothing() {
+    let db = Db::new(SCHEMA).await;
+    let cluster = CdcCluster::start(&db, 77);
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    let entries = json!([{"event": "INSERT", "schema": "public", "table": "todos"}]);
+    let mut subscribers = Vec::new();
+    for i in 0..3 {
+        let mut c = cluster.client(&db, i, Vsn::V1).await;
+        let (t, s) = topic("paused");
+        c.subscribe(&t, &s, &entries, None).await;
+        subscribers.push((c, t, Instant::now()));
+    }
+    let inserter = Inserter::start(&db.url, "todos");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Paused, the leader keeps its replication connection open: the next leader must end it.
+    let pid = cluster.node(leader).proc.pid().to_string();
+    let paused = Instant::now();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().is_ok_and(|s| s.success()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let next = loop {
+        let mut named = None;
+        for i in (0..3).filter(|i| *i != leader) {
+            if let Some(name) = cluster.view(i).await["leader"].as_str() {
+                named =
+                    name.strip_prefix("node-").and_then(|n| n.parse::<usize>().ok()).filter(|n| *n != leader);
+            }
+        }
+        if let Some(next) = named {
+            break next;
+        }
+        assert!(Instant::now() < deadline, "no new leader while node-{leader} is paused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("node-{leader} paused; node-{next} leads after {:?}", paused.elapsed());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().is_ok_and(|s| s.success()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let committed = inserter.stop().await;
+    let last = committed.last().expect("rows were inserted").0;
+    for (i, (c, t, subscribed_at)) in subscribers.iter_mut().enumerate() {
+        // In commit order and never twice, on every node (the paused one included: its own stale
+        // stream and the new leader's overlap, and the hub keeps only newer positions).
+        let got = ids_until(c, t, last, Duration::from_secs(30)).await;
+        let must: Vec<u64> = committed.iter().filter(|(_, at)| at > subscribed_at).map(|(n, _)| *n).collect();
+        let missing: Vec<u64> = must.iter().filter(|n| got.binary_search(n).is_err()).copied().collect();
+        if i == leader {
+            // Declared down while paused, the node was out of the cluster: what was committed then did
+            // not reach it (a known limit, see the README).
+            println!(
+                "paused node {i}: {} rows in order, none repeated; {} missed while it was out",
+                got.len(),
+                missing.len()
+            );
+        } else {
+            assert!(missing.is_empty(), "node {i}: committed rows never delivered: {missing:?}");
+            println!("node {i}: {} rows, none lost, none repeated", got.len());
+        }
+    }
+}
