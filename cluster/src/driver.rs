@@ -161,8 +161,8 @@ impl Core {
             PeerMessage::Cdc { body } => {
                 let _ = self.events.send(ClusterEvent::Cdc { from: from.node, body }).await;
             }
-            PeerMessage::CdcDelivered { lsn } => {
-                let _ = self.events.send(ClusterEvent::CdcDelivered { from: from.node, lsn }).await;
+            PeerMessage::CdcDelivered { lsn, gap } => {
+                let _ = self.events.send(ClusterEvent::CdcDelivered { from: from.node, lsn, gap }).await;
             }
             PeerMessage::Leaving { incarnation, epoch } => {
                 tracing::info!(peer = ?from, "peer is leaving");

@@ -37,8 +37,8 @@ pub enum ClusterEvent {
     Presence(Vec<TopicChange>),
     /// Postgres Changes shipped by the CDC leader `from`.
     Cdc { from: NodeId, body: Vec<u8> },
-    /// Node `from` delivered every change up to `lsn`.
-    CdcDelivered { from: NodeId, lsn: u64 },
+    /// Node `from` delivered every change up to `lsn` (and, with `gap`, missed some after it).
+    CdcDelivered { from: NodeId, lsn: u64, gap: bool },
 }
 
 /// The links to one peer.
@@ -251,10 +251,10 @@ impl ClusterHandle {
         links.values().filter(|peer| peer.data.offer(frame.clone())).count()
     }
 
-    /// Tells `leader` this node delivered every change up to `lsn`.
-    pub fn cdc_delivered(&self, leader: &NodeId, lsn: u64) {
+    /// Tells `leader` this node delivered every change up to `lsn`; `gap`: it missed some after.
+    pub fn cdc_delivered(&self, leader: &NodeId, lsn: u64, gap: bool) {
         if let Some(peer) = self.shared.links.read().unwrap_or_else(|e| e.into_inner()).get(leader) {
-            peer.data.send(&PeerMessage::CdcDelivered { lsn });
+            peer.data.send(&PeerMessage::CdcDelivered { lsn, gap });
         }
     }
 

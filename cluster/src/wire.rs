@@ -56,8 +56,9 @@ pub enum PeerMessage {
     /// the node's own encoding.
     Cdc { body: Vec<u8> },
     /// The sender has delivered (and recorded) every change up to `lsn`: the leader acknowledges
-    /// to PostgreSQL only what every live node delivered.
-    CdcDelivered { lsn: u64 },
+    /// to PostgreSQL only what every live node delivered. `gap`: the sender missed shipped changes
+    /// (it was out of the cluster) and asks the leader to replay the stream from the slot.
+    CdcDelivered { lsn: u64, gap: bool },
     /// A raft RPC (control lane); `body` is the JSON of `raft::network::RpcRequest`. The answer
     /// comes back on the receiver's own control link as a `RaftResponse` with the same `id`.
     RaftRequest { id: u64, body: Vec<u8> },

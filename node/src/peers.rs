@@ -115,9 +115,9 @@ pub async fn bridge(
                     cdc.from_peer(CdcInbound::Shipped { from, body });
                 }
             }
-            ClusterEvent::CdcDelivered { from, lsn } => {
+            ClusterEvent::CdcDelivered { from, lsn, gap } => {
                 if let Some(cdc) = &cdc {
-                    cdc.from_peer(CdcInbound::Delivered { from, lsn });
+                    cdc.from_peer(CdcInbound::Delivered { from, lsn, gap });
                 }
             }
         }

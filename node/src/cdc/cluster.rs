@@ -16,11 +16,12 @@
 //! - The leader acknowledges to PostgreSQL only what its own hub and every live peer delivered.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use realtime_cluster::{ClusterHandle, NodeId};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 use super::change::Transaction;
 use super::hub::HubCommand;
@@ -30,11 +31,18 @@ use super::shipping::{self, Outgoing, Shipped};
 /// leader, or a node that just joined, learns them without waiting for a change).
 const REPEAT: Duration = Duration::from_millis(500);
 
+/// How long a peer that dropped out of the cluster still holds the acknowledgement back (so the
+/// stream can be replayed for it if it comes back).
+const HOLD: Duration = Duration::from_secs(30);
+
+/// At most one replay of the stream per this long.
+const REPLAY_EVERY: Duration = Duration::from_secs(2);
+
 /// What peers send about Postgres Changes, routed here by the node's cluster bridge.
 #[derive(Debug)]
 pub enum CdcInbound {
     Shipped { from: NodeId, body: Vec<u8> },
-    Delivered { from: NodeId, lsn: u64 },
+    Delivered { from: NodeId, lsn: u64, gap: bool },
 }
 
 /// Where the consumer's output goes besides the local hub.
@@ -44,8 +52,13 @@ pub struct Shipper {
 }
 
 impl Shipper {
-    pub fn transaction(&self, txn: &Transaction) {
-        self.send(&Outgoing::Transaction(txn));
+    pub fn new(cluster: &ClusterHandle) -> Shipper {
+        Shipper { cluster: cluster.clone() }
+    }
+
+    /// Ships `txn`; `prev` is the end of the transaction shipped before it in this stream (0: none).
+    pub fn transaction(&self, prev: u64, txn: &Transaction) {
+        self.send(&Outgoing::Transaction { prev, txn });
     }
 
     pub fn relation(&self, oid: u32) {
@@ -74,18 +87,43 @@ pub struct ClusterCdc {
     pub transactions: mpsc::Sender<Transaction>,
     pub hub: mpsc::UnboundedSender<HubCommand>,
     pub inbound: mpsc::UnboundedReceiver<CdcInbound>,
+    /// Asks [`supervise`] to restart the consumer's stream from the slot's confirmed position.
+    pub restart: Arc<Notify>,
+    /// How far this node's hub has taken transactions.
+    pub taken: Arc<AtomicU64>,
+}
+
+/// Peers heard from, for the acknowledgement and to notice a node coming back.
+#[derive(Default)]
+struct Peers {
+    /// Each peer's last reported delivered position.
+    delivered: HashMap<NodeId, u64>,
+    /// When each peer was last seen alive by the failure detector.
+    last_live: HashMap<NodeId, Instant>,
+    /// When the stream was last replayed for a peer that missed shipments.
+    replayed_at: Option<Instant>,
+}
+
+/// What this node forwarded to its hub, to notice shipments it missed.
+#[derive(Default)]
+struct Received {
+    /// End of the last shipped transaction forwarded to the hub.
+    forwarded: u64,
+    /// A shipped transaction's predecessor was never received: this node is asking for a replay.
+    gap: bool,
 }
 
 impl ClusterCdc {
-    pub fn shipper(cluster: &ClusterHandle) -> Shipper {
-        Shipper { cluster: cluster.clone() }
+    fn shipper(&self) -> Shipper {
+        Shipper::new(&self.cluster)
     }
 
     /// Routes peers' messages, tells the leader what this node delivered, ships the leader's stream
     /// state and computes the cluster-wide acknowledgement. Runs until the hub is gone.
     pub async fn run(mut self) {
         let mut leadership = self.cluster.leadership();
-        let mut peers: HashMap<NodeId, u64> = HashMap::new();
+        let mut peers = Peers::default();
+        let mut received = Received::default();
         let mut repeat = tokio::time::interval(REPEAT);
         repeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut live_rx = self.live.subscribe();
@@ -93,14 +131,17 @@ impl ClusterCdc {
             tokio::select! {
                 inbound = self.inbound.recv() => match inbound {
                     Some(CdcInbound::Shipped { from, body }) => {
-                        if !self.on_shipped(&from, &body).await {
+                        let was_gap = received.gap;
+                        if !self.on_shipped(&mut received, &from, &body).await {
                             return;
                         }
+                        if received.gap && !was_gap {
+                            self.report(true);
+                        }
                     }
-                    Some(CdcInbound::Delivered { from, lsn }) => {
-                        let held = peers.entry(from).or_insert(0);
-                        *held = (*held).max(lsn);
-                        self.update_ack(&peers);
+                    Some(CdcInbound::Delivered { from, lsn, gap }) => {
+                        self.on_delivered(&mut peers, from, lsn, gap);
+                        self.update_ack(&mut peers);
                     }
                     None => return,
                 },
@@ -108,8 +149,8 @@ impl ClusterCdc {
                     if changed.is_err() {
                         return;
                     }
-                    self.report();
-                    self.update_ack(&peers);
+                    self.report(received.gap);
+                    self.update_ack(&mut peers);
                 }
                 changed = leadership.changed() => {
                     if changed.is_err() {
@@ -120,7 +161,7 @@ impl ClusterCdc {
                         // A follower's hub waits for the (new) leader to say its stream is live.
                         self.live.send_replace(false);
                     }
-                    self.report();
+                    self.report(received.gap);
                 }
                 changed = live_rx.changed() => {
                     if changed.is_err() {
@@ -128,15 +169,15 @@ impl ClusterCdc {
                     }
                     let live = *live_rx.borrow_and_update();
                     if self.cluster.leadership().borrow().is_me {
-                        ClusterCdc::shipper(&self.cluster).send(&Outgoing::Live(live));
+                        self.shipper().send(&Outgoing::Live(live));
                     }
                 }
                 _ = repeat.tick() => {
-                    self.report();
-                    self.update_ack(&peers);
+                    self.report(received.gap);
+                    self.update_ack(&mut peers);
                     if self.cluster.leadership().borrow().is_me {
                         let live = *self.live.borrow();
-                        ClusterCdc::shipper(&self.cluster).send(&Outgoing::Live(live));
+                        self.shipper().send(&Outgoing::Live(live));
                     }
                 }
             }
@@ -146,9 +187,25 @@ impl ClusterCdc {
     /// Hands a shipped message to this node's hub; `false` once the hub is gone. Transactions go in
     /// even while this node believes it leads (it may have just been deposed): the hub keeps only
     /// commit positions past what it already delivered, so a stream it also consumes is harmless.
-    async fn on_shipped(&mut self, from: &NodeId, body: &[u8]) -> bool {
+    ///
+    /// A transaction whose predecessor in the leader's stream this node never received (it was out
+    /// of the cluster, its link was cut) is dropped, and the gap reported to the leader, which replays
+    /// the stream from the slot; the replay's first transaction (`prev` 0) closes the gap.
+    async fn on_shipped(&mut self, received: &mut Received, from: &NodeId, body: &[u8]) -> bool {
         match shipping::decode(body) {
-            Ok(Shipped::Transaction(txn)) => self.transactions.send(txn).await.is_ok(),
+            Ok(Shipped::Transaction { prev, txn }) => {
+                let through = received.forwarded.max(self.taken.load(Ordering::Acquire));
+                if prev != 0 && prev > through {
+                    if !received.gap {
+                        tracing::warn!(leader = %from, missed_after = through, "missed shipped changes: asking for a replay");
+                    }
+                    received.gap = true;
+                    return true;
+                }
+                received.gap = false;
+                received.forwarded = received.forwarded.max(txn.end_lsn);
+                self.transactions.send(txn).await.is_ok()
+            }
             Ok(Shipped::Relation { oid }) => self.hub.send(HubCommand::RelationChanged { oid }).is_ok(),
             Ok(Shipped::Live(live)) => {
                 if !self.cluster.leadership().borrow().is_me {
@@ -163,20 +220,45 @@ impl ClusterCdc {
         }
     }
 
-    /// A follower tells the leader how far it delivered.
-    fn report(&self) {
+    /// A follower tells the leader how far it delivered, and whether it is missing shipments.
+    fn report(&self, gap: bool) {
         let leadership = self.cluster.leadership();
         let leadership = leadership.borrow();
         if let (Some(leader), false) = (&leadership.leader, leadership.is_me) {
-            self.cluster.cdc_delivered(leader, *self.local_delivered.borrow());
+            self.cluster.cdc_delivered(leader, *self.local_delivered.borrow(), gap);
         }
     }
 
-    /// The acknowledgement: what this node and every live peer delivered (never moving back).
-    fn update_ack(&self, peers: &HashMap<NodeId, u64>) {
-        let mut ack = *self.local_delivered.borrow();
+    /// A peer's delivered position. A peer that reports a gap missed shipments (it was out of the
+    /// cluster, or its link was cut): the leader replays its stream from the slot, which
+    /// [`ClusterCdc::update_ack`] kept at or below that peer's position, and every node drops what it
+    /// already has. At most one replay per [`REPLAY_EVERY`].
+    fn on_delivered(&self, peers: &mut Peers, from: NodeId, lsn: u64, gap: bool) {
+        let held = peers.delivered.entry(from.clone()).or_insert(0);
+        *held = (*held).max(lsn);
+        if !gap || !self.cluster.leadership().borrow().is_me {
+            return;
+        }
+        if peers.replayed_at.is_some_and(|at| at.elapsed() < REPLAY_EVERY) {
+            return;
+        }
+        peers.replayed_at = Some(Instant::now());
+        tracing::warn!(peer = %from, delivered = *held, "a peer missed shipped changes: replaying the stream from the slot");
+        self.restart.notify_one();
+    }
+
+    /// The acknowledgement: what this node and every peer alive within [`HOLD`] delivered, never
+    /// moving back. Holding a recently gone peer keeps the slot at its position, so if it comes back
+    /// (it was paused, not dead) the stream can be replayed for it.
+    fn update_ack(&self, peers: &mut Peers) {
+        let now = Instant::now();
         for peer in self.cluster.live_peers() {
-            ack = ack.min(peers.get(&peer).copied().unwrap_or(0));
+            peers.last_live.insert(peer, now);
+        }
+        peers.last_live.retain(|_, at| now.duration_since(*at) <= HOLD);
+        let mut ack = *self.local_delivered.borrow();
+        for peer in peers.last_live.keys() {
+            ack = ack.min(peers.delivered.get(peer).copied().unwrap_or(0));
         }
         self.acked.send_if_modified(|acked| {
             if ack > *acked {
@@ -190,11 +272,12 @@ impl ClusterCdc {
 }
 
 /// Runs a consumer from `make` while this node leads CDC, and aborts it (closing its replication
-/// connection) the moment it does not.
+/// connection) the moment it does not; `restart` replays the stream from the slot's confirmed position.
 pub async fn supervise(
     mut leadership: watch::Receiver<realtime_cluster::Leadership>,
     make: impl Fn() -> super::consumer::Consumer,
     live: Arc<watch::Sender<bool>>,
+    restart: Arc<Notify>,
 ) {
     loop {
         while !leadership.borrow_and_update().is_me {
@@ -204,13 +287,21 @@ pub async fn supervise(
         }
         let term = leadership.borrow().term;
         tracing::info!(term, "leading Postgres Changes: consumer started");
-        let consumer = actix::spawn(make().run());
+        let mut consumer = actix::spawn(make().run());
         let ended = loop {
             if !leadership.borrow_and_update().is_me {
                 break false;
             }
-            if leadership.changed().await.is_err() {
-                break true;
+            tokio::select! {
+                changed = leadership.changed() => {
+                    if changed.is_err() {
+                        break true;
+                    }
+                }
+                _ = restart.notified() => {
+                    consumer.abort();
+                    consumer = actix::spawn(make().run());
+                }
             }
         };
         consumer.abort();

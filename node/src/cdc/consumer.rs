@@ -87,6 +87,8 @@ impl Consumer {
         let mut open: Option<Open> = None;
         // End of the last transaction handed to the hub.
         let mut handed_off = *self.delivered.borrow();
+        // End of the last transaction shipped in this session (0: none yet).
+        let mut shipped_prev = 0;
         loop {
             tokio::select! {
                 event = repl.recv() => {
@@ -120,7 +122,8 @@ impl Consumer {
                                 changes: txn.changes,
                             };
                             if let Some(ship) = &self.ship {
-                                ship.transaction(&txn);
+                                ship.transaction(shipped_prev, &txn);
+                                shipped_prev = end_lsn;
                             }
                             self.transactions.send(txn).await.map_err(|_| CdcError::HubGone)?;
                         }

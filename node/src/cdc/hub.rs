@@ -7,6 +7,7 @@
 //! acknowledge it to PostgreSQL.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -137,6 +138,8 @@ pub struct Hub {
     /// End of the last transaction dispatched (or recorded before a restart): a transaction at or
     /// below it is a repeat (a reconnect, or a new CDC leader resuming from the slot) and is dropped.
     skip_through: u64,
+    /// `skip_through`, shared with the cluster router (which tells from it when shipments were missed).
+    taken: Arc<AtomicU64>,
     published: Option<Cached<Arc<Vec<TableName>>>>,
     tables: HashMap<TableName, Cached<Option<Arc<TableMeta>>>>,
 }
@@ -152,10 +155,17 @@ const MAX_BATCH_CHANGES: usize = 1024;
 const CATALOG_TTL: Duration = Duration::from_secs(1);
 
 impl Hub {
-    pub fn new(config: CdcConfig, recorder: mpsc::UnboundedSender<Record>, skip_through: u64) -> Hub {
+    pub fn new(
+        config: CdcConfig,
+        recorder: mpsc::UnboundedSender<Record>,
+        skip_through: u64,
+        taken: Arc<AtomicU64>,
+    ) -> Hub {
+        taken.store(skip_through, Ordering::Release);
         Hub {
             recorder,
             skip_through,
+            taken,
             touched: HashMap::new(),
             stopped: false,
             rls: RlsPool::new(&config.database_url, RLS_CONNECTIONS),
@@ -216,6 +226,7 @@ impl Hub {
                         }
                         let end_lsn = through;
                         self.skip_through = through;
+                        self.taken.store(through, Ordering::Release);
                         self.dispatch(&batch).await;
                         let sockets =
                             self.touched.drain().map(|(_, outbox)| { let mark = outbox.mark(); (outbox, mark) }).collect();

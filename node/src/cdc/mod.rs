@@ -65,7 +65,8 @@ pub fn start(
     let live_tx = Arc::new(live_tx);
     let (delivered_tx, delivered_rx) = watch::channel(position.lsn());
     let (record_tx, record_rx) = mpsc::unbounded_channel();
-    let hub = hub::Hub::new(config.clone(), record_tx, position.lsn());
+    let taken = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let hub = hub::Hub::new(config.clone(), record_tx, position.lsn(), taken.clone());
     arbiter.spawn(recorder::run(position, record_rx, delivered_tx, config.flush_deadline));
     let hub_live = live_rx.clone();
     arbiter.spawn(async move { hub.run(commands_rx, txn_rx, hub_live).await });
@@ -87,6 +88,7 @@ pub fn start(
     // node raft elected.
     let (acked_tx, acked_rx) = watch::channel(0);
     let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
+    let restart = Arc::new(tokio::sync::Notify::new());
     let cluster_cdc = cluster::ClusterCdc {
         cluster: cluster.clone(),
         local_delivered: delivered_rx,
@@ -95,9 +97,11 @@ pub fn start(
         transactions: txn_tx.clone(),
         hub: commands_tx.clone(),
         inbound: inbound_rx,
+        restart: restart.clone(),
+        taken,
     };
     arbiter.spawn(cluster_cdc.run());
-    let shipper = cluster::ClusterCdc::shipper(&cluster);
+    let shipper = cluster::Shipper::new(&cluster);
     let live = live_tx.clone();
     let leadership = cluster.leadership();
     let handle = CdcHandle { commands: commands_tx.clone(), live: live_rx, peers: Some(inbound_tx) };
@@ -108,7 +112,7 @@ pub fn start(
             consumer.resume_grace = None;
             consumer
         };
-        cluster::supervise(leadership, make, live).await;
+        cluster::supervise(leadership, make, live, restart).await;
     });
     Ok(handle)
 }

@@ -19,8 +19,9 @@ pub enum Shipped {
     Live(bool),
     /// A table's definition changed: cached privileges and RLS answers for it are stale.
     Relation { oid: u32 },
-    /// A committed transaction with at least one change.
-    Transaction(Transaction),
+    /// A committed transaction with at least one change; `prev` is the end of the one the leader
+    /// shipped before it in the same stream (0 for the first), so a receiver can tell it missed some.
+    Transaction { prev: u64, txn: Transaction },
 }
 
 /// A shipped message, as the leader encodes it (without copying the transaction).
@@ -28,7 +29,7 @@ pub enum Shipped {
 pub enum Outgoing<'a> {
     Live(bool),
     Relation { oid: u32 },
-    Transaction(&'a Transaction),
+    Transaction { prev: u64, txn: &'a Transaction },
 }
 
 /// Encodes for [`realtime_cluster::ClusterHandle::ship_cdc`].
@@ -79,8 +80,11 @@ mod tests {
                 }),
             }],
         };
-        match decode(&encode(&Outgoing::Transaction(&txn)).unwrap()).unwrap() {
-            Shipped::Transaction(back) => assert_eq!(format!("{back:?}"), format!("{txn:?}")),
+        match decode(&encode(&Outgoing::Transaction { prev: 9, txn: &txn }).unwrap()).unwrap() {
+            Shipped::Transaction { prev, txn: back } => {
+                assert_eq!(prev, 9);
+                assert_eq!(format!("{back:?}"), format!("{txn:?}"));
+            }
             other => panic!("{other:?}"),
         }
         assert!(matches!(decode(&encode(&Outgoing::Live(true)).unwrap()).unwrap(), Shipped::Live(true)));
