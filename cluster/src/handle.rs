@@ -6,11 +6,9 @@
 //! queues; they never block on the network.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use serde::Serialize;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -23,7 +21,7 @@ use crate::interest::{LocalCounts, RemoteCounts};
 use crate::link::{self, Link};
 use crate::membership::{MemberView, Membership};
 use crate::presence::{ConnId, Entry, EntryId, LocalPresence, Replica, TopicChange};
-use crate::raft::node::{RaftNode, RaftView};
+use crate::raft::node::RaftNode;
 use crate::raft::Leadership;
 use crate::wire::{self, PeerMessage, RelayPayload};
 use crate::NodeId;
@@ -72,6 +70,10 @@ pub(crate) struct Shared {
     pub relay_drops: AtomicU64,
 }
 
+mod view;
+
+pub use view::{ClusterView, LinkView, PresenceView};
+
 /// Poison-tolerant locking: a panicking holder must not take the cluster down with it.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -85,43 +87,6 @@ pub struct ClusterHandle {
     stop: CancellationToken,
     /// Raft, when `ClusterConfig::data_dir` is set.
     raft: Option<Arc<RaftNode>>,
-}
-
-/// `/cluster`: this node, its members, links and presence replicas.
-#[derive(Debug, Serialize)]
-pub struct ClusterView {
-    pub node: String,
-    pub incarnation: u64,
-    pub epoch: u64,
-    pub addr: SocketAddr,
-    pub ready: bool,
-    pub members: Vec<MemberView>,
-    pub links: Vec<LinkView>,
-    pub presence: PresenceView,
-    pub relayed: u64,
-    pub relay_drops: u64,
-    /// Raft (id, state, term, leader, voters, …); absent when raft is off.
-    pub raft: Option<RaftView>,
-}
-
-/// One peer's links: connected, bytes queued (the lag), cuts and drops.
-#[derive(Debug, Serialize)]
-pub struct LinkView {
-    pub node: String,
-    pub lane: &'static str,
-    pub connected: bool,
-    pub queued_bytes: usize,
-    pub cuts: u64,
-    pub dropped: u64,
-}
-
-/// This node's presence version and every replica's, with entry counts.
-#[derive(Debug, Serialize)]
-pub struct PresenceView {
-    pub version: crate::presence::Version,
-    pub local_entries: usize,
-    pub remote_entries: usize,
-    pub origins: Vec<(String, crate::presence::Version)>,
 }
 
 impl ClusterHandle {
@@ -282,47 +247,6 @@ impl ClusterHandle {
     /// Stops the cluster runtime (after [`ClusterHandle::leave`] for a graceful exit).
     pub fn shutdown(&self) {
         self.stop.cancel();
-    }
-
-    /// A snapshot for `/cluster`.
-    pub fn view(&self) -> ClusterView {
-        let me = self.me();
-        let mut link_views = Vec::new();
-        for (node, peer) in self.shared.links.read().unwrap_or_else(|e| e.into_inner()).iter() {
-            for (lane, link) in [("data", &peer.data), ("control", &peer.control)] {
-                link_views.push(LinkView {
-                    node: node.0.clone(),
-                    lane,
-                    connected: link.is_connected(),
-                    queued_bytes: link.queued_bytes(),
-                    cuts: link.cuts(),
-                    dropped: link.dropped(),
-                });
-            }
-        }
-        link_views.sort_by(|a, b| (&a.node, a.lane).cmp(&(&b.node, b.lane)));
-        let (version, local_entries) = {
-            let local = lock(&self.shared.local_presence);
-            (local.version(), local.snapshot().entries.len())
-        };
-        let (origins, remote_entries) = {
-            let replica = lock(&self.shared.replica);
-            let origins = replica.origins().into_iter().map(|(node, version)| (node.0, version)).collect();
-            (origins, replica.entry_count())
-        };
-        ClusterView {
-            node: me.node.0.clone(),
-            incarnation: me.incarnation,
-            epoch: me.epoch,
-            addr: me.addr,
-            ready: self.is_ready(),
-            members: self.shared.members.read().unwrap_or_else(|e| e.into_inner()).clone(),
-            links: link_views,
-            presence: PresenceView { version, local_entries, remote_entries, origins },
-            relayed: self.shared.relayed.load(Ordering::Relaxed),
-            relay_drops: self.shared.relay_drops.load(Ordering::Relaxed),
-            raft: self.raft.as_ref().map(|raft| raft.view()),
-        }
     }
 
     /// Who leads the cluster and whether this node may run the CDC consumer (`is_me`). Without raft

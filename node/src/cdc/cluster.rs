@@ -13,7 +13,10 @@
 //!   slot's confirmed position: changes after it are shipped again, and every node drops what it already
 //!   delivered by commit LSN (its hub skips through its own recorded position), so nothing is lost and
 //!   nothing is delivered twice.
-//! - The leader acknowledges to PostgreSQL only what its own hub and every live peer delivered.
+//! - The leader acknowledges to PostgreSQL only what its own hub and every peer alive in the last 30 s
+//!   delivered. Each shipped transaction names the one shipped before it: a node that missed some (it
+//!   was paused, or its link was cut) drops what follows and reports the gap, and the leader replays
+//!   its stream from the slot, which was held at that node's position.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,7 +96,7 @@ pub struct ClusterCdc {
     pub taken: Arc<AtomicU64>,
 }
 
-/// Peers heard from, for the acknowledgement and to notice a node coming back.
+/// Peers heard from: their positions (for the acknowledgement) and when the stream was last replayed.
 #[derive(Default)]
 struct Peers {
     /// Each peer's last reported delivered position.

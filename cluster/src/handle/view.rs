@@ -1,0 +1,91 @@
+//! `/cluster`: a snapshot of this node's membership, links (their queued bytes are the lag), presence
+//! replicas and raft state, for operators and tests.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use super::{lock, ClusterHandle};
+use crate::membership::MemberView;
+use crate::raft::node::RaftView;
+
+/// `/cluster`: this node, its members, links and presence replicas.
+#[derive(Debug, Serialize)]
+pub struct ClusterView {
+    pub node: String,
+    pub incarnation: u64,
+    pub epoch: u64,
+    pub addr: SocketAddr,
+    pub ready: bool,
+    pub members: Vec<MemberView>,
+    pub links: Vec<LinkView>,
+    pub presence: PresenceView,
+    pub relayed: u64,
+    pub relay_drops: u64,
+    /// Raft (id, state, term, leader, voters, …); absent when raft is off.
+    pub raft: Option<RaftView>,
+}
+
+/// One peer's links: connected, bytes queued (the lag), cuts and drops.
+#[derive(Debug, Serialize)]
+pub struct LinkView {
+    pub node: String,
+    pub lane: &'static str,
+    pub connected: bool,
+    pub queued_bytes: usize,
+    pub cuts: u64,
+    pub dropped: u64,
+}
+
+/// This node's presence version and every replica's, with entry counts.
+#[derive(Debug, Serialize)]
+pub struct PresenceView {
+    pub version: crate::presence::Version,
+    pub local_entries: usize,
+    pub remote_entries: usize,
+    pub origins: Vec<(String, crate::presence::Version)>,
+}
+
+impl ClusterHandle {
+    /// A snapshot for `/cluster`.
+    pub fn view(&self) -> ClusterView {
+        let me = self.me();
+        let mut link_views = Vec::new();
+        for (node, peer) in self.shared.links.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            for (lane, link) in [("data", &peer.data), ("control", &peer.control)] {
+                link_views.push(LinkView {
+                    node: node.0.clone(),
+                    lane,
+                    connected: link.is_connected(),
+                    queued_bytes: link.queued_bytes(),
+                    cuts: link.cuts(),
+                    dropped: link.dropped(),
+                });
+            }
+        }
+        link_views.sort_by(|a, b| (&a.node, a.lane).cmp(&(&b.node, b.lane)));
+        let (version, local_entries) = {
+            let local = lock(&self.shared.local_presence);
+            (local.version(), local.snapshot().entries.len())
+        };
+        let (origins, remote_entries) = {
+            let replica = lock(&self.shared.replica);
+            let origins = replica.origins().into_iter().map(|(node, version)| (node.0, version)).collect();
+            (origins, replica.entry_count())
+        };
+        ClusterView {
+            node: me.node.0.clone(),
+            incarnation: me.incarnation,
+            epoch: me.epoch,
+            addr: me.addr,
+            ready: self.is_ready(),
+            members: self.shared.members.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            links: link_views,
+            presence: PresenceView { version, local_entries, remote_entries, origins },
+            relayed: self.shared.relayed.load(Ordering::Relaxed),
+            relay_drops: self.shared.relay_drops.load(Ordering::Relaxed),
+            raft: self.raft.as_ref().map(|raft| raft.view()),
+        }
+    }
+}
