@@ -119,9 +119,10 @@ impl Membership {
         if self.config.seeds.is_empty() {
             self.ready.store(true, Ordering::Release);
         }
-        let mut announce = tokio::time::interval(Duration::from_millis(500));
-        announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_reseed: Option<Instant> = None;
+        let mut window = tokio::time::interval(Duration::from_millis(500));
+        window.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let joined_flag = Arc::new(AtomicBool::new(false));
+        let mut seeds = spawn_seed_resolver(&self.config, joined_flag.clone(), self.stop.clone());
         loop {
             let next_timer = timers.peek().map(|Reverse((at, _))| *at);
             tokio::select! {
@@ -145,22 +146,18 @@ impl Membership {
                         }
                     }
                 }
-                _ = announce.tick() => {
-                    let due = match last_reseed {
-                        None => true,
-                        Some(at) if !joined => at.elapsed() >= Duration::from_secs(1),
-                        Some(at) => at.elapsed() >= self.config.reseed_interval,
-                    };
-                    if due {
-                        last_reseed = Some(Instant::now());
-                        let own = self.config.advertise;
-                        for addr in resolve_seeds(&self.config.seeds, own.port()).await {
-                            let known = swim.iter_members().any(|m| m.id().addr == addr);
-                            if addr != own && !known {
-                                let _ = swim.announce(PeerId::seed(addr), &mut runtime);
-                            }
+                resolved = seeds.recv(), if !seeds.is_closed() => {
+                    // Resolved on their own task: a slow DNS server never delays a probe.
+                    let own = self.config.advertise;
+                    for addr in resolved.unwrap_or_default() {
+                        let known = swim.iter_members().any(|m| m.id().addr == addr);
+                        if addr != own && !known {
+                            let _ = swim.announce(PeerId::seed(addr), &mut runtime);
                         }
                     }
+                }
+                _ = window.tick() => {
+                    joined_flag.store(joined, Ordering::Release);
                     if !self.ready.load(Ordering::Acquire) && started.elapsed() >= self.config.join_window {
                         tracing::info!("no peer answered within the join window: starting as the first node");
                         self.ready.store(true, Ordering::Release);
@@ -239,6 +236,31 @@ impl Membership {
             *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
         }
     }
+}
+
+/// Resolves the seeds every second until this node has joined, then every `reseed_interval`, on a
+/// task of its own; each round's addresses are sent to the membership loop.
+fn spawn_seed_resolver(
+    config: &ClusterConfig,
+    joined: Arc<AtomicBool>,
+    stop: CancellationToken,
+) -> mpsc::Receiver<Vec<SocketAddr>> {
+    let (tx, rx) = mpsc::channel(2);
+    let (seeds, port, reseed) = (config.seeds.clone(), config.advertise.port(), config.reseed_interval);
+    tokio::spawn(async move {
+        loop {
+            let resolved = resolve_seeds(&seeds, port).await;
+            if tx.send(resolved).await.is_err() {
+                return;
+            }
+            let wait = if joined.load(Ordering::Acquire) { reseed } else { Duration::from_secs(1) };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    });
+    rx
 }
 
 async fn sleep_until(at: Option<Instant>) {
