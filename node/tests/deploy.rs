@@ -331,6 +331,7 @@ fn every_http_path_is_a_route_and_every_service_port_is_the_binary_port() {
     let chart_services = read(&format!("{CHART}/templates/services.yaml"))
         .replace("{{ include \"realtime.clusterPort\" . }}", &cluster_port().to_string())
         .replace("{{ include \"realtime.httpPort\" . }}", &http_port().to_string());
+    let target_port = Regex::new(r"targetPort: (\S+)").unwrap();
     for (file, text) in
         [("deploy/k8s/services.yaml", read("deploy/k8s/services.yaml")), ("chart", chart_services)]
     {
@@ -341,7 +342,7 @@ fn every_http_path_is_a_route_and_every_service_port_is_the_binary_port() {
         let ports = port_entries(&text);
         assert!(ports.contains(&("cluster-tcp".into(), cluster_port(), "TCP".into())), "{file}: {ports:?}");
         assert!(ports.contains(&("cluster-udp".into(), cluster_port(), "UDP".into())), "{file}: {ports:?}");
-        for target in Regex::new(r"targetPort: (\S+)").unwrap().captures_iter(&text) {
+        for target in target_port.captures_iter(&text) {
             assert!(
                 ["http", "cluster-tcp", "cluster-udp"].contains(&&target[1]),
                 "{file}: targetPort {}",
