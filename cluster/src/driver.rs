@@ -24,6 +24,9 @@ use crate::wire::{self, Lane, PeerMessage};
 use crate::NodeId;
 
 pub(crate) enum CoreCommand {
+    /// Peers drop this node's presences now (the node keeps serving while it drains).
+    Depart(oneshot::Sender<()>),
+    /// Depart if not done yet, then leave membership.
     Leave(oneshot::Sender<()>),
 }
 
@@ -43,6 +46,7 @@ pub(crate) struct Core {
 impl Core {
     pub(crate) async fn run(mut self) {
         let mut digest = tokio::time::interval(self.shared.config.digest_interval);
+        let mut departed = false;
         digest.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -59,7 +63,12 @@ impl Core {
                     self.to_all(&PeerMessage::PresenceDigest { version });
                 }
                 Some(command) = self.commands.recv() => match command {
+                    CoreCommand::Depart(done) => {
+                        self.depart(&mut departed).await;
+                        let _ = done.send(());
+                    }
                     CoreCommand::Leave(done) => {
+                        self.depart(&mut departed).await;
                         self.leave().await;
                         let _ = done.send(());
                     }
@@ -246,8 +255,11 @@ impl Core {
         }
     }
 
-    /// Graceful exit: peers drop our presences now, links drain, then membership says goodbye.
-    async fn leave(&self) {
+    /// Graceful exit, first half: peers drop our presences now (once), and the links drain.
+    async fn depart(&self, departed: &mut bool) {
+        if std::mem::replace(departed, true) {
+            return;
+        }
         self.send_pending();
         let me = self.shared.me.read().unwrap_or_else(|e| e.into_inner()).clone();
         lock(&self.shared.local_presence).leaving();
@@ -266,6 +278,11 @@ impl Core {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+    }
+
+    /// Graceful exit, second half: membership says goodbye; this node is no longer ready.
+    async fn leave(&self) {
+        self.send_pending();
         let (done, left) = oneshot::channel();
         if self.membership_commands.send(MembershipCommand::Leave(done)).await.is_ok() {
             let _ = left.await;

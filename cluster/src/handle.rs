@@ -233,14 +233,24 @@ impl ClusterHandle {
         live
     }
 
-    /// Leaves gracefully: peers drop this node's presences at once, then membership is told.
-    /// Leaves gracefully: hands raft leadership over, peers drop this node's presences at once,
-    /// then membership is told.
+    /// The first half of a graceful exit, while the node still serves its sockets: hands raft
+    /// leadership over (so CDC resumes elsewhere) and has every peer drop this node's presences at once.
+    pub async fn depart(&self) {
+        self.step_down().await;
+        self.command(CoreCommand::Depart).await;
+    }
+
+    /// Leaves the cluster (after [`ClusterHandle::depart`], or doing it first): membership is told,
+    /// and this node stops being ready.
     pub async fn leave(&self) {
         self.step_down().await;
-        let (done, left) = oneshot::channel();
-        if self.commands.send(CoreCommand::Leave(done)).await.is_ok() {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), left).await;
+        self.command(CoreCommand::Leave).await;
+    }
+
+    async fn command(&self, command: fn(oneshot::Sender<()>) -> CoreCommand) {
+        let (done, finished) = oneshot::channel();
+        if self.commands.send(command(done)).await.is_ok() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), finished).await;
         }
     }
 

@@ -119,12 +119,15 @@ pub async fn run(
     let server_task = actix_web::rt::spawn(server);
     shutdown.await;
     if let Some(cluster) = &cluster {
-        // Peers drop this node's presences now, not after the failure detector's timeout.
+        // Refuse joins (`/readyz` 503); hand raft (CDC) leadership over; peers drop this node's
+        // presences now, not after the failure detector's timeout. Then the sockets close (1012, so
+        // clients reconnect to another node), and only then does the node leave membership.
         shared.refuse_new_work();
-        cluster.leave().await;
+        cluster.depart().await;
     }
     let left = shutdown::drain(&shared, &handle, config.shutdown_grace).await;
     if let Some(cluster) = &cluster {
+        cluster.leave().await;
         cluster.shutdown();
     }
     if let Some(bridge) = bridge {
