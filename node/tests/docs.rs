@@ -1,0 +1,119 @@
+//! The operator docs cannot drift from the binary: `docs/configuration.md`'s table lists exactly the
+//! variables `realtime --help` shows (`[env: NAME=]`), each with its flag, and `docs/metrics.md` names
+//! every metric and label value `node/src/metrics.rs` registers. Plain text, no network.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use regex::Regex;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn read(rel: &str) -> String {
+    let path = root().join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Variable → flag, from `realtime --help`: each `[env: NAME=]` belongs to the last `--flag` before it.
+fn help_env_flags() -> BTreeMap<String, String> {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_realtime")).arg("--help").output().expect("run realtime --help");
+    assert!(out.status.success(), "realtime --help failed");
+    let help = String::from_utf8(out.stdout).expect("utf-8 help");
+    let flag = Regex::new(r"^\s*(?:-[a-zA-Z], )?(--[a-z0-9-]+)").unwrap();
+    let env = Regex::new(r"\[env: ([A-Z0-9_]+)[=\]]").unwrap();
+    let mut last_flag: Option<String> = None;
+    let mut vars = BTreeMap::new();
+    for line in help.lines() {
+        if let Some(c) = flag.captures(line) {
+            last_flag = Some(c[1].to_string());
+        }
+        for c in env.captures_iter(line) {
+            let flag = last_flag.clone().unwrap_or_else(|| panic!("{} before any flag in:\n{help}", &c[1]));
+            vars.insert(c[1].to_string(), flag);
+        }
+    }
+    assert!(vars.contains_key("REALTIME_BIND") && vars.contains_key("DATABASE_URL"), "help: {help}");
+    vars
+}
+
+/// Variable → flag, from the `| variable | flag | default | meaning |` table of docs/configuration.md.
+fn doc_env_flags() -> BTreeMap<String, String> {
+    let doc = read("docs/configuration.md");
+    let mut lines = doc.lines().skip_while(|l| !l.starts_with("| variable | flag | default | meaning |"));
+    assert!(
+        lines.next().is_some(),
+        "docs/configuration.md has no `| variable | flag | default | meaning |` table"
+    );
+    let row = Regex::new(r"^\| `([A-Z0-9_]+)` \| `(--[a-z0-9-]+)` \|").unwrap();
+    let mut vars = BTreeMap::new();
+    for line in lines.skip(1).take_while(|l| l.starts_with('|')) {
+        let c = row.captures(line).unwrap_or_else(|| panic!("not a `| `VAR` | `--flag` | …` row: {line}"));
+        let previous = vars.insert(c[1].to_string(), c[2].to_string());
+        assert!(previous.is_none(), "{} is listed twice in docs/configuration.md", &c[1]);
+    }
+    vars
+}
+
+#[test]
+fn configuration_doc_lists_every_variable_of_help_with_its_flag() {
+    let help = help_env_flags();
+    let doc = doc_env_flags();
+    let missing: Vec<String> =
+        help.iter().filter(|(v, _)| !doc.contains_key(*v)).map(|(v, f)| format!("{v} ({f})")).collect();
+    assert!(
+        missing.is_empty(),
+        "in `realtime --help` but not in docs/configuration.md:\n{}",
+        missing.join("\n")
+    );
+    let unknown: Vec<&String> = doc.keys().filter(|v| !help.contains_key(*v)).collect();
+    assert!(unknown.is_empty(), "in docs/configuration.md but not in `realtime --help`: {unknown:?}");
+    let wrong: Vec<String> = help
+        .iter()
+        .filter(|(v, f)| doc.get(*v) != Some(f))
+        .map(|(v, f)| format!("{v}: help {f}, doc {}", doc[v]))
+        .collect();
+    assert!(wrong.is_empty(), "flags differ:\n{}", wrong.join("\n"));
+}
+
+/// Metric names registered in node/src/metrics.rs (`counter!`/`gauge!`/`histogram!` with a literal
+/// name or a `const` holding it), and the label values of its `as_str` tables.
+fn registered_metrics() -> (BTreeSet<String>, BTreeSet<String>) {
+    let src = read("node/src/metrics.rs");
+    let consts: BTreeMap<String, String> = Regex::new(r#"const ([A-Z0-9_]+): &str = "([a-z0-9_]+)";"#)
+        .unwrap()
+        .captures_iter(&src)
+        .map(|c| (c[1].to_string(), c[2].to_string()))
+        .collect();
+    let names: BTreeSet<String> =
+        Regex::new(r#"(?:counter|gauge|histogram)!\(\s*(?:"([a-z0-9_]+)"|([A-Z0-9_]+)\b)"#)
+            .unwrap()
+            .captures_iter(&src)
+            .map(|c| match (c.get(1), c.get(2)) {
+                (Some(name), _) => name.as_str().to_string(),
+                (None, Some(ident)) => consts
+                    .get(ident.as_str())
+                    .unwrap_or_else(|| panic!("no const {}", ident.as_str()))
+                    .clone(),
+                _ => unreachable!(),
+            })
+            .collect();
+    assert!(names.len() >= 20 && names.contains("realtime_delivery_latency_seconds"), "metrics: {names:?}");
+    let labels: BTreeSet<String> =
+        Regex::new(r#"=> "([a-z0-9_]+)","#).unwrap().captures_iter(&src).map(|c| c[1].to_string()).collect();
+    assert!(labels.contains("connection_limit") && labels.contains("outbox_full"), "labels: {labels:?}");
+    (names, labels)
+}
+
+#[test]
+fn metrics_doc_names_every_registered_metric_and_label_value() {
+    let doc = read("docs/metrics.md");
+    let (names, labels) = registered_metrics();
+    let missing: Vec<&String> = names.iter().filter(|n| !doc.contains(&format!("`{n}`"))).collect();
+    assert!(missing.is_empty(), "metrics missing from docs/metrics.md: {missing:?}");
+    let missing: Vec<&String> = labels.iter().filter(|l| !doc.contains(&format!("`{l}`"))).collect();
+    assert!(missing.is_empty(), "label values missing from docs/metrics.md: {missing:?}");
+}
