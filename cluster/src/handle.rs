@@ -149,12 +149,13 @@ impl ClusterHandle {
     }
 
     /// Sends a broadcast published here to every peer with members of `topic`; returns how many.
-    pub fn relay(&self, topic: &str, payload: RelayPayload) -> usize {
+    /// The payload is only built when some peer needs it.
+    pub fn relay(&self, topic: &str, payload: impl FnOnce() -> RelayPayload) -> usize {
         let nodes = self.shared.remote_counts.read().unwrap_or_else(|e| e.into_inner()).nodes_with(topic);
         if nodes.is_empty() {
             return 0;
         }
-        let frame = match wire::encode(&PeerMessage::Relay { topic: topic.to_owned(), payload }) {
+        let frame = match wire::encode(&PeerMessage::Relay { topic: topic.to_owned(), payload: payload() }) {
             Ok(frame) => frame,
             Err(error) => {
                 tracing::error!(%error, "cannot encode a relay");

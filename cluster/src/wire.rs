@@ -112,14 +112,7 @@ pub fn decode(frame: &[u8]) -> Result<PeerMessage, WireError> {
     if version != WIRE_VERSION {
         return Err(WireError::Version(version, WIRE_VERSION));
     }
-    let (msg, read) = bincode::serde::decode_from_slice(body, config())?;
-    if read != body.len() {
-        return Err(WireError::Decode(bincode::error::DecodeError::OtherString(format!(
-            "{} trailing bytes",
-            body.len() - read
-        ))));
-    }
-    Ok(msg)
+    decode_body(body)
 }
 
 #[cfg(test)]

@@ -82,7 +82,7 @@ async fn three_handles_relay_replicate_and_forget() {
         assert!(Instant::now() < deadline, "member count never reached a");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let sent = a.relay("public:room", RelayPayload::Json("{\"n\":1}".into()));
+    let sent = a.relay("public:room", || RelayPayload::Json("{\"n\":1}".into()));
     assert_eq!(sent, 1, "relayed to the one node with members");
     let got = next(&mut b_events, "relay", |e| match e {
         ClusterEvent::Relay { topic, payload } => Some((topic.clone(), payload.clone())),

@@ -67,7 +67,7 @@ pub fn from_payload(payload: RelayPayload) -> BroadcastBody {
 /// Sends a broadcast published on this node to the peers with members of its channel.
 pub fn relay(cluster: Option<&ClusterHandle>, key: &TopicKey, body: &BroadcastBody) {
     if let Some(cluster) = cluster {
-        cluster.relay(&cluster_topic(key), to_payload(body));
+        cluster.relay(&cluster_topic(key), || to_payload(body));
     }
 }
 

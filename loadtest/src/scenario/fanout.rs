@@ -32,7 +32,6 @@ use realtime_proto::Vsn;
 use tokio::sync::watch;
 use tokio::time::{sleep, Instant};
 
-use crate::client::Endpoint;
 use crate::ipc::{FinishedReport, JoinedReport};
 use crate::netstat::{counter_deltas, read_tcp_ext, LISTEN_COUNTERS};
 use crate::pool::{split, Pool, WorkerSlice};
@@ -195,14 +194,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         eprintln!("warning: {per_publisher:.0} broadcasts/s per publisher exceeds the server's default per-socket limit");
     }
     let token = anon_token(&args.jwt_secret).context("signing the token")?;
-    let mut endpoints = Vec::with_capacity(args.target.len());
-    for target in &args.target {
-        endpoints.push(
-            Endpoint::resolve(target, &token, args.vsn)
-                .await
-                .with_context(|| format!("--target {target}"))?,
-        );
-    }
+    let endpoints = super::endpoints(&args.target, &token, args.vsn).await?;
     // Stalled readers and the server-side samples stay on the first node.
     let endpoint = endpoints[0].clone();
     let title = title(&args, &plan);

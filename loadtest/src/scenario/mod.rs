@@ -14,7 +14,11 @@ pub mod failover;
 pub mod fanout;
 pub mod presence;
 
+use anyhow::Context as _;
 use hdrhistogram::Histogram;
+use realtime_proto::Vsn;
+
+use crate::client::Endpoint;
 
 use crate::ipc::JoinedReport;
 use crate::pool::WorkerSlice;
@@ -56,4 +60,14 @@ pub fn fold_joined(
         }
     }
     per_bucket
+}
+
+/// Resolves every `--target` (one per node of a cluster), naming the one that fails.
+pub async fn endpoints(targets: &[String], token: &str, vsn: Vsn) -> anyhow::Result<Vec<Endpoint>> {
+    let mut endpoints = Vec::with_capacity(targets.len());
+    for target in targets {
+        endpoints
+            .push(Endpoint::resolve(target, token, vsn).await.with_context(|| format!("--target {target}"))?);
+    }
+    Ok(endpoints)
 }

@@ -132,14 +132,7 @@ pub fn topic(t: usize) -> String {
 pub async fn run(args: PresenceArgs) -> anyhow::Result<()> {
     check(&args)?;
     let token = anon_token(&args.jwt_secret).context("signing the token")?;
-    let mut endpoints = Vec::with_capacity(args.target.len());
-    for target in &args.target {
-        endpoints.push(
-            Endpoint::resolve(target, &token, args.vsn)
-                .await
-                .with_context(|| format!("--target {target}"))?,
-        );
-    }
+    let endpoints = super::endpoints(&args.target, &token, args.vsn).await?;
     let kill = match args.kill_node_pid {
         Some(pid) => {
             let node = target_of_pid(pid, &endpoints)?;

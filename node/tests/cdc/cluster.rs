@@ -8,6 +8,7 @@ use realtime_proto::Vsn;
 use serde_json::{json, Value};
 
 use crate::common::*;
+use crate::support;
 use crate::support::process::{self, KillOnDrop};
 
 const SCHEMA: &str = r#"
@@ -15,8 +16,6 @@ create table todos (id int8 primary key, title text);
 grant select on todos to authenticated;
 alter publication supabase_realtime add table todos;
 "#;
-
-const CLUSTER_PORT: u16 = 4100;
 
 struct Node {
     port: u16,
@@ -39,39 +38,17 @@ impl CdcCluster {
         cluster
     }
 
-    fn ip(&self, i: usize) -> String {
-        format!("127.0.0.{}", self.base as usize + i)
-    }
-
     fn start_node(&mut self, db: &Db, i: usize) {
-        let ip = self.ip(i);
-        let (bind, cluster_bind) = (format!("{ip}:0"), format!("{ip}:{CLUSTER_PORT}"));
-        let seeds: Vec<String> = (0..3).map(|j| format!("{}:{CLUSTER_PORT}", self.ip(j))).collect();
-        let seeds = seeds.join(",");
-        let data_dir = db.data_dir.join(format!("node-{i}")).display().to_string();
+        let args = support::cluster::node_args(self.base, i, 3, &db.data_dir);
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        args.extend(["--database-url", &db.url, "--slot", &db.slot]);
         let name = format!("node-{i}");
-        let args = [
-            "--database-url",
-            &db.url,
-            "--slot",
-            &db.slot,
-            "--data-dir",
-            &data_dir,
-            "--bind",
-            &bind,
-            "--node-id",
-            &name,
-            "--cluster-bind",
-            &cluster_bind,
-            "--seeds",
-            &seeds,
-        ];
         let log = std::env::temp_dir()
             .join(format!("realtime-cdc-cluster-{}-{name}.log", uuid::Uuid::new_v4().simple()));
         let (proc, lines) = process::spawn(&db.secret, &args, &[("RUST_LOG", "info")], log, 60);
         let port = process::wait_listening(&lines, Duration::from_secs(20))
             .unwrap_or_else(|e| panic!("{name} did not print its listening line: {e}"));
-        self.nodes[i] = Some(Node { port, ip, proc });
+        self.nodes[i] = Some(Node { port, ip: support::cluster::ip(self.base, i), proc });
     }
 
     fn node(&self, i: usize) -> &Node {
@@ -79,12 +56,7 @@ impl CdcCluster {
     }
 
     async fn view(&self, i: usize) -> Value {
-        let node = self.node(i);
-        let url = format!("http://{}:{}/cluster", node.ip, node.port);
-        match reqwest::Client::new().get(url).timeout(Duration::from_secs(2)).send().await {
-            Ok(resp) => resp.json().await.unwrap_or(Value::Null),
-            Err(_) => Value::Null,
-        }
+        support::cluster::view(&self.node(i).ip, self.node(i).port).await
     }
 
     /// The index of the node every running node names as leader, once they agree.

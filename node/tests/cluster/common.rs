@@ -10,14 +10,11 @@ use serde_json::{json, Value};
 
 use crate::support::jwt::{now, sign};
 use crate::support::process::{self, KillOnDrop};
-use crate::support::ws;
 pub use crate::support::ws::JsonFrame as Frame;
+use crate::support::{self, ws};
 
 /// Bound for anything expected to happen on a healthy cluster.
 pub const T: Duration = Duration::from_secs(10);
-/// The cluster port every node uses on its own loopback address.
-const CLUSTER_PORT: u16 = 4100;
-
 pub type Client = ws::Client<Frame>;
 
 /// One node process.
@@ -58,23 +55,12 @@ impl Cluster {
         cluster
     }
 
-    fn ip(&self, i: usize) -> String {
-        format!("127.0.0.{}", self.base as usize + i)
-    }
-
     /// (Re)starts node `i` under its name `node-<i>`.
     pub fn start_node(&mut self, i: usize) {
-        let ip = self.ip(i);
-        let name = format!("node-{i}");
-        let bind = format!("{ip}:0");
-        let cluster_bind = format!("{ip}:{CLUSTER_PORT}");
-        let seeds =
-            (0..self.size).map(|j| format!("{}:{CLUSTER_PORT}", self.ip(j))).collect::<Vec<_>>().join(",");
-        let data_dir = self.data.join(&name).display().to_string();
-        let mut args =
-            vec!["--bind", &bind, "--node-id", &name, "--cluster-bind", &cluster_bind, "--seeds", &seeds];
-        args.extend(["--data-dir", &data_dir]);
-        args.extend(self.extra.iter().map(String::as_str));
+        let (ip, name) = (support::cluster::ip(self.base, i), format!("node-{i}"));
+        let mut args = support::cluster::node_args(self.base, i, self.size, &self.data);
+        args.extend(self.extra.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = std::env::temp_dir()
             .join(format!("realtime-cluster-{}-{name}.log", uuid::Uuid::new_v4().simple()));
         let (proc, lines) = process::spawn(&self.secret, &args, &[("RUST_LOG", "info")], log, 40);
@@ -93,12 +79,7 @@ impl Cluster {
 
     /// `GET /cluster` of node `i`.
     pub async fn view(&self, i: usize) -> Value {
-        let url = format!("http://{}:{}/cluster", self.node(i).ip, self.node(i).port);
-        let resp = reqwest::Client::new().get(url).timeout(Duration::from_secs(2)).send().await;
-        match resp {
-            Ok(resp) => resp.json().await.unwrap_or(Value::Null),
-            Err(_) => Value::Null,
-        }
+        support::cluster::view(&self.node(i).ip, self.node(i).port).await
     }
 
     /// Names of the members node `i` sees alive.

@@ -6,6 +6,7 @@
 // Each binary uses only part of the harness.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod jwt;
 pub mod process;
 pub mod raw;
