@@ -1,7 +1,7 @@
 //! The SIGTERM drain, in order: stop dispatching Postgres changes and record what was delivered,
 //! refuse new sockets and joins (`/readyz` turns 503), tell every socket to
 //! close with "reconnect now" (1012) after a `system` notice on each channel, wait until the sockets are
-//! gone or the grace period is over, then stop the HTTP server.
+//! gone or the grace period is over, then stop the HTTP server (in-flight requests get one more second).
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,11 @@ use crate::state::Shared;
 
 /// How often the drain checks whether every socket has closed.
 const POLL: Duration = Duration::from_millis(20);
+
+/// What in-flight HTTP requests get once the sockets are gone, after which their connections are cut
+/// (the server's `shutdown_timeout`): a keep-alive connection that keeps sending requests would
+/// otherwise hold the exit forever.
+pub const HTTP_STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs the drain; returns how many sockets were still open when it gave up waiting.
 pub async fn drain(shared: &Shared, server: &ServerHandle, grace: Duration) -> usize {
@@ -26,11 +31,9 @@ pub async fn drain(shared: &Shared, server: &ServerHandle, grace: Duration) -> u
         actix_web::rt::time::sleep(POLL).await;
     }
     let left = shared.connections.count();
-    let remaining = grace.saturating_sub(started.elapsed());
-    // Give in-flight HTTP requests what is left of the budget, then cut.
-    let graceful = actix_web::rt::time::timeout(remaining.max(POLL), server.stop(true)).await;
-    if graceful.is_err() {
-        server.stop(false).await;
-    }
+    // In-flight HTTP requests get `HTTP_STOP_GRACE`, then the workers cut what is left. (A second,
+    // forced stop would not help: the server handles its commands one at a time, so it would wait
+    // behind the graceful one.)
+    server.stop(true).await;
     left
 }

@@ -33,6 +33,9 @@ pub fn serve(
     let server = Server::build()
         .workers(workers)
         .disable_signals()
+        // The drain's last step stops the server gracefully; a keep-alive connection that keeps sending
+        // requests (a balancer's probes) would otherwise hold a worker for actix's default 30 s.
+        .shutdown_timeout(crate::shutdown::HTTP_STOP_GRACE.as_secs())
         .listen("realtime-http", listener, move || {
             let sockets = shared.clone().into_inner();
             let upgrades = fn_service(move |(req, framed)| {
