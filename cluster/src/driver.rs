@@ -142,11 +142,12 @@ impl Core {
                 let _ = self.events.send(ClusterEvent::Relay { topic, payload }).await;
             }
             PeerMessage::Members { counts, full } => {
-                self.shared
-                    .remote_counts
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .apply(&from.node, &counts, full);
+                self.shared.remote_counts.write().unwrap_or_else(|e| e.into_inner()).apply(
+                    &from.node,
+                    from.run(),
+                    &counts,
+                    full,
+                );
             }
             PeerMessage::PresenceDelta(delta) if delta.node == from.node => {
                 let outcome = lock(&self.shared.replica).apply_delta(&delta);
@@ -192,7 +193,11 @@ impl Core {
 
     /// Drops a node's member counts and presences (its run `(incarnation, epoch)` or older).
     async fn forget(&self, node: &NodeId, incarnation: u64, epoch: u64) {
-        self.shared.remote_counts.write().unwrap_or_else(|e| e.into_inner()).remove_node(node);
+        self.shared
+            .remote_counts
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove_node(node, (incarnation, epoch));
         let changes = lock(&self.shared.replica).remove_origin(node, incarnation, epoch);
         self.emit(changes).await;
     }

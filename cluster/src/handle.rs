@@ -148,11 +148,16 @@ impl ClusterHandle {
         self.shared.ready.load(Ordering::Acquire)
     }
 
-    /// Sends a broadcast published here to every peer with members of `topic`; returns how many.
-    /// The payload is only built when some peer needs it.
+    /// Sends a broadcast published here to every peer; returns to how many. The payload is only built
+    /// when there is a peer.
+    ///
+    /// Every peer, not only those whose member counts list the topic: a member that has just joined on
+    /// another node has its join reply before its count reaches this node, and must not miss what is
+    /// published after that reply (the guarantee Phoenix PubSub gives too). A peer without members of
+    /// the topic drops the relay in one map lookup.
     pub fn relay(&self, topic: &str, payload: impl FnOnce() -> RelayPayload) -> usize {
-        let nodes = self.shared.remote_counts.read().unwrap_or_else(|e| e.into_inner()).nodes_with(topic);
-        if nodes.is_empty() {
+        let links = self.shared.links.read().unwrap_or_else(|e| e.into_inner());
+        if links.is_empty() {
             return 0;
         }
         let frame = match wire::encode(&PeerMessage::Relay { topic: topic.to_owned(), payload: payload() }) {
@@ -162,11 +167,9 @@ impl ClusterHandle {
                 return 0;
             }
         };
-        let links = self.shared.links.read().unwrap_or_else(|e| e.into_inner());
         let mut sent = 0;
-        for node in nodes {
-            let queued = links.get(&node).is_some_and(|peer| peer.data.offer(frame.clone()));
-            if queued {
+        for peer in links.values() {
+            if peer.data.offer(frame.clone()) {
                 sent += 1;
             } else {
                 self.shared.relay_drops.fetch_add(1, Ordering::Relaxed);

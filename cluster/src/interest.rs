@@ -1,6 +1,7 @@
 //! Who hosts members of which topic: this node's member counts (sent to peers as they change) and
-//! every peer's (received). A broadcast is relayed only to peers with members of its topic, and a
-//! channel's capacity counts members on every node.
+//! every peer's (received). A channel's capacity counts members on every node. (Broadcasts are relayed
+//! to every peer regardless, see [`crate::ClusterHandle::relay`]: a count arrives a moment after its
+//! member's join reply, too late to route by.)
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -45,19 +46,33 @@ impl LocalCounts {
     }
 }
 
+/// A node's run, `(incarnation, epoch)` as in [`crate::PeerId::run`]: counts belong to the run that
+/// sent them.
+pub type Run = (u64, u64);
+
 /// Every peer's member counts, by topic.
+///
+/// Counts are held per node *and run*: a restarted node's new run may send its counts before this
+/// node learns (from membership, or the old run's `Leaving`) that the old run is gone, and forgetting
+/// the old run must not wipe the new one's counts.
 #[derive(Debug, Default)]
 pub struct RemoteCounts {
     by_topic: HashMap<String, HashMap<NodeId, u32>>,
     by_node: HashMap<NodeId, HashMap<String, u32>>,
+    runs: HashMap<NodeId, Run>,
 }
 
 impl RemoteCounts {
-    /// Applies counts from `node`; with `full`, its earlier counts are forgotten first.
-    pub fn apply(&mut self, node: &NodeId, counts: &[(String, u32)], full: bool) {
-        if full {
-            self.remove_node(node);
+    /// Applies counts from `node`'s run `run`; with `full`, its earlier counts are forgotten first.
+    /// Counts from an older run than the one held are stale and ignored; a newer run replaces the
+    /// older one's counts.
+    pub fn apply(&mut self, node: &NodeId, run: Run, counts: &[(String, u32)], full: bool) {
+        match self.runs.get(node) {
+            Some(held) if *held > run => return,
+            Some(held) if *held == run && !full => {}
+            _ => self.remove_node(node, run),
         }
+        self.runs.insert(node.clone(), run);
         for (topic, count) in counts {
             self.set(node, topic, *count);
         }
@@ -83,8 +98,12 @@ impl RemoteCounts {
         }
     }
 
-    /// Forgets a node (down or left).
-    pub fn remove_node(&mut self, node: &NodeId) {
+    /// Forgets a node's counts (down or left) if they came from run `run` or an older one.
+    pub fn remove_node(&mut self, node: &NodeId, run: Run) {
+        if self.runs.get(node).is_some_and(|held| *held > run) {
+            return;
+        }
+        self.runs.remove(node);
         let Some(topics) = self.by_node.remove(node) else { return };
         for topic in topics.keys() {
             if let Some(nodes) = self.by_topic.get_mut(topic) {
@@ -96,11 +115,6 @@ impl RemoteCounts {
         }
     }
 
-    /// Peers with members of `topic`.
-    pub fn nodes_with(&self, topic: &str) -> Vec<NodeId> {
-        self.by_topic.get(topic).map(|nodes| nodes.keys().cloned().collect()).unwrap_or_default()
-    }
-
     /// Members of `topic` on every peer.
     pub fn members(&self, topic: &str) -> usize {
         self.by_topic.get(topic).map(|nodes| nodes.values().map(|c| *c as usize).sum()).unwrap_or(0)
@@ -109,6 +123,14 @@ impl RemoteCounts {
     /// Topics with members on `node`.
     pub fn topics_of(&self, node: &NodeId) -> usize {
         self.by_node.get(node).map_or(0, HashMap::len)
+    }
+
+    /// Every node held: its run and how many topics it has members of, by name.
+    pub fn per_node(&self) -> Vec<(NodeId, Run, usize)> {
+        let mut nodes: Vec<_> =
+            self.runs.iter().map(|(node, run)| (node.clone(), *run, self.topics_of(node))).collect();
+        nodes.sort();
+        nodes
     }
 }
 
@@ -138,19 +160,39 @@ mod tests {
     #[test]
     fn remote_counts_route_and_sum() {
         let mut remote = RemoteCounts::default();
-        remote.apply(&n("a"), &[("t".into(), 2), ("u".into(), 1)], true);
-        remote.apply(&n("b"), &[("t".into(), 3)], false);
+        remote.apply(&n("a"), (1, 0), &[("t".into(), 2), ("u".into(), 1)], true);
+        remote.apply(&n("b"), (1, 0), &[("t".into(), 3)], false);
         assert_eq!(remote.members("t"), 5);
-        let mut with_t = remote.nodes_with("t");
-        with_t.sort();
-        assert_eq!(with_t, vec![n("a"), n("b")]);
-        remote.apply(&n("a"), &[("t".into(), 0)], false);
-        assert_eq!(remote.nodes_with("t"), vec![n("b")]);
-        remote.apply(&n("b"), &[("w".into(), 1)], true);
+        remote.apply(&n("a"), (1, 0), &[("t".into(), 0)], false);
+        assert_eq!(remote.members("t"), 3);
+        remote.apply(&n("b"), (1, 0), &[("w".into(), 1)], true);
         assert_eq!(remote.members("t"), 0);
         assert_eq!(remote.topics_of(&n("b")), 1);
-        remote.remove_node(&n("a"));
+        remote.remove_node(&n("a"), (1, 0));
         assert_eq!(remote.members("u"), 0);
-        assert!(remote.nodes_with("u").is_empty());
+        assert_eq!(remote.topics_of(&n("a")), 0);
+    }
+
+    #[test]
+    fn a_restarted_nodes_counts_survive_the_late_news_of_its_old_run() {
+        let mut remote = RemoteCounts::default();
+        remote.apply(&n("a"), (1, 0), &[("old".into(), 4)], true);
+        // The new run's link comes up first: its full counts replace the old run's.
+        remote.apply(&n("a"), (2, 0), &[("t".into(), 1)], true);
+        assert_eq!(remote.members("old"), 0);
+        assert_eq!(remote.members("t"), 1);
+        // Then membership reports the old run down (or its `Leaving` arrives late): nothing to forget.
+        remote.remove_node(&n("a"), (1, 0));
+        assert_eq!(remote.members("t"), 1);
+        // A late delta of the old run is ignored.
+        remote.apply(&n("a"), (1, 0), &[("t".into(), 0), ("old".into(), 9)], false);
+        assert_eq!(remote.members("t"), 1);
+        assert_eq!(remote.members("old"), 0);
+        // A new epoch of the same run (rejoined after a false down) replaces it too.
+        remote.apply(&n("a"), (2, 1), &[("u".into(), 2)], false);
+        assert_eq!(remote.members("t"), 0);
+        assert_eq!(remote.members("u"), 2);
+        remote.remove_node(&n("a"), (2, 1));
+        assert_eq!(remote.topics_of(&n("a")), 0);
     }
 }

@@ -16,7 +16,7 @@
 //! - [`membership`]: foca over UDP, seeds (`host:port` or a headless-Service DNS name), readiness.
 //! - [`link`]: one outbound TCP link per peer and lane, bounded queues, reconnect and resync.
 //! - [`wire`]: `PeerMessage` and its versioned bincode frames.
-//! - [`interest`]: member counts per topic per node: relay targets and cluster-wide capacity.
+//! - [`interest`]: member counts per topic per node, for cluster-wide capacity.
 //! - [`presence`]: the presence CRDT (pure): each node's entries, deltas, snapshots, tombstones.
 //! - [`raft`]: elects the CDC leader with openraft (durable store, control-lane transport,
 //!   bootstrap); [`ClusterHandle::leadership`] watches the outcome.

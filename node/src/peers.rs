@@ -64,7 +64,7 @@ pub fn from_payload(payload: RelayPayload) -> BroadcastBody {
     }
 }
 
-/// Sends a broadcast published on this node to the peers with members of its channel.
+/// Sends a broadcast published on this node to every peer (see `ClusterHandle::relay`).
 pub fn relay(cluster: Option<&ClusterHandle>, key: &TopicKey, body: &BroadcastBody) {
     if let Some(cluster) = cluster {
         cluster.relay(&cluster_topic(key), || to_payload(body));

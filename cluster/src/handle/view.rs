@@ -21,6 +21,9 @@ pub struct ClusterView {
     pub members: Vec<MemberView>,
     pub links: Vec<LinkView>,
     pub presence: PresenceView,
+    /// Every peer's member counts as held here (for cluster-wide capacity): from which run, over how
+    /// many topics.
+    pub interest: Vec<InterestView>,
     pub relayed: u64,
     pub relay_drops: u64,
     /// Raft (id, state, term, leader, voters, …); absent when raft is off.
@@ -36,6 +39,14 @@ pub struct LinkView {
     pub queued_bytes: usize,
     pub cuts: u64,
     pub dropped: u64,
+}
+
+/// One peer's member counts: the run `(incarnation, epoch)` they came from and their topic count.
+#[derive(Debug, Serialize)]
+pub struct InterestView {
+    pub node: String,
+    pub run: (u64, u64),
+    pub topics: usize,
 }
 
 /// This node's presence version and every replica's, with entry counts.
@@ -83,6 +94,15 @@ impl ClusterHandle {
             members: self.shared.members.read().unwrap_or_else(|e| e.into_inner()).clone(),
             links: link_views,
             presence: PresenceView { version, local_entries, remote_entries, origins },
+            interest: self
+                .shared
+                .remote_counts
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .per_node()
+                .into_iter()
+                .map(|(node, run, topics)| InterestView { node: node.0, run, topics })
+                .collect(),
             relayed: self.shared.relayed.load(Ordering::Relaxed),
             relay_drops: self.shared.relay_drops.load(Ordering::Relaxed),
             raft: self.raft.as_ref().map(|raft| raft.view()),
