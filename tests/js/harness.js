@@ -210,7 +210,7 @@ function newClient(t, server, { vsn = '2.0.0', apikey = tokens.valid(), timeout,
   const logger = (kind, msg, data) => {
     const line = `[client ${id} vsn=${vsn}] ${kind}: ${msg}`;
     logs.push(line);
-    if (logs.length > 500) logs.shift();
+    if (logs.length > 5000) logs.shift();
     if (DEBUG) console.error(line, data === undefined ? '' : safeJson(data));
   };
   const client = new RealtimeClient(`${server.wsBase}${endpointPath}`, {
