@@ -28,7 +28,7 @@ use crate::publisher::due_before;
 use crate::report::{latency_histogram, merge_errors, ErrorCounts};
 
 /// Time a closed-loop publisher waits for its tracker before writing its window off.
-pub const STALL: Duration = Duration::from_secs(2);
+pub const STALL: Duration = Duration::from_secs(10);
 /// Pairs connecting at once.
 const CONNECT_CONCURRENCY: usize = 32;
 

@@ -1,5 +1,6 @@
 //! The plot of `compare`: one bar chart per compared measure ([`MEASURES`]), a bar per server, drawn
-//! as SVG with `plotters` (SVG backend only, its naive text layout; no font files needed).
+//! as SVG with `plotters` (SVG backend only, its naive text layout; no font files needed). Integer
+//! ranges are inclusive in `plotters`, so `n` bars take the segments of `0..n-1`.
 
 use std::path::Path;
 
@@ -40,11 +41,12 @@ pub fn write_svg(path: &Path, title: &str, figures: &[ServerFigures]) -> Result<
             .margin(12)
             .x_label_area_size(28)
             .y_label_area_size(70)
-            .build_cartesian_2d((0..figures.len()).into_segmented(), 0.0..top)
+            .build_cartesian_2d((0..figures.len().saturating_sub(1)).into_segmented(), 0.0..top)
             .map_err(err)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .light_line_style(TRANSPARENT)
             .x_labels(figures.len())
             .x_label_formatter(&|x| match x {
                 SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {

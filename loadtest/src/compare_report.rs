@@ -23,7 +23,7 @@ pub fn label(server: &str) -> &str {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServerFigures {
     pub server: String,
-    /// Room members the load tried to connect, and how many joined (pairs included).
+    /// Connections the load tried (members and the publishing pairs), and how many joined.
     pub attempted: u64,
     pub held: u64,
     /// Connect (TCP + WebSocket handshake + join) latency of the members, ms.
@@ -143,7 +143,8 @@ pub fn format_ratio(r: Option<f64>) -> String {
         None => "n/a".into(),
         Some(r) if r >= 100.0 => format!("{r:.0}×"),
         Some(r) if r >= 10.0 => format!("{r:.1}×"),
-        Some(r) => format!("{r:.2}×"),
+        Some(r) if r >= 0.1 => format!("{r:.2}×"),
+        Some(r) => format!("{r:.3}×"),
     }
 }
 
@@ -162,7 +163,7 @@ fn group_thousands(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -363,6 +364,7 @@ mod tests {
         assert_eq!(format_ratio(Some(2.5)), "2.50×");
         assert_eq!(format_ratio(Some(12.34)), "12.3×");
         assert_eq!(format_ratio(Some(123.4)), "123×");
+        assert_eq!(format_ratio(Some(0.0048)), "0.005×");
         assert_eq!(format_ratio(None), "n/a");
         assert_eq!(format_value(Some(1_234_567.4)), "1,234,567");
         assert_eq!(format_value(Some(-1_234.0)), "-1,234");

@@ -92,8 +92,6 @@ mod tests {
         assert!(read_core_ticks(0).is_some());
     }
 
-    use super::*;
-
     #[test]
     fn parses_stat() {
         let stat = "1234 (real time) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 8 0 99 1000 50 x";

@@ -432,7 +432,7 @@ async fn measure(
 ) -> anyhow::Result<ServerFigures> {
     let mut f = ServerFigures {
         server: kind.name().into(),
-        attempted: args.connections as u64,
+        attempted: (args.connections + 2 * args.rooms) as u64,
         rate: args.rate,
         ..ServerFigures::default()
     };
