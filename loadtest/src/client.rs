@@ -24,7 +24,7 @@ use crate::frames::{self, Event};
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(25);
 
 /// Bounded time for a close frame to go out when a client shuts down.
-const CLOSE_BUDGET: Duration = Duration::from_millis(500);
+pub const CLOSE_BUDGET: Duration = Duration::from_millis(500);
 
 /// Why a connection failed; [`ClientError::kind`] groups them for the report.
 #[derive(Debug, Error)]
@@ -118,6 +118,42 @@ impl Endpoint {
     }
 }
 
+/// TCP connect to `addr` (with `SO_RCVBUF` set to `recv_buffer` bytes first, when given) and the
+/// WebSocket handshake for `url`, both before `deadline`; small socket buffers, Nagle off. Shared by
+/// [`Client`] and the clients of other servers' protocols ([`crate::peer_client`]).
+pub async fn connect_ws(
+    addr: SocketAddr,
+    url: &str,
+    deadline: Instant,
+    recv_buffer: Option<u32>,
+) -> Result<WebSocketStream<TcpStream>, ClientError> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
+    let socket = socket.map_err(ClientError::ConnectIo)?;
+    if let Some(bytes) = recv_buffer {
+        socket.set_recv_buffer_size(bytes).map_err(ClientError::ConnectIo)?;
+    }
+    let stream = match timeout_at(deadline, socket.connect(addr)).await {
+        Err(_) => return Err(ClientError::ConnectTimeout),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Err(ClientError::ConnectRefused)
+        }
+        Ok(Err(e)) => return Err(ClientError::ConnectIo(e)),
+        Ok(Ok(stream)) => stream,
+    };
+    // Latency numbers should not include Nagle delays; failure to set it is harmless.
+    let _ = stream.set_nodelay(true);
+    let config = WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(0);
+    let handshake = tokio_tungstenite::client_async_with_config(url, stream, Some(config));
+    match timeout_at(deadline, handshake).await {
+        Err(_) => Err(ClientError::ConnectTimeout),
+        Ok(Err(tungstenite::Error::Http(response))) => {
+            Err(ClientError::HttpStatus(response.status().as_u16()))
+        }
+        Ok(Err(e)) => Err(ClientError::Handshake(e)),
+        Ok(Ok((ws, _response))) => Ok(ws),
+    }
+}
+
 /// One open WebSocket.
 pub struct Client {
     ws: WebSocketStream<TcpStream>,
@@ -139,32 +175,7 @@ impl Client {
         deadline: Instant,
         recv_buffer: Option<u32>,
     ) -> Result<Client, ClientError> {
-        let socket = if endpoint.addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
-        let socket = socket.map_err(ClientError::ConnectIo)?;
-        if let Some(bytes) = recv_buffer {
-            socket.set_recv_buffer_size(bytes).map_err(ClientError::ConnectIo)?;
-        }
-        let stream = match timeout_at(deadline, socket.connect(endpoint.addr)).await {
-            Err(_) => return Err(ClientError::ConnectTimeout),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err(ClientError::ConnectRefused)
-            }
-            Ok(Err(e)) => return Err(ClientError::ConnectIo(e)),
-            Ok(Ok(stream)) => stream,
-        };
-        // Latency numbers should not include Nagle delays; failure to set it is harmless.
-        let _ = stream.set_nodelay(true);
-        let config = WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(0);
-        let handshake =
-            tokio_tungstenite::client_async_with_config(endpoint.url.as_str(), stream, Some(config));
-        let ws = match timeout_at(deadline, handshake).await {
-            Err(_) => return Err(ClientError::ConnectTimeout),
-            Ok(Err(tungstenite::Error::Http(response))) => {
-                return Err(ClientError::HttpStatus(response.status().as_u16()))
-            }
-            Ok(Err(e)) => return Err(ClientError::Handshake(e)),
-            Ok(Ok((ws, _response))) => ws,
-        };
+        let ws = connect_ws(endpoint.addr, &endpoint.url, deadline, recv_buffer).await?;
         Ok(Client { ws, vsn: endpoint.vsn, token: endpoint.token.clone(), next_ref: 1 })
     }
 

@@ -1,5 +1,6 @@
 //! The parent ↔ worker protocol: workers write one JSON object per line on stdout
-//! ([`WorkerMessage`]); the parent writes [`STOP`] on a worker's stdin (closing stdin means the same).
+//! ([`WorkerMessage`]); the parent writes [`STOP`] on a worker's stdin (closing stdin means the same),
+//! or [`SNAPSHOT`] for the counts so far.
 
 use serde::{Deserialize, Serialize};
 
@@ -7,6 +8,9 @@ use crate::report::{ErrorCounts, HistogramData};
 
 /// Line the parent sends to end the receive phase.
 pub const STOP: &str = "stop";
+/// Line the parent sends for the counts so far (`compare` workers answer with a [`WorkerMessage::Finished`]
+/// holding the counts since the previous snapshot, and keep receiving).
+pub const SNAPSHOT: &str = "snapshot";
 
 /// A worker's report to the parent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,10 +15,12 @@
 //! realtime-loadtest presence --jwt-secret secret --target $URL0,$URL1,$URL2 --clients-per-node 20 --duration 20 \
 //!     --kill-node-pid $PID2 --kill-after 5
 //! realtime-loadtest failover --database-url postgres://postgres@127.0.0.1:5432/postgres --kills 3
+//! loadtest/peers/setup.sh && realtime-loadtest compare --servers realtime,fastapi,socketio
 //! ```
 //!
 //! ## Layout
-//! - [`scenario`]: one module per scenario (`fanout`, `cdc`, `presence`, `failover`), each a subcommand.
+//! - [`scenario`]: one module per scenario (`fanout`, `cdc`, `presence`, `failover`, `compare`), each a
+//!   subcommand.
 //! - [`worker`], [`cdc_worker`]: the hidden `worker` and `cdc-worker` subcommands; the parent
 //!   re-executes itself to spread connections over processes (open-files limit), see [`pool`] and the
 //!   line protocol in [`ipc`].
@@ -31,12 +33,19 @@
 //!   scenario's clients, their views, the churn, and the clock work of convergence and eviction.
 //! - [`nodes`], [`failover_load`], [`failover_check`]: the `failover` scenario's node processes, its
 //!   subscribers and inserter, and the exactly-once check.
+//! - [`peer_protocol`], [`peer_client`], [`compare_worker`], [`compare_load`], [`compare_report`],
+//!   [`compare_plot`]: the `compare` scenario's three wire protocols (pure), its client, its worker
+//!   processes (the hidden `compare-worker`), its publishers, its tables and CSV, and its plot.
 //! - [`report`], [`rss`], [`netstat`], [`scrape`], [`payload`], [`token`]: histograms and the tables,
 //!   server memory and CPU, the kernel's TCP counters and socket table, the server's `/metrics`, the
 //!   stamped broadcast payload and its sequence checks, the JWTs.
 
 mod cdc_worker;
 mod client;
+mod compare_load;
+mod compare_plot;
+mod compare_report;
+mod compare_worker;
 mod convergence;
 mod database;
 mod failover_check;
@@ -46,6 +55,8 @@ mod ipc;
 mod netstat;
 mod nodes;
 mod payload;
+mod peer_client;
+mod peer_protocol;
 mod pgchange;
 mod pool;
 mod presence_client;
@@ -88,12 +99,19 @@ enum Scenario {
     /// leader N times (restarting it each time): time to resume delivery, time to a new leader, and
     /// every subscriber's rows checked exactly once, in order.
     Failover(scenario::failover::FailoverArgs),
+    /// This server, a FastAPI and a Socket.IO server (loadtest/peers/) through one scenario, each
+    /// pinned to one core in turn: connections held, connect p99, RSS per connection, latency at a
+    /// fixed rate, deliveries/s at saturation and per CPU-second; a ratio table, a CSV and an SVG plot.
+    Compare(scenario::compare::CompareArgs),
     /// Internal: one worker process of `fanout` (spawned by the parent).
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
     /// Internal: one worker process of `cdc` (spawned by the parent).
     #[command(hide = true)]
     CdcWorker(cdc_worker::CdcWorkerArgs),
+    /// Internal: one worker process of `compare` (spawned by the parent).
+    #[command(hide = true)]
+    CompareWorker(compare_worker::CompareWorkerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -111,6 +129,8 @@ fn main() -> anyhow::Result<()> {
             Scenario::Failover(args) => scenario::failover::run(args).await,
             Scenario::Worker(args) => worker::run(args).await,
             Scenario::CdcWorker(args) => cdc_worker::run(args).await,
+            Scenario::Compare(args) => scenario::compare::run(args).await,
+            Scenario::CompareWorker(args) => compare_worker::run(args).await,
         }
     })
 }

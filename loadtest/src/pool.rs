@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::time::{timeout, timeout_at, Instant};
 
-use crate::ipc::{FinishedReport, JoinedReport, WorkerMessage, STOP};
+use crate::ipc::{FinishedReport, JoinedReport, WorkerMessage, SNAPSHOT, STOP};
 use crate::worker::TOKEN_ENV;
 
 /// Time a worker gets to exit after its `finished` line.
@@ -69,6 +69,25 @@ impl Worker {
             Ok(WorkerMessage::Joined(report)) => Ok(report),
             Ok(other) => Err(format!("worker {} sent {other:?} before joining", self.index)),
             Err(e) => Err(e),
+        };
+        if outcome.is_err() {
+            self.kill();
+        }
+        outcome
+    }
+
+    async fn snapshot(&mut self, deadline: Instant) -> Result<FinishedReport, String> {
+        let Some(stdin) = self.stdin.as_mut().filter(|_| self.alive) else {
+            return Err(format!("worker {} already failed", self.index));
+        };
+        let written = stdin.write_all(format!("{SNAPSHOT}\n").as_bytes()).await;
+        let outcome = match written.and(stdin.flush().await) {
+            Err(e) => Err(format!("worker {} stdin: {e}", self.index)),
+            Ok(()) => match self.next_message(deadline).await {
+                Ok(WorkerMessage::Finished(report)) => Ok(report),
+                Ok(other) => Err(format!("worker {} sent {other:?} instead of a snapshot", self.index)),
+                Err(e) => Err(e),
+            },
         };
         if outcome.is_err() {
             self.kill();
@@ -151,6 +170,12 @@ impl Pool {
     /// Each worker's `joined` report, in worker order; a worker that fails is killed.
     pub async fn joined(&mut self, deadline: Instant) -> Vec<Result<JoinedReport, String>> {
         join_all(self.workers.iter_mut().map(|w| w.joined(deadline))).await
+    }
+
+    /// Asks every live worker for its counts since the last snapshot (workers that answer so:
+    /// `compare-worker`); a worker that fails is killed.
+    pub async fn snapshot(&mut self, deadline: Instant) -> Vec<Result<FinishedReport, String>> {
+        join_all(self.workers.iter_mut().map(|w| w.snapshot(deadline))).await
     }
 
     /// Sends `stop` to every live worker and collects its `finished` report.

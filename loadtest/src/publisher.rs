@@ -172,7 +172,7 @@ struct Outcome {
 }
 
 /// Broadcasts due in `[first, end)` at one per `period` from `first`.
-fn due_before(first: Instant, period: Duration, end: Instant) -> u64 {
+pub fn due_before(first: Instant, period: Duration, end: Instant) -> u64 {
     if end <= first {
         return 0;
     }

@@ -44,13 +44,14 @@ impl Default for ReceiverStats {
 }
 
 impl ReceiverStats {
-    fn delivered(&self, latency_us: u64) {
+    /// Counts one delivery with its latency.
+    pub fn delivered(&self, latency_us: u64) {
         self.delivered.fetch_add(1, Ordering::Relaxed);
         self.delivery_us.lock().unwrap_or_else(PoisonError::into_inner).saturating_record(latency_us);
     }
 
     /// Counts a delivery by its sequence verdict; returns whether it counts as delivered.
-    fn sequenced(&self, verdict: SeqVerdict) -> bool {
+    pub fn sequenced(&self, verdict: SeqVerdict) -> bool {
         match verdict {
             SeqVerdict::InOrder => {}
             SeqVerdict::Reordered => {
@@ -67,8 +68,28 @@ impl ReceiverStats {
         true
     }
 
-    fn error(&self, kind: String) {
+    /// Counts one failure of kind `kind`.
+    pub fn error(&self, kind: String) {
         *self.errors.lock().unwrap_or_else(PoisonError::into_inner).entry(kind).or_default() += 1;
+    }
+
+    /// The counts since the last call (or since the start), and starts counting again from zero: one
+    /// report per phase of a run whose receivers stay connected across phases. `seq_next_total` is
+    /// left out (receivers add it when they end).
+    pub fn take(&self) -> FinishedReport {
+        let mut histogram = self.delivery_us.lock().unwrap_or_else(PoisonError::into_inner);
+        let delivery_us = HistogramData::from_histogram(&histogram);
+        histogram.reset();
+        drop(histogram);
+        FinishedReport {
+            delivered: self.delivered.swap(0, Ordering::Relaxed),
+            duplicates: self.duplicates.swap(0, Ordering::Relaxed),
+            reordered: self.reordered.swap(0, Ordering::Relaxed),
+            seq_next_total: 0,
+            delivery_us,
+            errors: std::mem::take(&mut *self.errors.lock().unwrap_or_else(PoisonError::into_inner)),
+            cdc: None,
+        }
     }
 
     /// The receive-phase report.

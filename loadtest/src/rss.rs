@@ -1,5 +1,6 @@
 //! Server memory and CPU, Linux only: resident set size from `/proc/<pid>/status` (`VmRSS`), CPU time
-//! from `/proc/<pid>/stat` (`utime` + `stime`, in clock ticks).
+//! from `/proc/<pid>/stat` (`utime` + `stime`, in clock ticks), and how busy one core was from
+//! `/proc/stat`.
 
 /// `VmRSS` in KiB from the text of a `/proc/<pid>/status` file.
 pub fn parse_vm_rss_kib(status: &str) -> Option<u64> {
@@ -51,9 +52,45 @@ pub fn read_cpu_ticks(pid: Option<u32>) -> Option<u64> {
     parse_stat_cpu_ticks(&stat)
 }
 
+/// Busy and total clock ticks of core `core` from the text of `/proc/stat` (its `cpuN` line: busy is
+/// everything but `idle` and `iowait`).
+pub fn parse_core_ticks(stat: &str, core: usize) -> Option<(u64, u64)> {
+    let name = format!("cpu{core}");
+    let line = stat.lines().find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+    let fields: Vec<u64> = line.split_whitespace().skip(1).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice, already counted in user/nice]
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Core `core`'s busy and total ticks so far, `None` without `/proc/stat`.
+pub fn read_core_ticks(core: usize) -> Option<(u64, u64)> {
+    parse_core_ticks(&std::fs::read_to_string("/proc/stat").ok()?, core)
+}
+
+/// Share of the time core `core` was busy between two [`read_core_ticks`] readings.
+pub fn busy_share(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((b0, t0), (b1, t1)) = (before?, after?);
+    let total = t1.checked_sub(t0).filter(|&t| t > 0)?;
+    Some(b1.saturating_sub(b0) as f64 / total as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn core_ticks() {
+        let stat =
+            "cpu  9 9 9 9 9 9 9 9 0 0\ncpu0 10 1 5 80 4 0 0 0 0 0\ncpu1 50 0 30 20 0 0 0 0 0 0\nintr 1\n";
+        assert_eq!(parse_core_ticks(stat, 0), Some((16, 100)));
+        assert_eq!(parse_core_ticks(stat, 1), Some((80, 100)));
+        assert_eq!(parse_core_ticks(stat, 2), None);
+        assert_eq!(busy_share(Some((16, 100)), Some((66, 200))), Some(0.5));
+        assert_eq!(busy_share(Some((16, 100)), Some((16, 100))), None);
+        assert!(read_core_ticks(0).is_some());
+    }
 
     #[test]
     fn parses_stat() {

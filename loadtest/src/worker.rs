@@ -175,8 +175,13 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
 
 /// After the `joined` line: lets the connection tasks receive until `stop` (or stdin EOF, or
 /// `lifetime_end`), then tells them to stop and gives them [`STOP_BUDGET`] to close.
-pub async fn receive_until_stop(lifetime_end: Instant, stop_tx: watch::Sender<bool>, mut tasks: JoinSet<()>) {
+pub async fn receive_until_stop(lifetime_end: Instant, stop_tx: watch::Sender<bool>, tasks: JoinSet<()>) {
     wait_for_stop(lifetime_end).await;
+    stop_tasks(stop_tx, tasks).await;
+}
+
+/// Tells the connection tasks to stop and gives them [`STOP_BUDGET`] to close; aborts the rest.
+pub async fn stop_tasks(stop_tx: watch::Sender<bool>, mut tasks: JoinSet<()>) {
     let _ = stop_tx.send(true);
     if timeout(STOP_BUDGET, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
         tasks.abort_all();

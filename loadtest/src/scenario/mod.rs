@@ -8,8 +8,11 @@
 //!   shows on the other nodes, whether every view ends identical, and a killed node's eviction time.
 //! - [`failover`]: its own cluster, rows inserted steadily, the raft leader killed and restarted N
 //!   times; measures the time to resume delivery and checks every row arrived exactly once, in order.
+//! - [`compare`]: this server, a FastAPI and a Socket.IO server through the same broadcast scenario,
+//!   each pinned to one core; prints the side-by-side and ratio tables, writes a CSV and an SVG plot.
 
 pub mod cdc;
+pub mod compare;
 pub mod failover;
 pub mod fanout;
 pub mod presence;
