@@ -48,6 +48,9 @@ pub struct ClusterConfig {
     /// from no quorum within the maximum stops claiming CDC.
     pub raft_election_min: Duration,
     pub raft_election_max: Duration,
+    /// A raft member the leader has not seen alive for this long is removed from the membership (a
+    /// scale-down); one that comes back later is added again. Far longer than a restart.
+    pub raft_remove_after: Duration,
 }
 
 impl ClusterConfig {
@@ -70,6 +73,7 @@ impl ClusterConfig {
             raft_heartbeat: Duration::from_millis(100),
             raft_election_min: Duration::from_millis(300),
             raft_election_max: Duration::from_millis(600),
+            raft_remove_after: Duration::from_secs(300),
         }
     }
 
@@ -96,6 +100,9 @@ impl ClusterConfig {
             || self.raft_election_min >= self.raft_election_max
         {
             return bad("raft timings need 0 < heartbeat < election minimum < election maximum");
+        }
+        if self.raft_remove_after < Duration::from_secs(1) {
+            return bad("the raft removal delay must be at least a second (minutes in production)");
         }
         Ok(())
     }

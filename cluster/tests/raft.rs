@@ -210,3 +210,64 @@ async fn a_lone_node_leads_itself_and_raft_is_off_without_a_data_dir() {
     plain.step_down().await;
     plain.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_gone_longer_than_the_removal_delay_is_removed_and_added_back_when_it_returns() {
+    let dir = TempDir::new("remove");
+    let names = ["raftnet-g", "raftnet-h", "raftnet-i"];
+    let addrs = [addr(213, 4609), addr(214, 4610), addr(215, 4611)];
+    let configs: Vec<ClusterConfig> = names
+        .iter()
+        .zip(addrs)
+        .map(|(name, me)| {
+            let mut config = config(name, me, &addrs, &dir);
+            config.raft_remove_after = Duration::from_secs(2);
+            config
+        })
+        .collect();
+    let mut handles = Vec::new();
+    for config in &configs {
+        handles.push(start(config.clone()).await);
+    }
+    let all: Vec<&ClusterHandle> = handles.iter().collect();
+    let ((leader, _), _) = wait_for("a leader", &all, || agreed(&all)).await;
+    wait_for("three voters", &all, || {
+        all.iter().all(|h| h.view().raft.is_some_and(|r| r.voters.len() == 3)).then_some(())
+    })
+    .await;
+
+    // A follower goes away (a scale-down looks like this): after the delay the leader demotes and
+    // removes it, and the two others go on as a two-voter cluster with the same leader.
+    let gone = names.iter().position(|n| NodeId((*n).into()) != leader).unwrap();
+    handles[gone].leave().await;
+    handles[gone].shutdown();
+    let rest: Vec<&ClusterHandle> = (0..3).filter(|&i| i != gone).map(|i| &handles[i]).collect();
+    let (_, took) = wait_for("the gone member removed", &rest, || {
+        rest.iter()
+            .all(|h| {
+                h.view().raft.is_some_and(|r| {
+                    r.voters.len() == 2
+                        && !r.voters.contains(&names[gone].to_string())
+                        && r.learners.is_empty()
+                })
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(took >= Duration::from_secs(2), "removed before the delay: {took:?}");
+    assert_eq!(agreed(&rest).map(|(name, _)| name), Some(leader.clone()));
+
+    // It comes back (same name, same data): added as a learner, caught up, promoted.
+    handles[gone] = start(configs[gone].clone()).await;
+    let all: Vec<&ClusterHandle> = handles.iter().collect();
+    wait_for("back as a voter", &all, || {
+        all.iter()
+            .all(|h| h.view().raft.is_some_and(|r| r.voters.len() == 3 && r.learners.is_empty()))
+            .then_some(())
+    })
+    .await;
+    wait_for("one leader", &all, || agreed(&all)).await;
+    for handle in &handles {
+        handle.shutdown();
+    }
+}

@@ -162,6 +162,9 @@ pub struct Settings {
     /// Failure detector: how long a suspected peer has to answer before it is declared down.
     #[arg(long, env = "REALTIME_CLUSTER_SUSPECT_MS")]
     pub cluster_suspect_ms: Option<u64>,
+    /// A raft member not seen alive for this long is removed from the membership (scale-down).
+    #[arg(long, env = "REALTIME_CLUSTER_REMOVE_AFTER_MS")]
+    pub cluster_remove_after_ms: Option<u64>,
     /// Largest change record delivered whole; larger ones follow the 413 rule.
     #[arg(long, env = "REALTIME_MAX_RECORD_BYTES")]
     pub max_record_bytes: Option<usize>,
@@ -200,6 +203,7 @@ pub struct ClusterSettings {
     pub seeds: Vec<String>,
     pub probe_period: Duration,
     pub suspect_to_down: Duration,
+    pub raft_remove_after: Duration,
 }
 
 /// Postgres Changes settings, present when `DATABASE_URL` is set.
@@ -295,6 +299,7 @@ pub mod defaults {
     pub const CLUSTER_BIND: &str = "0.0.0.0:4100";
     pub const CLUSTER_PROBE_MS: u64 = 300;
     pub const CLUSTER_SUSPECT_MS: u64 = 900;
+    pub const CLUSTER_REMOVE_AFTER_MS: u64 = 300_000;
     pub const MAX_RECORD_BYTES: usize = 1_048_576;
     pub const CDC_RESUME_GRACE_MS: u64 = 5_000;
 }
@@ -347,6 +352,7 @@ impl Settings {
             seeds: self.seeds.or(file.seeds),
             cluster_probe_ms: self.cluster_probe_ms.or(file.cluster_probe_ms),
             cluster_suspect_ms: self.cluster_suspect_ms.or(file.cluster_suspect_ms),
+            cluster_remove_after_ms: self.cluster_remove_after_ms.or(file.cluster_remove_after_ms),
             max_record_bytes: self.max_record_bytes.or(file.max_record_bytes),
             cdc_resume_grace_ms: self.cdc_resume_grace_ms.or(file.cdc_resume_grace_ms),
         }
@@ -497,6 +503,10 @@ impl Config {
                 suspect_to_down: Duration::from_millis(setting!(
                     s.cluster_suspect_ms,
                     d::CLUSTER_SUSPECT_MS
+                )?),
+                raft_remove_after: Duration::from_millis(setting!(
+                    s.cluster_remove_after_ms,
+                    d::CLUSTER_REMOVE_AFTER_MS
                 )?),
             })
         };

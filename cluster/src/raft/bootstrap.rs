@@ -16,9 +16,11 @@
 //! node reports) it adds alive members that run raft but are not in the membership as learners,
 //! and promotes caught-up alive learners while there are fewer than [`MAX_VOTERS`] voters.
 //!
-//! Not done: members are never removed. StatefulSet pods keep their names, so a node that goes
-//! away comes back as the same raft member; a permanent scale-down leaves its voter in the
-//! membership (still counting toward the quorum) until an operator-driven removal exists.
+//! Members gone for good are removed. A SIGTERM does not say whether the pod is restarting or being
+//! scaled away, so absence decides: a member the leader has not seen alive for
+//! `ClusterConfig::raft_remove_after` (minutes; a rolling restart takes seconds) is demoted to
+//! learner, then removed, so a scale-down stops counting toward the quorum. StatefulSet pods keep
+//! their names, so one that comes back later is added and promoted again like any new node.
 //! A network partition during the very first formation could still let each side initialize.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -79,22 +81,38 @@ pub(crate) fn initial_voters(
 pub(crate) struct Plan {
     /// Alive nodes running raft that are not members yet: added as learners.
     pub add: Vec<NodeId>,
-    /// Caught-up alive learners made voters (only when no node is to be added first).
+    /// Voters gone for longer than the removal delay: made learners (first step of removal).
+    pub demote: BTreeSet<RaftNodeId>,
+    /// Learners gone for longer than the removal delay: removed.
+    pub remove: BTreeSet<RaftNodeId>,
+    /// Caught-up alive learners made voters (only when nothing else is to change first).
     pub promote: BTreeSet<RaftNodeId>,
 }
 
-/// The leader's plan for `membership` given the alive peers that run raft (`candidates`, by name)
-/// and which learners are caught up.
+/// The leader's plan for `membership` given the alive peers that run raft (`candidates`, by name),
+/// which learners are caught up and which members have been gone longer than the removal delay.
+/// One kind of change per round, in this order: add, demote, remove, promote.
 pub(crate) fn plan(
     membership: &Membership<RaftNodeId, RaftPeer>,
     candidates: &BTreeSet<NodeId>,
     caught_up: impl Fn(RaftNodeId) -> bool,
+    gone: impl Fn(RaftNodeId) -> bool,
 ) -> Plan {
     let add: Vec<NodeId> =
         candidates.iter().filter(|name| membership.get_node(&raft_id(&name.0)).is_none()).cloned().collect();
+    let demote: BTreeSet<RaftNodeId> = if add.is_empty() {
+        membership.voter_ids().filter(|id| gone(*id)).collect()
+    } else {
+        BTreeSet::new()
+    };
+    let remove: BTreeSet<RaftNodeId> = if add.is_empty() && demote.is_empty() {
+        membership.learner_ids().filter(|id| gone(*id)).collect()
+    } else {
+        BTreeSet::new()
+    };
     let voters = membership.voter_ids().count();
     let mut promote = BTreeSet::new();
-    if add.is_empty() && voters < MAX_VOTERS {
+    if add.is_empty() && demote.is_empty() && remove.is_empty() && voters < MAX_VOTERS {
         let mut learners: Vec<(String, RaftNodeId)> = membership
             .learner_ids()
             .filter_map(|id| membership.get_node(&id).map(|peer| (peer.name.clone(), id)))
@@ -103,7 +121,7 @@ pub(crate) fn plan(
         learners.sort();
         promote = learners.into_iter().take(MAX_VOTERS - voters).map(|(_, id)| id).collect();
     }
-    Plan { add, promote }
+    Plan { add, demote, remove, promote }
 }
 
 /// The steward: status exchange, first initialization, and the leader's membership upkeep.
@@ -191,7 +209,30 @@ async fn upkeep(node: &RaftNode, metrics: &openraft::RaftMetrics<RaftNodeId, Raf
             .and_then(|replication| replication.get(&id).cloned().flatten())
             .is_some_and(|matched| matched.index + CAUGHT_UP_LAG >= last)
     };
-    let Plan { add, promote } = plan(membership, &candidates, caught_up);
+    let gone = {
+        // When each member was last seen alive, as far as this leader knows (a new leader starts
+        // counting afresh, which only delays a removal).
+        let mut absent = lock(&node.absent_since);
+        let now = Instant::now();
+        let members: Vec<(RaftNodeId, RaftPeer)> =
+            membership.nodes().map(|(id, peer)| (*id, peer.clone())).collect();
+        absent.retain(|id, _| members.iter().any(|(member, _)| member == id));
+        for (id, peer) in &members {
+            if *id == node.id || candidates.contains(&NodeId(peer.name.clone())) {
+                absent.remove(id);
+            } else {
+                absent.entry(*id).or_insert(now);
+            }
+        }
+        let remove_after = node.shared.config.raft_remove_after;
+        absent
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= remove_after)
+            .map(|(id, _)| *id)
+            .collect::<Vec<_>>()
+    };
+    let Plan { add, demote, remove, promote } =
+        plan(membership, &candidates, caught_up, |id| gone.contains(&id));
     let change = if !add.is_empty() {
         let nodes = add
             .iter()
@@ -202,6 +243,12 @@ async fn upkeep(node: &RaftNode, metrics: &openraft::RaftMetrics<RaftNodeId, Raf
             .collect();
         tracing::info!(?add, "raft: adding learners");
         ChangeMembers::AddNodes(nodes)
+    } else if !demote.is_empty() {
+        tracing::warn!(?demote, "raft: voters gone for longer than the removal delay: made learners");
+        ChangeMembers::RemoveVoters(demote)
+    } else if !remove.is_empty() {
+        tracing::warn!(?remove, "raft: members gone for longer than the removal delay: removed");
+        ChangeMembers::RemoveNodes(remove)
     } else if !promote.is_empty() {
         tracing::info!(?promote, "raft: promoting learners to voters");
         ChangeMembers::AddVoterIds(promote)
@@ -254,16 +301,40 @@ mod tests {
 
     #[test]
     fn the_leader_adds_new_nodes_then_promotes_caught_up_learners() {
+        let none = |_| false;
         let m = membership(&["a", "b"], &[]);
-        let plan_ = plan(&m, &names(&["b", "c"]), |_| true);
-        assert_eq!(plan_, Plan { add: vec![NodeId("c".into())], promote: BTreeSet::new() });
+        let plan_ = plan(&m, &names(&["b", "c"]), |_| true, none);
+        assert_eq!(plan_, Plan { add: vec![NodeId("c".into())], ..Plan::default() });
 
         let m = membership(&["a", "b"], &["c", "d"]);
-        assert_eq!(plan(&m, &names(&["b", "c", "d"]), |_| true).promote, [raft_id("c"), raft_id("d")].into());
+        assert_eq!(
+            plan(&m, &names(&["b", "c", "d"]), |_| true, none).promote,
+            [raft_id("c"), raft_id("d")].into()
+        );
         // Lagging or dead learners wait.
-        assert_eq!(plan(&m, &names(&["b", "c"]), |id| id != raft_id("c")).promote, BTreeSet::new());
+        assert_eq!(plan(&m, &names(&["b", "c"]), |id| id != raft_id("c"), none).promote, BTreeSet::new());
         // Five voters are enough.
         let m = membership(&["a", "b", "c", "d", "e"], &["f"]);
-        assert_eq!(plan(&m, &names(&["b", "c", "d", "e", "f"]), |_| true), Plan::default());
+        assert_eq!(plan(&m, &names(&["b", "c", "d", "e", "f"]), |_| true, none), Plan::default());
+    }
+
+    #[test]
+    fn members_gone_too_long_are_demoted_then_removed_before_anyone_is_promoted() {
+        let gone = |id| id == raft_id("e");
+        // A gone voter is demoted first, even with a learner waiting to be promoted.
+        let m = membership(&["a", "b", "c", "d", "e"], &["f"]);
+        let plan_ = plan(&m, &names(&["b", "c", "d", "f"]), |_| true, gone);
+        assert_eq!(plan_, Plan { demote: [raft_id("e")].into(), ..Plan::default() });
+        // Then, as a learner, removed.
+        let m = membership(&["a", "b", "c", "d"], &["e", "f"]);
+        let plan_ = plan(&m, &names(&["b", "c", "d", "f"]), |_| true, gone);
+        assert_eq!(plan_, Plan { remove: [raft_id("e")].into(), ..Plan::default() });
+        // Then the caught-up learner takes the free seat.
+        let m = membership(&["a", "b", "c", "d"], &["f"]);
+        assert_eq!(plan(&m, &names(&["b", "c", "d", "f"]), |_| true, gone).promote, [raft_id("f")].into());
+        // A new node is added before anything is removed.
+        let m = membership(&["a", "b", "e"], &[]);
+        let plan_ = plan(&m, &names(&["b", "g"]), |_| true, gone);
+        assert_eq!(plan_, Plan { add: vec![NodeId("g".into())], ..Plan::default() });
     }
 }

@@ -63,6 +63,8 @@ pub(crate) struct RaftNode {
     pub(super) statuses: Mutex<HashMap<NodeId, PeerStatus>>,
     /// When membership last changed (bootstrap waits for it to settle).
     pub(super) membership_changed: Mutex<Instant>,
+    /// On the leader: since when each raft member has not been seen alive (see `bootstrap`).
+    pub(super) absent_since: Mutex<HashMap<RaftNodeId, Instant>>,
     /// Wakes the steward early (membership change, a new node to add).
     pub(super) nudge: Notify,
     /// Wakes the leadership watch early (resignation).
@@ -114,6 +116,7 @@ impl RaftNode {
             owner,
             leadership: watch::Sender::new(Leadership::default()),
             statuses: Mutex::default(),
+            absent_since: Mutex::default(),
             membership_changed: Mutex::new(Instant::now()),
             nudge: Notify::new(),
             refresh: Notify::new(),
