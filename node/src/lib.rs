@@ -25,6 +25,7 @@
 //! - [`channel`]: one actor per topic, the registry, encode-once fan-out.
 //! - [`presence`]: presence sets and their actor.
 //! - [`peers`]: the bridge to the cluster (`realtime-cluster`): relays, cluster topics, events.
+//! - [`cdc`]: Postgres Changes; [`schema`]: the `realtime` schema (migrations, partition janitor).
 //! - [`limits`], [`metrics`], [`state`], [`shutdown`], [`telemetry`].
 
 pub mod auth;
@@ -39,6 +40,7 @@ pub mod listener;
 pub mod metrics;
 pub mod peers;
 pub mod presence;
+pub mod schema;
 pub mod shutdown;
 pub mod socket;
 pub mod state;
