@@ -171,6 +171,9 @@ pub struct Settings {
     /// After a restart, wait this long before resuming the stream so clients resubscribe first.
     #[arg(long, env = "REALTIME_CDC_RESUME_GRACE_MS")]
     pub cdc_resume_grace_ms: Option<u64>,
+    /// Hours `realtime.messages` rows are kept (whole daily partitions are dropped after this).
+    #[arg(long, env = "REALTIME_MESSAGES_RETENTION_HOURS")]
+    pub messages_retention_hours: Option<u64>,
 }
 
 /// The resolved configuration every component reads.
@@ -193,6 +196,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `None`: a single node (no `REALTIME_SEEDS`).
     pub cluster: Option<ClusterSettings>,
+    /// How long `realtime.messages` rows are kept (with `DATABASE_URL`; see [`crate::schema`]).
+    pub messages_retention: Duration,
 }
 
 /// Cluster settings, present when `REALTIME_SEEDS` is set.
@@ -302,6 +307,7 @@ pub mod defaults {
     pub const CLUSTER_REMOVE_AFTER_MS: u64 = 300_000;
     pub const MAX_RECORD_BYTES: usize = 1_048_576;
     pub const CDC_RESUME_GRACE_MS: u64 = 5_000;
+    pub const MESSAGES_RETENTION_HOURS: u64 = 72;
 }
 
 impl Settings {
@@ -355,6 +361,7 @@ impl Settings {
             cluster_remove_after_ms: self.cluster_remove_after_ms.or(file.cluster_remove_after_ms),
             max_record_bytes: self.max_record_bytes.or(file.max_record_bytes),
             cdc_resume_grace_ms: self.cdc_resume_grace_ms.or(file.cdc_resume_grace_ms),
+            messages_retention_hours: self.messages_retention_hours.or(file.messages_retention_hours),
         }
     }
 }
@@ -510,9 +517,13 @@ impl Config {
                 )?),
             })
         };
+        let messages_retention = Duration::from_secs(
+            setting!(s.messages_retention_hours, d::MESSAGES_RETENTION_HOURS)?.saturating_mul(3600),
+        );
         Ok(Config {
             cluster,
             cdc,
+            messages_retention,
             data_dir: s.data_dir.unwrap_or_else(|| d::DATA_DIR.into()),
             bind: s.bind.unwrap_or_else(|| d::BIND.parse().expect("default bind address")),
             jwt_secret: s.jwt_secret.filter(|secret| !secret.is_empty()),
@@ -560,6 +571,7 @@ mod tests {
         assert_eq!(c.limits.max_events_per_second, 100);
         assert_eq!(c.limits.max_joins_per_second, 5_000);
         assert_eq!(c.limits.max_payload_bytes, 262_144);
+        assert_eq!(c.messages_retention, Duration::from_secs(72 * 3600));
         assert!(c.jwt_secret.is_none());
     }
 
@@ -591,10 +603,24 @@ mod tests {
 
     #[test]
     fn parses_flags() {
-        let s = Settings::try_parse_from(["realtime", "--bind", "127.0.0.1:0", "--max-payload-bytes", "10"])
-            .unwrap();
+        let s = Settings::try_parse_from([
+            "realtime",
+            "--bind",
+            "127.0.0.1:0",
+            "--max-payload-bytes",
+            "10",
+            "--messages-retention-hours",
+            "24",
+        ])
+        .unwrap();
         let c = Config::from_settings(s).unwrap();
         assert_eq!(c.limits.max_payload_bytes, 10);
+        assert_eq!(c.messages_retention, Duration::from_secs(24 * 3600));
+        let zero = Settings { messages_retention_hours: Some(0), ..Settings::default() };
+        assert!(matches!(
+            Config::from_settings(zero),
+            Err(ConfigError::Zero { name: "messages_retention_hours" })
+        ));
         assert_eq!(c.bind.port(), 0);
     }
 }
