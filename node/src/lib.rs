@@ -69,6 +69,8 @@ pub enum NodeError {
     #[error(transparent)]
     Cdc(#[from] cdc::error::CdcError),
     #[error(transparent)]
+    Schema(#[from] schema::SchemaError),
+    #[error(transparent)]
     Cluster(#[from] realtime_cluster::ClusterError),
     #[error("HTTP server: {0}")]
     Http(#[from] std::io::Error),
@@ -83,6 +85,11 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let secret = config.jwt_secret.clone().ok_or(NodeError::NoSecret)?;
     let verifier = Verifier::new(&secret, config.jwks_json.as_deref())?;
+    // The `realtime` schema comes first: CDC, private channels and `realtime.send` rely on it.
+    let janitor = match &config.cdc {
+        Some(cdc_config) => Some(schema::prepare(&cdc_config.database_url, config.messages_retention).await?),
+        None => None,
+    };
     let (cluster, cluster_events) = match peers::cluster_config(&config) {
         Some(cluster_config) => {
             let (handle, events) = realtime_cluster::ClusterHandle::start(cluster_config).await?;
@@ -138,6 +145,9 @@ pub async fn run(
     tracing::info!(sockets_left = left, "stopped");
     upkeep.abort();
     watchdog.abort();
+    if let Some(janitor) = janitor {
+        janitor.shutdown().await;
+    }
     let _ = server_task.await;
     for arbiter in arbiters {
         arbiter.stop();
