@@ -92,6 +92,9 @@ pub struct Settings {
     /// HTTP worker threads (defaults to the number of cores).
     #[arg(long, env = "REALTIME_WORKERS")]
     pub workers: Option<usize>,
+    /// Refuse public channels: every join must be `private` and pass the RLS read check.
+    #[arg(long, env = "REALTIME_PRIVATE_ONLY")]
+    pub private_only: Option<bool>,
     /// Bytes of frames queued for one socket before it is closed as a slow consumer.
     #[arg(long, env = "REALTIME_MAX_OUTBOX_BYTES")]
     pub max_outbox_bytes: Option<usize>,
@@ -191,6 +194,8 @@ pub struct Config {
     pub connect_error_delay: Duration,
     pub shutdown_grace: Duration,
     pub workers: usize,
+    /// Refuse joins of public channels (`PrivateOnly`).
+    pub private_only: bool,
     /// `None`: Postgres Changes are disabled.
     pub cdc: Option<CdcConfig>,
     pub data_dir: PathBuf,
@@ -333,6 +338,7 @@ impl Settings {
             connect_error_delay_ms: self.connect_error_delay_ms.or(file.connect_error_delay_ms),
             shutdown_grace_ms: self.shutdown_grace_ms.or(file.shutdown_grace_ms),
             workers: self.workers.or(file.workers),
+            private_only: self.private_only.or(file.private_only),
             max_outbox_bytes: self.max_outbox_bytes.or(file.max_outbox_bytes),
             max_outbox_frames: self.max_outbox_frames.or(file.max_outbox_frames),
             write_timeout_ms: self.write_timeout_ms.or(file.write_timeout_ms),
@@ -536,6 +542,7 @@ impl Config {
                 s.connect_error_delay_ms.unwrap_or(d::CONNECT_ERROR_DELAY_MS),
             ),
             shutdown_grace: Duration::from_millis(s.shutdown_grace_ms.unwrap_or(d::SHUTDOWN_GRACE_MS)),
+            private_only: s.private_only.unwrap_or(false),
             workers: s
                 .workers
                 .filter(|w| *w > 0)

@@ -29,6 +29,7 @@
 //! - [`limits`], [`metrics`], [`state`], [`shutdown`], [`telemetry`].
 
 pub mod auth;
+pub mod authz;
 pub mod budget;
 pub mod cdc;
 pub mod channel;
@@ -113,7 +114,9 @@ pub async fn run(
     };
     let bridge = cluster_events
         .map(|events| actix_web::rt::spawn(peers::bridge(events, registry.clone(), cdc.clone())));
-    let shared = web::Data::new(Shared::new(config.clone(), verifier, registry, cdc, cluster.clone()));
+    let authz_arbiter = Arbiter::new();
+    let authz = config.cdc.as_ref().map(|c| authz::Authorizer::new(&c.database_url, authz_arbiter.handle()));
+    let shared = web::Data::new(Shared::new(config.clone(), verifier, registry, cdc, cluster.clone(), authz));
     let metrics_data = web::Data::new(metrics_handle.clone());
     let server = http::server::serve(listener, config.workers, shared.clone(), metrics_data)?;
     let handle = server.handle();
@@ -153,5 +156,6 @@ pub async fn run(
         arbiter.stop();
     }
     cdc_arbiter.stop();
+    authz_arbiter.stop();
     Ok(())
 }

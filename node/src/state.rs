@@ -10,6 +10,7 @@ use actix::prelude::*;
 use realtime_cluster::ClusterHandle;
 
 use crate::auth::Verifier;
+use crate::authz::Authorizer;
 use crate::cdc::CdcHandle;
 use crate::channel::{ConnId, Registry};
 use crate::config::Config;
@@ -39,6 +40,8 @@ pub struct Shared {
     pub cdc: Option<CdcHandle>,
     /// The cluster; `None` on a single node (no `REALTIME_SEEDS`).
     pub cluster: Option<ClusterHandle>,
+    /// Private channels' RLS checks; `None` when `DATABASE_URL` is not set.
+    pub authz: Option<Authorizer>,
     draining: AtomicBool,
 }
 
@@ -49,10 +52,12 @@ impl Shared {
         registry: Addr<Registry>,
         cdc: Option<CdcHandle>,
         cluster: Option<ClusterHandle>,
+        authz: Option<Authorizer>,
     ) -> Shared {
         Shared {
             cdc,
             cluster,
+            authz,
             joins: SharedRate::per_second(config.limits.max_joins_per_second),
             token_joins: KeyedRate::per_second(config.limits.max_token_joins_per_second),
             rest_in_flight: AtomicUsize::new(0),

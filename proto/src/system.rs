@@ -41,6 +41,18 @@ pub mod reason {
     pub const PRESENCE_PAYLOAD_NOT_MAP: &str = "Presence track payload must be a map";
     pub const REPLAY_ON_PUBLIC: &str = "UnableToReplayMessages: Replay is not allowed for public channels";
     pub const SHUTTING_DOWN: &str = "ServerShuttingDown: The server is shutting down";
+    pub const PRIVATE_ONLY: &str = "PrivateOnly: This project only allows private channels";
+    pub const REPLAY_UNAVAILABLE: &str = "UnableToReplayMessages: Replay is not available on this server yet";
+
+    /// A private join whose policies let the caller read neither broadcasts nor presence.
+    pub fn unauthorized_read(sub_topic: &str) -> String {
+        format!("Unauthorized: You do not have permissions to read from this Channel topic: {sub_topic}")
+    }
+
+    /// A private broadcast or track the policies do not let the caller write.
+    pub fn unauthorized_write(sub_topic: &str) -> String {
+        format!("Unauthorized: You do not have permissions to write to this Channel topic: {sub_topic}")
+    }
 }
 
 /// Messages of `system` errors that close a channel.
@@ -49,6 +61,11 @@ pub mod shutdown {
     pub const PRESENCE_RATE: &str = "Client presence rate limit exceeded";
     pub const TRACK_TOO_LARGE: &str = "Track message size exceeded";
     pub const SERVER_DISCONNECT: &str = "Server requested disconnect";
+
+    /// A refreshed token no longer lets the caller read a private channel it joined.
+    pub fn read_revoked(sub_topic: &str) -> String {
+        format!("You no longer have permission to read from this Channel topic: {sub_topic}")
+    }
 }
 
 #[cfg(test)]

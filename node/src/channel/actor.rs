@@ -146,7 +146,7 @@ impl Handler<Broadcast> for ChannelActor {
         let mut frames = EncodedOnce::new(&self.topic, &msg.body);
         let mut dead = Vec::new();
         for member in self.members.values() {
-            if Some(member.conn) == msg.from && !member.self_broadcast {
+            if !member.receives_broadcasts || (Some(member.conn) == msg.from && !member.self_broadcast) {
                 continue;
             }
             let Some(frame) = frames.frame(member.vsn) else { continue };

@@ -30,6 +30,8 @@ pub struct Member {
     pub vsn: Vsn,
     /// Receive your own broadcasts.
     pub self_broadcast: bool,
+    /// Receive broadcasts at all (a private channel whose policies deny broadcast reads: no).
+    pub receives_broadcasts: bool,
     /// Receive `presence_state` and `presence_diff`.
     pub presence_enabled: bool,
     pub presence_key: String,

@@ -23,6 +23,8 @@ use serde_json::{json, Map, Value};
 
 use super::batch::{self, BatchError};
 use super::server::MAX_REST_BODY;
+use crate::auth::jwt::Claims;
+use crate::authz::{Caller, Extension};
 use crate::channel::messages::{Broadcast, BroadcastBody, Lookup};
 use crate::channel::TopicKey;
 use crate::metrics::{metrics, Refusal};
@@ -100,15 +102,25 @@ fn token(headers: &HeaderMap, query: &str) -> Option<String> {
     bearer.or_else(header).or_else(param)
 }
 
-fn authorised(req: &HttpRequest, shared: &Shared) -> bool {
-    match token(req.headers(), req.query_string()) {
-        Some(t) => shared.verifier.verify(&t).is_ok(),
-        None => false,
+/// The caller's verified claims, if its token is valid.
+fn authorised(req: &HttpRequest, shared: &Shared) -> Option<Claims> {
+    token(req.headers(), req.query_string()).and_then(|t| shared.verifier.verify(&t).ok())
+}
+
+/// May the caller send to the private channel `sub_topic`? Its RLS write check (no database: no).
+async fn may_write_private(shared: &Shared, claims: &Claims, sub_topic: &str) -> bool {
+    let Some(authz) = &shared.authz else { return false };
+    match authz.write(Caller::new(sub_topic, claims), Extension::Broadcast, claims.exp).await {
+        Ok(allowed) => allowed,
+        Err(error) => {
+            tracing::warn!(topic = sub_topic, %error, "REST private send: write check failed");
+            false
+        }
     }
 }
 
-async fn publish(shared: &Shared, sub_topic: &str, body: BroadcastBody) {
-    let key = TopicKey { sub_topic: Arc::from(sub_topic), private: false };
+async fn publish(shared: &Shared, sub_topic: &str, private: bool, body: BroadcastBody) {
+    let key = TopicKey { sub_topic: Arc::from(sub_topic), private };
     crate::peers::relay(shared.cluster.as_ref(), &key, &body);
     if let Ok(Some(channel)) = shared.registry.send(Lookup { key }).await {
         channel.do_send(Broadcast { from: None, body, received_at: Instant::now() });
@@ -156,9 +168,7 @@ pub async fn broadcast_batch(
     shared: web::Data<Shared>,
 ) -> HttpResponse {
     let Some(_slot) = RestSlot::acquire(&shared) else { return busy() };
-    if !authorised(&req, &shared) {
-        return unauthorized();
-    }
+    let Some(claims) = authorised(&req, &shared) else { return unauthorized() };
     let body = match read_body(payload, MAX_REST_BODY).await {
         Ok(body) => body,
         Err(response) => return response,
@@ -192,16 +202,18 @@ pub async fn broadcast_batch(
         return rate_limited("You have exceeded your rate limit");
     }
     for m in messages {
-        // Private channels need RLS authorization, which needs a database: skipped, as the reference
-        // skips topics the caller may not write to.
-        if realtime_proto::join::flexible_bool(m.get("private")) == Some(true) {
+        let (Some(topic), Some(event)) = (m["topic"].as_str(), m["event"].as_str()) else { continue };
+        // A private channel's messages go out only if the caller's RLS write check passes; like the
+        // reference, the others are skipped and the request still succeeds.
+        let private = realtime_proto::join::flexible_bool(m.get("private")) == Some(true);
+        if private && !may_write_private(&shared, &claims, topic).await {
+            metrics().refused(Refusal::PrivateChannel);
             continue;
         }
-        let (Some(topic), Some(event)) = (m["topic"].as_str(), m["event"].as_str()) else { continue };
         let meta = m.get("id").filter(|id| !id.is_null()).map(|id| json!({ "id": id }).to_string());
         let payload = server::user_broadcast_json(event, &m["payload"].to_string(), meta.as_deref());
         metrics().rest_messages.increment(1);
-        publish(&shared, topic, BroadcastBody::Json(payload.into())).await;
+        publish(&shared, topic, private, BroadcastBody::Json(payload.into())).await;
     }
     HttpResponse::Accepted().finish()
 }
@@ -228,9 +240,7 @@ pub async fn broadcast_single(
     let Some(encoding) = body_encoding(req.headers()) else {
         return HttpResponse::UnsupportedMediaType().json(json!({ "error": UNSUPPORTED_MEDIA_TYPE }));
     };
-    if !authorised(&req, &shared) {
-        return unauthorized();
-    }
+    let Some(claims) = authorised(&req, &shared) else { return unauthorized() };
     let body = match read_body(payload, MAX_REST_BODY).await {
         Ok(body) => body,
         Err(response) => return response,
@@ -239,8 +249,10 @@ pub async fn broadcast_single(
         .ok()
         .and_then(|q| q.get("private").cloned())
         .is_some_and(|p| p.eq_ignore_ascii_case("true"));
-    if private {
-        // No database, no RLS write check: refuse rather than publish unauthorised.
+    let (topic, event) = path.into_inner();
+    if private && !may_write_private(&shared, &claims, &topic).await {
+        // Not allowed by the topic's policies (or no database to ask): refuse, nothing is sent.
+        metrics().refused(Refusal::PrivateChannel);
         return message(actix_web::http::StatusCode::FORBIDDEN, "Unauthorized");
     }
     let data = match encoding {
@@ -261,9 +273,8 @@ pub async fn broadcast_single(
     if !shared.rest.allow(1) {
         return rate_limited("You have exceeded your rate limit");
     }
-    let (topic, event) = path.into_inner();
     metrics().rest_messages.increment(1);
     let body = BroadcastBody::User { event: event.into(), encoding, data, meta: None };
-    publish(&shared, &topic, body).await;
+    publish(&shared, &topic, private, body).await;
     HttpResponse::Accepted().finish()
 }

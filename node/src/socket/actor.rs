@@ -56,6 +56,8 @@ pub struct ChannelState {
     pub join_msg_ref: Option<String>,
     /// Pushes that arrived while the join was being decided, in order.
     pub pending: Vec<ClientMessage>,
+    /// A private channel's permissions (`None`: a public channel, or not decided yet).
+    pub private: Option<super::private::PrivateAccess>,
 }
 
 /// Text or binary fragments of a message being reassembled.

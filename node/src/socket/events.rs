@@ -13,6 +13,8 @@ use realtime_proto::system::{reason, shutdown};
 use serde_json::{Map, Value};
 
 use super::actor::SocketActor;
+use super::private::{is_track, Gate};
+use crate::authz::Extension;
 use crate::channel::messages::{Broadcast, BroadcastBody, Track, Untrack};
 use crate::channel::ChannelActor;
 use crate::limits::RateWindow;
@@ -53,10 +55,15 @@ impl SocketActor {
 
     pub(super) fn on_broadcast(&mut self, ctx: &mut Context<Self>, msg: ClientMessage) {
         let Some(channel) = self.joined_channel(ctx, &msg) else { return };
+        let ack = self.channels.get(&msg.topic).is_some_and(|s| s.ack);
+        match self.write_gate(ctx, &msg, Extension::Broadcast) {
+            Gate::Open => {}
+            Gate::Held => return,
+            Gate::Denied => return self.deny_write(ctx, &msg, ack),
+        }
         if !self.allow_event(ctx, &msg.topic) {
             return;
         }
-        let ack = self.channels.get(&msg.topic).is_some_and(|s| s.ack);
         let ClientEvent::Broadcast(push) = &msg.event else { return };
         if push.payload_len() > self.shared.config.limits.max_payload_bytes {
             metrics().refused(Refusal::PayloadTooLarge);
@@ -92,6 +99,13 @@ impl SocketActor {
 
     pub(super) fn on_presence(&mut self, ctx: &mut Context<Self>, msg: ClientMessage) {
         let Some(channel) = self.joined_channel(ctx, &msg) else { return };
+        if is_track(&msg) {
+            match self.write_gate(ctx, &msg, Extension::Presence) {
+                Gate::Open => {}
+                Gate::Held => return,
+                Gate::Denied => return self.deny_write(ctx, &msg, true),
+            }
+        }
         if !self.allow_event(ctx, &msg.topic) {
             return;
         }

@@ -127,9 +127,16 @@ impl SocketActor {
         if config.broadcast.replay.is_some() && !config.private {
             return self.refuse(ctx, &msg, reason::REPLAY_ON_PUBLIC);
         }
-        if config.private {
+        if config.private && self.shared.authz.is_none() {
             metrics().refused(Refusal::PrivateChannel);
             return self.refuse(ctx, &msg, reason::PRIVATE_UNAVAILABLE);
+        }
+        if config.broadcast.replay.is_some() {
+            return self.refuse(ctx, &msg, reason::REPLAY_UNAVAILABLE);
+        }
+        if !config.private && self.shared.config.private_only {
+            metrics().refused(Refusal::PrivateChannel);
+            return self.refuse(ctx, &msg, reason::PRIVATE_ONLY);
         }
         // The same user flooding from many sockets: per token (its subject, or the token itself).
         let token_key = claims.sub.as_deref().unwrap_or(&token);
@@ -151,6 +158,7 @@ impl SocketActor {
             join_ref: msg.join_ref.clone(),
             vsn: self.vsn,
             self_broadcast: config.broadcast.self_broadcast,
+            receives_broadcasts: true,
             presence_enabled: config.presence.enabled,
             presence_key,
             outbox: self.outbox.clone(),
@@ -177,18 +185,22 @@ impl SocketActor {
                 replication_ready: config.broadcast.replication_ready,
                 join_msg_ref: msg.msg_ref.clone(),
                 pending: Vec::new(),
+                private: None,
             }),
         );
         tracing::debug!(parent: &self.span, topic = %msg.topic, "join requested");
-        match wait {
-            None => self.shared.registry.do_send(join_msg),
-            Some(options) => {
-                let wait = options
-                    .timeout_ms
-                    .map_or(POSTGRES_WAIT_DEFAULT, Duration::from_millis)
-                    .min(POSTGRES_WAIT_MAX);
-                self.hold_join_for_postgres(ctx, &msg.topic, join_msg, wait);
-            }
+        let wait = wait.map(|options| {
+            options.timeout_ms.map_or(POSTGRES_WAIT_DEFAULT, Duration::from_millis).min(POSTGRES_WAIT_MAX)
+        });
+        let topic = msg.topic.clone();
+        let admit = move |act: &mut SocketActor, ctx: &mut Context<SocketActor>, join: Join| match wait {
+            None => act.shared.registry.do_send(join),
+            Some(wait) => act.hold_join_for_postgres(ctx, &topic, join, wait),
+        };
+        if config.private {
+            self.authorize_join(ctx, &msg.topic, join_msg, admit);
+        } else {
+            admit(self, ctx, join_msg);
         }
     }
 

@@ -21,6 +21,7 @@ pub mod inbound;
 pub mod join;
 pub mod messages;
 pub mod postgres;
+pub mod private;
 pub mod tokens;
 
 pub use actor::SocketActor;

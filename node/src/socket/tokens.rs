@@ -58,6 +58,8 @@ impl SocketActor {
                 if resubscribe {
                     self.subscribe_postgres(ctx, &msg.topic, true);
                 }
+                // Private channels: read permissions asked again under the new claims.
+                self.recheck_private(ctx, &msg.topic);
             }
             Err(error) => {
                 metrics().refused(Refusal::InvalidToken);

@@ -233,6 +233,24 @@ impl Db {
         }
     }
 
+    /// [`Db::new`], then the node's `realtime` schema (as a server would apply it at start, with
+    /// today's partitions), then `extra_sql` (policies on `realtime.messages`, triggers using
+    /// `realtime.send`).
+    pub async fn migrated(extra_sql: &str) -> Db {
+        let db = Db::new("").await;
+        let (mut pg, conn) = connect(&db.url).await;
+        realtime_node::schema::migrations::apply(&mut pg).await.expect("migrations");
+        realtime_node::schema::janitor::sweep(&mut pg, Duration::from_secs(72 * 3600))
+            .await
+            .expect("janitor pass");
+        drop(pg);
+        conn.abort();
+        if !extra_sql.is_empty() {
+            db.exec(extra_sql).await;
+        }
+        db
+    }
+
     pub async fn exec(&self, sql: &str) {
         tokio::time::timeout(T, self.pg.batch_execute(sql))
             .await

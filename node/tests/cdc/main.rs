@@ -21,6 +21,7 @@ mod cluster;
 mod common;
 mod errors;
 mod filters;
+mod private;
 mod restart;
 mod rls;
 mod schema;

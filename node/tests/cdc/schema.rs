@@ -20,13 +20,8 @@ async fn client(db: &Db) -> PgClient {
     client
 }
 
-/// A fresh database with the schema applied and today's partitions made.
 async fn migrated() -> Db {
-    let db = Db::new("").await;
-    let mut pg = client(&db).await;
-    migrations::apply(&mut pg).await.expect("migrations");
-    janitor::sweep(&mut pg, RETENTION).await.expect("janitor pass");
-    db
+    Db::migrated("").await
 }
 
 async fn one_bool(db: &Db, sql: &str) -> bool {

@@ -1,0 +1,159 @@
+//! Private channels: who may read and write a topic is decided by the application's RLS policies on
+//! `realtime.messages`, asked of PostgreSQL itself (PROTOCOL.md §6.2).
+//!
+//! A channel joined with `config.private: true` is authorised under the joining token's role and
+//! claims, so policies written for Supabase (`realtime.topic()`, `auth.uid()`, `auth.jwt()`,
+//! `realtime.messages.extension`) work unchanged:
+//! - **read** (at join, again on `access_token` refresh): can the role `SELECT` a probe row of this
+//!   topic for `broadcast`, and one for `presence`? The join needs one of them;
+//! - **write** (the first broadcast, the first track, a private REST send): can the role `INSERT` one?
+//!
+//! Every check runs in a transaction that is rolled back, so nothing is left behind; a policy that
+//! raises makes only that check fail (as "not allowed", logged), never the connection or other joins.
+//! Decisions are cached per (topic, role, claims) until the token expires ([`cache`]), so a room of
+//! many users with the same claims costs one round trip, and a refreshed token is asked again.
+//! The checks use a small pool of their own connections ([`pool`]), apart from the CDC stream's.
+
+pub mod cache;
+pub mod checks;
+pub mod pool;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::ArbiterHandle;
+
+use crate::auth::jwt::{now_secs, Claims};
+use crate::cdc::rls::pg_error_text;
+
+pub use checks::{Extension, ReadAccess};
+
+use cache::DecisionCache;
+use pool::{CheckPool, PoolError};
+
+/// Connections kept for authorization checks.
+pub const POOL_SIZE: usize = 4;
+/// Decisions remembered at most (the oldest go first).
+const CACHE_ENTRIES: usize = 10_000;
+/// A decision is never kept longer than this, even for a token that lives longer: policies change.
+const CACHE_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// Why a check could not be made (the caller refuses, the client sees an `Unauthorized` reason).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthzError {
+    #[error("the database could not be reached for the authorization check: {0}")]
+    Pool(#[from] PoolError),
+    #[error("the authorization check failed: {0}")]
+    Query(String),
+    #[error("the node is stopping")]
+    Stopped,
+}
+
+/// Who is asking, and about which topic: the context the policies see.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Caller {
+    pub topic: String,
+    pub role: String,
+    pub claims_json: String,
+    pub sub: Option<String>,
+}
+
+impl Caller {
+    pub fn new(topic: &str, claims: &Claims) -> Caller {
+        Caller {
+            topic: topic.to_owned(),
+            role: claims.role.clone(),
+            claims_json: serde_json::Value::Object(claims.all.clone()).to_string(),
+            sub: claims.sub.clone(),
+        }
+    }
+}
+
+/// The node's authorizer for private channels; present when `DATABASE_URL` is set. Cheap to clone.
+///
+/// Checks run on an arbiter of their own (their connections live there), so a slow database never
+/// holds up the socket workers; a cached decision is answered without leaving the caller's thread.
+#[derive(Clone)]
+pub struct Authorizer {
+    inner: Arc<Inner>,
+    arbiter: ArbiterHandle,
+}
+
+struct Inner {
+    pool: CheckPool,
+    reads: Mutex<DecisionCache<Caller, ReadAccess>>,
+    writes: Mutex<DecisionCache<(Caller, Extension), bool>>,
+}
+
+impl Authorizer {
+    pub fn new(database_url: &str, arbiter: ArbiterHandle) -> Authorizer {
+        let inner = Inner {
+            pool: CheckPool::new(database_url, POOL_SIZE),
+            reads: Mutex::new(DecisionCache::new(CACHE_ENTRIES)),
+            writes: Mutex::new(DecisionCache::new(CACHE_ENTRIES)),
+        };
+        Authorizer { inner: Arc::new(inner), arbiter }
+    }
+
+    /// May `caller` read the topic's broadcasts and presence? Cached until `exp` (token expiry).
+    pub async fn read(&self, caller: Caller, exp: i64) -> Result<ReadAccess, AuthzError> {
+        if let Some(access) = lock(&self.inner.reads).get(&caller, Instant::now()) {
+            return Ok(access);
+        }
+        let inner = self.inner.clone();
+        self.on_arbiter(async move {
+            let access = {
+                let mut client = inner.pool.get().await?;
+                checks::read(client.client(), &caller)
+                    .await
+                    .map_err(|e| AuthzError::Query(pg_error_text(&e)))?
+            };
+            lock(&inner.reads).put(caller, access, valid_until(exp));
+            Ok(access)
+        })
+        .await
+    }
+
+    /// May `caller` write `extension` messages to the topic? Cached until `exp`.
+    pub async fn write(&self, caller: Caller, extension: Extension, exp: i64) -> Result<bool, AuthzError> {
+        let key = (caller, extension);
+        if let Some(allowed) = lock(&self.inner.writes).get(&key, Instant::now()) {
+            return Ok(allowed);
+        }
+        let inner = self.inner.clone();
+        self.on_arbiter(async move {
+            let allowed = {
+                let mut client = inner.pool.get().await?;
+                checks::write(client.client(), &key.0, extension)
+                    .await
+                    .map_err(|e| AuthzError::Query(pg_error_text(&e)))?
+            };
+            lock(&inner.writes).put(key, allowed, valid_until(exp));
+            Ok(allowed)
+        })
+        .await
+    }
+
+    async fn on_arbiter<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, AuthzError>> + Send + 'static,
+    ) -> Result<T, AuthzError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !self.arbiter.spawn(async move {
+            let _ = tx.send(work.await);
+        }) {
+            return Err(AuthzError::Stopped);
+        }
+        rx.await.map_err(|_| AuthzError::Stopped)?
+    }
+}
+
+/// Until the token expires, and at most [`CACHE_MAX_AGE`].
+fn valid_until(exp: i64) -> Instant {
+    let left = Duration::from_secs(exp.saturating_sub(now_secs()).max(0) as u64);
+    Instant::now() + left.min(CACHE_MAX_AGE)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

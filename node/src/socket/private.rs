@@ -1,0 +1,190 @@
+//! Private channels on the socket (PROTOCOL.md §6.2): the read check that admits a join, the write
+//! checks held in front of the first broadcast and the first track, and the re-check when the token
+//! is refreshed. The questions themselves are [`crate::authz`]'s.
+//!
+//! A check is asynchronous, so whatever the client sends meanwhile waits, in order, behind it: pushes
+//! during the join wait in the channel's `pending` list (as for any join), broadcasts and tracks in
+//! their [`WriteGate`] until the write decision is known.
+
+use actix::prelude::*;
+use realtime_proto::client::{ClientEvent, ClientMessage};
+use realtime_proto::server::ReplyStatus;
+use realtime_proto::system::{reason, shutdown};
+
+use super::actor::{SocketActor, MAX_PENDING_PUSHES};
+use crate::authz::{Caller, Extension, ReadAccess};
+use crate::channel::messages::Join;
+use crate::metrics::{metrics, Refusal};
+
+/// What a private channel's caller may do, as decided so far.
+#[derive(Debug, Default)]
+pub struct PrivateAccess {
+    pub read: ReadAccess,
+    pub broadcast_write: WriteGate,
+    pub presence_write: WriteGate,
+}
+
+impl PrivateAccess {
+    fn gate(&mut self, extension: Extension) -> &mut WriteGate {
+        match extension {
+            Extension::Broadcast => &mut self.broadcast_write,
+            Extension::Presence => &mut self.presence_write,
+        }
+    }
+}
+
+/// A write permission: not asked yet, being asked (with the pushes waiting for it), or decided.
+#[derive(Debug, Default)]
+pub enum WriteGate {
+    #[default]
+    Unknown,
+    Checking(Vec<ClientMessage>),
+    Decided(bool),
+}
+
+/// What to do with a broadcast or track now.
+pub enum Gate {
+    /// Go on: a public channel, or the caller may write.
+    Open,
+    /// Held until the check answers; it is dispatched again then.
+    Held,
+    /// The caller may not write: drop it (and say so if a reply is due).
+    Denied,
+}
+
+impl SocketActor {
+    /// The read check of a private join; on success the join goes on with `continue_join`.
+    pub(super) fn authorize_join(
+        &mut self,
+        ctx: &mut Context<Self>,
+        topic: &str,
+        mut join: Join,
+        continue_join: impl FnOnce(&mut SocketActor, &mut Context<SocketActor>, Join) + 'static,
+    ) {
+        let (Some(authz), Some(state)) = (self.shared.authz.clone(), self.channels.get(topic)) else {
+            return;
+        };
+        let caller = Caller::new(&state.key.sub_topic, &state.claims);
+        let exp = state.claims.exp;
+        let join_ref = state.join_ref.clone();
+        let topic = topic.to_owned();
+        let check = async move { authz.read(caller, exp).await };
+        ctx.spawn(check.into_actor(self).map(move |result, act, ctx| {
+            let access = result.unwrap_or_else(|error| {
+                tracing::warn!(parent: &act.span, topic, %error, "private channel read check failed");
+                ReadAccess::default()
+            });
+            let Some(state) = act.channels.get_mut(&topic) else { return };
+            if state.join_ref != join_ref || state.channel.is_some() {
+                return; // left or joined again meanwhile
+            }
+            let sub_topic = state.key.sub_topic.to_string();
+            if !access.any() {
+                metrics().refused(Refusal::PrivateChannel);
+                let state = act.remove_channel(ctx, &topic).expect("present above");
+                let (join_ref, msg_ref) = (state.join_ref.as_deref(), state.join_msg_ref.as_deref());
+                act.refuse_join(ctx, &topic, join_ref, msg_ref, &reason::unauthorized_read(&sub_topic));
+                act.refuse_pending(ctx, &state.pending);
+                return;
+            }
+            state.private = Some(PrivateAccess { read: access, ..PrivateAccess::default() });
+            join.member.receives_broadcasts = access.broadcast;
+            join.member.presence_enabled &= access.presence;
+            continue_join(act, ctx, join);
+        }));
+    }
+
+    /// Whether a broadcast or track on `msg.topic` may go on now; asks the write check the first time.
+    pub(super) fn write_gate(
+        &mut self,
+        ctx: &mut Context<Self>,
+        msg: &ClientMessage,
+        extension: Extension,
+    ) -> Gate {
+        let Some(state) = self.channels.get_mut(&msg.topic) else { return Gate::Open };
+        let Some(private) = state.private.as_mut() else { return Gate::Open };
+        match private.gate(extension) {
+            WriteGate::Decided(true) => return Gate::Open,
+            WriteGate::Decided(false) => return Gate::Denied,
+            WriteGate::Checking(held) => {
+                if held.len() < MAX_PENDING_PUSHES {
+                    held.push(msg.clone());
+                    return Gate::Held;
+                }
+                metrics().refused(Refusal::PendingPushes);
+                return Gate::Denied;
+            }
+            gate @ WriteGate::Unknown => *gate = WriteGate::Checking(vec![msg.clone()]),
+        }
+        let Some(authz) = self.shared.authz.clone() else { return Gate::Denied };
+        let caller = Caller::new(&state.key.sub_topic, &state.claims);
+        let (exp, join_ref, topic) = (state.claims.exp, state.join_ref.clone(), msg.topic.clone());
+        let check = async move { authz.write(caller, extension, exp).await };
+        ctx.spawn(check.into_actor(self).map(move |result, act, ctx| {
+            let allowed = result.unwrap_or_else(|error| {
+                tracing::warn!(parent: &act.span, topic, %error, "private channel write check failed");
+                false
+            });
+            let Some(state) = act.channels.get_mut(&topic) else { return };
+            if state.join_ref != join_ref {
+                return;
+            }
+            let Some(private) = state.private.as_mut() else { return };
+            let held = match std::mem::replace(private.gate(extension), WriteGate::Decided(allowed)) {
+                WriteGate::Checking(held) => held,
+                _ => Vec::new(),
+            };
+            for push in held {
+                act.dispatch(ctx, push);
+            }
+        }));
+        Gate::Held
+    }
+
+    /// Answers a push the write check denied: broadcasts with an ack and tracks get an error reply.
+    pub(super) fn deny_write(&self, ctx: &mut Context<Self>, msg: &ClientMessage, reply: bool) {
+        metrics().refused(Refusal::PrivateChannel);
+        if reply {
+            let sub_topic =
+                self.channels.get(&msg.topic).map(|s| s.key.sub_topic.to_string()).unwrap_or_default();
+            let reason = serde_json::json!({ "reason": reason::unauthorized_write(&sub_topic) }).to_string();
+            self.reply(ctx, msg, ReplyStatus::Error, &reason);
+        }
+    }
+
+    /// After a token refresh on a private channel: read again under the new claims; a read permission
+    /// that was granted and is no longer ends the channel. Write decisions are asked again.
+    pub(super) fn recheck_private(&mut self, ctx: &mut Context<Self>, topic: &str) {
+        let (Some(authz), Some(state)) = (self.shared.authz.clone(), self.channels.get_mut(topic)) else {
+            return;
+        };
+        let Some(private) = state.private.as_mut() else { return };
+        private.broadcast_write = WriteGate::Unknown;
+        private.presence_write = WriteGate::Unknown;
+        let caller = Caller::new(&state.key.sub_topic, &state.claims);
+        let (exp, join_ref, topic) = (state.claims.exp, state.join_ref.clone(), topic.to_owned());
+        let check = async move { authz.read(caller, exp).await };
+        ctx.spawn(check.into_actor(self).map(move |result, act, ctx| {
+            let now = result.unwrap_or_else(|error| {
+                tracing::warn!(parent: &act.span, topic, %error, "private channel read re-check failed");
+                ReadAccess::default()
+            });
+            let Some(state) = act.channels.get_mut(&topic) else { return };
+            if state.join_ref != join_ref {
+                return;
+            }
+            let Some(private) = state.private.as_mut() else { return };
+            let before = std::mem::replace(&mut private.read, now);
+            if (before.broadcast && !now.broadcast) || (before.presence && !now.presence) {
+                let sub_topic = state.key.sub_topic.to_string();
+                metrics().refused(Refusal::PrivateChannel);
+                act.shutdown_channel(ctx, &topic, &shutdown::read_revoked(&sub_topic));
+            }
+        }));
+    }
+}
+
+/// Whether a presence push is a track (the only presence push a write check guards).
+pub(super) fn is_track(msg: &ClientMessage) -> bool {
+    matches!(&msg.event, ClientEvent::Presence(push) if push.event.as_deref() == Some("track"))
+}
