@@ -108,7 +108,17 @@ pub async fn run(
     let cdc_arbiter = Arbiter::new();
     let cdc = match &config.cdc {
         Some(cdc_config) => {
-            Some(cdc::start(cdc_config.clone(), &config.data_dir, &cdc_arbiter.handle(), cluster.clone())?)
+            let broadcasts = cdc::hub::DbBroadcasts {
+                channels: registry.clone().recipient(),
+                max_payload: config.limits.max_payload_bytes,
+            };
+            Some(cdc::start(
+                cdc_config.clone(),
+                &config.data_dir,
+                &cdc_arbiter.handle(),
+                cluster.clone(),
+                broadcasts,
+            )?)
         }
         None => None,
     };

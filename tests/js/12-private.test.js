@@ -97,6 +97,26 @@ describe('private channels', () => {
         assert.equal(await h.withTimeout(n.track({ online: true }), 11000, 'track'), 'error');
       });
 
+      it('realtime.send() in SQL reaches the private subscribers of the topic, with meta.id', async (t) => {
+        const topic = h.uniqueTopic('team');
+        const ch = await privateChannel(privateClient(t, server, pg.user(), vsn), topic);
+        assert.equal(ch.statuses[0].status, 'SUBSCRIBED');
+        // The stream may still be starting: send until the first one arrives.
+        await h.waitFor(
+          async () => {
+            await db.sql(`select realtime.send('{"probe": true}', 'probe', '${topic}')`);
+            await h.sleep(200);
+            return ch.rx.some((m) => m.event === 'probe');
+          },
+          20000,
+          'database broadcast live',
+        );
+        await db.sql(`select realtime.send('{"text": "from sql"}', 'note', '${topic}')`);
+        const got = await h.waitBroadcast(ch, 'note');
+        const [id] = await db.rows(`select id::text from realtime.messages where topic = '${topic}' and event = 'note'`);
+        assert.deepEqual(got, { type: 'broadcast', event: 'note', payload: { text: 'from sql', id }, meta: { id } });
+      });
+
       it('setAuth() with another user closes the inbox the new claims may not read', async (t) => {
         const ann = pg.user();
         const client = privateClient(t, server, ann, vsn);

@@ -75,6 +75,18 @@ pub async fn ensure_publication_and_slot(
         client.batch_execute(&format!("create publication {}", quote_ident(publication))).await?;
         tracing::info!(publication, "created publication");
     }
+    // Broadcast from the database: `realtime.messages` (the node's schema created it) in a publication
+    // of its own, so the user's publication stays as they made it.
+    let exists = client
+        .query_opt(
+            "select 1 from pg_publication where pubname = $1",
+            &[&super::db_broadcast::MESSAGES_PUBLICATION],
+        )
+        .await?;
+    if exists.is_none() {
+        client.batch_execute(super::db_broadcast::CREATE_MESSAGES_PUBLICATION).await?;
+        tracing::info!(publication = super::db_broadcast::MESSAGES_PUBLICATION, "created publication");
+    }
     let exists =
         client.query_opt("select 1 from pg_replication_slots where slot_name = $1", &[&slot]).await?;
     if exists.is_none() {
@@ -82,6 +94,31 @@ pub async fn ensure_publication_and_slot(
         tracing::info!(slot, "created permanent replication slot");
     }
     Ok(())
+}
+
+/// Whether the slot can stream with `publications` (comma-separated): pgoutput loads publications
+/// as of each change it decodes, so a publication created after the slot's restart point fails the
+/// whole stream (`publication … does not exist`) until the slot has moved past its creation. That is
+/// the case once, when a node that streamed before database broadcast existed creates its
+/// publication; asked by decoding one change without consuming it.
+pub async fn slot_can_stream(client: &Client, slot: &str, publications: &str) -> bool {
+    let peek = "select count(*) from pg_logical_slot_peek_binary_changes($1, null, 1, \
+                'proto_version', '1', 'publication_names', $2)";
+    let answer = async {
+        client.batch_execute("set statement_timeout = '10s'").await?;
+        let result = client.query_one(peek, &[&slot, &publications]).await;
+        client.batch_execute("reset statement_timeout").await?;
+        result
+    };
+    match answer.await {
+        Ok(_) => true,
+        Err(error) if error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) => {
+            tracing::warn!(slot, publications, error = %super::rls::pg_error_text(&error), "the slot predates a publication: streaming without it until it has moved past");
+            false
+        }
+        // Anything else (the slot is busy, slow to decode): START_REPLICATION will tell.
+        Err(_) => true,
+    }
 }
 
 /// `(schema, table)` of every table in the publication.

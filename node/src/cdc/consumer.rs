@@ -18,6 +18,7 @@ use tokio_postgres::Client;
 use super::catalog::{self, ColumnMeta, TableMeta};
 use super::change::{Cell, Change, ChangeKind, OldRow, Transaction};
 use super::cluster::Shipper;
+use super::db_broadcast;
 use super::error::CdcError;
 use super::hub::HubCommand;
 use super::pgoutput::{self, Message, OldTuple, Relation, Tuple, TupleValue};
@@ -42,6 +43,10 @@ pub struct Consumer {
     /// the slot from a stale holder (a deposed leader that has not noticed yet).
     pub ship: Option<Shipper>,
 }
+
+/// While the stream runs without `realtime.messages` (see [`catalog::slot_can_stream`]), how often it
+/// reconnects to try again.
+const ADD_MESSAGES_RETRY: Duration = Duration::from_secs(60);
 
 /// A transaction being assembled.
 struct Open {
@@ -79,7 +84,9 @@ impl Consumer {
             // PostgreSQL releases the slot when that backend has exited.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let mut repl = ReplicationClient::connect(replication_config(&self.config)?).await?;
+        let both = format!("{},{}", self.config.publication, db_broadcast::MESSAGES_PUBLICATION);
+        let with_messages = catalog::slot_can_stream(&client, &self.config.slot, &both).await;
+        let mut repl = ReplicationClient::connect(replication_config(&self.config, with_messages)?).await?;
         tracing::info!(slot = %self.config.slot, skip_through = *self.delivered.borrow(), "replication stream live");
         self.live.send_replace(true);
         *backoff = BACKOFF_MIN;
@@ -89,8 +96,15 @@ impl Consumer {
         let mut handed_off = *self.delivered.borrow();
         // End of the last transaction shipped in this session (0: none yet).
         let mut shipped_prev = 0;
+        // Streaming without database broadcast (the slot predates its publication): try again later.
+        let add_messages = tokio::time::sleep(ADD_MESSAGES_RETRY);
+        tokio::pin!(add_messages);
         loop {
             tokio::select! {
+                _ = &mut add_messages, if !with_messages => {
+                    tracing::info!("reconnecting the replication stream to add database broadcast");
+                    return Ok(());
+                }
                 event = repl.recv() => {
                     let Some(event) = event? else { return Ok(()) };
                     match event {
@@ -239,7 +253,8 @@ async fn table_meta(client: &Client, relation: &Relation) -> Result<TableMeta, C
 }
 
 /// pgwire-replication's settings from `DATABASE_URL`.
-fn replication_config(config: &CdcConfig) -> Result<ReplicationConfig, CdcError> {
+/// The stream's settings; `with_messages` adds `realtime.messages`' publication (database broadcast).
+fn replication_config(config: &CdcConfig, with_messages: bool) -> Result<ReplicationConfig, CdcError> {
     let url =
         tokio_postgres::Config::from_str(&config.database_url).map_err(|e| CdcError::Url(e.to_string()))?;
     let host = match url.get_hosts().first() {
@@ -258,7 +273,11 @@ fn replication_config(config: &CdcConfig) -> Result<ReplicationConfig, CdcError>
         password,
         database,
         config.slot.clone(),
-        config.publication.clone(),
+        if with_messages {
+            vec![config.publication.clone(), db_broadcast::MESSAGES_PUBLICATION.to_owned()]
+        } else {
+            vec![config.publication.clone()]
+        },
     )
     .with_port(port)
     .with_tls(TlsConfig::disabled())

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix::Recipient;
 use realtime_proto::postgres::{parse_params, SubscriptionParams};
 use realtime_proto::server;
 use realtime_proto::system::{self, Extension};
@@ -19,12 +20,14 @@ use tokio_postgres::Client;
 
 use super::catalog::{self, TableMeta};
 use super::change::{Change, ChangeKind, Projection, Transaction};
+use super::db_broadcast;
 use super::error::CdcError;
 use super::handle::{SubscribeError, SubscribeErrorKind, SubscribeOutcome, SubscribeRequest};
 use super::matching;
 use super::recorder::Record;
 use super::rls::{self, pg_error_text, Ask, RlsPool, Viewer};
 use super::subscriptions::{ChannelKey, GroupKey, NewEntry, SubscriptionIndex, ViewerId};
+use crate::channel::messages::RemoteBroadcast;
 use crate::channel::ConnId;
 use crate::config::CdcConfig;
 use crate::delivery::{CloseCause, Outbox, WireFrame};
@@ -57,6 +60,8 @@ pub enum HubCommand {
 
 /// `(schema, table)`.
 type TableName = (String, String);
+/// A change with its transaction's commit timestamp.
+type Stamped<'t> = (&'t Change, &'t str);
 /// A value read from the catalog, and when.
 type Cached<T> = (Instant, T);
 /// The primary keys of a batch one viewer must be asked about, per table.
@@ -142,6 +147,14 @@ pub struct Hub {
     taken: Arc<AtomicU64>,
     published: Option<Cached<Arc<Vec<TableName>>>>,
     tables: HashMap<TableName, Cached<Option<Arc<TableMeta>>>>,
+    /// Where rows of `realtime.messages` go as broadcasts: this node's channels.
+    broadcasts: DbBroadcasts,
+}
+
+/// Rows of `realtime.messages` turned into broadcasts ([`db_broadcast`]) for this node's channels.
+pub struct DbBroadcasts {
+    pub channels: Recipient<RemoteBroadcast>,
+    pub max_payload: usize,
 }
 
 /// Connections answering RLS questions in parallel.
@@ -160,6 +173,7 @@ impl Hub {
         recorder: mpsc::UnboundedSender<Record>,
         skip_through: u64,
         taken: Arc<AtomicU64>,
+        broadcasts: DbBroadcasts,
     ) -> Hub {
         taken.store(skip_through, Ordering::Release);
         Hub {
@@ -178,6 +192,7 @@ impl Hub {
             failing: HashSet::new(),
             unconfirmed: Vec::new(),
             selectable: HashMap::new(),
+            broadcasts,
         }
     }
 
@@ -437,8 +452,12 @@ impl Hub {
     /// per subscription group and RLS is asked once per (table, viewer) for the whole batch, so the cost
     /// grows with distinct subscriptions and claim sets; only deliveries cost per channel.
     async fn dispatch(&mut self, txns: &[Transaction]) {
-        let changes: Vec<(&Change, &str)> =
-            txns.iter().flat_map(|t| t.changes.iter().map(move |c| (c, &*t.commit_timestamp))).collect();
+        // Rows of `realtime.messages` are broadcasts, never Postgres Changes.
+        let (messages, changes): (Vec<Stamped>, Vec<Stamped>) = txns
+            .iter()
+            .flat_map(|t| t.changes.iter().map(move |c| (c, &*t.commit_timestamp)))
+            .partition(|(c, _)| db_broadcast::is_message(c));
+        self.broadcast_messages(messages.iter().map(|(c, _)| *c));
         // 1. Match: which groups each change goes to.
         let mut matched: Vec<(usize, GroupKey)> = Vec::new();
         for (index, (change, _)) in changes.iter().enumerate() {
@@ -559,6 +578,22 @@ impl Hub {
     }
 
     /// Waits for the batch to be visible, then asks each (table, viewer) which of its rows it may see.
+    /// Hands each `realtime.messages` insert to this node's channel of its topic, in commit order.
+    fn broadcast_messages<'c>(&self, rows: impl Iterator<Item = &'c Change>) {
+        let received_at = Instant::now();
+        for row in rows {
+            match db_broadcast::to_broadcast(row, self.broadcasts.max_payload) {
+                Ok(b) => self.broadcasts.channels.do_send(RemoteBroadcast {
+                    key: b.key,
+                    body: b.body,
+                    received_at,
+                }),
+                Err(db_broadcast::SkipReason::NotInsert | db_broadcast::SkipReason::NotBroadcast) => {}
+                Err(reason) => tracing::warn!(%reason, "a realtime.messages row was not broadcast"),
+            }
+        }
+    }
+
     async fn check_rls(&mut self, txns: &[Transaction], asks: RlsAsks) -> RlsAnswers {
         let mut visible: RlsAnswers = HashMap::new();
         if asks.is_empty() {

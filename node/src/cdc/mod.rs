@@ -25,6 +25,7 @@ pub mod catalog;
 pub mod change;
 pub mod cluster;
 pub mod consumer;
+pub mod db_broadcast;
 pub mod error;
 pub mod handle;
 pub mod hub;
@@ -56,6 +57,7 @@ pub fn start(
     data_dir: &std::path::Path,
     arbiter: &actix::ArbiterHandle,
     cluster: Option<ClusterHandle>,
+    broadcasts: hub::DbBroadcasts,
 ) -> Result<CdcHandle, error::CdcError> {
     let position = position::DeliveredPosition::open(data_dir, &config.slot)?;
     let resume_grace = position.resumed().then_some(config.resume_grace);
@@ -66,7 +68,7 @@ pub fn start(
     let (delivered_tx, delivered_rx) = watch::channel(position.lsn());
     let (record_tx, record_rx) = mpsc::unbounded_channel();
     let taken = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let hub = hub::Hub::new(config.clone(), record_tx, position.lsn(), taken.clone());
+    let hub = hub::Hub::new(config.clone(), record_tx, position.lsn(), taken.clone(), broadcasts);
     arbiter.spawn(recorder::run(position, record_rx, delivered_tx, config.flush_deadline));
     let hub_live = live_rx.clone();
     arbiter.spawn(async move { hub.run(commands_rx, txn_rx, hub_live).await });

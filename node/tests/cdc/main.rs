@@ -19,6 +19,7 @@
 mod basic;
 mod cluster;
 mod common;
+mod db_broadcast;
 mod errors;
 mod filters;
 mod private;

@@ -1,0 +1,177 @@
+//! Broadcast from the database (PROTOCOL.md §3.7): `realtime.send` and `realtime.broadcast_changes`
+//! insert into `realtime.messages`; the node streams those inserts from the WAL and delivers them to
+//! the private or public subscribers of the topic, with `meta.id`, in commit order.
+
+use std::time::Duration;
+
+use realtime_proto::Vsn;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+const SETUP: &str = "
+create policy read_all on realtime.messages for select to authenticated using (true);
+create table notes (id int8 primary key, body text);
+create function notes_broadcast() returns trigger language plpgsql security definer as $$
+begin
+  perform realtime.broadcast_changes('notes-' || coalesce(new.id, old.id)::text, tg_op, tg_op,
+                                     tg_table_name, tg_table_schema, new, old);
+  return null;
+end $$;
+create trigger notes_broadcast after insert or update or delete on notes
+  for each row execute function notes_broadcast();
+";
+
+async fn join(c: &mut Client, topic: &str, private: bool) {
+    let payload = json!({"config": {"private": private, "broadcast": {"self": false}}});
+    let r = c.send_join(topic, &payload).await;
+    let reply = c.expect_reply(&r, T).await;
+    assert_eq!(reply["payload"]["status"], "ok", "{reply}");
+}
+
+/// Reads and drops whatever arrives for `dur`.
+async fn drain(c: &mut Client, dur: Duration) {
+    let deadline = tokio::time::Instant::now() + dur;
+    while c.recv(deadline.saturating_duration_since(tokio::time::Instant::now())).await.is_some() {}
+}
+
+/// The payloads of the next `n` broadcasts on `topic`.
+async fn broadcasts(c: &mut Client, topic: &str, n: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + T;
+    while got.len() < n {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let f = c
+            .recv(left)
+            .await
+            .unwrap_or_else(|| panic!("{}: {} of {n} broadcasts: {got:?}", c.vsn, got.len()));
+        if let Some(v) = f.value() {
+            if v["topic"] == topic && v["event"] == "broadcast" {
+                got.push(v["payload"].clone());
+            }
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn t100_realtime_send_reaches_the_private_or_public_subscribers_with_the_row_id() {
+    let db = Db::migrated(SETUP).await;
+    let server = db.server(&[]);
+    let (t, sub) = topic("db");
+    let token = db.token("authenticated", &new_uuid());
+    let mut private = Vec::new();
+    let mut public = Vec::new();
+    for vsn in VSNS {
+        let mut c = server.client(&token, vsn).await;
+        join(&mut c, &t, true).await;
+        private.push(c);
+        let mut c = server.client(&token, vsn).await;
+        join(&mut c, &t, false).await;
+        public.push(c);
+    }
+    // The stream must be live before the first send: wait for a public probe to arrive.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        db.exec(&format!("select realtime.send('{{\"probe\": true}}', 'probe', '{sub}', false)")).await;
+        let c = &mut public[0];
+        if let Some(f) = c.recv(Duration::from_millis(300)).await {
+            if f.value().is_some_and(|v| v["payload"]["event"] == "probe") {
+                break;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "database broadcast never went live");
+    }
+    for c in private.iter_mut().chain(public.iter_mut()) {
+        drain(c, Duration::from_millis(300)).await; // the probes
+    }
+
+    db.exec(&format!("select realtime.send('{{\"n\": 1}}', 'secret', '{sub}')")).await;
+    db.exec(&format!("select realtime.send('{{\"n\": 2}}', 'open', '{sub}', false)")).await;
+    let rows = db
+        .json_rows(&format!("select id::text from realtime.messages where topic = '{sub}' and event in ('secret', 'open') order by event desc"))
+        .await;
+    let (secret_id, open_id) = (rows[0].clone(), rows[1].clone());
+    for c in &mut private {
+        let got = broadcasts(c, &t, 1).await;
+        assert_eq!(
+            got[0],
+            json!({"type": "broadcast", "event": "secret", "payload": {"n": 1, "id": secret_id}, "meta": {"id": secret_id}}),
+            "{}",
+            c.vsn
+        );
+    }
+    for c in &mut public {
+        let got = broadcasts(c, &t, 1).await;
+        assert_eq!(got[0]["event"], "open", "{}: public subscribers get only the public row: {got:?}", c.vsn);
+        assert_eq!(got[0]["meta"], json!({"id": open_id}));
+    }
+    for c in private.iter_mut().chain(public.iter_mut()) {
+        c.expect_silence(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn t101_broadcast_changes_from_a_trigger_and_one_transactions_sends_in_order() {
+    let db = Db::migrated(SETUP).await;
+    let server = db.server(&[]);
+    let token = db.token("authenticated", &new_uuid());
+    let mut c = server.client(&token, Vsn::V2).await;
+    join(&mut c, "realtime:notes-1", true).await;
+    let (t, sub) = topic("order");
+    join(&mut c, &t, true).await;
+    // Live: a note inserted until its broadcast arrives (then updated and deleted).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut inserted = false;
+    while !inserted {
+        db.exec("delete from notes; insert into notes values (1, 'hello')").await;
+        let f = c.recv(Duration::from_millis(500)).await;
+        inserted = f.is_some_and(|f| f.value().is_some_and(|v| v["payload"]["event"] == "INSERT"));
+        assert!(tokio::time::Instant::now() < deadline, "database broadcast never went live");
+    }
+    db.exec("update notes set body = 'changed' where id = 1").await;
+    // Skip what the probing loop left behind (its DELETEs and INSERTs).
+    let mut got = broadcasts(&mut c, "realtime:notes-1", 1).await;
+    while got[0]["event"] != "UPDATE" {
+        got = broadcasts(&mut c, "realtime:notes-1", 1).await;
+    }
+    let id = got[0]["meta"]["id"].clone();
+    assert_eq!(
+        got[0]["payload"],
+        json!({"operation": "UPDATE", "table": "notes", "schema": "public", "id": id,
+               "record": {"id": 1, "body": "changed"}, "old_record": {"id": 1, "body": "hello"}})
+    );
+
+    let mut batch = String::from("begin;");
+    for n in 0..50 {
+        batch.push_str(&format!("select realtime.send('{{\"n\": {n}}}', 'seq', '{sub}');"));
+    }
+    batch.push_str("commit;");
+    db.exec(&batch).await;
+    let got = broadcasts(&mut c, &t, 50).await;
+    let ns: Vec<i64> = got.iter().map(|p| p["payload"]["n"].as_i64().unwrap()).collect();
+    assert_eq!(ns, (0..50).collect::<Vec<_>>(), "one transaction's sends arrive in the order they were sent");
+}
+
+/// A node that streamed before database broadcast existed has a slot older than the publication the
+/// node now creates for `realtime.messages`; pgoutput cannot decode the slot's older changes with it.
+/// Postgres Changes must go on (without database broadcast until the slot has moved past).
+#[tokio::test]
+async fn t102_a_slot_older_than_the_messages_publication_still_streams_postgres_changes() {
+    let db = Db::migrated(
+        "create table items (id int8 primary key, body text);
+         alter publication supabase_realtime add table items;",
+    )
+    .await;
+    db.exec(&format!("select pg_create_logical_replication_slot('{}', 'pgoutput')", db.slot)).await;
+    db.exec("insert into items values (1, 'before the node')").await;
+    let server = db.server(&[]);
+    let token = db.token("authenticated", &new_uuid());
+    let mut c = server.client(&token, Vsn::V1).await;
+    let (t, sub) = topic("upgrade");
+    c.subscribe(&t, &sub, &json!([{"event": "INSERT", "schema": "public", "table": "items"}]), None).await;
+    db.exec("insert into items values (2, 'after')").await;
+    let got = c.changes(&t, 2, T).await;
+    let ids: Vec<Value> = got.iter().map(|ch| ch.key("id")).collect();
+    assert_eq!(ids, vec![json!(1), json!(2)], "the slot's backlog and the new row");
+}
