@@ -41,6 +41,7 @@ pub mod listener;
 pub mod metrics;
 pub mod peers;
 pub mod presence;
+pub mod replay;
 pub mod schema;
 pub mod shutdown;
 pub mod socket;

@@ -42,7 +42,6 @@ pub mod reason {
     pub const REPLAY_ON_PUBLIC: &str = "UnableToReplayMessages: Replay is not allowed for public channels";
     pub const SHUTTING_DOWN: &str = "ServerShuttingDown: The server is shutting down";
     pub const PRIVATE_ONLY: &str = "PrivateOnly: This project only allows private channels";
-    pub const REPLAY_UNAVAILABLE: &str = "UnableToReplayMessages: Replay is not available on this server yet";
 
     /// A private join whose policies let the caller read neither broadcasts nor presence.
     pub fn unauthorized_read(sub_topic: &str) -> String {

@@ -117,6 +117,31 @@ describe('private channels', () => {
         assert.deepEqual(got, { type: 'broadcast', event: 'note', payload: { text: 'from sql', id }, meta: { id } });
       });
 
+      it('broadcast.replay: the stored messages since a time, in the order sent, then live ones, none twice', async (t) => {
+        const topic = h.uniqueTopic('team');
+        const since = Date.now() - 60000;
+        const sends = [0, 1, 2, 3, 4].map((n) => `select realtime.send('{"n": ${n}}', 'm', '${topic}');`).join('');
+        await db.sql(`begin; ${sends} commit;`);
+        const ch = await privateChannel(privateClient(t, server, pg.user(), vsn), topic, {
+          config: { broadcast: { replay: { since, limit: 3 } } },
+        });
+        assert.equal(ch.statuses[0].status, 'SUBSCRIBED');
+        await h.waitFor(() => ch.rx.length >= 3, 10000, 'three replayed');
+        assert.deepEqual(ch.rx.map((m) => m.payload.n), [2, 3, 4]);
+        assert.ok(ch.rx.every((m) => m.meta.replayed === true && typeof m.meta.id === 'string'));
+        await h.waitFor(
+          async () => {
+            await db.sql(`select realtime.send('{"n": 5}', 'm', '${topic}')`);
+            await h.sleep(200);
+            return ch.rx.some((m) => m.payload.n === 5);
+          },
+          20000,
+          'a live message after the replay',
+        );
+        const ns = ch.rx.map((m) => m.payload.n).filter((n) => n !== 5);
+        assert.deepEqual(ns, [2, 3, 4], 'replayed rows never arrive live again');
+      });
+
       it('setAuth() with another user closes the inbox the new claims may not read', async (t) => {
         const ann = pg.user();
         const client = privateClient(t, server, ann, vsn);

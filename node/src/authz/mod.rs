@@ -12,7 +12,8 @@
 //! raises makes only that check fail (as "not allowed", logged), never the connection or other joins.
 //! Decisions are cached per (topic, role, claims) until the token expires ([`cache`]), so a room of
 //! many users with the same claims costs one round trip, and a refreshed token is asked again.
-//! The checks use a small pool of their own connections ([`pool`]), apart from the CDC stream's.
+//! The checks use a small pool of their own connections ([`pool`]), apart from the CDC stream's; a
+//! private join's replay (`crate::replay`) reads through it too.
 
 pub mod cache;
 pub mod checks;
@@ -130,6 +131,25 @@ impl Authorizer {
             };
             lock(&inner.writes).put(key, allowed, valid_until(exp));
             Ok(allowed)
+        })
+        .await
+    }
+
+    /// A private channel's stored broadcasts to replay (asked once its read check has passed); on the
+    /// same arbiter and connections as the checks.
+    pub async fn replay(
+        &self,
+        sub_topic: String,
+        request: crate::replay::ReplayRequest,
+        max_payload: usize,
+    ) -> Result<crate::replay::Replay, AuthzError> {
+        let inner = self.inner.clone();
+        self.on_arbiter(async move {
+            let client = inner.pool.get().await?;
+            let mut client = client;
+            crate::replay::fetch(client.client(), &sub_topic, request, max_payload)
+                .await
+                .map_err(|e| AuthzError::Query(pg_error_text(&e)))
         })
         .await
     }

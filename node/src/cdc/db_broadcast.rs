@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use realtime_proto::binary::BinaryEncoding;
-use realtime_proto::server;
 
 use super::change::{Cell, Change, ChangeKind};
 use crate::channel::messages::BroadcastBody;
@@ -75,25 +74,51 @@ pub fn to_broadcast(change: &Change, max_payload: usize) -> Result<DbBroadcast, 
     let event = text("event").ok_or(SkipReason::Missing("event"))?;
     let id = text("id").ok_or(SkipReason::Missing("id"))?;
     let private = text("private") == Some("t");
-    let meta = serde_json::json!({ "id": id }).to_string();
-    let body = match (text("payload"), text("binary_payload")) {
-        (Some(json), _) => {
-            check_size(json.len(), max_payload)?;
-            BroadcastBody::Json(server::user_broadcast_json(event, json, Some(&meta)).into())
-        }
-        (None, Some(hex)) => {
-            let data = decode_bytea(hex).ok_or(SkipReason::BadBinary)?;
-            check_size(data.len(), max_payload)?;
-            BroadcastBody::User {
-                event: event.into(),
-                encoding: BinaryEncoding::Raw,
-                data: Bytes::from(data),
-                meta: Some(Arc::from(meta)),
-            }
-        }
+    let payload = match (text("payload"), text("binary_payload")) {
+        (Some(json), _) => Payload::Json(json.as_bytes().to_vec()),
+        (None, Some(hex)) => Payload::Binary(decode_bytea(hex).ok_or(SkipReason::BadBinary)?),
         (None, None) => return Err(SkipReason::Missing("payload")),
     };
+    let body = body(event, payload, live_meta(id), max_payload)?;
     Ok(DbBroadcast { key: TopicKey { sub_topic: Arc::from(topic), private }, body })
+}
+
+/// A row's payload: its `payload` (JSON text) or its `binary_payload`.
+pub enum Payload {
+    Json(Vec<u8>),
+    Binary(Vec<u8>),
+}
+
+/// The `meta` of a row broadcast live: `{"id": <row id>}`. A member that had the row replayed skips
+/// the live broadcast whose meta is this.
+pub fn live_meta(id: &str) -> String {
+    serde_json::json!({ "id": id }).to_string()
+}
+
+/// The `meta` of a replayed row: `{"replayed": true, "id": <row id>}`.
+pub fn replayed_meta(id: &str) -> String {
+    serde_json::json!({ "replayed": true, "id": id }).to_string()
+}
+
+/// The user broadcast a row becomes (kind 4 to 2.0.0, a JSON object to 1.0.0, as the reference
+/// sends them); a binary payload reaches 2.0.0 members only.
+pub fn body(
+    event: &str,
+    payload: Payload,
+    meta: String,
+    max_payload: usize,
+) -> Result<BroadcastBody, SkipReason> {
+    let (encoding, data) = match payload {
+        Payload::Json(data) => (BinaryEncoding::Json, data),
+        Payload::Binary(data) => (BinaryEncoding::Raw, data),
+    };
+    check_size(data.len(), max_payload)?;
+    Ok(BroadcastBody::User {
+        event: event.into(),
+        encoding,
+        data: Bytes::from(data),
+        meta: Some(Arc::from(meta)),
+    })
 }
 
 fn check_size(size: usize, max: usize) -> Result<(), SkipReason> {
@@ -178,12 +203,11 @@ mod tests {
         assert!(is_message(&change));
         let b = to_broadcast(&change, 1000).unwrap();
         assert_eq!(b.key, TopicKey { sub_topic: "room-1".into(), private: true });
-        let BroadcastBody::Json(json) = b.body else { panic!("json body") };
-        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"type": "broadcast", "event": "hello", "payload": {"n": 1}, "meta": {"id": ID}})
-        );
+        let BroadcastBody::User { event, encoding, data, meta } = b.body else { panic!("user body") };
+        assert_eq!((&*event, encoding, &data[..]), ("hello", BinaryEncoding::Json, &br#"{"n": 1}"#[..]));
+        assert_eq!(meta.as_deref(), Some(live_meta(ID).as_str()));
+        assert_eq!(live_meta(ID), format!(r#"{{"id":"{ID}"}}"#));
+        assert_eq!(replayed_meta(ID), format!(r#"{{"id":"{ID}","replayed":true}}"#));
     }
 
     #[test]

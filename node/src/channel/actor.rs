@@ -149,6 +149,11 @@ impl Handler<Broadcast> for ChannelActor {
             if !member.receives_broadcasts || (Some(member.conn) == msg.from && !member.self_broadcast) {
                 continue;
             }
+            if let (Some(skip), Some(meta)) = (&member.skip_live, msg.body.meta()) {
+                if skip.contains(meta) {
+                    continue; // replayed to it at join
+                }
+            }
             let Some(frame) = frames.frame(member.vsn) else { continue };
             if member.outbox.offer(frame.clone(), Some(msg.received_at)) == Offer::Closed {
                 dead.push(member.conn);

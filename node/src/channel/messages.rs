@@ -32,6 +32,8 @@ pub struct Member {
     pub self_broadcast: bool,
     /// Receive broadcasts at all (a private channel whose policies deny broadcast reads: no).
     pub receives_broadcasts: bool,
+    /// The live `meta` of rows this member had replayed at join: those live broadcasts are skipped.
+    pub skip_live: Option<Arc<std::collections::HashSet<Arc<str>>>>,
     /// Receive `presence_state` and `presence_diff`.
     pub presence_enabled: bool,
     pub presence_key: String,
@@ -63,6 +65,16 @@ pub enum BroadcastBody {
     Json(Arc<str>),
     /// A user broadcast (binary push or REST single): kind 4 to 2.0.0, JSON object to 1.0.0.
     User { event: Arc<str>, encoding: BinaryEncoding, data: Bytes, meta: Option<Arc<str>> },
+}
+
+impl BroadcastBody {
+    /// The `meta` of a user broadcast (`{"id": …}` for rows of `realtime.messages`).
+    pub fn meta(&self) -> Option<&Arc<str>> {
+        match self {
+            BroadcastBody::User { meta, .. } => meta.as_ref(),
+            BroadcastBody::Json(_) => None,
+        }
+    }
 }
 
 /// Fan a broadcast out to the channel's members.

@@ -58,6 +58,8 @@ pub struct ChannelState {
     pub pending: Vec<ClientMessage>,
     /// A private channel's permissions (`None`: a public channel, or not decided yet).
     pub private: Option<super::private::PrivateAccess>,
+    /// Stored broadcasts to send right after the join reply (`broadcast.replay`), oldest first.
+    pub replay: Vec<crate::channel::messages::BroadcastBody>,
 }
 
 /// Text or binary fragments of a message being reassembled.

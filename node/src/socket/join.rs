@@ -131,9 +131,11 @@ impl SocketActor {
             metrics().refused(Refusal::PrivateChannel);
             return self.refuse(ctx, &msg, reason::PRIVATE_UNAVAILABLE);
         }
-        if config.broadcast.replay.is_some() {
-            return self.refuse(ctx, &msg, reason::REPLAY_UNAVAILABLE);
-        }
+        let replay = match config.broadcast.replay.as_ref().map(crate::replay::parse) {
+            None => None,
+            Some(Ok(request)) => Some(request),
+            Some(Err(reason)) => return self.refuse(ctx, &msg, &reason),
+        };
         if !config.private && self.shared.config.private_only {
             metrics().refused(Refusal::PrivateChannel);
             return self.refuse(ctx, &msg, reason::PRIVATE_ONLY);
@@ -159,6 +161,7 @@ impl SocketActor {
             vsn: self.vsn,
             self_broadcast: config.broadcast.self_broadcast,
             receives_broadcasts: true,
+            skip_live: None,
             presence_enabled: config.presence.enabled,
             presence_key,
             outbox: self.outbox.clone(),
@@ -186,6 +189,7 @@ impl SocketActor {
                 join_msg_ref: msg.msg_ref.clone(),
                 pending: Vec::new(),
                 private: None,
+                replay: Vec::new(),
             }),
         );
         tracing::debug!(parent: &self.span, topic = %msg.topic, "join requested");
@@ -198,7 +202,7 @@ impl SocketActor {
             Some(wait) => act.hold_join_for_postgres(ctx, &topic, join, wait),
         };
         if config.private {
-            self.authorize_join(ctx, &msg.topic, join_msg, admit);
+            self.authorize_join(ctx, &msg.topic, join_msg, replay, admit);
         } else {
             admit(self, ctx, join_msg);
         }
@@ -239,6 +243,7 @@ impl Handler<JoinOutcome> for SocketActor {
                     &response,
                 );
                 self.send(ctx, reply);
+                self.send_replay(&msg.topic);
                 tracing::debug!(parent: &self.span, topic = %msg.topic, "joined");
                 self.after_join(ctx, &msg.topic);
                 self.schedule_token_check(ctx, &msg.topic);

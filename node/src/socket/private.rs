@@ -1,4 +1,5 @@
-//! Private channels on the socket (PROTOCOL.md §6.2): the read check that admits a join, the write
+//! Private channels on the socket (PROTOCOL.md §6.2): the read check that admits a join (and the
+//! replay it may ask for, §3.8, sent right after the join reply), the write
 //! checks held in front of the first broadcast and the first track, and the re-check when the token
 //! is refreshed. The questions themselves are [`crate::authz`]'s.
 //!
@@ -13,8 +14,10 @@ use realtime_proto::system::{reason, shutdown};
 
 use super::actor::{SocketActor, MAX_PENDING_PUSHES};
 use crate::authz::{Caller, Extension, ReadAccess};
+use crate::channel::fanout::EncodedOnce;
 use crate::channel::messages::Join;
 use crate::metrics::{metrics, Refusal};
+use crate::replay::ReplayRequest;
 
 /// What a private channel's caller may do, as decided so far.
 #[derive(Debug, Default)]
@@ -53,12 +56,14 @@ pub enum Gate {
 }
 
 impl SocketActor {
-    /// The read check of a private join; on success the join goes on with `continue_join`.
+    /// The read check of a private join (then its replay, if asked); on success the join goes on with
+    /// `continue_join`.
     pub(super) fn authorize_join(
         &mut self,
         ctx: &mut Context<Self>,
         topic: &str,
         mut join: Join,
+        replay: Option<ReplayRequest>,
         continue_join: impl FnOnce(&mut SocketActor, &mut Context<SocketActor>, Join) + 'static,
     ) {
         let (Some(authz), Some(state)) = (self.shared.authz.clone(), self.channels.get(topic)) else {
@@ -68,12 +73,35 @@ impl SocketActor {
         let exp = state.claims.exp;
         let join_ref = state.join_ref.clone();
         let topic = topic.to_owned();
-        let check = async move { authz.read(caller, exp).await };
-        ctx.spawn(check.into_actor(self).map(move |result, act, ctx| {
+        let max_payload = self.shared.config.limits.max_payload_bytes;
+        let check = async move {
+            let sub_topic = caller.topic.clone();
+            let access = authz.read(caller, exp).await;
+            let replayed = match (&access, replay) {
+                (Ok(access), Some(request)) if access.broadcast => {
+                    Some(authz.replay(sub_topic, request, max_payload).await)
+                }
+                _ => None,
+            };
+            (access, replayed)
+        };
+        ctx.spawn(check.into_actor(self).map(move |(result, replayed), act, ctx| {
             let access = result.unwrap_or_else(|error| {
                 tracing::warn!(parent: &act.span, topic, %error, "private channel read check failed");
                 ReadAccess::default()
             });
+            let replayed = match replayed.transpose() {
+                Ok(replayed) => replayed,
+                Err(error) => {
+                    tracing::warn!(parent: &act.span, topic, %error, "replay failed");
+                    let Some(state) = act.remove_channel(ctx, &topic) else { return };
+                    let (join_ref, msg_ref) = (state.join_ref.as_deref(), state.join_msg_ref.as_deref());
+                    let reason = format!("UnableToReplayMessages: {error}");
+                    act.refuse_join(ctx, &topic, join_ref, msg_ref, &reason);
+                    act.refuse_pending(ctx, &state.pending);
+                    return;
+                }
+            };
             let Some(state) = act.channels.get_mut(&topic) else { return };
             if state.join_ref != join_ref || state.channel.is_some() {
                 return; // left or joined again meanwhile
@@ -90,6 +118,10 @@ impl SocketActor {
             state.private = Some(PrivateAccess { read: access, ..PrivateAccess::default() });
             join.member.receives_broadcasts = access.broadcast;
             join.member.presence_enabled &= access.presence;
+            if let Some(replayed) = replayed {
+                join.member.skip_live = Some(replayed.skip_live);
+                state.replay = replayed.bodies;
+            }
             continue_join(act, ctx, join);
         }));
     }
@@ -139,6 +171,16 @@ impl SocketActor {
             }
         }));
         Gate::Held
+    }
+
+    /// Right after the join reply: the replayed broadcasts, oldest first.
+    pub(super) fn send_replay(&mut self, topic: &str) {
+        let Some(state) = self.channels.get_mut(topic) else { return };
+        for body in std::mem::take(&mut state.replay) {
+            if let Some(frame) = EncodedOnce::new(topic, &body).frame(self.vsn) {
+                let _ = self.outbox.offer(frame.clone(), None);
+            }
+        }
     }
 
     /// Answers a push the write check denied: broadcasts with an ack and tracks get an error reply.

@@ -175,3 +175,67 @@ async fn t102_a_slot_older_than_the_messages_publication_still_streams_postgres_
     let ids: Vec<Value> = got.iter().map(|ch| ch.key("id")).collect();
     assert_eq!(ids, vec![json!(1), json!(2)], "the slot's backlog and the new row");
 }
+
+/// Replay (`broadcast.replay = {since, limit}`): the newest `limit` stored private broadcasts since
+/// `since`, oldest first, right after the join reply, with `meta.replayed`; one transaction's messages
+/// in the order they were sent; public rows and older rows left out; a row replayed is not delivered
+/// live again.
+#[tokio::test]
+async fn t103_replay_in_send_order_within_limits_and_never_twice() {
+    let db = Db::migrated(SETUP).await;
+    let server = db.server(&[]);
+    let token = db.token("authenticated", &new_uuid());
+    let (t, sub) = topic("replay");
+    let since = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+        - 60_000) as i64;
+    let mut batch = String::from("begin;");
+    for n in 0..30 {
+        batch.push_str(&format!("select realtime.send('{{\"n\": {n}}}', 'm', '{sub}');"));
+    }
+    batch.push_str(&format!("select realtime.send('{{\"n\": -1}}', 'm', '{sub}', false);"));
+    batch.push_str("commit;");
+    db.exec(&batch).await;
+
+    for (vsn, limit, first) in [(Vsn::V1, Some(10), 20), (Vsn::V2, None, 5), (Vsn::V1, Some(500), 5)] {
+        let mut c = server.client(&token, vsn).await;
+        let mut replay = json!({"since": since});
+        if let Some(limit) = limit {
+            replay["limit"] = json!(limit);
+        }
+        let payload = json!({"config": {"private": true, "broadcast": {"replay": replay}}});
+        let r = c.send_join(&t, &payload).await;
+        let reply = c.expect_reply(&r, T).await;
+        assert_eq!(reply["payload"]["status"], "ok", "{reply}");
+        let got = broadcasts(&mut c, &t, 30 - first).await;
+        let ns: Vec<i64> = got.iter().map(|p| p["payload"]["n"].as_i64().unwrap()).collect();
+        assert_eq!(
+            ns,
+            (first as i64..30).collect::<Vec<_>>(),
+            "{vsn} limit {limit:?}: the newest, oldest first"
+        );
+        assert!(got.iter().all(|p| p["meta"]["replayed"] == true && p["meta"]["id"].is_string()), "{got:?}");
+        // The same rows also stream live (maybe after this join): never twice.
+        c.expect_silence(Duration::from_millis(500)).await;
+    }
+
+    // Nothing since a time after the rows; a bad `since` is refused.
+    let mut c = server.client(&token, Vsn::V1).await;
+    let later = since + 3_600_000;
+    let r = c
+        .send_join(&t, &json!({"config": {"private": true, "broadcast": {"replay": {"since": later}}}}))
+        .await;
+    assert_eq!(c.expect_reply(&r, T).await["payload"]["status"], "ok");
+    c.expect_silence(Duration::from_millis(300)).await;
+    let (t2, _) = topic("replay");
+    let r = c
+        .send_join(
+            &t2,
+            &json!({"config": {"private": true, "broadcast": {"replay": {"since": "yesterday"}}}}),
+        )
+        .await;
+    let reply = c.expect_reply(&r, T).await;
+    assert_eq!(
+        reply["payload"],
+        json!({"status": "error", "response": {"reason": "UnableToReplayMessages: replay.since must be a Unix time in milliseconds"}})
+    );
+}

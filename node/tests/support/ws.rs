@@ -283,8 +283,24 @@ impl WireFrame for JsonFrame {
         JsonFrame::Text(value, raw.to_owned())
     }
 
+    /// A 2.0.0 user broadcast (kind 4) with a JSON payload, as realtime-js presents it: event
+    /// `broadcast` with `{type, event, payload, meta}`; anything else fails the test.
     fn from_binary(vsn: Vsn, b: Bytes) -> Self {
-        panic!("{vsn}: unexpected binary frame {b:?}")
+        let frame = realtime_proto::binary::decode_server_frame(b.clone())
+            .unwrap_or_else(|e| panic!("{vsn}: unexpected binary frame {b:?}: {e}"));
+        assert_eq!(
+            frame.encoding,
+            realtime_proto::binary::BinaryEncoding::Json,
+            "{vsn}: raw binary frame {b:?}"
+        );
+        let payload: Value = serde_json::from_slice(&frame.data).expect("JSON payload of a kind-4 frame");
+        let mut inner = json!({"type": "broadcast", "event": frame.event, "payload": payload});
+        if !frame.metadata.is_empty() {
+            inner["meta"] = serde_json::from_slice(&frame.metadata).expect("JSON metadata of a kind-4 frame");
+        }
+        let value = json!({"topic": frame.topic, "event": "broadcast", "payload": inner, "ref": null, "join_ref": null});
+        let raw = value.to_string();
+        JsonFrame::Text(value, raw)
     }
 
     fn from_close(code: Option<u16>) -> Self {
