@@ -1,6 +1,7 @@
 //! Postgres Changes in a cluster: three node processes on loopback (127.0.0.x) on one database; only
-//! the raft leader consumes, every node delivers to its own subscribers, and killing the leader loses
-//! and repeats nothing for the subscribers of the nodes that stay up.
+//! the raft leader consumes, every node delivers to its own subscribers (Postgres Changes and broadcasts
+//! from the database), and killing the leader loses and repeats nothing for the subscribers of the
+//! nodes that stay up.
 
 use std::time::{Duration, Instant};
 
@@ -285,5 +286,58 @@ async fn t83_a_drained_leader_hands_cdc_over_and_nothing_is_lost() {
         let missing: Vec<u64> = must.iter().filter(|n| got.binary_search(n).is_err()).copied().collect();
         assert!(missing.is_empty(), "node {i}: committed rows never delivered: {missing:?}");
         println!("node {i}: {} rows, none lost, none repeated, across the leader's drain", got.len());
+    }
+}
+
+/// Broadcast from the database in a cluster: the leader streams `realtime.messages` like any change,
+/// and each node delivers its own members' copy, once and in send order.
+#[tokio::test]
+async fn t84_database_broadcasts_reach_members_on_every_node_once() {
+    let db =
+        Db::migrated("create policy read_all on realtime.messages for select to authenticated using (true);")
+            .await;
+    let cluster = CdcCluster::start(&db, 87);
+    cluster.leader(Duration::from_secs(20)).await;
+    let (t, sub) = topic("cluster-db");
+    let mut members = Vec::new();
+    for i in 0..3 {
+        let vsn = if i == 1 { Vsn::V2 } else { Vsn::V1 };
+        let mut c = cluster.client(&db, i, vsn).await;
+        let r = c.send_join(&t, &json!({"config": {"private": true}})).await;
+        assert_eq!(c.expect_reply(&r, T).await["payload"]["status"], "ok", "node {i}");
+        members.push(c);
+    }
+    // Live everywhere: probes until each member has one, then drop the rest of them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut live = [false; 3];
+    while !live.iter().all(|l| *l) {
+        assert!(Instant::now() < deadline, "database broadcast not live on every node: {live:?}");
+        db.exec(&format!("select realtime.send('{{\"probe\": true}}', 'probe', '{sub}')")).await;
+        for (i, c) in members.iter_mut().enumerate() {
+            while let Some(f) = c.recv(Duration::from_millis(100)).await {
+                live[i] |= f.value().is_some_and(|v| v["payload"]["event"] == "probe");
+            }
+        }
+    }
+    let mut batch = String::from("begin;");
+    for n in 0..20 {
+        batch.push_str(&format!("select realtime.send('{{\"n\": {n}}}', 'm', '{sub}');"));
+    }
+    batch.push_str("commit;");
+    db.exec(&batch).await;
+    for (i, c) in members.iter_mut().enumerate() {
+        let mut ns = Vec::new();
+        let deadline = Instant::now() + T;
+        while ns.len() < 20 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let f = c.recv(left).await.unwrap_or_else(|| panic!("node {i}: got only {ns:?}"));
+            if let Some(v) = f.value().filter(|v| v["payload"]["event"] == "m") {
+                ns.push(v["payload"]["payload"]["n"].as_i64().expect("n"));
+            }
+        }
+        assert_eq!(ns, (0..20).collect::<Vec<_>>(), "node {i}: once each, in send order");
+        while let Some(f) = c.recv(Duration::from_millis(300)).await {
+            assert!(!f.value().is_some_and(|v| v["payload"]["event"] == "m"), "node {i}: a repeat: {f:?}");
+        }
     }
 }
