@@ -67,6 +67,7 @@ mod receiver;
 mod report;
 mod rss;
 mod scenario;
+mod schedule;
 mod scrape;
 mod session;
 mod stalled;
