@@ -2,7 +2,7 @@
 //! `start + k·period`, and the window ends at `start + duration`. A step that is late is taken at
 //! once rather than pushed back, so after a stall (the database, or this process's CPU) the
 //! schedule catches up instead of drifting: the rate over the window stays the one asked for when
-//! it can be kept, and the window's real length is reported ([`Pacer::elapsed`]).
+//! it can be kept, and how late each step was is measured ([`Pacer::lag`]) rather than hidden.
 
 use std::time::Duration;
 
@@ -41,15 +41,36 @@ impl Pacer {
         Some(k)
     }
 
+    /// How late step `k` is now, in µs.
+    pub fn lag_us(&self, k: u32) -> u64 {
+        u64::try_from(Instant::now().saturating_duration_since(self.due(k)).as_micros()).unwrap_or(u64::MAX)
+    }
+
     /// The window so far: the duration, or longer when the last step overran it.
     pub fn elapsed(&self) -> Duration {
         self.start.elapsed().max(self.duration)
     }
 }
 
+/// Steps a schedule of `period` makes due in `duration` (the count [`Pacer::next`] hands out).
+pub fn steps_in(period: Duration, duration: Duration) -> u64 {
+    if period.is_zero() {
+        return u64::MAX;
+    }
+    (duration.as_nanos().div_ceil(period.as_nanos())) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steps_fill_the_window_exactly() {
+        assert_eq!(steps_in(Duration::from_millis(10), Duration::from_secs(1)), 100);
+        assert_eq!(steps_in(Duration::from_millis(3), Duration::from_millis(10)), 4);
+        assert_eq!(steps_in(Duration::from_millis(5), Duration::ZERO), 0);
+        assert_eq!(steps_in(Duration::ZERO, Duration::from_secs(1)), u64::MAX);
+    }
 
     #[tokio::test]
     async fn hands_out_each_step_once_and_stops_at_the_window() {
@@ -60,6 +81,7 @@ mod tests {
             assert!(got.len() <= 10, "the window must end");
         }
         assert_eq!(got, vec![0, 1, 2, 3, 4]);
+        assert_eq!(got.len() as u64, steps_in(Duration::from_millis(2), Duration::from_millis(9)));
         assert!(pacer.elapsed() >= Duration::from_millis(9));
         assert_eq!(pacer.due(3) - pacer.due(1), Duration::from_millis(4));
     }
