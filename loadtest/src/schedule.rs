@@ -15,12 +15,21 @@ pub struct Pacer {
     period: Duration,
     duration: Duration,
     next: u32,
+    /// No step starts once the window is over, even if it was due inside it.
+    cutoff: bool,
 }
 
 impl Pacer {
     /// A schedule starting now.
     pub fn new(period: Duration, duration: Duration) -> Pacer {
-        Pacer { start: Instant::now(), period, duration, next: 0 }
+        Pacer { start: Instant::now(), period, duration, next: 0, cutoff: false }
+    }
+
+    /// A schedule starting now whose steps still due when the window ends are dropped rather than
+    /// caught up: bounded in time however far behind the work fell (the shortfall shows as steps
+    /// due but not taken).
+    pub fn with_cutoff(period: Duration, duration: Duration) -> Pacer {
+        Pacer { cutoff: true, ..Pacer::new(period, duration) }
     }
 
     /// When step `k` is due.
@@ -33,7 +42,8 @@ impl Pacer {
     pub async fn next(&mut self) -> Option<u32> {
         let k = self.next;
         let at = self.due(k);
-        if at >= self.start + self.duration {
+        let end = self.start + self.duration;
+        if at >= end || (self.cutoff && Instant::now() >= end) {
             return None;
         }
         self.next = k.checked_add(1)?;
@@ -70,6 +80,23 @@ mod tests {
         assert_eq!(steps_in(Duration::from_millis(3), Duration::from_millis(10)), 4);
         assert_eq!(steps_in(Duration::from_millis(5), Duration::ZERO), 0);
         assert_eq!(steps_in(Duration::ZERO, Duration::from_secs(1)), u64::MAX);
+    }
+
+    #[tokio::test]
+    async fn a_cutoff_drops_steps_still_due_when_the_window_ends() {
+        let mut pacer = Pacer::with_cutoff(Duration::from_millis(1), Duration::from_millis(20));
+        assert_eq!(pacer.next().await, Some(0));
+        // Fall behind past the end of the window: the 19 steps due meanwhile are not caught up.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(pacer.next().await, None);
+        let mut catching_up = Pacer::new(Duration::from_millis(1), Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let mut n = 0;
+        while catching_up.next().await.is_some() {
+            n += 1;
+            assert!(n <= 20);
+        }
+        assert_eq!(n, 20);
     }
 
     #[tokio::test]

@@ -340,15 +340,24 @@ async fn broadcast(
                 private: private.clone(),
                 run_tag: tag.to_owned(),
             };
-            tokio::spawn(async move { private_db::send(&client, &send_plan).await })
+            // The connection comes back with the result: its backend must live until its CPU time
+            // has been read.
+            tokio::spawn(async move {
+                let result = private_db::send(&client, &send_plan).await;
+                (client, result)
+            })
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(args.duration) + SEND_GRACE;
     let mut results: Vec<SendResult> = Vec::new();
+    let mut finished_inserters = Vec::new();
     for handle in handles {
         let abort = handle.abort_handle();
         match tokio::time::timeout_at(deadline, handle).await {
-            Ok(Ok(result)) => results.push(result),
+            Ok(Ok((client, result))) => {
+                finished_inserters.push(client);
+                results.push(result);
+            }
             Ok(Err(e)) => *b.errors.entry(format!("inserter task failed: {e}")).or_default() += 1,
             Err(_) => {
                 abort.abort();
@@ -369,6 +378,7 @@ async fn broadcast(
             (what.clone(), sample)
         })
         .collect();
+    drop(finished_inserters);
     eprintln!("sends done; draining {} s", args.drain);
     sleep(Duration::from_secs(args.drain)).await;
     b.slot_lag_after_drain = timeout(DB_TIMEOUT, private_db::slot_lag_bytes(db)).await.unwrap_or_default();
