@@ -196,6 +196,17 @@ impl Client {
         self.join_with_payload(topic, &payload, deadline).await
     }
 
+    /// Joins `topic` as a private (RLS-authorised) or public channel.
+    pub async fn join_channel(
+        &mut self,
+        topic: &str,
+        private: bool,
+        deadline: Instant,
+    ) -> Result<String, ClientError> {
+        let payload = frames::join_payload_private(&self.token, private);
+        self.join_with_payload(topic, &payload, deadline).await
+    }
+
     /// Joins `topic` with `postgres_changes` bindings (a JSON array) in the join config.
     pub async fn join_postgres_changes(
         &mut self,

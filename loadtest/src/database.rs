@@ -15,12 +15,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use hdrhistogram::Histogram;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{timeout, Instant};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
 use crate::payload::now_unix_nanos;
 use crate::report::{latency_histogram, ErrorCounts};
+use crate::schedule::Pacer;
 
 /// The load table, `public.lt_cdc`.
 pub const TABLE: &str = "lt_cdc";
@@ -52,6 +53,29 @@ pub async fn connect(url: &str, deadline: Duration) -> anyhow::Result<Client> {
     Ok(client)
 }
 
+/// Roles `anon` and `authenticated` (created only when missing) and `auth.uid()` as Supabase defines
+/// it (created only when missing, so a Supabase project's own is kept): what policies written for
+/// Supabase need on a bare PostgreSQL. Idempotent; run as a superuser.
+pub const AUTH_SQL: &str = r#"
+do $auth$ begin
+  if not exists (select 1 from pg_roles where rolname = 'anon') then create role anon nologin noinherit; end if;
+  if not exists (select 1 from pg_roles where rolname = 'authenticated') then
+    create role authenticated nologin noinherit;
+  end if;
+end $auth$;
+create schema if not exists auth;
+grant usage on schema auth to anon, authenticated;
+do $auth$ begin
+  if to_regprocedure('auth.uid()') is null then
+    create function auth.uid() returns uuid language sql stable as $uid$
+      select nullif(coalesce(current_setting('request.jwt.claim.sub', true),
+                             (current_setting('request.jwt.claims', true)::jsonb ->> 'sub')), '')::uuid
+    $uid$;
+  end if;
+end $auth$;
+grant execute on function auth.uid() to anon, authenticated;
+"#;
+
 /// The setup script for `publication` with RLS on or off. The publication name must be a plain
 /// identifier (letters, digits, `_`), as it is spliced into the SQL.
 pub fn setup_sql(publication: &str, rls: bool) -> anyhow::Result<String> {
@@ -81,17 +105,7 @@ do $setup$ begin
 end $setup$;
 grant usage on schema public to anon, authenticated;
 grant select on public.{TABLE} to anon, authenticated;
-create schema if not exists auth;
-grant usage on schema auth to anon, authenticated;
-do $setup$ begin
-  if to_regprocedure('auth.uid()') is null then
-    create function auth.uid() returns uuid language sql stable as $uid$
-      select nullif(coalesce(current_setting('request.jwt.claim.sub', true),
-                             (current_setting('request.jwt.claims', true)::jsonb ->> 'sub')), '')::uuid
-    $uid$;
-  end if;
-end $setup$;
-grant execute on function auth.uid() to anon, authenticated;
+{AUTH_SQL}
 drop policy if exists {TABLE}_owner on public.{TABLE};
 create policy {TABLE}_owner on public.{TABLE} for select to authenticated using (owner = auth.uid());
 alter table public.{TABLE} {switch} row level security;
@@ -179,16 +193,9 @@ pub async fn insert(client: &Client, plan: &InsertPlan) -> InsertResult {
     };
     let user_index: HashMap<&str, usize> =
         plan.users.iter().enumerate().map(|(i, u)| (u.as_str(), i)).collect();
-    let period = plan.period();
-    let start = Instant::now();
-    let end = start + plan.duration;
+    let mut pacer = Pacer::new(plan.period(), plan.duration);
     let mut row = 0usize;
-    for k in 0u32.. {
-        let at = start + period * k;
-        if at >= end {
-            break;
-        }
-        sleep_until(at).await;
+    while pacer.next().await.is_some() {
         let first = row;
         row += plan.batch;
         let sent_ns = i64::try_from(now_unix_nanos()).unwrap_or(i64::MAX);
@@ -230,7 +237,7 @@ pub async fn insert(client: &Client, plan: &InsertPlan) -> InsertResult {
             }
         }
     }
-    result.elapsed = start.elapsed().max(plan.duration);
+    result.elapsed = pacer.elapsed();
     result
 }
 

@@ -100,13 +100,24 @@ pub fn join_payload(access_token: &str) -> String {
 /// The same payload with `config.postgres_changes` set to `postgres_changes_json` (a JSON array of
 /// `{event, schema, table, filter?}` objects, as realtime-js sends its bindings).
 pub fn join_payload_with_postgres_changes(access_token: &str, postgres_changes_json: &str) -> String {
+    join_payload_config(access_token, postgres_changes_json, false)
+}
+
+/// The default payload with `config.private` set as asked: a private channel is authorised at join
+/// by the RLS policies on `realtime.messages` (PROTOCOL.md §6.2).
+pub fn join_payload_private(access_token: &str, private: bool) -> String {
+    join_payload_config(access_token, "[]", private)
+}
+
+fn join_payload_config(access_token: &str, postgres_changes_json: &str, private: bool) -> String {
     format!(
         concat!(
             "{{\"config\":{{\"broadcast\":{{\"ack\":false,\"self\":false}},",
-            "\"presence\":{{\"key\":\"\",\"enabled\":false}},\"postgres_changes\":{},\"private\":false}},",
+            "\"presence\":{{\"key\":\"\",\"enabled\":false}},\"postgres_changes\":{},\"private\":{}}},",
             "\"access_token\":{}}}"
         ),
         postgres_changes_json,
+        private,
         json_str(access_token)
     )
 }
@@ -255,6 +266,21 @@ mod tests {
             let config = payload.config.unwrap();
             assert!(!config.broadcast.self_broadcast && !config.broadcast.ack && !config.private);
             assert!(!config.presence.enabled);
+        }
+    }
+
+    #[test]
+    fn private_joins_decode_with_the_flag() {
+        for vsn in Vsn::ALL {
+            for private in [true, false] {
+                let payload = join_payload_private("tok", private);
+                let m = client_message(vsn, join_with_payload(vsn, "1", "realtime:load-x-1", &payload));
+                let ClientEvent::Join(payload) = m.event else { panic!("not a join") };
+                assert_eq!(payload.access_token.as_deref(), Some("tok"));
+                let config = payload.config.unwrap();
+                assert_eq!(config.private, private, "{vsn}");
+                assert!(config.postgres_changes.is_empty() && !config.presence.enabled);
+            }
         }
     }
 

@@ -14,13 +14,15 @@
 //! realtime-loadtest fanout --jwt-secret secret --target ws://127.0.0.150:4000/socket/websocket,ws://127.0.0.151:4000/socket/websocket
 //! realtime-loadtest presence --jwt-secret secret --target $URL0,$URL1,$URL2 --clients-per-node 20 --duration 20 \
 //!     --kill-node-pid $PID2 --kill-after 5
+//! realtime-loadtest private --jwt-secret secret --database-url postgres://postgres@127.0.0.1:5432/postgres \
+//!     --joins 1000 --subscribers 100 --channels 10 --rate 1000 --duration 20 --server-pid $(pidof realtime)
 //! realtime-loadtest failover --database-url postgres://postgres@127.0.0.1:5432/postgres --kills 3
 //! loadtest/peers/setup.sh && realtime-loadtest compare --servers realtime,fastapi,socketio
 //! ```
 //!
 //! ## Layout
-//! - [`scenario`]: one module per scenario (`fanout`, `cdc`, `presence`, `failover`, `compare`), each a
-//!   subcommand.
+//! - [`scenario`]: one module per scenario (`fanout`, `cdc`, `presence`, `failover`, `compare`,
+//!   `private`), each a subcommand.
 //! - [`worker`], [`cdc_worker`]: the hidden `worker` and `cdc-worker` subcommands; the parent
 //!   re-executes itself to spread connections over processes (open-files limit), see [`pool`] and the
 //!   line protocol in [`ipc`].
@@ -31,6 +33,9 @@
 //!   subscribers receive.
 //! - [`presence_client`], [`presence_model`], [`presence_driver`], [`convergence`]: the `presence`
 //!   scenario's clients, their views, the churn, and the clock work of convergence and eviction.
+//! - [`private_db`], [`private_load`], [`private_report`]: the `private` scenario's policies and
+//!   `realtime.send` inserters, its join probes and database-broadcast subscribers (in-process), its
+//!   table; [`schedule`]: the fixed-rate schedule its inserters and `cdc`'s share.
 //! - [`nodes`], [`failover_load`], [`failover_check`]: the `failover` scenario's node processes, its
 //!   subscribers and inserter, and the exactly-once check.
 //! - [`peer_protocol`], [`peer_client`], [`compare_worker`], [`compare_load`], [`compare_report`],
@@ -62,11 +67,15 @@ mod pool;
 mod presence_client;
 mod presence_driver;
 mod presence_model;
+mod private_db;
+mod private_load;
+mod private_report;
 mod publisher;
 mod receiver;
 mod report;
 mod rss;
 mod scenario;
+mod schedule;
 mod scrape;
 mod session;
 mod stalled;
@@ -95,6 +104,9 @@ enum Scenario {
     /// change shows on every other node, identical views at the end; optionally a node killed and the
     /// time until its clients' presences vanish elsewhere.
     Presence(scenario::presence::PresenceArgs),
+    /// Private channels: join latency (public baseline, RLS check uncached, cached) and database
+    /// broadcast (`realtime.send` at a fixed rate) commit → client latency, losses, and where the CPU went.
+    Private(scenario::private::PrivateArgs),
     /// Runs its own cluster of node processes, inserts rows at a steady rate and SIGKILLs the raft
     /// leader N times (restarting it each time): time to resume delivery, time to a new leader, and
     /// every subscriber's rows checked exactly once, in order.
@@ -127,6 +139,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Cdc(args) => scenario::cdc::run(args).await,
             Scenario::Presence(args) => scenario::presence::run(args).await,
             Scenario::Failover(args) => scenario::failover::run(args).await,
+            Scenario::Private(args) => scenario::private::run(args).await,
             Scenario::Worker(args) => worker::run(args).await,
             Scenario::CdcWorker(args) => cdc_worker::run(args).await,
             Scenario::Compare(args) => scenario::compare::run(args).await,

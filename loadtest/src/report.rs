@@ -365,7 +365,7 @@ impl FanoutReport {
 }
 
 /// A title, a rule, `key  value` rows and groups of counts by kind (e.g. `errors`), aligned.
-fn render_table(title: &str, rows: &[(String, String)], groups: &[(&str, &ErrorCounts)]) -> String {
+pub fn render_table(title: &str, rows: &[(String, String)], groups: &[(&str, &ErrorCounts)]) -> String {
     let width = rows
         .iter()
         .map(|(k, _)| k.len())

@@ -8,6 +8,8 @@
 //!   shows on the other nodes, whether every view ends identical, and a killed node's eviction time.
 //! - [`failover`]: its own cluster, rows inserted steadily, the raft leader killed and restarted N
 //!   times; measures the time to resume delivery and checks every row arrived exactly once, in order.
+//! - [`private`]: private-channel joins (public baseline, RLS check uncached, cached) and database
+//!   broadcast (`realtime.send` at a fixed rate); measures join and commit → client latency, losses.
 //! - [`compare`]: this server, a FastAPI and a Socket.IO server through the same broadcast scenario,
 //!   each pinned to one core; prints the side-by-side and ratio tables, writes a CSV and an SVG plot.
 
@@ -16,6 +18,7 @@ pub mod compare;
 pub mod failover;
 pub mod fanout;
 pub mod presence;
+pub mod private;
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
