@@ -86,6 +86,8 @@ pub async fn ensure_publication_and_slot(
     if exists.is_none() {
         client.batch_execute(super::db_broadcast::CREATE_MESSAGES_PUBLICATION).await?;
         tracing::info!(publication = super::db_broadcast::MESSAGES_PUBLICATION, "created publication");
+    } else {
+        client.batch_execute(super::db_broadcast::ADD_NOTIFICATIONS).await?;
     }
     let exists =
         client.query_opt("select 1 from pg_replication_slots where slot_name = $1", &[&slot]).await?;

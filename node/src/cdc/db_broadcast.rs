@@ -16,12 +16,22 @@ use super::change::{Cell, Change, ChangeKind};
 use crate::channel::messages::BroadcastBody;
 use crate::channel::TopicKey;
 
-/// The publication the node creates for `realtime.messages` (inserts only, as the parent table).
+/// The publication the node creates for `realtime.messages` (inserts only, as the parent table) and
+/// `realtime.notifications` (see [`super::notifications`]).
 pub const MESSAGES_PUBLICATION: &str = "realtime_messages_publication";
 
 /// The SQL that creates [`MESSAGES_PUBLICATION`].
 pub const CREATE_MESSAGES_PUBLICATION: &str = "create publication realtime_messages_publication \
-     for table realtime.messages with (publish = 'insert', publish_via_partition_root = true)";
+     for table realtime.messages, realtime.notifications \
+     with (publish = 'insert', publish_via_partition_root = true)";
+
+/// Adds `realtime.notifications` to a publication created before the inbox existed (a table added
+/// to a publication later is streamed from then on; only a publication newer than the slot fails).
+pub const ADD_NOTIFICATIONS: &str = "do $add$ begin \
+     if not exists (select from pg_publication_tables where pubname = 'realtime_messages_publication' \
+                    and schemaname = 'realtime' and tablename = 'notifications') then \
+       alter publication realtime_messages_publication add table realtime.notifications; \
+     end if; end $add$";
 
 /// Whether a change is a row of `realtime.messages`.
 pub fn is_message(change: &Change) -> bool {

@@ -24,6 +24,7 @@ use super::db_broadcast;
 use super::error::CdcError;
 use super::handle::{SubscribeError, SubscribeErrorKind, SubscribeOutcome, SubscribeRequest};
 use super::matching;
+use super::notifications;
 use super::recorder::Record;
 use super::rls::{self, pg_error_text, Ask, RlsPool, Viewer};
 use super::subscriptions::{ChannelKey, GroupKey, NewEntry, SubscriptionIndex, ViewerId};
@@ -456,7 +457,7 @@ impl Hub {
         let (messages, changes): (Vec<Stamped>, Vec<Stamped>) = txns
             .iter()
             .flat_map(|t| t.changes.iter().map(move |c| (c, &*t.commit_timestamp)))
-            .partition(|(c, _)| db_broadcast::is_message(c));
+            .partition(|(c, _)| db_broadcast::is_message(c) || notifications::is_notification(c));
         self.broadcast_messages(messages.iter().map(|(c, _)| *c));
         // 1. Match: which groups each change goes to.
         let mut matched: Vec<(usize, GroupKey)> = Vec::new();
@@ -578,10 +579,17 @@ impl Hub {
     }
 
     /// Waits for the batch to be visible, then asks each (table, viewer) which of its rows it may see.
-    /// Hands each `realtime.messages` insert to this node's channel of its topic, in commit order.
+    /// Hands each `realtime.messages` insert to this node's channel of its topic, and each
+    /// `realtime.notifications` insert to its user's inbox channels, in commit order.
     fn broadcast_messages<'c>(&self, rows: impl Iterator<Item = &'c Change>) {
         let received_at = Instant::now();
         for row in rows {
+            if notifications::is_notification(row) {
+                for (key, body) in notifications::to_pushes(row).into_iter().flatten() {
+                    self.broadcasts.channels.do_send(RemoteBroadcast { key, body, received_at });
+                }
+                continue;
+            }
             match db_broadcast::to_broadcast(row, self.broadcasts.max_payload) {
                 Ok(b) => self.broadcasts.channels.do_send(RemoteBroadcast {
                     key: b.key,

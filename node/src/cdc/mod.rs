@@ -30,6 +30,7 @@ pub mod error;
 pub mod handle;
 pub mod hub;
 pub mod matching;
+pub mod notifications;
 pub mod pgoutput;
 pub mod position;
 pub mod recorder;

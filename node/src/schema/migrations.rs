@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "roles_and_schema", sql: include_str!("sql/0001_roles_and_schema.sql") },
     Migration { version: 2, name: "messages", sql: include_str!("sql/0002_messages.sql") },
     Migration { version: 3, name: "functions", sql: include_str!("sql/0003_functions.sql") },
+    Migration { version: 4, name: "notifications", sql: include_str!("sql/0004_notifications.sql") },
 ];
 
 /// Where our bookkeeping lives.

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 
 use super::actor::{ChannelState, SocketActor};
 use super::messages::{JoinOutcome, JoinRefused};
+use crate::cdc::notifications;
 use crate::channel::messages::{Join, Member};
 use crate::channel::TopicKey;
 use crate::metrics::{metrics, Refusal};
@@ -119,6 +120,11 @@ impl SocketActor {
                 return self.refuse(ctx, &msg, &error.join_reason());
             }
         };
+        // A notifications inbox is its user's alone (public or private).
+        if notifications::owner_of(&sub_topic).is_some_and(|owner| claims.sub.as_deref() != Some(owner)) {
+            metrics().refused(Refusal::PrivateChannel);
+            return self.refuse(ctx, &msg, &reason::unauthorized_read(&sub_topic));
+        }
         let config = join.config.clone().unwrap_or_default();
         if let Err(error) = limits.budget.check_join(&config) {
             metrics().refused(Refusal::Budget);

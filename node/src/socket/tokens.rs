@@ -8,6 +8,7 @@ use realtime_proto::client::{ClientEvent, ClientMessage};
 
 use super::actor::SocketActor;
 use crate::auth::jwt::now_secs;
+use crate::cdc::notifications;
 use crate::metrics::{metrics, Refusal};
 
 /// Slack after `exp` before the expiry check runs, so the token is surely past it.
@@ -49,6 +50,19 @@ impl SocketActor {
             return;
         }
         match self.shared.verifier.verify(&token) {
+            Ok(claims)
+                if notifications::owner_of(&state.key.sub_topic)
+                    .is_some_and(|o| claims.sub.as_deref() != Some(o)) =>
+            {
+                // A notifications inbox under another user's token: it ends.
+                let sub_topic = state.key.sub_topic.to_string();
+                metrics().refused(Refusal::PrivateChannel);
+                self.shutdown_channel(
+                    ctx,
+                    &msg.topic,
+                    &realtime_proto::system::shutdown::read_revoked(&sub_topic),
+                );
+            }
             Ok(claims) => {
                 state.token = token;
                 state.claims = claims;

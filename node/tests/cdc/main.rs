@@ -22,6 +22,7 @@ mod common;
 mod db_broadcast;
 mod errors;
 mod filters;
+mod notifications;
 mod private;
 mod restart;
 mod rls;
