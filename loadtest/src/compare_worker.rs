@@ -119,12 +119,8 @@ async fn member(
     let joined =
         PeerClient::connect(ctx.addr, conversation, start + ctx.connect_timeout, start + ctx.join_timeout)
             .await;
-    let latency_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let (result, client) = crate::receiver::timed(start, joined.map_err(|e| e.kind()));
     drop(permit);
-    let (result, client) = match joined {
-        Ok(client) => (Ok(latency_us), Some(client)),
-        Err(e) => (Err(e.kind()), None),
-    };
     // The collector may be gone once the connect phase timed out; this task is then aborted.
     let _ = ctx.outcome_tx.send(JoinOutcome { conn, channel: room, result }).await;
     let Some(mut client) = client else { return };

@@ -229,12 +229,8 @@ impl Subscribers {
                     Ok::<_, crate::client::ClientError>(client)
                 }
                 .await;
-                let latency_us = micros(start.elapsed());
+                let (result, client) = crate::receiver::timed(start, joined.map_err(|e| e.kind()));
                 drop(permit);
-                let (result, client) = match joined {
-                    Ok(client) => (Ok(latency_us), Some(client)),
-                    Err(e) => (Err(e.kind()), None),
-                };
                 let _ = outcome_tx.send(JoinOutcome { conn, channel: target.group, result }).await;
                 if let Some(client) = client {
                     receive(client, &stats, target.group, target.private, &run_tag, stop).await;

@@ -118,6 +118,16 @@ pub struct JoinOutcome {
     pub result: Result<u64, String>,
 }
 
+/// What a connect(+join) started at `start` gives the collector: its latency in µs, or the kind of
+/// its error; and the client, when it joined.
+pub fn timed<C>(start: Instant, joined: Result<C, String>) -> (Result<u64, String>, Option<C>) {
+    let latency_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    match joined {
+        Ok(client) => (Ok(latency_us), Some(client)),
+        Err(kind) => (Err(kind), None),
+    }
+}
+
 /// What every receiver of a process shares.
 pub struct ReceiverContext {
     /// The nodes' endpoints; each receiver connects to one of them.
@@ -147,12 +157,8 @@ pub async fn run(
         Ok::<_, crate::client::ClientError>(client)
     }
     .await;
-    let latency_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let (result, client) = timed(start, joined.map_err(|e| e.kind()));
     drop(permit);
-    let (result, client) = match joined {
-        Ok(client) => (Ok(latency_us), Some(client)),
-        Err(e) => (Err(e.kind()), None),
-    };
     // The collector may be gone once the connect phase timed out; this task is then aborted.
     let _ = ctx.outcome_tx.send(JoinOutcome { conn, channel, result }).await;
     if let Some(client) = client {

@@ -142,12 +142,8 @@ pub async fn run(
         Ok::<_, String>(client)
     }
     .await;
-    let latency_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let (result, client) = crate::receiver::timed(start, subscribed);
     drop(permit);
-    let (result, client) = match subscribed {
-        Ok(client) => (Ok(latency_us), Some(client)),
-        Err(kind) => (Err(kind), None),
-    };
     // The collector may be gone once the connect phase timed out; this task is then aborted.
     let _ = ctx.outcome_tx.send(JoinOutcome { conn, channel: user, result }).await;
     if let Some(client) = client {

@@ -271,25 +271,18 @@ async fn wait_for_stop(lifetime_end: Instant) {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-
-    #[derive(Parser)]
-    struct Harness {
-        #[command(flatten)]
-        connect: ConnectArgs,
-    }
+    use crate::scenario::parse_args;
 
     #[test]
     fn connect_args_round_trip_through_the_cli() {
-        let parsed = Harness::parse_from(["x", "--connect-concurrency=7", "--connect-timeout=3"]);
-        let cli = parsed.connect.to_cli(7, Some(12.5));
-        let again = Harness::parse_from(std::iter::once("x".to_owned()).chain(cli));
-        assert_eq!(again.connect.connect_concurrency, 7);
-        assert_eq!(again.connect.connect_timeout, 3);
-        assert_eq!(again.connect.join_timeout, 10);
-        assert_eq!(again.connect.connect_rate, Some(12.5));
+        let parsed: ConnectArgs = parse_args(["--connect-concurrency=7", "--connect-timeout=3"]);
+        let cli = parsed.to_cli(7, Some(12.5));
+        let again: ConnectArgs = parse_args(cli);
+        assert_eq!(again.connect_concurrency, 7);
+        assert_eq!(again.connect_timeout, 3);
+        assert_eq!(again.join_timeout, 10);
+        assert_eq!(again.connect_rate, Some(12.5));
     }
 
     #[test]
@@ -305,15 +298,13 @@ mod tests {
 
     #[test]
     fn totals_are_split_between_workers() {
-        let parsed = Harness::parse_from(["x", "--connect-concurrency=201", "--connect-rate=300"]);
-        let workers = parsed.connect.for_workers(2);
-        let parse = |cli: &Vec<String>| {
-            Harness::parse_from(std::iter::once("x".to_owned()).chain(cli.clone())).connect
-        };
+        let parsed: ConnectArgs = parse_args(["--connect-concurrency=201", "--connect-rate=300"]);
+        let workers = parsed.for_workers(2);
+        let parse = |cli: &Vec<String>| parse_args::<ConnectArgs>(cli.clone());
         let (a, b) = (parse(&workers[0]), parse(&workers[1]));
         assert_eq!((a.connect_concurrency, b.connect_concurrency), (101, 100));
         assert_eq!((a.connect_rate, b.connect_rate), (Some(150.0), Some(150.0)));
-        let tiny = Harness::parse_from(["x", "--connect-concurrency=1"]).connect.for_workers(3);
+        let tiny = parse_args::<ConnectArgs>(["--connect-concurrency=1"]).for_workers(3);
         assert!(tiny.iter().all(|cli| parse(cli).connect_concurrency == 1));
     }
 }

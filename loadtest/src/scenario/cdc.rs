@@ -430,21 +430,14 @@ fn add_finished(
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
     use crate::ipc::CdcFinished;
     use crate::report::HistogramData;
 
-    #[derive(Parser)]
-    struct Harness {
-        #[command(flatten)]
-        args: CdcArgs,
-    }
-
     fn args(extra: &[&str]) -> CdcArgs {
-        Harness::parse_from(["x", "--jwt-secret=s", "--database-url=postgres://x@h/db"].iter().chain(extra))
-            .args
+        crate::scenario::parse_args(
+            ["--jwt-secret=s", "--database-url=postgres://x@h/db"].iter().chain(extra),
+        )
     }
 
     #[test]
@@ -551,18 +544,12 @@ mod tests {
     #[test]
     fn worker_args_parse_as_a_cdc_worker() {
         use crate::cdc_worker::CdcWorkerArgs;
-        #[derive(Parser)]
-        struct W {
-            #[command(flatten)]
-            w: CdcWorkerArgs,
-        }
         let a = args(&["--rls", "--users=4", "--processes=2", "--connect-rate=10"]);
         let plan = Plan::new(&a).unwrap();
         let cli = worker_args(&a, "tag", 77);
-        let fixed =
-            ["x", "--index=1", "--first-conn=50", "--connections=50", "--jwt-secret=s"].map(String::from);
+        let fixed = ["--index=1", "--first-conn=50", "--connections=50", "--jwt-secret=s"].map(String::from);
         let own = a.connect.for_workers(plan.processes).swap_remove(1);
-        let w = W::parse_from(fixed.into_iter().chain(cli).chain(own)).w;
+        let w = crate::scenario::parse_args::<CdcWorkerArgs>(fixed.into_iter().chain(cli).chain(own));
         assert!(w.rls);
         assert_eq!((w.users, w.iat, w.run_tag.as_str()), (4, 77, "tag"));
         assert_eq!(w.connect.connect_rate, Some(5.0));

@@ -395,18 +395,10 @@ fn add_finished(
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
-    #[derive(Parser)]
-    struct Harness {
-        #[command(flatten)]
-        args: FanoutArgs,
-    }
-
     fn args(extra: &[&str]) -> FanoutArgs {
-        Harness::parse_from(["x", "--jwt-secret=s"].iter().chain(extra)).args
+        crate::scenario::parse_args(["--jwt-secret=s"].iter().chain(extra))
     }
 
     #[test]
@@ -469,17 +461,12 @@ mod tests {
     #[test]
     fn worker_args_parse_as_a_worker() {
         use crate::worker::WorkerArgs;
-        #[derive(Parser)]
-        struct W {
-            #[command(flatten)]
-            w: WorkerArgs,
-        }
         let a = args(&["--connect-rate=100", "--processes=4", "--connect-concurrency=200"]);
         let plan = Plan::new(&a).unwrap();
         let cli = worker_args(&a, &plan);
         let own = a.connect.for_workers(plan.processes).swap_remove(1);
-        let fixed = ["x", "--index=1", "--first-conn=5", "--connections=5", "--token=t"].map(String::from);
-        let w = W::parse_from(fixed.clone().into_iter().chain(cli).chain(own)).w;
+        let fixed = ["--index=1", "--first-conn=5", "--connections=5", "--token=t"].map(String::from);
+        let w = crate::scenario::parse_args::<WorkerArgs>(fixed.clone().into_iter().chain(cli).chain(own));
         assert_eq!(w.connect.connect_rate, Some(25.0));
         assert_eq!(w.connect.connect_concurrency, 50);
         assert_eq!(w.channels, 10);
@@ -489,7 +476,7 @@ mod tests {
         let a = args(&["--target=ws://a/s", "--url", "ws://b/s,ws://c/s"]);
         assert_eq!(a.target, vec!["ws://a/s", "ws://b/s", "ws://c/s"]);
         let cli = worker_args(&a, &Plan::new(&a).unwrap());
-        let w = W::parse_from(fixed.into_iter().chain(cli)).w;
+        let w = crate::scenario::parse_args::<WorkerArgs>(fixed.into_iter().chain(cli));
         assert_eq!(w.target, a.target);
     }
 }

@@ -28,6 +28,16 @@ use crate::client::Endpoint;
 
 use crate::ipc::JoinedReport;
 use crate::pool::WorkerSlice;
+
+/// Parses flattened clap arguments (a scenario's, a worker's) from `argv` without the program name,
+/// as the command line would: for the tests of each scenario.
+#[cfg(test)]
+pub fn parse_args<A: clap::Args>(argv: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>) -> A {
+    let argv: Vec<std::ffi::OsString> =
+        std::iter::once("test".into()).chain(argv.into_iter().map(Into::into)).collect();
+    let matches = A::augment_args(clap::Command::new("test")).get_matches_from(argv);
+    A::from_arg_matches(&matches).expect("arguments parse")
+}
 use crate::report::{merge_errors, ErrorCounts};
 
 /// Totals of the workers' connect (or subscribe) phase.

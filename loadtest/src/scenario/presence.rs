@@ -324,18 +324,10 @@ fn ms(micros: Option<u64>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
-    #[derive(Parser)]
-    struct Harness {
-        #[command(flatten)]
-        args: PresenceArgs,
-    }
-
     fn args(extra: &[&str]) -> PresenceArgs {
-        Harness::parse_from(["x", "--jwt-secret=s"].iter().chain(extra)).args
+        crate::scenario::parse_args(["--jwt-secret=s"].iter().chain(extra))
     }
 
     #[test]

@@ -436,19 +436,12 @@ async fn broadcast(
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
-    #[derive(Parser)]
-    struct Harness {
-        #[command(flatten)]
-        args: PrivateArgs,
-    }
-
     fn args(extra: &[&str]) -> PrivateArgs {
-        Harness::parse_from(["x", "--jwt-secret=s", "--database-url=postgres://x@h/db"].iter().chain(extra))
-            .args
+        crate::scenario::parse_args(
+            ["--jwt-secret=s", "--database-url=postgres://x@h/db"].iter().chain(extra),
+        )
     }
 
     #[test]

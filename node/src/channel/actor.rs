@@ -144,12 +144,13 @@ impl Handler<Broadcast> for ChannelActor {
 
     fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
         let mut frames = EncodedOnce::new(&self.topic, &msg.body);
+        let meta = msg.body.meta();
         let mut dead = Vec::new();
         for member in self.members.values() {
             if !member.receives_broadcasts || (Some(member.conn) == msg.from && !member.self_broadcast) {
                 continue;
             }
-            if let (Some(skip), Some(meta)) = (&member.skip_live, msg.body.meta()) {
+            if let (Some(skip), Some(meta)) = (&member.skip_live, meta) {
                 if skip.contains(meta) {
                     continue; // replayed to it at join
                 }
