@@ -22,7 +22,7 @@ use crate::ipc::WorkerMessage;
 use crate::scenario::cdc::topic;
 use crate::subscriber::{self, SubscriberContext, SubscriberStats};
 use crate::token::user_token;
-use crate::worker::{connect_phase, emit, receive_until_stop, ConnectArgs};
+use crate::worker::{connect_phase, emit, receive_until_stop, SliceArgs};
 
 /// Environment variable the parent passes the JWT secret in (kept off the command line).
 pub const SECRET_ENV: &str = "REALTIME_LOADTEST_JWT_SECRET";
@@ -53,21 +53,14 @@ pub struct CdcWorkerArgs {
     /// Seconds from the join reply to `Subscribed to PostgreSQL`.
     #[arg(long)]
     pub subscribe_timeout: u64,
-    /// Global index of this worker's first subscriber.
-    #[arg(long)]
-    pub first_conn: usize,
-    #[arg(long)]
-    pub connections: usize,
-    /// Seconds after which the worker exits even without `stop`.
-    #[arg(long)]
-    pub lifetime: u64,
+    /// This worker's share of the subscribers.
     #[command(flatten)]
-    pub connect: ConnectArgs,
+    pub slice: SliceArgs,
 }
 
 /// Runs the worker until it has reported `finished`.
 pub async fn run(args: CdcWorkerArgs) -> anyhow::Result<()> {
-    let lifetime_end = Instant::now() + Duration::from_secs(args.lifetime);
+    let lifetime_end = Instant::now() + Duration::from_secs(args.slice.lifetime);
     anyhow::ensure!(args.users > 0, "--users must be at least 1");
     let users: Vec<String> = (0..args.users).map(user_id).collect();
     let mut endpoints = Vec::with_capacity(users.len());
@@ -82,8 +75,8 @@ pub async fn run(args: CdcWorkerArgs) -> anyhow::Result<()> {
         rls: args.rls,
         run_tag: args.run_tag.clone(),
         bindings_json: bindings_json(),
-        connect_timeout: Duration::from_secs(args.connect.connect_timeout),
-        join_timeout: Duration::from_secs(args.connect.join_timeout),
+        connect_timeout: Duration::from_secs(args.slice.connect.connect_timeout),
+        join_timeout: Duration::from_secs(args.slice.connect.join_timeout),
         subscribe_timeout: Duration::from_secs(args.subscribe_timeout),
         stats: SubscriberStats::default(),
         outcome_tx,
@@ -91,13 +84,20 @@ pub async fn run(args: CdcWorkerArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let spawn = |conn: usize, permit, stop| {
-        let global = args.first_conn + conn;
+        let global = args.slice.first_conn + conn;
         subscriber::run(Arc::clone(&ctx), conn, global % args.users, topic(global), permit, stop)
     };
-    let joined =
-        connect_phase(args.connections, args.users, &args.connect, &mut tasks, outcome_rx, &stop_rx, spawn)
-            .await;
-    eprintln!("[cdc worker {}] subscribed {} / {}", args.index, joined.ok, args.connections);
+    let joined = connect_phase(
+        args.slice.connections,
+        args.users,
+        &args.slice.connect,
+        &mut tasks,
+        outcome_rx,
+        &stop_rx,
+        spawn,
+    )
+    .await;
+    eprintln!("[cdc worker {}] subscribed {} / {}", args.index, joined.ok, args.slice.connections);
     if !emit(&WorkerMessage::Joined(joined)).await {
         eprintln!("[cdc worker {}] parent gone; exiting", args.index);
         return Ok(());

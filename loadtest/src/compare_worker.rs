@@ -24,7 +24,7 @@ use crate::payload::{now_unix_nanos, SeqTracker};
 use crate::peer_client::{PeerClient, PeerEvent};
 use crate::peer_protocol::{room_name, Conversation, Protocol};
 use crate::receiver::{JoinOutcome, ReceiverStats};
-use crate::worker::{connect_phase, emit, stop_tasks, ConnectArgs, TOKEN_ENV};
+use crate::worker::{connect_phase, emit, stop_tasks, SliceArgs, TOKEN_ENV};
 
 /// Arguments of the hidden `compare-worker` subcommand, written by the parent.
 #[derive(Args, Debug, Clone)]
@@ -40,16 +40,9 @@ pub struct CompareWorkerArgs {
     pub token: String,
     #[arg(long)]
     pub rooms: usize,
-    /// Global index of this worker's first connection (room = global index mod rooms).
-    #[arg(long)]
-    pub first_conn: usize,
-    #[arg(long)]
-    pub connections: usize,
-    /// Seconds after which the worker exits even without `stop`.
-    #[arg(long)]
-    pub lifetime: u64,
+    /// This worker's share (room = global connection index mod rooms).
     #[command(flatten)]
-    pub connect: ConnectArgs,
+    pub slice: SliceArgs,
 }
 
 /// What every member of a process shares.
@@ -65,14 +58,14 @@ struct Context {
 
 /// Runs the worker until it has reported its last `finished` line.
 pub async fn run(args: CompareWorkerArgs) -> anyhow::Result<()> {
-    let lifetime_end = Instant::now() + Duration::from_secs(args.lifetime);
+    let lifetime_end = Instant::now() + Duration::from_secs(args.slice.lifetime);
     let (outcome_tx, outcome_rx) = mpsc::channel(1_024);
     let ctx = Arc::new(Context {
         protocol: args.protocol,
         addr: args.addr,
         token: args.token.clone(),
-        connect_timeout: Duration::from_secs(args.connect.connect_timeout),
-        join_timeout: Duration::from_secs(args.connect.join_timeout),
+        connect_timeout: Duration::from_secs(args.slice.connect.connect_timeout),
+        join_timeout: Duration::from_secs(args.slice.connect.join_timeout),
         stats: ReceiverStats::default(),
         outcome_tx,
     });
@@ -80,11 +73,19 @@ pub async fn run(args: CompareWorkerArgs) -> anyhow::Result<()> {
     let mut tasks = JoinSet::new();
     let rooms = args.rooms.max(1);
     let spawn = |conn: usize, permit, stop| {
-        member(Arc::clone(&ctx), conn, (args.first_conn + conn) % rooms, permit, stop)
+        member(Arc::clone(&ctx), conn, (args.slice.first_conn + conn) % rooms, permit, stop)
     };
-    let joined =
-        connect_phase(args.connections, rooms, &args.connect, &mut tasks, outcome_rx, &stop_rx, spawn).await;
-    eprintln!("[compare-worker {}] joined {} / {}", args.index, joined.ok, args.connections);
+    let joined = connect_phase(
+        args.slice.connections,
+        rooms,
+        &args.slice.connect,
+        &mut tasks,
+        outcome_rx,
+        &stop_rx,
+        spawn,
+    )
+    .await;
+    eprintln!("[compare-worker {}] joined {} / {}", args.index, joined.ok, args.slice.connections);
     if !emit(&WorkerMessage::Joined(joined)).await {
         return Ok(());
     }

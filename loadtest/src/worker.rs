@@ -79,6 +79,21 @@ impl ConnectArgs {
     }
 }
 
+/// What every kind of worker process is told about its share of the connections.
+#[derive(Args, Debug, Clone)]
+pub struct SliceArgs {
+    /// Global index of this worker's first connection.
+    #[arg(long)]
+    pub first_conn: usize,
+    #[arg(long)]
+    pub connections: usize,
+    /// Seconds after which the worker exits even without `stop`.
+    #[arg(long)]
+    pub lifetime: u64,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
 /// Arguments of the hidden `worker` subcommand, written by the parent.
 #[derive(Args, Debug, Clone)]
 pub struct WorkerArgs {
@@ -93,16 +108,9 @@ pub struct WorkerArgs {
     pub vsn: Vsn,
     #[arg(long)]
     pub channels: usize,
-    /// Global index of this worker's first connection (channel = global index mod channels).
-    #[arg(long)]
-    pub first_conn: usize,
-    #[arg(long)]
-    pub connections: usize,
-    /// Seconds after which the worker exits even without `stop`.
-    #[arg(long)]
-    pub lifetime: u64,
+    /// This worker's share (channel = global connection index mod channels).
     #[command(flatten)]
-    pub connect: ConnectArgs,
+    pub slice: SliceArgs,
 }
 
 /// The node receiver `global` connects to: receivers of one channel (every `channels`-th) take the
@@ -122,7 +130,7 @@ pub async fn emit(message: &WorkerMessage) -> bool {
 
 /// Runs the worker until it has reported `finished`.
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
-    let lifetime_end = Instant::now() + Duration::from_secs(args.lifetime);
+    let lifetime_end = Instant::now() + Duration::from_secs(args.slice.lifetime);
     let mut endpoints = Vec::with_capacity(args.target.len());
     for target in &args.target {
         endpoints.push(Endpoint::resolve(target, &args.token, args.vsn).await.context("target")?);
@@ -131,15 +139,15 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let (outcome_tx, outcome_rx) = mpsc::channel(1_024);
     let ctx = Arc::new(ReceiverContext {
         endpoints,
-        connect_timeout: Duration::from_secs(args.connect.connect_timeout),
-        join_timeout: Duration::from_secs(args.connect.join_timeout),
+        connect_timeout: Duration::from_secs(args.slice.connect.connect_timeout),
+        join_timeout: Duration::from_secs(args.slice.connect.join_timeout),
         stats: ReceiverStats::default(),
         outcome_tx,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let spawn = |conn: usize, permit, stop| {
-        let global = args.first_conn + conn;
+        let global = args.slice.first_conn + conn;
         let channel = global % args.channels;
         receiver::run(
             Arc::clone(&ctx),
@@ -152,16 +160,16 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         )
     };
     let joined = connect_phase(
-        args.connections,
+        args.slice.connections,
         args.channels,
-        &args.connect,
+        &args.slice.connect,
         &mut tasks,
         outcome_rx,
         &stop_rx,
         spawn,
     )
     .await;
-    eprintln!("[worker {}] joined {} / {}", args.index, joined.ok, args.connections);
+    eprintln!("[worker {}] joined {} / {}", args.index, joined.ok, args.slice.connections);
     if !emit(&WorkerMessage::Joined(joined)).await {
         eprintln!("[worker {}] parent gone; exiting", args.index);
         return Ok(());

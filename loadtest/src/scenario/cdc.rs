@@ -552,7 +552,7 @@ mod tests {
         let w = crate::scenario::parse_args::<CdcWorkerArgs>(fixed.into_iter().chain(cli).chain(own));
         assert!(w.rls);
         assert_eq!((w.users, w.iat, w.run_tag.as_str()), (4, 77, "tag"));
-        assert_eq!(w.connect.connect_rate, Some(5.0));
-        assert!(w.lifetime > a.duration + a.drain + a.connect.connect_phase_timeout);
+        assert_eq!(w.slice.connect.connect_rate, Some(5.0));
+        assert!(w.slice.lifetime > a.duration + a.drain + a.connect.connect_phase_timeout);
     }
 }

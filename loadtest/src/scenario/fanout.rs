@@ -467,11 +467,11 @@ mod tests {
         let own = a.connect.for_workers(plan.processes).swap_remove(1);
         let fixed = ["--index=1", "--first-conn=5", "--connections=5", "--token=t"].map(String::from);
         let w = crate::scenario::parse_args::<WorkerArgs>(fixed.clone().into_iter().chain(cli).chain(own));
-        assert_eq!(w.connect.connect_rate, Some(25.0));
-        assert_eq!(w.connect.connect_concurrency, 50);
+        assert_eq!(w.slice.connect.connect_rate, Some(25.0));
+        assert_eq!(w.slice.connect.connect_concurrency, 50);
         assert_eq!(w.channels, 10);
         assert_eq!(w.target, vec!["ws://127.0.0.1:4000/socket/websocket"]);
-        assert!(w.lifetime > a.duration + a.connect.connect_phase_timeout);
+        assert!(w.slice.lifetime > a.duration + a.connect.connect_phase_timeout);
 
         let a = args(&["--target=ws://a/s", "--url", "ws://b/s,ws://c/s"]);
         assert_eq!(a.target, vec!["ws://a/s", "ws://b/s", "ws://c/s"]);
