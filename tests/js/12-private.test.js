@@ -40,12 +40,7 @@ describe('private channels', () => {
     // The policies need the realtime schema, which the node creates at start: start it first.
     db = await pg.createDb('');
     server = await pg.startPgServer(db);
-    // It prints its listening line before the schema is applied: wait for the table.
-    await h.waitFor(
-      async () => (await db.rows("select to_regclass('realtime.messages') is not null"))[0] === 't',
-      15000,
-      'the realtime schema',
-    );
+    await pg.waitForTable(db, 'realtime.messages');
     await db.sql(POLICIES);
   });
   after(async () => {

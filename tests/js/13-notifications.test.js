@@ -15,11 +15,7 @@ describe('notifications inbox', () => {
     pg.requireDatabaseUrl();
     db = await pg.createDb('');
     server = await pg.startPgServer(db);
-    await h.waitFor(
-      async () => (await db.rows("select to_regclass('realtime.notifications') is not null"))[0] === 't',
-      15000,
-      'the notifications table',
-    );
+    await pg.waitForTable(db, 'realtime.notifications');
   });
   after(async () => {
     if (server) await server.stop();

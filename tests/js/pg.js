@@ -9,6 +9,7 @@
 //                   db.sql(q) runs SQL, db.rows(q) returns the first column of each row (text),
 //                   db.drop() removes the slot, the database and the data directory.
 // - startPgServer(db, extraArgs)   the server (harness.startServer) on that database.
+// - waitForTable(db, 'realtime.messages')   waits for a table the node's schema creates after it listens.
 // - user(role)      {id, token} for a fresh uuid user.
 // Everything goes through `psql` (no npm dependency).
 
@@ -129,6 +130,14 @@ function startPgServer(db, extraArgs = []) {
   ]);
 }
 
+/**
+ * Waits until `table` exists: the node prints its listening line before it has applied its
+ * `realtime` schema, so tests that write policies on (or rows into) its tables wait for them first.
+ */
+function waitForTable(db, table, ms = 15000) {
+  return h.waitFor(async () => (await db.rows(`select to_regclass('${table}') is not null`))[0] === 't', ms, table);
+}
+
 /** A fresh user: uuid and a token for `role`. */
 function user(role = 'authenticated') {
   const id = crypto.randomUUID();
@@ -157,6 +166,7 @@ module.exports = {
   psql,
   createDb,
   startPgServer,
+  waitForTable,
   user,
   waitPgSubscribed,
   waitChanges,
