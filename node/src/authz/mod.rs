@@ -30,7 +30,7 @@ use crate::cdc::rls::pg_error_text;
 pub use checks::{Extension, ReadAccess};
 
 use cache::DecisionCache;
-use pool::{CheckPool, PoolError};
+use pool::{CheckPool, PoolError, Pooled};
 
 /// Connections kept for authorization checks.
 pub const POOL_SIZE: usize = 4;
@@ -101,18 +101,11 @@ impl Authorizer {
         if let Some(access) = lock(&self.inner.reads).get(&caller, Instant::now()) {
             return Ok(access);
         }
-        let inner = self.inner.clone();
-        self.on_arbiter(async move {
-            let access = {
-                let mut client = inner.pool.get().await?;
-                checks::read(client.client(), &caller)
-                    .await
-                    .map_err(|e| AuthzError::Query(pg_error_text(&e)))?
-            };
-            lock(&inner.reads).put(caller, access, valid_until(exp));
-            Ok(access)
-        })
-        .await
+        let asked = caller.clone();
+        let access =
+            self.with_client(move |mut c| async move { checks::read(c.client(), &asked).await }).await?;
+        lock(&self.inner.reads).put(caller, access, valid_until(exp));
+        Ok(access)
     }
 
     /// May `caller` write `extension` messages to the topic? Cached until `exp`.
@@ -121,18 +114,12 @@ impl Authorizer {
         if let Some(allowed) = lock(&self.inner.writes).get(&key, Instant::now()) {
             return Ok(allowed);
         }
-        let inner = self.inner.clone();
-        self.on_arbiter(async move {
-            let allowed = {
-                let mut client = inner.pool.get().await?;
-                checks::write(client.client(), &key.0, extension)
-                    .await
-                    .map_err(|e| AuthzError::Query(pg_error_text(&e)))?
-            };
-            lock(&inner.writes).put(key, allowed, valid_until(exp));
-            Ok(allowed)
-        })
-        .await
+        let asked = key.0.clone();
+        let allowed = self
+            .with_client(move |mut c| async move { checks::write(c.client(), &asked, extension).await })
+            .await?;
+        lock(&self.inner.writes).put(key, allowed, valid_until(exp));
+        Ok(allowed)
     }
 
     /// A private channel's stored broadcasts to replay (asked once its read check has passed); on the
@@ -143,25 +130,29 @@ impl Authorizer {
         request: crate::replay::ReplayRequest,
         max_payload: usize,
     ) -> Result<crate::replay::Replay, AuthzError> {
-        let inner = self.inner.clone();
-        self.on_arbiter(async move {
-            let client = inner.pool.get().await?;
-            let mut client = client;
-            crate::replay::fetch(client.client(), &sub_topic, request, max_payload)
-                .await
-                .map_err(|e| AuthzError::Query(pg_error_text(&e)))
+        self.with_client(move |mut c| async move {
+            crate::replay::fetch(c.client(), &sub_topic, request, max_payload).await
         })
         .await
     }
 
-    async fn on_arbiter<T: Send + 'static>(
-        &self,
-        work: impl std::future::Future<Output = Result<T, AuthzError>> + Send + 'static,
-    ) -> Result<T, AuthzError> {
+    /// Runs `work` with a pooled connection, on the authorizer's arbiter (where its connections live).
+    async fn with_client<T, F, Fut>(&self, work: F) -> Result<T, AuthzError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Pooled) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send,
+    {
+        let inner = self.inner.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if !self.arbiter.spawn(async move {
-            let _ = tx.send(work.await);
-        }) {
+        let spawned = self.arbiter.spawn(async move {
+            let result = match inner.pool.get().await {
+                Ok(client) => work(client).await.map_err(|e| AuthzError::Query(pg_error_text(&e))),
+                Err(error) => Err(error.into()),
+            };
+            let _ = tx.send(result);
+        });
+        if !spawned {
             return Err(AuthzError::Stopped);
         }
         rx.await.map_err(|_| AuthzError::Stopped)?

@@ -543,6 +543,31 @@ impl Client {
         Self::connect_req(url, vsn).await.unwrap_or_else(|e| panic!("connect {url}: {e}"))
     }
 
+    /// Joins `topic` with `payload`; returns the join ref and the reply's payload (`{status, response}`).
+    pub async fn join_with(&mut self, topic: &str, payload: &Value) -> (String, Value) {
+        let r = self.send_join(topic, payload).await;
+        let reply = self.expect_reply(&r, T).await;
+        (r, reply["payload"].clone())
+    }
+
+    /// The payloads of the next `n` broadcasts on `topic`; other frames (presence, …) are skipped.
+    pub async fn broadcasts(&mut self, topic: &str, n: usize) -> Vec<Value> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + T;
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let f = self.recv(left).await.unwrap_or_else(|| {
+                panic!("{}: {} of {n} broadcasts on {topic}: {got:?}", self.vsn, got.len())
+            });
+            if let Some(v) = f.value() {
+                if v["topic"] == topic && v["event"] == "broadcast" {
+                    got.push(v["payload"].clone());
+                }
+            }
+        }
+        got
+    }
+
     /// Joins with these `postgres_changes` entries (and `access_token` when given), asserts the ok
     /// reply echoes every entry in order with an integer `id`; returns `(join_ref, ids)`.
     pub async fn join_pg(
@@ -674,7 +699,6 @@ impl Client {
         got
     }
 
-    /// Asserts that nothing but heartbeat replies arrives for `dur`.
     /// Every frame that arrives within `dur` (heartbeat replies dropped).
     pub async fn drain(&mut self, dur: Duration) -> Vec<Frame> {
         let deadline = Instant::now() + dur;

@@ -24,34 +24,8 @@ create trigger notes_broadcast after insert or update or delete on notes
 
 async fn join(c: &mut Client, topic: &str, private: bool) {
     let payload = json!({"config": {"private": private, "broadcast": {"self": false}}});
-    let r = c.send_join(topic, &payload).await;
-    let reply = c.expect_reply(&r, T).await;
-    assert_eq!(reply["payload"]["status"], "ok", "{reply}");
-}
-
-/// Reads and drops whatever arrives for `dur`.
-async fn drain(c: &mut Client, dur: Duration) {
-    let deadline = tokio::time::Instant::now() + dur;
-    while c.recv(deadline.saturating_duration_since(tokio::time::Instant::now())).await.is_some() {}
-}
-
-/// The payloads of the next `n` broadcasts on `topic`.
-async fn broadcasts(c: &mut Client, topic: &str, n: usize) -> Vec<Value> {
-    let mut got = Vec::new();
-    let deadline = tokio::time::Instant::now() + T;
-    while got.len() < n {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let f = c
-            .recv(left)
-            .await
-            .unwrap_or_else(|| panic!("{}: {} of {n} broadcasts: {got:?}", c.vsn, got.len()));
-        if let Some(v) = f.value() {
-            if v["topic"] == topic && v["event"] == "broadcast" {
-                got.push(v["payload"].clone());
-            }
-        }
-    }
-    got
+    let (_, reply) = c.join_with(topic, &payload).await;
+    assert_eq!(reply["status"], "ok", "{reply}");
 }
 
 #[tokio::test]
@@ -83,7 +57,7 @@ async fn t100_realtime_send_reaches_the_private_or_public_subscribers_with_the_r
         assert!(tokio::time::Instant::now() < deadline, "database broadcast never went live");
     }
     for c in private.iter_mut().chain(public.iter_mut()) {
-        drain(c, Duration::from_millis(300)).await; // the probes
+        c.drain(Duration::from_millis(300)).await; // the probes
     }
 
     db.exec(&format!("select realtime.send('{{\"n\": 1}}', 'secret', '{sub}')")).await;
@@ -93,7 +67,7 @@ async fn t100_realtime_send_reaches_the_private_or_public_subscribers_with_the_r
         .await;
     let (secret_id, open_id) = (rows[0].clone(), rows[1].clone());
     for c in &mut private {
-        let got = broadcasts(c, &t, 1).await;
+        let got = c.broadcasts(&t, 1).await;
         assert_eq!(
             got[0],
             json!({"type": "broadcast", "event": "secret", "payload": {"n": 1, "id": secret_id}, "meta": {"id": secret_id}}),
@@ -102,7 +76,7 @@ async fn t100_realtime_send_reaches_the_private_or_public_subscribers_with_the_r
         );
     }
     for c in &mut public {
-        let got = broadcasts(c, &t, 1).await;
+        let got = c.broadcasts(&t, 1).await;
         assert_eq!(got[0]["event"], "open", "{}: public subscribers get only the public row: {got:?}", c.vsn);
         assert_eq!(got[0]["meta"], json!({"id": open_id}));
     }
@@ -131,9 +105,9 @@ async fn t101_broadcast_changes_from_a_trigger_and_one_transactions_sends_in_ord
     }
     db.exec("update notes set body = 'changed' where id = 1").await;
     // Skip what the probing loop left behind (its DELETEs and INSERTs).
-    let mut got = broadcasts(&mut c, "realtime:notes-1", 1).await;
+    let mut got = c.broadcasts("realtime:notes-1", 1).await;
     while got[0]["event"] != "UPDATE" {
-        got = broadcasts(&mut c, "realtime:notes-1", 1).await;
+        got = c.broadcasts("realtime:notes-1", 1).await;
     }
     let id = got[0]["meta"]["id"].clone();
     assert_eq!(
@@ -148,7 +122,7 @@ async fn t101_broadcast_changes_from_a_trigger_and_one_transactions_sends_in_ord
     }
     batch.push_str("commit;");
     db.exec(&batch).await;
-    let got = broadcasts(&mut c, &t, 50).await;
+    let got = c.broadcasts(&t, 50).await;
     let ns: Vec<i64> = got.iter().map(|p| p["payload"]["n"].as_i64().unwrap()).collect();
     assert_eq!(ns, (0..50).collect::<Vec<_>>(), "one transaction's sends arrive in the order they were sent");
 }
@@ -206,7 +180,7 @@ async fn t103_replay_in_send_order_within_limits_and_never_twice() {
         let r = c.send_join(&t, &payload).await;
         let reply = c.expect_reply(&r, T).await;
         assert_eq!(reply["payload"]["status"], "ok", "{reply}");
-        let got = broadcasts(&mut c, &t, 30 - first).await;
+        let got = c.broadcasts(&t, 30 - first).await;
         let ns: Vec<i64> = got.iter().map(|p| p["payload"]["n"].as_i64().unwrap()).collect();
         assert_eq!(
             ns,

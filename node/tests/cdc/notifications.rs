@@ -6,14 +6,9 @@
 use std::time::Duration;
 
 use realtime_proto::Vsn;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::common::*;
-
-async fn join(c: &mut Client, topic: &str) -> Value {
-    let r = c.send_join(topic, &json!({"config": {}})).await;
-    c.expect_reply(&r, T).await["payload"].clone()
-}
 
 #[tokio::test]
 async fn t110_an_inserted_notification_reaches_only_its_user() {
@@ -22,11 +17,11 @@ async fn t110_an_inserted_notification_reaches_only_its_user() {
     let (ann, ben) = (new_uuid(), new_uuid());
     let mut a = server.client(&db.token("authenticated", &ann), Vsn::V1).await;
     let topic = format!("realtime:notifications:{ann}");
-    assert_eq!(join(&mut a, &topic).await["status"], "ok");
+    assert_eq!(a.join_with(&topic, &json!({"config": {}})).await.1["status"], "ok");
     // Ben may not listen to Ann's inbox.
     let mut b = server.client(&db.token("authenticated", &ben), Vsn::V1).await;
     assert_eq!(
-        join(&mut b, &topic).await,
+        b.join_with(&topic, &json!({"config": {}})).await.1,
         json!({"status": "error", "response": {"reason": format!(
             "Unauthorized: You do not have permissions to read from this Channel topic: notifications:{ann}")}})
     );
@@ -44,7 +39,7 @@ async fn t110_an_inserted_notification_reaches_only_its_user() {
         assert!(tokio::time::Instant::now() < deadline, "notifications never pushed");
     };
     assert_eq!(first["payload"]["event"], "notification.new");
-    while a.recv(Duration::from_millis(300)).await.is_some() {}
+    a.drain(Duration::from_millis(300)).await;
 
     db.exec(&format!(
         "insert into realtime.notifications (user_id, type, content) values ('{ann}', 'mention', '{{\"by\": \"ben\"}}'), ('{ben}', 'other', '{{}}')"

@@ -38,29 +38,9 @@ fn private_join(extra: Value) -> Value {
     json!({ "config": config })
 }
 
-async fn join(c: &mut Client, topic: &str, payload: &Value) -> (String, Value) {
-    let r = c.send_join(topic, payload).await;
-    let reply = c.expect_reply(&r, T).await;
-    (r, reply["payload"].clone())
-}
-
 fn unauthorized_read(sub: &str) -> Value {
     json!({"status": "error", "response": {"reason": format!(
         "Unauthorized: You do not have permissions to read from this Channel topic: {sub}")}})
-}
-
-/// The next broadcast on `topic` (other frames, such as presence pushes, are skipped).
-async fn next_broadcast(c: &mut Client, topic: &str) -> Option<Value> {
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let f = c.recv(left).await?;
-        if let Some(v) = f.value() {
-            if v["topic"] == topic && v["event"] == "broadcast" {
-                return Some(v["payload"].clone());
-            }
-        }
-    }
 }
 
 #[tokio::test]
@@ -71,21 +51,21 @@ async fn t90_private_joins_are_decided_by_the_select_policy_for_both_serializers
         let token = db.token("authenticated", &user);
         let mut c = server.client(&token, vsn).await;
         let (t, _) = topic("room-read");
-        let (_, reply) = join(&mut c, &t, &private_join(json!({}))).await;
+        let (_, reply) = c.join_with(&t, &private_join(json!({}))).await;
         assert_eq!(reply["status"], "ok", "{vsn}: a readable topic: {reply}");
         // The policy names the user: only that user's token reads it.
         let mine = format!("realtime:room-mine-{user}");
-        let (_, reply) = join(&mut c, &mine, &private_join(json!({}))).await;
+        let (_, reply) = c.join_with(&mine, &private_join(json!({}))).await;
         assert_eq!(reply["status"], "ok", "{vsn}: the user's own topic: {reply}");
         let other = format!("room-mine-{}", new_uuid());
-        let (_, reply) = join(&mut c, &format!("realtime:{other}"), &private_join(json!({}))).await;
+        let (_, reply) = c.join_with(&format!("realtime:{other}"), &private_join(json!({}))).await;
         assert_eq!(reply, unauthorized_read(&other), "{vsn}");
         // No policy for anon: refused; the same topic joined as public needs no policy.
         let mut anon = server.client(&db.token("anon", &new_uuid()), vsn).await;
         let (_, sub) = topic("room-read");
-        let (_, reply) = join(&mut anon, &format!("realtime:{sub}"), &private_join(json!({}))).await;
+        let (_, reply) = anon.join_with(&format!("realtime:{sub}"), &private_join(json!({}))).await;
         assert_eq!(reply, unauthorized_read(&sub), "{vsn}");
-        let (_, reply) = join(&mut anon, &format!("realtime:{sub}"), &json!({"config": {}})).await;
+        let (_, reply) = anon.join_with(&format!("realtime:{sub}"), &json!({"config": {}})).await;
         assert_eq!(reply["status"], "ok", "{vsn}: public: {reply}");
     }
 }
@@ -101,25 +81,25 @@ async fn t91_broadcast_and_presence_writes_follow_the_insert_policy() {
     let (ro, ro_sub) = topic("room-read");
     let mut writer = server.client(&writer_token, Vsn::V2).await;
     let mut reader = server.client(&reader_token, Vsn::V1).await;
-    let (wj, reply) = join(&mut writer, &t, &private_join(json!({}))).await;
+    let (wj, reply) = writer.join_with(&t, &private_join(json!({}))).await;
     assert_eq!(reply["status"], "ok", "{reply}");
-    let (_, reply) = join(&mut reader, &t, &private_join(json!({}))).await;
+    let (_, reply) = reader.join_with(&t, &private_join(json!({}))).await;
     assert_eq!(reply["status"], "ok", "{reply}");
 
     // Allowed: the ack says ok and the other member receives it.
     let msg = json!({"type": "broadcast", "event": "hello", "payload": {"n": 1}});
     let r = writer.push(Some(&wj), &t, "broadcast", &msg).await;
     assert_eq!(writer.expect_reply(&r, T).await["payload"]["status"], "ok");
-    let got = next_broadcast(&mut reader, &t).await.expect("the reader receives the broadcast");
+    let got = reader.broadcasts(&t, 1).await.remove(0);
     assert_eq!(got["payload"], json!({"n": 1}));
     let track = json!({"type": "presence", "event": "track", "payload": {"name": "w"}});
     let r = writer.push(Some(&wj), &t, "presence", &track).await;
     assert_eq!(writer.expect_reply(&r, T).await["payload"]["status"], "ok");
 
     // Not allowed on a read-only topic: the ack is an error, nobody receives it; a track is refused.
-    let (rj, reply) = join(&mut writer, &ro, &private_join(json!({}))).await;
+    let (rj, reply) = writer.join_with(&ro, &private_join(json!({}))).await;
     assert_eq!(reply["status"], "ok", "{reply}");
-    let (_, reply) = join(&mut reader, &ro, &private_join(json!({}))).await;
+    let (_, reply) = reader.join_with(&ro, &private_join(json!({}))).await;
     assert_eq!(reply["status"], "ok", "{reply}");
     let denied = json!({"status": "error", "response": {"reason": format!(
         "Unauthorized: You do not have permissions to write to this Channel topic: {ro_sub}")}});
@@ -143,10 +123,10 @@ async fn t92_a_policy_that_raises_refuses_only_that_join() {
     let token = db.token("authenticated", &new_uuid());
     let mut c = server.client(&token, Vsn::V1).await;
     let (boom, boom_sub) = topic("room-boom");
-    let (_, reply) = join(&mut c, &boom, &private_join(json!({}))).await;
+    let (_, reply) = c.join_with(&boom, &private_join(json!({}))).await;
     assert_eq!(reply, unauthorized_read(&boom_sub));
     let (fine, _) = topic("room-read");
-    let (_, reply) = join(&mut c, &fine, &private_join(json!({}))).await;
+    let (_, reply) = c.join_with(&fine, &private_join(json!({}))).await;
     assert_eq!(reply["status"], "ok", "the same socket joins another private topic: {reply}");
 }
 
@@ -158,7 +138,7 @@ async fn t93_a_refreshed_token_that_may_no_longer_read_ends_the_channel() {
     let mut c = server.client(&token, Vsn::V2).await;
     let sub = format!("room-mine-{user}");
     let t = format!("realtime:{sub}");
-    let (j, reply) = join(&mut c, &t, &private_join(json!({}))).await;
+    let (j, reply) = c.join_with(&t, &private_join(json!({}))).await;
     assert_eq!(reply["status"], "ok", "{reply}");
     // The same user's fresh token keeps the channel; another user's ends it.
     c.push(Some(&j), &t, "access_token", &json!({"access_token": db.token("authenticated", &user)})).await;
@@ -185,7 +165,7 @@ async fn t94_rest_sends_to_private_channels_need_the_write_policy() {
     let (ro, ro_sub) = topic("room-read");
     let mut c = server.client(&token, Vsn::V1).await;
     for topic in [&t, &ro] {
-        let (_, reply) = join(&mut c, topic, &private_join(json!({}))).await;
+        let (_, reply) = c.join_with(topic, &private_join(json!({}))).await;
         assert_eq!(reply["status"], "ok", "{reply}");
     }
     let http = reqwest::Client::new();
@@ -196,7 +176,7 @@ async fn t94_rest_sends_to_private_channels_need_the_write_policy() {
     ]});
     let resp = http.post(&url).bearer_auth(&token).json(&body).send().await.expect("POST");
     assert_eq!(resp.status(), 202);
-    let got = next_broadcast(&mut c, &t).await.expect("the writable topic's message");
+    let got = c.broadcasts(&t, 1).await.remove(0);
     assert_eq!(got["payload"], json!({"to": "writable"}));
     // The single endpoint refuses the read-only topic outright.
     let single = format!("http://127.0.0.1:{}/api/broadcast/{ro_sub}/events/e?private=true", server.port);
@@ -210,11 +190,11 @@ async fn t95_private_only_refuses_public_joins() {
     let (db, server) = with_policies(&["--private-only", "true"]).await;
     let mut c = server.client(&db.token("authenticated", &new_uuid()), Vsn::V1).await;
     let (t, _) = topic("room-read");
-    let (_, reply) = join(&mut c, &t, &json!({"config": {}})).await;
+    let (_, reply) = c.join_with(&t, &json!({"config": {}})).await;
     assert_eq!(
         reply,
         json!({"status": "error", "response": {"reason": "PrivateOnly: This project only allows private channels"}})
     );
-    let (_, reply) = join(&mut c, &t, &private_join(json!({}))).await;
+    let (_, reply) = c.join_with(&t, &private_join(json!({}))).await;
     assert_eq!(reply["status"], "ok", "{reply}");
 }
