@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use realtime_proto::binary::BinaryEncoding;
 
-use super::change::{Cell, Change, ChangeKind};
+use super::change::{Change, ChangeKind};
 use crate::channel::messages::BroadcastBody;
 use crate::channel::TopicKey;
 
@@ -67,16 +67,7 @@ pub fn to_broadcast(change: &Change, max_payload: usize) -> Result<DbBroadcast, 
     if change.kind != ChangeKind::Insert {
         return Err(SkipReason::NotInsert);
     }
-    let cell = |name: &str| -> Option<&Cell> {
-        let index = change.table.columns.iter().position(|c| c.name == name)?;
-        change.new.as_ref()?.get(index)
-    };
-    let text = |name: &'static str| -> Option<&str> {
-        match cell(name)? {
-            Cell::Text(bytes) => std::str::from_utf8(bytes).ok(),
-            Cell::Null | Cell::Unchanged => None,
-        }
-    };
+    let text = |name: &str| change.filter_value(name).and_then(|(_, value)| value);
     if text("extension") != Some("broadcast") {
         return Err(SkipReason::NotBroadcast);
     }
@@ -153,6 +144,7 @@ fn decode_bytea(text: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::cdc::catalog::{ColumnMeta, TableMeta};
+    use crate::cdc::change::Cell;
 
     fn messages_table() -> Arc<TableMeta> {
         let column = |name: &str, typname: &str| ColumnMeta {

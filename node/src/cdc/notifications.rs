@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use realtime_proto::binary::BinaryEncoding;
 
-use super::change::{Cell, Change, ChangeKind};
+use super::change::{Change, ChangeKind};
 use super::values;
 use crate::channel::messages::BroadcastBody;
 use crate::channel::TopicKey;
@@ -36,17 +36,8 @@ pub fn to_pushes(change: &Change) -> Option<[(TopicKey, BroadcastBody); 2]> {
     if change.kind != ChangeKind::Insert {
         return None;
     }
-    let value = |name: &str| -> Option<(String, &str)> {
-        let index = change.table.columns.iter().position(|c| c.name == name)?;
-        match change.new.as_ref()?.get(index)? {
-            Cell::Text(bytes) => {
-                let typname = change.table.columns[index].typname.clone();
-                Some((typname, std::str::from_utf8(bytes).ok()?))
-            }
-            Cell::Null | Cell::Unchanged => None,
-        }
-    };
-    let json = |name: &str| value(name).map(|(typname, text)| values::to_json(&typname, text));
+    let value = |name: &str| change.filter_value(name).and_then(|(typname, text)| Some((typname, text?)));
+    let json = |name: &str| value(name).map(|(typname, text)| values::to_json(typname, text));
     let (_, user_id) = value("user_id")?;
     let payload = format!(
         r#"{{"id":{},"type":{},"content":{},"created_at":{}}}"#,
@@ -72,6 +63,7 @@ pub fn to_pushes(change: &Change) -> Option<[(TopicKey, BroadcastBody); 2]> {
 mod tests {
     use super::*;
     use crate::cdc::catalog::{ColumnMeta, TableMeta};
+    use crate::cdc::change::Cell;
 
     fn table() -> Arc<TableMeta> {
         let column = |name: &str, typname: &str| ColumnMeta {
