@@ -12,6 +12,8 @@ use clap::Parser;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::resume::{LogLimits, ResumableTopics, ResumeConfig};
+
 /// Why the configuration cannot be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -25,6 +27,8 @@ pub enum ConfigError {
     Range { name: &'static str, min: usize, max: usize },
     #[error("cluster: {0}")]
     Cluster(String),
+    #[error("{0}")]
+    Resume(String),
     #[error("cannot read JWKS file {path}: {reason}")]
     Jwks { path: PathBuf, reason: String },
 }
@@ -177,6 +181,19 @@ pub struct Settings {
     /// Hours `realtime.messages` rows are kept (whole daily partitions are dropped after this).
     #[arg(long, env = "REALTIME_MESSAGES_RETENTION_HOURS")]
     pub messages_retention_hours: Option<u64>,
+    /// Topics whose broadcasts are stored and carry positions, so a client can resume after a
+    /// disconnect: comma-separated names, `prefix*`, or `*` (needs `DATABASE_URL`).
+    #[arg(long, env = "REALTIME_RESUMABLE_TOPICS")]
+    pub resumable_topics: Option<String>,
+    /// Seconds a resumable channel's messages are held for resuming clients.
+    #[arg(long, env = "REALTIME_RESUME_RETENTION_SECS")]
+    pub resume_retention_secs: Option<u64>,
+    /// Messages held per resumable channel at most.
+    #[arg(long, env = "REALTIME_RESUME_RETENTION_COUNT")]
+    pub resume_retention_count: Option<usize>,
+    /// Bytes held for all resumable channels of a node at most (the oldest messages go first).
+    #[arg(long, env = "REALTIME_RESUME_MAX_BYTES")]
+    pub resume_max_bytes: Option<usize>,
 }
 
 /// The resolved configuration every component reads.
@@ -203,6 +220,8 @@ pub struct Config {
     pub cluster: Option<ClusterSettings>,
     /// How long `realtime.messages` rows are kept (with `DATABASE_URL`; see [`crate::schema`]).
     pub messages_retention: Duration,
+    /// Resumable channels ([`crate::resume`]); no topics: off.
+    pub resume: ResumeConfig,
 }
 
 /// Cluster settings, present when `REALTIME_SEEDS` is set.
@@ -368,6 +387,10 @@ impl Settings {
             max_record_bytes: self.max_record_bytes.or(file.max_record_bytes),
             cdc_resume_grace_ms: self.cdc_resume_grace_ms.or(file.cdc_resume_grace_ms),
             messages_retention_hours: self.messages_retention_hours.or(file.messages_retention_hours),
+            resumable_topics: self.resumable_topics.or(file.resumable_topics),
+            resume_retention_secs: self.resume_retention_secs.or(file.resume_retention_secs),
+            resume_retention_count: self.resume_retention_count.or(file.resume_retention_count),
+            resume_max_bytes: self.resume_max_bytes.or(file.resume_max_bytes),
         }
     }
 }
@@ -526,9 +549,27 @@ impl Config {
         let messages_retention = Duration::from_secs(
             setting!(s.messages_retention_hours, d::MESSAGES_RETENTION_HOURS)?.saturating_mul(3600),
         );
+        let resume = ResumeConfig {
+            topics: ResumableTopics::parse(s.resumable_topics.as_deref().unwrap_or(""))
+                .map_err(|e| ConfigError::Resume(e.to_string()))?,
+            limits: LogLimits {
+                max_age: Duration::from_secs(setting!(
+                    s.resume_retention_secs,
+                    ResumeConfig::DEFAULT_RETENTION.as_secs()
+                )?),
+                max_per_channel: setting!(s.resume_retention_count, ResumeConfig::DEFAULT_RETENTION_COUNT)?,
+                max_bytes: setting!(s.resume_max_bytes, ResumeConfig::DEFAULT_MAX_BYTES)?,
+            },
+        };
+        if resume.topics.any() && cdc.is_none() {
+            return Err(ConfigError::Resume(
+                "REALTIME_RESUMABLE_TOPICS needs DATABASE_URL: resumable messages are stored there".into(),
+            ));
+        }
         Ok(Config {
             cluster,
             cdc,
+            resume,
             messages_retention,
             data_dir: s.data_dir.unwrap_or_else(|| d::DATA_DIR.into()),
             bind: s.bind.unwrap_or_else(|| d::BIND.parse().expect("default bind address")),

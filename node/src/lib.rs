@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod peers;
 pub mod presence;
 pub mod replay;
+pub mod resume;
 pub mod schema;
 pub mod shutdown;
 pub mod socket;
@@ -100,10 +101,16 @@ pub async fn run(
         None => (None, None),
     };
     let arbiters: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
+    let resume_arbiter = Arbiter::new();
+    let resume = config
+        .cdc
+        .as_ref()
+        .and_then(|cdc| resume::Resume::start(&config.resume, &cdc.database_url, &resume_arbiter.handle()));
     let registry = Registry::new(
         arbiters.iter().map(Arbiter::handle).collect(),
         config.limits.max_channel_members,
         cluster.clone(),
+        resume.clone(),
     )
     .start();
     let cdc_arbiter = Arbiter::new();
@@ -112,6 +119,7 @@ pub async fn run(
             let broadcasts = cdc::hub::DbBroadcasts {
                 channels: registry.clone().recipient(),
                 max_payload: config.limits.max_payload_bytes,
+                resume: resume.clone(),
             };
             Some(cdc::start(
                 cdc_config.clone(),
@@ -127,7 +135,8 @@ pub async fn run(
         .map(|events| actix_web::rt::spawn(peers::bridge(events, registry.clone(), cdc.clone())));
     let authz_arbiter = Arbiter::new();
     let authz = config.cdc.as_ref().map(|c| authz::Authorizer::new(&c.database_url, authz_arbiter.handle()));
-    let shared = web::Data::new(Shared::new(config.clone(), verifier, registry, cdc, cluster.clone(), authz));
+    let shared =
+        web::Data::new(Shared::new(config.clone(), verifier, registry, cdc, cluster.clone(), authz, resume));
     let metrics_data = web::Data::new(metrics_handle.clone());
     let server = http::server::serve(listener, config.workers, shared.clone(), metrics_data)?;
     let handle = server.handle();
@@ -168,5 +177,6 @@ pub async fn run(
     }
     cdc_arbiter.stop();
     authz_arbiter.stop();
+    resume_arbiter.stop();
     Ok(())
 }

@@ -122,6 +122,7 @@ pub struct Metrics {
     pub cdc_changes: Counter,
     pub cdc_transactions: Counter,
     pub cluster: ClusterMetrics,
+    pub resume: ResumeMetrics,
     refusals: Vec<Counter>,
     slow_closes: Vec<Counter>,
 }
@@ -137,6 +138,24 @@ impl Metrics {
         let index = SlowClose::ALL.iter().position(|c| *c == cause).expect("every cause is listed");
         self.slow_closes[index].increment(1);
         self.refused(Refusal::SlowConsumer);
+    }
+}
+
+/// Resumable channels (`crate::resume`).
+pub struct ResumeMetrics {
+    pub stored: Counter,
+    pub store_failures: Counter,
+    pub filled: Counter,
+    pub gaps: Counter,
+    pub retained_messages: Gauge,
+    pub retained_bytes: Gauge,
+}
+
+impl Metrics {
+    /// Counts a batch of socket or REST messages the resumable writer stored, or failed to.
+    pub fn resumable_written(&self, messages: usize, ok: bool) {
+        let counter = if ok { &self.resume.stored } else { &self.resume.store_failures };
+        counter.increment(messages as u64);
     }
 }
 
@@ -209,6 +228,24 @@ pub fn metrics() -> &'static Metrics {
             "realtime_slow_consumer_closes_total",
             "Sockets closed because they did not keep up, by cause"
         );
+        describe_counter!(
+            "realtime_resumable_stored_total",
+            "Socket and REST broadcasts on resumable channels stored in realtime.messages"
+        );
+        describe_counter!(
+            "realtime_resumable_store_failures_total",
+            "Socket and REST broadcasts on resumable channels that could not be stored"
+        );
+        describe_counter!(
+            "realtime_resumes_total",
+            "Joins with a resume position, by outcome (filled: every missed message sent; gap)"
+        );
+        describe_gauge!("realtime_resumable_retained_messages", "Messages held for resuming clients");
+        describe_gauge!(
+            "realtime_resumable_retained_bytes",
+            Unit::Bytes,
+            "Bytes (approximate) held for resuming clients"
+        );
         describe_histogram!(
             DELIVERY_LATENCY,
             Unit::Seconds,
@@ -237,6 +274,14 @@ pub fn metrics() -> &'static Metrics {
                 relays: metrics::counter!("realtime_cluster_relays_total"),
                 relay_drops: metrics::counter!("realtime_cluster_relay_drops_total"),
                 presence_remote_entries: metrics::gauge!("realtime_cluster_presence_remote_entries"),
+            },
+            resume: ResumeMetrics {
+                stored: metrics::counter!("realtime_resumable_stored_total"),
+                store_failures: metrics::counter!("realtime_resumable_store_failures_total"),
+                filled: metrics::counter!("realtime_resumes_total", "outcome" => "filled"),
+                gaps: metrics::counter!("realtime_resumes_total", "outcome" => "gap"),
+                retained_messages: metrics::gauge!("realtime_resumable_retained_messages"),
+                retained_bytes: metrics::gauge!("realtime_resumable_retained_bytes"),
             },
             refusals: Refusal::ALL
                 .iter()

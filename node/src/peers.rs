@@ -103,6 +103,8 @@ pub async fn bridge(
                     key,
                     body: from_payload(payload),
                     received_at: Instant::now(),
+                    from: None,
+                    stored: None,
                 });
             }
             ClusterEvent::Presence(changes) => {

@@ -44,7 +44,7 @@ pub fn parse(value: &Value) -> Result<ReplayRequest, String> {
     Ok(ReplayRequest { since_ms, limit })
 }
 
-/// The replayed messages, oldest first, and the live `meta` of each (the member skips those).
+/// The replayed messages, oldest first, and the row id of each (the member skips those live).
 #[derive(Debug, Default)]
 pub struct Replay {
     pub bodies: Vec<BroadcastBody>,
@@ -79,7 +79,7 @@ pub async fn fetch(
         };
         if let Ok(body) = db_broadcast::body(event, payload, db_broadcast::replayed_meta(id), max_payload) {
             bodies.push(body);
-            skip_live.insert(Arc::from(db_broadcast::live_meta(id)));
+            skip_live.insert(Arc::from(id));
         }
     }
     Ok(Replay { bodies, skip_live: Arc::new(skip_live) })

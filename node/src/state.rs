@@ -18,6 +18,7 @@ use crate::delivery::watchdog::Closing;
 use crate::delivery::{Link, Outbox, OutboxLimits};
 use crate::limits::{KeyedRate, SharedRate};
 use crate::metrics::metrics;
+use crate::resume::Resume;
 use crate::socket::messages::Drain;
 
 /// Everything a request handler or socket needs from the node.
@@ -42,6 +43,8 @@ pub struct Shared {
     pub cluster: Option<ClusterHandle>,
     /// Private channels' RLS checks; `None` when `DATABASE_URL` is not set.
     pub authz: Option<Authorizer>,
+    /// Resumable channels; `None` when no topic is resumable.
+    pub resume: Option<Arc<Resume>>,
     draining: AtomicBool,
 }
 
@@ -53,11 +56,13 @@ impl Shared {
         cdc: Option<CdcHandle>,
         cluster: Option<ClusterHandle>,
         authz: Option<Authorizer>,
+        resume: Option<Arc<Resume>>,
     ) -> Shared {
         Shared {
             cdc,
             cluster,
             authz,
+            resume,
             joins: SharedRate::per_second(config.limits.max_joins_per_second),
             token_joins: KeyedRate::per_second(config.limits.max_token_joins_per_second),
             rest_in_flight: AtomicUsize::new(0),

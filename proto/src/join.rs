@@ -33,6 +33,8 @@ pub struct BroadcastConfig {
     pub ack: bool,
     /// `replay` as sent (only valid on private channels).
     pub replay: Option<Value>,
+    /// `resume` as sent (resumable channels: `{"position": …}`); absent, `null` or `false`: none.
+    pub resume: Option<Value>,
     /// Ask for a `system` message once the replication stream is ready.
     pub replication_ready: bool,
 }
@@ -103,6 +105,7 @@ impl JoinConfig {
                 self_broadcast: flexible_bool(b.get("self")).unwrap_or(false),
                 ack: flexible_bool(b.get("ack")).unwrap_or(false),
                 replay: b.get("replay").filter(|v| !v.is_null()).cloned(),
+                resume: b.get("resume").filter(|v| !v.is_null() && v.as_bool() != Some(false)).cloned(),
                 replication_ready: flexible_bool(b.get("replication_ready")).unwrap_or(false),
             });
         let presence = object(map.get("presence")).map_or_else(PresenceConfig::default, |p| PresenceConfig {

@@ -7,6 +7,8 @@ use serde_json::json;
 pub enum Extension {
     System,
     PostgresChanges,
+    /// Resumable delivery's notices (a gap that could not be filled).
+    Broadcast,
 }
 
 impl Extension {
@@ -14,6 +16,7 @@ impl Extension {
         match self {
             Extension::System => "system",
             Extension::PostgresChanges => "postgres_changes",
+            Extension::Broadcast => "broadcast",
         }
     }
 }
@@ -42,6 +45,8 @@ pub mod reason {
     pub const REPLAY_ON_PUBLIC: &str = "UnableToReplayMessages: Replay is not allowed for public channels";
     pub const SHUTTING_DOWN: &str = "ServerShuttingDown: The server is shutting down";
     pub const PRIVATE_ONLY: &str = "PrivateOnly: This project only allows private channels";
+    pub const RESUME_UNAVAILABLE: &str =
+        "ResumeUnavailable: This topic keeps no resumable stream (see REALTIME_RESUMABLE_TOPICS)";
 
     /// A private join whose policies let the caller read neither broadcasts nor presence.
     pub fn unauthorized_read(sub_topic: &str) -> String {
@@ -52,6 +57,15 @@ pub mod reason {
     pub fn unauthorized_write(sub_topic: &str) -> String {
         format!("Unauthorized: You do not have permissions to write to this Channel topic: {sub_topic}")
     }
+}
+
+/// The `system` message (extension `broadcast`, status `error`) a member resuming after `position`
+/// gets when some messages after it are no longer held: what follows is live, not complete.
+pub fn resume_gap(position: &str) -> String {
+    format!(
+        "ResumeGap: Some messages after position {position} are no longer available; \
+         the messages that follow are not complete"
+    )
 }
 
 /// Messages of `system` errors that close a channel.

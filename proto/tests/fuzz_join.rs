@@ -158,6 +158,7 @@ fn expected_config(value: &Value) -> JoinConfig {
             self_broadcast: flag_of(b.get("self")),
             ack: flag_of(b.get("ack")),
             replay: b.get("replay").filter(|v| !v.is_null()).cloned(),
+            resume: b.get("resume").filter(|v| !matches!(v, Value::Null | Value::Bool(false))).cloned(),
             replication_ready: flag_of(b.get("replication_ready")),
         },
         _ => BroadcastConfig::default(),

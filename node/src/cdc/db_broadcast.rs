@@ -90,8 +90,8 @@ pub enum Payload {
     Binary(Vec<u8>),
 }
 
-/// The `meta` of a row broadcast live: `{"id": <row id>}`. A member that had the row replayed skips
-/// the live broadcast whose meta is this.
+/// The `meta` of a row broadcast live: `{"id": <row id>}` (with its `position` on resumable channels,
+/// `crate::resume`).
 pub fn live_meta(id: &str) -> String {
     serde_json::json!({ "id": id }).to_string()
 }

@@ -28,10 +28,11 @@ use super::notifications;
 use super::recorder::Record;
 use super::rls::{self, pg_error_text, Ask, RlsPool, Viewer};
 use super::subscriptions::{ChannelKey, GroupKey, NewEntry, SubscriptionIndex, ViewerId};
-use crate::channel::messages::RemoteBroadcast;
+use crate::channel::messages::{BroadcastBody, RemoteBroadcast, Stored, TopicKey};
 use crate::channel::ConnId;
 use crate::config::CdcConfig;
 use crate::delivery::{CloseCause, Outbox, WireFrame};
+use crate::resume::{Position, Resume};
 
 /// The `system` message of a live subscription.
 pub const SUBSCRIBED: &str = "Subscribed to PostgreSQL";
@@ -156,6 +157,8 @@ pub struct Hub {
 pub struct DbBroadcasts {
     pub channels: Recipient<RemoteBroadcast>,
     pub max_payload: usize,
+    /// Resumable channels: their rows get positions and are kept for resuming clients.
+    pub resume: Option<Arc<Resume>>,
 }
 
 /// Connections answering RLS questions in parallel.
@@ -453,12 +456,21 @@ impl Hub {
     /// per subscription group and RLS is asked once per (table, viewer) for the whole batch, so the cost
     /// grows with distinct subscriptions and claim sets; only deliveries cost per channel.
     async fn dispatch(&mut self, txns: &[Transaction]) {
+        if let (Some(resume), Some(first)) = (&self.broadcasts.resume, txns.first()) {
+            resume.stream_from(first.end_lsn);
+        }
         // Rows of `realtime.messages` are broadcasts, never Postgres Changes.
-        let (messages, changes): (Vec<Stamped>, Vec<Stamped>) = txns
+        let is_broadcast = |c: &Change| db_broadcast::is_message(c) || notifications::is_notification(c);
+        self.broadcast_messages(txns.iter().flat_map(|t| {
+            t.changes.iter().enumerate().filter(|(_, c)| is_broadcast(c)).map(move |(index, c)| {
+                (c, Position { commit_lsn: t.end_lsn, index: u32::try_from(index).unwrap_or(u32::MAX) })
+            })
+        }));
+        let changes: Vec<Stamped> = txns
             .iter()
             .flat_map(|t| t.changes.iter().map(move |c| (c, &*t.commit_timestamp)))
-            .partition(|(c, _)| db_broadcast::is_message(c) || notifications::is_notification(c));
-        self.broadcast_messages(messages.iter().map(|(c, _)| *c));
+            .filter(|(c, _)| !is_broadcast(c))
+            .collect();
         // 1. Match: which groups each change goes to.
         let mut matched: Vec<(usize, GroupKey)> = Vec::new();
         for (index, (change, _)) in changes.iter().enumerate() {
@@ -581,21 +593,33 @@ impl Hub {
     /// Waits for the batch to be visible, then asks each (table, viewer) which of its rows it may see.
     /// Hands each `realtime.messages` insert to this node's channel of its topic, and each
     /// `realtime.notifications` insert to its user's inbox channels, in commit order.
-    fn broadcast_messages<'c>(&self, rows: impl Iterator<Item = &'c Change>) {
+    ///
+    /// On a resumable channel the row gets its position: it is kept for resuming clients before it
+    /// is sent, so a member resuming meanwhile finds it in the log or receives it live.
+    fn broadcast_messages<'c>(&self, rows: impl Iterator<Item = (&'c Change, Position)>) {
         let received_at = Instant::now();
-        for row in rows {
+        let send = |key: TopicKey, body: BroadcastBody, id: Option<&str>, position: Position| {
+            let resume = self.broadcasts.resume.as_ref().filter(|r| r.is_resumable(&key));
+            let (body, from, stored) = match (resume, id) {
+                (Some(resume), Some(id)) => {
+                    let (body, from) = resume.arrived(&key, id, position, body);
+                    (body, from, Some(Stored { id: id.into(), position: Some(position) }))
+                }
+                (None, Some(id)) => (body, None, Some(Stored { id: id.into(), position: None })),
+                (_, None) => (body, None, None),
+            };
+            self.broadcasts.channels.do_send(RemoteBroadcast { key, body, received_at, from, stored });
+        };
+        for (row, position) in rows {
+            let id = row.filter_value("id").and_then(|(_, id)| id);
             if notifications::is_notification(row) {
                 for (key, body) in notifications::to_pushes(row).into_iter().flatten() {
-                    self.broadcasts.channels.do_send(RemoteBroadcast { key, body, received_at });
+                    send(key, body, id, position);
                 }
                 continue;
             }
             match db_broadcast::to_broadcast(row, self.broadcasts.max_payload) {
-                Ok(b) => self.broadcasts.channels.do_send(RemoteBroadcast {
-                    key: b.key,
-                    body: b.body,
-                    received_at,
-                }),
+                Ok(b) => send(b.key, b.body, id, position),
                 Err(db_broadcast::SkipReason::NotInsert | db_broadcast::SkipReason::NotBroadcast) => {}
                 Err(reason) => tracing::warn!(%reason, "a realtime.messages row was not broadcast"),
             }

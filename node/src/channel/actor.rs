@@ -5,17 +5,19 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use realtime_cluster::ClusterHandle;
-use realtime_proto::topic;
+use realtime_proto::{server, system, topic};
 
 use super::fanout::EncodedOnce;
 use super::messages::{
-    Broadcast, ConnId, Join, Leave, Member, Released, RemotePresence, StopChannel, TopicKey, Track, Untrack,
+    Broadcast, ConnId, Join, Leave, Member, Released, RemotePresence, ResumeNow, Resuming, StopChannel,
+    TopicKey, Track, Untrack,
 };
 use super::registry::Registry;
-use crate::delivery::Offer;
+use crate::delivery::{Offer, WireFrame};
 use crate::metrics::{metrics, Refusal};
 use crate::presence::messages as presence;
 use crate::presence::PresenceActor;
+use crate::resume::Resume;
 use crate::socket::messages::{JoinOutcome, JoinRefused};
 
 /// One topic's local members.
@@ -32,6 +34,8 @@ pub struct ChannelActor {
     cluster: Option<ClusterHandle>,
     /// This channel's name in the cluster.
     cluster_topic: String,
+    /// Resumable channels' logs; `None` when no channel is resumable.
+    resume: Option<Arc<Resume>>,
 }
 
 impl ChannelActor {
@@ -40,6 +44,7 @@ impl ChannelActor {
         registry: Addr<Registry>,
         max_members: usize,
         cluster: Option<ClusterHandle>,
+        resume: Option<Arc<Resume>>,
     ) -> ChannelActor {
         let topic: Arc<str> = topic::full_topic(&key.sub_topic).into();
         let cluster_topic = crate::peers::cluster_topic(&key);
@@ -52,6 +57,7 @@ impl ChannelActor {
             presence: None,
             cluster,
             cluster_topic,
+            resume,
         }
     }
 
@@ -101,7 +107,12 @@ impl Handler<Join> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
-        let member = msg.member;
+        let mut member = msg.member;
+        if let Resuming::Requested(after) = member.resume {
+            // Held back from now: what arrives before `ResumeNow` is in the log by then.
+            let baseline = self.resume.as_ref().and_then(|r| r.last(&self.key));
+            member.resume = Resuming::Pending { after, baseline };
+        }
         let topic = topic::full_topic(&self.key.sub_topic);
         if self.cluster_members() >= self.max_members && !self.members.contains_key(&member.conn) {
             metrics().refused(Refusal::ChannelFull);
@@ -144,14 +155,26 @@ impl Handler<Broadcast> for ChannelActor {
 
     fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
         let mut frames = EncodedOnce::new(&self.topic, &msg.body);
-        let meta = msg.body.meta();
+        let (id, position) = msg.stored.as_ref().map_or((None, None), |s| (Some(&s.id), s.position));
         let mut dead = Vec::new();
-        for member in self.members.values() {
-            if !member.receives_broadcasts || (Some(member.conn) == msg.from && !member.self_broadcast) {
+        for member in self.members.values_mut() {
+            if !member.receives_broadcasts {
                 continue;
             }
-            if let (Some(skip), Some(meta)) = (&member.skip_live, meta) {
-                if skip.contains(meta) {
+            if let Some(position) = position {
+                // A resumable channel's message: once per member, in order, after what it was owed.
+                match member.resume {
+                    Resuming::Pending { .. } => continue,
+                    Resuming::After(Some(sent)) if position <= sent => continue,
+                    Resuming::After(_) => member.resume = Resuming::After(Some(position)),
+                    Resuming::Live | Resuming::Requested(_) => {}
+                }
+            }
+            if Some(member.conn) == msg.from && !member.self_broadcast {
+                continue;
+            }
+            if let (Some(skip), Some(id)) = (&member.skip_live, id) {
+                if skip.contains(id) {
                     continue; // replayed to it at join
                 }
             }
@@ -162,6 +185,41 @@ impl Handler<Broadcast> for ChannelActor {
         }
         for conn in dead {
             self.remove(conn);
+        }
+    }
+}
+
+impl Handler<ResumeNow> for ChannelActor {
+    type Result = ();
+
+    /// Sends a resuming member what it missed (or the gap notice and what came since it joined),
+    /// then lets its live messages through.
+    fn handle(&mut self, msg: ResumeNow, _: &mut Context<Self>) {
+        let (Some(resume), Some(member)) = (&self.resume, self.members.get_mut(&msg.conn)) else { return };
+        let Resuming::Pending { after, baseline } = member.resume else { return };
+        let owed = resume.owed(&self.key, after, baseline);
+        let mut sent = if owed.gap { baseline } else { Some(after) };
+        let mut closed = false;
+        if owed.gap {
+            let payload = system::payload(
+                system::Extension::Broadcast,
+                false,
+                &system::resume_gap(&after.to_string()),
+                Some(&self.key.sub_topic),
+            );
+            let frame =
+                server::channel_push(member.vsn, member.join_ref.as_deref(), &self.topic, "system", &payload);
+            closed |= member.outbox.offer(WireFrame::from(frame), None) == Offer::Closed;
+        }
+        for (position, body) in &owed.messages {
+            if let Some(frame) = EncodedOnce::new(&self.topic, body).frame(member.vsn) {
+                closed |= member.outbox.offer(frame.clone(), None) == Offer::Closed;
+            }
+            sent = sent.max(Some(*position));
+        }
+        member.resume = Resuming::After(sent);
+        if closed {
+            self.remove(msg.conn);
         }
     }
 }

@@ -10,6 +10,7 @@ use realtime_proto::Vsn;
 use serde_json::{Map, Value};
 
 use crate::delivery::Outbox;
+use crate::resume::Position;
 use crate::socket::messages::JoinOutcome;
 
 /// Identifies one WebSocket connection on this node.
@@ -32,14 +33,31 @@ pub struct Member {
     pub self_broadcast: bool,
     /// Receive broadcasts at all (a private channel whose policies deny broadcast reads: no).
     pub receives_broadcasts: bool,
-    /// The live `meta` of rows this member had replayed at join: those live broadcasts are skipped.
+    /// The ids of rows this member had replayed at join: those live broadcasts are skipped.
     pub skip_live: Option<Arc<std::collections::HashSet<Arc<str>>>>,
+    /// Where this member stands in a resumable channel's stream.
+    pub resume: Resuming,
     /// Receive `presence_state` and `presence_diff`.
     pub presence_enabled: bool,
     pub presence_key: String,
     /// Where this member's frames go.
     pub outbox: Outbox,
     pub joined: Recipient<JoinOutcome>,
+}
+
+/// A member's place in a resumable channel's stream (`crate::resume`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resuming {
+    /// Live messages as they come.
+    #[default]
+    Live,
+    /// Joined asking for the messages after this position (set by the socket).
+    Requested(Position),
+    /// Joined; its live messages are held back until [`ResumeNow`] (after the join reply).
+    /// `baseline`: the newest message held at join.
+    Pending { after: Position, baseline: Option<Position> },
+    /// Resumed: messages at or before this position were sent already.
+    After(Option<Position>),
 }
 
 /// Join a channel (sent to the registry, which forwards it to the channel).
@@ -77,6 +95,14 @@ impl BroadcastBody {
     }
 }
 
+/// A broadcast that is a row of `realtime.messages`: its id, and its position when its channel is
+/// resumable.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub id: Arc<str>,
+    pub position: Option<Position>,
+}
+
 /// Fan a broadcast out to the channel's members.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
@@ -85,6 +111,14 @@ pub struct Broadcast {
     pub from: Option<ConnId>,
     pub body: BroadcastBody,
     pub received_at: Instant,
+    pub stored: Option<Stored>,
+}
+
+/// Socket → channel, right after the join reply: send a resuming member what it is owed, then live.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ResumeNow {
+    pub conn: ConnId,
 }
 
 /// Track (or update) the sender's presence in the channel.
@@ -121,6 +155,9 @@ pub struct RemoteBroadcast {
     pub key: TopicKey,
     pub body: BroadcastBody,
     pub received_at: Instant,
+    /// The sending socket on this node (a resumable channel's message, stored and back).
+    pub from: Option<ConnId>,
+    pub stored: Option<Stored>,
 }
 
 /// Presence entries of other nodes that changed in this channel.

@@ -3,6 +3,7 @@
 //! Channel actors are spread round-robin over a pool of arbiters (threads) so fan-out uses every core.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use realtime_cluster::ClusterHandle;
@@ -12,6 +13,7 @@ use super::messages::{
     Broadcast, Join, Leave, Lookup, Released, RemoteBroadcast, RemotePresence, StopChannel, TopicKey,
 };
 use crate::metrics::metrics;
+use crate::resume::Resume;
 
 struct Entry {
     addr: Addr<ChannelActor>,
@@ -26,13 +28,19 @@ pub struct Registry {
     next_arbiter: usize,
     max_members: usize,
     cluster: Option<ClusterHandle>,
+    resume: Option<Arc<Resume>>,
 }
 
 impl Registry {
     /// A registry whose channels run on `arbiters` (at least one).
-    pub fn new(arbiters: Vec<ArbiterHandle>, max_members: usize, cluster: Option<ClusterHandle>) -> Registry {
+    pub fn new(
+        arbiters: Vec<ArbiterHandle>,
+        max_members: usize,
+        cluster: Option<ClusterHandle>,
+        resume: Option<Arc<Resume>>,
+    ) -> Registry {
         assert!(!arbiters.is_empty(), "the registry needs at least one arbiter");
-        Registry { channels: HashMap::new(), arbiters, next_arbiter: 0, max_members, cluster }
+        Registry { channels: HashMap::new(), arbiters, next_arbiter: 0, max_members, cluster, resume }
     }
 }
 
@@ -48,9 +56,9 @@ impl Handler<Join> for Registry {
             let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
             self.next_arbiter = self.next_arbiter.wrapping_add(1);
             let (key, registry, max) = (msg.key.clone(), ctx.address(), self.max_members);
-            let cluster = self.cluster.clone();
+            let (cluster, resume) = (self.cluster.clone(), self.resume.clone());
             let addr = ChannelActor::start_in_arbiter(arbiter, move |_| {
-                ChannelActor::new(key, registry, max, cluster)
+                ChannelActor::new(key, registry, max, cluster, resume)
             });
             Entry { addr, memberships: 0 }
         });
@@ -98,7 +106,12 @@ impl Handler<RemoteBroadcast> for Registry {
 
     fn handle(&mut self, msg: RemoteBroadcast, _: &mut Context<Self>) {
         if let Some(entry) = self.channels.get(&msg.key) {
-            entry.addr.do_send(Broadcast { from: None, body: msg.body, received_at: msg.received_at });
+            entry.addr.do_send(Broadcast {
+                from: msg.from,
+                body: msg.body,
+                received_at: msg.received_at,
+                stored: msg.stored,
+            });
         }
     }
 }

@@ -20,6 +20,7 @@ use futures_util::StreamExt as _;
 use realtime_proto::binary::BinaryEncoding;
 use realtime_proto::server;
 use serde_json::{json, Map, Value};
+use tokio::sync::oneshot;
 
 use super::batch::{self, BatchError};
 use super::server::MAX_REST_BODY;
@@ -28,6 +29,7 @@ use crate::authz::{Caller, Extension};
 use crate::channel::messages::{Broadcast, BroadcastBody, Lookup};
 use crate::channel::TopicKey;
 use crate::metrics::{metrics, Refusal};
+use crate::resume::{self, Write, WriteError};
 use crate::state::Shared;
 
 const UNSUPPORTED_MEDIA_TYPE: &str =
@@ -119,12 +121,40 @@ async fn may_write_private(shared: &Shared, claims: &Claims, sub_topic: &str) ->
     }
 }
 
-async fn publish(shared: &Shared, sub_topic: &str, private: bool, body: BroadcastBody) {
+/// A sent message (`None`), or a stored one's commit to wait for.
+type Published = Result<Option<oneshot::Receiver<Result<(), WriteError>>>, WriteError>;
+
+/// Sends a message to the channel's members on every node. On a resumable channel it is stored
+/// instead (and reaches them through the stream): the receiver tells when it is committed.
+async fn publish(shared: &Shared, sub_topic: &str, private: bool, body: BroadcastBody) -> Published {
     let key = TopicKey { sub_topic: Arc::from(sub_topic), private };
+    if let Some(resume) = shared.resume.as_ref().filter(|r| r.is_resumable(&key)) {
+        let (event, payload) = resume::stored_form(&body).map_err(|e| WriteError::Failed(e.into()))?;
+        let (done, committed) = oneshot::channel();
+        resume.writer().submit(Write { key, event, payload, from: None, done: Some(done) })?;
+        return Ok(Some(committed));
+    }
     crate::peers::relay(shared.cluster.as_ref(), &key, &body);
     if let Ok(Some(channel)) = shared.registry.send(Lookup { key }).await {
-        channel.do_send(Broadcast { from: None, body, received_at: Instant::now() });
+        channel.do_send(Broadcast { from: None, body, received_at: Instant::now(), stored: None });
     }
+    Ok(None)
+}
+
+/// 202 once every stored message is committed; 503 with the reason when one is not.
+async fn accepted(published: Vec<Published>) -> HttpResponse {
+    for result in published {
+        let outcome = match result {
+            Ok(Some(committed)) => committed.await.unwrap_or(Err(WriteError::Stopped)),
+            Ok(None) => Ok(()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = outcome {
+            metrics().resume.store_failures.increment(1);
+            return message(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, &error.to_string());
+        }
+    }
+    HttpResponse::Accepted().finish()
 }
 
 /// Field errors of one batch message, in the reference's changeset shape.
@@ -201,6 +231,7 @@ pub async fn broadcast_batch(
     if !shared.rest.allow(messages.len() as u32) {
         return rate_limited("You have exceeded your rate limit");
     }
+    let mut published = Vec::new();
     for m in messages {
         let (Some(topic), Some(event)) = (m["topic"].as_str(), m["event"].as_str()) else { continue };
         // A private channel's messages go out only if the caller's RLS write check passes; like the
@@ -213,9 +244,9 @@ pub async fn broadcast_batch(
         let meta = m.get("id").filter(|id| !id.is_null()).map(|id| json!({ "id": id }).to_string());
         let payload = server::user_broadcast_json(event, &m["payload"].to_string(), meta.as_deref());
         metrics().rest_messages.increment(1);
-        publish(&shared, topic, private, BroadcastBody::Json(payload.into())).await;
+        published.push(publish(&shared, topic, private, BroadcastBody::Json(payload.into())).await);
     }
-    HttpResponse::Accepted().finish()
+    accepted(published).await
 }
 
 /// Media type of the body, if it is one the single endpoint accepts (absent means JSON).
@@ -275,6 +306,5 @@ pub async fn broadcast_single(
     }
     metrics().rest_messages.increment(1);
     let body = BroadcastBody::User { event: event.into(), encoding, data, meta: None };
-    publish(&shared, &topic, private, body).await;
-    HttpResponse::Accepted().finish()
+    accepted(vec![publish(&shared, &topic, private, body).await]).await
 }

@@ -60,6 +60,8 @@ pub struct ChannelState {
     pub private: Option<super::private::PrivateAccess>,
     /// Stored broadcasts to send right after the join reply (`broadcast.replay`), oldest first.
     pub replay: Vec<crate::channel::messages::BroadcastBody>,
+    /// Joined with a resume position: the channel sends what is owed once the join reply is out.
+    pub resumes: bool,
 }
 
 /// Text or binary fragments of a message being reassembled.

@@ -11,14 +11,16 @@ use realtime_proto::client::{BroadcastPush, ClientEvent, ClientMessage};
 use realtime_proto::server::ReplyStatus;
 use realtime_proto::system::{reason, shutdown};
 use serde_json::{Map, Value};
+use tokio::sync::oneshot;
 
 use super::actor::SocketActor;
 use super::private::{is_track, Gate};
 use crate::authz::Extension;
-use crate::channel::messages::{Broadcast, BroadcastBody, Track, Untrack};
+use crate::channel::messages::{Broadcast, BroadcastBody, TopicKey, Track, Untrack};
 use crate::channel::ChannelActor;
 use crate::limits::RateWindow;
 use crate::metrics::{metrics, Refusal};
+use crate::resume::{self, Resume, Write, WriteError};
 
 /// The reply to a broadcast over the size limit when the sender asked for acks.
 const PAYLOAD_SIZE_EXCEEDED: &str = "\"payload_size_exceeded\"";
@@ -89,11 +91,53 @@ impl SocketActor {
             }
         };
         if let Some(state) = self.channels.get(&msg.topic) {
+            let resume = self.shared.resume.as_ref().filter(|r| r.is_resumable(&state.key));
+            if let Some(resume) = resume.cloned() {
+                let key = state.key.clone();
+                return self.store_broadcast(ctx, msg, &resume, key, &body, ack);
+            }
             crate::peers::relay(self.shared.cluster.as_ref(), &state.key, &body);
         }
-        channel.do_send(Broadcast { from: Some(self.id), body, received_at: Instant::now() });
+        channel.do_send(Broadcast { from: Some(self.id), body, received_at: Instant::now(), stored: None });
         if ack {
             self.reply(ctx, &msg, ReplyStatus::Ok, "{}");
+        }
+    }
+
+    /// A broadcast on a resumable channel is stored, and reaches the members (this one too, with
+    /// `self`) through the stream with its position; its ack waits for the commit.
+    fn store_broadcast(
+        &mut self,
+        ctx: &mut Context<Self>,
+        msg: ClientMessage,
+        resume: &Resume,
+        key: TopicKey,
+        body: &BroadcastBody,
+        ack: bool,
+    ) {
+        let (event, payload) = match resume::stored_form(body) {
+            Ok(form) => form,
+            Err(reason) => return self.reply_error(ctx, &msg, reason),
+        };
+        let (done, committed) = oneshot::channel();
+        let write = Write { key, event, payload, from: Some(self.id), done: ack.then_some(done) };
+        if let Err(error) = resume.writer().submit(write) {
+            metrics().resume.store_failures.increment(1);
+            if ack {
+                let reason = serde_json::json!({ "reason": error.to_string() }).to_string();
+                self.reply(ctx, &msg, ReplyStatus::Error, &reason);
+            }
+            return;
+        }
+        if ack {
+            let reply = async move { committed.await.unwrap_or(Err(WriteError::Stopped)) };
+            ctx.spawn(reply.into_actor(self).map(move |result, act, ctx| match result {
+                Ok(()) => act.reply(ctx, &msg, ReplyStatus::Ok, "{}"),
+                Err(error) => {
+                    let reason = serde_json::json!({ "reason": error.to_string() }).to_string();
+                    act.reply(ctx, &msg, ReplyStatus::Error, &reason);
+                }
+            }));
         }
     }
 

@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use super::actor::{ChannelState, SocketActor};
 use super::messages::{JoinOutcome, JoinRefused};
 use crate::cdc::notifications;
-use crate::channel::messages::{Join, Member};
+use crate::channel::messages::{Join, Member, ResumeNow, Resuming};
 use crate::channel::TopicKey;
 use crate::metrics::{metrics, Refusal};
 
@@ -142,6 +142,17 @@ impl SocketActor {
             Some(Ok(request)) => Some(request),
             Some(Err(reason)) => return self.refuse(ctx, &msg, &reason),
         };
+        let resume = match config.broadcast.resume.as_ref().map(crate::resume::parse_request) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(after))) => Some(after),
+            Some(Err(reason)) => return self.refuse(ctx, &msg, &reason),
+        };
+        let resumable = self.shared.resume.as_ref().is_some_and(|r| {
+            r.is_resumable(&TopicKey { sub_topic: sub_topic.as_str().into(), private: config.private })
+        });
+        if config.broadcast.resume.is_some() && !resumable {
+            return self.refuse(ctx, &msg, reason::RESUME_UNAVAILABLE);
+        }
         if !config.private && self.shared.config.private_only {
             metrics().refused(Refusal::PrivateChannel);
             return self.refuse(ctx, &msg, reason::PRIVATE_ONLY);
@@ -168,6 +179,7 @@ impl SocketActor {
             self_broadcast: config.broadcast.self_broadcast,
             receives_broadcasts: true,
             skip_live: None,
+            resume: resume.map_or(Resuming::Live, Resuming::Requested),
             presence_enabled: config.presence.enabled,
             presence_key,
             outbox: self.outbox.clone(),
@@ -196,6 +208,7 @@ impl SocketActor {
                 pending: Vec::new(),
                 private: None,
                 replay: Vec::new(),
+                resumes: resume.is_some(),
             }),
         );
         tracing::debug!(parent: &self.span, topic = %msg.topic, "join requested");
@@ -236,7 +249,8 @@ impl Handler<JoinOutcome> for SocketActor {
         let pending = std::mem::take(&mut state.pending);
         match msg.result {
             Ok(channel) => {
-                state.channel = Some(channel);
+                let resumes = state.resumes;
+                state.channel = Some(channel.clone());
                 metrics().joins.increment(1);
                 let response = state.join_response.clone();
                 let join_ref = msg.join_ref.as_deref();
@@ -250,6 +264,9 @@ impl Handler<JoinOutcome> for SocketActor {
                 );
                 self.send(ctx, reply);
                 self.send_replay(&msg.topic);
+                if resumes {
+                    channel.do_send(ResumeNow { conn: self.id });
+                }
                 tracing::debug!(parent: &self.span, topic = %msg.topic, "joined");
                 self.after_join(ctx, &msg.topic);
                 self.schedule_token_check(ctx, &msg.topic);
