@@ -28,11 +28,18 @@ struct Node {
 struct CdcCluster {
     base: u8,
     nodes: Vec<Option<Node>>,
+    /// Flags every node gets besides the cluster's and the database's.
+    extra: Vec<String>,
 }
 
 impl CdcCluster {
     fn start(db: &Db, base: u8) -> CdcCluster {
-        let mut cluster = CdcCluster { base, nodes: (0..3).map(|_| None).collect() };
+        CdcCluster::start_with(db, base, &[])
+    }
+
+    fn start_with(db: &Db, base: u8, extra: &[&str]) -> CdcCluster {
+        let extra = extra.iter().map(|a| a.to_string()).collect();
+        let mut cluster = CdcCluster { base, nodes: (0..3).map(|_| None).collect(), extra };
         for i in 0..3 {
             cluster.start_node(db, i);
         }
@@ -43,6 +50,7 @@ impl CdcCluster {
         let args = support::cluster::node_args(self.base, i, 3, &db.data_dir);
         let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
         args.extend(["--database-url", &db.url, "--slot", &db.slot]);
+        args.extend(self.extra.iter().map(String::as_str));
         let name = format!("node-{i}");
         let log = std::env::temp_dir()
             .join(format!("realtime-cdc-cluster-{}-{name}.log", uuid::Uuid::new_v4().simple()));
@@ -340,4 +348,94 @@ async fn t84_database_broadcasts_reach_members_on_every_node_once() {
             assert!(!f.value().is_some_and(|v| v["payload"]["event"] == "m"), "node {i}: a repeat: {f:?}");
         }
     }
+}
+
+/// Resumable delivery across nodes: a member cut off from the CDC leader, which then dies, rejoins
+/// on a third node with its last position and gets exactly what it missed (sent from a socket on
+/// another node, by REST and by SQL), in order, then live.
+#[tokio::test]
+async fn t85_a_member_resumes_on_another_node_while_leadership_moves() {
+    let db = Db::migrated("").await;
+    let mut cluster = CdcCluster::start_with(&db, 64, &["--resumable-topics=room:*"]);
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    let (first, sending, resuming) = (leader, (leader + 1) % 3, (leader + 2) % 3);
+    let sub = format!("room:{}", new_uuid());
+    let t = format!("realtime:{sub}");
+    let join = |position: Option<&str>| json!({"config": {"broadcast": {"resume": {"position": position}}}});
+    let mut a = cluster.client(&db, first, Vsn::V2).await;
+    assert_eq!(a.join_with(&t, &join(None)).await.1["status"], "ok");
+    let mut s = cluster.client(&db, sending, Vsn::V1).await;
+    let (s_ref, reply) = s.join_with(&t, &json!({"config": {"broadcast": {"ack": true}}})).await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    // Probes until the member on the leader gets one.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    'live: loop {
+        assert!(Instant::now() < deadline, "resumable broadcasts never went live");
+        let r = s
+            .push(
+                Some(&s_ref),
+                &t,
+                "broadcast",
+                &json!({"type": "broadcast", "event": "probe", "payload": {}}),
+            )
+            .await;
+        let _ = s.expect_reply(&r, T).await;
+        for f in a.drain(Duration::from_millis(300)).await {
+            if f.value().is_some_and(|v| v["payload"]["event"] == "probe") {
+                break 'live;
+            }
+        }
+    }
+    a.drain(Duration::from_millis(300)).await;
+    for n in 1..=3 {
+        push_acked(&mut s, &s_ref, &t, n).await;
+    }
+    let got = a.broadcasts(&t, 3).await;
+    assert_eq!(
+        got.iter().map(|p| p["payload"]["n"].clone()).collect::<Vec<_>>(),
+        vec![json!(1), json!(2), json!(3)]
+    );
+    let last = got[2]["meta"]["position"].as_str().expect("position").to_owned();
+    drop(a);
+    cluster.kill(first); // the member's node was the CDC leader
+
+    push_acked(&mut s, &s_ref, &t, 4).await;
+    push_acked(&mut s, &s_ref, &t, 5).await;
+    let node = cluster.node(resuming);
+    let rest = reqwest::Client::new()
+        .post(format!("http://{}:{}/api/broadcast", node.ip, node.port))
+        .bearer_auth(db.token("service_role", &new_uuid()))
+        .json(&json!({"messages": [{"topic": sub, "event": "m", "payload": {"n": 6}}]}))
+        .send()
+        .await
+        .expect("REST broadcast");
+    assert_eq!(rest.status(), 202);
+    db.exec(&format!("select realtime.send('{{\"n\": 7}}', 'm', '{sub}', false)")).await;
+
+    let mut a = cluster.client(&db, resuming, Vsn::V1).await;
+    assert_eq!(a.join_with(&t, &join(Some(&last))).await.1["status"], "ok");
+    let got = a.broadcasts(&t, 4).await;
+    let ns: Vec<Value> = got.iter().map(|p| p["payload"]["n"].clone()).collect();
+    assert_eq!(
+        ns,
+        vec![json!(4), json!(5), json!(6), json!(7)],
+        "exactly what was missed, in order: {got:?}"
+    );
+    push_acked(&mut s, &s_ref, &t, 8).await;
+    assert_eq!(a.broadcasts(&t, 1).await[0]["payload"]["n"], 8);
+    a.expect_silence(Duration::from_millis(500)).await;
+}
+
+/// Pushes broadcast `n` and waits for its ack (sent once the message is committed).
+async fn push_acked(s: &mut Client, join_ref: &str, t: &str, n: i64) {
+    let r = s
+        .push(
+            Some(join_ref),
+            t,
+            "broadcast",
+            &json!({"type": "broadcast", "event": "m", "payload": {"n": n}}),
+        )
+        .await;
+    let reply = s.expect_reply(&r, T).await;
+    assert_eq!(reply["payload"]["status"], "ok", "{reply}");
 }

@@ -132,6 +132,15 @@ async fn t120_a_client_that_lost_its_connection_gets_exactly_what_it_missed_then
         send(&mut s, &s_ref, &t, 9).await;
         assert_eq!(ns(&b.broadcasts(&t, 1).await), vec![9], "{vsn}");
         b.expect_silence(Duration::from_millis(300)).await;
+        // The sender joined without `self`: of its own messages none came back to it, only the others'.
+        let frames = s.drain(Duration::from_millis(200)).await;
+        let got: Vec<Value> = frames
+            .iter()
+            .filter_map(|f| f.value())
+            .filter(|v| v["event"] == "broadcast" && v["payload"]["event"] == "m")
+            .map(|v| v["payload"].clone())
+            .collect();
+        assert_eq!(ns(&got), vec![6, 7], "{vsn}");
     }
 }
 
@@ -147,12 +156,16 @@ async fn t121_a_position_older_than_what_is_kept_gets_a_gap_message_then_live() 
     assert_eq!(reply["status"], "ok", "{reply}");
     let (mut s, s_ref) = sender(&server, &token, vsn, &t).await;
     until_live(&mut s, &s_ref, &t, &mut a).await;
+    // A member that stays: once it has 5, the node has handled (and evicted) everything before.
+    let mut w = server.client(&token, vsn).await;
+    assert_eq!(w.join_with(&t, &json!({})).await.1["status"], "ok");
     send(&mut s, &s_ref, &t, 1).await;
     let first = positions(&a.broadcasts(&t, 1).await)[0].clone();
     drop(a);
     for n in 2..=5 {
         send(&mut s, &s_ref, &t, n).await; // 2 and 3 are evicted: only 2 are kept
     }
+    while ns(&w.broadcasts(&t, 1).await) != [5] {} // bounded: `broadcasts` fails after T
     let mut a = server.client(&token, vsn).await;
     let (_, reply) = a.join_with(&t, &resume_join(Some(&first))).await;
     assert_eq!(reply["status"], "ok", "{reply}");
