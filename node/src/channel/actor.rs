@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use realtime_cluster::ClusterHandle;
@@ -9,8 +10,8 @@ use realtime_proto::{server, system, topic};
 
 use super::fanout::EncodedOnce;
 use super::messages::{
-    Broadcast, ConnId, Join, Leave, Member, Released, RemotePresence, ResumeNow, Resuming, StopChannel,
-    TopicKey, Track, Untrack,
+    Broadcast, BroadcastBody, ConnId, Held, Join, Leave, Member, Released, RemotePresence, Replied, Resuming,
+    StopChannel, TopicKey, Track, Untrack,
 };
 use super::registry::Registry;
 use crate::delivery::{Offer, WireFrame};
@@ -19,6 +20,10 @@ use crate::presence::messages as presence;
 use crate::presence::PresenceActor;
 use crate::resume::Resume;
 use crate::socket::messages::{JoinOutcome, JoinRefused};
+
+/// Live frames held at most for a member waiting for its join reply (a few milliseconds' worth);
+/// beyond, they go out at once: late order rather than loss.
+const MAX_HELD: usize = 4096;
 
 /// One topic's local members.
 pub struct ChannelActor {
@@ -179,6 +184,10 @@ impl Handler<Broadcast> for ChannelActor {
                 }
             }
             let Some(frame) = frames.frame(member.vsn) else { continue };
+            if let Some(held) = member.held.as_mut().filter(|held| held.len() < MAX_HELD) {
+                held.push(Held { frame: frame.clone(), received_at: msg.received_at, id: id.cloned() });
+                continue;
+            }
             if member.outbox.offer(frame.clone(), Some(msg.received_at)) == Offer::Closed {
                 dead.push(member.conn);
             }
@@ -189,35 +198,50 @@ impl Handler<Broadcast> for ChannelActor {
     }
 }
 
-impl Handler<ResumeNow> for ChannelActor {
+impl Handler<Replied> for ChannelActor {
     type Result = ();
 
-    /// Sends a resuming member what it missed (or the gap notice and what came since it joined),
-    /// then lets its live messages through.
-    fn handle(&mut self, msg: ResumeNow, _: &mut Context<Self>) {
-        let (Some(resume), Some(member)) = (&self.resume, self.members.get_mut(&msg.conn)) else { return };
-        let Resuming::Pending { after, baseline } = member.resume else { return };
-        let owed = resume.owed(&self.key, after, baseline);
-        let mut sent = if owed.gap { baseline } else { Some(after) };
-        let mut closed = false;
-        if owed.gap {
-            let payload = system::payload(
-                system::Extension::Broadcast,
-                false,
-                &system::resume_gap(&after.to_string()),
-                Some(&self.key.sub_topic),
-            );
-            let frame =
-                server::channel_push(member.vsn, member.join_ref.as_deref(), &self.topic, "system", &payload);
-            closed |= member.outbox.offer(WireFrame::from(frame), None) == Offer::Closed;
-        }
-        for (position, body) in &owed.messages {
-            if let Some(frame) = EncodedOnce::new(&self.topic, body).frame(member.vsn) {
-                closed |= member.outbox.offer(frame.clone(), None) == Offer::Closed;
+    /// The member's join reply is out: its replay, then what its resume owes it (or the gap notice
+    /// and what came since it joined), then the live messages held meanwhile, in that order.
+    fn handle(&mut self, msg: Replied, _: &mut Context<Self>) {
+        let Some(member) = self.members.get_mut(&msg.conn) else { return };
+        let mut frames: Vec<(WireFrame, Option<Instant>)> = Vec::new();
+        let (topic, vsn) = (&self.topic, member.vsn);
+        let push = |body: &BroadcastBody, frames: &mut Vec<_>| {
+            if let Some(frame) = EncodedOnce::new(topic, body).frame(vsn) {
+                frames.push((frame.clone(), None));
             }
-            sent = sent.max(Some(*position));
+        };
+        for body in &msg.replay.bodies {
+            push(body, &mut frames);
         }
-        member.resume = Resuming::After(sent);
+        if let (Some(resume), Resuming::Pending { after, baseline }) = (&self.resume, member.resume) {
+            let owed = resume.owed(&self.key, after, baseline);
+            let mut sent = if owed.gap { baseline } else { Some(after) };
+            if owed.gap {
+                let payload = system::payload(
+                    system::Extension::Broadcast,
+                    false,
+                    &system::resume_gap(&after.to_string()),
+                    Some(&self.key.sub_topic),
+                );
+                let frame = server::channel_push(vsn, member.join_ref.as_deref(), topic, "system", &payload);
+                frames.push((WireFrame::from(frame), None));
+            }
+            for (position, body) in &owed.messages {
+                push(body, &mut frames);
+                sent = sent.max(Some(*position));
+            }
+            member.resume = Resuming::After(sent);
+        }
+        let skip = msg.replay.skip_live;
+        let replayed = |held: &Held| held.id.as_ref().is_some_and(|id| skip.contains(id));
+        let held = member.held.take().into_iter().flatten().filter(|h| !replayed(h));
+        frames.extend(held.map(|h| (h.frame, Some(h.received_at))));
+        if !skip.is_empty() {
+            member.skip_live = Some(skip);
+        }
+        let closed = frames.into_iter().any(|(frame, at)| member.outbox.offer(frame, at) == Offer::Closed);
         if closed {
             self.remove(msg.conn);
         }

@@ -9,7 +9,7 @@ use realtime_proto::binary::BinaryEncoding;
 use realtime_proto::Vsn;
 use serde_json::{Map, Value};
 
-use crate::delivery::Outbox;
+use crate::delivery::{Outbox, WireFrame};
 use crate::resume::Position;
 use crate::socket::messages::JoinOutcome;
 
@@ -37,6 +37,9 @@ pub struct Member {
     pub skip_live: Option<Arc<std::collections::HashSet<Arc<str>>>>,
     /// Where this member stands in a resumable channel's stream.
     pub resume: Resuming,
+    /// `Some` while the member's join reply is not out yet and something must follow it before any
+    /// live message (a replay, a resume): live frames wait here until [`Replied`].
+    pub held: Option<Vec<Held>>,
     /// Receive `presence_state` and `presence_diff`.
     pub presence_enabled: bool,
     pub presence_key: String,
@@ -53,7 +56,7 @@ pub enum Resuming {
     Live,
     /// Joined asking for the messages after this position (set by the socket).
     Requested(Position),
-    /// Joined; its live messages are held back until [`ResumeNow`] (after the join reply).
+    /// Joined; its live messages are skipped until [`Replied`] (they are in the log by then).
     /// `baseline`: the newest message held at join.
     Pending { after: Position, baseline: Option<Position> },
     /// Resumed: messages at or before this position were sent already.
@@ -114,11 +117,22 @@ pub struct Broadcast {
     pub stored: Option<Stored>,
 }
 
-/// Socket → channel, right after the join reply: send a resuming member what it is owed, then live.
+/// Socket → channel, right after the join reply of a member that holds its live messages: send its
+/// replayed messages, then what a resume owes it, then what was held, and let live messages through.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct ResumeNow {
+pub struct Replied {
     pub conn: ConnId,
+    pub replay: crate::replay::Replay,
+}
+
+/// A live frame held for a member until its join reply is out.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub frame: WireFrame,
+    pub received_at: Instant,
+    /// The row id of a stored message (dropped if the member's replay has it).
+    pub id: Option<Arc<str>>,
 }
 
 /// Track (or update) the sender's presence in the channel.

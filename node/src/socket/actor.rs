@@ -58,10 +58,11 @@ pub struct ChannelState {
     pub pending: Vec<ClientMessage>,
     /// A private channel's permissions (`None`: a public channel, or not decided yet).
     pub private: Option<super::private::PrivateAccess>,
-    /// Stored broadcasts to send right after the join reply (`broadcast.replay`), oldest first.
-    pub replay: Vec<crate::channel::messages::BroadcastBody>,
-    /// Joined with a resume position: the channel sends what is owed once the join reply is out.
-    pub resumes: bool,
+    /// The replay asked for (`broadcast.replay`), read once the member holds its live messages.
+    pub replay: Option<crate::replay::ReplayRequest>,
+    /// The member holds its live messages until the join reply is out (a replay or a resume comes
+    /// first): the channel is told [`crate::channel::messages::Replied`] then.
+    pub holds_live: bool,
 }
 
 /// Text or binary fragments of a message being reassembled.

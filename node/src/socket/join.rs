@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use super::actor::{ChannelState, SocketActor};
 use super::messages::{JoinOutcome, JoinRefused};
 use crate::cdc::notifications;
-use crate::channel::messages::{Join, Member, ResumeNow, Resuming};
+use crate::channel::messages::{Join, Member, Resuming};
 use crate::channel::TopicKey;
 use crate::metrics::{metrics, Refusal};
 
@@ -180,6 +180,7 @@ impl SocketActor {
             receives_broadcasts: true,
             skip_live: None,
             resume: resume.map_or(Resuming::Live, Resuming::Requested),
+            held: resume.map(|_| Vec::new()),
             presence_enabled: config.presence.enabled,
             presence_key,
             outbox: self.outbox.clone(),
@@ -207,8 +208,8 @@ impl SocketActor {
                 join_msg_ref: msg.msg_ref.clone(),
                 pending: Vec::new(),
                 private: None,
-                replay: Vec::new(),
-                resumes: resume.is_some(),
+                replay: None,
+                holds_live: resume.is_some(),
             }),
         );
         tracing::debug!(parent: &self.span, topic = %msg.topic, "join requested");
@@ -249,7 +250,7 @@ impl Handler<JoinOutcome> for SocketActor {
         let pending = std::mem::take(&mut state.pending);
         match msg.result {
             Ok(channel) => {
-                let resumes = state.resumes;
+                let holds_live = state.holds_live;
                 state.channel = Some(channel.clone());
                 metrics().joins.increment(1);
                 let response = state.join_response.clone();
@@ -263,9 +264,8 @@ impl Handler<JoinOutcome> for SocketActor {
                     &response,
                 );
                 self.send(ctx, reply);
-                self.send_replay(&msg.topic);
-                if resumes {
-                    channel.do_send(ResumeNow { conn: self.id });
+                if holds_live {
+                    self.replay_then_release(ctx, &msg.topic, channel);
                 }
                 tracing::debug!(parent: &self.span, topic = %msg.topic, "joined");
                 self.after_join(ctx, &msg.topic);

@@ -14,10 +14,10 @@ use realtime_proto::system::{reason, shutdown};
 
 use super::actor::{SocketActor, MAX_PENDING_PUSHES};
 use crate::authz::{Caller, Extension, ReadAccess};
-use crate::channel::fanout::EncodedOnce;
-use crate::channel::messages::Join;
+use crate::channel::messages::{Join, Replied};
+use crate::channel::ChannelActor;
 use crate::metrics::{metrics, Refusal};
-use crate::replay::ReplayRequest;
+use crate::replay::{Replay, ReplayRequest};
 
 /// What a private channel's caller may do, as decided so far.
 #[derive(Debug, Default)]
@@ -56,8 +56,9 @@ pub enum Gate {
 }
 
 impl SocketActor {
-    /// The read check of a private join (then its replay, if asked); on success the join goes on with
-    /// `continue_join`.
+    /// The read check of a private join; on success the join goes on with `continue_join`. A replay
+    /// it asks for is read once the member is registered and holds its live messages
+    /// ([`SocketActor::replay_then_release`]), so no row falls between the replay and live delivery.
     pub(super) fn authorize_join(
         &mut self,
         ctx: &mut Context<Self>,
@@ -73,35 +74,12 @@ impl SocketActor {
         let exp = state.claims.exp;
         let join_ref = state.join_ref.clone();
         let topic = topic.to_owned();
-        let max_payload = self.shared.config.limits.max_payload_bytes;
-        let check = async move {
-            let sub_topic = caller.topic.clone();
-            let access = authz.read(caller, exp).await;
-            let replayed = match (&access, replay) {
-                (Ok(access), Some(request)) if access.broadcast => {
-                    Some(authz.replay(sub_topic, request, max_payload).await)
-                }
-                _ => None,
-            };
-            (access, replayed)
-        };
-        ctx.spawn(check.into_actor(self).map(move |(result, replayed), act, ctx| {
+        let check = async move { authz.read(caller, exp).await };
+        ctx.spawn(check.into_actor(self).map(move |result, act, ctx| {
             let access = result.unwrap_or_else(|error| {
                 tracing::warn!(parent: &act.span, topic, %error, "private channel read check failed");
                 ReadAccess::default()
             });
-            let replayed = match replayed.transpose() {
-                Ok(replayed) => replayed,
-                Err(error) => {
-                    tracing::warn!(parent: &act.span, topic, %error, "replay failed");
-                    let Some(state) = act.remove_channel(ctx, &topic) else { return };
-                    let (join_ref, msg_ref) = (state.join_ref.as_deref(), state.join_msg_ref.as_deref());
-                    let reason = format!("UnableToReplayMessages: {error}");
-                    act.refuse_join(ctx, &topic, join_ref, msg_ref, &reason);
-                    act.refuse_pending(ctx, &state.pending);
-                    return;
-                }
-            };
             let Some(state) = act.channels.get_mut(&topic) else { return };
             if state.join_ref != join_ref || state.channel.is_some() {
                 return; // left or joined again meanwhile
@@ -118,11 +96,45 @@ impl SocketActor {
             state.private = Some(PrivateAccess { read: access, ..PrivateAccess::default() });
             join.member.receives_broadcasts = access.broadcast;
             join.member.presence_enabled &= access.presence;
-            if let Some(replayed) = replayed {
-                join.member.skip_live = Some(replayed.skip_live);
-                state.replay = replayed.bodies;
+            if let Some(request) = replay.filter(|_| access.broadcast) {
+                join.member.held.get_or_insert_with(Vec::new);
+                state.holds_live = true;
+                state.replay = Some(request);
             }
             continue_join(act, ctx, join);
+        }));
+    }
+
+    /// After the join reply of a member that holds its live messages: reads its replay (if it asked
+    /// for one), then tells the channel to send it and release what was held. A replay that cannot
+    /// be read ends the channel with the reason.
+    pub(super) fn replay_then_release(
+        &mut self,
+        ctx: &mut Context<Self>,
+        topic: &str,
+        channel: Addr<ChannelActor>,
+    ) {
+        let Some(state) = self.channels.get_mut(topic) else { return };
+        let conn = self.id;
+        let (Some(request), Some(authz)) = (state.replay.take(), self.shared.authz.clone()) else {
+            channel.do_send(Replied { conn, replay: Replay::default() });
+            return;
+        };
+        let (sub_topic, join_ref, topic) =
+            (state.key.sub_topic.to_string(), state.join_ref.clone(), topic.to_owned());
+        let max_payload = self.shared.config.limits.max_payload_bytes;
+        let fetch = async move { authz.replay(sub_topic, request, max_payload).await };
+        ctx.spawn(fetch.into_actor(self).map(move |result, act, ctx| {
+            if act.channels.get(&topic).is_none_or(|s| s.join_ref != join_ref) {
+                return; // left meanwhile
+            }
+            match result {
+                Ok(replay) => channel.do_send(Replied { conn, replay }),
+                Err(error) => {
+                    tracing::warn!(parent: &act.span, topic, %error, "replay failed");
+                    act.shutdown_channel(ctx, &topic, &format!("UnableToReplayMessages: {error}"));
+                }
+            }
         }));
     }
 
@@ -171,16 +183,6 @@ impl SocketActor {
             }
         }));
         Gate::Held
-    }
-
-    /// Right after the join reply: the replayed broadcasts, oldest first.
-    pub(super) fn send_replay(&mut self, topic: &str) {
-        let Some(state) = self.channels.get_mut(topic) else { return };
-        for body in std::mem::take(&mut state.replay) {
-            if let Some(frame) = EncodedOnce::new(topic, &body).frame(self.vsn) {
-                let _ = self.outbox.offer(frame.clone(), None);
-            }
-        }
     }
 
     /// Answers a push the write check denied: broadcasts with an ack and tracks get an error reply.

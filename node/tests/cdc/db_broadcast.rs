@@ -213,3 +213,61 @@ async fn t103_replay_in_send_order_within_limits_and_never_twice() {
         json!({"status": "error", "response": {"reason": "UnableToReplayMessages: replay.since must be a Unix time in milliseconds"}})
     );
 }
+
+/// Replay comes before anything live: rows keep being committed while members join with a replay,
+/// and each member gets its replayed rows first, then live ones, every row once, in commit order.
+#[tokio::test]
+async fn t104_replayed_rows_come_before_live_ones_while_rows_keep_arriving() {
+    let db = Db::migrated(SETUP).await;
+    let server = db.server(&[]);
+    let token = db.token("authenticated", &new_uuid());
+    let (t, sub) = topic("replay-live");
+    let since = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+        - 60_000) as i64;
+    // A public probe member tells when the stream is live.
+    let mut probe = server.client(&token, Vsn::V1).await;
+    join(&mut probe, &t, false).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        db.exec(&format!("select realtime.send('{{}}', 'probe', '{sub}', false)")).await;
+        if probe.recv(Duration::from_millis(300)).await.is_some() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "database broadcast never went live");
+    }
+    let (pg, _conn) = connect(&db.url).await;
+    let writer = tokio::spawn(async move {
+        for n in 0..300 {
+            let sql = format!("select realtime.send('{{\"n\": {n}}}', 'm', '{sub}')");
+            pg.batch_execute(&sql).await.expect("send");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut members = Vec::new();
+    for i in 0..6 {
+        let mut c = server.client(&token, if i % 2 == 0 { Vsn::V1 } else { Vsn::V2 }).await;
+        let r = c
+            .send_join(&t, &json!({"config": {"private": true, "broadcast": {"replay": {"since": since}}}}))
+            .await;
+        assert_eq!(c.expect_reply(&r, T).await["payload"]["status"], "ok");
+        members.push(c);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    writer.await.expect("writer");
+    for c in &mut members {
+        let mut got = Vec::new();
+        while got.last().is_none_or(|m: &Value| m["payload"]["n"] != 299) {
+            got.extend(c.broadcasts(&t, 1).await);
+        }
+        let replayed = got.iter().take_while(|m| m["meta"]["replayed"] == true).count();
+        assert!(replayed > 0, "{}: something was replayed", c.vsn);
+        assert!(
+            got[replayed..].iter().all(|m| m["meta"]["replayed"].is_null()),
+            "{}: replay first: {got:?}",
+            c.vsn
+        );
+        let ns: Vec<i64> = got.iter().map(|m| m["payload"]["n"].as_i64().unwrap()).collect();
+        assert!(ns.windows(2).all(|w| w[0] + 1 == w[1]), "{}: every row once, in order: {ns:?}", c.vsn);
+    }
+}
