@@ -122,6 +122,7 @@ pub struct Metrics {
     pub cdc_changes: Counter,
     pub cdc_transactions: Counter,
     pub cluster: ClusterMetrics,
+    pub webhooks: WebhookMetrics,
     refusals: Vec<Counter>,
     slow_closes: Vec<Counter>,
 }
@@ -138,6 +139,18 @@ impl Metrics {
         self.slow_closes[index].increment(1);
         self.refused(Refusal::SlowConsumer);
     }
+}
+
+/// Lifecycle webhooks ([`crate::webhooks`]).
+pub struct WebhookMetrics {
+    /// Events in batches the receiver accepted (2xx).
+    pub sent: Counter,
+    /// Events in batches given up: refused (4xx) or still failing after the last attempt.
+    pub failed: Counter,
+    /// Events dropped because the queue was full (or closed by the drain).
+    pub dropped: Counter,
+    /// HTTP attempts, retries included.
+    pub requests: Counter,
 }
 
 /// The cluster's state, read from its view when `/metrics` is scraped.
@@ -209,6 +222,16 @@ pub fn metrics() -> &'static Metrics {
             "realtime_slow_consumer_closes_total",
             "Sockets closed because they did not keep up, by cause"
         );
+        describe_counter!("realtime_webhook_events_sent_total", "Webhook events the receiver accepted");
+        describe_counter!(
+            "realtime_webhook_events_failed_total",
+            "Webhook events given up: refused, or failing after the last attempt"
+        );
+        describe_counter!(
+            "realtime_webhook_events_dropped_total",
+            "Webhook events dropped because the queue was full"
+        );
+        describe_counter!("realtime_webhook_requests_total", "Webhook HTTP attempts, retries included");
         describe_histogram!(
             DELIVERY_LATENCY,
             Unit::Seconds,
@@ -237,6 +260,12 @@ pub fn metrics() -> &'static Metrics {
                 relays: metrics::counter!("realtime_cluster_relays_total"),
                 relay_drops: metrics::counter!("realtime_cluster_relay_drops_total"),
                 presence_remote_entries: metrics::gauge!("realtime_cluster_presence_remote_entries"),
+            },
+            webhooks: WebhookMetrics {
+                sent: metrics::counter!("realtime_webhook_events_sent_total"),
+                failed: metrics::counter!("realtime_webhook_events_failed_total"),
+                dropped: metrics::counter!("realtime_webhook_events_dropped_total"),
+                requests: metrics::counter!("realtime_webhook_requests_total"),
             },
             refusals: Refusal::ALL
                 .iter()

@@ -17,6 +17,10 @@ const POLL: Duration = Duration::from_millis(20);
 /// otherwise hold the exit forever.
 pub const HTTP_STOP_GRACE: Duration = Duration::from_secs(1);
 
+/// How long the drain gives the webhook sender to deliver the events still queued (the sockets'
+/// `socket.disconnect` among them) once the sockets are gone.
+pub const WEBHOOK_FLUSH_BOUND: Duration = Duration::from_secs(3);
+
 /// Runs the drain; returns how many sockets were still open when it gave up waiting.
 pub async fn drain(shared: &Shared, server: &ServerHandle, grace: Duration) -> usize {
     let started = Instant::now();

@@ -42,6 +42,8 @@ pub struct Shared {
     pub cluster: Option<ClusterHandle>,
     /// Private channels' RLS checks; `None` when `DATABASE_URL` is not set.
     pub authz: Option<Authorizer>,
+    /// Lifecycle webhooks; `None` when `REALTIME_WEBHOOK_URL` is not set (set after [`Shared::new`]).
+    pub webhooks: Option<crate::webhooks::Webhooks>,
     draining: AtomicBool,
 }
 
@@ -58,6 +60,7 @@ impl Shared {
             cdc,
             cluster,
             authz,
+            webhooks: None,
             joins: SharedRate::per_second(config.limits.max_joins_per_second),
             token_joins: KeyedRate::per_second(config.limits.max_token_joins_per_second),
             rest_in_flight: AtomicUsize::new(0),
