@@ -2,6 +2,7 @@
 //! refuse new sockets and joins (`/readyz` turns 503), tell every socket to
 //! close with "reconnect now" (1012) after a `system` notice on each channel, wait until the sockets are
 //! gone or the grace period is over, then stop the HTTP server (in-flight requests get one more second).
+//! The node then gives the webhook sender [`WEBHOOK_FLUSH_BOUND`] to deliver what is queued.
 
 use std::time::{Duration, Instant};
 
