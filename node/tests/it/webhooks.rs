@@ -163,7 +163,8 @@ async fn t30_a_batch_answered_500_is_sent_again() {
 
 #[tokio::test]
 async fn t40_a_full_queue_drops_and_counts() {
-    // Nobody listens at the URL and every batch is retried for a while: the one-slot queue fills up.
+    // Nobody listens at the URL, batches of one event are retried for seconds: of the ten events, the
+    // one-slot queue holds one while the first is retried, the others are dropped.
     let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let url = format!("http://{unused}/hooks");
     let server = Server::start(&[
@@ -172,6 +173,8 @@ async fn t40_a_full_queue_drops_and_counts() {
         "--webhook-secret",
         "s",
         "--webhook-queue",
+        "1",
+        "--webhook-batch-max",
         "1",
         "--webhook-backoff-ms",
         "2000",
