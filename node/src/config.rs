@@ -29,6 +29,8 @@ pub enum ConfigError {
     Cluster(String),
     #[error("{0}")]
     Resume(String),
+    #[error("webhooks: {0}")]
+    Webhook(String),
     #[error("cannot read JWKS file {path}: {reason}")]
     Jwks { path: PathBuf, reason: String },
 }
@@ -194,6 +196,33 @@ pub struct Settings {
     /// Bytes held for all resumable channels of a node at most (the oldest messages go first).
     #[arg(long, env = "REALTIME_RESUME_MAX_BYTES")]
     pub resume_max_bytes: Option<usize>,
+    /// `http://` URL that receives lifecycle webhooks (unset: webhooks off).
+    #[arg(long, env = "REALTIME_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// HMAC-SHA256 key of the `X-Realtime-Signature` header (required with a webhook URL).
+    #[arg(long, env = "REALTIME_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// A user is reported offline once their last socket in the cluster has been gone this long.
+    #[arg(long, env = "REALTIME_OFFLINE_GRACE_MS")]
+    pub offline_grace_ms: Option<u64>,
+    /// Most events in one webhook request.
+    #[arg(long, env = "REALTIME_WEBHOOK_BATCH_MAX")]
+    pub webhook_batch_max: Option<usize>,
+    /// How long a webhook batch waits for more events after its first.
+    #[arg(long, env = "REALTIME_WEBHOOK_BATCH_MS")]
+    pub webhook_batch_ms: Option<u64>,
+    /// Events waiting to be sent; more are dropped (and counted).
+    #[arg(long, env = "REALTIME_WEBHOOK_QUEUE")]
+    pub webhook_queue: Option<usize>,
+    /// Attempts per webhook batch (connection errors, timeouts, 5xx and 429 are retried).
+    #[arg(long, env = "REALTIME_WEBHOOK_MAX_ATTEMPTS")]
+    pub webhook_max_attempts: Option<u32>,
+    /// Wait before the first retry; doubles per attempt, at most 10 s.
+    #[arg(long, env = "REALTIME_WEBHOOK_BACKOFF_MS")]
+    pub webhook_backoff_ms: Option<u64>,
+    /// Timeout of one webhook request.
+    #[arg(long, env = "REALTIME_WEBHOOK_TIMEOUT_MS")]
+    pub webhook_timeout_ms: Option<u64>,
 }
 
 /// The resolved configuration every component reads.
@@ -222,6 +251,33 @@ pub struct Config {
     pub messages_retention: Duration,
     /// Resumable channels ([`crate::resume`]); no topics: off.
     pub resume: ResumeConfig,
+    /// `None`: lifecycle webhooks are off (no `REALTIME_WEBHOOK_URL`).
+    pub webhooks: Option<WebhookConfig>,
+}
+
+/// Lifecycle webhooks ([`crate::webhooks`]), present when `REALTIME_WEBHOOK_URL` is set.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    pub url: reqwest::Url,
+    pub secret: String,
+    pub offline_grace: Duration,
+    pub batch_max: usize,
+    pub batch_window: Duration,
+    pub queue: usize,
+    pub max_attempts: u32,
+    pub backoff: Duration,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url.as_str())
+            .field("offline_grace", &self.offline_grace)
+            .field("batch_max", &self.batch_max)
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Cluster settings, present when `REALTIME_SEEDS` is set.
@@ -332,6 +388,13 @@ pub mod defaults {
     pub const MAX_RECORD_BYTES: usize = 1_048_576;
     pub const CDC_RESUME_GRACE_MS: u64 = 5_000;
     pub const MESSAGES_RETENTION_HOURS: u64 = 72;
+    pub const OFFLINE_GRACE_MS: u64 = 5_000;
+    pub const WEBHOOK_BATCH_MAX: usize = 100;
+    pub const WEBHOOK_BATCH_MS: u64 = 200;
+    pub const WEBHOOK_QUEUE: usize = 10_000;
+    pub const WEBHOOK_MAX_ATTEMPTS: u32 = 5;
+    pub const WEBHOOK_BACKOFF_MS: u64 = 250;
+    pub const WEBHOOK_TIMEOUT_MS: u64 = 5_000;
 }
 
 impl Settings {
@@ -391,6 +454,15 @@ impl Settings {
             resume_retention_secs: self.resume_retention_secs.or(file.resume_retention_secs),
             resume_retention_count: self.resume_retention_count.or(file.resume_retention_count),
             resume_max_bytes: self.resume_max_bytes.or(file.resume_max_bytes),
+            webhook_url: self.webhook_url.or(file.webhook_url),
+            webhook_secret: self.webhook_secret.or(file.webhook_secret),
+            offline_grace_ms: self.offline_grace_ms.or(file.offline_grace_ms),
+            webhook_batch_max: self.webhook_batch_max.or(file.webhook_batch_max),
+            webhook_batch_ms: self.webhook_batch_ms.or(file.webhook_batch_ms),
+            webhook_queue: self.webhook_queue.or(file.webhook_queue),
+            webhook_max_attempts: self.webhook_max_attempts.or(file.webhook_max_attempts),
+            webhook_backoff_ms: self.webhook_backoff_ms.or(file.webhook_backoff_ms),
+            webhook_timeout_ms: self.webhook_timeout_ms.or(file.webhook_timeout_ms),
         }
     }
 }
@@ -438,6 +510,36 @@ fn positive<T: PartialEq + Default>(name: &'static str, value: T) -> Result<T, C
     }
 }
 
+/// The webhook settings, when a URL is set: an `http://` URL and a non-empty secret are required
+/// (HTTPS needs a TLS stack this build leaves out; see the README).
+fn webhook_config(s: &Settings) -> Result<Option<WebhookConfig>, ConfigError> {
+    use defaults as d;
+    let Some(url) = s.webhook_url.as_deref().filter(|url| !url.is_empty()) else { return Ok(None) };
+    let url = reqwest::Url::parse(url)
+        .map_err(|e| ConfigError::Webhook(format!("REALTIME_WEBHOOK_URL is not a URL: {e}")))?;
+    if url.scheme() != "http" {
+        return Err(ConfigError::Webhook(format!(
+            "REALTIME_WEBHOOK_URL must be http:// (this build has no TLS), not {}://",
+            url.scheme()
+        )));
+    }
+    let secret = s.webhook_secret.clone().filter(|secret| !secret.is_empty()).ok_or_else(|| {
+        ConfigError::Webhook("REALTIME_WEBHOOK_SECRET is required with REALTIME_WEBHOOK_URL".into())
+    })?;
+    let ms = Duration::from_millis;
+    Ok(Some(WebhookConfig {
+        url,
+        secret,
+        offline_grace: ms(s.offline_grace_ms.unwrap_or(d::OFFLINE_GRACE_MS)),
+        batch_max: setting!(s.webhook_batch_max, d::WEBHOOK_BATCH_MAX)?,
+        batch_window: ms(s.webhook_batch_ms.unwrap_or(d::WEBHOOK_BATCH_MS)),
+        queue: setting!(s.webhook_queue, d::WEBHOOK_QUEUE)?,
+        max_attempts: setting!(s.webhook_max_attempts, d::WEBHOOK_MAX_ATTEMPTS)?,
+        backoff: ms(setting!(s.webhook_backoff_ms, d::WEBHOOK_BACKOFF_MS)?),
+        timeout: ms(setting!(s.webhook_timeout_ms, d::WEBHOOK_TIMEOUT_MS)?),
+    }))
+}
+
 impl Config {
     /// Resolves flags + environment + file + defaults and validates the result.
     pub fn load(settings: Settings) -> Result<Config, ConfigError> {
@@ -450,6 +552,7 @@ impl Config {
 
     fn from_settings(s: Settings) -> Result<Config, ConfigError> {
         use defaults as d;
+        let webhooks = webhook_config(&s)?;
         let jwks_json = match &s.jwks {
             Some(path) => Some(
                 std::fs::read_to_string(path)
@@ -567,6 +670,7 @@ impl Config {
             ));
         }
         Ok(Config {
+            webhooks,
             cluster,
             cdc,
             resume,
@@ -647,6 +751,32 @@ mod tests {
         let c = Config::from_settings(Settings::default()).unwrap();
         assert_eq!(c.limits.max_outbox_bytes, 4 * 1024 * 1024);
         assert_eq!(c.limits.budget.max_topic_bytes, 255);
+    }
+
+    #[test]
+    fn webhooks_need_an_http_url_and_a_secret() {
+        let with = |url: &str, secret: Option<&str>| {
+            Config::from_settings(Settings {
+                webhook_url: Some(url.into()),
+                webhook_secret: secret.map(str::to_owned),
+                ..Settings::default()
+            })
+        };
+        assert!(Config::from_settings(Settings::default()).unwrap().webhooks.is_none());
+        assert!(with("", None).unwrap().webhooks.is_none(), "empty URL: off");
+        let c = with("http://127.0.0.1:9/hook", Some("s")).unwrap().webhooks.unwrap();
+        assert_eq!(c.offline_grace, Duration::from_millis(5_000));
+        assert_eq!((c.batch_max, c.queue, c.max_attempts), (100, 10_000, 5));
+        assert!(matches!(with("http://127.0.0.1:9/hook", None), Err(ConfigError::Webhook(_))));
+        assert!(matches!(with("https://example.com/hook", Some("s")), Err(ConfigError::Webhook(_))));
+        assert!(matches!(with("not a url", Some("s")), Err(ConfigError::Webhook(_))));
+        let zero = Settings {
+            webhook_url: Some("http://h/".into()),
+            webhook_secret: Some("s".into()),
+            webhook_queue: Some(0),
+            ..Settings::default()
+        };
+        assert!(matches!(Config::from_settings(zero), Err(ConfigError::Zero { name: "webhook_queue" })));
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //! - [`channel`]: one actor per topic, the registry, encode-once fan-out.
 //! - [`presence`]: presence sets and their actor.
 //! - [`peers`]: the bridge to the cluster (`realtime-cluster`): relays, cluster topics, events.
+//! - [`webhooks`]: signed lifecycle webhooks (socket connect/disconnect, user online/offline).
 //! - [`cdc`]: Postgres Changes; [`schema`]: the `realtime` schema (migrations, partition janitor).
 //! - [`limits`], [`metrics`], [`state`], [`shutdown`], [`telemetry`].
 
@@ -48,6 +49,7 @@ pub mod shutdown;
 pub mod socket;
 pub mod state;
 pub mod telemetry;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -131,12 +133,16 @@ pub async fn run(
         }
         None => None,
     };
-    let bridge = cluster_events
-        .map(|events| actix_web::rt::spawn(peers::bridge(events, registry.clone(), cdc.clone())));
+    let webhooks =
+        config.webhooks.as_ref().map(|c| webhooks::Webhooks::start(c, &config.node_id, cluster.clone()));
+    let bridge = cluster_events.map(|events| {
+        actix_web::rt::spawn(peers::bridge(events, registry.clone(), cdc.clone(), webhooks.clone()))
+    });
     let authz_arbiter = Arbiter::new();
     let authz = config.cdc.as_ref().map(|c| authz::Authorizer::new(&c.database_url, authz_arbiter.handle()));
-    let shared =
-        web::Data::new(Shared::new(config.clone(), verifier, registry, cdc, cluster.clone(), authz, resume));
+    let mut shared = Shared::new(config.clone(), verifier, registry, cdc, cluster.clone(), authz, resume);
+    shared.webhooks = webhooks.clone();
+    let shared = web::Data::new(shared);
     let metrics_data = web::Data::new(metrics_handle.clone());
     let server = http::server::serve(listener, config.workers, shared.clone(), metrics_data)?;
     let handle = server.handle();
@@ -158,6 +164,10 @@ pub async fn run(
         cluster.depart().await;
     }
     let left = shutdown::drain(&shared, &handle, config.shutdown_grace).await;
+    if let Some(webhooks) = &webhooks {
+        // The sockets' disconnect events are queued by now: send them, within a bound.
+        webhooks.shutdown(shutdown::WEBHOOK_FLUSH_BOUND).await;
+    }
     if let Some(cluster) = &cluster {
         cluster.leave().await;
         cluster.shutdown();

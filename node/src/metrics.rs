@@ -123,6 +123,7 @@ pub struct Metrics {
     pub cdc_transactions: Counter,
     pub cluster: ClusterMetrics,
     pub resume: ResumeMetrics,
+    pub webhooks: WebhookMetrics,
     refusals: Vec<Counter>,
     slow_closes: Vec<Counter>,
 }
@@ -157,6 +158,18 @@ impl Metrics {
         let counter = if ok { &self.resume.stored } else { &self.resume.store_failures };
         counter.increment(messages as u64);
     }
+}
+
+/// Lifecycle webhooks ([`crate::webhooks`]).
+pub struct WebhookMetrics {
+    /// Events in batches the receiver accepted (2xx).
+    pub sent: Counter,
+    /// Events in batches given up: refused (4xx) or still failing after the last attempt.
+    pub failed: Counter,
+    /// Events dropped because the queue was full (or closed by the drain).
+    pub dropped: Counter,
+    /// HTTP attempts, retries included.
+    pub requests: Counter,
 }
 
 /// The cluster's state, read from its view when `/metrics` is scraped.
@@ -246,6 +259,16 @@ pub fn metrics() -> &'static Metrics {
             Unit::Bytes,
             "Bytes (approximate) held for resuming clients"
         );
+        describe_counter!("realtime_webhook_events_sent_total", "Webhook events the receiver accepted");
+        describe_counter!(
+            "realtime_webhook_events_failed_total",
+            "Webhook events given up: refused, or failing after the last attempt"
+        );
+        describe_counter!(
+            "realtime_webhook_events_dropped_total",
+            "Webhook events dropped because the queue was full"
+        );
+        describe_counter!("realtime_webhook_requests_total", "Webhook HTTP attempts, retries included");
         describe_histogram!(
             DELIVERY_LATENCY,
             Unit::Seconds,
@@ -282,6 +305,12 @@ pub fn metrics() -> &'static Metrics {
                 gaps: metrics::counter!("realtime_resumes_total", "outcome" => "gap"),
                 retained_messages: metrics::gauge!("realtime_resumable_retained_messages"),
                 retained_bytes: metrics::gauge!("realtime_resumable_retained_bytes"),
+            },
+            webhooks: WebhookMetrics {
+                sent: metrics::counter!("realtime_webhook_events_sent_total"),
+                failed: metrics::counter!("realtime_webhook_events_failed_total"),
+                dropped: metrics::counter!("realtime_webhook_events_dropped_total"),
+                requests: metrics::counter!("realtime_webhook_requests_total"),
             },
             refusals: Refusal::ALL
                 .iter()

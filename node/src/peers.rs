@@ -20,6 +20,7 @@ use crate::cdc::CdcHandle;
 use crate::channel::messages::{BroadcastBody, RemoteBroadcast, RemotePresence, TopicKey};
 use crate::channel::Registry;
 use crate::config::Config;
+use crate::webhooks::Webhooks;
 
 /// The cluster's name for a channel: public and private channels of one name are different topics.
 pub fn cluster_topic(key: &TopicKey) -> String {
@@ -89,11 +90,13 @@ pub fn cluster_config(config: &Config) -> Option<ClusterConfig> {
     Some(cluster)
 }
 
-/// Routes cluster events to the channels (and the CDC hub) of this node until the cluster stops.
+/// Routes cluster events to the channels (and the CDC hub, and the webhooks' user roster) of this
+/// node until the cluster stops.
 pub async fn bridge(
     mut events: mpsc::Receiver<ClusterEvent>,
     registry: Addr<Registry>,
     cdc: Option<CdcHandle>,
+    webhooks: Option<Webhooks>,
 ) {
     while let Some(event) = events.recv().await {
         match event {
@@ -109,6 +112,13 @@ pub async fn bridge(
             }
             ClusterEvent::Presence(changes) => {
                 for change in changes {
+                    let change = match &webhooks {
+                        Some(webhooks) => match webhooks.remote_presence(change) {
+                            Ok(()) => continue,
+                            Err(change) => change,
+                        },
+                        None => change,
+                    };
                     let Some(key) = topic_key(&change.topic) else { continue };
                     registry.do_send(RemotePresence { key, change });
                 }

@@ -2,6 +2,7 @@
 //! refuse new sockets and joins (`/readyz` turns 503), tell every socket to
 //! close with "reconnect now" (1012) after a `system` notice on each channel, wait until the sockets are
 //! gone or the grace period is over, then stop the HTTP server (in-flight requests get one more second).
+//! The node then gives the webhook sender [`WEBHOOK_FLUSH_BOUND`] to deliver what is queued.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,10 @@ const POLL: Duration = Duration::from_millis(20);
 /// (the server's `shutdown_timeout`): a keep-alive connection that keeps sending requests would
 /// otherwise hold the exit forever.
 pub const HTTP_STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// How long the drain gives the webhook sender to deliver the events still queued (the sockets'
+/// `socket.disconnect` among them) once the sockets are gone.
+pub const WEBHOOK_FLUSH_BOUND: Duration = Duration::from_secs(3);
 
 /// Runs the drain; returns how many sockets were still open when it gave up waiting.
 pub async fn drain(shared: &Shared, server: &ServerHandle, grace: Duration) -> usize {

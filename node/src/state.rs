@@ -45,6 +45,8 @@ pub struct Shared {
     pub authz: Option<Authorizer>,
     /// Resumable channels; `None` when no topic is resumable.
     pub resume: Option<Arc<Resume>>,
+    /// Lifecycle webhooks; `None` when `REALTIME_WEBHOOK_URL` is not set (set after [`Shared::new`]).
+    pub webhooks: Option<crate::webhooks::Webhooks>,
     draining: AtomicBool,
 }
 
@@ -63,6 +65,7 @@ impl Shared {
             cluster,
             authz,
             resume,
+            webhooks: None,
             joins: SharedRate::per_second(config.limits.max_joins_per_second),
             token_joins: KeyedRate::per_second(config.limits.max_token_joins_per_second),
             rest_in_flight: AtomicUsize::new(0),

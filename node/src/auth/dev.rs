@@ -10,6 +10,11 @@ use super::jwt::now_secs;
 /// A random 32-byte secret, hex-encoded.
 pub fn generate_secret() -> String {
     let bytes: [u8; 32] = rand::rng().random();
+    hex(&bytes)
+}
+
+/// Lowercase hex of `bytes` (also the webhook signature's encoding).
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

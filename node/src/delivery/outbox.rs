@@ -116,6 +116,8 @@ struct Queue {
     /// When the writer last took frames, or the queue last became non-empty.
     progress_at: Instant,
     state: State,
+    /// The first close (code, reason), kept after its frame is written: how the socket ended.
+    closed_with: Option<(u16, String)>,
     writer: Option<Waker>,
 }
 
@@ -141,6 +143,7 @@ impl Outbox {
             taken_epoch: 0,
             progress_at: Instant::now(),
             state: State::Open,
+            closed_with: None,
             writer: None,
         };
         Outbox(Arc::new(Inner { limits, link, closing, queue: Mutex::new(queue) }))
@@ -220,6 +223,8 @@ impl Outbox {
                 q.bytes = 0;
             }
             let deadline = Instant::now() + self.0.limits.close_grace;
+            let description = reason.description.clone().unwrap_or_default();
+            q.closed_with = Some((u16::from(reason.code), description));
             q.state = State::Closing { close: Some(reason), deadline };
             q.writer.take()
         };
@@ -228,6 +233,12 @@ impl Outbox {
             waker.wake();
         }
         true
+    }
+
+    /// The code and reason of the first close queued on this outbox (`None` while open, or when the
+    /// connection ended without one).
+    pub fn close_reason(&self) -> Option<(u16, String)> {
+        self.lock().closed_with.clone()
     }
 
     /// Whether offers are still accepted.

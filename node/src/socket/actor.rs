@@ -21,9 +21,12 @@ use crate::delivery::{Offer, Outbox, WireFrame};
 use crate::limits::RateWindow;
 use crate::metrics::{metrics, Refusal};
 use crate::state::Shared;
+use crate::webhooks::SocketHook;
 
 /// Close code telling clients to reconnect now (to another node).
 pub const CLOSE_RECONNECT_NOW: u16 = 1012;
+/// Close reason of a socket that sent nothing, not even a heartbeat, for the idle timeout.
+pub const IDLE_TIMEOUT_REASON: &str = "idle timeout";
 /// Pushes a client may send for a channel whose join is still being decided; they are processed in
 /// order once it is. More are refused.
 pub const MAX_PENDING_PUSHES: usize = 64;
@@ -92,6 +95,8 @@ pub struct SocketActor {
     pub(super) presence_windows: HashMap<String, RateWindow>,
     /// Logs of this socket carry its id and user.
     pub(super) span: tracing::Span,
+    /// Lifecycle webhooks of this socket (`None` when they are off).
+    hook: Option<SocketHook>,
     last_seen: Instant,
     fragments: Option<Fragments>,
 }
@@ -109,7 +114,9 @@ impl SocketActor {
         let events = RateWindow::new(limits.max_events_per_second, Duration::from_secs(1));
         let joins = RateWindow::new(limits.max_client_joins_per_second, Duration::from_secs(1));
         let span = tracing::debug_span!("socket", conn = id, user = %user, vsn = %vsn);
+        let hook = shared.webhooks.as_ref().map(|webhooks| webhooks.socket(user));
         SocketActor {
+            hook,
             id,
             vsn,
             shared,
@@ -326,7 +333,7 @@ impl SocketActor {
             return ctx.stop();
         }
         if self.last_seen.elapsed() > self.shared.config.idle_timeout {
-            self.close(ctx, 1000, "idle timeout");
+            self.close(ctx, 1000, IDLE_TIMEOUT_REASON);
         }
     }
 }
@@ -337,6 +344,9 @@ impl Actor for SocketActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         self.shared.connections.register(self.id, ctx.address().recipient(), self.outbox.clone());
         tracing::debug!(parent: &self.span, "socket connected");
+        if let Some(hook) = &self.hook {
+            hook.connected(self.id);
+        }
         let every =
             (self.shared.config.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
         ctx.run_interval(every, |act, ctx| act.check_idle(ctx));
@@ -348,6 +358,9 @@ impl Actor for SocketActor {
             if let (Some(cdc), false) = (&self.shared.cdc, state.postgres_changes.is_empty()) {
                 cdc.unsubscribe(self.id, topic.into());
             }
+        }
+        if let Some(hook) = self.hook.take() {
+            hook.disconnected(self.id, self.outbox.close_reason());
         }
         // Normally already closing (or gone); otherwise end the connection too.
         self.outbox.close(1000, "");
@@ -372,6 +385,9 @@ impl StreamHandler<Result<Frame, ProtocolError>> for SocketActor {
             Ok(Frame::Close(reason)) => {
                 tracing::debug!(parent: &self.span, ?reason, "client closed");
                 let code = reason.map_or(CloseCode::Normal, |r| r.code);
+                if let Some(hook) = &mut self.hook {
+                    hook.client_closed(code.into());
+                }
                 self.outbox.close(code.into(), "");
                 ctx.stop();
             }

@@ -9,6 +9,7 @@ mod broadcast;
 mod common;
 mod membership;
 mod presence;
+mod webhooks;
 
 /// The harness shared with the other test binaries (`node/tests/support`).
 #[path = "../support/mod.rs"]

@@ -18,6 +18,7 @@ mod presence;
 mod rest;
 mod socket;
 mod tokens;
+mod webhooks;
 
 /// The harness shared with the other test binary (`node/tests/support`).
 #[path = "../support/mod.rs"]

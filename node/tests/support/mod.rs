@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod jwt;
 pub mod process;
 pub mod raw;
+pub mod webhook;
 pub mod ws;
 
 use realtime_proto::Vsn;
