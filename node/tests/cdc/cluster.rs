@@ -388,7 +388,7 @@ async fn t85_a_member_resumes_on_another_node_while_leadership_moves() {
     }
     a.drain(Duration::from_millis(300)).await;
     for n in 1..=3 {
-        push_acked(&mut s, &s_ref, &t, n).await;
+        s.broadcast_acked(&s_ref, &t, n).await;
     }
     let got = a.broadcasts(&t, 3).await;
     assert_eq!(
@@ -399,8 +399,8 @@ async fn t85_a_member_resumes_on_another_node_while_leadership_moves() {
     drop(a);
     cluster.kill(first); // the member's node was the CDC leader
 
-    push_acked(&mut s, &s_ref, &t, 4).await;
-    push_acked(&mut s, &s_ref, &t, 5).await;
+    s.broadcast_acked(&s_ref, &t, 4).await;
+    s.broadcast_acked(&s_ref, &t, 5).await;
     let node = cluster.node(resuming);
     let rest = reqwest::Client::new()
         .post(format!("http://{}:{}/api/broadcast", node.ip, node.port))
@@ -421,21 +421,7 @@ async fn t85_a_member_resumes_on_another_node_while_leadership_moves() {
         vec![json!(4), json!(5), json!(6), json!(7)],
         "exactly what was missed, in order: {got:?}"
     );
-    push_acked(&mut s, &s_ref, &t, 8).await;
+    s.broadcast_acked(&s_ref, &t, 8).await;
     assert_eq!(a.broadcasts(&t, 1).await[0]["payload"]["n"], 8);
     a.expect_silence(Duration::from_millis(500)).await;
-}
-
-/// Pushes broadcast `n` and waits for its ack (sent once the message is committed).
-async fn push_acked(s: &mut Client, join_ref: &str, t: &str, n: i64) {
-    let r = s
-        .push(
-            Some(join_ref),
-            t,
-            "broadcast",
-            &json!({"type": "broadcast", "event": "m", "payload": {"n": n}}),
-        )
-        .await;
-    let reply = s.expect_reply(&r, T).await;
-    assert_eq!(reply["payload"]["status"], "ok", "{reply}");
 }

@@ -550,6 +550,15 @@ impl Client {
         (r, reply["payload"].clone())
     }
 
+    /// Pushes broadcast `m` with payload `{"n": n}` on a channel joined with `ack`, and waits for its
+    /// `ok` (on a resumable channel: the message is committed).
+    pub async fn broadcast_acked(&mut self, join_ref: &str, topic: &str, n: i64) {
+        let payload = json!({"type": "broadcast", "event": "m", "payload": {"n": n}});
+        let r = self.push(Some(join_ref), topic, "broadcast", &payload).await;
+        let reply = self.expect_reply(&r, T).await;
+        assert_eq!(reply["payload"]["status"], "ok", "{reply}");
+    }
+
     /// The payloads of the next `n` broadcasts on `topic`; other frames (presence, …) are skipped.
     pub async fn broadcasts(&mut self, topic: &str, n: usize) -> Vec<Value> {
         let mut got = Vec::new();

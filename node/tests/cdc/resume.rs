@@ -21,26 +21,18 @@ fn resume_join(position: Option<&str>) -> Value {
     json!({"config": {"broadcast": {"self": false, "resume": {"position": position}}}})
 }
 
-/// A sender joined with acks: its pushes are answered once stored.
-async fn sender(server: &Server, token: &str, vsn: Vsn, t: &str) -> (Client, String) {
-    let mut s = server.client(token, vsn).await;
-    let (join_ref, reply) = s.join_with(t, &json!({"config": {"broadcast": {"ack": true}}})).await;
+/// A member `a` (joined to resume) and a sender `s` (joined with acks) on a new room, once the room's
+/// messages stream: `(topic, sub_topic, a, s, s's join ref)`.
+async fn live_room(server: &Server, token: &str, vsn: Vsn) -> (String, String, Client, Client, String) {
+    let (t, sub) = room();
+    let mut a = server.client(token, vsn).await;
+    let (_, reply) = a.join_with(&t, &resume_join(None)).await;
     assert_eq!(reply["status"], "ok", "{reply}");
-    (s, join_ref)
-}
-
-/// Pushes broadcast `n` and waits for its ack (the message is committed).
-async fn send(s: &mut Client, join_ref: &str, t: &str, n: i64) {
-    let r = s
-        .push(
-            Some(join_ref),
-            t,
-            "broadcast",
-            &json!({"type": "broadcast", "event": "m", "payload": {"n": n}}),
-        )
-        .await;
-    let reply = s.expect_reply(&r, T).await;
-    assert_eq!(reply["payload"]["status"], "ok", "{reply}");
+    let mut s = server.client(token, vsn).await;
+    let (s_ref, reply) = s.join_with(&t, &json!({"config": {"broadcast": {"ack": true}}})).await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    until_live(&mut s, &s_ref, &t, &mut a).await;
+    (t, sub, a, s, s_ref)
 }
 
 /// Sends probes until `a` receives one (the stream is live), then drains what the probes left.
@@ -83,15 +75,10 @@ async fn t120_a_client_that_lost_its_connection_gets_exactly_what_it_missed_then
     let service = db.token("service_role", &new_uuid());
     let http = reqwest::Client::new();
     for vsn in VSNS {
-        let (t, sub) = room();
-        let mut a = server.client(&token, vsn).await;
-        let (_, reply) = a.join_with(&t, &resume_join(None)).await;
-        assert_eq!(reply["status"], "ok", "{reply}");
-        let (mut s, s_ref) = sender(&server, &token, vsn, &t).await;
-        until_live(&mut s, &s_ref, &t, &mut a).await;
+        let (t, sub, mut a, mut s, s_ref) = live_room(&server, &token, vsn).await;
 
         for n in 1..=3 {
-            send(&mut s, &s_ref, &t, n).await;
+            s.broadcast_acked(&s_ref, &t, n).await;
         }
         let got = a.broadcasts(&t, 3).await;
         assert_eq!(ns(&got), vec![1, 2, 3], "{vsn}: {got:?}");
@@ -101,8 +88,8 @@ async fn t120_a_client_that_lost_its_connection_gets_exactly_what_it_missed_then
         drop(a); // the connection is lost
 
         // Missed: two socket sends, a REST send and a database send.
-        send(&mut s, &s_ref, &t, 4).await;
-        send(&mut s, &s_ref, &t, 5).await;
+        s.broadcast_acked(&s_ref, &t, 4).await;
+        s.broadcast_acked(&s_ref, &t, 5).await;
         let rest = http
             .post(format!("http://127.0.0.1:{}/api/broadcast", server.port))
             .bearer_auth(&service)
@@ -119,7 +106,7 @@ async fn t120_a_client_that_lost_its_connection_gets_exactly_what_it_missed_then
         let got = a.broadcasts(&t, 4).await;
         assert_eq!(ns(&got), vec![4, 5, 6, 7], "{vsn}: exactly what was missed, in order: {got:?}");
         assert!(positions(&got).iter().all(|p| *p > seen[2]));
-        send(&mut s, &s_ref, &t, 8).await;
+        s.broadcast_acked(&s_ref, &t, 8).await;
         let got = a.broadcasts(&t, 1).await;
         assert_eq!(ns(&got), vec![8], "{vsn}: then live");
         a.expect_silence(Duration::from_millis(500)).await; // nothing twice
@@ -129,7 +116,7 @@ async fn t120_a_client_that_lost_its_connection_gets_exactly_what_it_missed_then
         let mut b = server.client(&token, vsn).await;
         let (_, reply) = b.join_with(&t, &resume_join(Some(&last))).await;
         assert_eq!(reply["status"], "ok", "{reply}");
-        send(&mut s, &s_ref, &t, 9).await;
+        s.broadcast_acked(&s_ref, &t, 9).await;
         assert_eq!(ns(&b.broadcasts(&t, 1).await), vec![9], "{vsn}");
         b.expect_silence(Duration::from_millis(300)).await;
         // The sender joined without `self`: of its own messages none came back to it, only the others'.
@@ -150,20 +137,15 @@ async fn t121_a_position_older_than_what_is_kept_gets_a_gap_message_then_live() 
     let server = db.server(&[RESUMABLE, "--resume-retention-count=2"]);
     let token = db.token("authenticated", &new_uuid());
     let vsn = Vsn::V1;
-    let (t, sub) = room();
-    let mut a = server.client(&token, vsn).await;
-    let (_, reply) = a.join_with(&t, &resume_join(None)).await;
-    assert_eq!(reply["status"], "ok", "{reply}");
-    let (mut s, s_ref) = sender(&server, &token, vsn, &t).await;
-    until_live(&mut s, &s_ref, &t, &mut a).await;
+    let (t, sub, mut a, mut s, s_ref) = live_room(&server, &token, vsn).await;
     // A member that stays: once it has 5, the node has handled (and evicted) everything before.
     let mut w = server.client(&token, vsn).await;
     assert_eq!(w.join_with(&t, &json!({})).await.1["status"], "ok");
-    send(&mut s, &s_ref, &t, 1).await;
+    s.broadcast_acked(&s_ref, &t, 1).await;
     let first = positions(&a.broadcasts(&t, 1).await)[0].clone();
     drop(a);
     for n in 2..=5 {
-        send(&mut s, &s_ref, &t, n).await; // 2 and 3 are evicted: only 2 are kept
+        s.broadcast_acked(&s_ref, &t, n).await; // 2 and 3 are evicted: only 2 are kept
     }
     while ns(&w.broadcasts(&t, 1).await) != [5] {} // bounded: `broadcasts` fails after T
     let mut a = server.client(&token, vsn).await;
@@ -178,7 +160,7 @@ async fn t121_a_position_older_than_what_is_kept_gets_a_gap_message_then_live() 
     let message = v["payload"]["message"].as_str().unwrap();
     assert!(message.starts_with(&format!("ResumeGap: Some messages after position {first}")), "{message}");
     a.expect_silence(Duration::from_millis(300)).await;
-    send(&mut s, &s_ref, &t, 6).await;
+    s.broadcast_acked(&s_ref, &t, 6).await;
     assert_eq!(ns(&a.broadcasts(&t, 1).await), vec![6], "live after the gap");
 }
 
