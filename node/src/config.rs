@@ -177,6 +177,33 @@ pub struct Settings {
     /// Hours `realtime.messages` rows are kept (whole daily partitions are dropped after this).
     #[arg(long, env = "REALTIME_MESSAGES_RETENTION_HOURS")]
     pub messages_retention_hours: Option<u64>,
+    /// Answer GraphQL introspection (`__schema`, `__type`) at `/graphql`.
+    #[arg(long, env = "REALTIME_GRAPHQL_INTROSPECTION")]
+    pub graphql_introspection: Option<bool>,
+    /// Deepest GraphQL query accepted (nesting of selection sets, introspection included).
+    #[arg(long, env = "REALTIME_GRAPHQL_MAX_DEPTH")]
+    pub graphql_max_depth: Option<usize>,
+    /// Largest GraphQL query complexity accepted (every field counts 1).
+    #[arg(long, env = "REALTIME_GRAPHQL_MAX_COMPLEXITY")]
+    pub graphql_max_complexity: Option<usize>,
+    /// Largest GraphQL request body, in bytes (larger → 413).
+    #[arg(long, env = "REALTIME_GRAPHQL_MAX_BODY_BYTES")]
+    pub graphql_max_body_bytes: Option<usize>,
+    /// `notifications` queries per user per minute (more → 429 `RATE_LIMITED`).
+    #[arg(long, env = "REALTIME_NOTIFICATIONS_LIST_PER_MINUTE")]
+    pub notifications_list_per_minute: Option<u32>,
+    /// `markNotificationRead` mutations per user per minute.
+    #[arg(long, env = "REALTIME_NOTIFICATIONS_MARK_READ_PER_MINUTE")]
+    pub notifications_mark_read_per_minute: Option<u32>,
+    /// `deleteNotification` mutations per user per minute.
+    #[arg(long, env = "REALTIME_NOTIFICATIONS_DELETE_PER_MINUTE")]
+    pub notifications_delete_per_minute: Option<u32>,
+    /// Largest `content` of a notification created with `POST /api/notifications`, in bytes of JSON.
+    #[arg(long, env = "REALTIME_NOTIFICATIONS_MAX_CONTENT_BYTES")]
+    pub notifications_max_content_bytes: Option<usize>,
+    /// Connections of the inbox's pool (REST inserts and GraphQL queries).
+    #[arg(long, env = "REALTIME_NOTIFICATIONS_POOL_SIZE")]
+    pub notifications_pool_size: Option<usize>,
 }
 
 /// The resolved configuration every component reads.
@@ -203,6 +230,22 @@ pub struct Config {
     pub cluster: Option<ClusterSettings>,
     /// How long `realtime.messages` rows are kept (with `DATABASE_URL`; see [`crate::schema`]).
     pub messages_retention: Duration,
+    /// The notifications inbox's REST and GraphQL API ([`crate::inbox`]).
+    pub inbox: InboxSettings,
+}
+
+/// Limits and switches of the notifications inbox's API (REST insert, GraphQL).
+#[derive(Debug, Clone, Copy)]
+pub struct InboxSettings {
+    pub introspection: bool,
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    pub max_body_bytes: usize,
+    pub list_per_minute: u32,
+    pub mark_read_per_minute: u32,
+    pub delete_per_minute: u32,
+    pub max_content_bytes: usize,
+    pub pool_size: usize,
 }
 
 /// Cluster settings, present when `REALTIME_SEEDS` is set.
@@ -313,6 +356,15 @@ pub mod defaults {
     pub const MAX_RECORD_BYTES: usize = 1_048_576;
     pub const CDC_RESUME_GRACE_MS: u64 = 5_000;
     pub const MESSAGES_RETENTION_HOURS: u64 = 72;
+    /// Deep enough for GraphiQL's full introspection query (12 levels).
+    pub const GRAPHQL_MAX_DEPTH: usize = 15;
+    pub const GRAPHQL_MAX_COMPLEXITY: usize = 500;
+    pub const GRAPHQL_MAX_BODY_BYTES: usize = 65_536;
+    pub const NOTIFICATIONS_LIST_PER_MINUTE: u32 = 100;
+    pub const NOTIFICATIONS_MARK_READ_PER_MINUTE: u32 = 200;
+    pub const NOTIFICATIONS_DELETE_PER_MINUTE: u32 = 100;
+    pub const NOTIFICATIONS_MAX_CONTENT_BYTES: usize = 16_384;
+    pub const NOTIFICATIONS_POOL_SIZE: usize = 4;
 }
 
 impl Settings {
@@ -368,6 +420,23 @@ impl Settings {
             max_record_bytes: self.max_record_bytes.or(file.max_record_bytes),
             cdc_resume_grace_ms: self.cdc_resume_grace_ms.or(file.cdc_resume_grace_ms),
             messages_retention_hours: self.messages_retention_hours.or(file.messages_retention_hours),
+            graphql_introspection: self.graphql_introspection.or(file.graphql_introspection),
+            graphql_max_depth: self.graphql_max_depth.or(file.graphql_max_depth),
+            graphql_max_complexity: self.graphql_max_complexity.or(file.graphql_max_complexity),
+            graphql_max_body_bytes: self.graphql_max_body_bytes.or(file.graphql_max_body_bytes),
+            notifications_list_per_minute: self
+                .notifications_list_per_minute
+                .or(file.notifications_list_per_minute),
+            notifications_mark_read_per_minute: self
+                .notifications_mark_read_per_minute
+                .or(file.notifications_mark_read_per_minute),
+            notifications_delete_per_minute: self
+                .notifications_delete_per_minute
+                .or(file.notifications_delete_per_minute),
+            notifications_max_content_bytes: self
+                .notifications_max_content_bytes
+                .or(file.notifications_max_content_bytes),
+            notifications_pool_size: self.notifications_pool_size.or(file.notifications_pool_size),
         }
     }
 }
@@ -526,7 +595,28 @@ impl Config {
         let messages_retention = Duration::from_secs(
             setting!(s.messages_retention_hours, d::MESSAGES_RETENTION_HOURS)?.saturating_mul(3600),
         );
+        let inbox = InboxSettings {
+            introspection: s.graphql_introspection.unwrap_or(true),
+            max_depth: setting!(s.graphql_max_depth, d::GRAPHQL_MAX_DEPTH)?,
+            max_complexity: setting!(s.graphql_max_complexity, d::GRAPHQL_MAX_COMPLEXITY)?,
+            max_body_bytes: setting!(s.graphql_max_body_bytes, d::GRAPHQL_MAX_BODY_BYTES)?,
+            list_per_minute: setting!(s.notifications_list_per_minute, d::NOTIFICATIONS_LIST_PER_MINUTE)?,
+            mark_read_per_minute: setting!(
+                s.notifications_mark_read_per_minute,
+                d::NOTIFICATIONS_MARK_READ_PER_MINUTE
+            )?,
+            delete_per_minute: setting!(
+                s.notifications_delete_per_minute,
+                d::NOTIFICATIONS_DELETE_PER_MINUTE
+            )?,
+            max_content_bytes: setting!(
+                s.notifications_max_content_bytes,
+                d::NOTIFICATIONS_MAX_CONTENT_BYTES
+            )?,
+            pool_size: setting!(s.notifications_pool_size, d::NOTIFICATIONS_POOL_SIZE)?,
+        };
         Ok(Config {
+            inbox,
             cluster,
             cdc,
             messages_retention,
@@ -580,6 +670,11 @@ mod tests {
         assert_eq!(c.limits.max_payload_bytes, 262_144);
         assert_eq!(c.messages_retention, Duration::from_secs(72 * 3600));
         assert!(c.jwt_secret.is_none());
+        assert!(c.inbox.introspection);
+        assert_eq!(
+            (c.inbox.list_per_minute, c.inbox.mark_read_per_minute, c.inbox.delete_per_minute),
+            (100, 200, 100)
+        );
     }
 
     #[test]
@@ -629,5 +724,16 @@ mod tests {
             Err(ConfigError::Zero { name: "messages_retention_hours" })
         ));
         assert_eq!(c.bind.port(), 0);
+        let s = Settings::try_parse_from([
+            "realtime",
+            "--graphql-introspection",
+            "false",
+            "--graphql-max-depth",
+            "3",
+        ])
+        .unwrap();
+        let c = Config::from_settings(s).unwrap();
+        assert!(!c.inbox.introspection);
+        assert_eq!(c.inbox.max_depth, 3);
     }
 }

@@ -26,6 +26,8 @@
 //! - [`presence`]: presence sets and their actor.
 //! - [`peers`]: the bridge to the cluster (`realtime-cluster`): relays, cluster topics, events.
 //! - [`cdc`]: Postgres Changes; [`schema`]: the `realtime` schema (migrations, partition janitor).
+//! - [`db`]: pooled PostgreSQL work on the DB arbiter, for [`authz`] (private channels) and [`inbox`]
+//!   (the notifications REST and GraphQL API).
 //! - [`limits`], [`metrics`], [`state`], [`shutdown`], [`telemetry`].
 
 pub mod auth;
@@ -34,8 +36,10 @@ pub mod budget;
 pub mod cdc;
 pub mod channel;
 pub mod config;
+pub mod db;
 pub mod delivery;
 pub mod http;
+pub mod inbox;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
@@ -125,9 +129,12 @@ pub async fn run(
     };
     let bridge = cluster_events
         .map(|events| actix_web::rt::spawn(peers::bridge(events, registry.clone(), cdc.clone())));
-    let authz_arbiter = Arbiter::new();
-    let authz = config.cdc.as_ref().map(|c| authz::Authorizer::new(&c.database_url, authz_arbiter.handle()));
-    let shared = web::Data::new(Shared::new(config.clone(), verifier, registry, cdc, cluster.clone(), authz));
+    let db_arbiter = Arbiter::new();
+    let authz = config.cdc.as_ref().map(|c| authz::Authorizer::new(&c.database_url, db_arbiter.handle()));
+    let inbox =
+        config.cdc.as_ref().map(|c| inbox::Inbox::new(&c.database_url, &config.inbox, db_arbiter.handle()));
+    let shared =
+        web::Data::new(Shared::new(config.clone(), verifier, registry, cdc, cluster.clone(), authz, inbox));
     let metrics_data = web::Data::new(metrics_handle.clone());
     let server = http::server::serve(listener, config.workers, shared.clone(), metrics_data)?;
     let handle = server.handle();
@@ -167,6 +174,6 @@ pub async fn run(
         arbiter.stop();
     }
     cdc_arbiter.stop();
-    authz_arbiter.stop();
+    db_arbiter.stop();
     Ok(())
 }

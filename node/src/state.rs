@@ -1,6 +1,6 @@
 //! State shared by every HTTP worker and socket: configuration, the token verifier, the registry,
 //! node-wide and per-token rate limits, the connection table (with each socket's outbox, which the
-//! delivery watchdog checks), REST concurrency and the drain flag.
+//! delivery watchdog checks), REST concurrency, the notifications inbox and the drain flag.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -16,6 +16,8 @@ use crate::channel::{ConnId, Registry};
 use crate::config::Config;
 use crate::delivery::watchdog::Closing;
 use crate::delivery::{Link, Outbox, OutboxLimits};
+use crate::inbox::graphql::InboxSchema;
+use crate::inbox::Inbox;
 use crate::limits::{KeyedRate, SharedRate};
 use crate::metrics::metrics;
 use crate::socket::messages::Drain;
@@ -42,6 +44,10 @@ pub struct Shared {
     pub cluster: Option<ClusterHandle>,
     /// Private channels' RLS checks; `None` when `DATABASE_URL` is not set.
     pub authz: Option<Authorizer>,
+    /// The notifications inbox (REST insert); `None` when `DATABASE_URL` is not set.
+    pub inbox: Option<Inbox>,
+    /// The inbox's GraphQL schema, over the same [`Inbox`].
+    pub graphql: Option<InboxSchema>,
     draining: AtomicBool,
 }
 
@@ -53,8 +59,11 @@ impl Shared {
         cdc: Option<CdcHandle>,
         cluster: Option<ClusterHandle>,
         authz: Option<Authorizer>,
+        inbox: Option<Inbox>,
     ) -> Shared {
         Shared {
+            graphql: inbox.clone().map(|inbox| crate::inbox::graphql::schema(inbox, &config.inbox)),
+            inbox,
             cdc,
             cluster,
             authz,
