@@ -38,6 +38,8 @@ pub struct Page {
 #[error("before must be a timestamp, such as a notification's createdAt (RFC 3339)")]
 pub struct BadCursor;
 
+/// The columns of a row, as [`from_row`] reads them. In `ORDER BY`, qualify the table's own columns
+/// (`n.id`): a bare `id` would name the output column `id::text`.
 const COLUMNS: &str = r#"id::text, user_id::text, type, content::text,
   to_char(read_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
   to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"#;
@@ -71,10 +73,10 @@ pub async fn list(
     page: &Page,
 ) -> Result<Result<Vec<Notification>, BadCursor>, tokio_postgres::Error> {
     let sql = format!(
-        "select {COLUMNS} from realtime.notifications \
-         where user_id = $1::text::uuid and (not $2 or read_at is null) \
-           and ($3::text is null or created_at < $3::text::timestamptz) \
-         order by created_at desc, id desc limit $4"
+        "select {COLUMNS} from realtime.notifications n \
+         where n.user_id = $1::text::uuid and (not $2 or n.read_at is null) \
+           and ($3::text is null or n.created_at < $3::text::timestamptz) \
+         order by n.created_at desc, n.id desc limit $4"
     );
     match client.query(&sql, &[&user, &page.unread_only, &page.before, &page.limit]).await {
         Ok(rows) => Ok(Ok(rows.iter().map(from_row).collect())),
