@@ -39,7 +39,7 @@ pub struct Page {
 pub struct BadCursor;
 
 /// The columns of a row, as [`from_row`] reads them. In `ORDER BY`, qualify the table's own columns
-/// (`n.id`): a bare `id` would name the output column `id::text`.
+/// (`n.created_at`): a bare name could mean an output column.
 const COLUMNS: &str = r#"id::text, user_id::text, type, content::text,
   to_char(read_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
   to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"#;
@@ -67,6 +67,12 @@ pub async fn insert(client: &Client, new: &NewNotification) -> Result<Notificati
 }
 
 /// `user`'s notifications, newest first.
+///
+/// The order is exactly the index's, `(user_id, created_at desc)`, so a page is read straight off it
+/// whatever the planner estimates. A tie-break on `id` looked harmless but made PostgreSQL read and
+/// sort every row of a user its statistics did not know yet (estimated at one row): 30 ms instead of
+/// 0.2 ms for a page of a 10,000-row inbox. Rows with the same `created_at` (one transaction's) come
+/// in no particular order; the `before` cursor passes over such ties anyway.
 pub async fn list(
     client: &Client,
     user: &str,
@@ -76,7 +82,7 @@ pub async fn list(
         "select {COLUMNS} from realtime.notifications n \
          where n.user_id = $1::text::uuid and (not $2 or n.read_at is null) \
            and ($3::text is null or n.created_at < $3::text::timestamptz) \
-         order by n.created_at desc, n.id desc limit $4"
+         order by n.created_at desc limit $4"
     );
     match client.query(&sql, &[&user, &page.unread_only, &page.before, &page.limit]).await {
         Ok(rows) => Ok(Ok(rows.iter().map(from_row).collect())),

@@ -27,11 +27,6 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "messages", sql: include_str!("sql/0002_messages.sql") },
     Migration { version: 3, name: "functions", sql: include_str!("sql/0003_functions.sql") },
     Migration { version: 4, name: "notifications", sql: include_str!("sql/0004_notifications.sql") },
-    Migration {
-        version: 5,
-        name: "notifications_order",
-        sql: include_str!("sql/0005_notifications_order.sql"),
-    },
 ];
 
 /// Where our bookkeeping lives.
