@@ -16,13 +16,15 @@
 //!     --kill-node-pid $PID2 --kill-after 5
 //! realtime-loadtest private --jwt-secret secret --database-url postgres://postgres@127.0.0.1:5432/postgres \
 //!     --joins 1000 --subscribers 100 --channels 10 --rate 1000 --duration 20 --server-pid $(pidof realtime)
+//! realtime-loadtest inbox --jwt-secret secret --database-url postgres://postgres@127.0.0.1:5432/postgres \
+//!     --inserts 1000 --seed 10000 --lists 1000 --list-concurrency 4
 //! realtime-loadtest failover --database-url postgres://postgres@127.0.0.1:5432/postgres --kills 3
 //! loadtest/peers/setup.sh && realtime-loadtest compare --servers realtime,fastapi,socketio
 //! ```
 //!
 //! ## Layout
 //! - [`scenario`]: one module per scenario (`fanout`, `cdc`, `presence`, `failover`, `compare`,
-//!   `private`), each a subcommand.
+//!   `private`, `inbox`), each a subcommand.
 //! - [`worker`], [`cdc_worker`]: the hidden `worker` and `cdc-worker` subcommands; the parent
 //!   re-executes itself to spread connections over processes (open-files limit), see [`pool`] and the
 //!   line protocol in [`ipc`].
@@ -107,6 +109,9 @@ enum Scenario {
     /// Private channels: join latency (public baseline, RLS check uncached, cached) and database
     /// broadcast (`realtime.send` at a fixed rate) commit → client latency, losses, and where the CPU went.
     Private(scenario::private::PrivateArgs),
+    /// The notifications inbox API: `POST /api/notifications` → `notification.new` latency (one at a
+    /// time) and GraphQL list latency for a user with many notifications (first page, a deep page).
+    Inbox(scenario::inbox::InboxArgs),
     /// Runs its own cluster of node processes, inserts rows at a steady rate and SIGKILLs the raft
     /// leader N times (restarting it each time): time to resume delivery, time to a new leader, and
     /// every subscriber's rows checked exactly once, in order.
@@ -140,6 +145,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Presence(args) => scenario::presence::run(args).await,
             Scenario::Failover(args) => scenario::failover::run(args).await,
             Scenario::Private(args) => scenario::private::run(args).await,
+            Scenario::Inbox(args) => scenario::inbox::run(args).await,
             Scenario::Worker(args) => worker::run(args).await,
             Scenario::CdcWorker(args) => cdc_worker::run(args).await,
             Scenario::Compare(args) => scenario::compare::run(args).await,

@@ -40,6 +40,12 @@ pub fn user_token(secret: &str, sub: &str, iat: u64) -> Result<String, jsonwebto
     sign(secret, &Claims { role: "authenticated", sub: Some(sub), iat, exp: iat + TOKEN_TTL_SECS })
 }
 
+/// Signs a `service_role` token (what `POST /api/notifications` needs).
+pub fn service_token(secret: &str) -> Result<String, jsonwebtoken::errors::Error> {
+    let now = now_unix_secs();
+    sign(secret, &Claims { role: "service_role", sub: None, iat: now, exp: now + TOKEN_TTL_SECS })
+}
+
 #[cfg(test)]
 mod tests {
     use jsonwebtoken::{decode, DecodingKey, Validation};

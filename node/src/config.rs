@@ -223,6 +223,33 @@ pub struct Settings {
     /// Timeout of one webhook request.
     #[arg(long, env = "REALTIME_WEBHOOK_TIMEOUT_MS")]
     pub webhook_timeout_ms: Option<u64>,
+    /// Answer GraphQL introspection (`__schema`, `__type`) at `/graphql`.
+    #[arg(long, env = "REALTIME_GRAPHQL_INTROSPECTION")]
+    pub graphql_introspection: Option<bool>,
+    /// Deepest GraphQL query accepted (nesting of selection sets, introspection included).
+    #[arg(long, env = "REALTIME_GRAPHQL_MAX_DEPTH")]
+    pub graphql_max_depth: Option<usize>,
+    /// Largest GraphQL query complexity accepted (every field counts 1).
+    #[arg(long, env = "REALTIME_GRAPHQL_MAX_COMPLEXITY")]
+    pub graphql_max_complexity: Option<usize>,
+    /// Largest GraphQL request body, in bytes (larger → 413).
+    #[arg(long, env = "REALTIME_GRAPHQL_MAX_BODY_BYTES")]
+    pub graphql_max_body_bytes: Option<usize>,
+    /// `notifications` queries per user per minute (more → 429 `RATE_LIMITED`).
+    #[arg(long, env = "REALTIME_NOTIFICATIONS_LIST_PER_MINUTE")]
+    pub notifications_list_per_minute: Option<u32>,
+    /// `markNotificationRead` mutations per user per minute.
+    #[arg(long, env = "REALTIME_NOTIFICATIONS_MARK_READ_PER_MINUTE")]
+    pub notifications_mark_read_per_minute: Option<u32>,
+    /// `deleteNotification` mutations per user per minute.
+    #[arg(long, env = "REALTIME_NOTIFICATIONS_DELETE_PER_MINUTE")]
+    pub notifications_delete_per_minute: Option<u32>,
+    /// Largest `content` of a notification created with `POST /api/notifications`, in bytes of JSON.
+    #[arg(long, env = "REALTIME_NOTIFICATIONS_MAX_CONTENT_BYTES")]
+    pub notifications_max_content_bytes: Option<usize>,
+    /// Connections of the inbox's pool (REST inserts and GraphQL queries).
+    #[arg(long, env = "REALTIME_NOTIFICATIONS_POOL_SIZE")]
+    pub notifications_pool_size: Option<usize>,
 }
 
 /// The resolved configuration every component reads.
@@ -253,6 +280,8 @@ pub struct Config {
     pub resume: ResumeConfig,
     /// `None`: lifecycle webhooks are off (no `REALTIME_WEBHOOK_URL`).
     pub webhooks: Option<WebhookConfig>,
+    /// The notifications inbox's REST and GraphQL API ([`crate::inbox`]).
+    pub inbox: InboxSettings,
 }
 
 /// Lifecycle webhooks ([`crate::webhooks`]), present when `REALTIME_WEBHOOK_URL` is set.
@@ -278,6 +307,20 @@ impl std::fmt::Debug for WebhookConfig {
             .field("queue", &self.queue)
             .finish_non_exhaustive()
     }
+}
+
+/// Limits and switches of the notifications inbox's API (REST insert, GraphQL).
+#[derive(Debug, Clone, Copy)]
+pub struct InboxSettings {
+    pub introspection: bool,
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    pub max_body_bytes: usize,
+    pub list_per_minute: u32,
+    pub mark_read_per_minute: u32,
+    pub delete_per_minute: u32,
+    pub max_content_bytes: usize,
+    pub pool_size: usize,
 }
 
 /// Cluster settings, present when `REALTIME_SEEDS` is set.
@@ -395,6 +438,15 @@ pub mod defaults {
     pub const WEBHOOK_MAX_ATTEMPTS: u32 = 5;
     pub const WEBHOOK_BACKOFF_MS: u64 = 250;
     pub const WEBHOOK_TIMEOUT_MS: u64 = 5_000;
+    /// Deep enough for GraphiQL's full introspection query (12 levels).
+    pub const GRAPHQL_MAX_DEPTH: usize = 15;
+    pub const GRAPHQL_MAX_COMPLEXITY: usize = 500;
+    pub const GRAPHQL_MAX_BODY_BYTES: usize = 65_536;
+    pub const NOTIFICATIONS_LIST_PER_MINUTE: u32 = 100;
+    pub const NOTIFICATIONS_MARK_READ_PER_MINUTE: u32 = 200;
+    pub const NOTIFICATIONS_DELETE_PER_MINUTE: u32 = 100;
+    pub const NOTIFICATIONS_MAX_CONTENT_BYTES: usize = 16_384;
+    pub const NOTIFICATIONS_POOL_SIZE: usize = 4;
 }
 
 impl Settings {
@@ -463,6 +515,23 @@ impl Settings {
             webhook_max_attempts: self.webhook_max_attempts.or(file.webhook_max_attempts),
             webhook_backoff_ms: self.webhook_backoff_ms.or(file.webhook_backoff_ms),
             webhook_timeout_ms: self.webhook_timeout_ms.or(file.webhook_timeout_ms),
+            graphql_introspection: self.graphql_introspection.or(file.graphql_introspection),
+            graphql_max_depth: self.graphql_max_depth.or(file.graphql_max_depth),
+            graphql_max_complexity: self.graphql_max_complexity.or(file.graphql_max_complexity),
+            graphql_max_body_bytes: self.graphql_max_body_bytes.or(file.graphql_max_body_bytes),
+            notifications_list_per_minute: self
+                .notifications_list_per_minute
+                .or(file.notifications_list_per_minute),
+            notifications_mark_read_per_minute: self
+                .notifications_mark_read_per_minute
+                .or(file.notifications_mark_read_per_minute),
+            notifications_delete_per_minute: self
+                .notifications_delete_per_minute
+                .or(file.notifications_delete_per_minute),
+            notifications_max_content_bytes: self
+                .notifications_max_content_bytes
+                .or(file.notifications_max_content_bytes),
+            notifications_pool_size: self.notifications_pool_size.or(file.notifications_pool_size),
         }
     }
 }
@@ -669,8 +738,29 @@ impl Config {
                 "REALTIME_RESUMABLE_TOPICS needs DATABASE_URL: resumable messages are stored there".into(),
             ));
         }
+        let inbox = InboxSettings {
+            introspection: s.graphql_introspection.unwrap_or(true),
+            max_depth: setting!(s.graphql_max_depth, d::GRAPHQL_MAX_DEPTH)?,
+            max_complexity: setting!(s.graphql_max_complexity, d::GRAPHQL_MAX_COMPLEXITY)?,
+            max_body_bytes: setting!(s.graphql_max_body_bytes, d::GRAPHQL_MAX_BODY_BYTES)?,
+            list_per_minute: setting!(s.notifications_list_per_minute, d::NOTIFICATIONS_LIST_PER_MINUTE)?,
+            mark_read_per_minute: setting!(
+                s.notifications_mark_read_per_minute,
+                d::NOTIFICATIONS_MARK_READ_PER_MINUTE
+            )?,
+            delete_per_minute: setting!(
+                s.notifications_delete_per_minute,
+                d::NOTIFICATIONS_DELETE_PER_MINUTE
+            )?,
+            max_content_bytes: setting!(
+                s.notifications_max_content_bytes,
+                d::NOTIFICATIONS_MAX_CONTENT_BYTES
+            )?,
+            pool_size: setting!(s.notifications_pool_size, d::NOTIFICATIONS_POOL_SIZE)?,
+        };
         Ok(Config {
             webhooks,
+            inbox,
             cluster,
             cdc,
             resume,
@@ -725,6 +815,11 @@ mod tests {
         assert_eq!(c.limits.max_payload_bytes, 262_144);
         assert_eq!(c.messages_retention, Duration::from_secs(72 * 3600));
         assert!(c.jwt_secret.is_none());
+        assert!(c.inbox.introspection);
+        assert_eq!(
+            (c.inbox.list_per_minute, c.inbox.mark_read_per_minute, c.inbox.delete_per_minute),
+            (100, 200, 100)
+        );
     }
 
     #[test]
@@ -800,5 +895,16 @@ mod tests {
             Err(ConfigError::Zero { name: "messages_retention_hours" })
         ));
         assert_eq!(c.bind.port(), 0);
+        let s = Settings::try_parse_from([
+            "realtime",
+            "--graphql-introspection",
+            "false",
+            "--graphql-max-depth",
+            "3",
+        ])
+        .unwrap();
+        let c = Config::from_settings(s).unwrap();
+        assert!(!c.inbox.introspection);
+        assert_eq!(c.inbox.max_depth, 3);
     }
 }

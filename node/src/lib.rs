@@ -27,6 +27,8 @@
 //! - [`peers`]: the bridge to the cluster (`realtime-cluster`): relays, cluster topics, events.
 //! - [`webhooks`]: signed lifecycle webhooks (socket connect/disconnect, user online/offline).
 //! - [`cdc`]: Postgres Changes; [`schema`]: the `realtime` schema (migrations, partition janitor).
+//! - [`db`]: pooled PostgreSQL work on the DB arbiter, for [`authz`] (private channels) and [`inbox`]
+//!   (the notifications REST and GraphQL API).
 //! - [`limits`], [`metrics`], [`state`], [`shutdown`], [`telemetry`].
 
 pub mod auth;
@@ -35,8 +37,10 @@ pub mod budget;
 pub mod cdc;
 pub mod channel;
 pub mod config;
+pub mod db;
 pub mod delivery;
 pub mod http;
+pub mod inbox;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
@@ -103,11 +107,12 @@ pub async fn run(
         None => (None, None),
     };
     let arbiters: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
-    let resume_arbiter = Arbiter::new();
+    // The database work of joins and HTTP (authorization checks, the inbox, resumable writes).
+    let db_arbiter = Arbiter::new();
     let resume = config
         .cdc
         .as_ref()
-        .and_then(|cdc| resume::Resume::start(&config.resume, &cdc.database_url, &resume_arbiter.handle()));
+        .and_then(|cdc| resume::Resume::start(&config.resume, &cdc.database_url, &db_arbiter.handle()));
     let registry = Registry::new(
         arbiters.iter().map(Arbiter::handle).collect(),
         config.limits.max_channel_members,
@@ -138,9 +143,11 @@ pub async fn run(
     let bridge = cluster_events.map(|events| {
         actix_web::rt::spawn(peers::bridge(events, registry.clone(), cdc.clone(), webhooks.clone()))
     });
-    let authz_arbiter = Arbiter::new();
-    let authz = config.cdc.as_ref().map(|c| authz::Authorizer::new(&c.database_url, authz_arbiter.handle()));
-    let mut shared = Shared::new(config.clone(), verifier, registry, cdc, cluster.clone(), authz, resume);
+    let authz = config.cdc.as_ref().map(|c| authz::Authorizer::new(&c.database_url, db_arbiter.handle()));
+    let inbox =
+        config.cdc.as_ref().map(|c| inbox::Inbox::new(&c.database_url, &config.inbox, db_arbiter.handle()));
+    let database = state::DatabaseServices { authz, resume, inbox };
+    let mut shared = Shared::new(config.clone(), verifier, registry, cdc, cluster.clone(), database);
     shared.webhooks = webhooks.clone();
     let shared = web::Data::new(shared);
     let metrics_data = web::Data::new(metrics_handle.clone());
@@ -186,7 +193,6 @@ pub async fn run(
         arbiter.stop();
     }
     cdc_arbiter.stop();
-    authz_arbiter.stop();
-    resume_arbiter.stop();
+    db_arbiter.stop();
     Ok(())
 }

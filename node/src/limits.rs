@@ -1,8 +1,10 @@
 //! Rate windows used by the limits of PROTOCOL.md §7 and DESIGN.md's configuration contract.
 //!
 //! [`RateWindow`] is owned by one actor (events per socket, presence calls per channel);
-//! [`SharedRate`] is shared by every worker thread (joins per node, REST messages per node). Both count
-//! in fixed windows: cheap, and exact about "at most N per window".
+//! [`SharedRate`] is shared by every worker thread (joins per node, REST messages per node);
+//! [`KeyedRate`] is one window per key across threads (joins per token per second, inbox GraphQL
+//! operations per user per minute). All count in fixed windows: cheap, and exact about "at most N per
+//! window".
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -50,11 +52,15 @@ impl RateWindow {
     }
 }
 
-/// At most `limit` events per second per key (a token), across threads. Keys are hashed with a random
-/// key so clients cannot aim collisions; the table forgets idle keys once it holds `MAX_KEYS`.
+/// At most `limit` events per window per key (a token, a user), across threads. Keys are hashed with a
+/// random key so clients cannot aim collisions. Memory is bounded: once the table holds `max_keys`, a
+/// new key first makes it forget every idle key (whose window is over, so it remembers nothing), and
+/// is refused only if all `max_keys` are still inside their window.
 #[derive(Debug)]
 pub struct KeyedRate {
     limit: u32,
+    window: Duration,
+    max_keys: usize,
     hasher: std::collections::hash_map::RandomState,
     windows: std::sync::Mutex<std::collections::HashMap<u64, RateWindow>>,
 }
@@ -63,7 +69,25 @@ impl KeyedRate {
     const MAX_KEYS: usize = 65_536;
 
     pub fn per_second(limit: u32) -> KeyedRate {
-        KeyedRate { limit, hasher: Default::default(), windows: Default::default() }
+        KeyedRate::new(limit, Duration::from_secs(1), Self::MAX_KEYS)
+    }
+
+    pub fn per_minute(limit: u32) -> KeyedRate {
+        KeyedRate::new(limit, Duration::from_secs(60), Self::MAX_KEYS)
+    }
+
+    /// At most `limit` per `window` per key, remembering at most `max_keys` keys.
+    pub fn new(limit: u32, window: Duration, max_keys: usize) -> KeyedRate {
+        KeyedRate { limit, window, max_keys, hasher: Default::default(), windows: Default::default() }
+    }
+
+    /// Keys remembered now.
+    pub fn len(&self) -> usize {
+        self.windows.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn slot(&self, key: &str) -> u64 {
@@ -84,17 +108,14 @@ impl KeyedRate {
     pub fn allow(&self, key: &str, now: Instant) -> bool {
         let slot = self.slot(key);
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        if windows.len() >= Self::MAX_KEYS && !windows.contains_key(&slot) {
+        if windows.len() >= self.max_keys && !windows.contains_key(&slot) {
             windows.retain(|_, w| !w.is_idle(now));
-            if windows.len() >= Self::MAX_KEYS {
+            if windows.len() >= self.max_keys {
                 return false;
             }
         }
-        let limit = self.limit;
-        windows
-            .entry(slot)
-            .or_insert_with(|| RateWindow::starting(limit, Duration::from_secs(1), now))
-            .allow(now)
+        let (limit, window) = (self.limit, self.window);
+        windows.entry(slot).or_insert_with(|| RateWindow::starting(limit, window, now)).allow(now)
     }
 }
 
@@ -165,6 +186,32 @@ mod tests {
         let mut w = RateWindow::new(1, Duration::from_secs(1));
         assert!(w.would_allow(now) && w.would_allow(now));
         assert!(w.allow(now) && !w.would_allow(now));
+    }
+
+    #[test]
+    fn a_minute_window_counts_per_key_and_resets_after_a_minute() {
+        let r = KeyedRate::per_minute(3);
+        let t0 = Instant::now();
+        assert!((0..3).all(|i| r.allow("u1", t0 + Duration::from_secs(i))));
+        assert!(!r.allow("u1", t0 + Duration::from_secs(59)), "the 4th within the minute");
+        assert!(r.allow("u2", t0 + Duration::from_secs(59)), "another user is not affected");
+        assert!(r.allow("u1", t0 + Duration::from_secs(60)), "a new minute");
+    }
+
+    #[test]
+    fn keyed_rate_forgets_idle_keys_and_stays_bounded() {
+        let r = KeyedRate::new(1, Duration::from_secs(60), 3);
+        let t0 = Instant::now();
+        assert!(r.allow("a", t0) && r.allow("b", t0) && r.allow("c", t0));
+        assert_eq!(r.len(), 3);
+        // Full, and every key is inside its window: a new key is refused rather than growing the table.
+        assert!(!r.allow("d", t0 + Duration::from_secs(30)));
+        assert_eq!(r.len(), 3);
+        // Once their minute is over the idle keys are forgotten to make room.
+        assert!(r.allow("d", t0 + Duration::from_secs(61)));
+        assert_eq!(r.len(), 1);
+        assert!(r.allow("a", t0 + Duration::from_secs(61)), "a forgotten key starts afresh");
+        assert_eq!(r.len(), 2);
     }
 
     #[test]

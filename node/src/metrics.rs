@@ -33,10 +33,12 @@ pub enum Refusal {
     /// A client-chosen field over its budget (topic, ref, presence key or depth, postgres_changes).
     Budget,
     PendingPushes,
+    /// A notifications inbox GraphQL operation over its per-user-per-minute limit.
+    InboxRate,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 20] = [
+    const ALL: [Refusal; 21] = [
         Refusal::ConnectionLimit,
         Refusal::JoinRate,
         Refusal::ClientJoinRate,
@@ -57,6 +59,7 @@ impl Refusal {
         Refusal::FrameTooLarge,
         Refusal::Budget,
         Refusal::PendingPushes,
+        Refusal::InboxRate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +84,7 @@ impl Refusal {
             Refusal::FrameTooLarge => "frame_too_large",
             Refusal::Budget => "budget",
             Refusal::PendingPushes => "pending_pushes",
+            Refusal::InboxRate => "inbox_rate",
         }
     }
 }

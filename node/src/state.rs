@@ -1,6 +1,6 @@
 //! State shared by every HTTP worker and socket: configuration, the token verifier, the registry,
 //! node-wide and per-token rate limits, the connection table (with each socket's outbox, which the
-//! delivery watchdog checks), REST concurrency and the drain flag.
+//! delivery watchdog checks), REST concurrency, the notifications inbox and the drain flag.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -16,6 +16,8 @@ use crate::channel::{ConnId, Registry};
 use crate::config::Config;
 use crate::delivery::watchdog::Closing;
 use crate::delivery::{Link, Outbox, OutboxLimits};
+use crate::inbox::graphql::InboxSchema;
+use crate::inbox::Inbox;
 use crate::limits::{KeyedRate, SharedRate};
 use crate::metrics::metrics;
 use crate::resume::Resume;
@@ -47,7 +49,19 @@ pub struct Shared {
     pub resume: Option<Arc<Resume>>,
     /// Lifecycle webhooks; `None` when `REALTIME_WEBHOOK_URL` is not set (set after [`Shared::new`]).
     pub webhooks: Option<crate::webhooks::Webhooks>,
+    /// The notifications inbox (REST insert); `None` when `DATABASE_URL` is not set.
+    pub inbox: Option<Inbox>,
+    /// The inbox's GraphQL schema, over the same [`Inbox`].
+    pub graphql: Option<InboxSchema>,
     draining: AtomicBool,
+}
+
+/// What the node does with its database besides Postgres Changes (all `None` without
+/// `DATABASE_URL`; `resume` also without resumable topics).
+pub struct DatabaseServices {
+    pub authz: Option<Authorizer>,
+    pub resume: Option<Arc<Resume>>,
+    pub inbox: Option<Inbox>,
 }
 
 impl Shared {
@@ -57,10 +71,12 @@ impl Shared {
         registry: Addr<Registry>,
         cdc: Option<CdcHandle>,
         cluster: Option<ClusterHandle>,
-        authz: Option<Authorizer>,
-        resume: Option<Arc<Resume>>,
+        database: DatabaseServices,
     ) -> Shared {
+        let DatabaseServices { authz, resume, inbox } = database;
         Shared {
+            graphql: inbox.clone().map(|inbox| crate::inbox::graphql::schema(inbox, &config.inbox)),
+            inbox,
             cdc,
             cluster,
             authz,

@@ -10,6 +10,8 @@
 //!   times; measures the time to resume delivery and checks every row arrived exactly once, in order.
 //! - [`private`]: private-channel joins (public baseline, RLS check uncached, cached) and database
 //!   broadcast (`realtime.send` at a fixed rate); measures join and commit → client latency, losses.
+//! - [`inbox`]: the notifications inbox API: REST insert → `notification.new` latency, one at a time,
+//!   and GraphQL list latency for a user with many notifications.
 //! - [`compare`]: this server, a FastAPI and a Socket.IO server through the same broadcast scenario,
 //!   each pinned to one core; prints the side-by-side and ratio tables, writes a CSV and an SVG plot.
 
@@ -17,6 +19,7 @@ pub mod cdc;
 pub mod compare;
 pub mod failover;
 pub mod fanout;
+pub mod inbox;
 pub mod presence;
 pub mod private;
 

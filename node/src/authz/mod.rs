@@ -12,12 +12,11 @@
 //! raises makes only that check fail (as "not allowed", logged), never the connection or other joins.
 //! Decisions are cached per (topic, role, claims) until the token expires ([`cache`]), so a room of
 //! many users with the same claims costs one round trip, and a refreshed token is asked again.
-//! The checks use a small pool of their own connections ([`pool`]), apart from the CDC stream's; a
-//! private join's replay (`crate::replay`) reads through it too.
+//! The checks use a small pool of their own connections on the DB arbiter ([`crate::db`]), apart from
+//! the CDC stream's; a private join's replay (`crate::replay`) reads through it too.
 
 pub mod cache;
 pub mod checks;
-pub mod pool;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,12 +24,11 @@ use std::time::{Duration, Instant};
 use actix::ArbiterHandle;
 
 use crate::auth::jwt::{now_secs, Claims};
-use crate::cdc::rls::pg_error_text;
+use crate::db::{Db, DbError, Pooled};
 
 pub use checks::{Extension, ReadAccess};
 
 use cache::DecisionCache;
-use pool::{CheckPool, PoolError, Pooled};
 
 /// Connections kept for authorization checks.
 pub const POOL_SIZE: usize = 4;
@@ -42,12 +40,8 @@ const CACHE_MAX_AGE: Duration = Duration::from_secs(300);
 /// Why a check could not be made (the caller refuses, the client sees an `Unauthorized` reason).
 #[derive(Debug, thiserror::Error)]
 pub enum AuthzError {
-    #[error("the database could not be reached for the authorization check: {0}")]
-    Pool(#[from] PoolError),
     #[error("the authorization check failed: {0}")]
-    Query(String),
-    #[error("the node is stopping")]
-    Stopped,
+    Db(#[from] DbError),
 }
 
 /// Who is asking, and about which topic: the context the policies see.
@@ -72,16 +66,15 @@ impl Caller {
 
 /// The node's authorizer for private channels; present when `DATABASE_URL` is set. Cheap to clone.
 ///
-/// Checks run on an arbiter of their own (their connections live there), so a slow database never
+/// Checks run on the DB arbiter ([`crate::db`], where their connections live), so a slow database never
 /// holds up the socket workers; a cached decision is answered without leaving the caller's thread.
 #[derive(Clone)]
 pub struct Authorizer {
     inner: Arc<Inner>,
-    arbiter: ArbiterHandle,
 }
 
 struct Inner {
-    pool: CheckPool,
+    db: Db,
     reads: Mutex<DecisionCache<Caller, ReadAccess>>,
     writes: Mutex<DecisionCache<(Caller, Extension), bool>>,
 }
@@ -89,11 +82,11 @@ struct Inner {
 impl Authorizer {
     pub fn new(database_url: &str, arbiter: ArbiterHandle) -> Authorizer {
         let inner = Inner {
-            pool: CheckPool::new(database_url, POOL_SIZE),
+            db: Db::new(database_url, POOL_SIZE, arbiter),
             reads: Mutex::new(DecisionCache::new(CACHE_ENTRIES)),
             writes: Mutex::new(DecisionCache::new(CACHE_ENTRIES)),
         };
-        Authorizer { inner: Arc::new(inner), arbiter }
+        Authorizer { inner: Arc::new(inner) }
     }
 
     /// May `caller` read the topic's broadcasts and presence? Cached until `exp` (token expiry).
@@ -136,26 +129,14 @@ impl Authorizer {
         .await
     }
 
-    /// Runs `work` with a pooled connection, on the authorizer's arbiter (where its connections live).
+    /// Runs `work` with a pooled connection, on the DB arbiter (where its connections live).
     async fn with_client<T, F, Fut>(&self, work: F) -> Result<T, AuthzError>
     where
         T: Send + 'static,
         F: FnOnce(Pooled) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send,
     {
-        let inner = self.inner.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let spawned = self.arbiter.spawn(async move {
-            let result = match inner.pool.get().await {
-                Ok(client) => work(client).await.map_err(|e| AuthzError::Query(pg_error_text(&e))),
-                Err(error) => Err(error.into()),
-            };
-            let _ = tx.send(result);
-        });
-        if !spawned {
-            return Err(AuthzError::Stopped);
-        }
-        rx.await.map_err(|_| AuthzError::Stopped)?
+        Ok(self.inner.db.with_client(work).await?)
     }
 }
 

@@ -1,8 +1,10 @@
-//! HTTP routes: the WebSocket endpoint, the REST broadcast API, health and metrics. Routes only; the
-//! handlers live in the submodules.
+//! HTTP routes: the WebSocket endpoint, the REST broadcast API, the notifications inbox (REST insert
+//! and GraphQL), health and metrics. Routes only; the handlers live in the submodules.
 
 pub mod batch;
+pub mod graphql;
 pub mod health;
+pub mod notifications;
 pub mod rest;
 pub mod server;
 pub mod socket;
@@ -18,7 +20,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(
                 &format!("{prefix}/api/broadcast/{{topic}}/events/{{event}}"),
                 web::post().to(rest::broadcast_single),
-            );
+            )
+            .route(&format!("{prefix}/api/notifications"), web::post().to(notifications::create))
+            .route(&format!("{prefix}/graphql"), web::post().to(graphql::graphql));
     }
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/healthcheck", web::get().to(health::healthz))

@@ -72,22 +72,40 @@ impl Drop for RestSlot<'_> {
     }
 }
 
-fn busy() -> HttpResponse {
+pub(super) fn busy() -> HttpResponse {
     message(actix_web::http::StatusCode::TOO_MANY_REQUESTS, "Too many concurrent requests, retry later")
 }
 
-/// Reads a request body up to `max` bytes; `None` when it is larger (or the connection failed).
-async fn read_body(mut payload: web::Payload, max: usize) -> Result<Bytes, HttpResponse> {
+/// Why a request body could not be read whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BodyError {
+    /// Larger than the limit (reading stopped there).
+    TooLarge,
+    /// The connection failed mid-body.
+    Cut,
+}
+
+/// Reads a request body up to `max` bytes, never buffering more.
+pub(super) async fn read_limited(mut payload: web::Payload, max: usize) -> Result<Bytes, BodyError> {
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|_| message(actix_web::http::StatusCode::BAD_REQUEST, "Request body was cut"))?;
+        let chunk = chunk.map_err(|_| BodyError::Cut)?;
         if body.len() + chunk.len() > max {
-            return Err(message(actix_web::http::StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large"));
+            return Err(BodyError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// Reads a request body up to `max` bytes; 413 when it is larger, 400 when the connection failed.
+async fn read_body(payload: web::Payload, max: usize) -> Result<Bytes, HttpResponse> {
+    read_limited(payload, max).await.map_err(|error| match error {
+        BodyError::Cut => message(actix_web::http::StatusCode::BAD_REQUEST, "Request body was cut"),
+        BodyError::TooLarge => {
+            message(actix_web::http::StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large")
+        }
+    })
 }
 
 /// `Authorization: Bearer <t>`, else the `apikey` header, else the `apikey` query parameter.
@@ -105,7 +123,7 @@ fn token(headers: &HeaderMap, query: &str) -> Option<String> {
 }
 
 /// The caller's verified claims, if its token is valid.
-fn authorised(req: &HttpRequest, shared: &Shared) -> Option<Claims> {
+pub(super) fn authorised(req: &HttpRequest, shared: &Shared) -> Option<Claims> {
     token(req.headers(), req.query_string()).and_then(|t| shared.verifier.verify(&t).ok())
 }
 

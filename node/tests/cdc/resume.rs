@@ -68,7 +68,7 @@ fn positions(got: &[Value]) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn t120_a_client_that_lost_its_connection_gets_exactly_what_it_missed_then_live() {
+async fn t130_a_client_that_lost_its_connection_gets_exactly_what_it_missed_then_live() {
     let db = Db::migrated("").await;
     let server = db.server(&[RESUMABLE]);
     let token = db.token("authenticated", &new_uuid());
@@ -132,7 +132,7 @@ async fn t120_a_client_that_lost_its_connection_gets_exactly_what_it_missed_then
 }
 
 #[tokio::test]
-async fn t121_a_position_older_than_what_is_kept_gets_a_gap_message_then_live() {
+async fn t131_a_position_older_than_what_is_kept_gets_a_gap_message_then_live() {
     let db = Db::migrated("").await;
     let server = db.server(&[RESUMABLE, "--resume-retention-count=2"]);
     let token = db.token("authenticated", &new_uuid());
@@ -165,7 +165,7 @@ async fn t121_a_position_older_than_what_is_kept_gets_a_gap_message_then_live() 
 }
 
 #[tokio::test]
-async fn t122_bad_resume_requests_are_refused_with_a_reason() {
+async fn t132_bad_resume_requests_are_refused_with_a_reason() {
     let db = Db::migrated("").await;
     let server = db.server(&[RESUMABLE]);
     let token = db.token("authenticated", &new_uuid());

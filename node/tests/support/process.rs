@@ -82,6 +82,15 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The `realtime` binary under test: `REALTIME_BIN` when set (as in `tests/js`: a copy made right after
+/// building, since the shared target dir's binary may be rebuilt from another checkout meanwhile), else
+/// the one cargo built with this test.
+pub fn binary() -> PathBuf {
+    std::env::var_os("REALTIME_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_realtime").into())
+}
+
 /// Spawns the `realtime` binary on `127.0.0.1:0` (unless `args` has its own `--bind`) with `secret`, no join/connect error delays, then
 /// `args`; stderr goes to `log`. Inherited `REALTIME_*` and `DATABASE_URL` variables are removed (only
 /// what the test asks for), then `envs` are set. Returns the process and the lines of its stdout, which
@@ -94,7 +103,7 @@ pub fn spawn(
     tail_on_panic: usize,
 ) -> (KillOnDrop, mpsc::Receiver<String>) {
     let log_file = std::fs::File::create(&log).expect("create server log file");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_realtime"));
+    let mut cmd = Command::new(binary());
     if !args.contains(&"--bind") {
         cmd.args(["--bind", "127.0.0.1:0"]);
     }

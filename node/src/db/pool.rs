@@ -1,5 +1,5 @@
-//! A few PostgreSQL connections for authorization checks, connected when first needed and replaced
-//! when they break. A check waits for a free connection at most [`WAIT`]; the pool never grows.
+//! A few PostgreSQL connections, connected when first needed and replaced when they break. A caller
+//! waits for a free connection at most [`WAIT`]; the pool never grows past its size.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::Client;
 
-/// How long a check waits for a connection (free, or newly made) before giving up.
+/// How long a caller waits for a connection (free, or newly made) before giving up.
 const WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +18,7 @@ pub enum PoolError {
     Connect(String),
 }
 
-pub struct CheckPool {
+pub struct Pool {
     database_url: String,
     idle: std::sync::Arc<Mutex<Vec<Client>>>,
     permits: std::sync::Arc<Semaphore>,
@@ -47,9 +47,9 @@ impl Drop for Pooled {
     }
 }
 
-impl CheckPool {
-    pub fn new(database_url: &str, size: usize) -> CheckPool {
-        CheckPool {
+impl Pool {
+    pub fn new(database_url: &str, size: usize) -> Pool {
+        Pool {
             database_url: database_url.to_owned(),
             idle: Default::default(),
             permits: std::sync::Arc::new(Semaphore::new(size.max(1))),

@@ -1,0 +1,79 @@
+//! `POST /graphql`: the notifications inbox's GraphQL endpoint ([`crate::inbox::graphql`]).
+//!
+//! The HTTP side decides what the schema cannot: who the caller is (the token's `sub`, verified as for
+//! REST broadcast and sockets; none, invalid, or a `sub` that is not a UUID → 401), how large a body
+//! may be (read up to `REALTIME_GRAPHQL_MAX_BODY_BYTES`, larger → 413), and the status of an answer
+//! (429 when an operation hit its per-user rate limit). Every refusal has a GraphQL-shaped body:
+//! `{"data": null, "errors": [{"message", "extensions": {"code"}}]}`.
+//!
+//! The body is read here rather than by `async-graphql-actix-web`'s extractor, which reads a JSON
+//! body to its end with no size limit; the crate's `GraphQLResponse` writes the answers.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, Responder as _};
+use async_graphql::{ErrorExtensionValues, ServerError};
+use async_graphql_actix_web::GraphQLResponse;
+
+use super::rest::{authorised, read_limited, BodyError};
+use crate::inbox::graphql::{Caller, RATE_LIMITED};
+use crate::state::Shared;
+
+fn answer(req: &HttpRequest, status: StatusCode, response: async_graphql::Response) -> HttpResponse {
+    let mut http = GraphQLResponse::from(response).respond_to(req);
+    *http.status_mut() = status;
+    http
+}
+
+fn refuse(req: &HttpRequest, status: StatusCode, message: &str, code: &str) -> HttpResponse {
+    let mut error = ServerError::new(message, None);
+    let mut extensions = ErrorExtensionValues::default();
+    extensions.set("code", code);
+    error.extensions = Some(extensions);
+    answer(req, status, async_graphql::Response::from_errors(vec![error]))
+}
+
+fn is_rate_limited(error: &ServerError) -> bool {
+    let code = error.extensions.as_ref().and_then(|e| e.get("code"));
+    matches!(code, Some(async_graphql::Value::String(c)) if c == RATE_LIMITED)
+}
+
+/// `POST /graphql` with `{"query", "variables"?, "operationName"?}`.
+pub async fn graphql(req: HttpRequest, payload: web::Payload, shared: web::Data<Shared>) -> HttpResponse {
+    let Some(schema) = &shared.graphql else {
+        let reason = "notifications need a database: DATABASE_URL is not set";
+        return refuse(&req, StatusCode::SERVICE_UNAVAILABLE, reason, "UNAVAILABLE");
+    };
+    let Some(claims) = authorised(&req, &shared) else {
+        let reason = "a valid JWT is required (Authorization: Bearer, or apikey)";
+        return refuse(&req, StatusCode::UNAUTHORIZED, reason, "UNAUTHENTICATED");
+    };
+    let Some(user_id) = claims.sub.as_deref().and_then(|sub| uuid::Uuid::parse_str(sub).ok()) else {
+        let reason = "the token's sub must be a user id (a UUID)";
+        return refuse(&req, StatusCode::UNAUTHORIZED, reason, "UNAUTHENTICATED");
+    };
+    let max = shared.config.inbox.max_body_bytes;
+    let body = match read_limited(payload, max).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            let reason = format!("the request body is larger than {max} bytes");
+            return refuse(&req, StatusCode::PAYLOAD_TOO_LARGE, &reason, "PAYLOAD_TOO_LARGE");
+        }
+        Err(BodyError::Cut) => {
+            return refuse(&req, StatusCode::BAD_REQUEST, "the request body was cut", "BAD_REQUEST");
+        }
+    };
+    let request = match serde_json::from_slice::<async_graphql::Request>(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            let reason = format!("the body must be a GraphQL request (JSON with \"query\"): {e}");
+            return refuse(&req, StatusCode::BAD_REQUEST, &reason, "BAD_REQUEST");
+        }
+    };
+    let response = schema.execute(request.data(Caller { user_id })).await;
+    let status = if response.errors.iter().any(is_rate_limited) {
+        StatusCode::TOO_MANY_REQUESTS
+    } else {
+        StatusCode::OK
+    };
+    answer(&req, status, response)
+}
