@@ -6,7 +6,8 @@
 //! the DB arbiter and its result sent back ([`Db::with_client`]); the caller only awaits a oneshot.
 //! The private channels' RLS checks ([`crate::authz`]) and the notifications inbox
 //! ([`crate::inbox`]) each have a [`Db`] with a pool of their own (so a burst of inbox queries cannot
-//! starve join checks), on the same arbiter.
+//! starve join checks), on the same arbiter; the resumable channels' writer
+//! ([`crate::resume::writer`]) runs there too, on one connection of its own.
 
 pub mod pool;
 

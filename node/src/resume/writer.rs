@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls};
 
+use super::lock;
 use crate::cdc::rls::pg_error_text;
 use crate::channel::messages::{ConnId, TopicKey};
 
@@ -179,8 +180,4 @@ async fn insert(client: &Client, senders: &Senders, batch: &[Write]) -> Result<(
         }
         WriteError::Failed(pg_error_text(&error))
     })
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
