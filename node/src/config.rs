@@ -223,6 +223,10 @@ pub struct Settings {
     /// Timeout of one webhook request.
     #[arg(long, env = "REALTIME_WEBHOOK_TIMEOUT_MS")]
     pub webhook_timeout_ms: Option<u64>,
+    /// PEM file of CA certificates trusted for an `https://` webhook URL, besides the Mozilla roots
+    /// (a receiver with a private or self-signed certificate).
+    #[arg(long, env = "REALTIME_WEBHOOK_CA_FILE")]
+    pub webhook_ca_file: Option<PathBuf>,
     /// Answer GraphQL introspection (`__schema`, `__type`) at `/graphql`.
     #[arg(long, env = "REALTIME_GRAPHQL_INTROSPECTION")]
     pub graphql_introspection: Option<bool>,
@@ -296,6 +300,8 @@ pub struct WebhookConfig {
     pub max_attempts: u32,
     pub backoff: Duration,
     pub timeout: Duration,
+    /// Trusted for `https://` besides the Mozilla roots (`REALTIME_WEBHOOK_CA_FILE`).
+    pub extra_roots: Vec<reqwest::Certificate>,
 }
 
 impl std::fmt::Debug for WebhookConfig {
@@ -515,6 +521,7 @@ impl Settings {
             webhook_max_attempts: self.webhook_max_attempts.or(file.webhook_max_attempts),
             webhook_backoff_ms: self.webhook_backoff_ms.or(file.webhook_backoff_ms),
             webhook_timeout_ms: self.webhook_timeout_ms.or(file.webhook_timeout_ms),
+            webhook_ca_file: self.webhook_ca_file.or(file.webhook_ca_file),
             graphql_introspection: self.graphql_introspection.or(file.graphql_introspection),
             graphql_max_depth: self.graphql_max_depth.or(file.graphql_max_depth),
             graphql_max_complexity: self.graphql_max_complexity.or(file.graphql_max_complexity),
@@ -579,19 +586,33 @@ fn positive<T: PartialEq + Default>(name: &'static str, value: T) -> Result<T, C
     }
 }
 
-/// The webhook settings, when a URL is set: an `http://` URL and a non-empty secret are required
-/// (HTTPS needs a TLS stack this build leaves out; see the README).
+/// The webhook settings, when a URL is set: an `http://` or `https://` URL and a non-empty secret
+/// are required; a CA file, when given, must hold at least one PEM certificate.
 fn webhook_config(s: &Settings) -> Result<Option<WebhookConfig>, ConfigError> {
     use defaults as d;
     let Some(url) = s.webhook_url.as_deref().filter(|url| !url.is_empty()) else { return Ok(None) };
     let url = reqwest::Url::parse(url)
         .map_err(|e| ConfigError::Webhook(format!("REALTIME_WEBHOOK_URL is not a URL: {e}")))?;
-    if url.scheme() != "http" {
+    if !matches!(url.scheme(), "http" | "https") {
         return Err(ConfigError::Webhook(format!(
-            "REALTIME_WEBHOOK_URL must be http:// (this build has no TLS), not {}://",
+            "REALTIME_WEBHOOK_URL must be http:// or https://, not {}://",
             url.scheme()
         )));
     }
+    let extra_roots = match &s.webhook_ca_file {
+        None => Vec::new(),
+        Some(path) => {
+            let bad = |why: String| {
+                ConfigError::Webhook(format!("REALTIME_WEBHOOK_CA_FILE {}: {why}", path.display()))
+            };
+            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+            if roots.is_empty() {
+                return Err(bad("no PEM certificate in it".into()));
+            }
+            roots
+        }
+    };
     let secret = s.webhook_secret.clone().filter(|secret| !secret.is_empty()).ok_or_else(|| {
         ConfigError::Webhook("REALTIME_WEBHOOK_SECRET is required with REALTIME_WEBHOOK_URL".into())
     })?;
@@ -606,6 +627,7 @@ fn webhook_config(s: &Settings) -> Result<Option<WebhookConfig>, ConfigError> {
         max_attempts: setting!(s.webhook_max_attempts, d::WEBHOOK_MAX_ATTEMPTS)?,
         backoff: ms(setting!(s.webhook_backoff_ms, d::WEBHOOK_BACKOFF_MS)?),
         timeout: ms(setting!(s.webhook_timeout_ms, d::WEBHOOK_TIMEOUT_MS)?),
+        extra_roots,
     }))
 }
 
@@ -849,7 +871,7 @@ mod tests {
     }
 
     #[test]
-    fn webhooks_need_an_http_url_and_a_secret() {
+    fn webhooks_need_an_http_or_https_url_and_a_secret() {
         let with = |url: &str, secret: Option<&str>| {
             Config::from_settings(Settings {
                 webhook_url: Some(url.into()),
@@ -863,7 +885,23 @@ mod tests {
         assert_eq!(c.offline_grace, Duration::from_millis(5_000));
         assert_eq!((c.batch_max, c.queue, c.max_attempts), (100, 10_000, 5));
         assert!(matches!(with("http://127.0.0.1:9/hook", None), Err(ConfigError::Webhook(_))));
-        assert!(matches!(with("https://example.com/hook", Some("s")), Err(ConfigError::Webhook(_))));
+        assert!(with("https://example.com/hook", Some("s")).is_ok(), "https is accepted");
+        assert!(matches!(with("ftp://example.com/hook", Some("s")), Err(ConfigError::Webhook(_))));
+        let ca = |path: &Path| {
+            Config::from_settings(Settings {
+                webhook_url: Some("https://127.0.0.1:9/hook".into()),
+                webhook_secret: Some("s".into()),
+                webhook_ca_file: Some(path.to_owned()),
+                ..Settings::default()
+            })
+        };
+        let dir = std::env::temp_dir().join(format!("webhook-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "not a certificate").unwrap();
+        assert!(matches!(ca(&not_pem), Err(ConfigError::Webhook(_))), "a CA file without a certificate");
+        assert!(matches!(ca(&dir.join("missing.pem")), Err(ConfigError::Webhook(_))));
+        let _ = std::fs::remove_dir_all(&dir);
         assert!(matches!(with("not a url", Some("s")), Err(ConfigError::Webhook(_))));
         let zero = Settings {
             webhook_url: Some("http://h/".into()),

@@ -46,7 +46,13 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
 
 /// Sends until `stop` turns true, then flushes what is queued (the caller bounds how long).
 pub async fn run(config: WebhookConfig, mut events: mpsc::Receiver<Event>, mut stop: watch::Receiver<bool>) {
-    let client = match reqwest::Client::builder()
+    let builder = config
+        .extra_roots
+        .iter()
+        .cloned()
+        .fold(reqwest::Client::builder(), |b, root| b.add_root_certificate(root));
+    let client = match builder
+        .use_rustls_tls()
         .timeout(config.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("realtime/", env!("CARGO_PKG_VERSION")))
