@@ -1,6 +1,7 @@
 //! The one task that delivers events: takes them from the bounded queue, batches them (up to
 //! `batch_max` events or `batch_window` after the first), signs each body and POSTs it, retrying with
-//! exponential backoff on connection errors, timeouts, 5xx and 429, up to `max_attempts` times.
+//! exponential backoff on connection errors, timeouts, 5xx and 429 (longer when the receiver's
+//! `Retry-After` asks for it), up to `max_attempts` times.
 //!
 //! While it waits or retries, new events wait in the queue; when the queue is full, the producers' `try_send` fails and
 //! the event is dropped and counted. Nothing on a socket's path ever waits for this task.
@@ -42,6 +43,14 @@ pub fn outcome(status: Option<u16>) -> Outcome {
 pub fn backoff(base: Duration, attempt: u32) -> Duration {
     let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
     base.saturating_mul(factor).min(MAX_BACKOFF)
+}
+
+/// The wait before attempt `attempt + 1`, honouring a receiver's `Retry-After` in seconds (a 429 or
+/// 503 asking to slow down): the longer of it and the backoff, at most [`MAX_BACKOFF`]. An HTTP-date
+/// `Retry-After` is ignored (the backoff applies).
+pub fn retry_wait(base: Duration, attempt: u32, retry_after: Option<&str>) -> Duration {
+    let asked = retry_after.and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
+    backoff(base, attempt).max(asked.unwrap_or_default()).min(MAX_BACKOFF)
 }
 
 /// Sends until `stop` turns true, then flushes what is queued (the caller bounds how long).
@@ -113,6 +122,8 @@ async fn deliver(client: &reqwest::Client, config: &WebhookConfig, batch: &[Even
             .body(body.clone())
             .send()
             .await;
+        let retry_after = response.as_ref().ok().and_then(|r| r.headers().get(reqwest::header::RETRY_AFTER));
+        let retry_after = retry_after.and_then(|v| v.to_str().ok()).map(str::to_owned);
         let status = match &response {
             Ok(response) => Some(response.status().as_u16()),
             Err(error) => {
@@ -131,7 +142,7 @@ async fn deliver(client: &reqwest::Client, config: &WebhookConfig, batch: &[Even
                 break;
             }
             Outcome::Retry if attempt < config.max_attempts => {
-                tokio::time::sleep(backoff(config.backoff, attempt)).await;
+                tokio::time::sleep(retry_wait(config.backoff, attempt, retry_after.as_deref())).await;
             }
             Outcome::Retry => {
                 tracing::warn!(status, events = batch.len(), attempts = attempt, "webhook batch given up");
@@ -157,6 +168,21 @@ mod tests {
         for status in [301, 302, 400, 401, 403, 404, 413, 422] {
             assert_eq!(outcome(Some(status)), Outcome::Refused, "{status}");
         }
+    }
+
+    #[test]
+    fn retry_after_seconds_lengthen_the_wait_up_to_the_cap() {
+        let base = Duration::from_millis(250);
+        assert_eq!(retry_wait(base, 1, None), base);
+        assert_eq!(retry_wait(base, 1, Some("2")), Duration::from_secs(2));
+        assert_eq!(
+            retry_wait(base, 3, Some("0")),
+            Duration::from_millis(1000),
+            "never shorter than the backoff"
+        );
+        assert_eq!(retry_wait(base, 1, Some("3600")), MAX_BACKOFF);
+        assert_eq!(retry_wait(base, 2, Some("Wed, 21 Oct 2015 07:28:00 GMT")), Duration::from_millis(500));
+        assert_eq!(retry_wait(base, 1, Some(" 1 ")), Duration::from_secs(1));
     }
 
     #[test]
