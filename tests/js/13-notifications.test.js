@@ -3,27 +3,17 @@
 //     reaches its user as `notification.new` on `notifications:<user_id>` (both serializers); another
 //     user's token may not join that channel. Needs REALTIME_TEST_DATABASE_URL; the node creates the
 //     table.
-const { describe, it, before, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const h = require('./harness');
 const pg = require('./pg');
 
 describe('notifications inbox', () => {
-  let db;
-  let server;
-  before(async () => {
-    pg.requireDatabaseUrl();
-    db = await pg.createDb('');
-    server = await pg.startPgServer(db);
-    await pg.waitForTable(db, 'realtime.notifications');
-  });
-  after(async () => {
-    if (server) await server.stop();
-    if (db) await db.drop();
-  });
+  const env = pg.usePgServer({ table: 'realtime.notifications' });
 
   for (const vsn of h.VERSIONS) {
     it(`vsn ${vsn}: an inserted notification reaches its user; another user may not listen`, async (t) => {
+      const { db, server } = env;
       const [ann, ben] = [pg.user(), pg.user()];
       const topic = `notifications:${ann.id}`;
       const inbox = h.openChannel(h.newClient(t, server, { vsn, apikey: ann.token }), topic);

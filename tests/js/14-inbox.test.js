@@ -3,7 +3,7 @@
 //     `notifications:<sub>` receives `notification.new` for a row created with
 //     `POST /api/notifications` (service_role); the user lists it through GraphQL (`fetch`), marks it
 //     read and deletes it; another user's token finds none of it. Needs REALTIME_TEST_DATABASE_URL.
-const { describe, it, before, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const h = require('./harness');
 const pg = require('./pg');
@@ -32,20 +32,11 @@ const MARK = `mutation($id: ID!) { markNotificationRead(id: $id) { ${FIELDS} } }
 const DELETE = 'mutation($id: ID!) { deleteNotification(id: $id) }';
 
 describe('notifications inbox API', () => {
-  let db;
-  let server;
-  before(async () => {
-    pg.requireDatabaseUrl();
-    db = await pg.createDb('');
-    server = await pg.startPgServer(db);
-    await pg.waitForTable(db, 'realtime.notifications');
-  });
-  after(async () => {
-    if (server) await server.stop();
-    if (db) await db.drop();
-  });
+  const env = pg.usePgServer({ table: 'realtime.notifications' });
 
   it('REST insert → notification.new on the socket; GraphQL lists, marks read, deletes; others find nothing', async (t) => {
+
+    const { server } = env;
     const [ann, ben, service] = [pg.user(), pg.user(), pg.user('service_role')];
     const inbox = h.openChannel(h.newClient(t, server, { apikey: ann.token }), `notifications:${ann.id}`);
     await h.waitStatus(inbox, 'SUBSCRIBED', 10000);

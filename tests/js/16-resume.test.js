@@ -4,27 +4,17 @@
 //     (`broadcast.resume.position`), which realtime-js sends again when it rejoins by itself after
 //     the connection was cut: the messages sent meanwhile (socket, REST, SQL) arrive once, in order,
 //     before live ones. Needs REALTIME_TEST_DATABASE_URL.
-const { describe, it, before, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const h = require('./harness');
 const pg = require('./pg');
 
 describe('resumable delivery', () => {
-  let db;
-  let server;
-  before(async () => {
-    pg.requireDatabaseUrl();
-    db = await pg.createDb('');
-    server = await pg.startPgServer(db, ['--resumable-topics', 'room:*']);
-    await pg.waitForTable(db, 'realtime.messages');
-  });
-  after(async () => {
-    if (server) await server.stop();
-    if (db) await db.drop();
-  });
+  const env = pg.usePgServer({ args: ['--resumable-topics', 'room:*'], table: 'realtime.messages' });
 
   for (const vsn of h.VERSIONS) {
     it(`vsn ${vsn}: a client cut off rejoins by itself and gets what it missed, once, in order`, async (t) => {
+      const { db, server } = env;
       const topic = `room:${pg.user().id}`;
       // The app's part: remember the last position in the channel's own config.
       const resume = { position: null };

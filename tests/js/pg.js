@@ -9,6 +9,7 @@
 //                   db.sql(q) runs SQL, db.rows(q) returns the first column of each row (text),
 //                   db.drop() removes the slot, the database and the data directory.
 // - startPgServer(db, extraArgs)   the server (harness.startServer) on that database.
+// - usePgServer({args, table, setup})   in a describe: database + server for its tests, dropped after.
 // - waitForTable(db, 'realtime.messages')   waits for a table the node's schema creates after it listens.
 // - user(role)      {id, token} for a fresh uuid user.
 // Everything goes through `psql` (no npm dependency).
@@ -161,7 +162,30 @@ async function waitChanges(ch, n, ms = 10000) {
 
 const TS_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
+/**
+ * Inside a `describe`: a fresh database and a server on it (with `args`) for the block's tests, once
+ * the node has created `table`, then `setup` SQL; both dropped after the block. Returns `{db, server}`,
+ * filled in before the first test.
+ */
+function usePgServer({ args = [], table = 'realtime.messages', setup = '' } = {}) {
+  const { before, after } = require('node:test');
+  const env = { db: null, server: null };
+  before(async () => {
+    requireDatabaseUrl();
+    env.db = await createDb('');
+    env.server = await startPgServer(env.db, args);
+    await waitForTable(env.db, table);
+    if (setup) await env.db.sql(setup);
+  });
+  after(async () => {
+    if (env.server) await env.server.stop();
+    if (env.db) await env.db.drop();
+  });
+  return env;
+}
+
 module.exports = {
+  usePgServer,
   requireDatabaseUrl,
   psql,
   createDb,
