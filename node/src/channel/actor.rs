@@ -114,7 +114,7 @@ impl Handler<Join> for ChannelActor {
     fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
         let mut member = msg.member;
         if let Resuming::Requested(after) = member.resume {
-            // Held back from now: what arrives before `ResumeNow` is in the log by then.
+            // Skipped from now: what arrives before `Replied` is in the log by then.
             let baseline = self.resume.as_ref().and_then(|r| r.last(&self.key));
             member.resume = Resuming::Pending { after, baseline };
         }
