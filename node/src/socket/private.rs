@@ -67,22 +67,12 @@ impl SocketActor {
         replay: Option<ReplayRequest>,
         continue_join: impl FnOnce(&mut SocketActor, &mut Context<SocketActor>, Join) + 'static,
     ) {
-        let (Some(authz), Some(state)) = (self.shared.authz.clone(), self.channels.get(topic)) else {
-            return;
-        };
-        let caller = Caller::new(&state.key.sub_topic, &state.claims);
-        let exp = state.claims.exp;
-        let join_ref = state.join_ref.clone();
-        let topic = topic.to_owned();
-        let check = async move { authz.read(caller, exp).await };
-        ctx.spawn(check.into_actor(self).map(move |result, act, ctx| {
-            let access = result.unwrap_or_else(|error| {
-                tracing::warn!(parent: &act.span, topic, %error, "private channel read check failed");
-                ReadAccess::default()
-            });
+        let owned = topic.to_owned();
+        self.read_check(ctx, topic, move |act, ctx, access| {
+            let topic = owned;
             let Some(state) = act.channels.get_mut(&topic) else { return };
-            if state.join_ref != join_ref || state.channel.is_some() {
-                return; // left or joined again meanwhile
+            if state.channel.is_some() {
+                return; // joined again meanwhile
             }
             let sub_topic = state.key.sub_topic.to_string();
             if !access.any() {
@@ -102,6 +92,32 @@ impl SocketActor {
                 state.replay = Some(request);
             }
             continue_join(act, ctx, join);
+        });
+    }
+
+    /// The RLS read check of `topic`'s channel under its current claims, off the actor; `then` gets
+    /// the answer (a check that failed is logged and allows nothing) if the socket still has that
+    /// join.
+    fn read_check(
+        &self,
+        ctx: &mut Context<Self>,
+        topic: &str,
+        then: impl FnOnce(&mut SocketActor, &mut Context<SocketActor>, ReadAccess) + 'static,
+    ) {
+        let (Some(authz), Some(state)) = (self.shared.authz.clone(), self.channels.get(topic)) else {
+            return;
+        };
+        let caller = Caller::new(&state.key.sub_topic, &state.claims);
+        let (exp, join_ref, topic) = (state.claims.exp, state.join_ref.clone(), topic.to_owned());
+        let check = async move { authz.read(caller, exp).await };
+        ctx.spawn(check.into_actor(self).map(move |result, act, ctx| {
+            let access = result.unwrap_or_else(|error| {
+                tracing::warn!(parent: &act.span, topic, %error, "private channel read check failed");
+                ReadAccess::default()
+            });
+            if act.channels.get(&topic).is_some_and(|s| s.join_ref == join_ref) {
+                then(act, ctx, access);
+            }
         }));
     }
 
@@ -199,24 +215,16 @@ impl SocketActor {
     /// After a token refresh on a private channel: read again under the new claims; a read permission
     /// that was granted and is no longer ends the channel. Write decisions are asked again.
     pub(super) fn recheck_private(&mut self, ctx: &mut Context<Self>, topic: &str) {
-        let (Some(authz), Some(state)) = (self.shared.authz.clone(), self.channels.get_mut(topic)) else {
+        if self.shared.authz.is_none() {
             return;
-        };
-        let Some(private) = state.private.as_mut() else { return };
+        }
+        let Some(private) = self.channels.get_mut(topic).and_then(|s| s.private.as_mut()) else { return };
         private.broadcast_write = WriteGate::Unknown;
         private.presence_write = WriteGate::Unknown;
-        let caller = Caller::new(&state.key.sub_topic, &state.claims);
-        let (exp, join_ref, topic) = (state.claims.exp, state.join_ref.clone(), topic.to_owned());
-        let check = async move { authz.read(caller, exp).await };
-        ctx.spawn(check.into_actor(self).map(move |result, act, ctx| {
-            let now = result.unwrap_or_else(|error| {
-                tracing::warn!(parent: &act.span, topic, %error, "private channel read re-check failed");
-                ReadAccess::default()
-            });
+        let owned = topic.to_owned();
+        self.read_check(ctx, topic, move |act, ctx, now| {
+            let topic = owned;
             let Some(state) = act.channels.get_mut(&topic) else { return };
-            if state.join_ref != join_ref {
-                return;
-            }
             let Some(private) = state.private.as_mut() else { return };
             let before = std::mem::replace(&mut private.read, now);
             if (before.broadcast && !now.broadcast) || (before.presence && !now.presence) {
@@ -224,7 +232,7 @@ impl SocketActor {
                 metrics().refused(Refusal::PrivateChannel);
                 act.shutdown_channel(ctx, &topic, &shutdown::read_revoked(&sub_topic));
             }
-        }));
+        });
     }
 }
 
