@@ -435,9 +435,7 @@ mod tests {
     use crate::report::HistogramData;
 
     fn args(extra: &[&str]) -> CdcArgs {
-        crate::scenario::parse_args(
-            ["--jwt-secret=s", "--database-url=postgres://x@h/db"].iter().chain(extra),
-        )
+        crate::scenario::parse_db_args(extra)
     }
 
     #[test]

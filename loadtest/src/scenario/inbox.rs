@@ -339,9 +339,7 @@ mod tests {
     use super::*;
 
     fn args(extra: &[&str]) -> InboxArgs {
-        crate::scenario::parse_args(
-            ["--jwt-secret=s", "--database-url=postgres://x@h/db"].iter().chain(extra),
-        )
+        crate::scenario::parse_db_args(extra)
     }
 
     #[test]

@@ -41,6 +41,12 @@ pub fn parse_args<A: clap::Args>(argv: impl IntoIterator<Item = impl Into<std::f
     let matches = A::augment_args(clap::Command::new("test")).get_matches_from(argv);
     A::from_arg_matches(&matches).expect("arguments parse")
 }
+
+/// [`parse_args`] for a scenario that talks to the database: a secret and a database URL, then `extra`.
+#[cfg(test)]
+pub fn parse_db_args<A: clap::Args>(extra: &[&str]) -> A {
+    parse_args(["--jwt-secret=s", "--database-url=postgres://x@h/db"].iter().chain(extra))
+}
 use crate::report::{merge_errors, ErrorCounts};
 
 /// Totals of the workers' connect (or subscribe) phase.
