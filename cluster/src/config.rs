@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::ClusterError;
+use crate::secure::ClusterSecret;
 use crate::NodeId;
 
 /// The cluster's settings, validated by [`ClusterConfig::validate`].
@@ -51,6 +52,8 @@ pub struct ClusterConfig {
     /// A raft member the leader has not seen alive for this long is removed from the membership (a
     /// scale-down); one that comes back later is added again. Far longer than a restart.
     pub raft_remove_after: Duration,
+    /// Who may speak for a node: the cluster secret(s), or nobody checked ([`ClusterSecret::Insecure`]).
+    pub secret: ClusterSecret,
 }
 
 impl ClusterConfig {
@@ -74,6 +77,7 @@ impl ClusterConfig {
             raft_election_min: Duration::from_millis(300),
             raft_election_max: Duration::from_millis(600),
             raft_remove_after: Duration::from_secs(300),
+            secret: ClusterSecret::Insecure,
         }
     }
 

@@ -252,8 +252,10 @@ impl Core {
             return;
         }
         let max = self.shared.config.max_link_queue_bytes;
-        let open =
-            |lane| link::spawn(id.clone(), lane, self.shared.me.clone(), max, self.link_events_tx.clone());
+        let open = |lane| {
+            let events = self.link_events_tx.clone();
+            link::spawn(id.clone(), lane, self.shared.me.clone(), max, events, self.shared.auth.clone())
+        };
         let peer = PeerLinks { data: open(Lane::Data), control: open(Lane::Control), id: id.clone() };
         if let Some(old) = links.insert(id.node.clone(), peer) {
             old.close();

@@ -23,6 +23,7 @@ use crate::membership::{MemberView, Membership};
 use crate::presence::{ConnId, Entry, EntryId, LocalPresence, Replica, TopicChange};
 use crate::raft::node::RaftNode;
 use crate::raft::Leadership;
+use crate::secure::{self, ClusterSecret, PeerAuth};
 use crate::wire::{self, PeerMessage, RelayPayload};
 use crate::NodeId;
 
@@ -68,6 +69,8 @@ pub(crate) struct Shared {
     pub dirty: Notify,
     pub relayed: AtomicU64,
     pub relay_drops: AtomicU64,
+    /// Who may speak for a node (links and membership packets).
+    pub auth: Arc<PeerAuth>,
 }
 
 mod view;
@@ -291,6 +294,13 @@ async fn launch(
     let me = PeerId::start(config.node_id.clone(), config.advertise);
     tracing::info!(identity = ?me, seeds = ?config.seeds, "cluster starting");
     let stop = CancellationToken::new();
+    let auth = Arc::new(match &config.secret {
+        ClusterSecret::Insecure => PeerAuth::insecure(),
+        ClusterSecret::Fixed(keys) | ClusterSecret::File { keys, .. } => PeerAuth::new(keys.clone()),
+    });
+    if let ClusterSecret::File { path, .. } = &config.secret {
+        tokio::spawn(secure::reload(auth.clone(), path.clone(), stop.clone()));
+    }
     let shared = Arc::new(Shared {
         local_presence: Mutex::new(LocalPresence::new(me.node.clone(), me.incarnation)),
         replica: Mutex::new(Replica::new(me.node.clone())),
@@ -303,6 +313,7 @@ async fn launch(
         dirty: Notify::new(),
         relayed: AtomicU64::new(0),
         relay_drops: AtomicU64::new(0),
+        auth: auth.clone(),
         config: config.clone(),
     });
     let (events_tx, events_rx) = mpsc::channel(65_536);
@@ -314,6 +325,7 @@ async fn launch(
     let membership = Membership {
         config,
         socket: udp,
+        auth: auth.clone(),
         me: shared.me.clone(),
         events: membership_tx,
         commands: membership_commands_rx,
@@ -337,7 +349,8 @@ async fn launch(
             }
         }
     });
-    tokio::spawn(link::accept(tcp, link::Inboxes { data: inbound_tx, control: control_tx }, stop.clone()));
+    let inboxes = link::Inboxes { data: inbound_tx, control: control_tx };
+    tokio::spawn(link::accept(tcp, inboxes, auth, stop.clone()));
     let core = Core {
         shared: shared.clone(),
         events: events_tx,

@@ -16,6 +16,8 @@
 //! - [`membership`]: foca over UDP, seeds (`host:port` or a headless-Service DNS name), readiness.
 //! - [`link`]: one outbound TCP link per peer and lane, bounded queues, reconnect and resync.
 //! - [`wire`]: `PeerMessage` and its versioned bincode frames.
+//! - [`secure`]: trust between nodes: the cluster secret's keyring, the Noise handshake and sealed
+//!   frames of the links, sealed SWIM packets with a replay window, refusal counters.
 //! - [`interest`]: member counts per topic per node, for cluster-wide capacity.
 //! - [`presence`]: the presence CRDT (pure): each node's entries, deltas, snapshots, tombstones.
 //! - [`raft`]: elects the CDC leader with openraft (durable store, control-lane transport,
@@ -36,6 +38,7 @@ pub mod link;
 pub mod membership;
 pub mod presence;
 pub mod raft;
+pub mod secure;
 pub mod wire;
 
 pub use config::ClusterConfig;
@@ -43,6 +46,7 @@ pub use error::ClusterError;
 pub use handle::{ClusterEvent, ClusterHandle, ClusterView};
 pub use identity::PeerId;
 pub use raft::Leadership;
+pub use secure::{ClusterSecret, Keyring};
 pub use wire::RelayPayload;
 
 /// A node's stable name (the StatefulSet pod name, `REALTIME_NODE_ID`).

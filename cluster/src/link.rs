@@ -5,6 +5,10 @@
 //! queue is bounded in bytes: a peer that cannot keep up (or cannot be reached) has its queue dropped
 //! and its link cut, and the reconnect resynchronises it (`LinkUp` → full member counts and presence
 //! snapshot), so a slow peer costs a bounded amount of memory and never holds back the others.
+//!
+//! With a cluster secret every connection starts with a Noise handshake ([`crate::secure`]): a peer
+//! that cannot prove it holds the secret is refused (and counted) before any frame is read, and
+//! every frame after it is encrypted and authenticated.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -15,25 +19,23 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::identity::PeerId;
-use crate::wire::{self, Lane, PeerMessage, MAX_FRAME_BYTES};
+use crate::secure::codec::PeerCodec;
+use crate::secure::{handshake, PeerAuth};
+use crate::wire::{self, Lane, PeerMessage};
 
 /// How long a batch of frames may take to reach the kernel before the link counts as stalled.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a new connection has to say `Hello`.
+/// How long a new connection has to complete the handshake and say `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Frames written per flush.
 const BATCH: usize = 256;
-
-pub(crate) fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec()
-}
 
 /// What a link tells the cluster core about itself.
 #[derive(Debug)]
@@ -121,6 +123,7 @@ pub(crate) fn spawn(
     me: Arc<RwLock<PeerId>>,
     max_bytes: usize,
     events: mpsc::Sender<LinkEvent>,
+    auth: Arc<PeerAuth>,
 ) -> Arc<Link> {
     let (queue, rx) = mpsc::unbounded_channel();
     let link = Arc::new(Link {
@@ -136,7 +139,7 @@ pub(crate) fn spawn(
         dropped: AtomicU64::new(0),
         stop: CancellationToken::new(),
     });
-    tokio::spawn(run(link.clone(), rx, me, events));
+    tokio::spawn(run(link.clone(), rx, me, events, auth));
     link
 }
 
@@ -154,42 +157,25 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     me: Arc<RwLock<PeerId>>,
     events: mpsc::Sender<LinkEvent>,
+    auth: Arc<PeerAuth>,
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        let connected = tokio::select! {
+        let opened = tokio::select! {
             _ = link.stop.cancelled() => return,
-            connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(link.peer.addr)) => connected,
+            opened = open(&link, &me, &auth) => opened,
         };
-        if let Ok(Ok(stream)) = connected {
-            let _ = stream.set_nodelay(true);
-            let mut framed = FramedWrite::new(stream, codec());
-            let hello = PeerMessage::Hello {
-                from: me.read().unwrap_or_else(|e| e.into_inner()).clone(),
-                lane: link.lane,
-            };
-            let said_hello = match wire::encode(&hello) {
-                Ok(frame) => {
-                    let sent =
-                        tokio::time::timeout(WRITE_TIMEOUT, SinkExt::<Bytes>::send(&mut framed, frame)).await;
-                    matches!(sent, Ok(Ok(())))
-                }
-                Err(_) => false,
-            };
-            if said_hello {
-                backoff = BACKOFF_MIN;
-                link.connected.store(true, Ordering::Release);
-                tracing::debug!(peer = ?link.peer, lane = ?link.lane, "peer link up");
-                let _ = events.send(LinkEvent::Up { peer: link.peer.clone(), lane: link.lane }).await;
-                let ended = pump(&link, &mut rx, &mut framed).await;
-                link.connected.store(false, Ordering::Release);
-                match ended {
-                    Ended::Stopped => return,
-                    Ended::Cut => discard(&link, &mut rx),
-                    Ended::Broken => {
-                        tracing::debug!(peer = ?link.peer, lane = ?link.lane, "peer link broken")
-                    }
-                }
+        if let Some(mut framed) = opened {
+            backoff = BACKOFF_MIN;
+            link.connected.store(true, Ordering::Release);
+            tracing::debug!(peer = ?link.peer, lane = ?link.lane, "peer link up");
+            let _ = events.send(LinkEvent::Up { peer: link.peer.clone(), lane: link.lane }).await;
+            let ended = pump(&link, &mut rx, &mut framed).await;
+            link.connected.store(false, Ordering::Release);
+            match ended {
+                Ended::Stopped => return,
+                Ended::Cut => discard(&link, &mut rx),
+                Ended::Broken => tracing::debug!(peer = ?link.peer, lane = ?link.lane, "peer link broken"),
             }
         }
         if link.cut.load(Ordering::Acquire) {
@@ -200,6 +186,41 @@ async fn run(
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Connects, proves to the peer (and has it prove) that both hold the cluster secret, and says
+/// `Hello`; `None` when any step fails.
+async fn open(
+    link: &Link,
+    me: &RwLock<PeerId>,
+    auth: &PeerAuth,
+) -> Option<FramedWrite<TcpStream, PeerCodec>> {
+    let mut stream =
+        tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(link.peer.addr)).await.ok()?.ok()?;
+    let _ = stream.set_nodelay(true);
+    let keys = auth.keys();
+    let codec =
+        match tokio::time::timeout(HELLO_TIMEOUT, handshake::initiate(&mut stream, keys.as_deref())).await {
+            Ok(Ok(codec)) => codec,
+            Ok(Err(error @ handshake::HandshakeError::Refused)) => {
+                auth.refused.links.fetch_add(1, Ordering::Relaxed);
+                auth.log_refusal("a peer link we dialled", link.peer.addr, &error);
+                return None;
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(peer = ?link.peer, %error, "peer handshake failed");
+                return None;
+            }
+            Err(_) => return None,
+        };
+    let mut framed = FramedWrite::new(stream, codec);
+    let hello =
+        PeerMessage::Hello { from: me.read().unwrap_or_else(|e| e.into_inner()).clone(), lane: link.lane };
+    let frame = wire::encode(&hello).ok()?;
+    match tokio::time::timeout(WRITE_TIMEOUT, SinkExt::<Bytes>::send(&mut framed, frame)).await {
+        Ok(Ok(())) => Some(framed),
+        _ => None,
     }
 }
 
@@ -215,7 +236,7 @@ fn discard(link: &Link, rx: &mut mpsc::UnboundedReceiver<Bytes>) {
 async fn pump(
     link: &Link,
     rx: &mut mpsc::UnboundedReceiver<Bytes>,
-    framed: &mut FramedWrite<TcpStream, LengthDelimitedCodec>,
+    framed: &mut FramedWrite<TcpStream, PeerCodec>,
 ) -> Ended {
     loop {
         let first = tokio::select! {
@@ -275,7 +296,12 @@ pub(crate) struct Inboxes {
 }
 
 /// Accepts peer connections; each is read by its own task that hands decoded frames to `deliver`.
-pub(crate) async fn accept(listener: TcpListener, deliver: Inboxes, stop: CancellationToken) {
+pub(crate) async fn accept(
+    listener: TcpListener,
+    deliver: Inboxes,
+    auth: Arc<PeerAuth>,
+    stop: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -284,7 +310,7 @@ pub(crate) async fn accept(listener: TcpListener, deliver: Inboxes, stop: Cancel
         match accepted {
             Ok((stream, from)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(read(stream, from, deliver.clone(), stop.clone()));
+                tokio::spawn(read(stream, from, deliver.clone(), auth.clone(), stop.clone()));
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot accept a peer connection");
@@ -294,9 +320,32 @@ pub(crate) async fn accept(listener: TcpListener, deliver: Inboxes, stop: Cancel
     }
 }
 
-async fn read(stream: TcpStream, addr: SocketAddr, deliver: Inboxes, stop: CancellationToken) {
-    let mut frames = FramedRead::new(stream, codec());
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await {
+async fn read(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    deliver: Inboxes,
+    auth: Arc<PeerAuth>,
+    stop: CancellationToken,
+) {
+    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    let keys = auth.keys();
+    let opened = tokio::time::timeout_at(deadline, handshake::respond(&mut stream, keys.as_deref())).await;
+    let codec = match opened {
+        Ok(Ok(codec)) => codec,
+        failed => {
+            // Only a secured node refuses (a plain one has no handshake): a stranger, a node without
+            // the secret, or a connection that never finishes its handshake.
+            auth.refused.links.fetch_add(1, Ordering::Relaxed);
+            let reason = match failed {
+                Ok(Err(error)) => error.to_string(),
+                _ => "no handshake within the deadline".to_owned(),
+            };
+            auth.log_refusal("a peer connection", addr, &reason);
+            return;
+        }
+    };
+    let mut frames = FramedRead::new(stream, codec);
+    let hello = match tokio::time::timeout_at(deadline, frames.next()).await {
         Ok(Some(Ok(frame))) => wire::decode(&frame),
         _ => return,
     };
@@ -363,7 +412,7 @@ mod tests {
         let me = Arc::new(RwLock::new(PeerId { node: NodeId("me".into()), ..peer(addr) }));
         let (events_tx, mut events) = mpsc::channel(16);
         let max = 1 << 20;
-        let link = spawn(peer(addr), Lane::Data, me, max, events_tx);
+        let link = spawn(peer(addr), Lane::Data, me, max, events_tx, Arc::new(PeerAuth::insecure()));
         let first = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap();
         assert!(matches!(first, Some(LinkEvent::Up { lane: Lane::Data, .. })));
 

@@ -4,7 +4,8 @@
 //! foca requires) and the seed list, and turns foca's notifications into [`MembershipEvent`]s for the
 //! cluster core. Seeds are `host:port` entries or DNS names (a Kubernetes headless Service resolves to
 //! every pod); they are announced to until this node is known, and re-resolved periodically so new
-//! pods and healed partitions are found.
+//! pods and healed partitions are found. With a cluster secret every datagram is sealed and checked
+//! ([`crate::secure::packet`]) before foca sees it.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ClusterConfig;
 use crate::identity::PeerId;
+use crate::secure::{packet, PeerAuth};
 
 /// What the core learns from the failure detector.
 #[derive(Debug, Clone)]
@@ -59,7 +61,8 @@ fn swim_config(config: &ClusterConfig) -> foca::Config {
     swim.probe_period = config.probe_period;
     swim.probe_rtt = config.probe_rtt;
     swim.suspect_to_down_after = config.suspect_to_down;
-    swim.max_packet_size = NonZeroUsize::new(1400).unwrap_or(NonZeroUsize::MIN);
+    // Room for the seal, so a sealed packet stays within 1,400 bytes (no IP fragmentation).
+    swim.max_packet_size = NonZeroUsize::new(1400 - packet::OVERHEAD).unwrap_or(NonZeroUsize::MIN);
     swim.periodic_announce_to_down_members =
         Some(foca::PeriodicParams { frequency: Duration::from_secs(2), num_members: NonZeroUsize::MIN });
     swim.periodic_gossip = Some(foca::PeriodicParams {
@@ -98,6 +101,8 @@ pub(crate) async fn resolve_seeds(seeds: &[String], default_port: u16) -> Vec<So
 pub(crate) struct Membership {
     pub config: ClusterConfig,
     pub socket: UdpSocket,
+    /// Seals what is sent and opens what is received (or passes it through, when insecure).
+    pub auth: Arc<PeerAuth>,
     pub me: Arc<RwLock<PeerId>>,
     pub events: mpsc::Sender<MembershipEvent>,
     pub commands: mpsc::Receiver<MembershipCommand>,
@@ -128,9 +133,11 @@ impl Membership {
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 received = self.socket.recv_from(&mut buf) => {
-                    if let Ok((len, _)) = received {
-                        if let Err(error) = swim.handle_data(&buf[..len], &mut runtime) {
-                            tracing::debug!(%error, "membership packet ignored");
+                    if let Ok((len, from)) = received {
+                        if let Some(data) = self.auth.open_packet(&buf[..len], from) {
+                            if let Err(error) = swim.handle_data(&data, &mut runtime) {
+                                tracing::debug!(%error, "membership packet ignored");
+                            }
                         }
                     }
                 }
@@ -186,7 +193,7 @@ impl Membership {
         swim: &Swim,
     ) {
         while let Some((to, data)) = runtime.to_send() {
-            let _ = self.socket.send_to(&data, to.addr).await;
+            let _ = self.socket.send_to(&self.auth.seal_packet(&data), to.addr).await;
         }
         let now = Instant::now();
         while let Some((after, timer)) = runtime.to_schedule() {

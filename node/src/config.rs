@@ -12,6 +12,9 @@ use clap::Parser;
 use serde::Deserialize;
 use thiserror::Error;
 
+use realtime_cluster::secure::SecretError;
+use realtime_cluster::{ClusterSecret, Keyring};
+
 use crate::resume::{LogLimits, ResumableTopics, ResumeConfig};
 
 /// Why the configuration cannot be used.
@@ -174,6 +177,16 @@ pub struct Settings {
     /// A raft member not seen alive for this long is removed from the membership (scale-down).
     #[arg(long, env = "REALTIME_CLUSTER_REMOVE_AFTER_MS")]
     pub cluster_remove_after_ms: Option<u64>,
+    /// Shared secret(s) that nodes prove to each other (≥ 32 bytes each, comma-separated; the first
+    /// is used to send, all are accepted: rotation).
+    #[arg(long, env = "REALTIME_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// File holding the cluster secret(s), one per line; read again every 10 s (rotation without restart).
+    #[arg(long, env = "REALTIME_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Run a cluster without a secret on a non-loopback address (every peer packet is trusted).
+    #[arg(long, env = "REALTIME_CLUSTER_INSECURE")]
+    pub cluster_insecure: Option<bool>,
     /// Largest change record delivered whole; larger ones follow the 413 rule.
     #[arg(long, env = "REALTIME_MAX_RECORD_BYTES")]
     pub max_record_bytes: Option<usize>,
@@ -338,6 +351,8 @@ pub struct ClusterSettings {
     pub probe_period: Duration,
     pub suspect_to_down: Duration,
     pub raft_remove_after: Duration,
+    /// Who may speak for a node (`REALTIME_CLUSTER_SECRET[_FILE]`), or nobody checked.
+    pub secret: ClusterSecret,
 }
 
 /// Postgres Changes settings, present when `DATABASE_URL` is set.
@@ -505,6 +520,9 @@ impl Settings {
             cluster_probe_ms: self.cluster_probe_ms.or(file.cluster_probe_ms),
             cluster_suspect_ms: self.cluster_suspect_ms.or(file.cluster_suspect_ms),
             cluster_remove_after_ms: self.cluster_remove_after_ms.or(file.cluster_remove_after_ms),
+            cluster_secret: self.cluster_secret.or(file.cluster_secret),
+            cluster_secret_file: self.cluster_secret_file.or(file.cluster_secret_file),
+            cluster_insecure: self.cluster_insecure.or(file.cluster_insecure),
             max_record_bytes: self.max_record_bytes.or(file.max_record_bytes),
             cdc_resume_grace_ms: self.cdc_resume_grace_ms.or(file.cdc_resume_grace_ms),
             messages_retention_hours: self.messages_retention_hours.or(file.messages_retention_hours),
@@ -551,6 +569,38 @@ fn read_file(path: &Path) -> Result<Settings, ConfigError> {
 }
 
 /// `s.<field>`, or its default; refused when zero (named after the field).
+/// The cluster secret from `REALTIME_CLUSTER_SECRET` or `REALTIME_CLUSTER_SECRET_FILE`. Without
+/// either, peers are trusted blindly: allowed when the cluster port is only on loopback (local
+/// development), or when the operator says so with `REALTIME_CLUSTER_INSECURE=true`.
+fn cluster_secret(
+    inline: Option<&str>,
+    file: Option<&Path>,
+    insecure: bool,
+    bind: SocketAddr,
+    advertise: SocketAddr,
+) -> Result<ClusterSecret, ConfigError> {
+    let invalid = |e: SecretError| ConfigError::Cluster(e.to_string());
+    match (inline.filter(|s| !s.trim().is_empty()), file) {
+        (Some(_), Some(_)) => Err(ConfigError::Cluster(
+            "set REALTIME_CLUSTER_SECRET or REALTIME_CLUSTER_SECRET_FILE, not both".into(),
+        )),
+        (Some(text), None) => Keyring::parse(text).map(ClusterSecret::Fixed).map_err(invalid),
+        (None, Some(path)) => {
+            let keys = Keyring::read(path).map_err(invalid)?;
+            Ok(ClusterSecret::File { path: path.to_owned(), keys })
+        }
+        (None, None) if insecure || (bind.ip().is_loopback() && advertise.ip().is_loopback()) => {
+            Ok(ClusterSecret::Insecure)
+        }
+        (None, None) => Err(ConfigError::Cluster(format!(
+            "the cluster port {bind} (advertised as {advertise}) is reachable from other hosts, and \
+             without REALTIME_CLUSTER_SECRET (or _FILE) anyone who reaches it can speak for a node; \
+             set a secret (e.g. `openssl rand -base64 48`), or REALTIME_CLUSTER_INSECURE=true on a \
+             network you trust"
+        ))),
+    }
+}
+
 /// The address peers use when the cluster port is bound to every interface: the hostname's address
 /// (a pod's IP in Kubernetes).
 fn advertised(bind: SocketAddr, node_id: &str) -> Result<SocketAddr, ConfigError> {
@@ -738,6 +788,13 @@ impl Config {
                     s.cluster_remove_after_ms,
                     d::CLUSTER_REMOVE_AFTER_MS
                 )?),
+                secret: cluster_secret(
+                    s.cluster_secret.as_deref(),
+                    s.cluster_secret_file.as_deref(),
+                    s.cluster_insecure.unwrap_or(false),
+                    bind,
+                    advertise,
+                )?,
             })
         };
         let messages_retention = Duration::from_secs(
@@ -910,6 +967,43 @@ mod tests {
             ..Settings::default()
         };
         assert!(matches!(Config::from_settings(zero), Err(ConfigError::Zero { name: "webhook_queue" })));
+    }
+
+    #[test]
+    fn a_reachable_cluster_port_needs_a_secret_or_an_explicit_insecure() {
+        let cluster = |bind: &str, secret: Option<&str>, file: Option<&Path>, insecure: Option<bool>| {
+            Config::from_settings(Settings {
+                seeds: Some("127.0.0.2:4100".into()),
+                cluster_bind: Some(bind.parse().unwrap()),
+                cluster_advertise: Some(bind.replace("0.0.0.0", "10.0.0.7").parse().unwrap()),
+                cluster_secret: secret.map(str::to_owned),
+                cluster_secret_file: file.map(Path::to_owned),
+                cluster_insecure: insecure,
+                ..Settings::default()
+            })
+            .map(|c| c.cluster.map(|c| c.secret))
+        };
+        let good = "0123456789abcdef0123456789abcdef";
+        assert!(matches!(cluster("127.0.0.1:4100", None, None, None), Ok(Some(ClusterSecret::Insecure))));
+        let refused = cluster("0.0.0.0:4100", None, None, None).err().unwrap().to_string();
+        assert!(refused.contains("REALTIME_CLUSTER_SECRET"), "{refused}");
+        assert!(matches!(cluster("0.0.0.0:4100", None, None, Some(true)), Ok(Some(ClusterSecret::Insecure))));
+        assert!(matches!(cluster("0.0.0.0:4100", Some(good), None, None), Ok(Some(ClusterSecret::Fixed(_)))));
+        let short = cluster("0.0.0.0:4100", Some("short"), None, None).err().unwrap().to_string();
+        assert!(short.contains("at least 32"), "{short}");
+        let dir = std::env::temp_dir().join(format!("realtime-cluster-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("secret");
+        std::fs::write(&path, format!("{good}\n")).unwrap();
+        assert!(matches!(
+            cluster("0.0.0.0:4100", None, Some(&path), None),
+            Ok(Some(ClusterSecret::File { .. }))
+        ));
+        assert!(cluster("0.0.0.0:4100", Some(good), Some(&path), None).is_err(), "not both");
+        let missing =
+            cluster("0.0.0.0:4100", None, Some(&dir.join("missing")), None).err().unwrap().to_string();
+        assert!(missing.contains("missing"), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

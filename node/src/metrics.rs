@@ -185,6 +185,11 @@ pub struct ClusterMetrics {
     pub relays: Counter,
     pub relay_drops: Counter,
     pub presence_remote_entries: Gauge,
+    /// Peer traffic refused for not proving the cluster secret: TCP links, membership packets, and
+    /// packets that opened but were replayed (or sent outside the time window).
+    pub refused_links: Counter,
+    pub refused_packets: Counter,
+    pub refused_replays: Counter,
 }
 
 impl ClusterMetrics {
@@ -198,6 +203,9 @@ impl ClusterMetrics {
         self.relays.absolute(view.relayed);
         self.relay_drops.absolute(view.relay_drops);
         self.presence_remote_entries.set(view.presence.remote_entries as f64);
+        self.refused_links.absolute(view.refused.links);
+        self.refused_packets.absolute(view.refused.packets);
+        self.refused_replays.absolute(view.refused.replays);
     }
 }
 
@@ -240,6 +248,10 @@ pub fn metrics() -> &'static Metrics {
         describe_gauge!(
             "realtime_cluster_presence_remote_entries",
             "Presence entries replicated from other nodes"
+        );
+        describe_counter!(
+            "realtime_cluster_peer_refused_total",
+            "Peer traffic refused for not holding the cluster secret, by kind (link, packet, replay)"
         );
         describe_counter!(
             "realtime_slow_consumer_closes_total",
@@ -301,6 +313,9 @@ pub fn metrics() -> &'static Metrics {
                 relays: metrics::counter!("realtime_cluster_relays_total"),
                 relay_drops: metrics::counter!("realtime_cluster_relay_drops_total"),
                 presence_remote_entries: metrics::gauge!("realtime_cluster_presence_remote_entries"),
+                refused_links: metrics::counter!("realtime_cluster_peer_refused_total", "kind" => "link"),
+                refused_packets: metrics::counter!("realtime_cluster_peer_refused_total", "kind" => "packet"),
+                refused_replays: metrics::counter!("realtime_cluster_peer_refused_total", "kind" => "replay"),
             },
             resume: ResumeMetrics {
                 stored: metrics::counter!("realtime_resumable_stored_total"),

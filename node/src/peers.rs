@@ -85,6 +85,7 @@ pub fn cluster_config(config: &Config) -> Option<ClusterConfig> {
     cluster.probe_rtt = (settings.probe_period / 3).max(std::time::Duration::from_millis(1));
     cluster.suspect_to_down = settings.suspect_to_down;
     cluster.raft_remove_after = settings.raft_remove_after;
+    cluster.secret = settings.secret.clone();
     // Raft (who leads CDC) keeps its vote and log next to the node's other state.
     cluster.data_dir = Some(config.data_dir.clone());
     Some(cluster)

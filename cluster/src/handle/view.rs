@@ -26,6 +26,9 @@ pub struct ClusterView {
     pub interest: Vec<InterestView>,
     pub relayed: u64,
     pub relay_drops: u64,
+    /// Whether peers must hold the cluster secret, and what was refused for not holding it.
+    pub secured: bool,
+    pub refused: crate::secure::RefusalView,
     /// Raft (id, state, term, leader, voters, …); absent when raft is off.
     pub raft: Option<RaftView>,
 }
@@ -105,6 +108,8 @@ impl ClusterHandle {
                 .collect(),
             relayed: self.shared.relayed.load(Ordering::Relaxed),
             relay_drops: self.shared.relay_drops.load(Ordering::Relaxed),
+            secured: self.shared.auth.is_secure(),
+            refused: self.shared.auth.refusals(),
             raft: self.raft.as_ref().map(|raft| raft.view()),
         }
     }

@@ -33,12 +33,23 @@ pub struct Cluster {
     base: u8,
     size: usize,
     extra: Vec<String>,
+    /// Started without `--cluster-secret` (the loopback development mode).
+    insecure: bool,
     pub nodes: Vec<Option<Node>>,
 }
 
 impl Cluster {
     /// Starts `size` nodes (with `extra` flags each) and waits until every one sees all the others.
     pub async fn start(base: u8, size: usize, extra: &[&str]) -> Cluster {
+        Cluster::launch(base, size, extra, false).await
+    }
+
+    /// As [`Cluster::start`], without a cluster secret: every peer packet is trusted.
+    pub async fn start_insecure(base: u8, size: usize, extra: &[&str]) -> Cluster {
+        Cluster::launch(base, size, extra, true).await
+    }
+
+    async fn launch(base: u8, size: usize, extra: &[&str], insecure: bool) -> Cluster {
         let mut cluster = Cluster {
             secret: format!("cluster-secret-{}", uuid::Uuid::new_v4().simple()),
             data: std::env::temp_dir()
@@ -46,6 +57,7 @@ impl Cluster {
             base,
             size,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            insecure,
             nodes: (0..size).map(|_| None).collect(),
         };
         for i in 0..size {
@@ -59,6 +71,11 @@ impl Cluster {
     pub fn start_node(&mut self, i: usize) {
         let (ip, name) = (support::cluster::ip(self.base, i), format!("node-{i}"));
         let mut args = support::cluster::node_args(self.base, i, self.size, &self.data);
+        if self.insecure {
+            if let Some(at) = args.iter().position(|a| a == "--cluster-secret") {
+                args.drain(at..at + 2);
+            }
+        }
         args.extend(self.extra.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = std::env::temp_dir()

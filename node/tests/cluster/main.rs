@@ -5,6 +5,7 @@
 //! tests run in parallel with a fixed cluster port. Every wait is bounded; every process is killed when
 //! its test ends (`KillOnDrop`). Timings measured on the way are printed, never asserted.
 
+mod attacks;
 mod broadcast;
 mod common;
 mod membership;

@@ -9,13 +9,17 @@ use serde_json::Value;
 /// The cluster port every node uses on its own loopback address.
 pub const CLUSTER_PORT: u16 = 4100;
 
+/// The secret the test clusters' nodes prove to each other: every cluster suite runs with its peer
+/// links authenticated and encrypted, as a deployment does.
+pub const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789abcdefghijklmnopqrstuvwxyz";
+
 /// Node `i` of a cluster on 127.0.0.`base`..: its address.
 pub fn ip(base: u8, i: usize) -> String {
     format!("127.0.0.{}", base as usize + i)
 }
 
 /// The flags of node `i` (named `node-<i>`) of a `size`-node cluster on 127.0.0.`base`.., seeded with
-/// every node's cluster address, its data in `data/node-<i>`.
+/// every node's cluster address, its data in `data/node-<i>`, holding [`CLUSTER_SECRET`].
 pub fn node_args(base: u8, i: usize, size: usize, data: &Path) -> Vec<String> {
     let ip = ip(base, i);
     let seeds: Vec<String> = (0..size).map(|j| format!("{}:{CLUSTER_PORT}", self::ip(base, j))).collect();
@@ -32,6 +36,8 @@ pub fn node_args(base: u8, i: usize, size: usize, data: &Path) -> Vec<String> {
         &seeds.join(","),
         "--data-dir",
         &data_dir,
+        "--cluster-secret",
+        CLUSTER_SECRET,
     ]
     .iter()
     .map(|s| s.to_string())
