@@ -304,6 +304,13 @@ fn statefulsets_use_the_binary_ports_probes_and_data_dir() {
         );
         let data_dir = &env["REALTIME_DATA_DIR"];
         assert!(text.contains(&format!("mountPath: {data_dir}")), "{file}: {data_dir} is not a volume mount");
+        // Every node proves the cluster secret to its peers, read from a mounted Secret file.
+        let secret_file = &env["REALTIME_CLUSTER_SECRET_FILE"];
+        let (secret_dir, secret_name) = secret_file.rsplit_once('/').expect("an absolute file path");
+        assert!(
+            text.contains(&format!("mountPath: {secret_dir}")) && text.contains(&format!("path: {secret_name}")),
+            "{file}: {secret_file} is not a file of a mounted Secret"
+        );
 
         let probe_path = |probe: &str| -> String {
             let at = text.find(&format!("{probe}:")).unwrap_or_else(|| panic!("{file}: no {probe}"));
@@ -321,7 +328,8 @@ fn statefulsets_use_the_binary_ports_probes_and_data_dir() {
 #[test]
 fn every_http_path_is_a_route_and_every_service_port_is_the_binary_port() {
     let routes = routes();
-    let path = Regex::new(r"(?m)^\s*(?:-\s*)?path: (\S+)").unwrap();
+    // HTTP paths are absolute; a Secret volume's `items[].path` (a file name) is not one.
+    let path = Regex::new(r"(?m)^\s*(?:-\s*)?path: (/\S*)").unwrap();
     for file in shipped_files().into_iter().filter(|f| f.ends_with(".yaml")) {
         let text = read(&file);
         for c in path.captures_iter(&text) {
