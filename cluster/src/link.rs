@@ -144,6 +144,9 @@ pub(crate) fn spawn(
 }
 
 enum Ended {
+    /// The cluster secret changed: the connection was closed cleanly (everything written reaches the
+    /// peer), reconnect at once under the new sending key; the queue is kept.
+    Rekey,
     /// Over the bound or stalled: drop the queue, reconnect.
     Cut,
     /// The connection failed.
@@ -166,14 +169,20 @@ async fn run(
             opened = open(&link, &me, &auth) => opened,
         };
         if let Some(mut framed) = opened {
+            let mut rotations = auth.rotations();
+            rotations.mark_unchanged();
             backoff = BACKOFF_MIN;
             link.connected.store(true, Ordering::Release);
             tracing::debug!(peer = ?link.peer, lane = ?link.lane, "peer link up");
             let _ = events.send(LinkEvent::Up { peer: link.peer.clone(), lane: link.lane }).await;
-            let ended = pump(&link, &mut rx, &mut framed).await;
+            let ended = pump(&link, &mut rx, &mut framed, &mut rotations).await;
             link.connected.store(false, Ordering::Release);
             match ended {
                 Ended::Stopped => return,
+                Ended::Rekey => {
+                    tracing::info!(peer = ?link.peer, lane = ?link.lane, "cluster secret changed: peer link reopened");
+                    continue;
+                }
                 Ended::Cut => discard(&link, &mut rx),
                 Ended::Broken => tracing::debug!(peer = ?link.peer, lane = ?link.lane, "peer link broken"),
             }
@@ -237,12 +246,18 @@ async fn pump(
     link: &Link,
     rx: &mut mpsc::UnboundedReceiver<Bytes>,
     framed: &mut FramedWrite<TcpStream, PeerCodec>,
+    rotations: &mut tokio::sync::watch::Receiver<u64>,
 ) -> Ended {
     loop {
         let first = tokio::select! {
             biased;
             _ = link.stop.cancelled() => return Ended::Stopped,
             _ = link.cut_signal.notified() => return Ended::Cut,
+            Ok(()) = rotations.changed() => {
+                // Between batches, so nothing is half-written: close cleanly and redial.
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, SinkExt::<Bytes>::close(framed)).await;
+                return Ended::Rekey;
+            }
             frame = rx.recv() => match frame {
                 Some(frame) => frame,
                 None => return Ended::Stopped,
@@ -328,10 +343,11 @@ async fn read(
     stop: CancellationToken,
 ) {
     let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    let mut rotations = auth.rotations();
     let keys = auth.keys();
     let opened = tokio::time::timeout_at(deadline, handshake::respond(&mut stream, keys.as_deref())).await;
-    let codec = match opened {
-        Ok(Ok(codec)) => codec,
+    let handshake::Accepted { codec, psk } = match opened {
+        Ok(Ok(accepted)) => accepted,
         failed => {
             // Only a secured node refuses (a plain one has no handshake): a stranger, a node without
             // the secret, or a connection that never finishes its handshake.
@@ -364,6 +380,13 @@ async fn read(
     loop {
         let frame = tokio::select! {
             _ = stop.cancelled() => return,
+            Ok(()) = rotations.changed() => {
+                if psk.is_some_and(|psk| !auth.accepts_link_key(&psk)) {
+                    tracing::info!(peer = ?from, "peer link accepted under a cluster secret no longer accepted: closed");
+                    return;
+                }
+                continue;
+            }
             frame = frames.next() => frame,
         };
         let msg = match frame {

@@ -308,7 +308,8 @@ fn statefulsets_use_the_binary_ports_probes_and_data_dir() {
         let secret_file = &env["REALTIME_CLUSTER_SECRET_FILE"];
         let (secret_dir, secret_name) = secret_file.rsplit_once('/').expect("an absolute file path");
         assert!(
-            text.contains(&format!("mountPath: {secret_dir}")) && text.contains(&format!("path: {secret_name}")),
+            text.contains(&format!("mountPath: {secret_dir}"))
+                && text.contains(&format!("path: {secret_name}")),
             "{file}: {secret_file} is not a file of a mounted Secret"
         );
 

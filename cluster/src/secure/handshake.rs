@@ -81,26 +81,34 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     state.into_transport_mode().map(PeerCodec::sealed).map_err(noise)
 }
 
+/// The accepting side of a link, opened: its codec and the pre-shared key the peer proved (`None`
+/// when insecure), so the link can be closed once a rotation stops accepting that key.
+pub struct Accepted {
+    pub codec: PeerCodec,
+    pub psk: Option<[u8; 32]>,
+}
+
 /// Opens the accepting side of a link: the first message must verify under one of the accepted keys.
 pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     keys: Option<&Keyring>,
-) -> Result<PeerCodec, HandshakeError> {
-    let Some(keys) = keys else { return Ok(PeerCodec::plain()) };
+) -> Result<Accepted, HandshakeError> {
+    let Some(keys) = keys else { return Ok(Accepted { codec: PeerCodec::plain(), psk: None }) };
     let first = receive(stream).await?;
     let mut buf = [0u8; MAX_HANDSHAKE_MESSAGE];
     let mut accepted = None;
     for key in keys.accepted() {
         let mut state = builder(&key.link_psk)?.build_responder().map_err(noise)?;
         if state.read_message(&first, &mut buf).is_ok() {
-            accepted = Some(state);
+            accepted = Some((state, key.link_psk));
             break;
         }
     }
-    let mut state = accepted.ok_or(HandshakeError::Refused)?;
+    let (mut state, psk) = accepted.ok_or(HandshakeError::Refused)?;
     let len = state.write_message(&[], &mut buf).map_err(noise)?;
     send(stream, &buf[..len]).await?;
-    state.into_transport_mode().map(PeerCodec::sealed).map_err(noise)
+    let codec = state.into_transport_mode().map(PeerCodec::sealed).map_err(noise)?;
+    Ok(Accepted { codec, psk: Some(psk) })
 }
 
 #[cfg(test)]

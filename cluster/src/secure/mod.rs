@@ -17,7 +17,9 @@
 //! **Rotation without downtime.** A [`Keyring`] holds up to [`MAX_KEYS`] secrets: the first is used to
 //! send, every one is accepted. Rotate in three steps (each a config change every node picks up):
 //! add the new secret second, move it first, remove the old one. With `REALTIME_CLUSTER_SECRET_FILE`
-//! the file is read again every [`RELOAD_INTERVAL`], so a Kubernetes Secret update needs no restart.
+//! the file is read again every [`RELOAD_INTERVAL`] (and on SIGHUP), so a Kubernetes Secret update needs
+//! no restart; links accepted under a secret that is no longer accepted are closed (and redialled
+//! under the current one), so a removed secret stops working at once, not at the next reconnect.
 //!
 //! Without a secret ([`PeerAuth::insecure`]) nodes trust every packet, as before; the node refuses to
 //! start that way on a non-loopback address unless told `REALTIME_CLUSTER_INSECURE=true`.
@@ -174,6 +176,8 @@ pub struct RefusalView {
 /// membership replay window and the refusal counters.
 pub struct PeerAuth {
     keys: RwLock<Option<Arc<Keyring>>>,
+    /// Bumped whenever the keyring changes, so links accepted under a key no longer accepted close.
+    rotations: tokio::sync::watch::Sender<u64>,
     replay: Mutex<packet::ReplayWindow>,
     pub(crate) refused: Refusals,
     warned: Mutex<Option<Instant>>,
@@ -193,6 +197,7 @@ impl PeerAuth {
     fn with(keys: Option<Arc<Keyring>>) -> PeerAuth {
         PeerAuth {
             keys: RwLock::new(keys),
+            rotations: tokio::sync::watch::Sender::new(0),
             replay: Mutex::new(packet::ReplayWindow::new(packet::WINDOW, packet::REPLAY_CAPACITY)),
             refused: Refusals::default(),
             warned: Mutex::new(None),
@@ -211,7 +216,19 @@ impl PeerAuth {
             return false;
         }
         *current = Some(Arc::new(keys));
+        drop(current);
+        self.rotations.send_modify(|n| *n += 1);
         true
+    }
+
+    /// Changes whenever the keyring is replaced.
+    pub(crate) fn rotations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.rotations.subscribe()
+    }
+
+    /// Whether a link pre-shared key is still accepted (after a rotation removed a secret).
+    pub(crate) fn accepts_link_key(&self, psk: &[u8; 32]) -> bool {
+        self.keys().is_some_and(|keys| keys.accepted().iter().any(|key| &key.link_psk == psk))
     }
 
     pub fn is_secure(&self) -> bool {
@@ -276,16 +293,20 @@ impl PeerAuth {
     }
 }
 
-/// Reads the secret file every [`RELOAD_INTERVAL`] and swaps the keyring when it changed; a file that
-/// became unreadable or invalid keeps the old keys (and says so).
+/// Reads the secret file every [`RELOAD_INTERVAL`] (and at once on SIGHUP) and swaps the keyring when
+/// it changed; a file that became unreadable or invalid keeps the old keys (and says so).
 pub(crate) async fn reload(auth: Arc<PeerAuth>, path: PathBuf, stop: tokio_util::sync::CancellationToken) {
     let mut tick = tokio::time::interval(RELOAD_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                tracing::info!(path = %path.display(), "SIGHUP: reading the cluster secret file");
+            }
         }
         let read = tokio::task::spawn_blocking({
             let path = path.clone();

@@ -25,6 +25,17 @@ pub struct Node {
     pub proc: KillOnDrop,
 }
 
+/// Where the nodes of a test cluster get their cluster secret.
+#[derive(Debug, Clone, PartialEq)]
+enum Secret {
+    /// `support::cluster::CLUSTER_SECRET`, as a flag.
+    Shared,
+    /// None: the loopback development mode.
+    None,
+    /// Node `i` reads `<dir>/node-<i>` (`--cluster-secret-file`).
+    Files(std::path::PathBuf),
+}
+
 /// Node processes on 127.0.0.`base`+i, each seeded with all the others' cluster addresses.
 pub struct Cluster {
     pub secret: String,
@@ -33,23 +44,28 @@ pub struct Cluster {
     base: u8,
     size: usize,
     extra: Vec<String>,
-    /// Started without `--cluster-secret` (the loopback development mode).
-    insecure: bool,
+    /// How the nodes get their cluster secret.
+    cluster_secret: Secret,
     pub nodes: Vec<Option<Node>>,
 }
 
 impl Cluster {
     /// Starts `size` nodes (with `extra` flags each) and waits until every one sees all the others.
     pub async fn start(base: u8, size: usize, extra: &[&str]) -> Cluster {
-        Cluster::launch(base, size, extra, false).await
+        Cluster::launch(base, size, extra, Secret::Shared).await
     }
 
     /// As [`Cluster::start`], without a cluster secret: every peer packet is trusted.
     pub async fn start_insecure(base: u8, size: usize, extra: &[&str]) -> Cluster {
-        Cluster::launch(base, size, extra, true).await
+        Cluster::launch(base, size, extra, Secret::None).await
     }
 
-    async fn launch(base: u8, size: usize, extra: &[&str], insecure: bool) -> Cluster {
+    /// As [`Cluster::start`], node `i` reading its secrets from `<dir>/node-<i>` (which must exist).
+    pub async fn start_with_secret_files(base: u8, size: usize, dir: &std::path::Path) -> Cluster {
+        Cluster::launch(base, size, &[], Secret::Files(dir.to_owned())).await
+    }
+
+    async fn launch(base: u8, size: usize, extra: &[&str], secret: Secret) -> Cluster {
         let mut cluster = Cluster {
             secret: format!("cluster-secret-{}", uuid::Uuid::new_v4().simple()),
             data: std::env::temp_dir()
@@ -57,7 +73,7 @@ impl Cluster {
             base,
             size,
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            insecure,
+            cluster_secret: secret,
             nodes: (0..size).map(|_| None).collect(),
         };
         for i in 0..size {
@@ -71,10 +87,13 @@ impl Cluster {
     pub fn start_node(&mut self, i: usize) {
         let (ip, name) = (support::cluster::ip(self.base, i), format!("node-{i}"));
         let mut args = support::cluster::node_args(self.base, i, self.size, &self.data);
-        if self.insecure {
+        if self.cluster_secret != Secret::Shared {
             if let Some(at) = args.iter().position(|a| a == "--cluster-secret") {
                 args.drain(at..at + 2);
             }
+        }
+        if let Secret::Files(dir) = &self.cluster_secret {
+            args.extend(["--cluster-secret-file".to_owned(), dir.join(&name).display().to_string()]);
         }
         args.extend(self.extra.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -10,6 +10,7 @@ mod broadcast;
 mod common;
 mod membership;
 mod presence;
+mod rotation;
 mod webhooks;
 
 /// The harness shared with the other test binaries (`node/tests/support`).
