@@ -1,7 +1,7 @@
 //! Issue 16's attacks on the cluster port, replayed by a process that is not a node (it only reaches
 //! the port, and uses the project's own wire types and a real foca): a forged `Hello` speaking for
-//! `node-1` followed by a relay into a channel, an absurd member count, a spoofed `Leaving` and a
-//! forged raft status; a Noise handshake under the wrong secret; a SWIM announce of a fake member,
+//! `node-1` followed by a relay into a channel, an absurd member count, a spoofed `Leaving`, a forged
+//! shipped change and acknowledgement, and a forged raft status and vote; a Noise handshake under the wrong secret; a SWIM announce of a fake member,
 //! plain and sealed under the wrong key.
 //!
 //! With the cluster secret set (as every cluster suite runs) none of it has any effect and each is
@@ -73,6 +73,9 @@ async fn forge_frames(to: SocketAddr, impersonated: &PeerId, from_ip: &str) -> b
         },
         PeerMessage::Members { counts: vec![(format!("public:{TOPIC}"), 4_000_000_000)], full: true },
         PeerMessage::Leaving { incarnation: impersonated.incarnation, epoch: impersonated.epoch },
+        // A forged shipped change and a forged acknowledgement (what forged rows and positions rode on).
+        PeerMessage::Cdc { body: vec![0xff; 64] },
+        PeerMessage::CdcDelivered { lsn: u64::MAX, gap: true },
     ];
     for msg in &forged {
         let frame = wire::encode(msg).expect("encode");
@@ -93,6 +96,7 @@ async fn forge_control(to: SocketAddr, impersonated: &PeerId) {
     for msg in [
         PeerMessage::Hello { from: impersonated.clone(), lane: Lane::Control },
         PeerMessage::RaftStatus { initialized: false, leader: None },
+        PeerMessage::RaftRequest { id: 1, body: br#"{"Vote":{"vote":{"leader_id":{"term":99}}}}"#.to_vec() },
     ] {
         let _ = frames.send(wire::encode(&msg).expect("encode")).await;
     }
