@@ -36,6 +36,12 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Frames written per flush.
 const BATCH: usize = 256;
+/// Connections still in their handshake at once, in all and from one address; more are closed at
+/// once (and counted), so a flood of connections that never finish cannot hold the process's file
+/// descriptors (which the client sockets share) for the handshake deadline, and one flooding address
+/// cannot keep a real peer (two links, a few ms each) from connecting.
+const MAX_PENDING_HANDSHAKES: usize = 256;
+const MAX_PENDING_HANDSHAKES_PER_ADDRESS: usize = 8;
 
 /// What a link tells the cluster core about itself.
 #[derive(Debug)]
@@ -310,6 +316,46 @@ pub(crate) struct Inboxes {
     pub control: mpsc::Sender<Inbound>,
 }
 
+/// Connections in their handshake, by source address (see [`MAX_PENDING_HANDSHAKES`]).
+#[derive(Default)]
+struct HandshakeSlots {
+    by_address: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection's place among those in their handshake; given back on drop.
+struct HandshakeSlot {
+    slots: Arc<HandshakeSlots>,
+    ip: std::net::IpAddr,
+}
+
+impl HandshakeSlots {
+    fn take(slots: &Arc<HandshakeSlots>, ip: std::net::IpAddr) -> Option<HandshakeSlot> {
+        let mut by_address = slots.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = by_address.values().sum();
+        let mine = by_address.entry(ip).or_default();
+        if total >= MAX_PENDING_HANDSHAKES || *mine >= MAX_PENDING_HANDSHAKES_PER_ADDRESS {
+            if *mine == 0 {
+                by_address.remove(&ip);
+            }
+            return None;
+        }
+        *mine += 1;
+        Some(HandshakeSlot { slots: slots.clone(), ip })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut by_address = self.slots.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = by_address.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                by_address.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Accepts peer connections; each is read by its own task that hands decoded frames to `deliver`.
 pub(crate) async fn accept(
     listener: TcpListener,
@@ -317,6 +363,7 @@ pub(crate) async fn accept(
     auth: Arc<PeerAuth>,
     stop: CancellationToken,
 ) {
+    let pending = Arc::new(HandshakeSlots::default());
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -324,8 +371,13 @@ pub(crate) async fn accept(
         };
         match accepted {
             Ok((stream, from)) => {
+                let Some(permit) = HandshakeSlots::take(&pending, from.ip()) else {
+                    auth.refused.links.fetch_add(1, Ordering::Relaxed);
+                    auth.log_refusal("a peer connection", from, &"too many connections in their handshake");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(read(stream, from, deliver.clone(), auth.clone(), stop.clone()));
+                tokio::spawn(read(stream, from, deliver.clone(), auth.clone(), permit, stop.clone()));
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot accept a peer connection");
@@ -340,6 +392,7 @@ async fn read(
     addr: SocketAddr,
     deliver: Inboxes,
     auth: Arc<PeerAuth>,
+    handshaking: HandshakeSlot,
     stop: CancellationToken,
 ) {
     let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
@@ -377,6 +430,7 @@ async fn read(
             return;
         }
     };
+    drop(handshaking);
     loop {
         let frame = tokio::select! {
             _ = stop.cancelled() => return,
@@ -418,6 +472,31 @@ mod tests {
 
     fn peer(addr: SocketAddr) -> PeerId {
         PeerId { node: NodeId("slow".into()), incarnation: 1, epoch: 0, addr }
+    }
+
+    #[test]
+    fn handshake_slots_are_bounded_per_address_and_in_all_and_given_back() {
+        let slots = Arc::new(HandshakeSlots::default());
+        let ip = |i: u8| std::net::IpAddr::from([10, 0, i / 100, i % 100]);
+        let first: Vec<_> = (0..MAX_PENDING_HANDSHAKES_PER_ADDRESS)
+            .map(|_| HandshakeSlots::take(&slots, ip(1)).unwrap())
+            .collect();
+        assert!(HandshakeSlots::take(&slots, ip(1)).is_none(), "one address holds at most its share");
+        let mut others = Vec::new();
+        for i in 2..=255u8 {
+            while let Some(slot) = HandshakeSlots::take(&slots, ip(i)) {
+                others.push(slot);
+                if others.len() + first.len() == MAX_PENDING_HANDSHAKES {
+                    break;
+                }
+            }
+        }
+        assert_eq!(others.len() + first.len(), MAX_PENDING_HANDSHAKES);
+        assert!(HandshakeSlots::take(&slots, ip(250)).is_none(), "the total is bounded");
+        drop(first);
+        drop(others);
+        assert!(slots.by_address.lock().unwrap().is_empty(), "every slot was given back");
+        assert!(HandshakeSlots::take(&slots, ip(1)).is_some());
     }
 
     /// A peer that accepts and then never reads: the link's queue fills to its bound, the link is cut
