@@ -185,6 +185,8 @@ pub struct ClusterMetrics {
     pub relays: Counter,
     pub relay_drops: Counter,
     pub presence_remote_entries: Gauge,
+    /// Peer frames refused by the cluster's checks: member counts, leaves, presence.
+    pub rejected: [Counter; 3],
 }
 
 impl ClusterMetrics {
@@ -198,10 +200,17 @@ impl ClusterMetrics {
         self.relays.absolute(view.relayed);
         self.relay_drops.absolute(view.relay_drops);
         self.presence_remote_entries.set(view.presence.remote_entries as f64);
+        let rejected = &view.rejected;
+        for (counter, total) in
+            self.rejected.iter().zip([rejected.member_counts, rejected.leaves, rejected.presence])
+        {
+            counter.absolute(total);
+        }
     }
 }
 
 const DELIVERY_LATENCY: &str = "realtime_delivery_latency_seconds";
+const CLUSTER_REJECTED: &str = "realtime_cluster_peer_frames_rejected_total";
 
 /// The handles; the first call registers them with whatever recorder is installed.
 pub fn metrics() -> &'static Metrics {
@@ -240,6 +249,10 @@ pub fn metrics() -> &'static Metrics {
         describe_gauge!(
             "realtime_cluster_presence_remote_entries",
             "Presence entries replicated from other nodes"
+        );
+        describe_counter!(
+            CLUSTER_REJECTED,
+            "Peer frames refused because they could not be true, by kind (member_counts, leave, presence)"
         );
         describe_counter!(
             "realtime_slow_consumer_closes_total",
@@ -301,6 +314,8 @@ pub fn metrics() -> &'static Metrics {
                 relays: metrics::counter!("realtime_cluster_relays_total"),
                 relay_drops: metrics::counter!("realtime_cluster_relay_drops_total"),
                 presence_remote_entries: metrics::gauge!("realtime_cluster_presence_remote_entries"),
+                rejected: ["member_counts", "leave", "presence"]
+                    .map(|kind| metrics::counter!(CLUSTER_REJECTED, "kind" => kind)),
             },
             resume: ResumeMetrics {
                 stored: metrics::counter!("realtime_resumable_stored_total"),

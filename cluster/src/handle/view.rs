@@ -26,6 +26,8 @@ pub struct ClusterView {
     pub interest: Vec<InterestView>,
     pub relayed: u64,
     pub relay_drops: u64,
+    /// Peer frames refused because they could not be true (see [`RejectedView`]).
+    pub rejected: RejectedView,
     /// Raft (id, state, term, leader, voters, …); absent when raft is off.
     pub raft: Option<RaftView>,
 }
@@ -39,6 +41,18 @@ pub struct LinkView {
     pub queued_bytes: usize,
     pub cuts: u64,
     pub dropped: u64,
+}
+
+/// Peer frames refused, not applied, since start (each is logged as a warning).
+#[derive(Debug, Serialize)]
+pub struct RejectedView {
+    /// `Members` frames holding a count above what one node can hold.
+    pub member_counts: u64,
+    /// `Leaving` frames that did not name the sender's current run as membership knows it.
+    pub leaves: u64,
+    /// Presence and member-count frames from a run of a node other than the one membership holds
+    /// alive (they could replace its live presences).
+    pub presence: u64,
 }
 
 /// One peer's member counts: the run `(incarnation, epoch)` they came from and their topic count.
@@ -105,6 +119,11 @@ impl ClusterHandle {
                 .collect(),
             relayed: self.shared.relayed.load(Ordering::Relaxed),
             relay_drops: self.shared.relay_drops.load(Ordering::Relaxed),
+            rejected: RejectedView {
+                member_counts: self.shared.rejected.member_counts.load(Ordering::Relaxed),
+                leaves: self.shared.rejected.leaves.load(Ordering::Relaxed),
+                presence: self.shared.rejected.presence.load(Ordering::Relaxed),
+            },
             raft: self.raft.as_ref().map(|raft| raft.view()),
         }
     }
