@@ -176,3 +176,50 @@ async fn t83_settings_precedence_flag_env_file() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// CRC-32 (IEEE), as the raft store frames its records.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn t84_raft_log_damaged_before_its_tail_stops_the_node() {
+    // A raft log (magic RLOG, version 1) of seven framed records, the fourth with 16 flipped bytes:
+    // not a torn tail, so the node must refuse to start and say where, not drop records 4–7.
+    let dir = std::env::temp_dir().join(format!("realtime-it-raft-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(dir.join("raft")).unwrap();
+    let mut log = b"RLOG\x01".to_vec();
+    let mut starts = Vec::new();
+    for _ in 0..7 {
+        starts.push(log.len());
+        let payload = br#"{"Committed":null}"#;
+        log.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        log.extend_from_slice(&crc32(payload).to_le_bytes());
+        log.extend_from_slice(payload);
+    }
+    for byte in &mut log[starts[3] + 2..starts[3] + 18] {
+        *byte ^= 0x5a;
+    }
+    let log_path = dir.join("raft").join("log");
+    std::fs::write(&log_path, &log).unwrap();
+
+    let cluster = "127.0.0.241:4790";
+    let data_dir = dir.display().to_string();
+    let stderr = std::env::temp_dir().join(format!("realtime-it-{}.log", uuid::Uuid::new_v4().simple()));
+    let args = ["--seeds", cluster, "--cluster-bind", cluster, "--data-dir", &data_dir];
+    let (mut proc, _lines) = crate::support::process::spawn("it-secret", &args, &[], stderr, 40);
+    let status = proc.wait_exit(T).expect("the node exits on its own");
+    let logged = proc.log_tail(usize::MAX);
+    assert!(!status.success(), "exit status {status}\n{logged}");
+    let expected = format!("{} is damaged at byte {}", log_path.display(), starts[3]);
+    assert!(logged.contains(&expected), "want {expected:?} in:\n{logged}");
+    assert_eq!(std::fs::read(&log_path).unwrap(), log, "the damaged log is left as it was");
+    let _ = std::fs::remove_dir_all(&dir);
+}
