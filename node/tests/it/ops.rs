@@ -223,3 +223,39 @@ fn t84_raft_log_damaged_before_its_tail_stops_the_node() {
     assert_eq!(std::fs::read(&log_path).unwrap(), log, "the damaged log is left as it was");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn t85_admin_token_guards_cluster_and_metrics_not_probes() {
+    const ADMIN: &str = "it-admin-token-0123456789";
+    let server = Server::start(&["--admin-token", ADMIN]);
+    let service_role = sign(&server.secret, &json!({"role": "service_role", "exp": now() + 600}));
+    let anon = sign(&server.secret, &json!({"role": "anon", "exp": now() + 600}));
+    let get_as = |path: &'static str, bearer: Option<String>| {
+        let mut request = http().get(server.http(path));
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        async move { read_response(request.send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"))).await }
+    };
+    for path in ["/cluster", "/metrics"] {
+        for (who, bearer) in [
+            ("nobody", None),
+            ("a wrong token", Some("it-admin-token-012345678".to_owned())),
+            ("an anon JWT", Some(anon.clone())),
+        ] {
+            let (status, _, body) = get_as(path, bearer).await;
+            assert_eq!(status, 401, "{path} as {who}: {body}");
+            assert!(!body.contains("\"node\"") && !body.contains("realtime_"), "{path} leaked: {body}");
+        }
+        for (who, bearer) in
+            [("the admin token", ADMIN.to_owned()), ("a service_role JWT", service_role.clone())]
+        {
+            let (status, _, body) = get_as(path, Some(bearer)).await;
+            assert_eq!(status, 200, "{path} as {who}: {body}");
+        }
+    }
+    for path in ["/healthz", "/readyz"] {
+        let (status, _, body) = get_as(path, None).await;
+        assert_eq!(status, 200, "{path} stays open: {body}");
+    }
+}
