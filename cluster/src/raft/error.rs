@@ -42,8 +42,9 @@ pub enum StoreError {
     /// stops instead of dropping them.
     #[error(
         "{} is damaged at byte {offset}, before intact records (from byte {intact_at}): not a torn tail \
-         from a crash; refusing to drop possibly committed entries (restore the file from a backup, or \
-         move the data directory away to rejoin as a new node)",
+         from a crash; refusing to drop possibly committed entries (restore the file from a backup, or, \
+         while the other voters have a leader, move its directory away: the node then rejoins with an \
+         empty raft state and the leader sends it the log again)",
         path.display()
     )]
     DamagedLog { path: PathBuf, offset: u64, intact_at: u64 },
