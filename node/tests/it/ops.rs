@@ -259,3 +259,28 @@ async fn t85_admin_token_guards_cluster_and_metrics_not_probes() {
         assert_eq!(status, 200, "{path} stays open: {body}");
     }
 }
+
+#[tokio::test]
+async fn t86_a_clustered_node_without_admin_token_warns_at_start() {
+    const WARNING: &str = "REALTIME_ADMIN_TOKEN is not set";
+    for (i, admin) in [(0u8, None), (1, Some("it-admin-token-0123456789"))] {
+        let dir = std::env::temp_dir().join(format!("realtime-it-admin-{}", uuid::Uuid::new_v4().simple()));
+        let cluster = format!("127.0.0.{}:4791", 242 + i);
+        let data_dir = dir.display().to_string();
+        let mut args = vec!["--seeds", &cluster, "--cluster-bind", &cluster, "--data-dir", &data_dir];
+        if let Some(token) = admin {
+            args.extend(["--admin-token", token]);
+        }
+        let server = Server::start(&args);
+        // Ready once it has joined (alone): the warning, if any, was logged before the cluster started.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while get(&server, "/readyz").await.0 != 200 {
+            assert!(Instant::now() < deadline, "the single clustered node never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let logged = server.proc.log_tail(usize::MAX);
+        assert_eq!(logged.contains(WARNING), admin.is_none(), "admin token {admin:?}:\n{logged}");
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
