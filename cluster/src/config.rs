@@ -38,8 +38,9 @@ pub struct ClusterConfig {
     pub digest_interval: Duration,
     /// How long local presence changes are collected before they are sent as one delta.
     pub presence_batch: Duration,
-    /// The most members of one topic a node can have (the node's connection limit; nodes of one
-    /// cluster share it). A peer's count above it is forged or corrupt and is refused.
+    /// The most members of one topic a node can have (the node's connection and channel member
+    /// limits; nodes of one cluster share them). A peer's count above it is forged or corrupt and is
+    /// refused.
     pub max_members_per_node: u32,
     /// Where raft keeps its vote, log and snapshot (`<dir>/raft/`); `None` runs without raft (no
     /// leadership: [`crate::ClusterHandle::leadership`] never names a leader).

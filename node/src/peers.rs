@@ -85,9 +85,11 @@ pub fn cluster_config(config: &Config) -> Option<ClusterConfig> {
     cluster.probe_rtt = (settings.probe_period / 3).max(std::time::Duration::from_millis(1));
     cluster.suspect_to_down = settings.suspect_to_down;
     cluster.raft_remove_after = settings.raft_remove_after;
-    // No node holds more members of one topic than it has connections: a peer's count above that is
-    // forged or corrupt and is refused (nodes of one cluster share their settings).
-    cluster.max_members_per_node = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
+    // No node holds more members of one channel than it has connections, nor than the channel's limit
+    // (a node refuses a join once its own count plus its peers' reaches it): a peer's count above
+    // that is forged or corrupt and is refused (nodes of one cluster share their settings).
+    let most = config.limits.max_connections.min(config.limits.max_channel_members);
+    cluster.max_members_per_node = u32::try_from(most).unwrap_or(u32::MAX);
     // Raft (who leads CDC) keeps its vote and log next to the node's other state.
     cluster.data_dir = Some(config.data_dir.clone());
     Some(cluster)
