@@ -14,9 +14,11 @@
 //! - a `Leaving` drops a node's presences only when it names the sender's own run and that run is the
 //!   one membership holds alive; otherwise the failure detector decides (a real leaver also leaves
 //!   membership, so a refused `Leaving` only delays its presences' removal);
-//! - presence and member-count frames from a run of a node other than the one membership holds alive
-//!   are refused: applying them would replace that live run's entries. A restarted node whose frames
-//!   arrive before membership learns its new run is repaired by the next digest (`digest_interval`);
+//! - presence and member-count frames are applied only from the run of a node membership holds alive:
+//!   from another run they would replace that live run's entries, and from a node membership does
+//!   not hold alive they could fill channels with members nobody can see leave. A new or restarted
+//!   node whose frames arrive before membership announces it is repaired by its next digest
+//!   (`digest_interval`): the snapshot request it triggers is answered with its full state;
 //! - a member count above what one node can hold is refused (see [`crate::interest`]).
 
 use std::sync::atomic::Ordering;
@@ -154,22 +156,29 @@ impl Core {
         standing(&self.shared.members.read().unwrap_or_else(|e| e.into_inner()), from)
     }
 
-    /// Refuses (logs and counts) a presence or member-count frame from a run of a node other than
-    /// the one membership holds alive; `true` if the frame may be applied.
+    /// Refuses (logs and counts) a presence or member-count frame unless membership holds its
+    /// sender's run alive; `true` if the frame may be applied.
     fn may_replace_state(&self, from: &PeerId, kind: &'static str) -> bool {
-        match self.standing(from) {
-            Standing::Current(_) | Standing::Unknown => true,
-            Standing::Other(alive) => {
-                self.shared.rejected.presence.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    peer = ?from,
-                    alive = ?alive,
-                    kind,
-                    "peer frame refused: membership holds another run of this node alive"
-                );
-                false
-            }
+        let standing = self.standing(from);
+        match standing {
+            Standing::Current(_) => return true,
+            // Another run of a live node: a forgery, or a restart on the same address a moment
+            // before membership sees it.
+            Standing::Other(alive) => tracing::warn!(
+                peer = ?from,
+                ?alive,
+                kind,
+                "peer frame refused: membership holds another run of this node alive"
+            ),
+            // Every node's first frames to a peer usually arrive before its announcement does.
+            Standing::Unknown => tracing::info!(
+                peer = ?from,
+                kind,
+                "peer frame refused: membership does not hold this node alive (yet)"
+            ),
         }
+        self.shared.rejected.presence.fetch_add(1, Ordering::Relaxed);
+        false
     }
 
     async fn on_inbound(&self, Inbound { from, msg, .. }: Inbound) {
@@ -364,8 +373,8 @@ enum Standing {
     /// whose epoch may be newer than the sender's (a link keeps the identity of its `Hello`, and a
     /// rejoin renews only the epoch).
     Current(Run),
-    /// Membership holds no live run of this node: nothing alive to protect (a new node, or a
-    /// restarted one whose old run is already down).
+    /// Membership holds no live run of this node (a node not announced yet, one declared down, or
+    /// one that does not exist).
     Unknown,
     /// Membership holds this live run of the node, another process than the sender.
     Other(Run),
@@ -431,7 +440,7 @@ mod tests {
         // A forged (or not yet announced) newer run, and a late old one.
         assert_eq!(standing(&members, &sender("a", 9, 0)), Standing::Other((5, 1)));
         assert_eq!(standing(&members, &sender("a", 4, 0)), Standing::Other((5, 1)));
-        // Nothing alive to protect: a node membership does not hold, or holds only down.
+        // A node membership does not hold, or holds only down.
         assert_eq!(standing(&members, &sender("c", 1, 0)), Standing::Unknown);
         assert_eq!(standing(&[member("a", 4, 0, "down")], &sender("a", 5, 0)), Standing::Unknown);
         // A restarted pod on a new address: its old run is still suspect, the new one alive.

@@ -1,5 +1,6 @@
 //! Frames a process that is not a node sends to a node's cluster port, speaking for a live node (the
-//! attacks of issue 16): a forged member count, a spoofed `Leaving` and a snapshot of a made-up run.
+//! attacks of issue 16): a forged member count, a spoofed `Leaving`, a snapshot of a made-up run and
+//! counts from a node membership does not know.
 //! Each is refused and counted, and the live node's presences and counts stay. Two `ClusterHandle`s on
 //! loopback (127.0.0.23x, their own port); every wait is bounded and ends on an outcome.
 //!
@@ -105,8 +106,20 @@ async fn forged_counts_leaves_and_snapshots_are_refused_and_counted() {
     )
     .await;
     until("the made-up run's leave refused", || a.view().rejected.leaves == 2).await;
+    // 4. A node membership has never heard of, claiming a full room.
+    let stranger = PeerId { node: NodeId("f9".into()), incarnation: 1, epoch: 0, addr: addr(9) };
+    speak_as(
+        addr(0),
+        stranger.clone(),
+        &[
+            PeerMessage::Members { counts: vec![(TOPIC.into(), 1_000)], full: true },
+            PeerMessage::Leaving { incarnation: 1, epoch: 0 },
+        ],
+    )
+    .await;
+    until("the stranger's leave refused", || a.view().rejected.leaves == 3).await;
     let rejected = a.view().rejected;
-    assert_eq!((rejected.member_counts, rejected.leaves, rejected.presence), (1, 2, 2));
+    assert_eq!((rejected.member_counts, rejected.leaves, rejected.presence), (1, 3, 3));
     assert_eq!(a.remote_members(TOPIC), 1, "b's count stays");
     let entries = a.remote_presence(TOPIC);
     assert_eq!(entries.len(), 1, "b's presence stays");
@@ -115,7 +128,7 @@ async fn forged_counts_leaves_and_snapshots_are_refused_and_counted() {
     // b's own graceful leave still works at once.
     b.depart().await;
     until("b's own leave applied", || a.remote_presence(TOPIC).is_empty()).await;
-    assert_eq!(a.view().rejected.leaves, 2);
+    assert_eq!(a.view().rejected.leaves, 3);
     b.shutdown();
     a.shutdown();
 }

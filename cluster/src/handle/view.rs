@@ -43,15 +43,15 @@ pub struct LinkView {
     pub dropped: u64,
 }
 
-/// Peer frames refused, not applied, since start (each is logged as a warning).
+/// Peer frames refused, not applied, since start (each is logged).
 #[derive(Debug, Serialize)]
 pub struct RejectedView {
     /// `Members` frames holding a count above what one node can hold.
     pub member_counts: u64,
     /// `Leaving` frames that did not name the sender's current run as membership knows it.
     pub leaves: u64,
-    /// Presence and member-count frames from a run of a node other than the one membership holds
-    /// alive (they could replace its live presences).
+    /// Presence and member-count frames from a run membership does not hold alive: another run of
+    /// a live node (they could replace its live presences), or a node not (or no longer) alive.
     pub presence: u64,
 }
 
