@@ -14,7 +14,8 @@
 //! - a `Leaving` drops a node's presences only when it names the sender's own run and that run is the
 //!   one membership holds alive; otherwise the failure detector decides (a real leaver also leaves
 //!   membership, so a refused `Leaving` only delays its presences' removal);
-//! - presence and member-count frames are applied only from the run of a node membership holds alive:
+//! - presence and member-count frames are applied only from the run of a node membership holds alive,
+//!   and only when they speak for that run (a snapshot or delta naming another incarnation is refused):
 //!   from another run they would replace that live run's entries, and from a node membership does
 //!   not hold alive they could fill channels with members nobody can see leave. A new or restarted
 //!   node whose frames arrive before membership announces it is repaired by its next digest
@@ -157,11 +158,18 @@ impl Core {
     }
 
     /// Refuses (logs and counts) a presence or member-count frame unless membership holds its
-    /// sender's run alive; `true` if the frame may be applied.
-    fn may_replace_state(&self, from: &PeerId, kind: &'static str) -> bool {
+    /// sender's run alive and the frame is about that run (`incarnation`: the run its contents name);
+    /// `true` if the frame may be applied.
+    fn may_replace_state(&self, from: &PeerId, incarnation: u64, kind: &'static str) -> bool {
         let standing = self.standing(from);
         match standing {
-            Standing::Current(_) => return true,
+            Standing::Current(_) if incarnation == from.incarnation => return true,
+            Standing::Current(_) => tracing::warn!(
+                peer = ?from,
+                incarnation,
+                kind,
+                "peer frame refused: it speaks for another run than its sender's"
+            ),
             // Another run of a live node: a forgery, or a restart on the same address a moment
             // before membership sees it.
             Standing::Other(alive) => tracing::warn!(
@@ -187,7 +195,7 @@ impl Core {
                 let _ = self.events.send(ClusterEvent::Relay { topic, payload }).await;
             }
             PeerMessage::Members { counts, full } => {
-                if !self.may_replace_state(&from, "members") {
+                if !self.may_replace_state(&from, from.incarnation, "members") {
                     return;
                 }
                 let applied = self.shared.remote_counts.write().unwrap_or_else(|e| e.into_inner()).apply(
@@ -202,7 +210,7 @@ impl Core {
                 }
             }
             PeerMessage::PresenceDelta(delta) if delta.node == from.node => {
-                if !self.may_replace_state(&from, "presence delta") {
+                if !self.may_replace_state(&from, delta.version.incarnation, "presence delta") {
                     return;
                 }
                 let outcome = lock(&self.shared.replica).apply_delta(&delta);
@@ -213,7 +221,7 @@ impl Core {
                 }
             }
             PeerMessage::PresenceSnapshot(snapshot) if snapshot.node == from.node => {
-                if !self.may_replace_state(&from, "presence snapshot") {
+                if !self.may_replace_state(&from, snapshot.version.incarnation, "presence snapshot") {
                     return;
                 }
                 let changes = lock(&self.shared.replica).merge_snapshot(&snapshot);

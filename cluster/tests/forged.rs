@@ -1,5 +1,5 @@
 //! Frames a process that is not a node sends to a node's cluster port, speaking for a live node (the
-//! attacks of issue 16): a forged member count, a spoofed `Leaving`, a snapshot of a made-up run and
+//! attacks of issue 16): a forged member count, a spoofed `Leaving`, snapshots of a made-up run and
 //! counts from a node membership does not know.
 //! Each is refused and counted, and the live node's presences and counts stay. Two `ClusterHandle`s on
 //! loopback (127.0.0.23x, their own port); every wait is bounded and ends on an outcome.
@@ -106,7 +106,26 @@ async fn forged_counts_leaves_and_snapshots_are_refused_and_counted() {
     )
     .await;
     until("the made-up run's leave refused", || a.view().rejected.leaves == 2).await;
-    // 4. A node membership has never heard of, claiming a full room.
+    assert_eq!(a.view().rejected.presence, 2);
+
+    // 4. b's exact identity (it is on /cluster when that is open) carrying a snapshot of a newer run.
+    let newer = Snapshot {
+        node: real.node.clone(),
+        version: Version { incarnation: real.incarnation + 1, epoch: 0, seq: 1 },
+        gone: false,
+        entries: Vec::new(),
+    };
+    speak_as(
+        addr(0),
+        real.clone(),
+        &[PeerMessage::PresenceSnapshot(newer), PeerMessage::Leaving { incarnation: 0, epoch: 0 }],
+    )
+    .await;
+    until("the leave after the newer run's snapshot refused", || a.view().rejected.leaves == 3).await;
+    assert_eq!(a.view().rejected.presence, 3);
+    assert_eq!(a.remote_presence(TOPIC).len(), 1, "b's presence stays");
+
+    // 5. A node membership has never heard of, claiming a full room.
     let stranger = PeerId { node: NodeId("f9".into()), incarnation: 1, epoch: 0, addr: addr(9) };
     speak_as(
         addr(0),
@@ -117,9 +136,9 @@ async fn forged_counts_leaves_and_snapshots_are_refused_and_counted() {
         ],
     )
     .await;
-    until("the stranger's leave refused", || a.view().rejected.leaves == 3).await;
+    until("the stranger's leave refused", || a.view().rejected.leaves == 4).await;
     let rejected = a.view().rejected;
-    assert_eq!((rejected.member_counts, rejected.leaves, rejected.presence), (1, 3, 3));
+    assert_eq!((rejected.member_counts, rejected.leaves, rejected.presence), (1, 4, 4));
     assert_eq!(a.remote_members(TOPIC), 1, "b's count stays");
     let entries = a.remote_presence(TOPIC);
     assert_eq!(entries.len(), 1, "b's presence stays");
@@ -128,7 +147,7 @@ async fn forged_counts_leaves_and_snapshots_are_refused_and_counted() {
     // b's own graceful leave still works at once.
     b.depart().await;
     until("b's own leave applied", || a.remote_presence(TOPIC).is_empty()).await;
-    assert_eq!(a.view().rejected.leaves, 3);
+    assert_eq!(a.view().rejected.leaves, 4);
     b.shutdown();
     a.shutdown();
 }
