@@ -97,7 +97,8 @@ step "helm template"
   || fail "helm template with ci/values-custom.yaml"
 
 # values.schema.json must refuse what the chart cannot honour.
-for bad in "limits.maxConnectionz=1" "replicaCount=0" "service.type=Ingress" "limits.maxTopicBytes=256"; do
+for bad in "limits.maxConnectionz=1" "replicaCount=0" "service.type=Ingress" "limits.maxTopicBytes=256" \
+  "adminToken.value=too-short"; do
   if "$HELM" template realtime "$CHART" --set "$bad" >/dev/null 2>&1; then
     fail "values.schema.json accepted --set $bad"
   fi

@@ -39,6 +39,10 @@ pub struct ClusterConfig {
     pub digest_interval: Duration,
     /// How long local presence changes are collected before they are sent as one delta.
     pub presence_batch: Duration,
+    /// The most members of one topic a node can have (the node's connection and channel member
+    /// limits; nodes of one cluster share them). A peer's count above it is forged or corrupt and is
+    /// refused.
+    pub max_members_per_node: u32,
     /// Where raft keeps its vote, log and snapshot (`<dir>/raft/`); `None` runs without raft (no
     /// leadership: [`crate::ClusterHandle::leadership`] never names a leader).
     pub data_dir: Option<PathBuf>,
@@ -72,6 +76,7 @@ impl ClusterConfig {
             max_link_queue_bytes: 64 << 20,
             digest_interval: Duration::from_secs(1),
             presence_batch: Duration::from_millis(2),
+            max_members_per_node: 100_000,
             data_dir: None,
             raft_heartbeat: Duration::from_millis(100),
             raft_election_min: Duration::from_millis(300),
@@ -98,6 +103,9 @@ impl ClusterConfig {
         }
         if self.max_link_queue_bytes < 1 << 20 {
             return bad("a peer link queue needs at least 1 MiB");
+        }
+        if self.max_members_per_node == 0 {
+            return bad("the most members per node must be above zero");
         }
         if self.raft_heartbeat.is_zero()
             || self.raft_heartbeat >= self.raft_election_min

@@ -7,17 +7,33 @@
 //!   every `digest_interval` each node tells its peers its version, so a lost last delta is noticed too.
 //! - A node declared down has its entries tombstoned here, so its presences leave on every node; a
 //!   restarted node's new incarnation replaces the old one's entries when its snapshot arrives.
+//!
+//! What peers say is checked against what membership knows before it is applied, so one forged frame
+//! cannot hide or inflate a live node's state (each refusal is logged and counted in
+//! [`crate::handle::RejectedView`]):
+//! - a `Leaving` drops a node's presences only when it names the sender's own run and that run is the
+//!   one membership holds alive; otherwise the failure detector decides (a real leaver also leaves
+//!   membership, so a refused `Leaving` only delays its presences' removal);
+//! - presence and member-count frames are applied only from the run of a node membership holds alive,
+//!   and only when they speak for that run (a snapshot or delta naming another incarnation is refused):
+//!   from another run they would replace that live run's entries, and from a node membership does
+//!   not hold alive they could fill channels with members nobody can see leave. A new or restarted
+//!   node whose frames arrive before membership announces it is repaired by its next digest
+//!   (`digest_interval`): the snapshot request it triggers is answered with its full state;
+//! - a member count above what one node can hold is refused (see [`crate::interest`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::handle::{lock, ClusterEvent, PeerLinks, Shared};
 use crate::identity::PeerId;
+use crate::interest::Run;
 use crate::link::{self, Inbound, LinkEvent};
-use crate::membership::{MembershipCommand, MembershipEvent};
+use crate::membership::{MemberView, MembershipCommand, MembershipEvent};
 use crate::presence::{DeltaOutcome, TopicChange};
 use crate::raft::node::RaftNode;
 use crate::wire::{self, Lane, PeerMessage};
@@ -136,20 +152,67 @@ impl Core {
         }
     }
 
+    /// How `from` stands with membership right now.
+    fn standing(&self, from: &PeerId) -> Standing {
+        standing(&self.shared.members.read().unwrap_or_else(|e| e.into_inner()), from)
+    }
+
+    /// Refuses (logs and counts) a presence or member-count frame unless membership holds its
+    /// sender's run alive and the frame is about that run (`incarnation`: the run its contents name);
+    /// `true` if the frame may be applied.
+    fn may_replace_state(&self, from: &PeerId, incarnation: u64, kind: &'static str) -> bool {
+        let standing = self.standing(from);
+        match standing {
+            Standing::Current(_) if incarnation == from.incarnation => return true,
+            Standing::Current(_) => tracing::warn!(
+                peer = ?from,
+                incarnation,
+                kind,
+                "peer frame refused: it speaks for another run than its sender's"
+            ),
+            // Another run of a live node: a forgery, or a restart on the same address a moment
+            // before membership sees it.
+            Standing::Other(alive) => tracing::warn!(
+                peer = ?from,
+                ?alive,
+                kind,
+                "peer frame refused: membership holds another run of this node alive"
+            ),
+            // Every node's first frames to a peer usually arrive before its announcement does.
+            Standing::Unknown => tracing::info!(
+                peer = ?from,
+                kind,
+                "peer frame refused: membership does not hold this node alive (yet)"
+            ),
+        }
+        self.shared.rejected.presence.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
     async fn on_inbound(&self, Inbound { from, msg, .. }: Inbound) {
         match msg {
             PeerMessage::Relay { topic, payload } => {
                 let _ = self.events.send(ClusterEvent::Relay { topic, payload }).await;
             }
             PeerMessage::Members { counts, full } => {
-                self.shared.remote_counts.write().unwrap_or_else(|e| e.into_inner()).apply(
+                if !self.may_replace_state(&from, from.incarnation, "members") {
+                    return;
+                }
+                let applied = self.shared.remote_counts.write().unwrap_or_else(|e| e.into_inner()).apply(
                     &from.node,
                     from.run(),
                     &counts,
                     full,
                 );
+                if let Err(refused) = applied {
+                    self.shared.rejected.member_counts.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(peer = ?from, %refused, "peer member counts refused");
+                }
             }
             PeerMessage::PresenceDelta(delta) if delta.node == from.node => {
+                if !self.may_replace_state(&from, delta.version.incarnation, "presence delta") {
+                    return;
+                }
                 let outcome = lock(&self.shared.replica).apply_delta(&delta);
                 match outcome {
                     DeltaOutcome::Applied(changes) => self.emit(changes).await,
@@ -158,6 +221,9 @@ impl Core {
                 }
             }
             PeerMessage::PresenceSnapshot(snapshot) if snapshot.node == from.node => {
+                if !self.may_replace_state(&from, snapshot.version.incarnation, "presence snapshot") {
+                    return;
+                }
                 let changes = lock(&self.shared.replica).merge_snapshot(&snapshot);
                 self.emit(changes).await;
             }
@@ -175,8 +241,16 @@ impl Core {
                 let _ = self.events.send(ClusterEvent::CdcDelivered { from: from.node, lsn, gap }).await;
             }
             PeerMessage::Leaving { incarnation, epoch } => {
-                tracing::info!(peer = ?from, "peer is leaving");
-                self.forget(&from.node, incarnation, epoch).await;
+                match self.check_leave(&from, (incarnation, epoch)) {
+                    Ok(()) => {
+                        tracing::info!(peer = ?from, "peer is leaving");
+                        self.forget(&from.node, incarnation, epoch).await;
+                    }
+                    Err(refused) => {
+                        self.shared.rejected.leaves.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(peer = ?from, %refused, "peer Leaving refused");
+                    }
+                }
             }
             msg @ (PeerMessage::RaftRequest { .. }
             | PeerMessage::RaftResponse { .. }
@@ -189,6 +263,10 @@ impl Core {
                 tracing::warn!(peer = ?from, "unexpected peer frame ignored");
             }
         }
+    }
+
+    fn check_leave(&self, from: &PeerId, named: Run) -> Result<(), LeaveRefused> {
+        check_leave(&self.shared.members.read().unwrap_or_else(|e| e.into_inner()), from, named)
     }
 
     /// Drops a node's member counts and presences (its run `(incarnation, epoch)` or older).
@@ -295,5 +373,115 @@ impl Core {
             let _ = left.await;
         }
         self.shared.ready.store(false, Ordering::Release);
+    }
+}
+
+/// How the run that sent a frame (the identity in its link's `Hello`) stands with membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// Membership holds this node alive (or suspect) under the sender's incarnation; the run held,
+    /// whose epoch may be newer than the sender's (a link keeps the identity of its `Hello`, and a
+    /// rejoin renews only the epoch).
+    Current(Run),
+    /// Membership holds no live run of this node (a node not announced yet, one declared down, or
+    /// one that does not exist).
+    Unknown,
+    /// Membership holds this live run of the node, another process than the sender.
+    Other(Run),
+}
+
+/// The newest live run membership holds for `from`'s node, compared with `from`.
+fn standing(members: &[MemberView], from: &PeerId) -> Standing {
+    let alive = members
+        .iter()
+        .filter(|m| m.node == from.node.0 && m.state != "down")
+        .map(|m| (m.incarnation, m.epoch))
+        .max();
+    match alive {
+        None => Standing::Unknown,
+        Some(run) if run.0 == from.incarnation => Standing::Current(run),
+        Some(run) => Standing::Other(run),
+    }
+}
+
+/// Why a `Leaving` was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+enum LeaveRefused {
+    #[error("it names run {named:?}, not the sender's {sender:?}")]
+    NotTheSenders { named: Run, sender: Run },
+    #[error("membership holds no live run of this node")]
+    NothingAlive,
+    #[error("it names run {named:?}, membership holds {alive:?}")]
+    Superseded { named: Run, alive: Run },
+}
+
+/// A `Leaving` naming run `named` is accepted only from that very process (the link's incarnation,
+/// at its epoch or a later one) and only when that run is the one membership holds alive.
+fn check_leave(members: &[MemberView], from: &PeerId, named: Run) -> Result<(), LeaveRefused> {
+    if named.0 != from.incarnation || named < from.run() {
+        return Err(LeaveRefused::NotTheSenders { named, sender: from.run() });
+    }
+    match standing(members, from) {
+        Standing::Current(alive) if alive == named => Ok(()),
+        Standing::Current(alive) | Standing::Other(alive) => Err(LeaveRefused::Superseded { named, alive }),
+        Standing::Unknown => Err(LeaveRefused::NothingAlive),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NodeId;
+
+    fn member(node: &str, incarnation: u64, epoch: u64, state: &'static str) -> MemberView {
+        MemberView { node: node.into(), incarnation, epoch, addr: "127.0.0.1:4100".parse().unwrap(), state }
+    }
+
+    fn sender(node: &str, incarnation: u64, epoch: u64) -> PeerId {
+        PeerId { node: NodeId(node.into()), incarnation, epoch, addr: "127.0.0.9:4100".parse().unwrap() }
+    }
+
+    #[test]
+    fn a_sender_is_current_only_as_the_incarnation_membership_holds_alive() {
+        let members = [member("a", 5, 1, "alive"), member("a", 4, 0, "down"), member("b", 7, 0, "suspect")];
+        assert_eq!(standing(&members, &sender("a", 5, 0)), Standing::Current((5, 1)));
+        assert_eq!(standing(&members, &sender("a", 5, 1)), Standing::Current((5, 1)));
+        assert_eq!(standing(&members, &sender("b", 7, 0)), Standing::Current((7, 0)));
+        // A forged (or not yet announced) newer run, and a late old one.
+        assert_eq!(standing(&members, &sender("a", 9, 0)), Standing::Other((5, 1)));
+        assert_eq!(standing(&members, &sender("a", 4, 0)), Standing::Other((5, 1)));
+        // A node membership does not hold, or holds only down.
+        assert_eq!(standing(&members, &sender("c", 1, 0)), Standing::Unknown);
+        assert_eq!(standing(&[member("a", 4, 0, "down")], &sender("a", 5, 0)), Standing::Unknown);
+        // A restarted pod on a new address: its old run is still suspect, the new one alive.
+        let moved = [member("a", 5, 0, "suspect"), member("a", 6, 0, "alive")];
+        assert_eq!(standing(&moved, &sender("a", 6, 0)), Standing::Current((6, 0)));
+    }
+
+    #[test]
+    fn a_leaving_is_accepted_only_for_the_senders_live_run() {
+        let members = [member("a", 5, 1, "alive"), member("b", 7, 0, "down")];
+        assert_eq!(check_leave(&members, &sender("a", 5, 1), (5, 1)), Ok(()));
+        // The link's Hello predates a rejoin: the same process names its renewed epoch.
+        assert_eq!(check_leave(&members, &sender("a", 5, 0), (5, 1)), Ok(()));
+        // The spoofed leave of issue 16: a live node's name with a run far ahead.
+        assert_eq!(
+            check_leave(&members, &sender("a", 5, 1), (u64::MAX, u64::MAX)),
+            Err(LeaveRefused::NotTheSenders { named: (u64::MAX, u64::MAX), sender: (5, 1) })
+        );
+        assert_eq!(
+            check_leave(&members, &sender("a", 9, 0), (9, 0)),
+            Err(LeaveRefused::Superseded { named: (9, 0), alive: (5, 1) })
+        );
+        assert_eq!(
+            check_leave(&members, &sender("a", 5, 1), (5, 0)),
+            Err(LeaveRefused::NotTheSenders { named: (5, 0), sender: (5, 1) })
+        );
+        assert_eq!(
+            check_leave(&members, &sender("a", 5, 0), (5, 0)),
+            Err(LeaveRefused::Superseded { named: (5, 0), alive: (5, 1) })
+        );
+        assert_eq!(check_leave(&members, &sender("b", 7, 0), (7, 0)), Err(LeaveRefused::NothingAlive));
+        assert_eq!(check_leave(&members, &sender("c", 1, 0), (1, 0)), Err(LeaveRefused::NothingAlive));
     }
 }

@@ -71,11 +71,21 @@ pub(crate) struct Shared {
     pub relay_drops: AtomicU64,
     /// Who may speak for a node (links and membership packets).
     pub auth: Arc<PeerAuth>,
+    /// Peer frames refused by the driver's checks, by kind (see [`view::RejectedView`]).
+    pub rejected: Rejected,
+}
+
+/// Counts of peer frames the driver refused.
+#[derive(Default)]
+pub(crate) struct Rejected {
+    pub member_counts: AtomicU64,
+    pub leaves: AtomicU64,
+    pub presence: AtomicU64,
 }
 
 mod view;
 
-pub use view::{ClusterView, LinkView, PresenceView};
+pub use view::{ClusterView, LinkView, PresenceView, RejectedView};
 
 /// Poison-tolerant locking: a panicking holder must not take the cluster down with it.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -309,11 +319,12 @@ async fn launch(
         members: Arc::default(),
         links: RwLock::default(),
         local_counts: Mutex::default(),
-        remote_counts: RwLock::default(),
+        remote_counts: RwLock::new(RemoteCounts::new(config.max_members_per_node)),
         dirty: Notify::new(),
         relayed: AtomicU64::new(0),
         relay_drops: AtomicU64::new(0),
         auth: auth.clone(),
+        rejected: Rejected::default(),
         config: config.clone(),
     });
     let (events_tx, events_rx) = mpsc::channel(65_536);

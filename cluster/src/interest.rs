@@ -2,8 +2,15 @@
 //! every peer's (received). A channel's capacity counts members on every node. (Broadcasts are relayed
 //! to every peer regardless, see [`crate::ClusterHandle::relay`]: a count arrives a moment after its
 //! member's join reply, too late to route by.)
+//!
+//! A peer's count is bounded by what one node can hold (its connections, [`RemoteCounts::new`]'s
+//! cap): a count above it can only be forged or corrupt, and applying it would fill the channel for
+//! every node (one forged count of 4,000,000,000 refused every real join). Such a frame is refused as
+//! a whole and nothing in it is applied.
 
 use std::collections::{BTreeMap, HashMap};
+
+use thiserror::Error;
 
 use crate::NodeId;
 
@@ -55,20 +62,45 @@ pub type Run = (u64, u64);
 /// Counts are held per node *and run*: a restarted node's new run may send its counts before this
 /// node learns (from membership, or the old run's `Leaving`) that the old run is gone, and forgetting
 /// the old run must not wipe the new one's counts.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RemoteCounts {
     by_topic: HashMap<String, HashMap<NodeId, u32>>,
     by_node: HashMap<NodeId, HashMap<String, u32>>,
     runs: HashMap<NodeId, Run>,
+    /// The most members of one topic one node can have.
+    max_per_node: u32,
+}
+
+/// A peer's counts frame that was refused (and not applied).
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("member count {count} for topic {topic:?} is above what one node can hold ({max})")]
+pub struct AbsurdCount {
+    pub topic: String,
+    pub count: u32,
+    pub max: u32,
 }
 
 impl RemoteCounts {
+    /// No counts yet; a peer's count of one topic above `max_per_node` is refused.
+    pub fn new(max_per_node: u32) -> RemoteCounts {
+        RemoteCounts { by_topic: HashMap::new(), by_node: HashMap::new(), runs: HashMap::new(), max_per_node }
+    }
+
     /// Applies counts from `node`'s run `run`; with `full`, its earlier counts are forgotten first.
     /// Counts from an older run than the one held are stale and ignored; a newer run replaces the
-    /// older one's counts.
-    pub fn apply(&mut self, node: &NodeId, run: Run, counts: &[(String, u32)], full: bool) {
+    /// older one's counts. A frame holding a count above the cap is refused whole: nothing changes.
+    pub fn apply(
+        &mut self,
+        node: &NodeId,
+        run: Run,
+        counts: &[(String, u32)],
+        full: bool,
+    ) -> Result<(), AbsurdCount> {
+        if let Some((topic, count)) = counts.iter().find(|(_, count)| *count > self.max_per_node) {
+            return Err(AbsurdCount { topic: topic.clone(), count: *count, max: self.max_per_node });
+        }
         match self.runs.get(node) {
-            Some(held) if *held > run => return,
+            Some(held) if *held > run => return Ok(()),
             Some(held) if *held == run && !full => {}
             _ => self.remove_node(node, run),
         }
@@ -76,6 +108,7 @@ impl RemoteCounts {
         for (topic, count) in counts {
             self.set(node, topic, *count);
         }
+        Ok(())
     }
 
     fn set(&mut self, node: &NodeId, topic: &str, count: u32) {
@@ -159,13 +192,13 @@ mod tests {
 
     #[test]
     fn remote_counts_route_and_sum() {
-        let mut remote = RemoteCounts::default();
-        remote.apply(&n("a"), (1, 0), &[("t".into(), 2), ("u".into(), 1)], true);
-        remote.apply(&n("b"), (1, 0), &[("t".into(), 3)], false);
+        let mut remote = RemoteCounts::new(100);
+        remote.apply(&n("a"), (1, 0), &[("t".into(), 2), ("u".into(), 1)], true).unwrap();
+        remote.apply(&n("b"), (1, 0), &[("t".into(), 3)], false).unwrap();
         assert_eq!(remote.members("t"), 5);
-        remote.apply(&n("a"), (1, 0), &[("t".into(), 0)], false);
+        remote.apply(&n("a"), (1, 0), &[("t".into(), 0)], false).unwrap();
         assert_eq!(remote.members("t"), 3);
-        remote.apply(&n("b"), (1, 0), &[("w".into(), 1)], true);
+        remote.apply(&n("b"), (1, 0), &[("w".into(), 1)], true).unwrap();
         assert_eq!(remote.members("t"), 0);
         assert_eq!(remote.topics_of(&n("b")), 1);
         remote.remove_node(&n("a"), (1, 0));
@@ -175,24 +208,41 @@ mod tests {
 
     #[test]
     fn a_restarted_nodes_counts_survive_the_late_news_of_its_old_run() {
-        let mut remote = RemoteCounts::default();
-        remote.apply(&n("a"), (1, 0), &[("old".into(), 4)], true);
+        let mut remote = RemoteCounts::new(100);
+        remote.apply(&n("a"), (1, 0), &[("old".into(), 4)], true).unwrap();
         // The new run's link comes up first: its full counts replace the old run's.
-        remote.apply(&n("a"), (2, 0), &[("t".into(), 1)], true);
+        remote.apply(&n("a"), (2, 0), &[("t".into(), 1)], true).unwrap();
         assert_eq!(remote.members("old"), 0);
         assert_eq!(remote.members("t"), 1);
         // Then membership reports the old run down (or its `Leaving` arrives late): nothing to forget.
         remote.remove_node(&n("a"), (1, 0));
         assert_eq!(remote.members("t"), 1);
         // A late delta of the old run is ignored.
-        remote.apply(&n("a"), (1, 0), &[("t".into(), 0), ("old".into(), 9)], false);
+        remote.apply(&n("a"), (1, 0), &[("t".into(), 0), ("old".into(), 9)], false).unwrap();
         assert_eq!(remote.members("t"), 1);
         assert_eq!(remote.members("old"), 0);
         // A new epoch of the same run (rejoined after a false down) replaces it too.
-        remote.apply(&n("a"), (2, 1), &[("u".into(), 2)], false);
+        remote.apply(&n("a"), (2, 1), &[("u".into(), 2)], false).unwrap();
         assert_eq!(remote.members("t"), 0);
         assert_eq!(remote.members("u"), 2);
         remote.remove_node(&n("a"), (2, 1));
         assert_eq!(remote.topics_of(&n("a")), 0);
+    }
+
+    #[test]
+    fn an_absurd_count_is_refused_whole_and_changes_nothing() {
+        let mut remote = RemoteCounts::new(100);
+        remote.apply(&n("a"), (1, 0), &[("t".into(), 2)], true).unwrap();
+        let forged = [("u".into(), 1), ("t".into(), 4_000_000_000)];
+        let refused = remote.apply(&n("a"), (1, 0), &forged, true).unwrap_err();
+        assert_eq!(refused, AbsurdCount { topic: "t".into(), count: 4_000_000_000, max: 100 });
+        assert_eq!(remote.members("t"), 2);
+        assert_eq!(remote.members("u"), 0);
+        // Even from a newer run: the old run's counts are not forgotten on its account.
+        assert!(remote.apply(&n("a"), (2, 0), &[("t".into(), 101)], true).is_err());
+        assert_eq!(remote.members("t"), 2);
+        // The cap itself is a count a real node can have.
+        remote.apply(&n("a"), (1, 0), &[("t".into(), 100)], false).unwrap();
+        assert_eq!(remote.members("t"), 100);
     }
 }

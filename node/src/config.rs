@@ -15,6 +15,7 @@ use thiserror::Error;
 use realtime_cluster::secure::SecretError;
 use realtime_cluster::{ClusterSecret, Keyring};
 
+use crate::http::admin::AdminToken;
 use crate::resume::{LogLimits, ResumableTopics, ResumeConfig};
 
 /// Why the configuration cannot be used.
@@ -36,6 +37,8 @@ pub enum ConfigError {
     Webhook(String),
     #[error("cannot read JWKS file {path}: {reason}")]
     Jwks { path: PathBuf, reason: String },
+    #[error("admin token: {0}")]
+    AdminToken(String),
 }
 
 /// Flags; each also reads its environment variable. All optional so the file and defaults can fill in.
@@ -56,6 +59,13 @@ pub struct Settings {
     /// JWKS file (`{"keys": [...]}`) for RS*/ES*/EdDSA tokens, selected by `kid`.
     #[arg(long, env = "REALTIME_JWKS")]
     pub jwks: Option<PathBuf>,
+    /// Bearer token `/cluster` and `/metrics` require (at least 16 characters); a `service_role` JWT
+    /// is accepted too. Unset: they answer anyone.
+    #[arg(long, env = "REALTIME_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// File holding the admin token (a mounted Secret); instead of `--admin-token`.
+    #[arg(long, env = "REALTIME_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Stable node name (defaults to the hostname).
     #[arg(long, env = "REALTIME_NODE_ID")]
     pub node_id: Option<String>,
@@ -277,6 +287,8 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     /// Raw JWKS JSON, read at start-up.
     pub jwks_json: Option<String>,
+    /// What `/cluster` and `/metrics` require ([`crate::http::admin`]); `None`: open to anyone.
+    pub admin_token: Option<AdminToken>,
     pub node_id: String,
     pub limits: Limits,
     pub idle_timeout: Duration,
@@ -478,6 +490,8 @@ impl Settings {
             bind: self.bind.or(file.bind),
             jwt_secret: self.jwt_secret.or(file.jwt_secret),
             jwks: self.jwks.or(file.jwks),
+            admin_token: self.admin_token.or(file.admin_token),
+            admin_token_file: self.admin_token_file.or(file.admin_token_file),
             node_id: self.node_id.or(file.node_id),
             max_connections: self.max_connections.or(file.max_connections),
             max_channel_members: self.max_channel_members.or(file.max_channel_members),
@@ -636,6 +650,28 @@ fn positive<T: PartialEq + Default>(name: &'static str, value: T) -> Result<T, C
     }
 }
 
+/// The admin token from the flag/variable or from a file (one of them; a file's trailing newline is
+/// not part of it). A token short enough to guess is refused.
+fn admin_token(value: Option<&str>, file: Option<&Path>) -> Result<Option<AdminToken>, ConfigError> {
+    const MIN_LEN: usize = 16;
+    let bad = |why: String| Err(ConfigError::AdminToken(why));
+    let token = match (value, file) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return bad("give REALTIME_ADMIN_TOKEN or REALTIME_ADMIN_TOKEN_FILE, not both".into());
+        }
+        (Some(token), None) => token.to_owned(),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => text.trim_end_matches(['\n', '\r']).to_owned(),
+            Err(e) => return bad(format!("cannot read REALTIME_ADMIN_TOKEN_FILE {}: {e}", path.display())),
+        },
+    };
+    if token.chars().count() < MIN_LEN || token.chars().any(char::is_whitespace) {
+        return bad(format!("it must be at least {MIN_LEN} characters, without spaces"));
+    }
+    Ok(Some(AdminToken::new(token)))
+}
+
 /// The webhook settings, when a URL is set: an `http://` or `https://` URL and a non-empty secret
 /// are required; a CA file, when given, must hold at least one PEM certificate.
 fn webhook_config(s: &Settings) -> Result<Option<WebhookConfig>, ConfigError> {
@@ -701,6 +737,7 @@ impl Config {
             ),
             None => None,
         };
+        let admin_token = admin_token(s.admin_token.as_deref(), s.admin_token_file.as_deref())?;
         let node_id = s.node_id.unwrap_or_else(|| {
             hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "realtime".into())
         });
@@ -848,6 +885,7 @@ impl Config {
             bind: s.bind.unwrap_or_else(|| d::BIND.parse().expect("default bind address")),
             jwt_secret: s.jwt_secret.filter(|secret| !secret.is_empty()),
             jwks_json,
+            admin_token,
             node_id,
             limits,
             idle_timeout: Duration::from_millis(setting!(s.idle_timeout_ms, d::IDLE_TIMEOUT_MS)?),
@@ -1004,6 +1042,38 @@ mod tests {
             cluster("0.0.0.0:4100", None, Some(&dir.join("missing")), None).err().unwrap().to_string();
         assert!(missing.contains("missing"), "{missing}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_one_place_and_must_be_long() {
+        let dir = std::env::temp_dir().join(format!("realtime-admin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "from-a-mounted-secret-0123\n").unwrap();
+        let with = |token: Option<&str>, file: Option<&Path>| {
+            Config::from_settings(Settings {
+                admin_token: token.map(str::to_owned),
+                admin_token_file: file.map(Path::to_path_buf),
+                ..Settings::default()
+            })
+        };
+        assert!(with(None, None).unwrap().admin_token.is_none());
+        assert!(with(Some("0123456789abcdef"), None).unwrap().admin_token.is_some());
+        assert!(with(None, Some(&file)).unwrap().admin_token.is_some());
+        for (token, path, why) in [
+            (Some("short"), None, "at least 16"),
+            (Some("0123456789 abcdef"), None, "at least 16"),
+            (Some("0123456789abcdef"), Some(file.as_path()), "not both"),
+            (None, Some(dir.join("missing").as_path()), "cannot read"),
+        ] {
+            match with(token, path) {
+                Err(error @ ConfigError::AdminToken(_)) => {
+                    assert!(error.to_string().contains(why), "{error}")
+                }
+                other => panic!("{token:?} {path:?}: {other:?}"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -101,6 +101,12 @@ pub async fn run(
     };
     let (cluster, cluster_events) = match peers::cluster_config(&config) {
         Some(cluster_config) => {
+            if config.admin_token.is_none() {
+                tracing::warn!(
+                    "REALTIME_ADMIN_TOKEN is not set: /cluster and /metrics answer anyone who reaches this \
+                     node, naming every node and its cluster identity; set it (see docs/configuration.md)"
+                );
+            }
             let (handle, events) = realtime_cluster::ClusterHandle::start(cluster_config).await?;
             (Some(handle), Some(events))
         }

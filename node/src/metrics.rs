@@ -190,6 +190,8 @@ pub struct ClusterMetrics {
     pub refused_links: Counter,
     pub refused_packets: Counter,
     pub refused_replays: Counter,
+    /// Peer frames refused by the cluster's checks: member counts, leaves, presence.
+    pub rejected: [Counter; 3],
 }
 
 impl ClusterMetrics {
@@ -206,10 +208,17 @@ impl ClusterMetrics {
         self.refused_links.absolute(view.refused.links);
         self.refused_packets.absolute(view.refused.packets);
         self.refused_replays.absolute(view.refused.replays);
+        let rejected = &view.rejected;
+        for (counter, total) in
+            self.rejected.iter().zip([rejected.member_counts, rejected.leaves, rejected.presence])
+        {
+            counter.absolute(total);
+        }
     }
 }
 
 const DELIVERY_LATENCY: &str = "realtime_delivery_latency_seconds";
+const CLUSTER_REJECTED: &str = "realtime_cluster_peer_frames_rejected_total";
 
 /// The handles; the first call registers them with whatever recorder is installed.
 pub fn metrics() -> &'static Metrics {
@@ -252,6 +261,10 @@ pub fn metrics() -> &'static Metrics {
         describe_counter!(
             "realtime_cluster_peer_refused_total",
             "Peer traffic refused for not holding the cluster secret, by kind (link, packet, replay)"
+        );
+        describe_counter!(
+            CLUSTER_REJECTED,
+            "Peer frames refused because they could not be true, by kind (member_counts, leave, presence)"
         );
         describe_counter!(
             "realtime_slow_consumer_closes_total",
@@ -316,6 +329,8 @@ pub fn metrics() -> &'static Metrics {
                 refused_links: metrics::counter!("realtime_cluster_peer_refused_total", "kind" => "link"),
                 refused_packets: metrics::counter!("realtime_cluster_peer_refused_total", "kind" => "packet"),
                 refused_replays: metrics::counter!("realtime_cluster_peer_refused_total", "kind" => "replay"),
+                rejected: ["member_counts", "leave", "presence"]
+                    .map(|kind| metrics::counter!(CLUSTER_REJECTED, "kind" => kind)),
             },
             resume: ResumeMetrics {
                 stored: metrics::counter!("realtime_resumable_stored_total"),

@@ -86,6 +86,11 @@ pub fn cluster_config(config: &Config) -> Option<ClusterConfig> {
     cluster.suspect_to_down = settings.suspect_to_down;
     cluster.raft_remove_after = settings.raft_remove_after;
     cluster.secret = settings.secret.clone();
+    // No node holds more members of one channel than it has connections, nor than the channel's limit
+    // (a node refuses a join once its own count plus its peers' reaches it): a peer's count above
+    // that is forged or corrupt and is refused (nodes of one cluster share their settings).
+    let most = config.limits.max_connections.min(config.limits.max_channel_members);
+    cluster.max_members_per_node = u32::try_from(most).unwrap_or(u32::MAX);
     // Raft (who leads CDC) keeps its vote and log next to the node's other state.
     cluster.data_dir = Some(config.data_dir.clone());
     Some(cluster)

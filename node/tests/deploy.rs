@@ -445,3 +445,32 @@ fn dockerfile_matches_the_binary() {
         }
     }
 }
+
+#[test]
+fn admin_endpoints_are_wired_behind_the_admin_token_and_probes_stay_open() {
+    for file in [PLAIN_STATEFULSET, CHART_STATEFULSET] {
+        let text = read(file);
+        assert!(text.contains("REALTIME_ADMIN_TOKEN_FILE"), "{file}: pods get no admin token");
+        assert!(
+            text.contains("- name: admin-token") && text.contains("secretName:"),
+            "{file}: no Secret mounted"
+        );
+        assert!(!text.contains("httpHeaders"), "{file}: probes must not need credentials");
+    }
+    for file in
+        ["deploy/k8s/servicemonitor.yaml".to_string(), format!("{CHART}/templates/servicemonitor.yaml")]
+    {
+        let text = read(&file);
+        assert!(
+            text.contains("authorization:") && text.contains("type: Bearer"),
+            "{file}: scrape sends no token"
+        );
+    }
+    let secret = read(&format!("{CHART}/templates/admin-token-secret.yaml"));
+    assert!(
+        secret.contains("lookup \"v1\" \"Secret\"") && secret.contains("randAlphaNum"),
+        "the chart generates the admin token once and keeps it across upgrades"
+    );
+    let kustomization = read("deploy/k8s/kustomization.yaml");
+    assert!(kustomization.contains("- admin-token-secret.yaml"), "plain manifests ship the admin Secret");
+}

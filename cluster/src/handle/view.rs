@@ -29,6 +29,8 @@ pub struct ClusterView {
     /// Whether peers must hold the cluster secret, and what was refused for not holding it.
     pub secured: bool,
     pub refused: crate::secure::RefusalView,
+    /// Peer frames refused because they could not be true (see [`RejectedView`]).
+    pub rejected: RejectedView,
     /// Raft (id, state, term, leader, voters, …); absent when raft is off.
     pub raft: Option<RaftView>,
 }
@@ -42,6 +44,18 @@ pub struct LinkView {
     pub queued_bytes: usize,
     pub cuts: u64,
     pub dropped: u64,
+}
+
+/// Peer frames refused, not applied, since start (each is logged).
+#[derive(Debug, Serialize)]
+pub struct RejectedView {
+    /// `Members` frames holding a count above what one node can hold.
+    pub member_counts: u64,
+    /// `Leaving` frames that did not name the sender's current run as membership knows it.
+    pub leaves: u64,
+    /// Presence and member-count frames from a run membership does not hold alive: another run of
+    /// a live node (they could replace its live presences), or a node not (or no longer) alive.
+    pub presence: u64,
 }
 
 /// One peer's member counts: the run `(incarnation, epoch)` they came from and their topic count.
@@ -110,6 +124,11 @@ impl ClusterHandle {
             relay_drops: self.shared.relay_drops.load(Ordering::Relaxed),
             secured: self.shared.auth.is_secure(),
             refused: self.shared.auth.refusals(),
+            rejected: RejectedView {
+                member_counts: self.shared.rejected.member_counts.load(Ordering::Relaxed),
+                leaves: self.shared.rejected.leaves.load(Ordering::Relaxed),
+                presence: self.shared.rejected.presence.load(Ordering::Relaxed),
+            },
             raft: self.raft.as_ref().map(|raft| raft.view()),
         }
     }

@@ -93,6 +93,25 @@ pub(crate) fn split_records(bytes: &[u8], start: usize) -> (Vec<RawRecord<'_>>, 
     (records, pos)
 }
 
+/// The offset of the first intact record starting after `from`, found by trying every offset: a
+/// record whose length is not zero, whose bytes lie within the file, whose checksum matches and whose
+/// payload `is_record` accepts. Used to tell a torn tail (nothing intact after the damage) from damage
+/// before the tail. The lengths read at most offsets of damaged JSON text or zeroes are zero or
+/// beyond the file, so few checksums are computed.
+pub(crate) fn next_intact(bytes: &[u8], from: usize, is_record: impl Fn(&[u8]) -> bool) -> Option<usize> {
+    (from..bytes.len()).find(|&pos| {
+        let Some(head) = bytes.get(pos..pos + FRAME_HEAD) else { return false };
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let body_start = pos + FRAME_HEAD;
+        len > 0
+            && body_start
+                .checked_add(len)
+                .and_then(|end| bytes.get(body_start..end))
+                .is_some_and(|payload| crc32fast::hash(payload) == crc && is_record(payload))
+    })
+}
+
 /// Decodes the payload of the record at `offset` of `path`.
 pub(crate) fn decode<T: DeserializeOwned>(path: &Path, record: &RawRecord<'_>) -> Result<T, StoreError> {
     serde_json::from_slice(record.payload).map_err(|source| StoreError::Decode {
@@ -179,6 +198,31 @@ mod tests {
         bytes[last] ^= 0xff;
         let (records, end) = split_records(&bytes, HEADER_LEN);
         assert_eq!((records.len(), end), (2, intact));
+    }
+
+    #[test]
+    fn the_next_intact_record_is_found_past_damage_of_any_kind() {
+        let mut bytes = header(*b"TEST").to_vec();
+        push_record(&mut bytes, &"one").unwrap();
+        let second = bytes.len();
+        push_record(&mut bytes, &"two").unwrap();
+        let third = bytes.len();
+        push_record(&mut bytes, &"three").unwrap();
+        let any = |_: &[u8]| true;
+        assert_eq!(next_intact(&bytes, second + 1, any), Some(third));
+        assert_eq!(next_intact(&bytes, third + 1, any), None);
+        // A length prefix flipped to something huge hides the record boundary; the scan still finds
+        // the record after it.
+        let mut flipped = bytes.clone();
+        flipped[second + 3] ^= 0x7f;
+        assert_eq!(split_records(&flipped, HEADER_LEN).1, second);
+        assert_eq!(next_intact(&flipped, second + 1, any), Some(third));
+        // Zeroes (a file extended by a crash before its data landed) are no record.
+        let mut zeroed = bytes[..third].to_vec();
+        zeroed.extend_from_slice(&[0; 64]);
+        assert_eq!(next_intact(&zeroed, third, any), None);
+        // The caller's check decides what a record is.
+        assert_eq!(next_intact(&bytes, second + 1, |payload| payload == b"\"one\""), None);
     }
 
     #[test]

@@ -37,6 +37,17 @@ pub enum StoreError {
     /// tail this cannot come from a crash, so it is reported instead of ignored.
     #[error("{} is damaged at byte {offset}", path.display())]
     Corrupt { path: PathBuf, offset: u64 },
+    /// The log fails its checksum (or is cut short) at `offset`, yet intact records follow from
+    /// `intact_at`: not a torn last append but damage to records that may be committed, so the node
+    /// stops instead of dropping them.
+    #[error(
+        "{} is damaged at byte {offset}, before intact records (from byte {intact_at}): not a torn tail \
+         from a crash; refusing to drop possibly committed entries (restore the file from a backup, or, \
+         while the other voters have a leader, move its directory away: the node then rejoins with an \
+         empty raft state and the leader sends it the log again)",
+        path.display()
+    )]
+    DamagedLog { path: PathBuf, offset: u64, intact_at: u64 },
     /// A record passed its checksum but is not what this build expects.
     #[error("cannot decode the record at byte {offset} of {}: {source}", path.display())]
     Decode {

@@ -13,7 +13,10 @@
 //!
 //! A crash can tear only the last append, which was never acknowledged: [`LogStore::open`] ignores a
 //! short or checksum-failing tail and cuts the file back to its intact prefix, so later appends are
-//! not hidden behind the garbage.
+//! not hidden behind the garbage. Damage with intact records after it is something else (a bad disk,
+//! a stray write) and may hit committed entries: dropping everything from it on would silently lose
+//! them (issue 16: 16 flipped bytes lost entries 4–7), so the store refuses to open
+//! ([`StoreError::DamagedLog`], naming file and offset) and the node stops.
 //!
 //! ## Memory and threads
 //! The log carries only leadership commands, so all entries also live in memory
@@ -192,10 +195,20 @@ impl LogStore {
 }
 
 /// Rebuilds the in-memory log and the committed id from the log file's bytes; cuts a torn tail off
-/// the file.
+/// the file, and refuses damage that has intact records after it.
 fn replay(path: &Path, bytes: &[u8]) -> std::result::Result<(Cache, Option<LogId<RaftNodeId>>), StoreError> {
     durable::check_header(path, bytes, LOG_MAGIC)?;
     let (records, end) = durable::split_records(bytes, HEADER_LEN);
+    if end < bytes.len() {
+        let is_record = |payload: &[u8]| serde_json::from_slice::<LogRecord<Entry>>(payload).is_ok();
+        if let Some(intact_at) = durable::next_intact(bytes, end + 1, is_record) {
+            return Err(StoreError::DamagedLog {
+                path: path.to_path_buf(),
+                offset: end as u64,
+                intact_at: intact_at as u64,
+            });
+        }
+    }
     let mut cache = Cache::default();
     let mut committed = None;
     for record in &records {

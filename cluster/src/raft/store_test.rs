@@ -167,6 +167,65 @@ async fn a_torn_tail_is_ignored_and_cut_off() {
     assert_eq!(indexes(&mut log).await, [1, 2, 3, 4, 5]);
 }
 
+/// Appends entries 1..=7 one record each, commits them, and returns where each entry's record starts.
+async fn seven_committed(dir: &TestDir) -> Vec<u64> {
+    let log_path = dir.path().join(LOG_FILE);
+    let mut log = LogStore::open(dir.path()).unwrap();
+    let mut starts = Vec::new();
+    for i in 1..=7 {
+        starts.push(fs::metadata(&log_path).unwrap().len());
+        log.blocking_append(blanks(1, i..=i)).await.unwrap();
+    }
+    log.save_committed(Some(testing::log_id(1, 1, 7))).await.unwrap();
+    starts
+}
+
+#[tokio::test]
+async fn damage_before_the_tail_stops_the_store_naming_file_and_offset() {
+    for (what, at) in [("payload", 12), ("length prefix", 2)] {
+        // The attack of issue 16: 16 flipped bytes in the middle of the log (entry 4's record).
+        let dir = TestDir::new();
+        let starts = seven_committed(&dir).await;
+        let log_path = dir.path().join(LOG_FILE);
+        let mut bytes = fs::read(&log_path).unwrap();
+        let fourth = starts[3] as usize;
+        for byte in &mut bytes[fourth + at..fourth + at + 16] {
+            *byte ^= 0x5a;
+        }
+        fs::write(&log_path, &bytes).unwrap();
+
+        let error = match LogStore::open(dir.path()) {
+            Err(error) => error,
+            Ok(_) => panic!("{what}: damaged log opened"),
+        };
+        match &error {
+            StoreError::DamagedLog { path, offset, intact_at } => {
+                assert_eq!((path, *offset, *intact_at), (&log_path, starts[3], starts[4]), "{what}");
+            }
+            other => panic!("{what}: {other}"),
+        }
+        let message = error.to_string();
+        assert!(message.contains(&log_path.display().to_string()), "{message}");
+        assert!(message.contains(&format!("byte {}", starts[3])), "{message}");
+        assert_eq!(fs::read(&log_path).unwrap(), bytes, "{what}: nothing is cut off a damaged log");
+    }
+}
+
+#[tokio::test]
+async fn a_garbled_last_record_is_a_torn_tail_even_after_commits() {
+    let dir = TestDir::new();
+    seven_committed(&dir).await;
+    let log_path = dir.path().join(LOG_FILE);
+    let mut bytes = fs::read(&log_path).unwrap();
+    // The last record (the commit) garbled in place, then zeroes as a crash can leave them.
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0xff;
+    bytes.extend_from_slice(&[0; 100]);
+    fs::write(&log_path, &bytes).unwrap();
+    let mut log = LogStore::open(dir.path()).unwrap();
+    assert_eq!(indexes(&mut log).await, [1, 2, 3, 4, 5, 6, 7]);
+}
+
 #[tokio::test]
 async fn damaged_vote_file_is_an_error_not_a_fresh_start() {
     let dir = TestDir::new();

@@ -1,7 +1,8 @@
 //! `/healthz` (the process is alive), `/readyz` (joined the cluster and accepting sockets; 503 while
-//! joining and once draining), `/cluster` (membership as JSON) and `/metrics`.
+//! joining and once draining), `/cluster` (membership as JSON) and `/metrics`; the last two behind
+//! the admin token when one is set ([`super::admin`]).
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::state::Shared;
@@ -22,7 +23,10 @@ pub async fn readyz(shared: web::Data<Shared>) -> HttpResponse {
 
 /// `/cluster`: this node, its members and their state, its peer links (queued bytes = lag) and its
 /// presence replicas. A single node shows itself alone.
-pub async fn cluster(shared: web::Data<Shared>) -> HttpResponse {
+pub async fn cluster(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
+    if !admin_allowed(&req, &shared) {
+        return super::admin::unauthorized();
+    }
     let body = match &shared.cluster {
         Some(cluster) => serde_json::to_value(cluster.view()).unwrap_or_default(),
         None => serde_json::json!({
@@ -41,9 +45,20 @@ pub async fn cluster(shared: web::Data<Shared>) -> HttpResponse {
     HttpResponse::Ok().json(body)
 }
 
-pub async fn metrics(handle: web::Data<PrometheusHandle>, shared: web::Data<Shared>) -> HttpResponse {
+pub async fn metrics(
+    req: HttpRequest,
+    handle: web::Data<PrometheusHandle>,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    if !admin_allowed(&req, &shared) {
+        return super::admin::unauthorized();
+    }
     if let Some(cluster) = &shared.cluster {
         crate::metrics::metrics().cluster.observe(&cluster.view());
     }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(handle.render())
+}
+
+fn admin_allowed(req: &HttpRequest, shared: &Shared) -> bool {
+    super::admin::allowed(shared.config.admin_token.as_ref(), &shared.verifier, req.headers())
 }

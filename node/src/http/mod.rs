@@ -1,6 +1,7 @@
 //! HTTP routes: the WebSocket endpoint, the REST broadcast API, the notifications inbox (REST insert
 //! and GraphQL), health and metrics. Routes only; the handlers live in the submodules.
 
+pub mod admin;
 pub mod batch;
 pub mod graphql;
 pub mod health;

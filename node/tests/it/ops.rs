@@ -176,3 +176,111 @@ async fn t83_settings_precedence_flag_env_file() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// CRC-32 (IEEE), as the raft store frames its records.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn t84_raft_log_damaged_before_its_tail_stops_the_node() {
+    // A raft log (magic RLOG, version 1) of seven framed records, the fourth with 16 flipped bytes:
+    // not a torn tail, so the node must refuse to start and say where, not drop records 4–7.
+    let dir = std::env::temp_dir().join(format!("realtime-it-raft-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(dir.join("raft")).unwrap();
+    let mut log = b"RLOG\x01".to_vec();
+    let mut starts = Vec::new();
+    for _ in 0..7 {
+        starts.push(log.len());
+        let payload = br#"{"Committed":null}"#;
+        log.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        log.extend_from_slice(&crc32(payload).to_le_bytes());
+        log.extend_from_slice(payload);
+    }
+    for byte in &mut log[starts[3] + 2..starts[3] + 18] {
+        *byte ^= 0x5a;
+    }
+    let log_path = dir.join("raft").join("log");
+    std::fs::write(&log_path, &log).unwrap();
+
+    let cluster = "127.0.0.241:4790";
+    let data_dir = dir.display().to_string();
+    let stderr = std::env::temp_dir().join(format!("realtime-it-{}.log", uuid::Uuid::new_v4().simple()));
+    let args = ["--seeds", cluster, "--cluster-bind", cluster, "--data-dir", &data_dir];
+    let (mut proc, _lines) = crate::support::process::spawn("it-secret", &args, &[], stderr, 40);
+    let status = proc.wait_exit(T).expect("the node exits on its own");
+    let logged = proc.log_tail(usize::MAX);
+    assert!(!status.success(), "exit status {status}\n{logged}");
+    let expected = format!("{} is damaged at byte {}", log_path.display(), starts[3]);
+    assert!(logged.contains(&expected), "want {expected:?} in:\n{logged}");
+    assert_eq!(std::fs::read(&log_path).unwrap(), log, "the damaged log is left as it was");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn t85_admin_token_guards_cluster_and_metrics_not_probes() {
+    const ADMIN: &str = "it-admin-token-0123456789";
+    let server = Server::start(&["--admin-token", ADMIN]);
+    let service_role = sign(&server.secret, &json!({"role": "service_role", "exp": now() + 600}));
+    let anon = sign(&server.secret, &json!({"role": "anon", "exp": now() + 600}));
+    let get_as = |path: &'static str, bearer: Option<String>| {
+        let mut request = http().get(server.http(path));
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        async move { read_response(request.send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"))).await }
+    };
+    for path in ["/cluster", "/metrics"] {
+        for (who, bearer) in [
+            ("nobody", None),
+            ("a wrong token", Some("it-admin-token-012345678".to_owned())),
+            ("an anon JWT", Some(anon.clone())),
+        ] {
+            let (status, _, body) = get_as(path, bearer).await;
+            assert_eq!(status, 401, "{path} as {who}: {body}");
+            assert!(!body.contains("\"node\"") && !body.contains("realtime_"), "{path} leaked: {body}");
+        }
+        for (who, bearer) in
+            [("the admin token", ADMIN.to_owned()), ("a service_role JWT", service_role.clone())]
+        {
+            let (status, _, body) = get_as(path, Some(bearer)).await;
+            assert_eq!(status, 200, "{path} as {who}: {body}");
+        }
+    }
+    for path in ["/healthz", "/readyz"] {
+        let (status, _, body) = get_as(path, None).await;
+        assert_eq!(status, 200, "{path} stays open: {body}");
+    }
+}
+
+#[tokio::test]
+async fn t86_a_clustered_node_without_admin_token_warns_at_start() {
+    const WARNING: &str = "REALTIME_ADMIN_TOKEN is not set";
+    for (i, admin) in [(0u8, None), (1, Some("it-admin-token-0123456789"))] {
+        let dir = std::env::temp_dir().join(format!("realtime-it-admin-{}", uuid::Uuid::new_v4().simple()));
+        let cluster = format!("127.0.0.{}:4791", 242 + i);
+        let data_dir = dir.display().to_string();
+        let mut args = vec!["--seeds", &cluster, "--cluster-bind", &cluster, "--data-dir", &data_dir];
+        if let Some(token) = admin {
+            args.extend(["--admin-token", token]);
+        }
+        let server = Server::start(&args);
+        // Ready once it has joined (alone): the warning, if any, was logged before the cluster started.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while get(&server, "/readyz").await.0 != 200 {
+            assert!(Instant::now() < deadline, "the single clustered node never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let logged = server.proc.log_tail(usize::MAX);
+        assert_eq!(logged.contains(WARNING), admin.is_none(), "admin token {admin:?}:\n{logged}");
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,153 @@
+//! Frames a process that is not a node sends to a node's cluster port, speaking for a live node (the
+//! attacks of issue 16): a forged member count, a spoofed `Leaving`, snapshots of a made-up run and
+//! counts from a node membership does not know.
+//! Each is refused and counted, and the live node's presences and counts stay. Two `ClusterHandle`s on
+//! loopback (127.0.0.23x, their own port); every wait is bounded and ends on an outcome.
+//!
+//! (Authenticating the link itself is the transport's job; these checks are what is left when a frame
+//! gets through anyway.)
+
+use std::time::{Duration, Instant};
+
+use realtime_cluster::presence::{Entry, Snapshot, Version};
+use realtime_cluster::wire::{self, Lane, PeerMessage};
+use realtime_cluster::{ClusterConfig, ClusterEvent, ClusterHandle, NodeId, PeerId};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+const T: Duration = Duration::from_secs(10);
+const TOPIC: &str = "public:room";
+
+fn addr(i: usize) -> std::net::SocketAddr {
+    format!("127.0.0.{}:4710", 230 + i).parse().expect("address")
+}
+
+async fn start(i: usize) -> (ClusterHandle, mpsc::Receiver<ClusterEvent>) {
+    let seeds = (0..2).map(|j| addr(j).to_string()).collect();
+    let mut config = ClusterConfig::new(NodeId(format!("f{i}")), addr(i), addr(i), seeds);
+    config.max_members_per_node = 1_000;
+    ClusterHandle::start(config).await.expect("cluster starts")
+}
+
+/// Waits until `done` holds, panicking with `what` after `T`.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + T;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {T:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A raw data link to `to` whose `Hello` names `claimed`, then `frames`.
+async fn speak_as(to: std::net::SocketAddr, claimed: PeerId, frames: &[PeerMessage]) {
+    let mut stream = TcpStream::connect(to).await.expect("cluster port reachable");
+    let hello = PeerMessage::Hello { from: claimed, lane: Lane::Data };
+    for msg in std::iter::once(&hello).chain(frames) {
+        let frame = wire::encode(msg).expect("encodes");
+        stream.write_all(&(frame.len() as u32).to_be_bytes()).await.expect("writes");
+        stream.write_all(&frame).await.expect("writes");
+    }
+    stream.flush().await.expect("flushes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_counts_leaves_and_snapshots_are_refused_and_counted() {
+    let (a, _a_events) = start(0).await;
+    let (b, _b_events) = start(1).await;
+    until("formed", || {
+        [&a, &b].iter().all(|h| {
+            let view = h.view();
+            view.ready && view.members.iter().any(|m| m.state == "alive")
+        })
+    })
+    .await;
+
+    // `b` has a member with a presence in the room; `a` holds both.
+    b.set_members(TOPIC, 1);
+    b.presence_put(TOPIC, 1, Entry { key: "alice".into(), phx_ref: "R1".into(), meta: "{}".into() });
+    until("b's count and presence reach a", || {
+        a.remote_members(TOPIC) == 1 && a.remote_presence(TOPIC).len() == 1
+    })
+    .await;
+    let real = b.me();
+
+    // 1. b's exact identity (it is no secret) with a count no node can hold: refused whole.
+    speak_as(
+        addr(0),
+        real.clone(),
+        &[PeerMessage::Members { counts: vec![(TOPIC.into(), 4_000_000_000)], full: true }],
+    )
+    .await;
+    until("absurd count refused", || a.view().rejected.member_counts == 1).await;
+    assert_eq!(a.remote_members(TOPIC), 1);
+
+    // 2. A Leaving naming a run far ahead of the sender's: refused, b's presence stays.
+    speak_as(addr(0), real.clone(), &[PeerMessage::Leaving { incarnation: u64::MAX, epoch: u64::MAX }]).await;
+    until("leave of another run refused", || a.view().rejected.leaves == 1).await;
+
+    // 3. A made-up newer run of b: its Leaving (its own run, but not the live one), its counts and
+    //    an empty snapshot that would replace b's entries are all refused.
+    let forged = PeerId { incarnation: real.incarnation + 1, epoch: 0, ..real.clone() };
+    let gone = Snapshot {
+        node: real.node.clone(),
+        version: Version { incarnation: forged.incarnation, epoch: 0, seq: 1 },
+        gone: true,
+        entries: Vec::new(),
+    };
+    speak_as(
+        addr(0),
+        forged.clone(),
+        &[
+            PeerMessage::Members { counts: vec![(TOPIC.into(), 0)], full: true },
+            PeerMessage::PresenceSnapshot(gone),
+            PeerMessage::Leaving { incarnation: forged.incarnation, epoch: 0 },
+        ],
+    )
+    .await;
+    until("the made-up run's leave refused", || a.view().rejected.leaves == 2).await;
+    assert_eq!(a.view().rejected.presence, 2);
+
+    // 4. b's exact identity (it is on /cluster when that is open) carrying a snapshot of a newer run.
+    let newer = Snapshot {
+        node: real.node.clone(),
+        version: Version { incarnation: real.incarnation + 1, epoch: 0, seq: 1 },
+        gone: false,
+        entries: Vec::new(),
+    };
+    speak_as(
+        addr(0),
+        real.clone(),
+        &[PeerMessage::PresenceSnapshot(newer), PeerMessage::Leaving { incarnation: 0, epoch: 0 }],
+    )
+    .await;
+    until("the leave after the newer run's snapshot refused", || a.view().rejected.leaves == 3).await;
+    assert_eq!(a.view().rejected.presence, 3);
+    assert_eq!(a.remote_presence(TOPIC).len(), 1, "b's presence stays");
+
+    // 5. A node membership has never heard of, claiming a full room.
+    let stranger = PeerId { node: NodeId("f9".into()), incarnation: 1, epoch: 0, addr: addr(9) };
+    speak_as(
+        addr(0),
+        stranger.clone(),
+        &[
+            PeerMessage::Members { counts: vec![(TOPIC.into(), 1_000)], full: true },
+            PeerMessage::Leaving { incarnation: 1, epoch: 0 },
+        ],
+    )
+    .await;
+    until("the stranger's leave refused", || a.view().rejected.leaves == 4).await;
+    let rejected = a.view().rejected;
+    assert_eq!((rejected.member_counts, rejected.leaves, rejected.presence), (1, 4, 4));
+    assert_eq!(a.remote_members(TOPIC), 1, "b's count stays");
+    let entries = a.remote_presence(TOPIC);
+    assert_eq!(entries.len(), 1, "b's presence stays");
+    assert_eq!((entries[0].0.node.clone(), entries[0].1.key.as_str()), (real.node.clone(), "alice"));
+
+    // b's own graceful leave still works at once.
+    b.depart().await;
+    until("b's own leave applied", || a.remote_presence(TOPIC).is_empty()).await;
+    assert_eq!(a.view().rejected.leaves, 4);
+    b.shutdown();
+    a.shutdown();
+}
