@@ -113,7 +113,7 @@ pub struct Settings {
     /// Largest WebSocket frame (and reassembled message), checked from the frame header.
     #[arg(long, env = "REALTIME_MAX_FRAME_BYTES")]
     pub max_frame_bytes: Option<usize>,
-    /// Channel joins per socket per second (refused joins do not count).
+    /// Channel joins per socket per second (refused joins count too).
     #[arg(long, env = "REALTIME_MAX_CLIENT_JOINS_PER_SECOND")]
     pub max_client_joins_per_second: Option<u32>,
     /// Channel joins per token (its `sub`, or the token itself) per second, across sockets.

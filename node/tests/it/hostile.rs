@@ -506,6 +506,54 @@ async fn t94_join_flood_from_one_token_spares_other_users() {
     }
 }
 
+/// Joins that are refused (empty topic, no `realtime:` prefix, too long) count toward the socket's
+/// joins per second like admitted ones: a socket flooding them is closed 1001, as an over-limit socket
+/// is, and another socket's heartbeats are still answered meanwhile.
+#[tokio::test]
+async fn t94_refused_join_flood_closes_that_socket_and_spares_others() {
+    // The refusals (and the close) come 3 s after their join, when the flood is surely over: frames
+    // still arriving at a closed connection would make it reset rather than show its close frame.
+    let server = Server::start(&["--max-client-joins-per-second", "20", "--join-error-delay-ms", "3000"]);
+    let mut obs = Observer::new(&server).await;
+    let mut bystander = server.client(Vsn::V1).await;
+    let mut flooder = raw::connect(server.port, &server.ws_url(Vsn::V2), None, T).await;
+    let long = format!("realtime:{}", "x".repeat(300));
+    let topics = ["realtime:", "", "no-prefix", long.as_str()];
+    let mut sent = 0;
+    'flood: for round in 0..8 {
+        for i in 0..50 {
+            let n = round * 50 + i;
+            let frame = json!([
+                n.to_string(),
+                n.to_string(),
+                topics[n % topics.len()],
+                "phx_join",
+                join_payload(default_config())
+            ]);
+            if flooder.feed(Message::text(frame.to_string())).await.is_err() {
+                break 'flood;
+            }
+            sent += 1;
+        }
+        if flooder.flush().await.is_err() {
+            break;
+        }
+        bystander.heartbeat().await;
+    }
+    let (end, frames) = read_until_end(&mut flooder, T).await;
+    match end {
+        End::Close(code, reason) => {
+            assert_eq!((code, reason.as_str()), (1001, "too many joins per second"), "after {sent} joins")
+        }
+        End::Cut(e) => panic!("flooder cut without a close frame after {sent} joins, {frames} frames: {e}"),
+    }
+    assert!(frames < sent, "the socket was closed before answering all {sent} refused joins ({frames})");
+    for _ in 0..3 {
+        bystander.heartbeat().await;
+    }
+    obs.check("a flood of refused joins").await;
+}
+
 // ---------------------------------------------------------------------------------------------------
 // 8. Pushes pipelined behind their join.
 
