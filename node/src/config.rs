@@ -77,6 +77,9 @@ pub struct Settings {
     /// REST broadcast messages per node per second.
     #[arg(long, env = "REALTIME_MAX_REST_EVENTS_PER_SECOND")]
     pub max_rest_events_per_second: Option<u32>,
+    /// REST broadcast messages per sender (the token's `sub`, or the token itself) per second.
+    #[arg(long, env = "REALTIME_MAX_TOKEN_REST_EVENTS_PER_SECOND")]
+    pub max_token_rest_events_per_second: Option<u32>,
     /// Presence pushes per channel per presence window.
     #[arg(long, env = "REALTIME_PRESENCE_MAX_CALLS")]
     pub presence_max_calls: Option<u32>,
@@ -372,6 +375,8 @@ pub struct Limits {
     pub max_joins_per_second: u32,
     pub max_payload_bytes: usize,
     pub max_rest_events_per_second: u32,
+    /// REST broadcast messages per sender per second (besides the node's budget).
+    pub max_token_rest_events_per_second: u32,
     pub presence_max_calls: u32,
     pub presence_window: Duration,
     /// Largest WebSocket frame accepted (the reference's `max_frame_size`).
@@ -407,6 +412,7 @@ pub mod defaults {
     pub const MAX_JOINS_PER_SECOND: u32 = 5_000;
     pub const MAX_PAYLOAD_BYTES: usize = 262_144;
     pub const MAX_REST_EVENTS_PER_SECOND: u32 = 1_000;
+    pub const MAX_TOKEN_REST_EVENTS_PER_SECOND: u32 = 200;
     pub const PRESENCE_MAX_CALLS: u32 = 5;
     pub const PRESENCE_WINDOW_MS: u64 = 30_000;
     pub const IDLE_TIMEOUT_MS: u64 = 60_000;
@@ -471,6 +477,9 @@ impl Settings {
             max_joins_per_second: self.max_joins_per_second.or(file.max_joins_per_second),
             max_payload_bytes: self.max_payload_bytes.or(file.max_payload_bytes),
             max_rest_events_per_second: self.max_rest_events_per_second.or(file.max_rest_events_per_second),
+            max_token_rest_events_per_second: self
+                .max_token_rest_events_per_second
+                .or(file.max_token_rest_events_per_second),
             presence_max_calls: self.presence_max_calls.or(file.presence_max_calls),
             presence_window_ms: self.presence_window_ms.or(file.presence_window_ms),
             idle_timeout_ms: self.idle_timeout_ms.or(file.idle_timeout_ms),
@@ -664,6 +673,10 @@ impl Config {
             max_rest_events_per_second: setting!(
                 s.max_rest_events_per_second,
                 d::MAX_REST_EVENTS_PER_SECOND
+            )?,
+            max_token_rest_events_per_second: setting!(
+                s.max_token_rest_events_per_second,
+                d::MAX_TOKEN_REST_EVENTS_PER_SECOND
             )?,
             presence_max_calls: setting!(s.presence_max_calls, d::PRESENCE_MAX_CALLS)?,
             presence_window: Duration::from_millis(setting!(s.presence_window_ms, d::PRESENCE_WINDOW_MS)?),

@@ -24,6 +24,8 @@ pub enum Refusal {
     TrackTooLarge,
     InvalidToken,
     RestRate,
+    /// REST broadcast messages over the sender's own per-second budget.
+    TokenRestRate,
     RestBatchTooLarge,
     RestBusy,
     PrivateChannel,
@@ -38,7 +40,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Refusal; 21] = [
+    const ALL: [Refusal; 22] = [
         Refusal::ConnectionLimit,
         Refusal::JoinRate,
         Refusal::ClientJoinRate,
@@ -51,6 +53,7 @@ impl Refusal {
         Refusal::TrackTooLarge,
         Refusal::InvalidToken,
         Refusal::RestRate,
+        Refusal::TokenRestRate,
         Refusal::RestBatchTooLarge,
         Refusal::RestBusy,
         Refusal::PrivateChannel,
@@ -76,6 +79,7 @@ impl Refusal {
             Refusal::TrackTooLarge => "track_too_large",
             Refusal::InvalidToken => "invalid_token",
             Refusal::RestRate => "rest_rate",
+            Refusal::TokenRestRate => "token_rest_rate",
             Refusal::RestBatchTooLarge => "rest_batch_too_large",
             Refusal::RestBusy => "rest_busy",
             Refusal::PrivateChannel => "private_channel",

@@ -7,6 +7,10 @@
 //! with 429 before their body is read), a body is read only up to its size limit, and a batch's
 //! messages are counted while they are parsed ([`batch`]), so a 100,000-message batch is refused after
 //! its first `max_rest_batch` + 1 messages, not after building all of them.
+//!
+//! Messages spend two budgets per second: the sender's (its token's `sub`, or the token itself), then
+//! the node's. The node's alone let one sender's flood refuse everyone else's sends; a message the
+//! sender's budget refuses spends nothing of the node's.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -124,7 +128,37 @@ fn token(headers: &HeaderMap, query: &str) -> Option<String> {
 
 /// The caller's verified claims, if its token is valid.
 pub(super) fn authorised(req: &HttpRequest, shared: &Shared) -> Option<Claims> {
-    token(req.headers(), req.query_string()).and_then(|t| shared.verifier.verify(&t).ok())
+    sender(req, shared).map(|sender| sender.claims)
+}
+
+/// A verified REST caller.
+struct Sender {
+    claims: Claims,
+    /// Whose budget its messages spend: the token's `sub`, or the token itself.
+    key: String,
+}
+
+fn sender(req: &HttpRequest, shared: &Shared) -> Option<Sender> {
+    let token = token(req.headers(), req.query_string())?;
+    let claims = shared.verifier.verify(&token).ok()?;
+    let key = claims.sub.clone().unwrap_or(token);
+    Some(Sender { claims, key })
+}
+
+/// Spends `n` messages of the sender's budget, then of the node's; the 429 when either is spent. The
+/// sender's comes first, so a sender over its own budget does not spend the node's.
+fn over_budget(shared: &Shared, sender: &Sender, n: u32) -> Option<HttpResponse> {
+    if !shared.token_rest.allow_n(&sender.key, n, Instant::now()) {
+        metrics().refused(Refusal::TokenRestRate);
+        let per_second = shared.config.limits.max_token_rest_events_per_second;
+        let text =
+            format!("You have exceeded your rate limit: at most {per_second} messages per second per sender");
+        return Some(message(actix_web::http::StatusCode::TOO_MANY_REQUESTS, &text));
+    }
+    if !shared.rest.allow(n) {
+        return Some(rate_limited("You have exceeded your rate limit"));
+    }
+    None
 }
 
 /// May the caller send to the private channel `sub_topic`? Its RLS write check (no database: no).
@@ -216,13 +250,14 @@ pub async fn broadcast_batch(
     shared: web::Data<Shared>,
 ) -> HttpResponse {
     let Some(_slot) = RestSlot::acquire(&shared) else { return busy() };
-    let Some(claims) = authorised(&req, &shared) else { return unauthorized() };
+    let Some(sender) = sender(&req, &shared) else { return unauthorized() };
     let body = match read_body(payload, MAX_REST_BODY).await {
         Ok(body) => body,
         Err(response) => return response,
     };
     let limits = &shared.config.limits;
-    let rate = limits.max_rest_events_per_second as usize;
+    // No batch larger than either budget can ever pass: stop parsing there.
+    let rate = limits.max_rest_events_per_second.min(limits.max_token_rest_events_per_second) as usize;
     let messages = match batch::messages(&body, limits.max_rest_batch.min(rate)) {
         Ok(Some(messages)) => messages,
         Ok(None) => {
@@ -246,9 +281,10 @@ pub async fn broadcast_batch(
     if errors.iter().any(|e| !e.is_empty()) {
         return HttpResponse::UnprocessableEntity().json(json!({"errors": {"messages": errors}}));
     }
-    if !shared.rest.allow(messages.len() as u32) {
-        return rate_limited("You have exceeded your rate limit");
+    if let Some(refused) = over_budget(&shared, &sender, messages.len() as u32) {
+        return refused;
     }
+    let claims = sender.claims;
     let mut published = Vec::new();
     for m in messages {
         let (Some(topic), Some(event)) = (m["topic"].as_str(), m["event"].as_str()) else { continue };
@@ -289,17 +325,18 @@ pub async fn broadcast_single(
     let Some(encoding) = body_encoding(req.headers()) else {
         return HttpResponse::UnsupportedMediaType().json(json!({ "error": UNSUPPORTED_MEDIA_TYPE }));
     };
-    let Some(claims) = authorised(&req, &shared) else { return unauthorized() };
+    let Some(sender) = sender(&req, &shared) else { return unauthorized() };
     let body = match read_body(payload, MAX_REST_BODY).await {
         Ok(body) => body,
         Err(response) => return response,
     };
+    let claims = &sender.claims;
     let private = web::Query::<HashMap<String, String>>::from_query(req.query_string())
         .ok()
         .and_then(|q| q.get("private").cloned())
         .is_some_and(|p| p.eq_ignore_ascii_case("true"));
     let (topic, event) = path.into_inner();
-    if private && !may_write_private(&shared, &claims, &topic).await {
+    if private && !may_write_private(&shared, claims, &topic).await {
         // Not allowed by the topic's policies (or no database to ask): refuse, nothing is sent.
         metrics().refused(Refusal::PrivateChannel);
         return message(actix_web::http::StatusCode::FORBIDDEN, "Unauthorized");
@@ -319,8 +356,8 @@ pub async fn broadcast_single(
     if data.len() > shared.config.limits.max_payload_bytes {
         return HttpResponse::UnprocessableEntity().json(json!({"errors": {"payload": [PAYLOAD_TOO_LARGE]}}));
     }
-    if !shared.rest.allow(1) {
-        return rate_limited("You have exceeded your rate limit");
+    if let Some(refused) = over_budget(&shared, &sender, 1) {
+        return refused;
     }
     metrics().rest_messages.increment(1);
     let body = BroadcastBody::User { event: event.into(), encoding, data, meta: None };

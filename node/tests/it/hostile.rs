@@ -849,6 +849,8 @@ async fn t99_rest_batch_over_the_limit_is_422_and_busy_node_answers_429() {
         // Over the batch limit but not over the REST rate: 422 (429 when over both).
         "--max-rest-events-per-second",
         "100000000",
+        "--max-token-rest-events-per-second",
+        "100000000",
     ]);
     let mut obs = Observer::new(&server).await;
     let sub = unique("restrx");
