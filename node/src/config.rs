@@ -146,6 +146,9 @@ pub struct Settings {
     /// REST broadcast requests processed at once per node; more are refused with 429.
     #[arg(long, env = "REALTIME_MAX_REST_CONCURRENCY")]
     pub max_rest_concurrency: Option<usize>,
+    /// Time a REST or GraphQL request body has to arrive whole once its handler reads it; slower → 408.
+    #[arg(long, env = "REALTIME_REQUEST_BODY_TIMEOUT_MS")]
+    pub request_body_timeout_ms: Option<u64>,
     /// PostgreSQL (wal_level=logical) for Postgres Changes; unset disables them.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -389,6 +392,8 @@ pub struct Limits {
     pub budget: Budget,
     pub max_rest_batch: usize,
     pub max_rest_concurrency: usize,
+    /// A REST or GraphQL body not received whole within this is answered 408 (and frees its slot).
+    pub request_body_timeout: Duration,
 }
 
 /// Sizes of what a client chooses in a message (checked before anything is kept).
@@ -433,6 +438,7 @@ pub mod defaults {
     pub const MAX_FILTER_BYTES: usize = 4_096;
     pub const MAX_REST_BATCH: usize = 1_000;
     pub const MAX_REST_CONCURRENCY: usize = 16;
+    pub const REQUEST_BODY_TIMEOUT_MS: u64 = 10_000;
     pub const PUBLICATION: &str = "supabase_realtime";
     pub const SLOT: &str = "realtime_cdc";
     pub const DATA_DIR: &str = "./data";
@@ -504,6 +510,7 @@ impl Settings {
             max_filter_bytes: self.max_filter_bytes.or(file.max_filter_bytes),
             max_rest_batch: self.max_rest_batch.or(file.max_rest_batch),
             max_rest_concurrency: self.max_rest_concurrency.or(file.max_rest_concurrency),
+            request_body_timeout_ms: self.request_body_timeout_ms.or(file.request_body_timeout_ms),
             database_url: self.database_url.or(file.database_url),
             publication: self.publication.or(file.publication),
             slot: self.slot.or(file.slot),
@@ -705,6 +712,10 @@ impl Config {
             },
             max_rest_batch: setting!(s.max_rest_batch, d::MAX_REST_BATCH)?,
             max_rest_concurrency: setting!(s.max_rest_concurrency, d::MAX_REST_CONCURRENCY)?,
+            request_body_timeout: Duration::from_millis(setting!(
+                s.request_body_timeout_ms,
+                d::REQUEST_BODY_TIMEOUT_MS
+            )?),
         };
         let cdc = match s.database_url.filter(|url| !url.is_empty()) {
             Some(database_url) => Some(CdcConfig {

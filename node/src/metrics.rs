@@ -28,6 +28,8 @@ pub enum Refusal {
     TokenRestRate,
     RestBatchTooLarge,
     RestBusy,
+    /// A REST or GraphQL request body that did not arrive within `REALTIME_REQUEST_BODY_TIMEOUT_MS`.
+    BodyTimeout,
     PrivateChannel,
     Draining,
     SlowConsumer,
@@ -40,7 +42,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Refusal; 22] = [
+    const ALL: [Refusal; 23] = [
         Refusal::ConnectionLimit,
         Refusal::JoinRate,
         Refusal::ClientJoinRate,
@@ -56,6 +58,7 @@ impl Refusal {
         Refusal::TokenRestRate,
         Refusal::RestBatchTooLarge,
         Refusal::RestBusy,
+        Refusal::BodyTimeout,
         Refusal::PrivateChannel,
         Refusal::Draining,
         Refusal::SlowConsumer,
@@ -82,6 +85,7 @@ impl Refusal {
             Refusal::TokenRestRate => "token_rest_rate",
             Refusal::RestBatchTooLarge => "rest_batch_too_large",
             Refusal::RestBusy => "rest_busy",
+            Refusal::BodyTimeout => "body_timeout",
             Refusal::PrivateChannel => "private_channel",
             Refusal::Draining => "draining",
             Refusal::SlowConsumer => "slow_consumer",

@@ -2,7 +2,8 @@
 //!
 //! The HTTP side decides what the schema cannot: who the caller is (the token's `sub`, verified as for
 //! REST broadcast and sockets; none, invalid, or a `sub` that is not a UUID → 401), how large a body
-//! may be (read up to `REALTIME_GRAPHQL_MAX_BODY_BYTES`, larger → 413), and the status of an answer
+//! may be (read up to `REALTIME_GRAPHQL_MAX_BODY_BYTES`, larger → 413; whole within
+//! `REALTIME_REQUEST_BODY_TIMEOUT_MS`, slower → 408), and the status of an answer
 //! (429 when an operation hit its per-user rate limit). Every refusal has a GraphQL-shaped body:
 //! `{"data": null, "errors": [{"message", "extensions": {"code"}}]}`.
 //!
@@ -52,14 +53,20 @@ pub async fn graphql(req: HttpRequest, payload: web::Payload, shared: web::Data<
         return refuse(&req, StatusCode::UNAUTHORIZED, reason, "UNAUTHENTICATED");
     };
     let max = shared.config.inbox.max_body_bytes;
-    let body = match read_limited(payload, max).await {
+    let body = match read_limited(payload, max, shared.config.limits.request_body_timeout).await {
         Ok(body) => body,
-        Err(BodyError::TooLarge) => {
-            let reason = format!("the request body is larger than {max} bytes");
-            return refuse(&req, StatusCode::PAYLOAD_TOO_LARGE, &reason, "PAYLOAD_TOO_LARGE");
-        }
-        Err(BodyError::Cut) => {
-            return refuse(&req, StatusCode::BAD_REQUEST, "the request body was cut", "BAD_REQUEST");
+        Err(e) => {
+            let code = match e {
+                BodyError::TooLarge { .. } => "PAYLOAD_TOO_LARGE",
+                BodyError::Cut => "BAD_REQUEST",
+                BodyError::Slow { .. } => "REQUEST_TIMEOUT",
+            };
+            let mut response = refuse(&req, e.status(), &e.to_string(), code);
+            if matches!(e, BodyError::Slow { .. }) {
+                // The rest of the body is not waited for.
+                response.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+            }
+            return response;
         }
     };
     let request = match serde_json::from_slice::<async_graphql::Request>(&body) {

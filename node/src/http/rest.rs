@@ -4,7 +4,10 @@
 //!
 //! What a request may cost is bounded before it is paid: at most `max_rest_concurrency` requests are
 //! processed at once (each holds a [`RestSlot`] while it reads and parses its body; more are refused
-//! with 429 before their body is read), a body is read only up to its size limit, and a batch's
+//! with 429 before their body is read). A slot goes only to a caller whose token (in the headers) is
+//! valid, and a body must arrive whole within `request_body_timeout` (else 408, and the slot is free
+//! again): 16 uploads trickling a few bytes every 10 s held every slot, for everyone, before. A body
+//! is read only up to its size limit, and a batch's
 //! messages are counted while they are parsed ([`batch`]), so a 100,000-message batch is refused after
 //! its first `max_rest_batch` + 1 messages, not after building all of them.
 //!
@@ -15,10 +18,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use realtime_proto::binary::BinaryEncoding;
@@ -81,34 +85,76 @@ pub(super) fn busy() -> HttpResponse {
 }
 
 /// Why a request body could not be read whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(super) enum BodyError {
     /// Larger than the limit (reading stopped there).
-    TooLarge,
+    #[error("the request body is larger than {max} bytes")]
+    TooLarge { max: usize },
     /// The connection failed mid-body.
+    #[error("the request body was cut")]
     Cut,
+    /// Not received whole in time (`request_body_timeout`).
+    #[error("the request body was not received within {} ms", .timeout.as_millis())]
+    Slow { timeout: Duration },
 }
 
-/// Reads a request body up to `max` bytes, never buffering more.
-pub(super) async fn read_limited(mut payload: web::Payload, max: usize) -> Result<Bytes, BodyError> {
+/// Reads a request body up to `max` bytes, never buffering more, and whole within `timeout`.
+pub(super) async fn read_limited(
+    mut payload: web::Payload,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, BodyError> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
+    loop {
+        let next = tokio::time::timeout_at(deadline, payload.next()).await.map_err(|_| {
+            metrics().refused(Refusal::BodyTimeout);
+            BodyError::Slow { timeout }
+        })?;
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|_| BodyError::Cut)?;
         if body.len() + chunk.len() > max {
-            return Err(BodyError::TooLarge);
+            return Err(BodyError::TooLarge { max });
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
 }
 
-/// Reads a request body up to `max` bytes; 413 when it is larger, 400 when the connection failed.
-async fn read_body(payload: web::Payload, max: usize) -> Result<Bytes, HttpResponse> {
-    read_limited(payload, max).await.map_err(|error| match error {
-        BodyError::Cut => message(actix_web::http::StatusCode::BAD_REQUEST, "Request body was cut"),
-        BodyError::TooLarge => {
-            message(actix_web::http::StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large")
+impl BodyError {
+    /// 413, 400 or 408.
+    pub(super) fn status(self) -> StatusCode {
+        match self {
+            BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Cut => StatusCode::BAD_REQUEST,
+            BodyError::Slow { .. } => StatusCode::REQUEST_TIMEOUT,
         }
+    }
+}
+
+/// The answer to a body that could not be read; a slow one also ends its connection (the rest of its
+/// body is not waited for).
+pub(super) fn body_refusal(error: BodyError) -> HttpResponseBuilder {
+    let mut builder = HttpResponse::build(error.status());
+    if matches!(error, BodyError::Slow { .. }) {
+        builder.force_close();
+    }
+    builder
+}
+
+/// Reads a request body up to `max` bytes; 413 when it is larger, 400 when the connection failed, 408
+/// when it did not arrive in time.
+async fn read_body(shared: &Shared, payload: web::Payload, max: usize) -> Result<Bytes, HttpResponse> {
+    let timeout = shared.config.limits.request_body_timeout;
+    read_limited(payload, max, timeout).await.map_err(|error| {
+        let text = match error {
+            BodyError::Cut => "Request body was cut".to_owned(),
+            BodyError::TooLarge { .. } => "Request body is too large".to_owned(),
+            BodyError::Slow { timeout } => {
+                format!("Request body not received within {} ms", timeout.as_millis())
+            }
+        };
+        body_refusal(error).json(json!({ "message": text }))
     })
 }
 
@@ -249,9 +295,9 @@ pub async fn broadcast_batch(
     payload: web::Payload,
     shared: web::Data<Shared>,
 ) -> HttpResponse {
-    let Some(_slot) = RestSlot::acquire(&shared) else { return busy() };
     let Some(sender) = sender(&req, &shared) else { return unauthorized() };
-    let body = match read_body(payload, MAX_REST_BODY).await {
+    let Some(_slot) = RestSlot::acquire(&shared) else { return busy() };
+    let body = match read_body(&shared, payload, MAX_REST_BODY).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -321,12 +367,12 @@ pub async fn broadcast_single(
     payload: web::Payload,
     shared: web::Data<Shared>,
 ) -> HttpResponse {
-    let Some(_slot) = RestSlot::acquire(&shared) else { return busy() };
     let Some(encoding) = body_encoding(req.headers()) else {
         return HttpResponse::UnsupportedMediaType().json(json!({ "error": UNSUPPORTED_MEDIA_TYPE }));
     };
     let Some(sender) = sender(&req, &shared) else { return unauthorized() };
-    let body = match read_body(payload, MAX_REST_BODY).await {
+    let Some(_slot) = RestSlot::acquire(&shared) else { return busy() };
+    let body = match read_body(&shared, payload, MAX_REST_BODY).await {
         Ok(body) => body,
         Err(response) => return response,
     };

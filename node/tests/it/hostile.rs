@@ -937,6 +937,82 @@ async fn t99_rest_batch_over_the_limit_is_422_and_busy_node_answers_429() {
     small_rest_broadcast_arrives(&server, &sub, &mut rx).await;
 }
 
+/// A request on `path` whose body never finishes: its head (with `auth` as the bearer token, if any)
+/// and the first bytes of a 1,000,000-byte body.
+async fn stalled_upload(server: &Server, path: &str, auth: Option<&str>) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).await.expect("connect");
+    let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: 1000000\r\n\r\n{{\"messages\":["
+    );
+    s.write_all(head.as_bytes()).await.expect("write partial request");
+    s
+}
+
+/// Reads one HTTP response from a raw stream: its status and body (by `Content-Length`).
+async fn raw_response(s: &mut TcpStream, timeout: Duration) -> (u16, String) {
+    let deadline = Instant::now() + timeout;
+    let mut buf = Vec::new();
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                return (status, String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned());
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(left, s.read(&mut chunk)).await {
+            Err(_) => panic!("no whole response within {timeout:?}: {}", String::from_utf8_lossy(&buf)),
+            Ok(Ok(0)) => panic!("EOF before a whole response: {}", String::from_utf8_lossy(&buf)),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => panic!("read error: {e}"),
+        }
+    }
+}
+
+/// Uploads that stall (a few bytes, then nothing) do not hold the REST slots: a slot goes only to a
+/// caller with a valid token, and a body that does not arrive in time is answered 408, freeing its
+/// slot, so a normal request succeeds meanwhile.
+#[tokio::test]
+async fn t99_stalled_uploads_are_answered_408_and_free_their_slots() {
+    let server = Server::start(&["--max-rest-concurrency", "2", "--request-body-timeout-ms", "1000"]);
+    let mut obs = Observer::new(&server).await;
+    let sub = unique("stalled");
+    let mut rx = server.client(Vsn::V2).await;
+    rx.join_ok(&format!("realtime:{sub}"), default_config()).await;
+    let token = server.token();
+    // As many stalled uploads as there are slots, with a valid token, on both endpoints...
+    let mut stalled = [
+        stalled_upload(&server, "/api/broadcast", Some(&token)).await,
+        stalled_upload(&server, "/api/broadcast/room/events/e", Some(&token)).await,
+    ];
+    // ...and more without one: refused at once (401) whatever the slots, never holding one.
+    for path in ["/api/broadcast", "/api/broadcast/room/events/e", "/api/notifications"] {
+        let mut s = stalled_upload(&server, path, None).await;
+        let (status, body) = raw_response(&mut s, T).await;
+        assert_eq!(status, 401, "{path} without a token: {body}");
+    }
+    // A normal request gets through (retried while the node answers 429).
+    small_rest_broadcast_arrives(&server, &sub, &mut rx).await;
+    // Each stalled upload was answered 408, with the reason.
+    for s in stalled.iter_mut() {
+        let (status, body) = raw_response(s, T).await;
+        assert_eq!(status, 408, "stalled upload: {body}");
+        assert_eq!(parse_json(&body), json!({"message": "Request body not received within 1000 ms"}));
+    }
+    let timeouts = metric(&server, "realtime_refusals_total").await;
+    assert!(timeouts >= 2.0, "realtime_refusals_total = {timeouts}");
+    obs.check("stalled uploads").await;
+}
+
 /// With the defaults the batch limit equals the REST rate: an oversize batch is over both, 429.
 #[tokio::test]
 async fn t99_rest_batch_over_limit_and_rate_is_429() {
