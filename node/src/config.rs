@@ -239,7 +239,7 @@ pub struct Settings {
     /// Deepest GraphQL query accepted (nesting of selection sets, introspection included).
     #[arg(long, env = "REALTIME_GRAPHQL_MAX_DEPTH")]
     pub graphql_max_depth: Option<usize>,
-    /// Largest GraphQL query complexity accepted (every field counts 1).
+    /// Largest GraphQL query complexity accepted (every field counts 1, `notifications` its `limit` more).
     #[arg(long, env = "REALTIME_GRAPHQL_MAX_COMPLEXITY")]
     pub graphql_max_complexity: Option<usize>,
     /// Largest GraphQL request body, in bytes (larger → 413).
