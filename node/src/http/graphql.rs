@@ -3,10 +3,10 @@
 //! The HTTP side decides what the schema cannot: who the caller is (the token's `sub`, verified as for
 //! REST broadcast and sockets; none, invalid, or a `sub` that is not a UUID → 401), how large a body
 //! may be (read up to `REALTIME_GRAPHQL_MAX_BODY_BYTES`, larger → 413; whole within
-//! `REALTIME_REQUEST_BODY_TIMEOUT_MS`, slower → 408), and the status of an answer
-//! (429 when an operation hit its per-user rate limit), and how large an answer may be (over
+//! `REALTIME_REQUEST_BODY_TIMEOUT_MS`, slower → 408), how large an answer may be (over
 //! [`MAX_RESPONSE_BYTES`] → only a `RESPONSE_TOO_LARGE` error; the schema's complexity limit keeps
-//! answers well under it unless an operator raised it). Every refusal has a GraphQL-shaped body:
+//! answers well under it unless an operator raised it), and the status of an answer (429 when an
+//! operation hit its per-user rate limit). Every refusal has a GraphQL-shaped body:
 //! `{"data": null, "errors": [{"message", "extensions": {"code"}}]}`.
 //!
 //! The body is read here rather than by `async-graphql-actix-web`'s extractor, which reads a JSON

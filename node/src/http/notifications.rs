@@ -4,8 +4,9 @@
 //! stream, like any insert ([`crate::cdc::notifications`]).
 //!
 //! Refusals are `{"error": reason}`: 401 (no or bad token), 403 (not `service_role`), 422 (the body,
-//! see [`crate::inbox::input`]), 408 (the body did not arrive in time), 429 (REST concurrency), 503 (no `DATABASE_URL`, or the database
-//! cannot be reached), 500 (the insert failed).
+//! see [`crate::inbox::input`]), 408 (the body did not arrive in time), 429 (REST concurrency; a slot
+//! is taken only once the token and role are checked), 503 (no `DATABASE_URL`, or the database cannot
+//! be reached), 500 (the insert failed).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};

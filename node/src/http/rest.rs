@@ -4,12 +4,12 @@
 //!
 //! What a request may cost is bounded before it is paid: at most `max_rest_concurrency` requests are
 //! processed at once (each holds a [`RestSlot`] while it reads and parses its body; more are refused
-//! with 429 before their body is read). A slot goes only to a caller whose token (in the headers) is
-//! valid, and a body must arrive whole within `request_body_timeout` (else 408, and the slot is free
-//! again): 16 uploads trickling a few bytes every 10 s held every slot, for everyone, before. A body
-//! is read only up to its size limit, and a batch's
-//! messages are counted while they are parsed ([`batch`]), so a 100,000-message batch is refused after
-//! its first `max_rest_batch` + 1 messages, not after building all of them.
+//! with 429 before their body is read). A slot goes only to a caller whose token (in the request head)
+//! is valid, and a body must arrive whole within `request_body_timeout` (else 408, and the slot is
+//! free again): without that, 16 uploads trickling a few bytes every 10 s held every slot, refusing
+//! everyone. A body is read only up to its size limit, and a batch's messages are counted while they
+//! are parsed ([`batch`]), so a 100,000-message batch is refused after its first `max_rest_batch` + 1
+//! messages, not after building all of them.
 //!
 //! Messages spend two budgets per second: the sender's (its token's `sub`, or the token itself), then
 //! the node's. The node's alone let one sender's flood refuse everyone else's sends; a message the
