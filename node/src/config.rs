@@ -859,6 +859,9 @@ mod tests {
         assert_eq!(c.limits.max_events_per_second, 100);
         assert_eq!(c.limits.max_joins_per_second, 5_000);
         assert_eq!(c.limits.max_payload_bytes, 262_144);
+        assert_eq!(c.limits.max_rest_events_per_second, 1_000);
+        assert_eq!(c.limits.max_token_rest_events_per_second, 200);
+        assert_eq!(c.limits.request_body_timeout, Duration::from_secs(10));
         assert_eq!(c.messages_retention, Duration::from_secs(72 * 3600));
         assert!(c.jwt_secret.is_none());
         assert!(c.inbox.introspection);
@@ -873,12 +876,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("realtime-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("realtime.toml");
-        std::fs::write(&path, "max_connections = 7\nmax_channel_members = 3\n").unwrap();
+        std::fs::write(
+            &path,
+            "max_connections = 7\nmax_channel_members = 3\nmax_token_rest_events_per_second = 50\n\
+             request_body_timeout_ms = 2500\n",
+        )
+        .unwrap();
         let settings =
             Settings { config: Some(path.clone()), max_connections: Some(9), ..Settings::default() };
         let c = Config::load(settings).unwrap();
         assert_eq!(c.limits.max_connections, 9);
         assert_eq!(c.limits.max_channel_members, 3);
+        assert_eq!(c.limits.max_token_rest_events_per_second, 50);
+        assert_eq!(c.limits.request_body_timeout, Duration::from_millis(2500));
         std::fs::write(&path, "max_conections = 7\n").unwrap();
         let err = Config::load(Settings { config: Some(path), ..Settings::default() }).unwrap_err();
         assert!(matches!(err, ConfigError::ParseFile { .. }), "{err}");
