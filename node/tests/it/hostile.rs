@@ -1013,7 +1013,8 @@ async fn t99_stalled_uploads_are_answered_408_and_free_their_slots() {
     obs.check("stalled uploads").await;
 }
 
-/// With the defaults the batch limit equals the REST rate: an oversize batch is over both, 429.
+/// With the defaults the batch limit (1,000) is above the sender's REST budget (200/s): an oversize
+/// batch is over that budget, 429.
 #[tokio::test]
 async fn t99_rest_batch_over_limit_and_rate_is_429() {
     let server = Server::start(&[]);
