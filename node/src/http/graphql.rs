@@ -18,7 +18,9 @@ use async_graphql::{ErrorExtensionValues, ServerError};
 use async_graphql_actix_web::GraphQLResponse;
 
 use super::rest::{authorised, read_limited, BodyError};
-use crate::inbox::graphql::{Caller, MAX_RESPONSE_BYTES, RATE_LIMITED, RESPONSE_TOO_LARGE};
+use crate::inbox::graphql::{
+    explain_too_complex, Caller, MAX_RESPONSE_BYTES, RATE_LIMITED, RESPONSE_TOO_LARGE,
+};
 use crate::state::Shared;
 
 fn answer(req: &HttpRequest, status: StatusCode, response: async_graphql::Response) -> HttpResponse {
@@ -93,7 +95,8 @@ pub async fn graphql(req: HttpRequest, payload: web::Payload, shared: web::Data<
             return refuse(&req, StatusCode::BAD_REQUEST, &reason, "BAD_REQUEST");
         }
     };
-    let response = schema.execute(request.data(Caller { user_id })).await;
+    let mut response = schema.execute(request.data(Caller { user_id })).await;
+    explain_too_complex(&mut response, shared.config.inbox.max_complexity);
     if !fits(&response, MAX_RESPONSE_BYTES) {
         let reason = format!(
             "the answer would be larger than {MAX_RESPONSE_BYTES} bytes: ask for fewer rows (limit) or fields"

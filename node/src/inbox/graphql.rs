@@ -26,6 +26,12 @@ pub type InboxSchema = Schema<Query, Mutation, EmptySubscription>;
 /// `extensions.code` of a refused-for-rate error.
 pub const RATE_LIMITED: &str = "RATE_LIMITED";
 
+/// `extensions.code` of a query over the complexity limit (see [`explain_too_complex`]).
+pub const TOO_COMPLEX: &str = "TOO_COMPLEX";
+
+/// async-graphql's message for a query over the complexity limit.
+const TOO_COMPLEX_MESSAGE: &str = "Query is too complex.";
+
 /// `extensions.code` of an answer over [`MAX_RESPONSE_BYTES`].
 pub const RESPONSE_TOO_LARGE: &str = "RESPONSE_TOO_LARGE";
 
@@ -86,6 +92,18 @@ pub fn clamp_limit(limit: Option<i32>) -> i64 {
 /// field 1, counted once, not per row).
 pub fn list_complexity(limit: Option<i32>, child_complexity: usize) -> usize {
     clamp_limit(limit) as usize + child_complexity
+}
+
+/// Says what the complexity limit counts in async-graphql's bare `Query is too complex.` (a client
+/// asking for many aliased lists needs to know that their limits add up), with code [`TOO_COMPLEX`].
+pub fn explain_too_complex(response: &mut async_graphql::Response, max_complexity: usize) {
+    for error in response.errors.iter_mut().filter(|e| e.message == TOO_COMPLEX_MESSAGE) {
+        error.message = format!(
+            "Query is too complex: at most {max_complexity}, where every field counts 1 and \
+             `notifications` also counts its `limit` (the rows it may return), across aliases"
+        );
+        error.extensions.get_or_insert_with(Default::default).set("code", TOO_COMPLEX);
+    }
 }
 
 pub struct Query;
@@ -181,7 +199,7 @@ mod tests {
     }
 
     /// A notifications query as the complexity limit sees it (counted before anything runs, so no
-    /// inbox is needed to be refused).
+    /// inbox is needed to be refused): async-graphql's messages.
     async fn complexity_errors(query: &str, variables: serde_json::Value) -> Vec<String> {
         let schema = Schema::build(Query, Mutation, EmptySubscription)
             .limit_complexity(crate::config::defaults::GRAPHQL_MAX_COMPLEXITY)
@@ -191,6 +209,17 @@ mod tests {
             .data(Caller { user_id: uuid::Uuid::nil() });
         let response = schema.execute(request).await;
         response.errors.into_iter().map(|e| e.message).collect()
+    }
+
+    #[test]
+    fn too_complex_is_explained_with_a_code() {
+        let error = async_graphql::ServerError::new(TOO_COMPLEX_MESSAGE, None);
+        let mut response = async_graphql::Response::from_errors(vec![error]);
+        explain_too_complex(&mut response, 500);
+        let error = &response.errors[0];
+        assert!(error.message.starts_with("Query is too complex: at most 500,"), "{}", error.message);
+        let code = error.extensions.as_ref().and_then(|e| e.get("code")).cloned();
+        assert_eq!(code, Some(async_graphql::Value::from(TOO_COMPLEX)));
     }
 
     #[tokio::test]
