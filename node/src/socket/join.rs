@@ -2,9 +2,10 @@
 //!
 //! Every join counts toward the socket's joins per second as it arrives, refused or not
 //! ([`SocketActor::count_join`]). The other checks run in the reference's order: draining, topic,
-//! channels per socket, token, private channel. The channel itself checks capacity and answers with a [`JoinOutcome`], so the join
-//! reply is written before any push of that channel. With `postgres_changes_options.wait`, the join is
-//! held until the postgres subscription is live (see [`super::postgres`]).
+//! channels per socket, token, private channel. The channel itself checks capacity and answers with
+//! a [`JoinOutcome`], so the join reply is written before any push of that channel. With
+//! `postgres_changes_options.wait`, the join is held until the postgres subscription is live (see
+//! [`super::postgres`]).
 
 use std::time::{Duration, Instant};
 
