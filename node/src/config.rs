@@ -90,6 +90,9 @@ pub struct Settings {
     /// REST broadcast messages per node per second.
     #[arg(long, env = "REALTIME_MAX_REST_EVENTS_PER_SECOND")]
     pub max_rest_events_per_second: Option<u32>,
+    /// REST broadcast messages per sender (the token's `sub`, or the token itself) per second.
+    #[arg(long, env = "REALTIME_MAX_TOKEN_REST_EVENTS_PER_SECOND")]
+    pub max_token_rest_events_per_second: Option<u32>,
     /// Presence pushes per channel per presence window.
     #[arg(long, env = "REALTIME_PRESENCE_MAX_CALLS")]
     pub presence_max_calls: Option<u32>,
@@ -126,7 +129,7 @@ pub struct Settings {
     /// Largest WebSocket frame (and reassembled message), checked from the frame header.
     #[arg(long, env = "REALTIME_MAX_FRAME_BYTES")]
     pub max_frame_bytes: Option<usize>,
-    /// Channel joins per socket per second (refused joins do not count).
+    /// Channel joins per socket per second (refused joins count too).
     #[arg(long, env = "REALTIME_MAX_CLIENT_JOINS_PER_SECOND")]
     pub max_client_joins_per_second: Option<u32>,
     /// Channel joins per token (its `sub`, or the token itself) per second, across sockets.
@@ -156,6 +159,9 @@ pub struct Settings {
     /// REST broadcast requests processed at once per node; more are refused with 429.
     #[arg(long, env = "REALTIME_MAX_REST_CONCURRENCY")]
     pub max_rest_concurrency: Option<usize>,
+    /// Time a REST or GraphQL request body has to arrive whole once its handler reads it; slower → 408.
+    #[arg(long, env = "REALTIME_REQUEST_BODY_TIMEOUT_MS")]
+    pub request_body_timeout_ms: Option<u64>,
     /// PostgreSQL (wal_level=logical) for Postgres Changes; unset disables them.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -256,7 +262,7 @@ pub struct Settings {
     /// Deepest GraphQL query accepted (nesting of selection sets, introspection included).
     #[arg(long, env = "REALTIME_GRAPHQL_MAX_DEPTH")]
     pub graphql_max_depth: Option<usize>,
-    /// Largest GraphQL query complexity accepted (every field counts 1).
+    /// Largest GraphQL query complexity accepted (every field counts 1, `notifications` its `limit` more).
     #[arg(long, env = "REALTIME_GRAPHQL_MAX_COMPLEXITY")]
     pub graphql_max_complexity: Option<usize>,
     /// Largest GraphQL request body, in bytes (larger → 413).
@@ -399,6 +405,8 @@ pub struct Limits {
     pub max_joins_per_second: u32,
     pub max_payload_bytes: usize,
     pub max_rest_events_per_second: u32,
+    /// REST broadcast messages per sender per second (besides the node's budget).
+    pub max_token_rest_events_per_second: u32,
     pub presence_max_calls: u32,
     pub presence_window: Duration,
     /// Largest WebSocket frame accepted (the reference's `max_frame_size`).
@@ -411,6 +419,8 @@ pub struct Limits {
     pub budget: Budget,
     pub max_rest_batch: usize,
     pub max_rest_concurrency: usize,
+    /// A REST or GraphQL body not received whole within this is answered 408 (and frees its slot).
+    pub request_body_timeout: Duration,
 }
 
 /// Sizes of what a client chooses in a message (checked before anything is kept).
@@ -434,6 +444,7 @@ pub mod defaults {
     pub const MAX_JOINS_PER_SECOND: u32 = 5_000;
     pub const MAX_PAYLOAD_BYTES: usize = 262_144;
     pub const MAX_REST_EVENTS_PER_SECOND: u32 = 1_000;
+    pub const MAX_TOKEN_REST_EVENTS_PER_SECOND: u32 = 200;
     pub const PRESENCE_MAX_CALLS: u32 = 5;
     pub const PRESENCE_WINDOW_MS: u64 = 30_000;
     pub const IDLE_TIMEOUT_MS: u64 = 60_000;
@@ -454,6 +465,7 @@ pub mod defaults {
     pub const MAX_FILTER_BYTES: usize = 4_096;
     pub const MAX_REST_BATCH: usize = 1_000;
     pub const MAX_REST_CONCURRENCY: usize = 16;
+    pub const REQUEST_BODY_TIMEOUT_MS: u64 = 10_000;
     pub const PUBLICATION: &str = "supabase_realtime";
     pub const SLOT: &str = "realtime_cdc";
     pub const DATA_DIR: &str = "./data";
@@ -500,6 +512,9 @@ impl Settings {
             max_joins_per_second: self.max_joins_per_second.or(file.max_joins_per_second),
             max_payload_bytes: self.max_payload_bytes.or(file.max_payload_bytes),
             max_rest_events_per_second: self.max_rest_events_per_second.or(file.max_rest_events_per_second),
+            max_token_rest_events_per_second: self
+                .max_token_rest_events_per_second
+                .or(file.max_token_rest_events_per_second),
             presence_max_calls: self.presence_max_calls.or(file.presence_max_calls),
             presence_window_ms: self.presence_window_ms.or(file.presence_window_ms),
             idle_timeout_ms: self.idle_timeout_ms.or(file.idle_timeout_ms),
@@ -524,6 +539,7 @@ impl Settings {
             max_filter_bytes: self.max_filter_bytes.or(file.max_filter_bytes),
             max_rest_batch: self.max_rest_batch.or(file.max_rest_batch),
             max_rest_concurrency: self.max_rest_concurrency.or(file.max_rest_concurrency),
+            request_body_timeout_ms: self.request_body_timeout_ms.or(file.request_body_timeout_ms),
             database_url: self.database_url.or(file.database_url),
             publication: self.publication.or(file.publication),
             slot: self.slot.or(file.slot),
@@ -752,6 +768,10 @@ impl Config {
                 s.max_rest_events_per_second,
                 d::MAX_REST_EVENTS_PER_SECOND
             )?,
+            max_token_rest_events_per_second: setting!(
+                s.max_token_rest_events_per_second,
+                d::MAX_TOKEN_REST_EVENTS_PER_SECOND
+            )?,
             presence_max_calls: setting!(s.presence_max_calls, d::PRESENCE_MAX_CALLS)?,
             presence_window: Duration::from_millis(setting!(s.presence_window_ms, d::PRESENCE_WINDOW_MS)?),
             max_frame_bytes: setting!(s.max_frame_bytes, d::MAX_FRAME_BYTES)?,
@@ -779,6 +799,10 @@ impl Config {
             },
             max_rest_batch: setting!(s.max_rest_batch, d::MAX_REST_BATCH)?,
             max_rest_concurrency: setting!(s.max_rest_concurrency, d::MAX_REST_CONCURRENCY)?,
+            request_body_timeout: Duration::from_millis(setting!(
+                s.request_body_timeout_ms,
+                d::REQUEST_BODY_TIMEOUT_MS
+            )?),
         };
         let cdc = match s.database_url.filter(|url| !url.is_empty()) {
             Some(database_url) => Some(CdcConfig {
@@ -930,6 +954,9 @@ mod tests {
         assert_eq!(c.limits.max_events_per_second, 100);
         assert_eq!(c.limits.max_joins_per_second, 5_000);
         assert_eq!(c.limits.max_payload_bytes, 262_144);
+        assert_eq!(c.limits.max_rest_events_per_second, 1_000);
+        assert_eq!(c.limits.max_token_rest_events_per_second, 200);
+        assert_eq!(c.limits.request_body_timeout, Duration::from_secs(10));
         assert_eq!(c.messages_retention, Duration::from_secs(72 * 3600));
         assert!(c.jwt_secret.is_none());
         assert!(c.inbox.introspection);
@@ -944,12 +971,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("realtime-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("realtime.toml");
-        std::fs::write(&path, "max_connections = 7\nmax_channel_members = 3\n").unwrap();
+        std::fs::write(
+            &path,
+            "max_connections = 7\nmax_channel_members = 3\nmax_token_rest_events_per_second = 50\n\
+             request_body_timeout_ms = 2500\n",
+        )
+        .unwrap();
         let settings =
             Settings { config: Some(path.clone()), max_connections: Some(9), ..Settings::default() };
         let c = Config::load(settings).unwrap();
         assert_eq!(c.limits.max_connections, 9);
         assert_eq!(c.limits.max_channel_members, 3);
+        assert_eq!(c.limits.max_token_rest_events_per_second, 50);
+        assert_eq!(c.limits.request_body_timeout, Duration::from_millis(2500));
         std::fs::write(&path, "max_conections = 7\n").unwrap();
         let err = Config::load(Settings { config: Some(path), ..Settings::default() }).unwrap_err();
         assert!(matches!(err, ConfigError::ParseFile { .. }), "{err}");

@@ -2,8 +2,8 @@
 //!
 //! [`RateWindow`] is owned by one actor (events per socket, presence calls per channel);
 //! [`SharedRate`] is shared by every worker thread (joins per node, REST messages per node);
-//! [`KeyedRate`] is one window per key across threads (joins per token per second, inbox GraphQL
-//! operations per user per minute). All count in fixed windows: cheap, and exact about "at most N per
+//! [`KeyedRate`] is one window per key across threads (joins and REST messages per token per second,
+//! inbox GraphQL operations per user per minute). All count in fixed windows: cheap, and exact about "at most N per
 //! window".
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,15 +40,22 @@ impl RateWindow {
 
     /// Counts one event at `now`; `false` when it is over the limit.
     pub fn allow(&mut self, now: Instant) -> bool {
+        self.allow_n(1, now)
+    }
+
+    /// Counts `n` events at `now`; `false` (and nothing counted) when they would pass the limit.
+    pub fn allow_n(&mut self, n: u32, now: Instant) -> bool {
         if now.duration_since(self.started) >= self.window {
             self.started = now;
             self.count = 0;
         }
-        if self.count >= self.limit {
-            return false;
+        match self.count.checked_add(n) {
+            Some(count) if count <= self.limit => {
+                self.count = count;
+                true
+            }
+            _ => false,
         }
-        self.count += 1;
-        true
     }
 }
 
@@ -106,6 +113,11 @@ impl KeyedRate {
 
     /// Counts one event for `key` now; `false` when over the limit.
     pub fn allow(&self, key: &str, now: Instant) -> bool {
+        self.allow_n(key, 1, now)
+    }
+
+    /// Counts `n` events for `key` now; `false` (and nothing counted) when they would pass the limit.
+    pub fn allow_n(&self, key: &str, n: u32, now: Instant) -> bool {
         let slot = self.slot(key);
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         if windows.len() >= self.max_keys && !windows.contains_key(&slot) {
@@ -115,7 +127,7 @@ impl KeyedRate {
             }
         }
         let (limit, window) = (self.limit, self.window);
-        windows.entry(slot).or_insert_with(|| RateWindow::starting(limit, window, now)).allow(now)
+        windows.entry(slot).or_insert_with(|| RateWindow::starting(limit, window, now)).allow_n(n, now)
     }
 }
 
@@ -186,6 +198,19 @@ mod tests {
         let mut w = RateWindow::new(1, Duration::from_secs(1));
         assert!(w.would_allow(now) && w.would_allow(now));
         assert!(w.allow(now) && !w.would_allow(now));
+    }
+
+    #[test]
+    fn batches_count_whole_or_not_at_all() {
+        let r = KeyedRate::per_second(5);
+        let now = Instant::now();
+        assert!(r.allow_n("a", 3, now));
+        assert!(!r.allow_n("a", 3, now), "3 + 3 > 5: refused, nothing counted");
+        assert!(r.allow_n("a", 2, now));
+        assert!(!r.allow("a", now));
+        assert!(r.allow_n("b", 5, now), "another key has its own budget");
+        assert!(!r.allow_n("c", u32::MAX, now) && r.allow_n("c", 5, now), "no overflow");
+        assert!(r.allow_n("a", 5, now + Duration::from_secs(1)));
     }
 
     #[test]

@@ -24,8 +24,12 @@ pub enum Refusal {
     TrackTooLarge,
     InvalidToken,
     RestRate,
+    /// REST broadcast messages over the sender's own per-second budget.
+    TokenRestRate,
     RestBatchTooLarge,
     RestBusy,
+    /// A REST or GraphQL request body that did not arrive within `REALTIME_REQUEST_BODY_TIMEOUT_MS`.
+    BodyTimeout,
     PrivateChannel,
     Draining,
     SlowConsumer,
@@ -38,7 +42,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Refusal; 21] = [
+    const ALL: [Refusal; 23] = [
         Refusal::ConnectionLimit,
         Refusal::JoinRate,
         Refusal::ClientJoinRate,
@@ -51,8 +55,10 @@ impl Refusal {
         Refusal::TrackTooLarge,
         Refusal::InvalidToken,
         Refusal::RestRate,
+        Refusal::TokenRestRate,
         Refusal::RestBatchTooLarge,
         Refusal::RestBusy,
+        Refusal::BodyTimeout,
         Refusal::PrivateChannel,
         Refusal::Draining,
         Refusal::SlowConsumer,
@@ -76,8 +82,10 @@ impl Refusal {
             Refusal::TrackTooLarge => "track_too_large",
             Refusal::InvalidToken => "invalid_token",
             Refusal::RestRate => "rest_rate",
+            Refusal::TokenRestRate => "token_rest_rate",
             Refusal::RestBatchTooLarge => "rest_batch_too_large",
             Refusal::RestBusy => "rest_busy",
+            Refusal::BodyTimeout => "body_timeout",
             Refusal::PrivateChannel => "private_channel",
             Refusal::Draining => "draining",
             Refusal::SlowConsumer => "slow_consumer",

@@ -34,6 +34,9 @@ pub struct Shared {
     pub token_joins: KeyedRate,
     /// REST broadcast messages per node per second.
     pub rest: SharedRate,
+    /// REST broadcast messages per sender (token `sub`, or the token) per second, so one sender's
+    /// flood does not spend the whole node's budget. At most [`KeyedRate`]'s key bound is remembered.
+    pub token_rest: KeyedRate,
     /// REST broadcast requests being processed.
     pub rest_in_flight: AtomicUsize,
     /// Outboxes that are closing, watched until their connection is gone.
@@ -87,6 +90,7 @@ impl Shared {
             rest_in_flight: AtomicUsize::new(0),
             closing: Arc::default(),
             rest: SharedRate::per_second(config.limits.max_rest_events_per_second),
+            token_rest: KeyedRate::per_second(config.limits.max_token_rest_events_per_second),
             connections: ConnectionTable::new(config.limits.max_connections),
             config,
             verifier,

@@ -4,14 +4,15 @@
 //! stream, like any insert ([`crate::cdc::notifications`]).
 //!
 //! Refusals are `{"error": reason}`: 401 (no or bad token), 403 (not `service_role`), 422 (the body,
-//! see [`crate::inbox::input`]), 429 (REST concurrency), 503 (no `DATABASE_URL`, or the database
-//! cannot be reached), 500 (the insert failed).
+//! see [`crate::inbox::input`]), 408 (the body did not arrive in time), 429 (REST concurrency; a slot
+//! is taken only once the token and role are checked), 503 (no `DATABASE_URL`, or the database cannot
+//! be reached), 500 (the insert failed).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::rest::{authorised, busy, read_limited, BodyError, RestSlot};
+use super::rest::{authorised, body_refusal, busy, read_limited, BodyError, RestSlot};
 use crate::db::DbError;
 use crate::inbox::input::{self, InputError};
 use crate::inbox::InboxError;
@@ -27,7 +28,6 @@ fn error(status: StatusCode, reason: impl std::fmt::Display) -> HttpResponse {
 /// `POST /api/notifications` with `{user_id, type, content}` → 201 `{id, user_id, type, content,
 /// read_at, created_at}`.
 pub async fn create(req: HttpRequest, payload: web::Payload, shared: web::Data<Shared>) -> HttpResponse {
-    let Some(_slot) = RestSlot::acquire(&shared) else { return busy() };
     let Some(claims) = authorised(&req, &shared) else {
         return error(StatusCode::UNAUTHORIZED, "a valid JWT is required (Authorization: Bearer, or apikey)");
     };
@@ -40,14 +40,15 @@ pub async fn create(req: HttpRequest, payload: web::Payload, shared: web::Data<S
             "notifications need a database: DATABASE_URL is not set",
         );
     };
+    let Some(_slot) = RestSlot::acquire(&shared) else { return busy() };
     let max_content = shared.config.inbox.max_content_bytes;
     let max_body = input::max_body_bytes(max_content);
-    let body = match read_limited(payload, max_body).await {
+    let body = match read_limited(payload, max_body, shared.config.limits.request_body_timeout).await {
         Ok(body) => body,
-        Err(BodyError::TooLarge) => {
+        Err(BodyError::TooLarge { .. }) => {
             return error(StatusCode::UNPROCESSABLE_ENTITY, InputError::LargeBody(max_body));
         }
-        Err(BodyError::Cut) => return error(StatusCode::BAD_REQUEST, "the request body was cut"),
+        Err(e) => return body_refusal(e).json(json!({ "error": e.to_string() })),
     };
     let new = match input::parse(&body, max_content) {
         Ok(new) => new,

@@ -4,17 +4,25 @@
 //!
 //! What a request may cost is bounded before it is paid: at most `max_rest_concurrency` requests are
 //! processed at once (each holds a [`RestSlot`] while it reads and parses its body; more are refused
-//! with 429 before their body is read), a body is read only up to its size limit, and a batch's
-//! messages are counted while they are parsed ([`batch`]), so a 100,000-message batch is refused after
-//! its first `max_rest_batch` + 1 messages, not after building all of them.
+//! with 429 before their body is read). A slot goes only to a caller whose token (in the request head)
+//! is valid, and a body must arrive whole within `request_body_timeout` (else 408, and the slot is
+//! free again): without that, 16 uploads trickling a few bytes every 10 s held every slot, refusing
+//! everyone. A body is read only up to its size limit, and a batch's messages are counted while they
+//! are parsed ([`batch`]), so a 100,000-message batch is refused after its first `max_rest_batch` + 1
+//! messages, not after building all of them.
+//!
+//! Messages spend two budgets per second: the sender's (its token's `sub`, or the token itself), then
+//! the node's. The node's alone let one sender's flood refuse everyone else's sends; a message the
+//! sender's budget refuses spends nothing of the node's.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use realtime_proto::binary::BinaryEncoding;
@@ -77,34 +85,76 @@ pub(super) fn busy() -> HttpResponse {
 }
 
 /// Why a request body could not be read whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(super) enum BodyError {
     /// Larger than the limit (reading stopped there).
-    TooLarge,
+    #[error("the request body is larger than {max} bytes")]
+    TooLarge { max: usize },
     /// The connection failed mid-body.
+    #[error("the request body was cut")]
     Cut,
+    /// Not received whole in time (`request_body_timeout`).
+    #[error("the request body was not received within {} ms", .timeout.as_millis())]
+    Slow { timeout: Duration },
 }
 
-/// Reads a request body up to `max` bytes, never buffering more.
-pub(super) async fn read_limited(mut payload: web::Payload, max: usize) -> Result<Bytes, BodyError> {
+/// Reads a request body up to `max` bytes, never buffering more, and whole within `timeout`.
+pub(super) async fn read_limited(
+    mut payload: web::Payload,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, BodyError> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
+    loop {
+        let next = tokio::time::timeout_at(deadline, payload.next()).await.map_err(|_| {
+            metrics().refused(Refusal::BodyTimeout);
+            BodyError::Slow { timeout }
+        })?;
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|_| BodyError::Cut)?;
         if body.len() + chunk.len() > max {
-            return Err(BodyError::TooLarge);
+            return Err(BodyError::TooLarge { max });
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
 }
 
-/// Reads a request body up to `max` bytes; 413 when it is larger, 400 when the connection failed.
-async fn read_body(payload: web::Payload, max: usize) -> Result<Bytes, HttpResponse> {
-    read_limited(payload, max).await.map_err(|error| match error {
-        BodyError::Cut => message(actix_web::http::StatusCode::BAD_REQUEST, "Request body was cut"),
-        BodyError::TooLarge => {
-            message(actix_web::http::StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large")
+impl BodyError {
+    /// 413, 400 or 408.
+    pub(super) fn status(self) -> StatusCode {
+        match self {
+            BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Cut => StatusCode::BAD_REQUEST,
+            BodyError::Slow { .. } => StatusCode::REQUEST_TIMEOUT,
         }
+    }
+}
+
+/// The answer to a body that could not be read; a slow one also ends its connection (the rest of its
+/// body is not waited for).
+pub(super) fn body_refusal(error: BodyError) -> HttpResponseBuilder {
+    let mut builder = HttpResponse::build(error.status());
+    if matches!(error, BodyError::Slow { .. }) {
+        builder.force_close();
+    }
+    builder
+}
+
+/// Reads a request body up to `max` bytes; 413 when it is larger, 400 when the connection failed, 408
+/// when it did not arrive in time.
+async fn read_body(shared: &Shared, payload: web::Payload, max: usize) -> Result<Bytes, HttpResponse> {
+    let timeout = shared.config.limits.request_body_timeout;
+    read_limited(payload, max, timeout).await.map_err(|error| {
+        let text = match error {
+            BodyError::Cut => "Request body was cut".to_owned(),
+            BodyError::TooLarge { .. } => "Request body is too large".to_owned(),
+            BodyError::Slow { timeout } => {
+                format!("Request body not received within {} ms", timeout.as_millis())
+            }
+        };
+        body_refusal(error).json(json!({ "message": text }))
     })
 }
 
@@ -124,7 +174,37 @@ fn token(headers: &HeaderMap, query: &str) -> Option<String> {
 
 /// The caller's verified claims, if its token is valid.
 pub(super) fn authorised(req: &HttpRequest, shared: &Shared) -> Option<Claims> {
-    token(req.headers(), req.query_string()).and_then(|t| shared.verifier.verify(&t).ok())
+    sender(req, shared).map(|sender| sender.claims)
+}
+
+/// A verified REST caller.
+struct Sender {
+    claims: Claims,
+    /// Whose budget its messages spend: the token's `sub`, or the token itself.
+    key: String,
+}
+
+fn sender(req: &HttpRequest, shared: &Shared) -> Option<Sender> {
+    let token = token(req.headers(), req.query_string())?;
+    let claims = shared.verifier.verify(&token).ok()?;
+    let key = claims.sub.clone().unwrap_or(token);
+    Some(Sender { claims, key })
+}
+
+/// Spends `n` messages of the sender's budget, then of the node's; the 429 when either is spent. The
+/// sender's comes first, so a sender over its own budget does not spend the node's.
+fn over_budget(shared: &Shared, sender: &Sender, n: u32) -> Option<HttpResponse> {
+    if !shared.token_rest.allow_n(&sender.key, n, Instant::now()) {
+        metrics().refused(Refusal::TokenRestRate);
+        let per_second = shared.config.limits.max_token_rest_events_per_second;
+        let text =
+            format!("You have exceeded your rate limit: at most {per_second} messages per second per sender");
+        return Some(message(actix_web::http::StatusCode::TOO_MANY_REQUESTS, &text));
+    }
+    if !shared.rest.allow(n) {
+        return Some(rate_limited("You have exceeded your rate limit"));
+    }
+    None
 }
 
 /// May the caller send to the private channel `sub_topic`? Its RLS write check (no database: no).
@@ -215,14 +295,15 @@ pub async fn broadcast_batch(
     payload: web::Payload,
     shared: web::Data<Shared>,
 ) -> HttpResponse {
+    let Some(sender) = sender(&req, &shared) else { return unauthorized() };
     let Some(_slot) = RestSlot::acquire(&shared) else { return busy() };
-    let Some(claims) = authorised(&req, &shared) else { return unauthorized() };
-    let body = match read_body(payload, MAX_REST_BODY).await {
+    let body = match read_body(&shared, payload, MAX_REST_BODY).await {
         Ok(body) => body,
         Err(response) => return response,
     };
     let limits = &shared.config.limits;
-    let rate = limits.max_rest_events_per_second as usize;
+    // No batch larger than either budget can ever pass: stop parsing there.
+    let rate = limits.max_rest_events_per_second.min(limits.max_token_rest_events_per_second) as usize;
     let messages = match batch::messages(&body, limits.max_rest_batch.min(rate)) {
         Ok(Some(messages)) => messages,
         Ok(None) => {
@@ -246,9 +327,10 @@ pub async fn broadcast_batch(
     if errors.iter().any(|e| !e.is_empty()) {
         return HttpResponse::UnprocessableEntity().json(json!({"errors": {"messages": errors}}));
     }
-    if !shared.rest.allow(messages.len() as u32) {
-        return rate_limited("You have exceeded your rate limit");
+    if let Some(refused) = over_budget(&shared, &sender, messages.len() as u32) {
+        return refused;
     }
+    let claims = sender.claims;
     let mut published = Vec::new();
     for m in messages {
         let (Some(topic), Some(event)) = (m["topic"].as_str(), m["event"].as_str()) else { continue };
@@ -285,21 +367,22 @@ pub async fn broadcast_single(
     payload: web::Payload,
     shared: web::Data<Shared>,
 ) -> HttpResponse {
-    let Some(_slot) = RestSlot::acquire(&shared) else { return busy() };
     let Some(encoding) = body_encoding(req.headers()) else {
         return HttpResponse::UnsupportedMediaType().json(json!({ "error": UNSUPPORTED_MEDIA_TYPE }));
     };
-    let Some(claims) = authorised(&req, &shared) else { return unauthorized() };
-    let body = match read_body(payload, MAX_REST_BODY).await {
+    let Some(sender) = sender(&req, &shared) else { return unauthorized() };
+    let Some(_slot) = RestSlot::acquire(&shared) else { return busy() };
+    let body = match read_body(&shared, payload, MAX_REST_BODY).await {
         Ok(body) => body,
         Err(response) => return response,
     };
+    let claims = &sender.claims;
     let private = web::Query::<HashMap<String, String>>::from_query(req.query_string())
         .ok()
         .and_then(|q| q.get("private").cloned())
         .is_some_and(|p| p.eq_ignore_ascii_case("true"));
     let (topic, event) = path.into_inner();
-    if private && !may_write_private(&shared, &claims, &topic).await {
+    if private && !may_write_private(&shared, claims, &topic).await {
         // Not allowed by the topic's policies (or no database to ask): refuse, nothing is sent.
         metrics().refused(Refusal::PrivateChannel);
         return message(actix_web::http::StatusCode::FORBIDDEN, "Unauthorized");
@@ -319,8 +402,8 @@ pub async fn broadcast_single(
     if data.len() > shared.config.limits.max_payload_bytes {
         return HttpResponse::UnprocessableEntity().json(json!({"errors": {"payload": [PAYLOAD_TOO_LARGE]}}));
     }
-    if !shared.rest.allow(1) {
-        return rate_limited("You have exceeded your rate limit");
+    if let Some(refused) = over_budget(&shared, &sender, 1) {
+        return refused;
     }
     metrics().rest_messages.increment(1);
     let body = BroadcastBody::User { event: event.into(), encoding, data, meta: None };

@@ -3,8 +3,16 @@
 //! handler from a verified token; every resolver passes its user id down to [`super::store`], whose
 //! SQL is scoped to it, and counts against that user's per-minute limit ([`super::Rates`]).
 //!
+//! What one request may cost is bounded before anything runs, by async-graphql's complexity limit
+//! (`REALTIME_GRAPHQL_MAX_COMPLEXITY`): every field counts 1, and `notifications` counts the rows it
+//! may return, its clamped `limit`, plus its selection ([`list_complexity`]). Aliases add up, so 250
+//! aliased `notifications(limit: 100)` (which made a 160 MB answer from a 12 KB request) cost 25,000
+//! and are refused, while four full pages fit the default 500. Behind it, the HTTP handler refuses an
+//! answer larger than [`MAX_RESPONSE_BYTES`] (an operator may raise the complexity limit or the
+//! content size).
+//!
 //! Errors a client can act on carry `extensions.code`: `RATE_LIMITED` (the handler answers it with
-//! HTTP 429), `NOT_FOUND`, `BAD_USER_INPUT`, `INTERNAL` (the database failed).
+//! HTTP 429), `NOT_FOUND`, `BAD_USER_INPUT`, `INTERNAL` (the database failed), `RESPONSE_TOO_LARGE`.
 
 use async_graphql::{Context, EmptySubscription, ErrorExtensions, Json, Object, Schema, ID};
 
@@ -18,9 +26,22 @@ pub type InboxSchema = Schema<Query, Mutation, EmptySubscription>;
 /// `extensions.code` of a refused-for-rate error.
 pub const RATE_LIMITED: &str = "RATE_LIMITED";
 
+/// `extensions.code` of a query over the complexity limit (see [`explain_too_complex`]).
+pub const TOO_COMPLEX: &str = "TOO_COMPLEX";
+
+/// async-graphql's message for a query over the complexity limit.
+const TOO_COMPLEX_MESSAGE: &str = "Query is too complex.";
+
+/// `extensions.code` of an answer over [`MAX_RESPONSE_BYTES`].
+pub const RESPONSE_TOO_LARGE: &str = "RESPONSE_TOO_LARGE";
+
 /// `notifications(limit)`: when absent, and the range it is clamped to.
 pub const DEFAULT_LIMIT: i32 = 50;
 pub const MAX_LIMIT: i32 = 100;
+
+/// Largest answer, in bytes of JSON. With the defaults the complexity limit keeps answers under about
+/// 8 MB (500 rows of 16 KiB contents); this holds should either be raised.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// The verified caller: its token's `sub`, a UUID.
 #[derive(Debug, Clone)]
@@ -67,12 +88,32 @@ pub fn clamp_limit(limit: Option<i32>) -> i64 {
     i64::from(limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT))
 }
 
+/// The complexity of a `notifications` field: the rows it may return, plus its selection (each
+/// field 1, counted once, not per row).
+pub fn list_complexity(limit: Option<i32>, child_complexity: usize) -> usize {
+    clamp_limit(limit) as usize + child_complexity
+}
+
+/// Says what the complexity limit counts in async-graphql's bare `Query is too complex.` (a client
+/// asking for many aliased lists needs to know that their limits add up), with code [`TOO_COMPLEX`].
+pub fn explain_too_complex(response: &mut async_graphql::Response, max_complexity: usize) {
+    for error in response.errors.iter_mut().filter(|e| e.message == TOO_COMPLEX_MESSAGE) {
+        error.message = format!(
+            "Query is too complex: at most {max_complexity}, where every field counts 1 and \
+             `notifications` also counts its `limit` (the rows it may return), across aliases"
+        );
+        error.extensions.get_or_insert_with(Default::default).set("code", TOO_COMPLEX);
+    }
+}
+
 pub struct Query;
 
 #[Object]
 impl Query {
     /// The caller's notifications, newest first: `limit` (default 50, clamped to 1..100) rows created
-    /// before `before` (a `createdAt`), only unread ones with `unreadOnly: true`.
+    /// before `before` (a `createdAt`), only unread ones with `unreadOnly: true`. Counts `limit` toward
+    /// the query's complexity.
+    #[graphql(complexity = "list_complexity(limit, child_complexity)")]
     async fn notifications(
         &self,
         ctx: &Context<'_>,
@@ -155,6 +196,48 @@ mod tests {
         assert_eq!(clamp_limit(Some(100)), 100);
         assert_eq!(clamp_limit(Some(101)), 100);
         assert_eq!(clamp_limit(Some(7)), 7);
+    }
+
+    /// A notifications query as the complexity limit sees it (counted before anything runs, so no
+    /// inbox is needed to be refused): async-graphql's messages.
+    async fn complexity_errors(query: &str, variables: serde_json::Value) -> Vec<String> {
+        let schema = Schema::build(Query, Mutation, EmptySubscription)
+            .limit_complexity(crate::config::defaults::GRAPHQL_MAX_COMPLEXITY)
+            .finish();
+        let request = async_graphql::Request::new(query)
+            .variables(async_graphql::Variables::from_json(variables))
+            .data(Caller { user_id: uuid::Uuid::nil() });
+        let response = schema.execute(request).await;
+        response.errors.into_iter().map(|e| e.message).collect()
+    }
+
+    #[test]
+    fn too_complex_is_explained_with_a_code() {
+        let error = async_graphql::ServerError::new(TOO_COMPLEX_MESSAGE, None);
+        let mut response = async_graphql::Response::from_errors(vec![error]);
+        explain_too_complex(&mut response, 500);
+        let error = &response.errors[0];
+        assert!(error.message.starts_with("Query is too complex: at most 500,"), "{}", error.message);
+        let code = error.extensions.as_ref().and_then(|e| e.get("code")).cloned();
+        assert_eq!(code, Some(async_graphql::Value::from(TOO_COMPLEX)));
+    }
+
+    #[tokio::test]
+    async fn list_limits_add_up_across_aliases() {
+        assert_eq!(list_complexity(Some(100), 1), 101);
+        assert_eq!(list_complexity(None, 6), 56);
+        assert_eq!(list_complexity(Some(i32::MAX), 0), 100, "clamped");
+        let aliases: String =
+            (0..250).map(|i| format!("a{i}: notifications(limit: 100) {{ content }} ")).collect();
+        assert_eq!(
+            complexity_errors(&format!("{{ {aliases} }}"), serde_json::json!({})).await,
+            ["Query is too complex."]
+        );
+        // Through a variable too: five pages of 100 are 505.
+        let five = "query($n: Int) { a: notifications(limit: $n) { id } b: notifications(limit: $n) { id } \
+                    c: notifications(limit: $n) { id } d: notifications(limit: $n) { id } \
+                    e: notifications(limit: $n) { id } }";
+        assert_eq!(complexity_errors(five, serde_json::json!({"n": 100})).await, ["Query is too complex."]);
     }
 
     #[test]

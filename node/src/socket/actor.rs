@@ -88,8 +88,10 @@ pub struct SocketActor {
     pub(super) channels: HashMap<String, Box<ChannelState>>,
     /// Broadcast and presence pushes per second.
     pub(super) events: RateWindow,
-    /// Joins per second on this socket.
+    /// Joins per second on this socket, refused ones included.
     pub(super) joins: RateWindow,
+    /// Went over `joins`: the socket is closing and its frames are no longer read.
+    pub(super) join_flood: bool,
     /// Presence pushes per topic; kept after a leave until the window is over, so a rejoin does not
     /// reset it.
     pub(super) presence_windows: HashMap<String, RateWindow>,
@@ -125,6 +127,7 @@ impl SocketActor {
             channels: HashMap::new(),
             events,
             joins,
+            join_flood: false,
             presence_windows: HashMap::new(),
             span,
             last_seen: Instant::now(),
@@ -239,6 +242,9 @@ impl SocketActor {
         match decoded {
             Ok(frame) => {
                 let msg = ClientMessage::from_frame(frame);
+                if matches!(msg.event, ClientEvent::Join(_)) && !self.count_join(ctx, &msg) {
+                    return;
+                }
                 let budget = &self.shared.config.limits.budget;
                 if let Err(error) = budget.check_refs(&msg) {
                     metrics().refused(Refusal::Budget);
@@ -373,6 +379,8 @@ impl StreamHandler<Result<Frame, ProtocolError>> for SocketActor {
     fn handle(&mut self, item: Result<Frame, ProtocolError>, ctx: &mut Self::Context) {
         self.last_seen = Instant::now();
         match item {
+            // Closing for its joins: what else it sends is not read.
+            Ok(Frame::Text(_) | Frame::Binary(_) | Frame::Continuation(_)) if self.join_flood => {}
             Ok(Frame::Text(text)) => self.on_frame(ctx, text, false),
             Ok(Frame::Binary(bytes)) => self.on_frame(ctx, bytes, true),
             Ok(Frame::Continuation(item)) => self.on_fragment(ctx, item),

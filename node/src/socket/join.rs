@@ -1,9 +1,11 @@
 //! `phx_join` admission and `phx_leave` (PROTOCOL.md §2.4–2.7).
 //!
-//! Checks run in the reference's order: draining, topic, joins per second, channels per socket, token,
-//! private channel. The channel itself checks capacity and answers with a [`JoinOutcome`], so the join
-//! reply is written before any push of that channel. With `postgres_changes_options.wait`, the join is
-//! held until the postgres subscription is live (see [`super::postgres`]).
+//! Every join counts toward the socket's joins per second as it arrives, refused or not
+//! ([`SocketActor::count_join`]). The other checks run in the reference's order: draining, topic,
+//! channels per socket, token, private channel. The channel itself checks capacity and answers with
+//! a [`JoinOutcome`], so the join reply is written before any push of that channel. With
+//! `postgres_changes_options.wait`, the join is held until the postgres subscription is live (see
+//! [`super::postgres`]).
 
 use std::time::{Duration, Instant};
 
@@ -77,6 +79,22 @@ impl SocketActor {
         }
     }
 
+    /// Counts one join attempt against this socket's joins per second, whatever becomes of it (a
+    /// refused join costs the node as much as an admitted one: a socket sending a million joins with
+    /// an empty topic must be stopped too). Past the limit that join is refused, the socket is closed
+    /// (1001) once the refusal is out, and nothing more it sends is read. `false` when over.
+    pub(super) fn count_join(&mut self, ctx: &mut Context<Self>, msg: &ClientMessage) -> bool {
+        if self.joins.allow(Instant::now()) {
+            return true;
+        }
+        metrics().refused(Refusal::ClientJoinRate);
+        self.refuse(ctx, msg, reason::TOO_MANY_JOINS);
+        self.join_flood = true;
+        let delay = self.shared.config.join_error_delay;
+        ctx.run_later(delay, |act, ctx| act.close(ctx, 1001, "too many joins per second"));
+        false
+    }
+
     pub(super) fn on_join(&mut self, ctx: &mut Context<Self>, msg: ClientMessage) {
         let Some(sub_topic) = topic::sub_topic(&msg.topic).map(str::to_owned) else {
             return self.reply_error(ctx, &msg, reason::UNMATCHED_TOPIC);
@@ -93,16 +111,8 @@ impl SocketActor {
         if sub_topic.is_empty() {
             return self.refuse(ctx, &msg, reason::TOPIC_NAME_REQUIRED);
         }
-        // Joins per second: this socket's own budget first (the offender is refused, then closed);
-        // refused joins are not counted, only admitted ones below.
+        // This socket's own joins per second were counted when the frame arrived (`count_join`).
         let now = Instant::now();
-        if !self.joins.would_allow(now) {
-            metrics().refused(Refusal::ClientJoinRate);
-            self.refuse(ctx, &msg, reason::TOO_MANY_JOINS);
-            let delay = self.shared.config.join_error_delay;
-            ctx.run_later(delay, |act, ctx| act.close(ctx, 1001, "too many joins per second"));
-            return;
-        }
         if self.channels.len() >= limits.max_channels_per_client {
             metrics().refused(Refusal::ChannelsPerClient);
             return self.refuse(ctx, &msg, reason::TOO_MANY_CHANNELS);
@@ -168,7 +178,6 @@ impl SocketActor {
             metrics().refused(Refusal::JoinRate);
             return self.refuse(ctx, &msg, reason::TOO_MANY_JOINS);
         }
-        self.joins.allow(now);
         self.presence_windows.retain(|_, w| !w.is_idle(now));
         let key = TopicKey { sub_topic: sub_topic.into(), private: config.private };
         let presence_key = config.presence.key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());

@@ -293,6 +293,45 @@ async fn t122_graphql_refuses_bad_callers_and_enforces_its_limits() {
     assert_eq!((status, &body["data"]["notifications"]), (200, &json!([])), "{body}");
 }
 
+/// One request's rows are bounded across its aliases: `notifications` counts its `limit` toward the
+/// complexity limit, so 250 aliased `notifications(limit: 100)` (a 12 KB request that made a 160 MB
+/// answer) are refused before anything runs, through variables too, while full pages still pass.
+#[tokio::test]
+async fn t124_graphql_bounds_the_rows_of_a_request_across_aliases() {
+    let db = Db::migrated("").await;
+    let server = db.server(&[]);
+    let ann = new_uuid();
+    let ann_token = db.token("authenticated", &ann);
+    let service = db.token("service_role", &new_uuid());
+    for n in 0..3 {
+        let body = json!({"user_id": ann, "type": "t", "content": {"n": n}}).to_string();
+        assert_eq!(create(server.port, &service, &body).await.0, 201);
+    }
+    let aliases: String =
+        (0..250).map(|i| format!("a{i}: notifications(limit: 100) {{ content }} ")).collect();
+    let (status, body) = gql(server.port, &ann_token, &format!("{{ {aliases} }}"), json!({})).await;
+    assert_eq!((status, code(&body)), (200, "TOO_COMPLEX"), "{body}");
+    assert_eq!(body["data"], Value::Null, "nothing ran: {body}");
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("Query is too complex: at most 500, where"), "{body}");
+    assert_eq!(body["errors"].as_array().map(Vec::len), Some(1), "one error, no rate limit hit: {body}");
+
+    let five = format!(
+        "query($n: Int) {{ {} }}",
+        (0..5).map(|i| format!("p{i}: notifications(limit: $n) {{ id }}")).collect::<Vec<_>>().join(" ")
+    );
+    let (_, body) = gql(server.port, &ann_token, &five, json!({"n": 100})).await;
+    assert_eq!(code(&body), "TOO_COMPLEX", "five pages of 100: {body}");
+    let (status, body) = gql(server.port, &ann_token, &five, json!({"n": 50})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["p4"].as_array().map(Vec::len), Some(3), "five pages of 50 run: {body}");
+
+    let page = format!("{{ notifications(limit: 100) {{ {FIELDS} }} }}");
+    let (status, body) = gql(server.port, &ann_token, &page, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["notifications"].as_array().map(Vec::len), Some(3), "a full page: {body}");
+}
+
 #[tokio::test]
 async fn t123_without_a_database_the_inbox_answers_503() {
     let secret = "inbox-no-db-secret";

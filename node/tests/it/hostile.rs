@@ -506,6 +506,54 @@ async fn t94_join_flood_from_one_token_spares_other_users() {
     }
 }
 
+/// Joins that are refused (empty topic, no `realtime:` prefix, too long) count toward the socket's
+/// joins per second like admitted ones: a socket flooding them is closed 1001, as an over-limit socket
+/// is, and another socket's heartbeats are still answered meanwhile.
+#[tokio::test]
+async fn t94_refused_join_flood_closes_that_socket_and_spares_others() {
+    // The refusals (and the close) come 3 s after their join, when the flood is surely over: frames
+    // still arriving at a closed connection would make it reset rather than show its close frame.
+    let server = Server::start(&["--max-client-joins-per-second", "20", "--join-error-delay-ms", "3000"]);
+    let mut obs = Observer::new(&server).await;
+    let mut bystander = server.client(Vsn::V1).await;
+    let mut flooder = raw::connect(server.port, &server.ws_url(Vsn::V2), None, T).await;
+    let long = format!("realtime:{}", "x".repeat(300));
+    let topics = ["realtime:", "", "no-prefix", long.as_str()];
+    let mut sent = 0;
+    'flood: for round in 0..8 {
+        for i in 0..50 {
+            let n = round * 50 + i;
+            let frame = json!([
+                n.to_string(),
+                n.to_string(),
+                topics[n % topics.len()],
+                "phx_join",
+                join_payload(default_config())
+            ]);
+            if flooder.feed(Message::text(frame.to_string())).await.is_err() {
+                break 'flood;
+            }
+            sent += 1;
+        }
+        if flooder.flush().await.is_err() {
+            break;
+        }
+        bystander.heartbeat().await;
+    }
+    let (end, frames) = read_until_end(&mut flooder, T).await;
+    match end {
+        End::Close(code, reason) => {
+            assert_eq!((code, reason.as_str()), (1001, "too many joins per second"), "after {sent} joins")
+        }
+        End::Cut(e) => panic!("flooder cut without a close frame after {sent} joins, {frames} frames: {e}"),
+    }
+    assert!(frames < sent, "the socket was closed before answering all {sent} refused joins ({frames})");
+    for _ in 0..3 {
+        bystander.heartbeat().await;
+    }
+    obs.check("a flood of refused joins").await;
+}
+
 // ---------------------------------------------------------------------------------------------------
 // 8. Pushes pipelined behind their join.
 
@@ -801,6 +849,8 @@ async fn t99_rest_batch_over_the_limit_is_422_and_busy_node_answers_429() {
         // Over the batch limit but not over the REST rate: 422 (429 when over both).
         "--max-rest-events-per-second",
         "100000000",
+        "--max-token-rest-events-per-second",
+        "100000000",
     ]);
     let mut obs = Observer::new(&server).await;
     let sub = unique("restrx");
@@ -887,7 +937,84 @@ async fn t99_rest_batch_over_the_limit_is_422_and_busy_node_answers_429() {
     small_rest_broadcast_arrives(&server, &sub, &mut rx).await;
 }
 
-/// With the defaults the batch limit equals the REST rate: an oversize batch is over both, 429.
+/// A request on `path` whose body never finishes: its head (with `auth` as the bearer token, if any)
+/// and the first bytes of a 1,000,000-byte body.
+async fn stalled_upload(server: &Server, path: &str, auth: Option<&str>) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).await.expect("connect");
+    let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: 1000000\r\n\r\n{{\"messages\":["
+    );
+    s.write_all(head.as_bytes()).await.expect("write partial request");
+    s
+}
+
+/// Reads one HTTP response from a raw stream: its status and body (by `Content-Length`).
+async fn raw_response(s: &mut TcpStream, timeout: Duration) -> (u16, String) {
+    let deadline = Instant::now() + timeout;
+    let mut buf = Vec::new();
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                return (status, String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned());
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(left, s.read(&mut chunk)).await {
+            Err(_) => panic!("no whole response within {timeout:?}: {}", String::from_utf8_lossy(&buf)),
+            Ok(Ok(0)) => panic!("EOF before a whole response: {}", String::from_utf8_lossy(&buf)),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => panic!("read error: {e}"),
+        }
+    }
+}
+
+/// Uploads that stall (a few bytes, then nothing) do not hold the REST slots: a slot goes only to a
+/// caller with a valid token, and a body that does not arrive in time is answered 408, freeing its
+/// slot, so a normal request succeeds meanwhile.
+#[tokio::test]
+async fn t99_stalled_uploads_are_answered_408_and_free_their_slots() {
+    let server = Server::start(&["--max-rest-concurrency", "2", "--request-body-timeout-ms", "1000"]);
+    let mut obs = Observer::new(&server).await;
+    let sub = unique("stalled");
+    let mut rx = server.client(Vsn::V2).await;
+    rx.join_ok(&format!("realtime:{sub}"), default_config()).await;
+    let token = server.token();
+    // As many stalled uploads as there are slots, with a valid token, on both endpoints...
+    let mut stalled = [
+        stalled_upload(&server, "/api/broadcast", Some(&token)).await,
+        stalled_upload(&server, "/api/broadcast/room/events/e", Some(&token)).await,
+    ];
+    // ...and more without one: refused at once (401) whatever the slots, never holding one.
+    for path in ["/api/broadcast", "/api/broadcast/room/events/e", "/api/notifications"] {
+        let mut s = stalled_upload(&server, path, None).await;
+        let (status, body) = raw_response(&mut s, T).await;
+        assert_eq!(status, 401, "{path} without a token: {body}");
+    }
+    // A normal request gets through (retried while the node answers 429).
+    small_rest_broadcast_arrives(&server, &sub, &mut rx).await;
+    // Each stalled upload was answered 408, with the reason.
+    for s in stalled.iter_mut() {
+        let (status, body) = raw_response(s, T).await;
+        assert_eq!(status, 408, "stalled upload: {body}");
+        assert_eq!(parse_json(&body), json!({"message": "Request body not received within 1000 ms"}));
+    }
+    let timeouts = metric(&server, "realtime_refusals_total").await;
+    assert!(timeouts >= 2.0, "realtime_refusals_total = {timeouts}");
+    obs.check("stalled uploads").await;
+}
+
+/// With the defaults the batch limit (1,000) is above the sender's REST budget (200/s): an oversize
+/// batch is over that budget, 429.
 #[tokio::test]
 async fn t99_rest_batch_over_limit_and_rate_is_429() {
     let server = Server::start(&[]);

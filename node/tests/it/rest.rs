@@ -172,6 +172,61 @@ async fn t43_rest_rate_limit_is_429() {
     assert_eq!(parse_json(&resp), json!({"message": "You have exceeded your rate limit"}));
 }
 
+/// Each sender (the token's `sub`) has its own budget besides the node's: one sender flooding is
+/// refused while another's sends are accepted, and what the flooder is refused does not spend the
+/// node's budget.
+#[tokio::test]
+async fn t43_one_senders_flood_does_not_refuse_another_sender() {
+    let server =
+        Server::start(&["--max-token-rest-events-per-second", "5", "--max-rest-events-per-second", "10"]);
+    let user = |sub: &str| {
+        sign(&server.secret, &json!({"role": "authenticated", "sub": sub, "iat": now(), "exp": now() + 3600}))
+    };
+    let (flooder, other) = (user("flooder"), user("other"));
+    let sub = unique("persender");
+    let mut rx = server.client(Vsn::V2).await;
+    rx.join_ok(&format!("realtime:{sub}"), default_config()).await;
+    let body = |n: u32| json!({"messages": [{"topic": sub, "event": "e", "payload": {"n": n}}]});
+    let mut statuses = Vec::new();
+    let mut refusal = None;
+    for n in 0..30 {
+        let (status, _ct, resp) = post_batch(&server, "/api", Some(&flooder), &body(n)).await;
+        statuses.push(status);
+        if status == 429 {
+            refusal = Some(resp);
+            break;
+        }
+    }
+    assert_eq!(statuses[0], 202, "the flooder's first message is within its budget: {statuses:?}");
+    let refusal = refusal.unwrap_or_else(|| panic!("the flooder was never refused: {statuses:?}"));
+    assert_eq!(
+        parse_json(&refusal),
+        json!({"message": "You have exceeded your rate limit: at most 5 messages per second per sender"})
+    );
+    // Another sender is accepted, and its messages are delivered.
+    for n in 100..103 {
+        let (status, _ct, resp) = post_batch(&server, "/api", Some(&other), &body(n)).await;
+        assert_eq!(status, 202, "another sender while the flooder is refused: {resp}");
+    }
+    // The single endpoint spends the same sender budget: of 6 quick sends, one at least is refused.
+    let mut single = Vec::new();
+    for _ in 0..6 {
+        let (status, _ct, _) =
+            post_single(&server, "/api", "room/events/e", Some(&flooder), "application/json", b"{}".to_vec())
+                .await;
+        single.push(status);
+    }
+    assert!(single.contains(&429), "the flooder on the single endpoint: {single:?}");
+    let mut delivered = Vec::new();
+    while delivered.len() < statuses.len() - 1 + 3 {
+        let b = rx.wait_event("broadcast", T).await;
+        delivered.push(b["payload"]["payload"]["n"].as_u64().expect("n"));
+    }
+    assert!(delivered.ends_with(&[100, 101, 102]), "delivered: {delivered:?}");
+    let refused = crate::support::raw::metric(server.port, "realtime_refusals_total").await;
+    assert!(refused >= 2.0, "realtime_refusals_total = {refused}");
+}
+
 #[tokio::test]
 async fn t44_single_endpoint_json_and_binary() {
     let server = Server::start(&[]);

@@ -91,7 +91,8 @@ pub fn binary() -> PathBuf {
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_realtime").into())
 }
 
-/// Spawns the `realtime` binary on `127.0.0.1:0` (unless `args` has its own `--bind`) with `secret`, no join/connect error delays, then
+/// Spawns the `realtime` binary on `127.0.0.1:0` (unless `args` has its own `--bind`) with `secret`, no
+/// join/connect error delays (unless `args` sets them), then
 /// `args`; stderr goes to `log`. Inherited `REALTIME_*` and `DATABASE_URL` variables are removed (only
 /// what the test asks for), then `envs` are set. Returns the process and the lines of its stdout, which
 /// a thread keeps draining for the life of the process so it never blocks on a full pipe.
@@ -107,8 +108,12 @@ pub fn spawn(
     if !args.contains(&"--bind") {
         cmd.args(["--bind", "127.0.0.1:0"]);
     }
+    for delay in ["--join-error-delay-ms", "--connect-error-delay-ms"] {
+        if !args.contains(&delay) {
+            cmd.args([delay, "0"]);
+        }
+    }
     cmd.args(["--jwt-secret", secret])
-        .args(["--join-error-delay-ms", "0", "--connect-error-delay-ms", "0"])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
