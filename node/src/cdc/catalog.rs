@@ -138,7 +138,7 @@ pub async fn publication_tables(
 }
 
 const TABLE_BY_OID: &str = "select c.oid, n.nspname::text, c.relname::text, c.relrowsecurity \
-    from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = $1";
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = $1 and c.relkind in ('r', 'p')";
 const TABLE_BY_NAME: &str = "select c.oid, n.nspname::text, c.relname::text, c.relrowsecurity \
     from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = $1 and c.relname = $2 \
     and c.relkind in ('r', 'p')";
@@ -148,14 +148,22 @@ const COLUMNS: &str = "select a.attname::text, t.typname::text, format_type(a.at
     where a.attrelid = $1 and a.attnum > 0 and not a.attisdropped order by a.attnum";
 
 async fn table_from_row(client: &Client, row: &tokio_postgres::Row) -> Result<TableMeta, CdcError> {
-    let oid: u32 = row.get(0);
+    // `try_get`: a value PostgreSQL answers as NULL is an error of this call, never a panic.
+    let oid: u32 = row.try_get(0)?;
     let columns = client
         .query(COLUMNS, &[&oid])
         .await?
         .iter()
-        .map(|r| ColumnMeta { name: r.get(0), typname: r.get(1), sql_type: r.get(2), primary_key: r.get(3) })
-        .collect();
-    Ok(TableMeta { oid, schema: row.get(1), name: row.get(2), columns, rls: row.get(3) })
+        .map(|r| {
+            Ok(ColumnMeta {
+                name: r.try_get(0)?,
+                typname: r.try_get(1)?,
+                sql_type: r.try_get(2)?,
+                primary_key: r.try_get(3)?,
+            })
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()?;
+    Ok(TableMeta { oid, schema: row.try_get(1)?, name: row.try_get(2)?, columns, rls: row.try_get(3)? })
 }
 
 /// A table by its relation oid (as pgoutput names it).
@@ -178,7 +186,9 @@ pub async fn table_by_name(
     }
 }
 
-/// For each column of `table` (in order), whether `role` may SELECT it.
+/// For each column of `table` (in order), whether `role` may SELECT it. `has_column_privilege` is
+/// NULL for a relation or column that does not exist (a table dropped since the change was decoded):
+/// such a column is not selectable.
 pub async fn selectable_columns(
     client: &Client,
     role: &str,
@@ -192,7 +202,22 @@ pub async fn selectable_columns(
             &[&role, &table.oid, &names],
         )
         .await?;
-    Ok(row.get(0))
+    let flags: Vec<Option<bool>> = row.try_get(0)?;
+    Ok(flags.into_iter().map(|flag| flag.unwrap_or(false)).collect())
+}
+
+/// How far PostgreSQL has written its WAL (on a standby: replayed it): no commit that anyone decoded
+/// from it can end past this, so a shipped position beyond it is forged or corrupt.
+pub async fn wal_position(client: &Client) -> Result<u64, CdcError> {
+    let row = client
+        .query_one(
+            "select (case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_lsn() end \
+             - '0/0'::pg_lsn)::int8",
+            &[],
+        )
+        .await?;
+    let lsn: Option<i64> = row.try_get(0)?;
+    Ok(lsn.and_then(|lsn| u64::try_from(lsn).ok()).unwrap_or(0))
 }
 
 /// Ends another session's hold on `slot` (a deposed CDC leader that has not noticed yet, e.g. one that
