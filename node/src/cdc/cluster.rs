@@ -27,6 +27,7 @@ use realtime_cluster::{ClusterHandle, NodeId};
 use tokio::sync::{mpsc, watch, Notify};
 
 use super::change::Transaction;
+use super::guard::{self, Rejection, Rejections, Verifier};
 use super::hub::HubCommand;
 use super::shipping::{self, Outgoing, Shipped};
 
@@ -94,6 +95,9 @@ pub struct ClusterCdc {
     pub restart: Arc<Notify>,
     /// How far this node's hub has taken transactions.
     pub taken: Arc<AtomicU64>,
+    /// Checks what peers ship against raft and the database before the hub gets it.
+    pub verifier: Verifier,
+    pub rejections: Rejections,
 }
 
 /// Peers heard from: their positions (for the acknowledgement) and when the stream was last replayed.
@@ -143,6 +147,16 @@ impl ClusterCdc {
                         }
                     }
                     Some(CdcInbound::Delivered { from, lsn, gap }) => {
+                        let taken = self.taken.load(Ordering::Acquire);
+                        // No node can have delivered more than this stream took: a position past it
+                        // would let the slot move past what that node really has. (Just after a failover
+                        // it can be legitimate for a moment; the report is repeated.)
+                        let lsn = if lsn > taken {
+                            self.rejections.record(&from, &Rejection::DeliveredAhead { lsn, taken });
+                            0
+                        } else {
+                            lsn
+                        };
                         self.on_delivered(&mut peers, from, lsn, gap);
                         self.update_ack(&mut peers);
                     }
@@ -187,16 +201,43 @@ impl ClusterCdc {
         }
     }
 
-    /// Hands a shipped message to this node's hub; `false` once the hub is gone. Transactions go in
-    /// even while this node believes it leads (it may have just been deposed): the hub keeps only
-    /// commit positions past what it already delivered, so a stream it also consumes is harmless.
+    /// Hands a shipped message to this node's hub; `false` once the hub is gone. Only messages from
+    /// the node raft names as leader are taken, and a transaction only once [`Verifier`] passed it
+    /// (see [`guard`]): a rejected message is logged, counted and never reaches the hub, so its
+    /// position is never recorded.
     ///
     /// A transaction whose predecessor in the leader's stream this node never received (it was out
     /// of the cluster, its link was cut) is dropped, and the gap reported to the leader, which replays
-    /// the stream from the slot; the replay's first transaction (`prev` 0) closes the gap.
+    /// the stream from the slot; the replay's first transaction (`prev` 0) closes the gap. A
+    /// transaction that could not be checked (the database did not answer) is handled the same way.
     async fn on_shipped(&mut self, received: &mut Received, from: &NodeId, body: &[u8]) -> bool {
-        match shipping::decode(body) {
-            Ok(Shipped::Transaction { prev, txn }) => {
+        let shipped = match shipping::decode(body) {
+            Ok(shipped) => shipped,
+            Err(error) => {
+                self.rejections.record(from, &Rejection::Undecodable(error.to_string()));
+                return true;
+            }
+        };
+        let leadership = self.cluster.leadership().borrow().clone();
+        if let Err(rejection) = guard::check_sender(from, &leadership) {
+            self.rejections.record(from, &rejection);
+            return true;
+        }
+        match shipped {
+            Shipped::Transaction { prev, txn } => {
+                let (txn, dropped) = match self.verifier.transaction(prev, txn).await {
+                    Ok(checked) => checked,
+                    Err(rejection) => {
+                        if matches!(rejection, Rejection::Unverifiable(_)) {
+                            received.gap = true;
+                        }
+                        self.rejections.record(from, &rejection);
+                        return true;
+                    }
+                };
+                for rejection in &dropped {
+                    self.rejections.record(from, rejection);
+                }
                 let through = received.forwarded.max(self.taken.load(Ordering::Acquire));
                 if prev != 0 && prev > through {
                     if !received.gap {
@@ -209,15 +250,14 @@ impl ClusterCdc {
                 received.forwarded = received.forwarded.max(txn.end_lsn);
                 self.transactions.send(txn).await.is_ok()
             }
-            Ok(Shipped::Relation { oid }) => self.hub.send(HubCommand::RelationChanged { oid }).is_ok(),
-            Ok(Shipped::Live(live)) => {
-                if !self.cluster.leadership().borrow().is_me {
+            Shipped::Relation { oid } => {
+                self.verifier.forget(oid);
+                self.hub.send(HubCommand::RelationChanged { oid }).is_ok()
+            }
+            Shipped::Live(live) => {
+                if !leadership.is_me {
                     self.live.send_replace(live);
                 }
-                true
-            }
-            Err(error) => {
-                tracing::warn!(%error, peer = %from, "undecodable CDC message ignored");
                 true
             }
         }

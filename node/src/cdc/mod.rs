@@ -20,6 +20,7 @@
 //! - [`handle`]: what sockets use to subscribe.
 //! - [`cluster`] and [`shipping`]: in a cluster, only the raft leader consumes; it ships transactions
 //!   to every node and acknowledges what all of them delivered.
+//! - [`guard`]: what a node checks before it takes what a peer shipped (sender, positions, relations).
 
 pub mod catalog;
 pub mod change;
@@ -27,6 +28,7 @@ pub mod cluster;
 pub mod consumer;
 pub mod db_broadcast;
 pub mod error;
+pub mod guard;
 pub mod handle;
 pub mod hub;
 pub mod matching;
@@ -73,6 +75,7 @@ pub fn start(
     arbiter.spawn(recorder::run(position, record_rx, delivered_tx, config.flush_deadline));
     let hub_live = live_rx.clone();
     arbiter.spawn(async move { hub.run(commands_rx, txn_rx, hub_live).await });
+    let verifier = guard::Verifier::new(&config.database_url);
     let (hub_commands, transactions, consumer_live) = (commands_tx.clone(), txn_tx.clone(), live_tx.clone());
     let consumer = move |delivered, ship| consumer::Consumer {
         config: config.clone(),
@@ -102,6 +105,8 @@ pub fn start(
         inbound: inbound_rx,
         restart: restart.clone(),
         taken,
+        verifier,
+        rejections: guard::Rejections::default(),
     };
     arbiter.spawn(cluster_cdc.run());
     let shipper = cluster::Shipper::new(&cluster);
