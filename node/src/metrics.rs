@@ -161,6 +161,33 @@ impl CdcRejected {
     }
 }
 
+/// A task of the Postgres Changes path; the `stage` label of `realtime_cdc_task_restarts_total`
+/// (see [`crate::cdc::supervisor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CdcStage {
+    /// The replication consumer (single node, or the raft leader).
+    Consumer,
+    /// Matching, RLS and delivery.
+    Hub,
+    /// Recording delivered positions.
+    Recorder,
+    /// In a cluster: taking the leader's shipments and reporting positions.
+    Cluster,
+}
+
+impl CdcStage {
+    const ALL: [CdcStage; 4] = [CdcStage::Consumer, CdcStage::Hub, CdcStage::Recorder, CdcStage::Cluster];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CdcStage::Consumer => "consumer",
+            CdcStage::Hub => "hub",
+            CdcStage::Recorder => "recorder",
+            CdcStage::Cluster => "cluster",
+        }
+    }
+}
+
 /// Registered metric handles.
 pub struct Metrics {
     pub connections: Gauge,
@@ -183,6 +210,7 @@ pub struct Metrics {
     refusals: Vec<Counter>,
     slow_closes: Vec<Counter>,
     cdc_rejected: Vec<Counter>,
+    cdc_restarts: Vec<Counter>,
 }
 
 impl Metrics {
@@ -202,6 +230,12 @@ impl Metrics {
     pub fn cdc_rejected(&self, reason: CdcRejected) {
         let index = CdcRejected::ALL.iter().position(|r| *r == reason).expect("every reason is listed");
         self.cdc_rejected[index].increment(1);
+    }
+
+    /// Counts a CDC task restarted after a panic.
+    pub fn cdc_task_restarted(&self, stage: CdcStage) {
+        let index = CdcStage::ALL.iter().position(|s| *s == stage).expect("every stage is listed");
+        self.cdc_restarts[index].increment(1);
     }
 }
 
@@ -282,6 +316,10 @@ pub fn metrics() -> &'static Metrics {
         describe_counter!(
             "realtime_cdc_rejected_total",
             "Postgres Changes messages (or changes) from peers that were not taken, by reason"
+        );
+        describe_counter!(
+            "realtime_cdc_task_restarts_total",
+            "Postgres Changes tasks restarted after a panic, by stage"
         );
         describe_counter!("realtime_refusals_total", "Refused connections, joins and messages by reason");
         describe_gauge!("realtime_cluster_peers_alive", "Peers the failure detector holds alive or suspect");
@@ -390,6 +428,10 @@ pub fn metrics() -> &'static Metrics {
             cdc_rejected: CdcRejected::ALL
                 .iter()
                 .map(|r| metrics::counter!("realtime_cdc_rejected_total", "reason" => r.as_str()))
+                .collect(),
+            cdc_restarts: CdcStage::ALL
+                .iter()
+                .map(|s| metrics::counter!("realtime_cdc_task_restarts_total", "stage" => s.as_str()))
                 .collect(),
         }
     })

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
-use super::error::CdcError;
+use super::error::{CdcError, SlotConflict};
 
 /// A column as deliveries describe it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +96,78 @@ pub async fn ensure_publication_and_slot(
         tracing::info!(slot, "created permanent replication slot");
     }
     Ok(())
+}
+
+/// What PostgreSQL says about a replication slot and the session that holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotState {
+    /// The slot's database (`None`: a physical slot).
+    pub database: Option<String>,
+    /// This connection's database.
+    pub current: String,
+    pub slot_type: String,
+    pub plugin: Option<String>,
+    /// The backend streaming it, if any.
+    pub active_pid: Option<i32>,
+    pub holder_application: Option<String>,
+    pub holder_address: Option<String>,
+}
+
+/// The `application_name` of this project's replication connections.
+pub const APPLICATION_NAME: &str = "realtime_cdc";
+
+/// Whether the slot is usable by this node. `takes_over`: in a cluster, a holder that is one of
+/// this project's replication connections is a deposed CDC leader that has not noticed yet, which
+/// [`take_slot`] ends; any other holder is a conflict.
+pub fn slot_conflict(slot: &str, state: &SlotState, takes_over: bool) -> Option<SlotConflict> {
+    if state.slot_type != "logical" || state.plugin.as_deref() != Some("pgoutput") {
+        let kind = match &state.plugin {
+            Some(plugin) if state.slot_type == "logical" => format!("logical ({plugin})"),
+            _ => state.slot_type.clone(),
+        };
+        return Some(SlotConflict::WrongKind { slot: slot.to_owned(), kind });
+    }
+    if state.database.as_deref() != Some(state.current.as_str()) {
+        return Some(SlotConflict::OtherDatabase {
+            slot: slot.to_owned(),
+            database: state.database.clone().unwrap_or_default(),
+            current: state.current.clone(),
+        });
+    }
+    let pid = state.active_pid?;
+    let ours = state.holder_application.as_deref() == Some(APPLICATION_NAME);
+    if takes_over && ours {
+        return None;
+    }
+    let holder = format!(
+        "pid {pid}, application \"{}\", address {}",
+        state.holder_application.as_deref().unwrap_or(""),
+        state.holder_address.as_deref().unwrap_or("local socket")
+    );
+    Some(SlotConflict::InUse { slot: slot.to_owned(), holder })
+}
+
+/// The slot's state (`None`: there is no such slot).
+pub async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>, CdcError> {
+    let row = client
+        .query_opt(
+            "select s.database::text, current_database()::text, s.slot_type::text, s.plugin::text, \
+             s.active_pid, a.application_name::text, host(a.client_addr) \
+             from pg_replication_slots s left join pg_stat_activity a on a.pid = s.active_pid \
+             where s.slot_name = $1",
+            &[&slot],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(SlotState {
+        database: row.try_get(0)?,
+        current: row.try_get(1)?,
+        slot_type: row.try_get(2)?,
+        plugin: row.try_get(3)?,
+        active_pid: row.try_get(4)?,
+        holder_application: row.try_get(5)?,
+        holder_address: row.try_get(6)?,
+    }))
 }
 
 /// Whether the slot can stream with `publications` (comma-separated): pgoutput loads publications
@@ -225,10 +297,61 @@ pub async fn wal_position(client: &Client) -> Result<u64, CdcError> {
 pub async fn take_slot(client: &Client, slot: &str) -> Result<bool, CdcError> {
     let rows = client
         .query(
-            "select pg_terminate_backend(active_pid) from pg_replication_slots \
-             where slot_name = $1 and active and active_pid is not null and active_pid <> pg_backend_pid()",
-            &[&slot],
+            "select pg_terminate_backend(s.active_pid) from pg_replication_slots s \
+             join pg_stat_activity a on a.pid = s.active_pid \
+             where s.slot_name = $1 and s.active and s.active_pid <> pg_backend_pid() and a.application_name = $2",
+            &[&slot, &APPLICATION_NAME],
         )
         .await?;
     Ok(!rows.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usable() -> SlotState {
+        SlotState {
+            database: Some("app".into()),
+            current: "app".into(),
+            slot_type: "logical".into(),
+            plugin: Some("pgoutput".into()),
+            ..SlotState::default()
+        }
+    }
+
+    #[test]
+    fn a_slot_is_usable_only_in_its_database_of_the_right_kind_and_free() {
+        assert_eq!(slot_conflict("s", &usable(), false), None);
+        let elsewhere = SlotState { database: Some("other".into()), ..usable() };
+        let conflict = slot_conflict("s", &elsewhere, false).unwrap();
+        assert!(matches!(&conflict, SlotConflict::OtherDatabase { database, .. } if database == "other"));
+        let text = conflict.to_string();
+        assert!(text.contains("\"s\"") && text.contains("REALTIME_SLOT"), "{text}");
+        let physical = SlotState { slot_type: "physical".into(), plugin: None, database: None, ..usable() };
+        assert!(matches!(slot_conflict("s", &physical, false), Some(SlotConflict::WrongKind { .. })));
+        let decoder = SlotState { plugin: Some("wal2json".into()), ..usable() };
+        assert!(
+            matches!(slot_conflict("s", &decoder, false), Some(SlotConflict::WrongKind { kind, .. }) if kind.contains("wal2json"))
+        );
+    }
+
+    #[test]
+    fn a_held_slot_is_taken_over_only_from_our_own_connections_in_a_cluster() {
+        let held = |application: &str| SlotState {
+            active_pid: Some(42),
+            holder_application: Some(application.into()),
+            holder_address: Some("10.0.0.7".into()),
+            ..usable()
+        };
+        // A single node never ends another session: another node streams this slot.
+        let conflict = slot_conflict("s", &held(APPLICATION_NAME), false).unwrap();
+        assert!(conflict.to_string().contains("pid 42"), "{conflict}");
+        // A cluster's new leader ends a deposed leader's connection, but no one else's.
+        assert_eq!(slot_conflict("s", &held(APPLICATION_NAME), true), None);
+        assert!(matches!(
+            slot_conflict("s", &held("pg_recvlogical"), true),
+            Some(SlotConflict::InUse { .. })
+        ));
+    }
 }

@@ -28,8 +28,10 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use super::change::Transaction;
 use super::guard::{self, Rejection, Rejections, Verifier};
+use super::health::CdcHealth;
 use super::hub::HubCommand;
 use super::shipping::{self, Outgoing, Shipped};
+use crate::metrics::CdcStage;
 
 /// How often a follower repeats its delivered position and the leader its stream state (so a new
 /// leader, or a node that just joined, learns them without waiting for a change).
@@ -127,7 +129,7 @@ impl ClusterCdc {
 
     /// Routes peers' messages, tells the leader what this node delivered, ships the leader's stream
     /// state and computes the cluster-wide acknowledgement. Runs until the hub is gone.
-    pub async fn run(mut self) {
+    pub async fn run(&mut self) {
         let mut leadership = self.cluster.leadership();
         let mut peers = Peers::default();
         let mut received = Received::default();
@@ -316,11 +318,13 @@ impl ClusterCdc {
 
 /// Runs a consumer from `make` while this node leads CDC, and aborts it (closing its replication
 /// connection) the moment it does not; `restart` replays the stream from the slot's confirmed position.
+/// The consumer runs under [`super::supervisor::supervise`]: a panic restarts it (while this node leads).
 pub async fn supervise(
     mut leadership: watch::Receiver<realtime_cluster::Leadership>,
-    make: impl Fn() -> super::consumer::Consumer,
+    make: impl Fn() -> super::consumer::Consumer + Clone + 'static,
     live: Arc<watch::Sender<bool>>,
     restart: Arc<Notify>,
+    health: Arc<CdcHealth>,
 ) {
     loop {
         while !leadership.borrow_and_update().is_me {
@@ -330,7 +334,13 @@ pub async fn supervise(
         }
         let term = leadership.borrow().term;
         tracing::info!(term, "leading Postgres Changes: consumer started");
-        let mut consumer = actix::spawn(make().run());
+        let run = || {
+            let make = make.clone();
+            actix::spawn(super::supervisor::supervise(CdcStage::Consumer, health.clone(), move || {
+                make().run()
+            }))
+        };
+        let mut consumer = run();
         let ended = loop {
             if !leadership.borrow_and_update().is_me {
                 break false;
@@ -343,12 +353,14 @@ pub async fn supervise(
                 }
                 _ = restart.notified() => {
                     consumer.abort();
-                    consumer = actix::spawn(make().run());
+                    consumer = run();
                 }
             }
         };
         consumer.abort();
         live.send_replace(false);
+        // A slot this node could not stream is no longer its business: the next leader will say.
+        health.slot_usable();
         tracing::warn!(term, "no longer leading Postgres Changes: consumer stopped");
         if ended {
             return;

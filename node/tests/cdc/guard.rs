@@ -215,3 +215,36 @@ async fn t91_forged_shipments_are_rejected_counted_and_never_recorded() {
     db.exec("insert into todos values (7, 'real')").await;
     assert_eq!(todos_until(&mut c, &t, 7).await, vec![7]);
 }
+
+/// A panic in the hub (made by the debug-only `REALTIME_TEST_PANIC_TABLE` hook: no known input makes
+/// it panic any more) takes the node out of `/readyz`, is counted and logged, and the hub is
+/// restarted with its subscriptions: later changes reach the same subscriber.
+#[tokio::test]
+async fn t92_a_panicking_hub_is_restarted_and_readiness_follows() {
+    let db = Db::new(&format!(
+        "{SCHEMA}
+        create table boom (id int8 primary key);
+        grant select on boom to authenticated;
+        alter publication supabase_realtime add table boom;"
+    ))
+    .await;
+    let server = db.server_with(&[], &db.data_dir, &[("REALTIME_TEST_PANIC_TABLE", "boom")]);
+    let mut c = server.client(&db.token("authenticated", &new_uuid()), Vsn::V1).await;
+    let (t, s) = topic("panic");
+    c.subscribe(&t, &s, &json!([{"event": "INSERT", "schema": "public", "table": "*"}]), None).await;
+    db.exec("insert into todos values (1, 'before')").await;
+    assert_eq!(todos_until(&mut c, &t, 1).await, vec![1]);
+    assert_eq!(server.readyz().await.0, 200);
+
+    db.exec("insert into boom values (1)").await;
+    let (_, reason) = server.readyz_until(T, |status, _| status == 503).await;
+    assert!(reason.contains("hub") && reason.contains("test hook"), "{reason}");
+    let restarts = support::raw::metric(server.port, "realtime_cdc_task_restarts_total").await;
+    assert_eq!(restarts, 1.0);
+    assert!(server.log_tail(400).contains("Postgres Changes task panicked"));
+    server.readyz_until(T, |status, _| status == 200).await;
+    for n in 2..=4 {
+        db.exec(&format!("insert into todos values ({n}, 'after')")).await;
+    }
+    assert_eq!(todos_until(&mut c, &t, 4).await, vec![2, 3, 4]);
+}

@@ -11,7 +11,8 @@
 //! Modules: `basic` (payloads, events, ordering, wildcards, select, replica identity), `filters`
 //! (every operator against PostgreSQL's own evaluation), `errors` (subscription errors, 400, 413),
 //! `values` (JSON typing), `guard` (changes the node cannot trust: dropped tables, forged shipments),
-//! `rls` (row level security, column privileges, failing policies, token refresh), `wait` (`postgres_changes_options.wait`), `restart` (SIGKILL and resume), `resume` (resumable
+//! `slot` (a slot of another database or node), `rls` (row level security, column privileges, failing
+//! policies, token refresh), `wait` (`postgres_changes_options.wait`), `restart` (SIGKILL and resume), `resume` (resumable
 //! delivery), `inbox` (the notifications REST and GraphQL API), `schema` (the
 //! `realtime` schema the node installs: migrations, `realtime.send`, policies, the partition janitor).
 //!
@@ -31,6 +32,7 @@ mod restart;
 mod resume;
 mod rls;
 mod schema;
+mod slot;
 mod stalled;
 mod values;
 mod wait;
