@@ -61,14 +61,15 @@ const TRANSACTION_BUFFER: usize = 1024;
 /// Starts the hub (and, alone or as the cluster's CDC leader, the consumer) on their own arbiter;
 /// returns the handle sockets use. Every task runs under [`supervisor::supervise`]: a panic restarts
 /// it and takes the node out of `/readyz` meanwhile ([`health`]).
-pub fn start(
+pub async fn start(
     config: CdcConfig,
     data_dir: &std::path::Path,
     arbiter: &actix::ArbiterHandle,
     cluster: Option<ClusterHandle>,
     broadcasts: hub::DbBroadcasts,
 ) -> Result<CdcHandle, error::CdcError> {
-    let position = position::DeliveredPosition::open(data_dir, &config.slot)?;
+    let mut position = position::DeliveredPosition::open(data_dir, &config.slot)?;
+    check_recorded(&mut position, &config.database_url).await?;
     let resume_grace = position.resumed().then_some(config.resume_grace);
     let health = Arc::new(health::CdcHealth::default());
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
@@ -162,4 +163,36 @@ pub fn start(
         cluster::supervise(leadership, make, live, restart, health).await;
     });
     Ok(handle)
+}
+
+/// A recorded position past PostgreSQL's WAL position cannot be real: a forged position a peer
+/// shipped before [`guard`] checked them, or a file from another database server. Kept, it would make
+/// the node drop every change up to it, for good; it is discarded (logged), and the node delivers from
+/// the slot's confirmed position again. When the database cannot be asked, the position is kept.
+async fn check_recorded(
+    position: &mut position::DeliveredPosition,
+    database_url: &str,
+) -> Result<(), error::CdcError> {
+    if position.lsn() == 0 {
+        return Ok(());
+    }
+    let wal = match catalog::connect(database_url).await {
+        Ok(client) => catalog::wal_position(&client).await,
+        Err(error) => Err(error),
+    };
+    match wal {
+        Ok(wal) if position.lsn() > wal => {
+            tracing::error!(
+                recorded = position.lsn(),
+                wal,
+                "the recorded Postgres Changes position is past PostgreSQL's WAL: discarded"
+            );
+            position.discard()
+        }
+        Ok(_) => Ok(()),
+        Err(error) => {
+            tracing::warn!(%error, "could not check the recorded Postgres Changes position against the WAL");
+            Ok(())
+        }
+    }
 }

@@ -248,3 +248,24 @@ async fn t92_a_panicking_hub_is_restarted_and_readiness_follows() {
     }
     assert_eq!(todos_until(&mut c, &t, 4).await, vec![2, 3, 4]);
 }
+
+/// A node that recorded a forged position before positions were checked (or whose data directory
+/// comes from another database server) would drop every change up to it, for good: a recorded
+/// position past PostgreSQL's WAL is discarded at start.
+#[tokio::test]
+async fn t93_a_recorded_position_past_the_wal_is_discarded_at_start() {
+    let db = Db::new(SCHEMA).await;
+    std::fs::create_dir_all(&db.data_dir).expect("data dir");
+    let forged = u64::MAX / 2;
+    std::fs::write(db.data_dir.join(format!("cdc-{}.lsn", db.slot)), format!("{forged:020}\n"))
+        .expect("write");
+    let server = db.server(&[]);
+    let mut c = server.client(&db.token("authenticated", &new_uuid()), Vsn::V1).await;
+    let (t, s) = topic("discarded");
+    c.subscribe(&t, &s, &json!([{"event": "INSERT", "schema": "public", "table": "todos"}]), None).await;
+    db.exec("insert into todos values (1, 'real')").await;
+    assert_eq!(todos_until(&mut c, &t, 1).await, vec![1]);
+    assert!(server.log_tail(400).contains("past PostgreSQL's WAL: discarded"));
+    let recorded = db.recorded_position().expect("a position");
+    assert!(recorded < forged && recorded <= wal(&db).await, "recorded {recorded}");
+}

@@ -79,3 +79,53 @@ async fn t96_two_nodes_on_one_slot_the_second_waits_not_ready_and_takes_over() {
     second.readyz_until(Duration::from_secs(30), |status, _| status == 200).await;
     delivers(&db, &second, 2).await;
 }
+
+/// In a cluster only the leader streams: it is the node that goes not ready when the slot is taken;
+/// the followers serve on. Once the slot is free the leader streams, and followers deliver.
+#[tokio::test]
+async fn t97_in_a_cluster_only_the_leader_goes_not_ready() {
+    let db = Db::new(SCHEMA).await;
+    let (admin, admin_conn) = connect(cluster_url().await).await;
+    admin
+        .query("select pg_create_logical_replication_slot($1, 'pgoutput')", &[&db.slot])
+        .await
+        .expect("a slot of the same name in database postgres");
+    let cluster = crate::cluster::CdcCluster::start(&db, 150);
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    let readyz = |i: usize| {
+        let node = cluster.node(i);
+        let url = format!("http://{}:{}/readyz", node.ip, node.port);
+        async move {
+            let resp = reqwest::get(url).await.expect("GET /readyz");
+            (resp.status().as_u16(), resp.text().await.unwrap_or_default())
+        }
+    };
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let (status, body) = readyz(leader).await;
+        if status == 503 {
+            assert!(body.contains("belongs to database \"postgres\""), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the leader stayed ready: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in (0..3).filter(|i| *i != leader) {
+        assert_eq!(readyz(i).await.0, 200, "follower node-{i} stays ready");
+    }
+
+    admin.query("select pg_drop_replication_slot($1)", &[&db.slot]).await.expect("drop the other slot");
+    drop(admin);
+    admin_conn.abort();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while readyz(leader).await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "the leader did not recover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let follower = (leader + 1) % 3;
+    let mut c = cluster.client(&db, follower, Vsn::V1).await;
+    let (t, s) = topic("slot-cluster");
+    c.subscribe(&t, &s, &json!([{"event": "INSERT", "schema": "public", "table": "todos"}]), None).await;
+    db.exec("insert into todos values (1, 'x')").await;
+    assert_eq!(c.exactly_changes(&t, 1, T).await[0].key("id"), json!(1));
+}
