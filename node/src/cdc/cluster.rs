@@ -120,6 +120,10 @@ struct Received {
     forwarded: u64,
     /// A shipped transaction's predecessor was never received: this node is asking for a replay.
     gap: bool,
+    /// The last transaction this node refused because it did not (yet) know its sender as leader
+    /// (sender, end position): if raft then names that sender and the hub has not taken that
+    /// position, it is asked for again as a gap.
+    refused: Option<(NodeId, u64)>,
 }
 
 impl ClusterCdc {
@@ -175,10 +179,20 @@ impl ClusterCdc {
                     if changed.is_err() {
                         return;
                     }
-                    let is_me = leadership.borrow_and_update().is_me;
+                    let (is_me, leader) = {
+                        let view = leadership.borrow_and_update();
+                        (view.is_me, view.leader.clone())
+                    };
                     if !is_me {
                         // A follower's hub waits for the (new) leader to say its stream is live.
                         self.live.send_replace(false);
+                    }
+                    // A new leader's first shipments may come before raft told this node who leads.
+                    if let Some((sender, end_lsn)) = received.refused.take() {
+                        let through = received.forwarded.max(self.taken.load(Ordering::Acquire));
+                        if leader.as_ref() == Some(&sender) && end_lsn > through {
+                            received.gap = true;
+                        }
                     }
                     self.report(received.gap);
                 }
@@ -222,6 +236,9 @@ impl ClusterCdc {
         };
         let leadership = self.cluster.leadership().borrow().clone();
         if let Err(rejection) = guard::check_sender(from, &leadership) {
+            if let Shipped::Transaction { txn, .. } = &shipped {
+                received.refused = Some((from.clone(), txn.end_lsn));
+            }
             self.rejections.record(from, &rejection);
             return true;
         }
