@@ -9,14 +9,18 @@
 //! - Only the node raft elected (and that confirmed it with a committed `CdcLeader` entry) runs the
 //!   consumer; when it loses leadership or quorum its consumer task is aborted at once, which closes
 //!   its replication connection.
-//! - A new leader takes the permanent slot (ending a stale holder's connection) and resumes from the
-//!   slot's confirmed position: changes after it are shipped again, and every node drops what it already
-//!   delivered by commit LSN (its hub skips through its own recorded position), so nothing is lost and
-//!   nothing is delivered twice.
+//! - A new leader takes the permanent slot (ending a stale holder's connection if it is one of this
+//!   project's replication connections; any other holder is a conflict, see `catalog::slot_conflict`)
+//!   and resumes from the slot's confirmed position: changes after it are shipped again, and every
+//!   node drops what it already delivered by commit LSN (its hub skips through its own recorded
+//!   position), so nothing is lost and nothing is delivered twice.
 //! - The leader acknowledges to PostgreSQL only what its own hub and every peer alive in the last 30 s
 //!   delivered. Each shipped transaction names the one shipped before it: a node that missed some (it
 //!   was paused, or its link was cut) drops what follows and reports the gap, and the leader replays
 //!   its stream from the slot, which was held at that node's position.
+//! - A node takes shipments only from the node raft names as leader, and only after [`guard`] checked
+//!   them (positions against the stream and PostgreSQL's WAL, tables against the catalog): a buggy or
+//!   forged shipment is rejected, logged and counted, never delivered or recorded.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
