@@ -77,7 +77,12 @@ impl Consumer {
                 return;
             }
             match result {
-                Err(CdcError::SlotConflict(conflict)) if seen.as_ref() == Some(&conflict) => {
+                // Same kind as last time (the holder's pid may differ: it reconnects too).
+                Err(CdcError::SlotConflict(conflict))
+                    if seen
+                        .as_ref()
+                        .is_some_and(|s| std::mem::discriminant(s) == std::mem::discriminant(&conflict)) =>
+                {
                     if self.health.slot_conflict(&conflict) {
                         tracing::error!(slot = %self.config.slot, %conflict, retry_every = ?CONFLICT_RETRY, "Postgres Changes cannot run: /readyz reports not ready until the slot is usable");
                     }

@@ -32,14 +32,14 @@ impl CdcHealth {
         Some(format!("Postgres Changes {stage} failed and is restarting: {panic}"))
     }
 
-    /// Records a conflict; `true` if it is new (not the one already recorded), so it is logged once.
+    /// Records a conflict (the latest details are what `/readyz` shows); `true` if it is a new kind
+    /// of conflict, so it is logged once while it lasts (another holder's pid is not a new conflict).
     pub fn slot_conflict(&self, conflict: &SlotConflict) -> bool {
         let mut slot = lock(&self.slot);
-        if slot.as_ref() == Some(conflict) {
-            return false;
-        }
+        let new =
+            slot.as_ref().is_none_or(|old| std::mem::discriminant(old) != std::mem::discriminant(conflict));
         *slot = Some(conflict.clone());
-        true
+        new
     }
 
     /// The slot is usable (or this node no longer streams it); returns the conflict that was recorded.
@@ -71,6 +71,10 @@ mod tests {
         let conflict = SlotConflict::InUse { slot: "s".into(), holder: "pid 1".into() };
         assert!(health.slot_conflict(&conflict));
         assert!(!health.slot_conflict(&conflict), "the same conflict is new only once");
+        let other_pid = SlotConflict::InUse { slot: "s".into(), holder: "pid 2".into() };
+        assert!(!health.slot_conflict(&other_pid), "another pid of the holder is the same conflict");
+        assert!(health.unready().is_some_and(|r| r.contains("pid 2")), "the latest details are shown");
+        assert!(!health.slot_conflict(&conflict));
         assert!(health.unready().is_some_and(|r| r.contains("REALTIME_SLOT")));
         assert_eq!(health.slot_usable(), Some(conflict));
         assert_eq!(health.unready(), None);
