@@ -134,13 +134,16 @@ pub async fn run(
                 max_payload: config.limits.max_payload_bytes,
                 resume: resume.clone(),
             };
-            Some(cdc::start(
-                cdc_config.clone(),
-                &config.data_dir,
-                &cdc_arbiter.handle(),
-                cluster.clone(),
-                broadcasts,
-            )?)
+            Some(
+                cdc::start(
+                    cdc_config.clone(),
+                    &config.data_dir,
+                    &cdc_arbiter.handle(),
+                    cluster.clone(),
+                    broadcasts,
+                )
+                .await?,
+            )
         }
         None => None,
     };

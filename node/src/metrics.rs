@@ -117,6 +117,85 @@ impl SlowClose {
     }
 }
 
+/// Why a message a peer shipped about Postgres Changes was not taken; the `reason` label of
+/// `realtime_cdc_rejected_total` (see [`crate::cdc::guard`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CdcRejected {
+    /// Not sent by the node raft names as the current leader.
+    NotLeader,
+    /// A transaction's position is not after the one it says precedes it.
+    Backwards,
+    /// A transaction's position is past what PostgreSQL has written.
+    BeyondWal,
+    /// A change names a relation (oid, schema, table) the catalog does not resolve.
+    UnknownRelation,
+    /// A change names a column the catalog does not have.
+    UnknownColumn,
+    /// A row whose cells do not match its relation's columns.
+    MalformedRow,
+    /// The catalog could not be asked; the node asks the leader to replay instead.
+    Unverifiable,
+    /// Not decodable as a CDC message.
+    Undecodable,
+    /// A peer's delivered position past anything this node's stream has taken.
+    DeliveredAhead,
+}
+
+impl CdcRejected {
+    const ALL: [CdcRejected; 9] = [
+        CdcRejected::NotLeader,
+        CdcRejected::Backwards,
+        CdcRejected::BeyondWal,
+        CdcRejected::UnknownRelation,
+        CdcRejected::UnknownColumn,
+        CdcRejected::MalformedRow,
+        CdcRejected::Unverifiable,
+        CdcRejected::Undecodable,
+        CdcRejected::DeliveredAhead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CdcRejected::NotLeader => "not_leader",
+            CdcRejected::Backwards => "backwards",
+            CdcRejected::BeyondWal => "beyond_wal",
+            CdcRejected::UnknownRelation => "unknown_relation",
+            CdcRejected::UnknownColumn => "unknown_column",
+            CdcRejected::MalformedRow => "malformed_row",
+            CdcRejected::Unverifiable => "unverifiable",
+            CdcRejected::Undecodable => "undecodable",
+            CdcRejected::DeliveredAhead => "delivered_ahead",
+        }
+    }
+}
+
+/// A task of the Postgres Changes path; the `stage` label of `realtime_cdc_task_restarts_total`
+/// (see [`crate::cdc::supervisor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CdcStage {
+    /// The replication consumer (single node, or the raft leader).
+    Consumer,
+    /// Matching, RLS and delivery.
+    Hub,
+    /// Recording delivered positions.
+    Recorder,
+    /// In a cluster: taking the leader's shipments and reporting positions.
+    Cluster,
+}
+
+impl CdcStage {
+    const ALL: [CdcStage; 4] = [CdcStage::Consumer, CdcStage::Hub, CdcStage::Recorder, CdcStage::Cluster];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CdcStage::Consumer => "consumer",
+            CdcStage::Hub => "hub",
+            CdcStage::Recorder => "recorder",
+            CdcStage::Cluster => "cluster",
+        }
+    }
+}
+
 /// Registered metric handles.
 pub struct Metrics {
     pub connections: Gauge,
@@ -138,6 +217,8 @@ pub struct Metrics {
     pub webhooks: WebhookMetrics,
     refusals: Vec<Counter>,
     slow_closes: Vec<Counter>,
+    cdc_rejected: Vec<Counter>,
+    cdc_restarts: Vec<Counter>,
 }
 
 impl Metrics {
@@ -151,6 +232,18 @@ impl Metrics {
         let index = SlowClose::ALL.iter().position(|c| *c == cause).expect("every cause is listed");
         self.slow_closes[index].increment(1);
         self.refused(Refusal::SlowConsumer);
+    }
+
+    /// Counts a peer's CDC message (or one change of it) that was not taken.
+    pub fn cdc_rejected(&self, reason: CdcRejected) {
+        let index = CdcRejected::ALL.iter().position(|r| *r == reason).expect("every reason is listed");
+        self.cdc_rejected[index].increment(1);
+    }
+
+    /// Counts a CDC task restarted after a panic.
+    pub fn cdc_task_restarted(&self, stage: CdcStage) {
+        let index = CdcStage::ALL.iter().position(|s| *s == stage).expect("every stage is listed");
+        self.cdc_restarts[index].increment(1);
     }
 }
 
@@ -245,6 +338,14 @@ pub fn metrics() -> &'static Metrics {
         describe_counter!("realtime_presence_events_total", "Presence track/untrack operations");
         describe_counter!("realtime_cdc_changes_total", "Row changes decoded from the replication stream");
         describe_counter!("realtime_cdc_transactions_total", "Committed transactions handed to the CDC hub");
+        describe_counter!(
+            "realtime_cdc_rejected_total",
+            "Postgres Changes messages (or changes) from peers that were not taken, by reason"
+        );
+        describe_counter!(
+            "realtime_cdc_task_restarts_total",
+            "Postgres Changes tasks restarted after a panic, by stage"
+        );
         describe_counter!("realtime_refusals_total", "Refused connections, joins and messages by reason");
         describe_gauge!("realtime_cluster_peers_alive", "Peers the failure detector holds alive or suspect");
         describe_gauge!("realtime_cluster_peers_down", "Peers declared down (still remembered)");
@@ -361,6 +462,14 @@ pub fn metrics() -> &'static Metrics {
             slow_closes: SlowClose::ALL
                 .iter()
                 .map(|c| metrics::counter!("realtime_slow_consumer_closes_total", "cause" => c.as_str()))
+                .collect(),
+            cdc_rejected: CdcRejected::ALL
+                .iter()
+                .map(|r| metrics::counter!("realtime_cdc_rejected_total", "reason" => r.as_str()))
+                .collect(),
+            cdc_restarts: CdcStage::ALL
+                .iter()
+                .map(|s| metrics::counter!("realtime_cdc_task_restarts_total", "stage" => s.as_str()))
                 .collect(),
         }
     })

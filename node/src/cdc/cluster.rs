@@ -9,14 +9,18 @@
 //! - Only the node raft elected (and that confirmed it with a committed `CdcLeader` entry) runs the
 //!   consumer; when it loses leadership or quorum its consumer task is aborted at once, which closes
 //!   its replication connection.
-//! - A new leader takes the permanent slot (ending a stale holder's connection) and resumes from the
-//!   slot's confirmed position: changes after it are shipped again, and every node drops what it already
-//!   delivered by commit LSN (its hub skips through its own recorded position), so nothing is lost and
-//!   nothing is delivered twice.
+//! - A new leader takes the permanent slot (ending a stale holder's connection if it is one of this
+//!   project's replication connections; any other holder is a conflict, see `catalog::slot_conflict`)
+//!   and resumes from the slot's confirmed position: changes after it are shipped again, and every
+//!   node drops what it already delivered by commit LSN (its hub skips through its own recorded
+//!   position), so nothing is lost and nothing is delivered twice.
 //! - The leader acknowledges to PostgreSQL only what its own hub and every peer alive in the last 30 s
 //!   delivered. Each shipped transaction names the one shipped before it: a node that missed some (it
 //!   was paused, or its link was cut) drops what follows and reports the gap, and the leader replays
 //!   its stream from the slot, which was held at that node's position.
+//! - A node takes shipments only from the node raft names as leader, and only after [`guard`] checked
+//!   them (positions against the stream and PostgreSQL's WAL, tables against the catalog): a buggy or
+//!   forged shipment is rejected, logged and counted, never delivered or recorded.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,8 +31,11 @@ use realtime_cluster::{ClusterHandle, NodeId};
 use tokio::sync::{mpsc, watch, Notify};
 
 use super::change::Transaction;
+use super::guard::{self, Rejection, Rejections, Verifier};
+use super::health::CdcHealth;
 use super::hub::HubCommand;
 use super::shipping::{self, Outgoing, Shipped};
+use crate::metrics::CdcStage;
 
 /// How often a follower repeats its delivered position and the leader its stream state (so a new
 /// leader, or a node that just joined, learns them without waiting for a change).
@@ -94,6 +101,9 @@ pub struct ClusterCdc {
     pub restart: Arc<Notify>,
     /// How far this node's hub has taken transactions.
     pub taken: Arc<AtomicU64>,
+    /// Checks what peers ship against raft and the database before the hub gets it.
+    pub verifier: Verifier,
+    pub rejections: Rejections,
 }
 
 /// Peers heard from: their positions (for the acknowledgement) and when the stream was last replayed.
@@ -114,6 +124,10 @@ struct Received {
     forwarded: u64,
     /// A shipped transaction's predecessor was never received: this node is asking for a replay.
     gap: bool,
+    /// The last transaction this node refused because it did not (yet) know its sender as leader
+    /// (sender, end position): if raft then names that sender and the hub has not taken that
+    /// position, it is asked for again as a gap.
+    refused: Option<(NodeId, u64)>,
 }
 
 impl ClusterCdc {
@@ -123,7 +137,7 @@ impl ClusterCdc {
 
     /// Routes peers' messages, tells the leader what this node delivered, ships the leader's stream
     /// state and computes the cluster-wide acknowledgement. Runs until the hub is gone.
-    pub async fn run(mut self) {
+    pub async fn run(&mut self) {
         let mut leadership = self.cluster.leadership();
         let mut peers = Peers::default();
         let mut received = Received::default();
@@ -143,6 +157,16 @@ impl ClusterCdc {
                         }
                     }
                     Some(CdcInbound::Delivered { from, lsn, gap }) => {
+                        let taken = self.taken.load(Ordering::Acquire);
+                        // No node can have delivered more than this stream took: a position past it
+                        // would let the slot move past what that node really has. (Just after a failover
+                        // it can be legitimate for a moment; the report is repeated.)
+                        let lsn = if lsn > taken {
+                            self.rejections.record(&from, &Rejection::DeliveredAhead { lsn, taken });
+                            0
+                        } else {
+                            lsn
+                        };
                         self.on_delivered(&mut peers, from, lsn, gap);
                         self.update_ack(&mut peers);
                     }
@@ -159,10 +183,20 @@ impl ClusterCdc {
                     if changed.is_err() {
                         return;
                     }
-                    let is_me = leadership.borrow_and_update().is_me;
+                    let (is_me, leader) = {
+                        let view = leadership.borrow_and_update();
+                        (view.is_me, view.leader.clone())
+                    };
                     if !is_me {
                         // A follower's hub waits for the (new) leader to say its stream is live.
                         self.live.send_replace(false);
+                    }
+                    // A new leader's first shipments may come before raft told this node who leads.
+                    if let Some((sender, end_lsn)) = received.refused.take() {
+                        let through = received.forwarded.max(self.taken.load(Ordering::Acquire));
+                        if leader.as_ref() == Some(&sender) && end_lsn > through {
+                            received.gap = true;
+                        }
                     }
                     self.report(received.gap);
                 }
@@ -187,16 +221,46 @@ impl ClusterCdc {
         }
     }
 
-    /// Hands a shipped message to this node's hub; `false` once the hub is gone. Transactions go in
-    /// even while this node believes it leads (it may have just been deposed): the hub keeps only
-    /// commit positions past what it already delivered, so a stream it also consumes is harmless.
+    /// Hands a shipped message to this node's hub; `false` once the hub is gone. Only messages from
+    /// the node raft names as leader are taken, and a transaction only once [`Verifier`] passed it
+    /// (see [`guard`]): a rejected message is logged, counted and never reaches the hub, so its
+    /// position is never recorded.
     ///
     /// A transaction whose predecessor in the leader's stream this node never received (it was out
     /// of the cluster, its link was cut) is dropped, and the gap reported to the leader, which replays
-    /// the stream from the slot; the replay's first transaction (`prev` 0) closes the gap.
+    /// the stream from the slot; the replay's first transaction (`prev` 0) closes the gap. A
+    /// transaction that could not be checked (the database did not answer) is handled the same way.
     async fn on_shipped(&mut self, received: &mut Received, from: &NodeId, body: &[u8]) -> bool {
-        match shipping::decode(body) {
-            Ok(Shipped::Transaction { prev, txn }) => {
+        let shipped = match shipping::decode(body) {
+            Ok(shipped) => shipped,
+            Err(error) => {
+                self.rejections.record(from, &Rejection::Undecodable(error.to_string()));
+                return true;
+            }
+        };
+        let leadership = self.cluster.leadership().borrow().clone();
+        if let Err(rejection) = guard::check_sender(from, &leadership) {
+            if let Shipped::Transaction { txn, .. } = &shipped {
+                received.refused = Some((from.clone(), txn.end_lsn));
+            }
+            self.rejections.record(from, &rejection);
+            return true;
+        }
+        match shipped {
+            Shipped::Transaction { prev, txn } => {
+                let (txn, dropped) = match self.verifier.transaction(prev, txn).await {
+                    Ok(checked) => checked,
+                    Err(rejection) => {
+                        if matches!(rejection, Rejection::Unverifiable(_)) {
+                            received.gap = true;
+                        }
+                        self.rejections.record(from, &rejection);
+                        return true;
+                    }
+                };
+                for rejection in &dropped {
+                    self.rejections.record(from, rejection);
+                }
                 let through = received.forwarded.max(self.taken.load(Ordering::Acquire));
                 if prev != 0 && prev > through {
                     if !received.gap {
@@ -209,15 +273,14 @@ impl ClusterCdc {
                 received.forwarded = received.forwarded.max(txn.end_lsn);
                 self.transactions.send(txn).await.is_ok()
             }
-            Ok(Shipped::Relation { oid }) => self.hub.send(HubCommand::RelationChanged { oid }).is_ok(),
-            Ok(Shipped::Live(live)) => {
-                if !self.cluster.leadership().borrow().is_me {
+            Shipped::Relation { oid } => {
+                self.verifier.forget(oid);
+                self.hub.send(HubCommand::RelationChanged { oid }).is_ok()
+            }
+            Shipped::Live(live) => {
+                if !leadership.is_me {
                     self.live.send_replace(live);
                 }
-                true
-            }
-            Err(error) => {
-                tracing::warn!(%error, peer = %from, "undecodable CDC message ignored");
                 true
             }
         }
@@ -276,11 +339,13 @@ impl ClusterCdc {
 
 /// Runs a consumer from `make` while this node leads CDC, and aborts it (closing its replication
 /// connection) the moment it does not; `restart` replays the stream from the slot's confirmed position.
+/// The consumer runs under [`super::supervisor::supervise`]: a panic restarts it (while this node leads).
 pub async fn supervise(
     mut leadership: watch::Receiver<realtime_cluster::Leadership>,
-    make: impl Fn() -> super::consumer::Consumer,
+    make: impl Fn() -> super::consumer::Consumer + Clone + 'static,
     live: Arc<watch::Sender<bool>>,
     restart: Arc<Notify>,
+    health: Arc<CdcHealth>,
 ) {
     loop {
         while !leadership.borrow_and_update().is_me {
@@ -290,7 +355,13 @@ pub async fn supervise(
         }
         let term = leadership.borrow().term;
         tracing::info!(term, "leading Postgres Changes: consumer started");
-        let mut consumer = actix::spawn(make().run());
+        let run = || {
+            let make = make.clone();
+            actix::spawn(super::supervisor::supervise(CdcStage::Consumer, health.clone(), move || {
+                make().run()
+            }))
+        };
+        let mut consumer = run();
         let ended = loop {
             if !leadership.borrow_and_update().is_me {
                 break false;
@@ -303,12 +374,14 @@ pub async fn supervise(
                 }
                 _ = restart.notified() => {
                     consumer.abort();
-                    consumer = actix::spawn(make().run());
+                    consumer = run();
                 }
             }
         };
         consumer.abort();
         live.send_replace(false);
+        // A slot this node could not stream is no longer its business: the next leader will say.
+        health.slot_usable();
         tracing::warn!(term, "no longer leading Postgres Changes: consumer stopped");
         if ended {
             return;

@@ -19,7 +19,8 @@ use super::catalog::{self, ColumnMeta, TableMeta};
 use super::change::{Cell, Change, ChangeKind, OldRow, Transaction};
 use super::cluster::Shipper;
 use super::db_broadcast;
-use super::error::CdcError;
+use super::error::{CdcError, SlotConflict};
+use super::health::CdcHealth;
 use super::hub::HubCommand;
 use super::pgoutput::{self, Message, OldTuple, Relation, Tuple, TupleValue};
 use crate::config::CdcConfig;
@@ -42,7 +43,12 @@ pub struct Consumer {
     /// In a cluster: the other nodes, which get every transaction too. The consumer then also takes
     /// the slot from a stale holder (a deposed leader that has not noticed yet).
     pub ship: Option<Shipper>,
+    /// Where a slot this node cannot stream is reported (`/readyz`).
+    pub health: Arc<CdcHealth>,
 }
+
+/// How often a slot conflict is looked at again.
+const CONFLICT_RETRY: Duration = BACKOFF_MAX;
 
 /// While the stream runs without `realtime.messages` (see [`catalog::slot_can_stream`]), how often it
 /// reconnects to try again.
@@ -62,14 +68,36 @@ impl Consumer {
             tokio::time::sleep(grace).await;
         }
         let mut backoff = BACKOFF_MIN;
+        // A conflict seen once may be this node's own previous session, still being torn down.
+        let mut seen: Option<SlotConflict> = None;
         loop {
             let result = self.stream_once(&mut backoff).await;
             self.live.send_replace(false);
             if self.transactions.is_closed() {
                 return;
             }
-            if let Err(error) = result {
-                tracing::warn!(%error, retry_in = ?backoff, "replication stream failed");
+            match result {
+                // Same kind as last time (the holder's pid may differ: it reconnects too).
+                Err(CdcError::SlotConflict(conflict))
+                    if seen
+                        .as_ref()
+                        .is_some_and(|s| std::mem::discriminant(s) == std::mem::discriminant(&conflict)) =>
+                {
+                    if self.health.slot_conflict(&conflict) {
+                        tracing::error!(slot = %self.config.slot, %conflict, retry_every = ?CONFLICT_RETRY, "Postgres Changes cannot run: /readyz reports not ready until the slot is usable");
+                    }
+                    tokio::time::sleep(CONFLICT_RETRY).await;
+                    continue;
+                }
+                Err(CdcError::SlotConflict(conflict)) => {
+                    tracing::debug!(%conflict, "replication slot not usable; looking again");
+                    seen = Some(conflict);
+                }
+                Err(error) => {
+                    seen = None;
+                    tracing::warn!(%error, retry_in = ?backoff, "replication stream failed");
+                }
+                Ok(()) => seen = None,
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -79,6 +107,15 @@ impl Consumer {
     async fn stream_once(&mut self, backoff: &mut Duration) -> Result<(), CdcError> {
         let client = catalog::connect(&self.config.database_url).await?;
         catalog::ensure_publication_and_slot(&client, &self.config.publication, &self.config.slot).await?;
+        let state = catalog::slot_state(&client, &self.config.slot).await?;
+        if let Some(conflict) =
+            state.and_then(|state| catalog::slot_conflict(&self.config.slot, &state, self.ship.is_some()))
+        {
+            return Err(conflict.into());
+        }
+        if let Some(resolved) = self.health.slot_usable() {
+            tracing::info!(slot = %self.config.slot, %resolved, "replication slot usable again");
+        }
         if self.ship.is_some() && catalog::take_slot(&client, &self.config.slot).await? {
             tracing::warn!(slot = %self.config.slot, "ended a stale holder's replication connection");
             // PostgreSQL releases the slot when that backend has exited.
@@ -87,6 +124,8 @@ impl Consumer {
         let both = format!("{},{}", self.config.publication, db_broadcast::MESSAGES_PUBLICATION);
         let with_messages = catalog::slot_can_stream(&client, &self.config.slot, &both).await;
         let mut repl = ReplicationClient::connect(replication_config(&self.config, with_messages)?).await?;
+        // Live (and `Subscribed to PostgreSQL`) only once the server accepted START_REPLICATION.
+        repl.wait_started().await?;
         tracing::info!(slot = %self.config.slot, skip_through = *self.delivered.borrow(), "replication stream live");
         self.live.send_replace(true);
         *backoff = BACKOFF_MIN;
@@ -282,7 +321,7 @@ fn replication_config(config: &CdcConfig, with_messages: bool) -> Result<Replica
     .with_port(port)
     .with_tls(TlsConfig::disabled())
     .with_status_interval(Duration::from_millis(500))
-    .with_application_name("realtime_cdc")
+    .with_application_name(catalog::APPLICATION_NAME)
     // Text output of dates and times as `to_jsonb` renders them: ISO, in UTC.
     .with_options("-c TimeZone=UTC -c DateStyle=ISO,MDY -c IntervalStyle=postgres"))
 }

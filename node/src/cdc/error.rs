@@ -19,4 +19,28 @@ pub enum CdcError {
     HubGone,
     #[error("state file {path}: {source}")]
     State { path: std::path::PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    SlotConflict(#[from] SlotConflict),
+}
+
+/// Why the replication slot (`REALTIME_SLOT`) cannot be streamed by this node. The text is what the
+/// operator reads in the log and on `/readyz`: which slot, who has it, what to change.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SlotConflict {
+    #[error(
+        "replication slot \"{slot}\" belongs to database \"{database}\", not to \"{current}\" (this node's \
+         DATABASE_URL); slot names are shared by every database of the server: give this node a slot of its \
+         own with REALTIME_SLOT (--slot), or drop the other one"
+    )]
+    OtherDatabase { slot: String, database: String, current: String },
+    #[error(
+        "replication slot \"{slot}\" is streamed by another client ({holder}); only one client may stream a \
+         slot: give each node (or cluster) a slot of its own with REALTIME_SLOT (--slot)"
+    )]
+    InUse { slot: String, holder: String },
+    #[error(
+        "replication slot \"{slot}\" is a {kind} slot, not a logical pgoutput one: set REALTIME_SLOT (--slot) \
+         to another name, or drop it"
+    )]
+    WrongKind { slot: String, kind: String },
 }

@@ -66,6 +66,7 @@ pub struct CdcHandle {
     pub(super) live: watch::Receiver<bool>,
     /// In a cluster: where peers' CDC messages go.
     pub(super) peers: Option<mpsc::UnboundedSender<CdcInbound>>,
+    pub(super) health: Arc<super::health::CdcHealth>,
 }
 
 impl CdcHandle {
@@ -96,6 +97,11 @@ impl CdcHandle {
         if let Some(peers) = &self.peers {
             let _ = peers.send(inbound);
         }
+    }
+
+    /// Why this node's Postgres Changes path cannot do its job (`/readyz` answers 503 with it).
+    pub fn unready(&self) -> Option<String> {
+        self.health.unready()
     }
 
     /// Whether the replication stream is connected and streaming.

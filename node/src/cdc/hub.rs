@@ -148,9 +148,19 @@ pub struct Hub {
     /// `skip_through`, shared with the cluster router (which tells from it when shipments were missed).
     taken: Arc<AtomicU64>,
     published: Option<Cached<Arc<Vec<TableName>>>>,
+    /// The end positions of the first and last transaction of the batch being dispatched.
+    dispatching: Option<(u64, u64)>,
     tables: HashMap<TableName, Cached<Option<Arc<TableMeta>>>>,
     /// Where rows of `realtime.messages` go as broadcasts: this node's channels.
     broadcasts: DbBroadcasts,
+}
+
+/// What the hub reads: sockets' commands, transactions (from the consumer or the leader's
+/// shipments) and whether the stream is live.
+pub struct HubInputs {
+    pub commands: mpsc::UnboundedReceiver<HubCommand>,
+    pub transactions: mpsc::Receiver<Transaction>,
+    pub live: watch::Receiver<bool>,
 }
 
 /// Rows of `realtime.messages` turned into broadcasts ([`db_broadcast`]) for this node's channels.
@@ -188,6 +198,7 @@ impl Hub {
             stopped: false,
             rls: RlsPool::new(&config.database_url, RLS_CONNECTIONS),
             published: None,
+            dispatching: None,
             tables: HashMap::new(),
             config,
             client: None,
@@ -200,13 +211,10 @@ impl Hub {
         }
     }
 
-    /// Runs until every sender is gone.
-    pub async fn run(
-        mut self,
-        mut commands: mpsc::UnboundedReceiver<HubCommand>,
-        mut transactions: mpsc::Receiver<Transaction>,
-        mut live: watch::Receiver<bool>,
-    ) {
+    /// Runs until every sender is gone. Under [`super::supervisor`], `self` and `inputs` outlive a
+    /// panicking run: the next run starts with [`Hub::recover`].
+    pub async fn run(&mut self, inputs: &mut HubInputs) {
+        let HubInputs { commands, transactions, live } = inputs;
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -244,9 +252,12 @@ impl Hub {
                             continue;
                         }
                         let end_lsn = through;
+                        let first = batch.first().map_or(through, |txn| txn.end_lsn);
                         self.skip_through = through;
                         self.taken.store(through, Ordering::Release);
+                        self.dispatching = Some((first, end_lsn));
                         self.dispatch(&batch).await;
+                        self.dispatching = None;
                         let sockets =
                             self.touched.drain().map(|(_, outbox)| { let mark = outbox.mark(); (outbox, mark) }).collect();
                         let dispatched_at = Instant::now();
@@ -265,6 +276,23 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Starts a run after one that panicked: what it was dispatching is not delivered on this node
+    /// (it is past the hub's position, so it is never repeated either; logged), and what was cached
+    /// while it ran is dropped. Subscriptions stay.
+    pub fn recover(&mut self) {
+        if let Some((first, last)) = self.dispatching.take() {
+            tracing::error!(
+                first_end_lsn = first,
+                last_end_lsn = last,
+                "the transactions being dispatched when the hub failed were not delivered on this node"
+            );
+        }
+        self.touched.clear();
+        self.selectable.clear();
+        self.tables.clear();
+        self.published = None;
     }
 
     /// The hub's database connection, reconnected when it dropped.
@@ -456,6 +484,8 @@ impl Hub {
     /// per subscription group and RLS is asked once per (table, viewer) for the whole batch, so the cost
     /// grows with distinct subscriptions and claim sets; only deliveries cost per channel.
     async fn dispatch(&mut self, txns: &[Transaction]) {
+        #[cfg(debug_assertions)]
+        test_hook::panic_on(txns);
         if let (Some(resume), Some(first)) = (&self.broadcasts.resume, txns.first()) {
             resume.stream_from(first.end_lsn);
         }
@@ -689,4 +719,24 @@ fn deliver(subs: &mut ChannelSubs, ids: &[u32], data_json: &str) {
     let request = &subs.request;
     let frame: WireFrame = server::fastlane(request.vsn, &request.topic, "postgres_changes", &payload).into();
     subs.send(frame);
+}
+
+/// Debug builds only (never in a release binary): `REALTIME_TEST_PANIC_TABLE=<table>` makes the hub
+/// panic while dispatching a change of that table, so the tests can check, end to end, what a panic
+/// in the CDC path does (`node/tests/cdc/guard.rs`). No known input makes the hub panic any more.
+#[cfg(debug_assertions)]
+mod test_hook {
+    use std::sync::OnceLock;
+
+    use super::Transaction;
+
+    pub fn panic_on(txns: &[Transaction]) {
+        static TABLE: OnceLock<Option<String>> = OnceLock::new();
+        let table = TABLE.get_or_init(|| std::env::var("REALTIME_TEST_PANIC_TABLE").ok());
+        if let Some(table) = table {
+            if txns.iter().flat_map(|t| &t.changes).any(|c| &c.table.name == table) {
+                panic!("test hook: a change of {table}");
+            }
+        }
+    }
 }

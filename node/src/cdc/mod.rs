@@ -18,8 +18,11 @@
 //! - [`rls`]: the per-viewer visibility check.
 //! - [`subscriptions`]: the subscription index, grouped by parameters and viewer.
 //! - [`handle`]: what sockets use to subscribe.
+//! - [`health`]: whether the CDC path can run (`/readyz`).
+//! - [`supervisor`]: restarts a CDC task that panicked.
 //! - [`cluster`] and [`shipping`]: in a cluster, only the raft leader consumes; it ships transactions
 //!   to every node and acknowledges what all of them delivered.
+//! - [`guard`]: what a node checks before it takes what a peer shipped (sender, positions, relations).
 
 pub mod catalog;
 pub mod change;
@@ -27,7 +30,9 @@ pub mod cluster;
 pub mod consumer;
 pub mod db_broadcast;
 pub mod error;
+pub mod guard;
 pub mod handle;
+pub mod health;
 pub mod hub;
 pub mod matching;
 pub mod notifications;
@@ -37,31 +42,36 @@ pub mod recorder;
 pub mod rls;
 pub mod shipping;
 pub mod subscriptions;
+pub mod supervisor;
 pub mod values;
 
 use std::sync::Arc;
 
 use realtime_cluster::ClusterHandle;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Mutex};
 
 pub use handle::{CdcHandle, SubscribeError, SubscribeErrorKind, SubscribeOutcome, SubscribeRequest};
 
 use crate::config::CdcConfig;
+use crate::metrics::CdcStage;
 
 /// Transactions buffered between the consumer and the hub.
 const TRANSACTION_BUFFER: usize = 1024;
 
 /// Starts the hub (and, alone or as the cluster's CDC leader, the consumer) on their own arbiter;
-/// returns the handle sockets use.
-pub fn start(
+/// returns the handle sockets use. Every task runs under [`supervisor::supervise`]: a panic restarts
+/// it and takes the node out of `/readyz` meanwhile ([`health`]).
+pub async fn start(
     config: CdcConfig,
     data_dir: &std::path::Path,
     arbiter: &actix::ArbiterHandle,
     cluster: Option<ClusterHandle>,
     broadcasts: hub::DbBroadcasts,
 ) -> Result<CdcHandle, error::CdcError> {
-    let position = position::DeliveredPosition::open(data_dir, &config.slot)?;
+    let mut position = position::DeliveredPosition::open(data_dir, &config.slot)?;
+    check_recorded(&mut position, &config.database_url).await?;
     let resume_grace = position.resumed().then_some(config.resume_grace);
+    let health = Arc::new(health::CdcHealth::default());
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (txn_tx, txn_rx) = mpsc::channel(TRANSACTION_BUFFER);
     let (live_tx, live_rx) = watch::channel(false);
@@ -70,29 +80,58 @@ pub fn start(
     let (record_tx, record_rx) = mpsc::unbounded_channel();
     let taken = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let hub = hub::Hub::new(config.clone(), record_tx, position.lsn(), taken.clone(), broadcasts);
-    arbiter.spawn(recorder::run(position, record_rx, delivered_tx, config.flush_deadline));
-    let hub_live = live_rx.clone();
-    arbiter.spawn(async move { hub.run(commands_rx, txn_rx, hub_live).await });
+    let flush_deadline = config.flush_deadline;
+    let recorder = Arc::new(Mutex::new((position, record_rx, delivered_tx)));
+    arbiter.spawn(supervisor::supervise(CdcStage::Recorder, health.clone(), move || {
+        let recorder = recorder.clone();
+        async move {
+            let mut state = recorder.lock_owned().await;
+            let (position, records, delivered) = &mut *state;
+            recorder::run(position, records, delivered, flush_deadline).await;
+        }
+    }));
+    let inputs = hub::HubInputs { commands: commands_rx, transactions: txn_rx, live: live_rx.clone() };
+    let hub = Arc::new(Mutex::new((hub, inputs, false)));
+    arbiter.spawn(supervisor::supervise(CdcStage::Hub, health.clone(), move || {
+        let hub = hub.clone();
+        async move {
+            let mut state = hub.lock_owned().await;
+            let (hub, inputs, restarted) = &mut *state;
+            if std::mem::replace(restarted, true) {
+                hub.recover();
+            }
+            hub.run(inputs).await;
+        }
+    }));
+    let verifier = guard::Verifier::new(&config.database_url);
     let (hub_commands, transactions, consumer_live) = (commands_tx.clone(), txn_tx.clone(), live_tx.clone());
+    let consumer_health = health.clone();
     let consumer = move |delivered, ship| consumer::Consumer {
         config: config.clone(),
-        resume_grace,
+        resume_grace: None,
         hub: hub_commands.clone(),
         transactions: transactions.clone(),
         live: consumer_live.clone(),
         delivered,
         ship,
+        health: consumer_health.clone(),
     };
     let Some(cluster) = cluster else {
-        arbiter.spawn(consumer(delivered_rx, None).run());
-        return Ok(CdcHandle { commands: commands_tx, live: live_rx, peers: None });
+        // The grace applies to the first run only, not to a restart after a panic.
+        let mut grace = resume_grace;
+        arbiter.spawn(supervisor::supervise(CdcStage::Consumer, health.clone(), move || {
+            let mut consumer = consumer(delivered_rx.clone(), None);
+            consumer.resume_grace = grace.take();
+            consumer.run()
+        }));
+        return Ok(CdcHandle { commands: commands_tx, live: live_rx, peers: None, health });
     };
     // In a cluster the consumer acknowledges what every live node delivered, and runs only on the
     // node raft elected.
     let (acked_tx, acked_rx) = watch::channel(0);
     let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
     let restart = Arc::new(tokio::sync::Notify::new());
-    let cluster_cdc = cluster::ClusterCdc {
+    let cluster_cdc = Arc::new(Mutex::new(cluster::ClusterCdc {
         cluster: cluster.clone(),
         local_delivered: delivered_rx,
         acked: acked_tx,
@@ -102,20 +141,58 @@ pub fn start(
         inbound: inbound_rx,
         restart: restart.clone(),
         taken,
-    };
-    arbiter.spawn(cluster_cdc.run());
+        verifier,
+        rejections: guard::Rejections::default(),
+    }));
+    arbiter.spawn(supervisor::supervise(CdcStage::Cluster, health.clone(), move || {
+        let cluster_cdc = cluster_cdc.clone();
+        async move { cluster_cdc.lock_owned().await.run().await }
+    }));
     let shipper = cluster::Shipper::new(&cluster);
     let live = live_tx.clone();
     let leadership = cluster.leadership();
-    let handle = CdcHandle { commands: commands_tx.clone(), live: live_rx, peers: Some(inbound_tx) };
+    let handle = CdcHandle {
+        commands: commands_tx.clone(),
+        live: live_rx,
+        peers: Some(inbound_tx),
+        health: health.clone(),
+    };
     arbiter.spawn(async move {
-        let make = move || {
-            let mut consumer = consumer(acked_rx.clone(), Some(shipper.clone()));
-            // A failover must resume at once: the subscribers are connected to the other nodes.
-            consumer.resume_grace = None;
-            consumer
-        };
-        cluster::supervise(leadership, make, live, restart).await;
+        let make = move || consumer(acked_rx.clone(), Some(shipper.clone()));
+        // A failover resumes at once (no grace): the subscribers are connected to the other nodes.
+        cluster::supervise(leadership, make, live, restart, health).await;
     });
     Ok(handle)
+}
+
+/// A recorded position past PostgreSQL's WAL position cannot be real: a forged position a peer
+/// shipped before [`guard`] checked them, or a file from another database server. Kept, it would make
+/// the node drop every change up to it, for good; it is discarded (logged), and the node delivers from
+/// the slot's confirmed position again. When the database cannot be asked, the position is kept.
+async fn check_recorded(
+    position: &mut position::DeliveredPosition,
+    database_url: &str,
+) -> Result<(), error::CdcError> {
+    if position.lsn() == 0 {
+        return Ok(());
+    }
+    let wal = match catalog::connect(database_url).await {
+        Ok(client) => catalog::wal_position(&client).await,
+        Err(error) => Err(error),
+    };
+    match wal {
+        Ok(wal) if position.lsn() > wal => {
+            tracing::error!(
+                recorded = position.lsn(),
+                wal,
+                "the recorded Postgres Changes position is past PostgreSQL's WAL: discarded"
+            );
+            position.discard()
+        }
+        Ok(_) => Ok(()),
+        Err(error) => {
+            tracing::warn!(%error, "could not check the recorded Postgres Changes position against the WAL");
+            Ok(())
+        }
+    }
 }

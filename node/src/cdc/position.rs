@@ -51,6 +51,17 @@ impl DeliveredPosition {
         self.resumed && self.lsn > 0
     }
 
+    /// Forgets the recorded position (it cannot be real: see [`super::start`]); the node then delivers
+    /// whatever the stream brings.
+    pub fn discard(&mut self) -> Result<(), CdcError> {
+        self.file
+            .write_all_at(format!("{:020}\n", 0).as_bytes(), 0)
+            .map_err(|source| CdcError::State { path: self.path.clone(), source })?;
+        self.lsn = 0;
+        self.resumed = false;
+        Ok(())
+    }
+
     /// Records `lsn` if it is past the recorded one.
     pub fn store(&mut self, lsn: u64) -> Result<(), CdcError> {
         if lsn <= self.lsn {
@@ -78,9 +89,13 @@ mod tests {
         assert!(!p.resumed());
         p.store(42).unwrap();
         p.store(7).unwrap();
-        let again = DeliveredPosition::open(&dir, "s").unwrap();
+        let mut again = DeliveredPosition::open(&dir, "s").unwrap();
         assert_eq!(again.lsn(), 42);
         assert!(again.resumed());
+        again.discard().unwrap();
+        let discarded = DeliveredPosition::open(&dir, "s").unwrap();
+        assert_eq!(discarded.lsn(), 0);
+        assert!(!discarded.resumed());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

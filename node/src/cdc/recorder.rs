@@ -46,9 +46,9 @@ async fn flushed(mut sockets: Vec<(Outbox, u64)>, deadline: Instant) {
 
 /// Runs until the hub is gone; `flush_deadline` is how long a batch's sockets have to write it.
 pub async fn run(
-    mut position: DeliveredPosition,
-    mut records: mpsc::UnboundedReceiver<Record>,
-    delivered: watch::Sender<u64>,
+    position: &mut DeliveredPosition,
+    records: &mut mpsc::UnboundedReceiver<Record>,
+    delivered: &watch::Sender<u64>,
     flush_deadline: Duration,
 ) {
     while let Some(record) = records.recv().await {

@@ -1,6 +1,7 @@
 //! `/healthz` (the process is alive), `/readyz` (joined the cluster and accepting sockets; 503 while
-//! joining and once draining), `/cluster` (membership as JSON) and `/metrics`; the last two behind
-//! the admin token when one is set ([`super::admin`]).
+//! joining, once draining, and while this node's Postgres Changes cannot run: see `cdc::health`),
+//! `/cluster` (membership as JSON) and `/metrics`; the last two behind the admin token when one is
+//! set ([`super::admin`]).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -16,6 +17,10 @@ pub async fn readyz(shared: web::Data<Shared>) -> HttpResponse {
         HttpResponse::ServiceUnavailable().content_type("text/plain").body("draining")
     } else if !shared.is_ready() {
         HttpResponse::ServiceUnavailable().content_type("text/plain").body("joining the cluster")
+    } else if let Some(reason) = shared.cdc.as_ref().and_then(|cdc| cdc.unready()) {
+        // A node meant to stream Postgres Changes that cannot (its slot is taken, a task is
+        // restarting after a panic): its joins would say SUBSCRIBED and deliver nothing.
+        HttpResponse::ServiceUnavailable().content_type("text/plain").body(reason)
     } else {
         HttpResponse::Ok().content_type("text/plain").body("ready")
     }

@@ -18,14 +18,14 @@ grant select on todos to authenticated;
 alter publication supabase_realtime add table todos;
 "#;
 
-struct Node {
-    port: u16,
-    ip: String,
+pub(crate) struct Node {
+    pub(crate) port: u16,
+    pub(crate) ip: String,
     proc: KillOnDrop,
 }
 
 /// Three nodes on 127.0.0.`base`.. with their own data directories, sharing the test's database.
-struct CdcCluster {
+pub(crate) struct CdcCluster {
     base: u8,
     nodes: Vec<Option<Node>>,
     /// Flags every node gets besides the cluster's and the database's.
@@ -33,11 +33,11 @@ struct CdcCluster {
 }
 
 impl CdcCluster {
-    fn start(db: &Db, base: u8) -> CdcCluster {
+    pub(crate) fn start(db: &Db, base: u8) -> CdcCluster {
         CdcCluster::start_with(db, base, &[])
     }
 
-    fn start_with(db: &Db, base: u8, extra: &[&str]) -> CdcCluster {
+    pub(crate) fn start_with(db: &Db, base: u8, extra: &[&str]) -> CdcCluster {
         let extra = extra.iter().map(|a| a.to_string()).collect();
         let mut cluster = CdcCluster { base, nodes: (0..3).map(|_| None).collect(), extra };
         for i in 0..3 {
@@ -46,7 +46,7 @@ impl CdcCluster {
         cluster
     }
 
-    fn start_node(&mut self, db: &Db, i: usize) {
+    pub(crate) fn start_node(&mut self, db: &Db, i: usize) {
         let args = support::cluster::node_args(self.base, i, 3, &db.data_dir);
         let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
         args.extend(["--database-url", &db.url, "--slot", &db.slot]);
@@ -60,16 +60,16 @@ impl CdcCluster {
         self.nodes[i] = Some(Node { port, ip: support::cluster::ip(self.base, i), proc });
     }
 
-    fn node(&self, i: usize) -> &Node {
+    pub(crate) fn node(&self, i: usize) -> &Node {
         self.nodes[i].as_ref().unwrap_or_else(|| panic!("node {i} is not running"))
     }
 
-    async fn view(&self, i: usize) -> Value {
+    pub(crate) async fn view(&self, i: usize) -> Value {
         support::cluster::view(&self.node(i).ip, self.node(i).port).await
     }
 
     /// The index of the node every running node names as leader, once they agree.
-    async fn leader(&self, timeout: Duration) -> usize {
+    pub(crate) async fn leader(&self, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
         loop {
             let mut named = Vec::new();
@@ -92,14 +92,14 @@ impl CdcCluster {
         }
     }
 
-    fn kill(&mut self, i: usize) {
+    pub(crate) fn kill(&mut self, i: usize) {
         if let Some(mut node) = self.nodes[i].take() {
             node.proc.kill();
         }
     }
 
     /// SIGTERM (the drain), and wait for the process to exit.
-    fn terminate(&mut self, i: usize) {
+    pub(crate) fn terminate(&mut self, i: usize) {
         if let Some(mut node) = self.nodes[i].take() {
             let _ = node.proc.sigterm();
             assert!(
@@ -109,7 +109,7 @@ impl CdcCluster {
         }
     }
 
-    async fn client(&self, db: &Db, i: usize, vsn: Vsn) -> Client {
+    pub(crate) async fn client(&self, db: &Db, i: usize, vsn: Vsn) -> Client {
         let node = self.node(i);
         let token = db.token("authenticated", &new_uuid());
         Client::connect(

@@ -281,7 +281,12 @@ impl Db {
 
     /// Starts a server on this database (slot, data dir, secret of this test) with `extra` flags.
     pub fn server(&self, extra: &[&str]) -> Server {
-        Server::start(self, extra)
+        Server::start(self, extra, &self.data_dir, &[])
+    }
+
+    /// [`Db::server`] with its own data directory `data_dir` and environment `envs`.
+    pub fn server_with(&self, extra: &[&str], data_dir: &std::path::Path, envs: &[(&str, &str)]) -> Server {
+        Server::start(self, extra, data_dir, envs)
     }
 
     /// The recorded delivered position (`<data-dir>/cdc-<slot>.lsn`), if any.
@@ -365,14 +370,16 @@ pub struct Server {
 }
 
 impl Server {
-    fn start(db: &Db, extra: &[&str]) -> Server {
+    fn start(db: &Db, extra: &[&str], data_dir: &std::path::Path, envs: &[(&str, &str)]) -> Server {
         let log = std::env::temp_dir().join(format!("realtime-cdc-{}.log", short_id()));
-        let data_dir = db.data_dir.display().to_string();
+        let data_dir = data_dir.display().to_string();
         let mut args = vec!["--database-url", &db.url, "--slot", &db.slot, "--data-dir", &data_dir];
         args.extend_from_slice(extra);
-        let envs: &[(&str, &str)] =
-            if std::env::var_os("RUST_LOG").is_none() { &[("RUST_LOG", "info")] } else { &[] };
-        let (mut proc, lines) = process::spawn(&db.secret, &args, envs, log, 80);
+        let mut envs = envs.to_vec();
+        if std::env::var_os("RUST_LOG").is_none() {
+            envs.push(("RUST_LOG", "info"));
+        }
+        let (mut proc, lines) = process::spawn(&db.secret, &args, &envs, log, 80);
         match process::wait_listening(&lines, Duration::from_secs(20)) {
             Ok(port) => Server { port, proc, started: Instant::now() },
             Err(e) => {
@@ -406,6 +413,34 @@ impl Server {
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill(&mut self) {
         self.proc.kill();
+    }
+
+    /// The last `n` lines of the server's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        self.proc.log_tail(n)
+    }
+
+    /// `GET /readyz`: its status and body.
+    pub async fn readyz(&self) -> (u16, String) {
+        let resp = reqwest::get(format!("http://127.0.0.1:{}/readyz", self.port)).await.expect("GET /readyz");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    }
+
+    /// Polls `/readyz` until `ready(status, body)` holds (at most `timeout`); returns that answer.
+    pub async fn readyz_until(&self, timeout: Duration, ready: impl Fn(u16, &str) -> bool) -> (u16, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, body) = self.readyz().await;
+            if ready(status, &body) {
+                return (status, body);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/readyz never matched within {timeout:?}; last: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -10,8 +10,9 @@
 //!
 //! Modules: `basic` (payloads, events, ordering, wildcards, select, replica identity), `filters`
 //! (every operator against PostgreSQL's own evaluation), `errors` (subscription errors, 400, 413),
-//! `values` (JSON typing), `rls` (row level security, column privileges, failing policies, token
-//! refresh), `wait` (`postgres_changes_options.wait`), `restart` (SIGKILL and resume), `resume` (resumable
+//! `values` (JSON typing), `guard` (changes the node cannot trust: dropped tables, forged shipments),
+//! `slot` (a slot of another database or node), `rls` (row level security, column privileges, failing
+//! policies, token refresh), `wait` (`postgres_changes_options.wait`), `restart` (SIGKILL and resume), `resume` (resumable
 //! delivery), `inbox` (the notifications REST and GraphQL API), `schema` (the
 //! `realtime` schema the node installs: migrations, `realtime.send`, policies, the partition janitor).
 //!
@@ -23,6 +24,7 @@ mod common;
 mod db_broadcast;
 mod errors;
 mod filters;
+mod guard;
 mod inbox;
 mod notifications;
 mod private;
@@ -30,6 +32,7 @@ mod restart;
 mod resume;
 mod rls;
 mod schema;
+mod slot;
 mod stalled;
 mod values;
 mod wait;
