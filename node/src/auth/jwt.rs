@@ -68,6 +68,10 @@ impl TokenError {
     }
 }
 
+/// The role of a Supabase backend's key: trusted to act for the project (create notifications, read
+/// `/cluster` and `/metrics`, REST broadcasts outside the per-sender budget).
+pub const SERVICE_ROLE: &str = "service_role";
+
 /// The claims of a verified token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claims {
@@ -77,6 +81,13 @@ pub struct Claims {
     pub sub: Option<String>,
     /// Every claim, for RLS (`request.jwt.claims`).
     pub all: Map<String, Value>,
+}
+
+impl Claims {
+    /// A `service_role` token: the project's own backend.
+    pub fn is_service_role(&self) -> bool {
+        self.role == SERVICE_ROLE
+    }
 }
 
 /// Verifies tokens against the configured secret and JWKS.

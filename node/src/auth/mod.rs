@@ -7,4 +7,4 @@
 pub mod dev;
 pub mod jwt;
 
-pub use jwt::{Claims, TokenError, Verifier};
+pub use jwt::{Claims, TokenError, Verifier, SERVICE_ROLE};

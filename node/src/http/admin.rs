@@ -39,9 +39,6 @@ impl std::fmt::Debug for AdminToken {
     }
 }
 
-/// The JWT role accepted instead of the admin token.
-const SERVICE_ROLE: &str = "service_role";
-
 /// Whether a request with `headers` may read an admin endpoint: always without a token; with one,
 /// its bearer must be the token or a valid `service_role` JWT.
 pub fn allowed(token: Option<&AdminToken>, verifier: &Verifier, headers: &HeaderMap) -> bool {
@@ -54,7 +51,7 @@ pub fn allowed(token: Option<&AdminToken>, verifier: &Verifier, headers: &Header
     else {
         return false;
     };
-    token.matches(bearer) || verifier.verify(bearer).is_ok_and(|claims| claims.role == SERVICE_ROLE)
+    token.matches(bearer) || verifier.verify(bearer).is_ok_and(|claims| claims.is_service_role())
 }
 
 /// The answer to a request that is not allowed.

@@ -18,9 +18,6 @@ use crate::inbox::input::{self, InputError};
 use crate::inbox::InboxError;
 use crate::state::Shared;
 
-/// The role a token needs to create notifications.
-pub const SERVICE_ROLE: &str = "service_role";
-
 fn error(status: StatusCode, reason: impl std::fmt::Display) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": reason.to_string() }))
 }
@@ -31,7 +28,7 @@ pub async fn create(req: HttpRequest, payload: web::Payload, shared: web::Data<S
     let Some(claims) = authorised(&req, &shared) else {
         return error(StatusCode::UNAUTHORIZED, "a valid JWT is required (Authorization: Bearer, or apikey)");
     };
-    if claims.role != SERVICE_ROLE {
+    if !claims.is_service_role() {
         return error(StatusCode::FORBIDDEN, "creating notifications needs a service_role token");
     }
     let Some(inbox) = &shared.inbox else {

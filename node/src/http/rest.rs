@@ -192,9 +192,11 @@ fn sender(req: &HttpRequest, shared: &Shared) -> Option<Sender> {
 }
 
 /// Spends `n` messages of the sender's budget, then of the node's; the 429 when either is spent. The
-/// sender's comes first, so a sender over its own budget does not spend the node's.
+/// sender's comes first, so a sender over its own budget does not spend the node's. A `service_role`
+/// caller (the project's backend, trusted) spends only the node's, so its batches up to
+/// `REALTIME_MAX_REST_BATCH` pass as before.
 fn over_budget(shared: &Shared, sender: &Sender, n: u32) -> Option<HttpResponse> {
-    if !shared.token_rest.allow_n(&sender.key, n, Instant::now()) {
+    if !sender.claims.is_service_role() && !shared.token_rest.allow_n(&sender.key, n, Instant::now()) {
         metrics().refused(Refusal::TokenRestRate);
         let per_second = shared.config.limits.max_token_rest_events_per_second;
         let text =
@@ -302,8 +304,12 @@ pub async fn broadcast_batch(
         Err(response) => return response,
     };
     let limits = &shared.config.limits;
-    // No batch larger than either budget can ever pass: stop parsing there.
-    let rate = limits.max_rest_events_per_second.min(limits.max_token_rest_events_per_second) as usize;
+    // No batch larger than the budgets it spends can ever pass: stop parsing there.
+    let sender_rate = match sender.claims.is_service_role() {
+        true => u32::MAX,
+        false => limits.max_token_rest_events_per_second,
+    };
+    let rate = limits.max_rest_events_per_second.min(sender_rate) as usize;
     let messages = match batch::messages(&body, limits.max_rest_batch.min(rate)) {
         Ok(Some(messages)) => messages,
         Ok(None) => {

@@ -227,6 +227,24 @@ async fn t43_one_senders_flood_does_not_refuse_another_sender() {
     assert!(refused >= 2.0, "realtime_refusals_total = {refused}");
 }
 
+/// The project's backend (`service_role`) spends only the node's budget: its batches pass whole where
+/// a user's batch above the per-sender budget is refused.
+#[tokio::test]
+async fn t44_a_service_role_sender_spends_only_the_nodes_budget() {
+    let server = Server::start(&["--max-token-rest-events-per-second", "2"]);
+    let token = |role: &str| {
+        sign(&server.secret, &json!({"role": role, "sub": "backend", "iat": now(), "exp": now() + 3600}))
+    };
+    let sub = unique("servicerole");
+    let batch: Vec<Value> =
+        (0..5).map(|n| json!({"topic": sub, "event": "e", "payload": {"n": n}})).collect();
+    let body = json!({"messages": batch});
+    let (status, _ct, resp) = post_batch(&server, "/api", Some(&token("service_role")), &body).await;
+    assert_eq!(status, 202, "service_role batch of 5 with a per-sender budget of 2: {resp}");
+    let (status, _ct, resp) = post_batch(&server, "/api", Some(&token("authenticated")), &body).await;
+    assert_eq!(status, 429, "a user's batch of 5 over its budget of 2: {resp}");
+}
+
 #[tokio::test]
 async fn t44_single_endpoint_json_and_binary() {
     let server = Server::start(&[]);
