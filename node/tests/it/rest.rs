@@ -230,7 +230,7 @@ async fn t43_one_senders_flood_does_not_refuse_another_sender() {
 /// The project's backend (`service_role`) spends only the node's budget: its batches pass whole where
 /// a user's batch above the per-sender budget is refused.
 #[tokio::test]
-async fn t44_a_service_role_sender_spends_only_the_nodes_budget() {
+async fn t46_a_service_role_sender_spends_only_the_nodes_budget() {
     let server = Server::start(&["--max-token-rest-events-per-second", "2"]);
     let token = |role: &str| {
         sign(&server.secret, &json!({"role": role, "sub": "backend", "iat": now(), "exp": now() + 3600}))
