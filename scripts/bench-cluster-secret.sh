@@ -69,4 +69,4 @@ after=$(cpu)
 hz=$(getconf CLK_TCK)
 echo "mode=$mode nodes_cpu_seconds=$(awk "BEGIN { printf \"%.2f\", ($after - $before) / $hz }")"
 http=${urls[0]#ws://}; http=${http%/socket/websocket}
-curl -fsS "http://$http/cluster" | grep -o '"secured":[a-z]*,"refused":{[^}]*}' || true
+curl -fsS "http://$http/cluster" | python3 -c 'import json, sys; v = json.load(sys.stdin); print("secured:", v["secured"], "refused:", v["refused"], "link cuts:", sum(l["cuts"] for l in v["links"]))' || true
