@@ -54,8 +54,12 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// How long opening a database connection may take.
+/// How long opening a database connection may take, start-up and authentication included (a paused
+/// server completes the TCP handshake and then never answers).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one TCP connect may take (a SYN nobody answers is resent after 1 s, 3 s, 7 s…).
+const SOCKET_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// About how long a connection whose peer stopped answering (its packets are not acknowledged, or
 /// keepalive probes get no answer) stays open.
@@ -71,7 +75,7 @@ pub async fn connect(database_url: &str) -> Result<Client, CdcError> {
     let mut config =
         tokio_postgres::Config::from_str(database_url).map_err(|e| CdcError::Url(e.to_string()))?;
     if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
+        config.connect_timeout(SOCKET_CONNECT_TIMEOUT);
     }
     if config.get_keepalives_idle() == tokio_postgres::Config::new().get_keepalives_idle() {
         config
@@ -83,7 +87,9 @@ pub async fn connect(database_url: &str) -> Result<Client, CdcError> {
     if config.get_tcp_user_timeout().is_none() {
         config.tcp_user_timeout(DEAD_PEER);
     }
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tokio_postgres::NoTls))
+        .await
+        .map_err(|_| CdcError::Timeout { step: "connecting to the database", after: CONNECT_TIMEOUT })??;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(%error, "postgres connection ended");
