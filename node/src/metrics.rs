@@ -214,6 +214,7 @@ pub struct Metrics {
     pub cdc_transactions: Counter,
     pub cdc_stream_lost: Counter,
     pub cdc_delay_notices: Counter,
+    pub database_reachable: Gauge,
     pub cluster: ClusterMetrics,
     pub resume: ResumeMetrics,
     pub webhooks: WebhookMetrics,
@@ -344,6 +345,10 @@ pub fn metrics() -> &'static Metrics {
             "realtime_cdc_stream_lost_total",
             "Times this node's replication stream was lost (failed, or silent past the replication timeout)"
         );
+        describe_gauge!(
+            "realtime_database_reachable",
+            "1 when this node's last probe of PostgreSQL was answered, 0 when not"
+        );
         describe_counter!(
             "realtime_cdc_delay_notices_total",
             "Times this node told its Postgres Changes subscribers that changes are delayed"
@@ -439,6 +444,7 @@ pub fn metrics() -> &'static Metrics {
             cdc_transactions: metrics::counter!("realtime_cdc_transactions_total"),
             cdc_stream_lost: metrics::counter!("realtime_cdc_stream_lost_total"),
             cdc_delay_notices: metrics::counter!("realtime_cdc_delay_notices_total"),
+            database_reachable: metrics::gauge!("realtime_database_reachable"),
             cluster: ClusterMetrics {
                 peers_alive: metrics::gauge!("realtime_cluster_peers_alive"),
                 peers_down: metrics::gauge!("realtime_cluster_peers_down"),

@@ -307,3 +307,89 @@ async fn t142_in_a_cluster_every_nodes_subscribers_are_told_and_nothing_is_lost(
         check(c.vsn, got, 9, 4..=6, true);
     }
 }
+
+/// `/cluster`'s `database` once `reachable` is `want` (at most [`WAIT`]).
+async fn database_until(server: &Server, want: bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let view = crate::support::cluster::view("127.0.0.1", server.port).await;
+        if view["database"]["reachable"] == want {
+            return view["database"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/cluster database never reachable={want} within {WAIT:?}: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The database refuses this node's connections and ends the ones it had (the walsender excepted):
+/// `/cluster` and the gauge say PostgreSQL is unreachable, with the error, and the log says it once;
+/// the stream, whose heartbeats can no longer be written, is given up; subscribers are told. When
+/// the database takes connections again, all of it comes back; rows arrive once, in order, and a row
+/// that could not be delivered meanwhile is not dropped silently.
+#[tokio::test]
+async fn t143_a_database_that_refuses_the_node_is_reported_unreachable_and_nothing_is_lost() {
+    let db = Db::new(SCHEMA).await;
+    let server = db.server(&["--replication-timeout-ms", REPLICATION_TIMEOUT_MS]);
+    let mut clients = subscribers(&db, &server).await;
+    database_until(&server, true).await;
+
+    // From another database (a database cannot refuse connections from inside), sparing the test's own.
+    let (admin, _admin_conn) = connect(cluster_url().await).await;
+    let own: i32 = db.pg.query_one("select pg_backend_pid()", &[]).await.expect("own pid").get(0);
+    let refuse = format!(
+        "alter database {name} allow_connections false;
+         select pg_terminate_backend(pid) from pg_stat_activity
+          where datname = '{name}' and pid <> {own} and backend_type = 'client backend';",
+        name = db.name
+    );
+    admin.batch_execute(&refuse).await.expect("refuse connections");
+    insert(&db, 4..=6).await;
+    let unreachable = database_until(&server, false).await;
+    assert!(
+        unreachable["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "the error is shown: {unreachable}"
+    );
+    assert_eq!(raw::metric(server.port, "realtime_database_reachable").await, 0.0);
+    let delayed = Got::System("error".into(), DELAYED.into());
+    for (c, t, got) in &mut clients {
+        read_until(c, t, got, |g| g.contains(&delayed)).await;
+    }
+
+    admin.batch_execute(&format!("alter database {} allow_connections true", db.name)).await.expect("allow");
+    insert(&db, 7..=9).await;
+    for (c, t, got) in &mut clients {
+        read_until(c, t, got, |g| has_row(g, 9)).await;
+        let extra = c.drain(QUIET).await;
+        assert!(
+            extra.iter().filter_map(|f| f.value()).all(|v| v["event"] != "postgres_changes"),
+            "{}: more changes than committed: {extra:?}",
+            c.vsn
+        );
+        // The hub reads a role's column privileges on its own connection, which was ended too: rows
+        // committed meanwhile whose privileges were not cached are dropped for the subscriber, which
+        // is told (a `Row Level Security check failed` error), not silently. Everything else arrives
+        // once, in order, and the delay is told with an error, then an ok.
+        let rows = rows(got);
+        assert!(rows.windows(2).all(|w| w[0] < w[1]), "{}: in commit order, once each: {got:?}", c.vsn);
+        let expected: Vec<i64> = (1..=3).chain(7..=9).collect();
+        assert!(expected.iter().all(|n| rows.contains(n)), "{}: rows before and after: {got:?}", c.vsn);
+        if rows.len() < 9 {
+            assert!(
+                got.iter().any(|g| matches!(g, Got::System(s, m) if s == "error" && m.starts_with("Row Level Security check failed"))),
+                "{}: rows were dropped without a word: {got:?}",
+                c.vsn
+            );
+        }
+        assert!(got.contains(&delayed), "{}: told of the delay: {got:?}", c.vsn);
+        let resumed = got.iter().position(|g| *g == Got::System("ok".into(), RESUMED.into()));
+        let seven = got.iter().position(|g| *g == Got::Row(7));
+        assert!(resumed.is_some_and(|r| Some(r) < seven), "{}: the ok before the rows after: {got:?}", c.vsn);
+    }
+    database_until(&server, true).await;
+    let log = server.log_tail(400);
+    assert!(log.contains("PostgreSQL is not reachable from this node"), "the loss is logged:\n{log}");
+    assert!(log.contains("PostgreSQL is reachable again from this node"), "the return is logged:\n{log}");
+}
