@@ -10,7 +10,10 @@
 //! consumer makes the stream speak: every third of `REALTIME_REPLICATION_TIMEOUT_MS` it writes a
 //! non-transactional logical message (`pg_logical_emit_message`, prefix [`HEARTBEAT_PREFIX`]) on its
 //! SQL connection, which the walsender decodes and sends like any change. When nothing at all (no
-//! change, no heartbeat, no keepalive) arrives for the whole timeout, the connection is taken as dead:
+//! change, no heartbeat, no keepalive) arrives for the whole timeout, the connection is taken as dead
+//! (also when the heartbeats themselves could not be written: a consumer that can neither hear the
+//! stream nor reach the database on SQL cannot tell a quiet stream from a dead one, and a new session
+//! costs nothing that a dead one would not):
 //! the session is aborted and opened again, and the walsender PostgreSQL may still keep for it is
 //! ended ([`catalog::release_slot`]) so the new session can have the slot at once. pgwire-replication
 //! 0.5 opens the replication socket itself and offers no socket options (no keepalive, no read

@@ -18,8 +18,8 @@ pub enum CdcError {
     #[error("the change hub stopped")]
     HubGone,
     #[error(
-        "nothing came on the replication stream for {0:?} although heartbeats were written: the connection \
-         is taken as dead (REALTIME_REPLICATION_TIMEOUT_MS)"
+        "nothing came on the replication stream for {0:?} (a heartbeat is written every third of it): the \
+         connection is taken as dead (REALTIME_REPLICATION_TIMEOUT_MS)"
     )]
     Silent(std::time::Duration),
     #[error("{step} took longer than {after:?}")]
