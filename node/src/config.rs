@@ -209,6 +209,10 @@ pub struct Settings {
     /// After a restart, wait this long before resuming the stream so clients resubscribe first.
     #[arg(long, env = "REALTIME_CDC_RESUME_GRACE_MS")]
     pub cdc_resume_grace_ms: Option<u64>,
+    /// How long the replication stream may stay silent (heartbeats go every third of it) before its
+    /// connection is taken as dead and opened again.
+    #[arg(long, env = "REALTIME_REPLICATION_TIMEOUT_MS")]
+    pub replication_timeout_ms: Option<u64>,
     /// Hours `realtime.messages` rows are kept (whole daily partitions are dropped after this).
     #[arg(long, env = "REALTIME_MESSAGES_RETENTION_HOURS")]
     pub messages_retention_hours: Option<u64>,
@@ -383,6 +387,9 @@ pub struct CdcConfig {
     pub resume_grace: Duration,
     /// How long a batch's sockets have to write it before they are closed (the write timeout).
     pub flush_deadline: Duration,
+    /// How long the replication stream may stay silent before it is taken as dead
+    /// (`REALTIME_REPLICATION_TIMEOUT_MS`; see [`crate::cdc::consumer`]).
+    pub replication_timeout: Duration,
 }
 
 impl std::fmt::Debug for CdcConfig {
@@ -475,6 +482,7 @@ pub mod defaults {
     pub const CLUSTER_REMOVE_AFTER_MS: u64 = 300_000;
     pub const MAX_RECORD_BYTES: usize = 1_048_576;
     pub const CDC_RESUME_GRACE_MS: u64 = 5_000;
+    pub const REPLICATION_TIMEOUT_MS: u64 = 6_000;
     pub const MESSAGES_RETENTION_HOURS: u64 = 72;
     pub const OFFLINE_GRACE_MS: u64 = 5_000;
     pub const WEBHOOK_BATCH_MAX: usize = 100;
@@ -555,6 +563,7 @@ impl Settings {
             cluster_insecure: self.cluster_insecure.or(file.cluster_insecure),
             max_record_bytes: self.max_record_bytes.or(file.max_record_bytes),
             cdc_resume_grace_ms: self.cdc_resume_grace_ms.or(file.cdc_resume_grace_ms),
+            replication_timeout_ms: self.replication_timeout_ms.or(file.replication_timeout_ms),
             messages_retention_hours: self.messages_retention_hours.or(file.messages_retention_hours),
             resumable_topics: self.resumable_topics.or(file.resumable_topics),
             resume_retention_secs: self.resume_retention_secs.or(file.resume_retention_secs),
@@ -812,6 +821,10 @@ impl Config {
                 max_record_bytes: setting!(s.max_record_bytes, d::MAX_RECORD_BYTES)?,
                 resume_grace: Duration::from_millis(s.cdc_resume_grace_ms.unwrap_or(d::CDC_RESUME_GRACE_MS)),
                 flush_deadline: limits.write_timeout,
+                replication_timeout: Duration::from_millis(setting!(
+                    s.replication_timeout_ms,
+                    d::REPLICATION_TIMEOUT_MS
+                )?),
             }),
             None => None,
         };

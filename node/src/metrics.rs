@@ -212,6 +212,9 @@ pub struct Metrics {
     pub delivery_latency: Histogram,
     pub cdc_changes: Counter,
     pub cdc_transactions: Counter,
+    pub cdc_stream_lost: Counter,
+    pub cdc_delay_notices: Counter,
+    pub database_reachable: Gauge,
     pub cluster: ClusterMetrics,
     pub resume: ResumeMetrics,
     pub webhooks: WebhookMetrics,
@@ -339,6 +342,18 @@ pub fn metrics() -> &'static Metrics {
         describe_counter!("realtime_cdc_changes_total", "Row changes decoded from the replication stream");
         describe_counter!("realtime_cdc_transactions_total", "Committed transactions handed to the CDC hub");
         describe_counter!(
+            "realtime_cdc_stream_lost_total",
+            "Times this node's replication stream was lost (failed, or silent past the replication timeout)"
+        );
+        describe_gauge!(
+            "realtime_database_reachable",
+            "1 when this node's last probe of PostgreSQL was answered, 0 when not"
+        );
+        describe_counter!(
+            "realtime_cdc_delay_notices_total",
+            "Times this node told its Postgres Changes subscribers that changes are delayed"
+        );
+        describe_counter!(
             "realtime_cdc_rejected_total",
             "Postgres Changes messages (or changes) from peers that were not taken, by reason"
         );
@@ -427,6 +442,9 @@ pub fn metrics() -> &'static Metrics {
             delivery_latency: metrics::histogram!(DELIVERY_LATENCY),
             cdc_changes: metrics::counter!("realtime_cdc_changes_total"),
             cdc_transactions: metrics::counter!("realtime_cdc_transactions_total"),
+            cdc_stream_lost: metrics::counter!("realtime_cdc_stream_lost_total"),
+            cdc_delay_notices: metrics::counter!("realtime_cdc_delay_notices_total"),
+            database_reachable: metrics::gauge!("realtime_database_reachable"),
             cluster: ClusterMetrics {
                 peers_alive: metrics::gauge!("realtime_cluster_peers_alive"),
                 peers_down: metrics::gauge!("realtime_cluster_peers_down"),

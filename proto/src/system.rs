@@ -68,6 +68,17 @@ pub fn resume_gap(position: &str) -> String {
     )
 }
 
+/// `system` messages (extension `postgres_changes`) about the replication stream, sent on each
+/// subscribed channel while it stays subscribed: `DELAYED` (status `error`) when changes have been
+/// held up for a few seconds, `RESUMED` (status `ok`) when they flow again. Changes committed
+/// meanwhile follow `RESUMED`, none lost.
+pub mod postgres_changes {
+    pub const DELAYED: &str =
+        "PostgresChangesDelayed: The replication stream from the database is interrupted; changes will \
+         follow when it is back";
+    pub const RESUMED: &str = "PostgresChangesResumed: The replication stream from the database is back";
+}
+
 /// Messages of `system` errors that close a channel.
 pub mod shutdown {
     pub const TOO_MANY_MESSAGES: &str = "Too many messages per second";

@@ -2,7 +2,9 @@
 //! (name, type, primary key), whether it has Row Level Security, and which columns a role may SELECT.
 //! Plus the one-time setup: the publication and the permanent pgoutput slot.
 
+use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
@@ -52,9 +54,42 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// How long opening a database connection may take, start-up and authentication included (a paused
+/// server completes the TCP handshake and then never answers).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one TCP connect may take (a SYN nobody answers is resent after 1 s, 3 s, 7 s…).
+const SOCKET_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// About how long a connection whose peer stopped answering (its packets are not acknowledged, or
+/// keepalive probes get no answer) stays open.
+pub const DEAD_PEER: Duration = Duration::from_secs(15);
+
 /// Connects a regular (non-replication) client; the connection runs on its own task.
+///
+/// Every wait on it is bounded, so a database that vanished (a cut network, a paused server) fails
+/// the caller instead of hanging it: the connect is bounded by [`CONNECT_TIMEOUT`], and TCP
+/// keepalives plus `TCP_USER_TIMEOUT` end a connection whose peer stopped answering within about
+/// [`DEAD_PEER`] (a `DATABASE_URL` that sets its own values keeps them).
 pub async fn connect(database_url: &str) -> Result<Client, CdcError> {
-    let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
+    let mut config =
+        tokio_postgres::Config::from_str(database_url).map_err(|e| CdcError::Url(e.to_string()))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(SOCKET_CONNECT_TIMEOUT);
+    }
+    if config.get_keepalives_idle() == tokio_postgres::Config::new().get_keepalives_idle() {
+        config
+            .keepalives(true)
+            .keepalives_idle(DEAD_PEER / 3)
+            .keepalives_interval(DEAD_PEER / 6)
+            .keepalives_retries(3);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(DEAD_PEER);
+    }
+    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tokio_postgres::NoTls))
+        .await
+        .map_err(|_| CdcError::Timeout { step: "connecting to the database", after: CONNECT_TIMEOUT })??;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(%error, "postgres connection ended");
@@ -294,6 +329,37 @@ pub async fn wal_position(client: &Client) -> Result<u64, CdcError> {
 
 /// Ends another session's hold on `slot` (a deposed CDC leader that has not noticed yet, e.g. one that
 /// was paused); PostgreSQL allows one consumer per slot, so this fences it. `true` if one was ended.
+/// The pid of the walsender streaming `slot`, if one does.
+pub async fn slot_holder(client: &Client, slot: &str) -> Result<Option<i32>, CdcError> {
+    let row = client
+        .query_opt("select active_pid from pg_replication_slots where slot_name = $1", &[&slot])
+        .await?;
+    Ok(row.and_then(|row| row.get(0)))
+}
+
+/// Ends `pid` if it still streams `slot` (this node's own session that it gave up as dead, which
+/// PostgreSQL has not noticed yet), and waits until the slot is free, polling every 100 ms for at
+/// most `wait`; `true` once it is free.
+pub async fn release_slot(client: &Client, slot: &str, pid: i32, wait: Duration) -> Result<bool, CdcError> {
+    client
+        .query(
+            "select pg_terminate_backend(active_pid) from pg_replication_slots \
+             where slot_name = $1 and active_pid = $2",
+            &[&slot, &pid],
+        )
+        .await?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if slot_holder(client, slot).await? != Some(pid) {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub async fn take_slot(client: &Client, slot: &str) -> Result<bool, CdcError> {
     let rows = client
         .query(

@@ -3,6 +3,27 @@
 //! `REALTIME_DATA_DIR`) only after the hub delivered everything up to it, so nothing acknowledged is
 //! ever lost; after a restart, transactions at or below the recorded position are skipped, so nothing
 //! is delivered twice. Errors end the session; it reconnects with backoff.
+//!
+//! # Noticing a lost stream
+//! A replication connection can die without closing: the network to the database is cut, or the
+//! server is paused. Nothing then arrives, and an idle stream looks exactly the same, so the
+//! consumer makes the stream speak: every third of `REALTIME_REPLICATION_TIMEOUT_MS` it writes a
+//! non-transactional logical message (`pg_logical_emit_message`, prefix [`HEARTBEAT_PREFIX`]) on its
+//! SQL connection, which the walsender decodes and sends like any change. When nothing at all (no
+//! change, no heartbeat, no keepalive) arrives for the whole timeout, the connection is taken as dead
+//! (also when the heartbeats themselves could not be written: a consumer that can neither hear the
+//! stream nor reach the database on SQL cannot tell a quiet stream from a dead one, and a new session
+//! costs nothing that a dead one would not):
+//! the session is aborted and opened again, and the walsender PostgreSQL may still keep for it is
+//! ended ([`catalog::release_slot`]) so the new session can have the slot at once. pgwire-replication
+//! 0.5 opens the replication socket itself and offers no socket options (no keepalive, no read
+//! timeout), only `status_interval` and `idle_wakeup_interval`: both are short here, so standby
+//! status updates go at least every [`STATUS_EVERY`] busy or idle. Every other wait of a session
+//! (connects, catalog queries, the start of the stream) is bounded too.
+//!
+//! A lost stream is logged once at WARN (and counted in `realtime_cdc_stream_lost_total`); its
+//! return once at INFO with how long it was down. The hub tells subscribers when their changes are
+//! delayed ([`super::hub`]).
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -12,7 +33,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_postgres::config::Host;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use super::catalog::{self, ColumnMeta, TableMeta};
@@ -54,6 +77,30 @@ const CONFLICT_RETRY: Duration = BACKOFF_MAX;
 /// reconnects to try again.
 const ADD_MESSAGES_RETRY: Duration = Duration::from_secs(60);
 
+/// The prefix of the heartbeat messages the consumer writes into the WAL (see the module docs).
+pub const HEARTBEAT_PREFIX: &str = "realtime_heartbeat";
+
+/// Standby status updates are sent at least this often, whether the stream is busy or idle.
+const STATUS_EVERY: Duration = Duration::from_millis(500);
+
+/// Longest the SQL setup of a session (slot checks, publication) may take, and the start of the
+/// stream after it.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest a catalog query during the stream (a relation's columns) may take.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a new session waits for the walsender of a session it gave up as dead to exit.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// What survives a session: whether (and since when) the stream is down, and the walsender of a
+/// session given up as dead, which PostgreSQL may not have noticed yet.
+#[derive(Default)]
+struct Outage {
+    since: Option<Instant>,
+    abandoned: Option<i32>,
+}
+
 /// A transaction being assembled.
 struct Open {
     xid: u32,
@@ -70,8 +117,9 @@ impl Consumer {
         let mut backoff = BACKOFF_MIN;
         // A conflict seen once may be this node's own previous session, still being torn down.
         let mut seen: Option<SlotConflict> = None;
+        let mut outage = Outage::default();
         loop {
-            let result = self.stream_once(&mut backoff).await;
+            let result = self.stream_once(&mut backoff, &mut outage).await;
             self.live.send_replace(false);
             if self.transactions.is_closed() {
                 return;
@@ -95,7 +143,13 @@ impl Consumer {
                 }
                 Err(error) => {
                     seen = None;
-                    tracing::warn!(%error, retry_in = ?backoff, "replication stream failed");
+                    if outage.since.is_none() {
+                        outage.since = Some(Instant::now());
+                        metrics().cdc_stream_lost.increment(1);
+                        tracing::warn!(%error, retry_in = ?backoff, "replication stream lost: Postgres Changes wait until it is back");
+                    } else {
+                        tracing::debug!(%error, retry_in = ?backoff, "replication stream still down");
+                    }
                 }
                 Ok(()) => seen = None,
             }
@@ -104,31 +158,98 @@ impl Consumer {
         }
     }
 
-    async fn stream_once(&mut self, backoff: &mut Duration) -> Result<(), CdcError> {
+    /// The SQL side of a session: the publication and slot are there and usable; returns the client
+    /// (for heartbeats and catalog queries) and whether the stream can include database broadcast.
+    async fn prepare(&self, outage: &mut Outage) -> Result<(Arc<Client>, bool), CdcError> {
+        let slot = &self.config.slot;
         let client = catalog::connect(&self.config.database_url).await?;
-        catalog::ensure_publication_and_slot(&client, &self.config.publication, &self.config.slot).await?;
-        let state = catalog::slot_state(&client, &self.config.slot).await?;
+        catalog::ensure_publication_and_slot(&client, &self.config.publication, slot).await?;
+        let mut state = catalog::slot_state(&client, slot).await?;
+        if let Some(pid) = outage.abandoned {
+            if state.as_ref().and_then(|s| s.active_pid) == Some(pid) {
+                if !catalog::release_slot(&client, slot, pid, RELEASE_WAIT).await? {
+                    return Err(CdcError::PreviousSession(pid));
+                }
+                tracing::info!(%slot, pid, "ended the walsender of the replication connection given up as dead");
+                state = catalog::slot_state(&client, slot).await?;
+            }
+            outage.abandoned = None;
+        }
         if let Some(conflict) =
-            state.and_then(|state| catalog::slot_conflict(&self.config.slot, &state, self.ship.is_some()))
+            state.and_then(|state| catalog::slot_conflict(slot, &state, self.ship.is_some()))
         {
             return Err(conflict.into());
         }
         if let Some(resolved) = self.health.slot_usable() {
-            tracing::info!(slot = %self.config.slot, %resolved, "replication slot usable again");
+            tracing::info!(%slot, %resolved, "replication slot usable again");
         }
-        if self.ship.is_some() && catalog::take_slot(&client, &self.config.slot).await? {
-            tracing::warn!(slot = %self.config.slot, "ended a stale holder's replication connection");
+        if self.ship.is_some() && catalog::take_slot(&client, slot).await? {
+            tracing::warn!(%slot, "ended a stale holder's replication connection");
             // PostgreSQL releases the slot when that backend has exited.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let both = format!("{},{}", self.config.publication, db_broadcast::MESSAGES_PUBLICATION);
-        let with_messages = catalog::slot_can_stream(&client, &self.config.slot, &both).await;
-        let mut repl = ReplicationClient::connect(replication_config(&self.config, with_messages)?).await?;
+        let with_messages = catalog::slot_can_stream(&client, slot, &both).await;
+        Ok((Arc::new(client), with_messages))
+    }
+
+    async fn stream_once(&mut self, backoff: &mut Duration, outage: &mut Outage) -> Result<(), CdcError> {
+        let setup = |step| move |_| CdcError::Timeout { step, after: SETUP_TIMEOUT };
+        let (client, with_messages) = tokio::time::timeout(SETUP_TIMEOUT, self.prepare(outage))
+            .await
+            .map_err(setup("the session's setup"))??;
+        let timeout = self.config.replication_timeout;
+        let mut repl =
+            ReplicationClient::connect(replication_config(&self.config, with_messages, timeout)?).await?;
         // Live (and `Subscribed to PostgreSQL`) only once the server accepted START_REPLICATION.
-        repl.wait_started().await?;
-        tracing::info!(slot = %self.config.slot, skip_through = *self.delivered.borrow(), "replication stream live");
+        match tokio::time::timeout(SETUP_TIMEOUT, repl.wait_started()).await {
+            Ok(started) => started?,
+            Err(elapsed) => {
+                repl.abort();
+                return Err(setup("the start of the replication stream")(elapsed));
+            }
+        }
+        // The walsender of this session: ended by the next one if this one is given up as dead.
+        let walsender = tokio::time::timeout(QUERY_TIMEOUT, catalog::slot_holder(&client, &self.config.slot))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        match outage.since.take() {
+            Some(since) => tracing::info!(
+                slot = %self.config.slot,
+                down_for = ?since.elapsed(),
+                skip_through = *self.delivered.borrow(),
+                "replication stream back"
+            ),
+            None => {
+                tracing::info!(slot = %self.config.slot, skip_through = *self.delivered.borrow(), "replication stream live")
+            }
+        }
         self.live.send_replace(true);
         *backoff = BACKOFF_MIN;
+        let result = self.stream(&mut repl, &client, with_messages, timeout).await;
+        if let Err(CdcError::Silent(_)) = result {
+            // The worker may be stuck on a socket nobody answers: drop it without a goodbye.
+            repl.abort();
+            outage.abandoned = walsender;
+        }
+        result
+    }
+
+    async fn stream(
+        &mut self,
+        repl: &mut ReplicationClient,
+        client: &Arc<Client>,
+        with_messages: bool,
+        timeout: Duration,
+    ) -> Result<(), CdcError> {
+        let heartbeat = heartbeats(client.clone(), timeout / 3);
+        tokio::pin!(heartbeat);
+        // Until the first heartbeat is refused, silence for `timeout` means a dead connection.
+        let mut heartbeats_on = true;
+        // Since the last event was handled (time spent handing it on does not count as silence).
+        let mut waiting_since = Instant::now();
         let mut relations: HashMap<u32, Arc<TableMeta>> = HashMap::new();
         let mut open: Option<Open> = None;
         // End of the last transaction handed to the hub.
@@ -140,16 +261,25 @@ impl Consumer {
         tokio::pin!(add_messages);
         loop {
             tokio::select! {
-                _ = &mut add_messages, if !with_messages => {
-                    tracing::info!("reconnecting the replication stream to add database broadcast");
-                    return Ok(());
+                // In this order: acknowledgements are never starved by a busy stream, and a deadline
+                // that passed while an event was being handed on loses to the events waiting.
+                biased;
+                changed = self.delivered.changed() => {
+                    changed.map_err(|_| CdcError::HubGone)?;
+                    let lsn = *self.delivered.borrow_and_update();
+                    repl.update_applied_lsn(Lsn::from_u64(lsn));
                 }
                 event = repl.recv() => {
                     let Some(event) = event? else { return Ok(()) };
+                    // Set again when this event is handled (a `continue` below skips the end).
+                    waiting_since = Instant::now();
                     match event {
                         ReplicationEvent::Begin { xid, .. } => open = Some(Open { xid, changes: Vec::new() }),
                         ReplicationEvent::XLogData { data, .. } => {
-                            self.on_data(&client, data, &mut relations, open.as_mut()).await?;
+                            let data = self.on_data(client, data, &mut relations, open.as_mut());
+                            tokio::time::timeout(QUERY_TIMEOUT, data)
+                                .await
+                                .map_err(|_| CdcError::Timeout { step: "a relation's catalog query", after: QUERY_TIMEOUT })??;
                         }
                         ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
                             let Some(txn) = open.take() else { continue };
@@ -179,15 +309,26 @@ impl Consumer {
                                 shipped_prev = end_lsn;
                             }
                             self.transactions.send(txn).await.map_err(|_| CdcError::HubGone)?;
+                            waiting_since = Instant::now();
                         }
                         ReplicationEvent::StoppedAt { .. } => return Ok(()),
                         ReplicationEvent::KeepAlive { .. } | ReplicationEvent::Message { .. } => {}
                     }
                 }
-                changed = self.delivered.changed() => {
-                    changed.map_err(|_| CdcError::HubGone)?;
-                    let lsn = *self.delivered.borrow_and_update();
-                    repl.update_applied_lsn(Lsn::from_u64(lsn));
+                _ = &mut add_messages, if !with_messages => {
+                    tracing::info!("reconnecting the replication stream to add database broadcast");
+                    return Ok(());
+                }
+                error = &mut heartbeat, if heartbeats_on => {
+                    heartbeats_on = false;
+                    tracing::warn!(
+                        error = %super::rls::pg_error_text(&error),
+                        "cannot write replication heartbeats (pg_logical_emit_message): a dead replication \
+                         connection is noticed only when TCP gives up on it"
+                    );
+                }
+                _ = tokio::time::sleep_until(waiting_since + timeout), if heartbeats_on => {
+                    return Err(CdcError::Silent(timeout));
                 }
             }
         }
@@ -293,7 +434,13 @@ async fn table_meta(client: &Client, relation: &Relation) -> Result<TableMeta, C
 
 /// pgwire-replication's settings from `DATABASE_URL`.
 /// The stream's settings; `with_messages` adds `realtime.messages`' publication (database broadcast).
-fn replication_config(config: &CdcConfig, with_messages: bool) -> Result<ReplicationConfig, CdcError> {
+/// `timeout`: the replication timeout; the worker wakes up (and sends a status update) at least every
+/// third of it, and every [`STATUS_EVERY`] on a busy stream.
+fn replication_config(
+    config: &CdcConfig,
+    with_messages: bool,
+    timeout: Duration,
+) -> Result<ReplicationConfig, CdcError> {
     let url =
         tokio_postgres::Config::from_str(&config.database_url).map_err(|e| CdcError::Url(e.to_string()))?;
     let host = match url.get_hosts().first() {
@@ -320,8 +467,34 @@ fn replication_config(config: &CdcConfig, with_messages: bool) -> Result<Replica
     )
     .with_port(port)
     .with_tls(TlsConfig::disabled())
-    .with_status_interval(Duration::from_millis(500))
+    .with_status_interval(STATUS_EVERY)
+    .with_wakeup_interval((timeout / 3).min(STATUS_EVERY * 2))
     .with_application_name(catalog::APPLICATION_NAME)
     // Text output of dates and times as `to_jsonb` renders them: ISO, in UTC.
     .with_options("-c TimeZone=UTC -c DateStyle=ISO,MDY -c IntervalStyle=postgres"))
+}
+
+/// Writes a heartbeat into the WAL every `every` (see the module docs), each write bounded by
+/// `every`. A write that fails or times out is only logged: the silence of the stream is the judge.
+/// Returns only when heartbeats cannot be written at all (no privilege, no such function).
+async fn heartbeats(client: Arc<Client>, every: Duration) -> tokio_postgres::Error {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let write = client.execute("select pg_logical_emit_message(false, $1, '')", &[&HEARTBEAT_PREFIX]);
+        match tokio::time::timeout(every, write).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error))
+                if matches!(
+                    error.code(),
+                    Some(&SqlState::INSUFFICIENT_PRIVILEGE | &SqlState::UNDEFINED_FUNCTION)
+                ) =>
+            {
+                return error
+            }
+            Ok(Err(error)) => tracing::debug!(%error, "replication heartbeat not written"),
+            Err(_) => tracing::debug!(after = ?every, "replication heartbeat not written in time"),
+        }
+    }
 }

@@ -17,6 +17,15 @@ pub enum CdcError {
     UnknownRelation(u32),
     #[error("the change hub stopped")]
     HubGone,
+    #[error(
+        "nothing came on the replication stream for {0:?} (a heartbeat is written every third of it): the \
+         connection is taken as dead (REALTIME_REPLICATION_TIMEOUT_MS)"
+    )]
+    Silent(std::time::Duration),
+    #[error("{step} took longer than {after:?}")]
+    Timeout { step: &'static str, after: std::time::Duration },
+    #[error("this node's previous replication connection (walsender pid {0}) still holds the slot")]
+    PreviousSession(i32),
     #[error("state file {path}: {source}")]
     State { path: std::path::PathBuf, source: std::io::Error },
     #[error(transparent)]

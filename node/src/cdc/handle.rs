@@ -67,6 +67,7 @@ pub struct CdcHandle {
     /// In a cluster: where peers' CDC messages go.
     pub(super) peers: Option<mpsc::UnboundedSender<CdcInbound>>,
     pub(super) health: Arc<super::health::CdcHealth>,
+    pub(super) reach: Arc<super::reach::Reach>,
 }
 
 impl CdcHandle {
@@ -102,6 +103,11 @@ impl CdcHandle {
     /// Why this node's Postgres Changes path cannot do its job (`/readyz` answers 503 with it).
     pub fn unready(&self) -> Option<String> {
         self.health.unready()
+    }
+
+    /// Whether this node can reach PostgreSQL (`/cluster`'s `database`).
+    pub fn database_view(&self) -> serde_json::Value {
+        self.reach.view()
     }
 
     /// Whether the replication stream is connected and streaming.

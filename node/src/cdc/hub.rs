@@ -5,6 +5,15 @@
 //! and a subscription registered before a change is processed always sees it. After a transaction is
 //! handed to the sockets, its end LSN is published on `delivered`; only then may the consumer
 //! acknowledge it to PostgreSQL.
+//!
+//! # Telling subscribers about a stalled stream
+//! When the stream stops (this node's consumer lost it, or, in a cluster, the leader says so or
+//! leadership moves), subscribers would otherwise see nothing but silence. If no change arrives and the
+//! stream is not back within [`DELAY_NOTICE`], every confirmed channel gets a `system` message
+//! (extension `postgres_changes`, status `error`, [`postgres_changes::DELAYED`]); once changes flow
+//! again (the stream is live, or a transaction arrives) the same channels get status `ok`
+//! ([`postgres_changes::RESUMED`]) before any change. Channels stay joined: nothing is lost, the
+//! changes committed meanwhile follow.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +23,7 @@ use std::time::{Duration, Instant};
 use actix::Recipient;
 use realtime_proto::postgres::{parse_params, SubscriptionParams};
 use realtime_proto::server;
-use realtime_proto::system::{self, Extension};
+use realtime_proto::system::{self, postgres_changes, Extension};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::Client;
 
@@ -58,6 +67,23 @@ pub enum HubCommand {
     Shutdown {
         done: oneshot::Sender<()>,
     },
+}
+
+/// How long changes may stall (stream down, nothing arriving) before subscribers are told.
+pub const DELAY_NOTICE: Duration = Duration::from_secs(3);
+
+/// Whether changes flow, as this hub sees it (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// The stream was never live on this node: subscriptions wait unconfirmed.
+    NeverLive,
+    Live,
+    /// Down since then (or since the last change that still arrived).
+    Stalled {
+        since: tokio::time::Instant,
+    },
+    /// Subscribers were told their changes are delayed.
+    Told,
 }
 
 /// `(schema, table)`.
@@ -153,6 +179,9 @@ pub struct Hub {
     tables: HashMap<TableName, Cached<Option<Arc<TableMeta>>>>,
     /// Where rows of `realtime.messages` go as broadcasts: this node's channels.
     broadcasts: DbBroadcasts,
+    flow: Flow,
+    /// Channels told their changes are delayed, to be told when they flow again.
+    told_delayed: Vec<ChannelKey>,
 }
 
 /// What the hub reads: sockets' commands, transactions (from the consumer or the leader's
@@ -208,6 +237,8 @@ impl Hub {
             unconfirmed: Vec::new(),
             selectable: HashMap::new(),
             broadcasts,
+            flow: Flow::NeverLive,
+            told_delayed: Vec::new(),
         }
     }
 
@@ -216,7 +247,14 @@ impl Hub {
     pub async fn run(&mut self, inputs: &mut HubInputs) {
         let HubInputs { commands, transactions, live } = inputs;
         loop {
+            let notice_at = match self.flow {
+                Flow::Stalled { since } => Some(since + DELAY_NOTICE),
+                _ => None,
+            };
             tokio::select! {
+                _ = tokio::time::sleep_until(notice_at.unwrap_or_else(tokio::time::Instant::now)), if notice_at.is_some() => {
+                    self.tell_delayed();
+                }
                 command = commands.recv() => match command {
                     Some(command) => {
                         let is_live = *live.borrow();
@@ -226,6 +264,7 @@ impl Hub {
                 },
                 txn = transactions.recv() => match txn {
                     Some(txn) => {
+                        self.changes_arrived(*live.borrow());
                         // Take what else is waiting, so a busy stream is checked and sent in batches.
                         let mut changes = txn.changes.len();
                         let mut batch = vec![txn];
@@ -270,12 +309,69 @@ impl Hub {
                         return;
                     }
                     let is_live = *live.borrow();
+                    self.live_changed(is_live);
                     if is_live {
                         self.confirm_unconfirmed();
                     }
                 }
             }
         }
+    }
+
+    fn live_changed(&mut self, live: bool) {
+        self.flow = match (self.flow, live) {
+            (Flow::Told, true) => {
+                self.tell_resumed();
+                Flow::Live
+            }
+            (_, true) => Flow::Live,
+            (Flow::Live, false) => Flow::Stalled { since: tokio::time::Instant::now() },
+            (flow, false) => flow,
+        };
+    }
+
+    /// A transaction arrived: changes flow, even if the stream is not (yet) said to be live here (a
+    /// follower may get a new leader's first shipments before its `live`).
+    fn changes_arrived(&mut self, live: bool) {
+        let stalled = || if live { Flow::Live } else { Flow::Stalled { since: tokio::time::Instant::now() } };
+        self.flow = match self.flow {
+            Flow::Told => {
+                self.tell_resumed();
+                stalled()
+            }
+            Flow::Stalled { .. } => stalled(),
+            flow => flow,
+        };
+    }
+
+    /// Tells every confirmed channel that its changes are delayed (once per stall).
+    fn tell_delayed(&mut self) {
+        self.flow = Flow::Told;
+        let keys: Vec<ChannelKey> =
+            self.channels.keys().filter(|key| !self.unconfirmed.contains(key)).cloned().collect();
+        crate::metrics::metrics().cdc_delay_notices.increment(1);
+        for key in &keys {
+            self.tell(key, false, postgres_changes::DELAYED);
+        }
+        tracing::info!(after = ?DELAY_NOTICE, channels = keys.len(), "Postgres Changes stalled: subscribers told they are delayed");
+        self.told_delayed = keys;
+    }
+
+    fn tell_resumed(&mut self) {
+        let keys = std::mem::take(&mut self.told_delayed);
+        for key in &keys {
+            self.tell(key, true, postgres_changes::RESUMED);
+        }
+        tracing::info!(channels = keys.len(), "Postgres Changes flow again: subscribers told");
+    }
+
+    /// A `system` message (extension `postgres_changes`) on a channel, if it is still subscribed.
+    fn tell(&mut self, key: &ChannelKey, ok: bool, message: &str) {
+        let Some(subs) = self.channels.get_mut(key) else { return };
+        let r = &subs.request;
+        let payload = system::payload(Extension::PostgresChanges, ok, message, Some(&r.sub_topic));
+        let frame = server::channel_push(r.vsn, r.join_ref.as_deref(), &r.topic, "system", &payload);
+        subs.send(frame.into());
     }
 
     /// Starts a run after one that panicked: what it was dispatching is not delivered on this node
@@ -684,16 +780,15 @@ impl Hub {
 
     /// Tells a subscriber (once) that its checks fail; nobody else is affected.
     fn rls_failed(&mut self, key: &ChannelKey, error: &str) {
-        let Some(subs) = self.channels.get_mut(key) else { return };
+        if !self.channels.contains_key(key) {
+            return;
+        }
         if !self.failing.insert(key.clone()) {
             return;
         }
         tracing::warn!(conn = key.0, topic = %key.1, %error, "rls check failed");
         let message = format!("Row Level Security check failed for this subscription: {error}");
-        let r = &subs.request;
-        let payload = system::payload(Extension::PostgresChanges, false, &message, Some(&r.sub_topic));
-        let frame = server::channel_push(r.vsn, r.join_ref.as_deref(), &r.topic, "system", &payload);
-        subs.send(frame.into());
+        self.tell(key, false, &message);
     }
 }
 

@@ -19,6 +19,7 @@
 //! - [`subscriptions`]: the subscription index, grouped by parameters and viewer.
 //! - [`handle`]: what sockets use to subscribe.
 //! - [`health`]: whether the CDC path can run (`/readyz`).
+//! - [`reach`]: whether this node can reach PostgreSQL (`/cluster`), leader or not.
 //! - [`supervisor`]: restarts a CDC task that panicked.
 //! - [`cluster`] and [`shipping`]: in a cluster, only the raft leader consumes; it ships transactions
 //!   to every node and acknowledges what all of them delivered.
@@ -38,6 +39,7 @@ pub mod matching;
 pub mod notifications;
 pub mod pgoutput;
 pub mod position;
+pub mod reach;
 pub mod recorder;
 pub mod rls;
 pub mod shipping;
@@ -72,6 +74,8 @@ pub async fn start(
     check_recorded(&mut position, &config.database_url).await?;
     let resume_grace = position.resumed().then_some(config.resume_grace);
     let health = Arc::new(health::CdcHealth::default());
+    let reach = Arc::new(reach::Reach::default());
+    arbiter.spawn(reach::probe(reach.clone(), config.database_url.clone()));
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (txn_tx, txn_rx) = mpsc::channel(TRANSACTION_BUFFER);
     let (live_tx, live_rx) = watch::channel(false);
@@ -124,7 +128,7 @@ pub async fn start(
             consumer.resume_grace = grace.take();
             consumer.run()
         }));
-        return Ok(CdcHandle { commands: commands_tx, live: live_rx, peers: None, health });
+        return Ok(CdcHandle { commands: commands_tx, live: live_rx, peers: None, health, reach });
     };
     // In a cluster the consumer acknowledges what every live node delivered, and runs only on the
     // node raft elected.
@@ -156,6 +160,7 @@ pub async fn start(
         live: live_rx,
         peers: Some(inbound_tx),
         health: health.clone(),
+        reach,
     };
     arbiter.spawn(async move {
         let make = move || consumer(acked_rx.clone(), Some(shipper.clone()));

@@ -46,6 +46,11 @@ pub async fn cluster(req: HttpRequest, shared: web::Data<Shared>) -> HttpRespons
         // The node that leads raft, and so runs the Postgres Changes consumer (none on a single node).
         let leader = shared.cluster.as_ref().and_then(|c| c.leadership().borrow().leader.clone());
         object.insert("leader".into(), serde_json::json!(leader.map(|l| l.0)));
+        // Whether this node can reach PostgreSQL (null without DATABASE_URL).
+        object.insert(
+            "database".into(),
+            shared.cdc.as_ref().map_or(serde_json::Value::Null, |c| c.database_view()),
+        );
     }
     HttpResponse::Ok().json(body)
 }

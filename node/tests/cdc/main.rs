@@ -12,7 +12,8 @@
 //! (every operator against PostgreSQL's own evaluation), `errors` (subscription errors, 400, 413),
 //! `values` (JSON typing), `guard` (changes the node cannot trust: dropped tables, forged shipments),
 //! `slot` (a slot of another database or node), `rls` (row level security, column privileges, failing
-//! policies, token refresh), `wait` (`postgres_changes_options.wait`), `restart` (SIGKILL and resume), `resume` (resumable
+//! policies, token refresh), `wait` (`postgres_changes_options.wait`), `restart` (SIGKILL and resume), `liveness` (a walsender
+//! ended or paused: noticed, subscribers told, nothing lost), `resume` (resumable
 //! delivery), `inbox` (the notifications REST and GraphQL API), `schema` (the
 //! `realtime` schema the node installs: migrations, `realtime.send`, policies, the partition janitor).
 //!
@@ -26,6 +27,7 @@ mod errors;
 mod filters;
 mod guard;
 mod inbox;
+mod liveness;
 mod notifications;
 mod private;
 mod restart;
