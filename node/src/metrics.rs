@@ -212,6 +212,8 @@ pub struct Metrics {
     pub delivery_latency: Histogram,
     pub cdc_changes: Counter,
     pub cdc_transactions: Counter,
+    /// Stream restarts that could not give this node's subscribers what it missed (see `cdc::gap`).
+    pub cdc_gaps: Counter,
     pub cluster: ClusterMetrics,
     pub resume: ResumeMetrics,
     pub webhooks: WebhookMetrics,
@@ -339,6 +341,10 @@ pub fn metrics() -> &'static Metrics {
         describe_counter!("realtime_cdc_changes_total", "Row changes decoded from the replication stream");
         describe_counter!("realtime_cdc_transactions_total", "Committed transactions handed to the CDC hub");
         describe_counter!(
+            "realtime_cdc_gaps_total",
+            "Committed changes this node could not be given (its subscribers were told and their channels closed)"
+        );
+        describe_counter!(
             "realtime_cdc_rejected_total",
             "Postgres Changes messages (or changes) from peers that were not taken, by reason"
         );
@@ -427,6 +433,7 @@ pub fn metrics() -> &'static Metrics {
             delivery_latency: metrics::histogram!(DELIVERY_LATENCY),
             cdc_changes: metrics::counter!("realtime_cdc_changes_total"),
             cdc_transactions: metrics::counter!("realtime_cdc_transactions_total"),
+            cdc_gaps: metrics::counter!("realtime_cdc_gaps_total"),
             cluster: ClusterMetrics {
                 peers_alive: metrics::gauge!("realtime_cluster_peers_alive"),
                 peers_down: metrics::gauge!("realtime_cluster_peers_down"),
