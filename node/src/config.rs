@@ -213,6 +213,10 @@ pub struct Settings {
     /// connection is taken as dead and opened again.
     #[arg(long, env = "REALTIME_REPLICATION_TIMEOUT_MS")]
     pub replication_timeout_ms: Option<u64>,
+    /// In a cluster, how long the CDC leader keeps the slot at the position of a node that dropped
+    /// out (WAL kept on the database) so the stream can be replayed for it if it comes back.
+    #[arg(long, env = "REALTIME_CDC_HOLD_MS")]
+    pub cdc_hold_ms: Option<u64>,
     /// Hours `realtime.messages` rows are kept (whole daily partitions are dropped after this).
     #[arg(long, env = "REALTIME_MESSAGES_RETENTION_HOURS")]
     pub messages_retention_hours: Option<u64>,
@@ -385,6 +389,10 @@ pub struct CdcConfig {
     pub slot: String,
     pub max_record_bytes: usize,
     pub resume_grace: Duration,
+    /// In a cluster: how long a node that dropped out still holds the slot's acknowledgement back.
+    /// Longer keeps more WAL on the database; shorter means a node out for longer cannot be given
+    /// the rows it missed (its subscribers are then told, see `cdc::hub`).
+    pub hold: Duration,
     /// How long a batch's sockets have to write it before they are closed (the write timeout).
     pub flush_deadline: Duration,
     /// How long the replication stream may stay silent before it is taken as dead
@@ -483,6 +491,7 @@ pub mod defaults {
     pub const MAX_RECORD_BYTES: usize = 1_048_576;
     pub const CDC_RESUME_GRACE_MS: u64 = 5_000;
     pub const REPLICATION_TIMEOUT_MS: u64 = 6_000;
+    pub const CDC_HOLD_MS: u64 = 30_000;
     pub const MESSAGES_RETENTION_HOURS: u64 = 72;
     pub const OFFLINE_GRACE_MS: u64 = 5_000;
     pub const WEBHOOK_BATCH_MAX: usize = 100;
@@ -564,6 +573,7 @@ impl Settings {
             max_record_bytes: self.max_record_bytes.or(file.max_record_bytes),
             cdc_resume_grace_ms: self.cdc_resume_grace_ms.or(file.cdc_resume_grace_ms),
             replication_timeout_ms: self.replication_timeout_ms.or(file.replication_timeout_ms),
+            cdc_hold_ms: self.cdc_hold_ms.or(file.cdc_hold_ms),
             messages_retention_hours: self.messages_retention_hours.or(file.messages_retention_hours),
             resumable_topics: self.resumable_topics.or(file.resumable_topics),
             resume_retention_secs: self.resume_retention_secs.or(file.resume_retention_secs),
@@ -820,6 +830,7 @@ impl Config {
                 slot: s.slot.unwrap_or_else(|| d::SLOT.into()),
                 max_record_bytes: setting!(s.max_record_bytes, d::MAX_RECORD_BYTES)?,
                 resume_grace: Duration::from_millis(s.cdc_resume_grace_ms.unwrap_or(d::CDC_RESUME_GRACE_MS)),
+                hold: Duration::from_millis(setting!(s.cdc_hold_ms, d::CDC_HOLD_MS)?),
                 flush_deadline: limits.write_timeout,
                 replication_timeout: Duration::from_millis(setting!(
                     s.replication_timeout_ms,

@@ -215,6 +215,8 @@ pub struct Metrics {
     pub cdc_stream_lost: Counter,
     pub cdc_delay_notices: Counter,
     pub database_reachable: Gauge,
+    /// Stream restarts that could not give this node's subscribers what it missed (see `cdc::gap`).
+    pub cdc_gaps: Counter,
     pub cluster: ClusterMetrics,
     pub resume: ResumeMetrics,
     pub webhooks: WebhookMetrics,
@@ -354,6 +356,10 @@ pub fn metrics() -> &'static Metrics {
             "Times this node told its Postgres Changes subscribers that changes are delayed"
         );
         describe_counter!(
+            "realtime_cdc_gaps_total",
+            "Committed changes this node could not be given (its subscribers were told and their channels closed)"
+        );
+        describe_counter!(
             "realtime_cdc_rejected_total",
             "Postgres Changes messages (or changes) from peers that were not taken, by reason"
         );
@@ -445,6 +451,7 @@ pub fn metrics() -> &'static Metrics {
             cdc_stream_lost: metrics::counter!("realtime_cdc_stream_lost_total"),
             cdc_delay_notices: metrics::counter!("realtime_cdc_delay_notices_total"),
             database_reachable: metrics::gauge!("realtime_database_reachable"),
+            cdc_gaps: metrics::counter!("realtime_cdc_gaps_total"),
             cluster: ClusterMetrics {
                 peers_alive: metrics::gauge!("realtime_cluster_peers_alive"),
                 peers_down: metrics::gauge!("realtime_cluster_peers_down"),

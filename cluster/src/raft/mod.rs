@@ -21,6 +21,7 @@
 //! - `log_store`: [`LogStore`] (vote, log, committed id).
 //! - `state_machine`: [`StateMachine`], snapshots, [`StateMachineHandle`].
 //! - `network`: openraft's RPCs over the peer links' control lane.
+//! - `reachability`: which peers answer, logged once per change of state.
 //! - `node`: the running raft of this node and the hooks the driver and handle call.
 //! - `bootstrap`: status exchange, exactly-one-node initialization, the leader adding members.
 //! - `leadership`: the [`Leadership`] watch (who leads, and may this node run CDC).
@@ -32,6 +33,7 @@ mod leadership;
 mod log_store;
 pub(crate) mod network;
 pub(crate) mod node;
+mod reachability;
 mod state_machine;
 #[cfg(test)]
 mod store_test;

@@ -10,8 +10,10 @@
 //! messages here are tiny (leadership commands and membership only).
 //!
 //! Failures map onto openraft's [`RPCError`]: no connected control link → `Unreachable` (openraft
-//! backs off before retrying); no answer within the RPC's time to live (capped at [`MAX_TTL`]) →
-//! `Timeout`; an undecodable answer → `Network`; raft stopped on the target → `RemoteError`.
+//! backs off before retrying, see [`Client::backoff`]); no answer within the RPC's time to live
+//! (capped at [`MAX_TTL`]) → `Timeout`; an undecodable answer → `Network`; raft stopped on the target
+//! → `RemoteError`. The first two are a peer being down, which openraft would log on every retry:
+//! [`super::reachability`] logs them once per change of state instead.
 //!
 //! Snapshots use openraft's v1 chunked `install_snapshot` (0.9 without `generic-snapshot-data`);
 //! the default `full_snapshot` sends the chunks through it.
@@ -19,12 +21,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
-use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -32,6 +34,7 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::reachability::{self, Reachability};
 use super::{RaftNodeId, RaftPeer, TypeConfig};
 use crate::handle::{lock, Shared};
 use crate::wire::PeerMessage;
@@ -87,6 +90,7 @@ pub(crate) struct Rpc {
     shared: Arc<Shared>,
     next_id: AtomicU64,
     pending: Mutex<Waiters>,
+    reachability: Reachability,
 }
 
 /// Forgets a request when its caller stops waiting (answered, timed out or cancelled by openraft).
@@ -103,7 +107,12 @@ impl Drop for PendingGuard<'_> {
 
 impl Rpc {
     pub(crate) fn new(shared: Arc<Shared>) -> Rpc {
-        Rpc { shared, next_id: AtomicU64::new(1), pending: Mutex::default() }
+        Rpc {
+            shared,
+            next_id: AtomicU64::new(1),
+            pending: Mutex::default(),
+            reachability: Reachability::default(),
+        }
     }
 
     /// Queues `msg` on the control link to `node`; `false` when there is no connected one (a frame
@@ -113,8 +122,33 @@ impl Rpc {
         links.get(node).is_some_and(|peer| peer.control.is_connected() && peer.control.send(msg))
     }
 
-    /// Sends `request` to `node` and waits at most `ttl` (capped at [`MAX_TTL`]) for its answer.
+    /// Sends `request` to `node` and waits at most `ttl` (capped at [`MAX_TTL`]) for its answer;
+    /// a peer that stops (or starts again) answering is logged once per change.
     pub(crate) async fn call(
+        &self,
+        node: &NodeId,
+        request: &RpcRequest,
+        ttl: Duration,
+    ) -> Result<RpcReply, CallError> {
+        let result = self.call_once(node, request, ttl).await;
+        let report = match &result {
+            Ok(_) => self.reachability.answered(node, Instant::now()).map(|report| (report, None)),
+            Err(error @ (CallError::NoLink(_) | CallError::Dropped(_) | CallError::Timeout { .. })) => {
+                self.reachability.failed(node, Instant::now()).map(|report| (report, Some(error)))
+            }
+            Err(_) => None,
+        };
+        if let Some((report, error)) = report {
+            let reason: &dyn std::fmt::Display = match &error {
+                Some(error) => error,
+                None => &"answered",
+            };
+            reachability::log(node, &report, reason);
+        }
+        result
+    }
+
+    async fn call_once(
         &self,
         node: &NodeId,
         request: &RpcRequest,
@@ -139,6 +173,11 @@ impl Rpc {
             Ok(Err(_)) => Err(CallError::Dropped(node.clone())),
             Err(_) => Err(CallError::Timeout { node: node.clone(), after }),
         }
+    }
+
+    /// See [`Client::backoff`].
+    fn retry_unreachable(&self) -> Duration {
+        self.shared.config.raft_election_min / 2
     }
 
     /// An answer from `from` to our request `id`.
@@ -268,6 +307,14 @@ impl Client {
 }
 
 impl RaftNetwork<TypeConfig> for Client {
+    /// How long openraft waits before trying a peer with no connected link again: half the
+    /// shortest election timeout (150 ms by default; openraft's own default is 500 ms). A try costs
+    /// nothing while the link is down (no I/O: `Unreachable` at once), and a voter that comes back
+    /// must hear the leader before its election timer runs out, or it campaigns and deposes it.
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(self.rpc.retry_unreachable()))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,

@@ -327,6 +327,22 @@ pub async fn wal_position(client: &Client) -> Result<u64, CdcError> {
     Ok(lsn.and_then(|lsn| u64::try_from(lsn).ok()).unwrap_or(0))
 }
 
+/// The slot's confirmed position (0 when it has none, or there is no such slot): a stream started
+/// on it sends every transaction that ends after it.
+pub async fn slot_confirmed(client: &Client, slot: &str) -> Result<u64, CdcError> {
+    let row = client
+        .query_opt(
+            "select (confirmed_flush_lsn - '0/0'::pg_lsn)::int8 from pg_replication_slots where slot_name = $1",
+            &[&slot],
+        )
+        .await?;
+    let lsn: Option<i64> = match row {
+        Some(row) => row.try_get(0)?,
+        None => None,
+    };
+    Ok(lsn.and_then(|lsn| u64::try_from(lsn).ok()).unwrap_or(0))
+}
+
 /// Ends another session's hold on `slot` (a deposed CDC leader that has not noticed yet, e.g. one that
 /// was paused); PostgreSQL allows one consumer per slot, so this fences it. `true` if one was ended.
 /// The pid of the walsender streaming `slot`, if one does.

@@ -14,16 +14,17 @@
 //!   and resumes from the slot's confirmed position: changes after it are shipped again, and every
 //!   node drops what it already delivered by commit LSN (its hub skips through its own recorded
 //!   position), so nothing is lost and nothing is delivered twice.
-//! - The leader acknowledges to PostgreSQL only what its own hub and every peer alive in the last 30 s
-//!   delivered. Each shipped transaction names the one shipped before it: a node that missed some (it
-//!   was paused, or its link was cut) drops what follows and reports the gap, and the leader replays
-//!   its stream from the slot, which was held at that node's position.
+//! - The leader acknowledges to PostgreSQL only what its own hub and every peer alive within the hold
+//!   (`REALTIME_CDC_HOLD_MS`, 30 s) delivered. Each shipped transaction names the one shipped before
+//!   it: a node that missed some (it was paused, or its link was cut) drops what follows and reports
+//!   the gap, and the leader replays its stream from the slot, which was held at that node's position.
+//!   A node out for longer than the hold is behind the slot: each stream starts with its anchor, and
+//!   such a node tells its subscribers what they lost (see [`super::gap`]).
 //! - A node takes shipments only from the node raft names as leader, and only after [`guard`] checked
 //!   them (positions against the stream and PostgreSQL's WAL, tables against the catalog): a buggy or
 //!   forged shipment is rejected, logged and counted, never delivered or recorded.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,19 +32,16 @@ use realtime_cluster::{ClusterHandle, NodeId};
 use tokio::sync::{mpsc, watch, Notify};
 
 use super::change::Transaction;
+use super::gap::{StreamStart, Taken};
 use super::guard::{self, Rejection, Rejections, Verifier};
 use super::health::CdcHealth;
-use super::hub::HubCommand;
+use super::hub::{Feed, HubCommand};
 use super::shipping::{self, Outgoing, Shipped};
 use crate::metrics::CdcStage;
 
 /// How often a follower repeats its delivered position and the leader its stream state (so a new
 /// leader, or a node that just joined, learns them without waiting for a change).
 const REPEAT: Duration = Duration::from_millis(500);
-
-/// How long a peer that dropped out of the cluster still holds the acknowledgement back (so the
-/// stream can be replayed for it if it comes back).
-const HOLD: Duration = Duration::from_secs(30);
 
 /// At most one replay of the stream per this long.
 const REPLAY_EVERY: Duration = Duration::from_secs(2);
@@ -71,6 +69,11 @@ impl Shipper {
         self.send(&Outgoing::Transaction { prev, txn });
     }
 
+    /// A new stream starts (see [`super::gap`]).
+    pub fn stream(&self, start: StreamStart) {
+        self.send(&Outgoing::Stream(start));
+    }
+
     pub fn relation(&self, oid: u32) {
         self.send(&Outgoing::Relation { oid });
     }
@@ -94,13 +97,16 @@ pub struct ClusterCdc {
     pub acked: watch::Sender<u64>,
     /// Whether the leader's stream is live, as this node's hub sees it.
     pub live: Arc<watch::Sender<bool>>,
-    pub transactions: mpsc::Sender<Transaction>,
+    pub transactions: mpsc::Sender<Feed>,
     pub hub: mpsc::UnboundedSender<HubCommand>,
     pub inbound: mpsc::UnboundedReceiver<CdcInbound>,
     /// Asks [`supervise`] to restart the consumer's stream from the slot's confirmed position.
     pub restart: Arc<Notify>,
-    /// How far this node's hub has taken transactions.
-    pub taken: Arc<AtomicU64>,
+    /// How long a peer that dropped out of the cluster still holds the acknowledgement back (so the
+    /// stream can be replayed for it if it comes back): `REALTIME_CDC_HOLD_MS`.
+    pub hold: Duration,
+    /// How far this node's hub has taken transactions (and whether this node knows it missed some).
+    pub taken: Arc<Taken>,
     /// Checks what peers ship against raft and the database before the hub gets it.
     pub verifier: Verifier,
     pub rejections: Rejections,
@@ -128,6 +134,11 @@ struct Received {
     /// (sender, end position): if raft then names that sender and the hub has not taken that
     /// position, it is asked for again as a gap.
     refused: Option<(NodeId, u64)>,
+    /// The last leader seen announcing its streams ([`Shipped::Stream`]), and whether the start of
+    /// its current stream was received: from such a leader, a stream's first transaction without
+    /// its start means the start (and what it would have said about a gap) was missed.
+    announcer: Option<NodeId>,
+    started: bool,
 }
 
 impl ClusterCdc {
@@ -152,12 +163,22 @@ impl ClusterCdc {
                         if !self.on_shipped(&mut received, &from, &body).await {
                             return;
                         }
+                        if received.gap != was_gap {
+                            self.taken.set_missing(received.gap);
+                        }
                         if received.gap && !was_gap {
                             self.report(true);
                         }
                     }
                     Some(CdcInbound::Delivered { from, lsn, gap }) => {
-                        let taken = self.taken.load(Ordering::Acquire);
+                        // This node may have missed, before it led, what a peer has (see `gap`).
+                        if self.taken.lost_before_stream(lsn)
+                            && self.cluster.leadership().borrow().is_me
+                            && self.transactions.send(Feed::PeerTook(lsn)).await.is_err()
+                        {
+                            return;
+                        }
+                        let taken = self.taken.through();
                         // No node can have delivered more than this stream took: a position past it
                         // would let the slot move past what that node really has. (Just after a failover
                         // it can be legitimate for a moment; the report is repeated.)
@@ -193,9 +214,10 @@ impl ClusterCdc {
                     }
                     // A new leader's first shipments may come before raft told this node who leads.
                     if let Some((sender, end_lsn)) = received.refused.take() {
-                        let through = received.forwarded.max(self.taken.load(Ordering::Acquire));
+                        let through = received.forwarded.max(self.taken.through());
                         if leader.as_ref() == Some(&sender) && end_lsn > through {
                             received.gap = true;
+                            self.taken.set_missing(true);
                         }
                     }
                     self.report(received.gap);
@@ -261,17 +283,39 @@ impl ClusterCdc {
                 for rejection in &dropped {
                     self.rejections.record(from, rejection);
                 }
-                let through = received.forwarded.max(self.taken.load(Ordering::Acquire));
-                if prev != 0 && prev > through {
+                let through = received.forwarded.max(self.taken.through());
+                let start_missed =
+                    prev == 0 && !received.started && received.announcer.as_ref() == Some(from);
+                if (prev != 0 && prev > through) || start_missed {
                     if !received.gap {
                         tracing::warn!(leader = %from, missed_after = through, "missed shipped changes: asking for a replay");
                     }
                     received.gap = true;
                     return true;
                 }
+                if prev == 0 {
+                    received.started = false;
+                }
                 received.gap = false;
                 received.forwarded = received.forwarded.max(txn.end_lsn);
-                self.transactions.send(txn).await.is_ok()
+                self.transactions.send(Feed::Transaction(txn)).await.is_ok()
+            }
+            // What follows is the leader's stream from `start.from` on: whatever this node missed
+            // before is either replayed or, when the hub has not taken the anchor, told as lost.
+            Shipped::Stream(start) => {
+                received.gap = false;
+                received.announcer = Some(from.clone());
+                received.started = true;
+                // A leader that missed transactions before it led names too early an anchor: a node
+                // that has a later one tells it (as a delivered position), so that its own hub tells
+                // its subscribers (see `gap`).
+                if !self.taken.missing() {
+                    let anchor = self.taken.anchor(start.from);
+                    if anchor > start.anchor {
+                        self.cluster.cdc_delivered(from, anchor, false);
+                    }
+                }
+                self.transactions.send(Feed::Stream(start)).await.is_ok()
             }
             Shipped::Relation { oid } => {
                 self.verifier.forget(oid);
@@ -313,7 +357,7 @@ impl ClusterCdc {
         self.restart.notify_one();
     }
 
-    /// The acknowledgement: what this node and every peer alive within [`HOLD`] delivered, never
+    /// The acknowledgement: what this node and every peer alive within the hold delivered, never
     /// moving back. Holding a recently gone peer keeps the slot at its position, so if it comes back
     /// (it was paused, not dead) the stream can be replayed for it.
     fn update_ack(&self, peers: &mut Peers) {
@@ -321,7 +365,8 @@ impl ClusterCdc {
         for peer in self.cluster.live_peers() {
             peers.last_live.insert(peer, now);
         }
-        peers.last_live.retain(|_, at| now.duration_since(*at) <= HOLD);
+        let hold = self.hold;
+        peers.last_live.retain(|_, at| now.duration_since(*at) <= hold);
         let mut ack = *self.local_delivered.borrow();
         for peer in peers.last_live.keys() {
             ack = ack.min(peers.delivered.get(peer).copied().unwrap_or(0));

@@ -43,8 +43,9 @@ use super::change::{Cell, Change, ChangeKind, OldRow, Transaction};
 use super::cluster::Shipper;
 use super::db_broadcast;
 use super::error::{CdcError, SlotConflict};
+use super::gap::{StreamStart, Taken};
 use super::health::CdcHealth;
-use super::hub::HubCommand;
+use super::hub::{Feed, HubCommand};
 use super::pgoutput::{self, Message, OldTuple, Relation, Tuple, TupleValue};
 use crate::config::CdcConfig;
 use crate::metrics::metrics;
@@ -59,7 +60,7 @@ pub struct Consumer {
     /// first and receive what was committed while the node was down.
     pub resume_grace: Option<Duration>,
     pub hub: mpsc::UnboundedSender<HubCommand>,
-    pub transactions: mpsc::Sender<Transaction>,
+    pub transactions: mpsc::Sender<Feed>,
     pub live: Arc<watch::Sender<bool>>,
     /// What may be acknowledged: delivered by this node (and, in a cluster, by every live node).
     pub delivered: watch::Receiver<u64>,
@@ -68,6 +69,8 @@ pub struct Consumer {
     pub ship: Option<Shipper>,
     /// Where a slot this node cannot stream is reported (`/readyz`).
     pub health: Arc<CdcHealth>,
+    /// What this node's hub took: in a cluster, where a new stream's anchor is found.
+    pub taken: Arc<Taken>,
 }
 
 /// How often a slot conflict is looked at again.
@@ -250,6 +253,9 @@ impl Consumer {
         let mut heartbeats_on = true;
         // Since the last event was handled (time spent handing it on does not count as silence).
         let mut waiting_since = Instant::now();
+        if let Some(ship) = &self.ship {
+            self.announce_stream(client, ship).await?;
+        }
         let mut relations: HashMap<u32, Arc<TableMeta>> = HashMap::new();
         let mut open: Option<Open> = None;
         // End of the last transaction handed to the hub.
@@ -308,7 +314,7 @@ impl Consumer {
                                 ship.transaction(shipped_prev, &txn);
                                 shipped_prev = end_lsn;
                             }
-                            self.transactions.send(txn).await.map_err(|_| CdcError::HubGone)?;
+                            self.transactions.send(Feed::Transaction(txn)).await.map_err(|_| CdcError::HubGone)?;
                             waiting_since = Instant::now();
                         }
                         ReplicationEvent::StoppedAt { .. } => return Ok(()),
@@ -332,6 +338,20 @@ impl Consumer {
                 }
             }
         }
+    }
+
+    /// In a cluster, before the stream's first transaction: where it starts and its anchor (see
+    /// [`super::gap`]), to every node and to this node's own hub (which may have missed shipments
+    /// before it led). The slot is read once the stream started: no other session can move it then.
+    async fn announce_stream(&self, client: &Client, ship: &Shipper) -> Result<(), CdcError> {
+        let confirmed = catalog::slot_confirmed(client, &self.config.slot).await?;
+        let from = confirmed.max(*self.delivered.borrow());
+        let start = StreamStart { from, anchor: self.taken.anchor(from).max(*self.delivered.borrow()) };
+        tracing::debug!(from = %super::gap::Lsn(start.from), anchor = %super::gap::Lsn(start.anchor), "stream starts");
+        // Before any node hears of it, so that a peer's answer (its later anchor) is never early.
+        self.taken.set_stream(start.from, self.taken.through());
+        ship.stream(start);
+        self.transactions.send(Feed::Stream(start)).await.map_err(|_| CdcError::HubGone)
     }
 
     async fn on_data(

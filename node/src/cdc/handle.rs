@@ -38,6 +38,9 @@ pub enum SubscribeErrorKind {
     NotPublished,
     /// The database could not be asked.
     Unavailable,
+    /// A live subscription missed changes this node can no longer get (see `cdc::gap`): the channel
+    /// is closed so the client rejoins.
+    Gap,
 }
 
 /// A channel's subscriptions, as the socket sends them.

@@ -16,7 +16,6 @@
 //! changes committed meanwhile follow.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +30,7 @@ use super::catalog::{self, TableMeta};
 use super::change::{Change, ChangeKind, Projection, Transaction};
 use super::db_broadcast;
 use super::error::CdcError;
+use super::gap::{Gap, StreamStart, Taken};
 use super::handle::{SubscribeError, SubscribeErrorKind, SubscribeOutcome, SubscribeRequest};
 use super::matching;
 use super::notifications;
@@ -41,10 +41,23 @@ use crate::channel::messages::{BroadcastBody, RemoteBroadcast, Stored, TopicKey}
 use crate::channel::ConnId;
 use crate::config::CdcConfig;
 use crate::delivery::{CloseCause, Outbox, WireFrame};
+use crate::metrics::metrics;
 use crate::resume::{Position, Resume};
 
 /// The `system` message of a live subscription.
 pub const SUBSCRIBED: &str = "Subscribed to PostgreSQL";
+
+/// What reaches the hub in stream order: the consumer's (or the leader's shipped) transactions, and
+/// the start of each leader stream, after which the hub knows whether it missed some for good.
+#[derive(Debug)]
+pub enum Feed {
+    Transaction(Transaction),
+    Stream(StreamStart),
+    /// On the leader: a peer took a transaction ending here that this hub did not have when the
+    /// current stream started, and the stream starts after it: this hub missed it before it led,
+    /// and will never get it (see [`Taken::lost_before_stream`]).
+    PeerTook(u64),
+}
 
 /// What the hub is asked to do.
 #[derive(Debug)]
@@ -171,8 +184,9 @@ pub struct Hub {
     /// End of the last transaction dispatched (or recorded before a restart): a transaction at or
     /// below it is a repeat (a reconnect, or a new CDC leader resuming from the slot) and is dropped.
     skip_through: u64,
-    /// `skip_through`, shared with the cluster router (which tells from it when shipments were missed).
-    taken: Arc<AtomicU64>,
+    /// `skip_through` and the recent positions taken, shared with the cluster router (which tells
+    /// from it when shipments were missed) and the consumer (which finds a stream's anchor in it).
+    taken: Arc<Taken>,
     published: Option<Cached<Arc<Vec<TableName>>>>,
     /// The end positions of the first and last transaction of the batch being dispatched.
     dispatching: Option<(u64, u64)>,
@@ -188,7 +202,7 @@ pub struct Hub {
 /// shipments) and whether the stream is live.
 pub struct HubInputs {
     pub commands: mpsc::UnboundedReceiver<HubCommand>,
-    pub transactions: mpsc::Receiver<Transaction>,
+    pub transactions: mpsc::Receiver<Feed>,
     pub live: watch::Receiver<bool>,
 }
 
@@ -215,10 +229,10 @@ impl Hub {
         config: CdcConfig,
         recorder: mpsc::UnboundedSender<Record>,
         skip_through: u64,
-        taken: Arc<AtomicU64>,
+        taken: Arc<Taken>,
         broadcasts: DbBroadcasts,
     ) -> Hub {
-        taken.store(skip_through, Ordering::Release);
+        taken.restart_at(skip_through);
         Hub {
             recorder,
             skip_through,
@@ -262,46 +276,35 @@ impl Hub {
                     }
                     None => return,
                 },
-                txn = transactions.recv() => match txn {
-                    Some(txn) => {
+                feed = transactions.recv() => match feed {
+                    Some(Feed::Transaction(txn)) => {
                         self.changes_arrived(*live.borrow());
                         // Take what else is waiting, so a busy stream is checked and sent in batches.
                         let mut changes = txn.changes.len();
                         let mut batch = vec![txn];
+                        let mut start = None;
                         while batch.len() < MAX_BATCH && changes < MAX_BATCH_CHANGES {
                             match transactions.try_recv() {
-                                Ok(more) => {
+                                Ok(Feed::Transaction(more)) => {
                                     changes += more.changes.len();
                                     batch.push(more);
+                                }
+                                Ok(other) => {
+                                    start = Some(other);
+                                    break;
                                 }
                                 Err(_) => break,
                             }
                         }
-                        // Strictly increasing commit positions only: two streams may feed this hub for a
-                        // moment (a deposed leader's last transactions and the new leader's, which resumes
-                        // from the slot), both in commit order; anything not past what was already taken
-                        // is a repeat.
-                        let mut through = self.skip_through;
-                        batch.retain(|txn| {
-                            let newer = txn.end_lsn > through;
-                            through = through.max(txn.end_lsn);
-                            newer
-                        });
-                        if self.stopped || batch.is_empty() {
-                            continue;
+                        self.take(batch).await;
+                        match start {
+                            Some(Feed::Stream(start)) => self.stream_started(start),
+                            Some(Feed::PeerTook(lsn)) => self.peer_took(lsn),
+                            _ => {}
                         }
-                        let end_lsn = through;
-                        let first = batch.first().map_or(through, |txn| txn.end_lsn);
-                        self.skip_through = through;
-                        self.taken.store(through, Ordering::Release);
-                        self.dispatching = Some((first, end_lsn));
-                        self.dispatch(&batch).await;
-                        self.dispatching = None;
-                        let sockets =
-                            self.touched.drain().map(|(_, outbox)| { let mark = outbox.mark(); (outbox, mark) }).collect();
-                        let dispatched_at = Instant::now();
-                        let _ = self.recorder.send(Record::Batch { end_lsn, sockets, dispatched_at });
                     }
+                    Some(Feed::Stream(start)) => self.stream_started(start),
+                    Some(Feed::PeerTook(lsn)) => self.peer_took(lsn),
                     None => return,
                 },
                 changed = live.changed() => {
@@ -372,6 +375,87 @@ impl Hub {
         let payload = system::payload(Extension::PostgresChanges, ok, message, Some(&r.sub_topic));
         let frame = server::channel_push(r.vsn, r.join_ref.as_deref(), &r.topic, "system", &payload);
         subs.send(frame.into());
+    }
+
+    /// Dispatches a batch and hands it to the recorder.
+    async fn take(&mut self, mut batch: Vec<Transaction>) {
+        // Strictly increasing commit positions only: two streams may feed this hub for a moment (a
+        // deposed leader's last transactions and the new leader's, which resumes from the slot), both
+        // in commit order; anything not past what was already taken is a repeat.
+        let mut through = self.skip_through;
+        batch.retain(|txn| {
+            let newer = txn.end_lsn > through;
+            through = through.max(txn.end_lsn);
+            newer
+        });
+        if self.stopped || batch.is_empty() {
+            return;
+        }
+        let end_lsn = through;
+        let first = batch.first().map_or(through, |txn| txn.end_lsn);
+        self.skip_through = through;
+        self.taken.take(batch.iter().map(|txn| txn.end_lsn));
+        self.dispatching = Some((first, end_lsn));
+        self.dispatch(&batch).await;
+        self.dispatching = None;
+        let sockets = self
+            .touched
+            .drain()
+            .map(|(_, outbox)| {
+                let mark = outbox.mark();
+                (outbox, mark)
+            })
+            .collect();
+        let dispatched_at = Instant::now();
+        let _ = self.recorder.send(Record::Batch { end_lsn, sockets, dispatched_at });
+    }
+
+    /// A leader's stream starts (see [`super::gap`]). When this hub has not taken its anchor, what
+    /// it missed will never come: every confirmed subscription is told and its channel closed (the
+    /// socket does it, after what was already sent to it); subscriptions still waiting to be
+    /// confirmed were promised nothing and stay. The hub then goes on from the stream's start.
+    fn stream_started(&mut self, start: StreamStart) {
+        if let Some(gap) = Gap::between(self.skip_through, start) {
+            self.lost(gap);
+        }
+        self.taken.set_stream(start.from, self.skip_through);
+    }
+
+    /// See [`Feed::PeerTook`]: a gap when the peer's position is past what this hub had when the
+    /// current stream started, and not past that stream's start.
+    fn peer_took(&mut self, lsn: u64) {
+        let Some((from, base)) = self.taken.stream() else { return };
+        if self.taken.lost_before_stream(lsn) {
+            self.lost(Gap { after: base, until: lsn, resumes_after: from });
+            self.taken.set_stream(from, self.skip_through);
+        }
+    }
+
+    /// Tells every confirmed subscription what it lost, and goes on after the gap.
+    fn lost(&mut self, gap: Gap) {
+        metrics().cdc_gaps.increment(1);
+        let message = gap.message();
+        let told: Vec<ChannelKey> =
+            self.channels.keys().filter(|key| !self.unconfirmed.contains(key)).cloned().collect();
+        for key in &told {
+            if let Some(subs) = self.channels.get(key) {
+                subs.request.notify.do_send(SubscribeOutcome {
+                    topic: subs.request.topic.clone(),
+                    join_ref: subs.request.join_ref.clone(),
+                    result: Err(SubscribeError { kind: SubscribeErrorKind::Gap, message: message.clone() }),
+                });
+            }
+            self.remove(key);
+        }
+        tracing::error!(
+            missed_after = %super::gap::Lsn(gap.after),
+            missed_through = %super::gap::Lsn(gap.until),
+            resumes_after = %super::gap::Lsn(gap.resumes_after),
+            subscriptions_closed = told.len(),
+            "committed changes missed by this node can no longer be replayed: its subscribers were told and their channels closed"
+        );
+        self.skip_through = self.skip_through.max(gap.resumes_after);
+        self.taken.restart_at(self.skip_through);
     }
 
     /// Starts a run after one that panicked: what it was dispatching is not delivered on this node

@@ -23,6 +23,7 @@
 //! - [`supervisor`]: restarts a CDC task that panicked.
 //! - [`cluster`] and [`shipping`]: in a cluster, only the raft leader consumes; it ships transactions
 //!   to every node and acknowledges what all of them delivered.
+//! - [`gap`]: changes a node missed for good (out longer than the hold) are told to its subscribers.
 //! - [`guard`]: what a node checks before it takes what a peer shipped (sender, positions, relations).
 
 pub mod catalog;
@@ -31,6 +32,7 @@ pub mod cluster;
 pub mod consumer;
 pub mod db_broadcast;
 pub mod error;
+pub mod gap;
 pub mod guard;
 pub mod handle;
 pub mod health;
@@ -82,7 +84,7 @@ pub async fn start(
     let live_tx = Arc::new(live_tx);
     let (delivered_tx, delivered_rx) = watch::channel(position.lsn());
     let (record_tx, record_rx) = mpsc::unbounded_channel();
-    let taken = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let taken = Arc::new(gap::Taken::new(position.lsn()));
     let hub = hub::Hub::new(config.clone(), record_tx, position.lsn(), taken.clone(), broadcasts);
     let flush_deadline = config.flush_deadline;
     let recorder = Arc::new(Mutex::new((position, record_rx, delivered_tx)));
@@ -108,8 +110,10 @@ pub async fn start(
         }
     }));
     let verifier = guard::Verifier::new(&config.database_url);
+    let config_hold = config.hold;
     let (hub_commands, transactions, consumer_live) = (commands_tx.clone(), txn_tx.clone(), live_tx.clone());
     let consumer_health = health.clone();
+    let consumer_taken = taken.clone();
     let consumer = move |delivered, ship| consumer::Consumer {
         config: config.clone(),
         resume_grace: None,
@@ -119,6 +123,7 @@ pub async fn start(
         delivered,
         ship,
         health: consumer_health.clone(),
+        taken: consumer_taken.clone(),
     };
     let Some(cluster) = cluster else {
         // The grace applies to the first run only, not to a restart after a panic.
@@ -144,6 +149,7 @@ pub async fn start(
         hub: commands_tx.clone(),
         inbound: inbound_rx,
         restart: restart.clone(),
+        hold: config_hold,
         taken,
         verifier,
         rejections: guard::Rejections::default(),

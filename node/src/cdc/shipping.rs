@@ -11,6 +11,7 @@ use realtime_cluster::wire;
 use serde::{Deserialize, Serialize};
 
 use super::change::Transaction;
+use super::gap::StreamStart;
 
 /// A shipped message, as a receiving node decodes it.
 #[derive(Debug, Deserialize)]
@@ -22,6 +23,9 @@ pub enum Shipped {
     /// A committed transaction with at least one change; `prev` is the end of the one the leader
     /// shipped before it in the same stream (0 for the first), so a receiver can tell it missed some.
     Transaction { prev: u64, txn: Transaction },
+    /// A new stream starts (a failover, a replay): a receiver that has not taken its anchor missed
+    /// changes for good (see [`super::gap`]).
+    Stream(StreamStart),
 }
 
 /// A shipped message, as the leader encodes it (without copying the transaction).
@@ -30,6 +34,7 @@ pub enum Outgoing<'a> {
     Live(bool),
     Relation { oid: u32 },
     Transaction { prev: u64, txn: &'a Transaction },
+    Stream(StreamStart),
 }
 
 /// Encodes for [`realtime_cluster::ClusterHandle::ship_cdc`].
@@ -92,6 +97,10 @@ mod tests {
             decode(&encode(&Outgoing::Relation { oid: 5 }).unwrap()).unwrap(),
             Shipped::Relation { oid: 5 }
         ));
+        let start = StreamStart { from: 12, anchor: 10 };
+        assert!(
+            matches!(decode(&encode(&Outgoing::Stream(start)).unwrap()).unwrap(), Shipped::Stream(s) if s == start)
+        );
         assert!(decode(&[9, 9, 9]).is_err());
     }
 }

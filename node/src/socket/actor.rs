@@ -178,9 +178,21 @@ impl SocketActor {
 
     /// Ends a joined channel from the server side: `system` error, then `phx_close`; the socket stays.
     pub(super) fn shutdown_channel(&mut self, ctx: &mut Context<Self>, topic: &str, message: &str) {
+        self.shutdown_channel_with(ctx, topic, Extension::System, message);
+    }
+
+    /// [`SocketActor::shutdown_channel`] with the `system` message's extension (`postgres_changes` when
+    /// it is that subscription that failed).
+    pub(super) fn shutdown_channel_with(
+        &mut self,
+        ctx: &mut Context<Self>,
+        topic: &str,
+        extension: Extension,
+        message: &str,
+    ) {
         let Some(state) = self.remove_channel(ctx, topic) else { return };
         tracing::debug!(parent: &self.span, topic, reason = message, "channel closed by the server");
-        let payload = system::payload(Extension::System, false, message, Some(&state.key.sub_topic));
+        let payload = system::payload(extension, false, message, Some(&state.key.sub_topic));
         let join_ref = state.join_ref.as_deref();
         self.send(ctx, server::channel_push(self.vsn, join_ref, topic, "system", &payload));
         self.send(ctx, server::close(self.vsn, join_ref, topic));

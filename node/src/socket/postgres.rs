@@ -151,6 +151,8 @@ impl Handler<SubscribeOutcome> for SocketActor {
                         SubscribeErrorKind::NotPublished => "RealtimeDisabledForConfiguration",
                         SubscribeErrorKind::Invalid => "PostgresChangesInvalidParams",
                         SubscribeErrorKind::Unavailable => "UnableToConnectToProject",
+                        // (The hub tells only confirmed subscriptions of a gap: not reached.)
+                        SubscribeErrorKind::Gap => "PostgresChangesGap",
                     };
                     let reason = format!("{code}: {}", error.message);
                     self.refuse_join(
@@ -164,6 +166,12 @@ impl Handler<SubscribeOutcome> for SocketActor {
                 }
             }
             return;
+        }
+        if let Err(error) = &msg.result {
+            if error.kind == SubscribeErrorKind::Gap {
+                // Changes this subscription should have had are lost: the client must rejoin and reload.
+                return self.shutdown_channel_with(ctx, topic, Extension::PostgresChanges, &error.message);
+            }
         }
         if state.channel.is_none() {
             return;

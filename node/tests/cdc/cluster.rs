@@ -425,3 +425,118 @@ async fn t85_a_member_resumes_on_another_node_while_leadership_moves() {
     assert_eq!(a.broadcasts(&t, 1).await[0]["payload"]["n"], 8);
     a.expect_silence(Duration::from_millis(500)).await;
 }
+
+/// What a subscriber on a node that was out longer than the hold saw.
+#[derive(Debug, Default)]
+struct Outcome {
+    ids: Vec<u64>,
+    /// The `system` error's payload, if one came.
+    told: Option<Value>,
+    closed: bool,
+    /// The socket itself ended (with this close code, if any).
+    disconnected: Option<Option<u16>>,
+}
+
+/// Reads the channel until row `last` arrived, or a `system` error and `phx_close` did.
+async fn rows_or_told(c: &mut Client, topic: &str, last: u64, timeout: Duration) -> Outcome {
+    let mut out = Outcome::default();
+    let deadline = Instant::now() + timeout;
+    while out.ids.last() != Some(&last) && !out.closed && Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(frame) = c.recv(left).await else { break };
+        if let Frame::Close(code) = frame {
+            out.disconnected = Some(code);
+            break;
+        }
+        let Some(v) = frame.value().filter(|v| v["topic"] == topic) else { continue };
+        match v["event"].as_str() {
+            Some("postgres_changes") => {
+                let raw = serde_json::to_string(v).unwrap_or_default();
+                out.ids.push(parse_change(v, raw, topic).key("id").as_u64().expect("id"));
+            }
+            Some("system") if v["payload"]["status"] == "error" => out.told = Some(v["payload"].clone()),
+            Some("phx_close") => out.closed = true,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A follower paused (SIGSTOP) longer than the hold (2 s here) is behind the slot when it comes back:
+/// its subscriber is told, by a `system` error for its `postgres_changes` naming the gap, and its
+/// channel is closed; it is never left subscribed with rows silently missing. Subscribers on the
+/// other nodes get every row.
+#[tokio::test]
+async fn t86_a_node_out_longer_than_the_hold_tells_its_subscribers() {
+    let db = Db::new(SCHEMA).await;
+    // A write timeout longer than the pause: the paused node's deadlines run out while it is
+    // stopped, and it would close the socket as too slow before it could tell anything.
+    let cluster = CdcCluster::start_with(&db, 211, &["--cdc-hold-ms", "2000", "--write-timeout-ms", "60000"]);
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    let paused = (leader + 1) % 3;
+    let entries = json!([{"event": "INSERT", "schema": "public", "table": "todos"}]);
+    let mut subscribers = Vec::new();
+    for i in 0..3 {
+        let mut c = cluster.client(&db, i, Vsn::V1).await;
+        let (t, s) = topic("hold");
+        c.subscribe(&t, &s, &entries, None).await;
+        subscribers.push((c, t, Instant::now()));
+    }
+    let inserter = Inserter::start(&db.url, "todos");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = cluster.node(paused).proc.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().is_ok_and(|s| s.success()));
+    // Out for the failure detector (~2 s) and then the hold (2 s), with rows committed all along.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().is_ok_and(|s| s.success()));
+    // Rows keep coming after it is back, so it learns what it missed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let committed = inserter.stop().await;
+    let last = committed.last().expect("rows were inserted").0;
+    // (It may have deposed the leader on its return: then its own hub learns the gap from its peers.)
+    println!(
+        "node-{paused} paused; node-{} leads after its return",
+        cluster.leader(Duration::from_secs(20)).await
+    );
+    for (i, (c, t, subscribed_at)) in subscribers.iter_mut().enumerate() {
+        let must: Vec<u64> = committed.iter().filter(|(_, at)| at > subscribed_at).map(|(n, _)| *n).collect();
+        if i != paused {
+            let got = ids_until(c, t, last, Duration::from_secs(30)).await;
+            let missing: Vec<u64> = must.iter().filter(|n| got.binary_search(n).is_err()).copied().collect();
+            assert!(missing.is_empty(), "node {i}: committed rows never delivered: {missing:?}");
+            println!("node {i}: {} rows, none lost, none repeated", got.len());
+            continue;
+        }
+        let seen = rows_or_told(c, t, last, Duration::from_secs(30)).await;
+        assert_eq!(seen.disconnected, None, "node {i}: the socket ended: {seen:?}");
+        assert!(seen.ids.windows(2).all(|w| w[0] < w[1]), "node {i}: rows out of order or repeated");
+        let missing: Vec<u64> = must.iter().filter(|n| seen.ids.binary_search(n).is_err()).copied().collect();
+        match &seen.told {
+            None => {
+                assert!(missing.is_empty(), "node {i}: {} rows silently missing: {missing:?}", missing.len());
+                println!("node {i} (the paused one): every row, once, in order");
+            }
+            Some(told) => {
+                assert_eq!(told["extension"], "postgres_changes", "{told}");
+                let message = told["message"].as_str().unwrap_or_default();
+                assert!(message.starts_with("PostgresChangesGap: "), "{told}");
+                assert!(seen.closed, "node {i}: told of a gap but the channel was not closed");
+                let gaps = support::raw::metric_sum(
+                    &reqwest::get(format!("http://{}:{}/metrics", cluster.node(i).ip, cluster.node(i).port))
+                        .await
+                        .expect("metrics")
+                        .text()
+                        .await
+                        .expect("metrics body"),
+                    "realtime_cdc_gaps_total",
+                );
+                assert!(gaps.unwrap_or(0.0) >= 1.0, "node {i}: the gap was not counted");
+                println!(
+                    "node {i} (the paused one): {} rows, then told and closed ({} rows missed): {message}",
+                    seen.ids.len(),
+                    missing.len()
+                );
+            }
+        }
+    }
+}

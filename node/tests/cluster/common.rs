@@ -23,6 +23,8 @@ pub struct Node {
     pub ip: String,
     pub port: u16,
     pub proc: KillOnDrop,
+    /// Its stderr (the log, at `RUST_LOG=info`).
+    pub log: std::path::PathBuf,
 }
 
 /// Where the nodes of a test cluster get their cluster secret.
@@ -99,10 +101,10 @@ impl Cluster {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = std::env::temp_dir()
             .join(format!("realtime-cluster-{}-{name}.log", uuid::Uuid::new_v4().simple()));
-        let (proc, lines) = process::spawn(&self.secret, &args, &[("RUST_LOG", "info")], log, 40);
+        let (proc, lines) = process::spawn(&self.secret, &args, &[("RUST_LOG", "info")], log.clone(), 40);
         let port = process::wait_listening(&lines, Duration::from_secs(15))
             .unwrap_or_else(|e| panic!("{name} did not print its listening line: {e}"));
-        self.nodes[i] = Some(Node { name, ip, port, proc });
+        self.nodes[i] = Some(Node { name, ip, port, proc, log });
     }
 
     pub fn node(&self, i: usize) -> &Node {
