@@ -52,6 +52,7 @@ pub mod schema;
 pub mod shutdown;
 pub mod socket;
 pub mod state;
+mod sync;
 pub mod telemetry;
 pub mod webhooks;
 

@@ -25,6 +25,7 @@ use actix::ArbiterHandle;
 
 use crate::auth::jwt::{now_secs, Claims};
 use crate::db::{Db, DbError, Pooled};
+use crate::sync::lock;
 
 pub use checks::{Extension, ReadAccess};
 
@@ -144,8 +145,4 @@ impl Authorizer {
 fn valid_until(exp: i64) -> Instant {
     let left = Duration::from_secs(exp.saturating_sub(now_secs()).max(0) as u64);
     Instant::now() + left.min(CACHE_MAX_AGE)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

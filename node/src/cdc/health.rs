@@ -8,6 +8,7 @@
 //! - a CDC task panicked and is being restarted (see [`super::supervisor`]); the node is ready again
 //!   once the restarted task runs.
 
+use crate::sync::lock;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -54,10 +55,6 @@ impl CdcHealth {
     pub fn stage_up(&self, stage: &'static str) {
         lock(&self.down).remove(stage);
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

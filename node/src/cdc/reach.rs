@@ -17,6 +17,7 @@ use tokio_postgres::Client;
 use super::catalog;
 use super::error::CdcError;
 use crate::metrics::metrics;
+use crate::sync::lock;
 
 /// How often the database is asked.
 pub const PROBE_EVERY: Duration = Duration::from_secs(2);
@@ -104,10 +105,6 @@ pub async fn probe(reach: Arc<Reach>, database_url: String) {
         };
         reach.record(answer);
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

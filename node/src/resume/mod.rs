@@ -31,6 +31,7 @@ use serde_json::Value;
 
 use crate::channel::messages::{BroadcastBody, ConnId, TopicKey};
 use crate::metrics::metrics;
+use crate::sync::lock;
 
 pub use log::{LogLimits, Since};
 pub use position::Position;
@@ -190,10 +191,6 @@ pub fn stored_form(body: &BroadcastBody) -> Result<(String, StoredPayload), &'st
             Ok((event.to_string(), payload))
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
