@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::identity::PeerId;
 use crate::secure::codec::PeerCodec;
 use crate::secure::{handshake, PeerAuth};
-use crate::wire::{self, Lane, PeerMessage};
+use crate::wire::{self, Lane, PeerMessage, MAX_FRAME_BYTES};
 
 /// How long a batch of frames may take to reach the kernel before the link counts as stalled.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -215,20 +215,24 @@ async fn open(
         tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(link.peer.addr)).await.ok()?.ok()?;
     let _ = stream.set_nodelay(true);
     let keys = auth.keys();
-    let codec =
-        match tokio::time::timeout(HELLO_TIMEOUT, handshake::initiate(&mut stream, keys.as_deref())).await {
-            Ok(Ok(codec)) => codec,
-            Ok(Err(error @ handshake::HandshakeError::Refused)) => {
-                auth.refused.links.fetch_add(1, Ordering::Relaxed);
-                auth.log_refusal("a peer link we dialled", link.peer.addr, &error);
-                return None;
-            }
-            Ok(Err(error)) => {
-                tracing::debug!(peer = ?link.peer, %error, "peer handshake failed");
-                return None;
-            }
-            Err(_) => return None,
-        };
+    let codec = match tokio::time::timeout(
+        HELLO_TIMEOUT,
+        handshake::initiate(&mut stream, keys.as_deref(), MAX_FRAME_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(codec)) => codec,
+        Ok(Err(error @ handshake::HandshakeError::Refused)) => {
+            auth.refused.links.fetch_add(1, Ordering::Relaxed);
+            auth.log_refusal("a peer link we dialled", link.peer.addr, &error);
+            return None;
+        }
+        Ok(Err(error)) => {
+            tracing::debug!(peer = ?link.peer, %error, "peer handshake failed");
+            return None;
+        }
+        Err(_) => return None,
+    };
     let mut framed = FramedWrite::new(stream, codec);
     let hello =
         PeerMessage::Hello { from: me.read().unwrap_or_else(|e| e.into_inner()).clone(), lane: link.lane };
@@ -398,7 +402,9 @@ async fn read(
     let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
     let mut rotations = auth.rotations();
     let keys = auth.keys();
-    let opened = tokio::time::timeout_at(deadline, handshake::respond(&mut stream, keys.as_deref())).await;
+    let opened =
+        tokio::time::timeout_at(deadline, handshake::respond(&mut stream, keys.as_deref(), MAX_FRAME_BYTES))
+            .await;
     let handshake::Accepted { codec, psk } = match opened {
         Ok(Ok(accepted)) => accepted,
         failed => {

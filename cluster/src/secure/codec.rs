@@ -11,14 +11,12 @@ use std::io;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
-use crate::wire::MAX_FRAME_BYTES;
-
 /// Noise's largest message is 65,535 bytes, of which 16 are the tag.
 pub const MAX_RECORD_PLAINTEXT: usize = 65_535 - TAG_LEN;
 const TAG_LEN: usize = 16;
 
-fn framing() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec()
+fn framing(max_frame: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder().max_frame_length(max_frame).new_codec()
 }
 
 /// How a link's frames are written and read.
@@ -39,12 +37,14 @@ pub struct Sealed {
 }
 
 impl PeerCodec {
-    pub fn plain() -> PeerCodec {
-        PeerCodec::Plain(framing())
+    /// Frames of at most `max_frame` bytes, as they are.
+    pub fn plain(max_frame: usize) -> PeerCodec {
+        PeerCodec::Plain(framing(max_frame))
     }
 
-    pub(crate) fn sealed(session: snow::TransportState) -> PeerCodec {
-        PeerCodec::Sealed(Box::new(Sealed { framing: framing(), session, plain: BytesMut::new() }))
+    /// Frames of at most `max_frame` bytes inside the records of `session`.
+    pub(crate) fn sealed(session: snow::TransportState, max_frame: usize) -> PeerCodec {
+        PeerCodec::Sealed(Box::new(Sealed { framing: framing(max_frame), session, plain: BytesMut::new() }))
     }
 }
 
@@ -121,9 +121,12 @@ mod tests {
     use super::*;
     use crate::secure::handshake::tests::session_pair;
 
+    /// The frame limit of these tests (the links use the wire's).
+    const MAX: usize = 64 << 20;
+
     fn roundtrip(frames: &[Bytes]) -> Vec<BytesMut> {
         let (writer, reader) = session_pair();
-        let (mut writer, mut reader) = (PeerCodec::sealed(writer), PeerCodec::sealed(reader));
+        let (mut writer, mut reader) = (PeerCodec::sealed(writer, MAX), PeerCodec::sealed(reader, MAX));
         let mut wire = BytesMut::new();
         for frame in frames {
             writer.encode(frame.clone(), &mut wire).unwrap();
@@ -159,7 +162,7 @@ mod tests {
     fn a_tampered_dropped_or_replayed_record_closes_the_link() {
         for case in ["tampered", "dropped", "replayed"] {
             let (writer, reader) = session_pair();
-            let (mut writer, mut reader) = (PeerCodec::sealed(writer), PeerCodec::sealed(reader));
+            let (mut writer, mut reader) = (PeerCodec::sealed(writer, MAX), PeerCodec::sealed(reader, MAX));
             let mut wire = BytesMut::new();
             writer.encode(Bytes::from_static(b"first"), &mut wire).unwrap();
             let first = wire.split();
@@ -187,7 +190,7 @@ mod tests {
     #[test]
     fn a_huge_length_is_refused_not_allocated() {
         let (writer, reader) = session_pair();
-        let (mut writer, mut reader) = (PeerCodec::sealed(writer), PeerCodec::sealed(reader));
+        let (mut writer, mut reader) = (PeerCodec::sealed(writer, MAX), PeerCodec::sealed(reader, MAX));
         // A frame header claiming more than the frame limit, sealed properly (a peer that holds the
         // key but misbehaves): the framing refuses it.
         let mut header = BytesMut::new();

@@ -66,19 +66,22 @@ async fn receive<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, Handsh
     Ok(message)
 }
 
-/// Opens the dialling side of a link; `None` (insecure): frames go plain.
+/// Opens the dialling side of a link carrying frames of at most `max_frame` bytes; `None`
+/// (insecure): frames go plain.
 pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     keys: Option<&Keyring>,
+    max_frame: usize,
 ) -> Result<PeerCodec, HandshakeError> {
-    let Some(keys) = keys else { return Ok(PeerCodec::plain()) };
+    let Some(keys) = keys else { return Ok(PeerCodec::plain(max_frame)) };
     let mut state = builder(&keys.sending().link_psk)?.build_initiator().map_err(noise)?;
     let mut buf = [0u8; MAX_HANDSHAKE_MESSAGE];
     let len = state.write_message(&[], &mut buf).map_err(noise)?;
     send(stream, &buf[..len]).await?;
     let answer = receive(stream).await?;
     state.read_message(&answer, &mut buf).map_err(|_| HandshakeError::Refused)?;
-    state.into_transport_mode().map(PeerCodec::sealed).map_err(noise)
+    let session = state.into_transport_mode().map_err(noise)?;
+    Ok(PeerCodec::sealed(session, max_frame))
 }
 
 /// The accepting side of a link, opened: its codec and the pre-shared key the peer proved (`None`
@@ -88,12 +91,14 @@ pub struct Accepted {
     pub psk: Option<[u8; 32]>,
 }
 
-/// Opens the accepting side of a link: the first message must verify under one of the accepted keys.
+/// Opens the accepting side of a link (frames of at most `max_frame` bytes): the first message must
+/// verify under one of the accepted keys.
 pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     keys: Option<&Keyring>,
+    max_frame: usize,
 ) -> Result<Accepted, HandshakeError> {
-    let Some(keys) = keys else { return Ok(Accepted { codec: PeerCodec::plain(), psk: None }) };
+    let Some(keys) = keys else { return Ok(Accepted { codec: PeerCodec::plain(max_frame), psk: None }) };
     let first = receive(stream).await?;
     let mut buf = [0u8; MAX_HANDSHAKE_MESSAGE];
     let mut accepted = None;
@@ -107,7 +112,7 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     let (mut state, psk) = accepted.ok_or(HandshakeError::Refused)?;
     let len = state.write_message(&[], &mut buf).map_err(noise)?;
     send(stream, &buf[..len]).await?;
-    let codec = state.into_transport_mode().map(PeerCodec::sealed).map_err(noise)?;
+    let codec = PeerCodec::sealed(state.into_transport_mode().map_err(noise)?, max_frame);
     Ok(Accepted { codec, psk: Some(psk) })
 }
 
@@ -137,9 +142,9 @@ pub(crate) mod tests {
         let dial = dial.map(|s| Keyring::parse(s).unwrap());
         let accept = accept.map(|s| Keyring::parse(s).unwrap());
         let (dialled, accepted) = tokio::join!(
-            tokio::time::timeout(std::time::Duration::from_secs(2), initiate(&mut a, dial.as_ref())),
+            tokio::time::timeout(std::time::Duration::from_secs(2), initiate(&mut a, dial.as_ref(), 1 << 20)),
             tokio::time::timeout(std::time::Duration::from_secs(2), async {
-                let accepted = respond(&mut b, accept.as_ref()).await;
+                let accepted = respond(&mut b, accept.as_ref(), 1 << 20).await;
                 drop(b); // a refusal closes the connection
                 accepted
             }),
@@ -168,7 +173,7 @@ pub(crate) mod tests {
             let (mut a, mut b) = tokio::io::duplex(4096);
             a.write_all(&first).await.unwrap();
             drop(a);
-            assert!(respond(&mut b, Some(&keys)).await.is_err());
+            assert!(respond(&mut b, Some(&keys), 1 << 20).await.is_err());
         }
     }
 }

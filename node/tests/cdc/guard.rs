@@ -82,7 +82,9 @@ async fn fake_peer(ip: &str, node: &str) -> Forger {
     let mut stream =
         tokio::net::TcpStream::connect((ip, support::cluster::CLUSTER_PORT)).await.expect("connect");
     let keys = realtime_cluster::Keyring::parse(support::cluster::CLUSTER_SECRET).expect("keyring");
-    let codec = handshake::initiate(&mut stream, Some(&keys)).await.expect("the cluster secret is accepted");
+    let codec = handshake::initiate(&mut stream, Some(&keys), wire::MAX_FRAME_BYTES)
+        .await
+        .expect("the cluster secret is accepted");
     let from = PeerId {
         node: NodeId(node.into()),
         incarnation: 1,

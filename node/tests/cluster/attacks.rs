@@ -107,7 +107,11 @@ async fn wrong_key_handshake(to: SocketAddr) -> bool {
     let wrong = Keyring::parse(WRONG_SECRET).expect("keyring");
     let Ok(mut stream) = TcpStream::connect(to).await else { return false };
     matches!(
-        tokio::time::timeout(Duration::from_secs(5), handshake::initiate(&mut stream, Some(&wrong))).await,
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            handshake::initiate(&mut stream, Some(&wrong), wire::MAX_FRAME_BYTES)
+        )
+        .await,
         Ok(Ok(_))
     )
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use realtime_cluster::secure::handshake;
+use realtime_cluster::wire;
 use realtime_cluster::Keyring;
 use realtime_proto::Vsn;
 use serde_json::json;
@@ -69,7 +70,11 @@ async fn admits(cluster: &Cluster, i: usize, secret: &str) -> bool {
     let addr = format!("{}:{CLUSTER_PORT}", cluster.node(i).ip);
     let Ok(mut stream) = TcpStream::connect(addr).await else { return false };
     matches!(
-        tokio::time::timeout(Duration::from_secs(5), handshake::initiate(&mut stream, Some(&keys))).await,
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            handshake::initiate(&mut stream, Some(&keys), wire::MAX_FRAME_BYTES)
+        )
+        .await,
         Ok(Ok(_))
     )
 }
