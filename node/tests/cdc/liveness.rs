@@ -155,6 +155,26 @@ async fn subscribers(db: &Db, server: &Server) -> Vec<(Client, String, Vec<Got>)
     clients
 }
 
+/// Reads until row `last` arrived, makes sure nothing more follows (a repeat would show within
+/// [`QUIET`]), then [`check`]s what the subscriber saw.
+async fn all_rows_once(
+    c: &mut Client,
+    topic: &str,
+    got: &mut Vec<Got>,
+    last: i64,
+    during: std::ops::RangeInclusive<i64>,
+    told: bool,
+) {
+    read_until(c, topic, got, |g| has_row(g, last)).await;
+    let extra = c.drain(QUIET).await;
+    assert!(
+        extra.iter().filter_map(|f| f.value()).all(|v| v["event"] != "postgres_changes"),
+        "{}: more changes than committed: {extra:?}",
+        c.vsn
+    );
+    check(c.vsn, got, last, during, told);
+}
+
 /// What every subscriber must have seen: rows `1..=last` once each in commit order, and, if it was
 /// told of a delay, the error and then the ok, with every row committed during the fault after the ok.
 fn check(
@@ -212,15 +232,7 @@ async fn t140_a_paused_walsender_is_noticed_subscribers_are_told_and_nothing_is_
     drop(paused);
     insert(&db, 7..=9).await;
     for (c, t, got) in &mut clients {
-        read_until(c, t, got, |g| has_row(g, 9)).await;
-        // Anything more (a repeat) would show within a moment.
-        let extra = c.drain(QUIET).await;
-        assert!(
-            extra.iter().filter_map(|f| f.value()).all(|v| v["event"] != "postgres_changes"),
-            "{}: more changes than committed: {extra:?}",
-            c.vsn
-        );
-        check(c.vsn, got, 9, 4..=6, true);
+        all_rows_once(c, t, got, 9, 4..=6, true).await;
     }
     let log = server.log_tail(400);
     assert!(
@@ -246,14 +258,7 @@ async fn t141_a_terminated_walsender_is_replaced_and_nothing_is_lost() {
     assert!(ended, "walsender {pid} terminated");
     insert(&db, 4..=6).await;
     for (c, t, got) in &mut clients {
-        read_until(c, t, got, |g| has_row(g, 6)).await;
-        let extra = c.drain(QUIET).await;
-        assert!(
-            extra.iter().filter_map(|f| f.value()).all(|v| v["event"] != "postgres_changes"),
-            "{}: more changes than committed: {extra:?}",
-            c.vsn
-        );
-        check(c.vsn, got, 6, 4..=6, false);
+        all_rows_once(c, t, got, 6, 4..=6, false).await;
     }
     assert_ne!(walsender(&db).await, pid, "a new walsender streams");
     let log = server.log_tail(400);
@@ -297,14 +302,8 @@ async fn t142_in_a_cluster_every_nodes_subscribers_are_told_and_nothing_is_lost(
     signal(pid, "CONT");
     drop(paused);
     insert(&db, 7..=9).await;
-    for (i, (c, t, got)) in clients.iter_mut().enumerate() {
-        read_until(c, t, got, |g| has_row(g, 9)).await;
-        let extra = c.drain(QUIET).await;
-        assert!(
-            extra.iter().filter_map(|f| f.value()).all(|v| v["event"] != "postgres_changes"),
-            "node {i}: more changes than committed: {extra:?}"
-        );
-        check(c.vsn, got, 9, 4..=6, true);
+    for (c, t, got) in &mut clients {
+        all_rows_once(c, t, got, 9, 4..=6, true).await;
     }
 }
 

@@ -33,14 +33,37 @@ fn conflict_lines(server: &Server) -> usize {
     server.log_tail(2000).lines().filter(|l| l.contains("Postgres Changes cannot run")).count()
 }
 
+/// A slot named like the test database's, created in database `postgres`: the node finds its slot
+/// belongs to another database until it is released.
+struct ForeignSlot {
+    admin: tokio_postgres::Client,
+    conn: tokio::task::JoinHandle<()>,
+}
+
+impl ForeignSlot {
+    async fn take(db: &Db) -> ForeignSlot {
+        let (admin, conn) = connect(cluster_url().await).await;
+        admin
+            .query("select pg_create_logical_replication_slot($1, 'pgoutput')", &[&db.slot])
+            .await
+            .expect("a slot of the same name in database postgres");
+        ForeignSlot { admin, conn }
+    }
+
+    async fn release(self, db: &Db) {
+        self.admin
+            .query("select pg_drop_replication_slot($1)", &[&db.slot])
+            .await
+            .expect("drop the other slot");
+        drop(self.admin);
+        self.conn.abort();
+    }
+}
+
 #[tokio::test]
 async fn t95_a_slot_of_another_database_is_named_once_and_the_node_recovers() {
     let db = Db::new(SCHEMA).await;
-    let (admin, admin_conn) = connect(cluster_url().await).await;
-    admin
-        .query("select pg_create_logical_replication_slot($1, 'pgoutput')", &[&db.slot])
-        .await
-        .expect("a slot of the same name in database postgres");
+    let foreign = ForeignSlot::take(&db).await;
     let server = db.server(&[]);
     let (_, reason) = server.readyz_until(T, |status, _| status == 503).await;
     assert!(
@@ -53,9 +76,7 @@ async fn t95_a_slot_of_another_database_is_named_once_and_the_node_recovers() {
     assert_eq!(server.readyz().await.0, 503, "still not ready while the conflict lasts");
     assert_eq!(conflict_lines(&server), 1, "the conflict is logged once:\n{}", server.log_tail(60));
 
-    admin.query("select pg_drop_replication_slot($1)", &[&db.slot]).await.expect("drop the other slot");
-    drop(admin);
-    admin_conn.abort();
+    foreign.release(&db).await;
     server.readyz_until(Duration::from_secs(20), |status, _| status == 200).await;
     assert!(server.log_tail(400).contains("replication slot usable again"));
     delivers(&db, &server, 1).await;
@@ -85,11 +106,7 @@ async fn t96_two_nodes_on_one_slot_the_second_waits_not_ready_and_takes_over() {
 #[tokio::test]
 async fn t97_in_a_cluster_only_the_leader_goes_not_ready() {
     let db = Db::new(SCHEMA).await;
-    let (admin, admin_conn) = connect(cluster_url().await).await;
-    admin
-        .query("select pg_create_logical_replication_slot($1, 'pgoutput')", &[&db.slot])
-        .await
-        .expect("a slot of the same name in database postgres");
+    let foreign = ForeignSlot::take(&db).await;
     let cluster = crate::cluster::CdcCluster::start(&db, 150);
     let leader = cluster.leader(Duration::from_secs(20)).await;
     let readyz = |i: usize| {
@@ -114,9 +131,7 @@ async fn t97_in_a_cluster_only_the_leader_goes_not_ready() {
         assert_eq!(readyz(i).await.0, 200, "follower node-{i} stays ready");
     }
 
-    admin.query("select pg_drop_replication_slot($1)", &[&db.slot]).await.expect("drop the other slot");
-    drop(admin);
-    admin_conn.abort();
+    foreign.release(&db).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while readyz(leader).await.0 != 200 {
         assert!(std::time::Instant::now() < deadline, "the leader did not recover");
