@@ -15,7 +15,7 @@ use thiserror::Error;
 use realtime_cluster::secure::SecretError;
 use realtime_cluster::{ClusterSecret, Keyring};
 
-use crate::http::admin::AdminToken;
+use crate::auth::AdminToken;
 use crate::resume::{LogLimits, ResumableTopics, ResumeConfig};
 
 /// Why the configuration cannot be used.

@@ -4,7 +4,9 @@
 //! `kid`) and the claims the reference requires (`exp` in the future, `role` present). Its
 //! [`jwt::TokenError`] knows the exact message for each place a token is checked.
 
+pub mod admin_token;
 pub mod dev;
 pub mod jwt;
 
+pub use admin_token::AdminToken;
 pub use jwt::{Claims, TokenError, Verifier, SERVICE_ROLE};

@@ -8,36 +8,10 @@
 //! Without the setting both answer anyone, as before (a warning at start names the risk when the
 //! node is in a cluster).
 
+use crate::auth::jwt::Verifier;
+use crate::auth::AdminToken;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::HttpResponse;
-use sha2::{Digest, Sha256};
-
-use crate::auth::jwt::Verifier;
-
-/// The token `/cluster` and `/metrics` require; never printed.
-#[derive(Clone)]
-pub struct AdminToken(String);
-
-impl AdminToken {
-    /// Wraps an already validated token (see `config`).
-    pub fn new(token: String) -> AdminToken {
-        AdminToken(token)
-    }
-
-    /// Whether `presented` is this token, in time independent of where they differ and of their
-    /// lengths: both are hashed, and the digests compared without an early exit.
-    fn matches(&self, presented: &str) -> bool {
-        let want = Sha256::digest(self.0.as_bytes());
-        let got = Sha256::digest(presented.as_bytes());
-        want.iter().zip(got.iter()).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
-    }
-}
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(…)")
-    }
-}
 
 /// Whether a request with `headers` may read an admin endpoint: always without a token; with one,
 /// its bearer must be the token or a valid `service_role` JWT.
