@@ -330,9 +330,19 @@ impl Core {
             return;
         }
         let max = self.shared.config.max_link_queue_bytes;
+        let bind = self.shared.config.bind.ip();
+        let source = (!bind.is_unspecified()).then_some(bind);
         let open = |lane| {
             let events = self.link_events_tx.clone();
-            link::spawn(id.clone(), lane, self.shared.me.clone(), max, events, self.shared.auth.clone())
+            link::spawn(
+                id.clone(),
+                lane,
+                self.shared.me.clone(),
+                source,
+                max,
+                events,
+                self.shared.auth.clone(),
+            )
         };
         let peer = PeerLinks { data: open(Lane::Data), control: open(Lane::Control), id: id.clone() };
         if let Some(old) = links.insert(id.node.clone(), peer) {

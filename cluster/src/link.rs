@@ -10,14 +10,14 @@
 //! that cannot prove it holds the secret is refused (and counted) before any frame is read, and
 //! every frame after it is encrypted and authenticated.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
@@ -54,6 +54,8 @@ pub(crate) enum LinkEvent {
 pub struct Link {
     pub peer: PeerId,
     pub lane: Lane,
+    /// The local address connections are made from (see [`spawn`]).
+    source: Option<IpAddr>,
     queue: mpsc::UnboundedSender<Bytes>,
     queued_bytes: AtomicUsize,
     max_bytes: usize,
@@ -123,10 +125,15 @@ impl Link {
 }
 
 /// Starts a link to `peer` on `lane`; `me` is read at every (re)connect for the `Hello`.
+///
+/// `source` is the address outgoing connections leave from: the node's cluster bind address when it
+/// names one, so a peer (and a firewall rule between two nodes) sees the same address for this node's
+/// incoming and outgoing traffic. `None` leaves the choice to the kernel (a wildcard bind).
 pub(crate) fn spawn(
     peer: PeerId,
     lane: Lane,
     me: Arc<RwLock<PeerId>>,
+    source: Option<IpAddr>,
     max_bytes: usize,
     events: mpsc::Sender<LinkEvent>,
     auth: Arc<PeerAuth>,
@@ -135,6 +142,7 @@ pub(crate) fn spawn(
     let link = Arc::new(Link {
         peer,
         lane,
+        source,
         queue,
         queued_bytes: AtomicUsize::new(0),
         max_bytes,
@@ -204,6 +212,14 @@ async fn run(
     }
 }
 
+/// A TCP connection to `addr`, leaving from `source` when given.
+async fn dial(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(source) = source else { return TcpStream::connect(addr).await };
+    let socket = if source.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
+}
+
 /// Connects, proves to the peer (and has it prove) that both hold the cluster secret, and says
 /// `Hello`; `None` when any step fails.
 async fn open(
@@ -212,7 +228,7 @@ async fn open(
     auth: &PeerAuth,
 ) -> Option<FramedWrite<TcpStream, PeerCodec>> {
     let mut stream =
-        tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(link.peer.addr)).await.ok()?.ok()?;
+        tokio::time::timeout(CONNECT_TIMEOUT, dial(link.peer.addr, link.source)).await.ok()?.ok()?;
     let _ = stream.set_nodelay(true);
     let keys = auth.keys();
     let codec = match tokio::time::timeout(
@@ -520,7 +536,7 @@ mod tests {
         let me = Arc::new(RwLock::new(PeerId { node: NodeId("me".into()), ..peer(addr) }));
         let (events_tx, mut events) = mpsc::channel(16);
         let max = 1 << 20;
-        let link = spawn(peer(addr), Lane::Data, me, max, events_tx, Arc::new(PeerAuth::insecure()));
+        let link = spawn(peer(addr), Lane::Data, me, None, max, events_tx, Arc::new(PeerAuth::insecure()));
         let first = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap();
         assert!(matches!(first, Some(LinkEvent::Up { lane: Lane::Data, .. })));
 
