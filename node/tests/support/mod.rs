@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod jwt;
+pub mod pg;
 pub mod process;
 pub mod raw;
 pub mod webhook;
