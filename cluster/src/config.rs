@@ -56,6 +56,10 @@ pub struct ClusterConfig {
     /// A raft member the leader has not seen alive for this long is removed from the membership (a
     /// scale-down); one that comes back later is added again. Far longer than a restart.
     pub raft_remove_after: Duration,
+    /// A raft leader that has not been able to lead ([`crate::ClusterHandle::set_can_lead`]) for
+    /// this long, while a voter in contact with it can, stops its heartbeats so that voter takes
+    /// over.
+    pub raft_handover_after: Duration,
     /// Who may speak for a node: the cluster secret(s), or nobody checked ([`ClusterSecret::Insecure`]).
     pub secret: ClusterSecret,
 }
@@ -82,6 +86,7 @@ impl ClusterConfig {
             raft_election_min: Duration::from_millis(300),
             raft_election_max: Duration::from_millis(600),
             raft_remove_after: Duration::from_secs(300),
+            raft_handover_after: Duration::from_secs(1),
             secret: ClusterSecret::Insecure,
         }
     }

@@ -285,6 +285,15 @@ impl ClusterHandle {
         }
     }
 
+    /// Whether this node could do the leader's job (for realtime: it reaches PostgreSQL). A node
+    /// that cannot does not campaign while a peer that can is in reach, and a leader that cannot for
+    /// `ClusterConfig::raft_handover_after` hands over to such a peer. Nodes start able.
+    pub fn set_can_lead(&self, can: bool) {
+        if let Some(raft) = &self.raft {
+            raft.set_can_lead(can);
+        }
+    }
+
     /// Stops claiming CDC at once and, if this node leads raft, lets another voter take over
     /// (waits up to 3 s for it). Part of [`ClusterHandle::leave`]; this node does not lead again.
     pub async fn step_down(&self) {

@@ -64,9 +64,13 @@ pub enum PeerMessage {
     RaftRequest { id: u64, body: Vec<u8> },
     /// The answer to the sender's `RaftRequest` `id`; `body` is the JSON of `raft::network::RpcReply`.
     RaftResponse { id: u64, body: Vec<u8> },
-    /// The sender's raft state, sent periodically on the control lane: lets a fresh cluster pick
-    /// exactly one node to initialize raft, and the leader find nodes to add.
-    RaftStatus { initialized: bool, leader: Option<u64> },
+    /// The sender's raft state, sent every raft heartbeat on the control lane: lets a fresh cluster
+    /// pick exactly one node to initialize raft, the leader find nodes to add, and each node judge
+    /// whether it may campaign (`raft::campaign`). `can_lead`: the sender could do the leader's job
+    /// (for realtime: it reaches PostgreSQL). `hears_leader`: it is, or follows, a leader it heard
+    /// from within the lease. `hears`: the raft ids of the peers whose status it received within
+    /// the contact window.
+    RaftStatus { initialized: bool, leader: Option<u64>, can_lead: bool, hears_leader: bool, hears: Vec<u64> },
 }
 
 type Config = bincode::config::Configuration<

@@ -217,6 +217,10 @@ pub struct Settings {
     /// out (WAL kept on the database) so the stream can be replayed for it if it comes back.
     #[arg(long, env = "REALTIME_CDC_HOLD_MS")]
     pub cdc_hold_ms: Option<u64>,
+    /// In a cluster, how long the CDC leader may be unable to reach PostgreSQL before it hands
+    /// leadership to a node that can.
+    #[arg(long, env = "REALTIME_CDC_HANDOVER_MS")]
+    pub cdc_handover_ms: Option<u64>,
     /// Hours `realtime.messages` rows are kept (whole daily partitions are dropped after this).
     #[arg(long, env = "REALTIME_MESSAGES_RETENTION_HOURS")]
     pub messages_retention_hours: Option<u64>,
@@ -393,6 +397,10 @@ pub struct CdcConfig {
     /// Longer keeps more WAL on the database; shorter means a node out for longer cannot be given
     /// the rows it missed (its subscribers are then told, see `cdc::hub`).
     pub hold: Duration,
+    /// In a cluster: how long the CDC leader may be unable to reach PostgreSQL, while a voter that
+    /// can is in contact, before it stops its raft heartbeats so that voter takes over
+    /// (`REALTIME_CDC_HANDOVER_MS`; see `realtime_cluster`'s `raft::campaign`).
+    pub handover: Duration,
     /// How long a batch's sockets have to write it before they are closed (the write timeout).
     pub flush_deadline: Duration,
     /// How long the replication stream may stay silent before it is taken as dead
@@ -492,6 +500,7 @@ pub mod defaults {
     pub const CDC_RESUME_GRACE_MS: u64 = 5_000;
     pub const REPLICATION_TIMEOUT_MS: u64 = 6_000;
     pub const CDC_HOLD_MS: u64 = 30_000;
+    pub const CDC_HANDOVER_MS: u64 = 1_000;
     pub const MESSAGES_RETENTION_HOURS: u64 = 72;
     pub const OFFLINE_GRACE_MS: u64 = 5_000;
     pub const WEBHOOK_BATCH_MAX: usize = 100;
@@ -574,6 +583,7 @@ impl Settings {
             cdc_resume_grace_ms: self.cdc_resume_grace_ms.or(file.cdc_resume_grace_ms),
             replication_timeout_ms: self.replication_timeout_ms.or(file.replication_timeout_ms),
             cdc_hold_ms: self.cdc_hold_ms.or(file.cdc_hold_ms),
+            cdc_handover_ms: self.cdc_handover_ms.or(file.cdc_handover_ms),
             messages_retention_hours: self.messages_retention_hours.or(file.messages_retention_hours),
             resumable_topics: self.resumable_topics.or(file.resumable_topics),
             resume_retention_secs: self.resume_retention_secs.or(file.resume_retention_secs),
@@ -831,6 +841,7 @@ impl Config {
                 max_record_bytes: setting!(s.max_record_bytes, d::MAX_RECORD_BYTES)?,
                 resume_grace: Duration::from_millis(s.cdc_resume_grace_ms.unwrap_or(d::CDC_RESUME_GRACE_MS)),
                 hold: Duration::from_millis(setting!(s.cdc_hold_ms, d::CDC_HOLD_MS)?),
+                handover: Duration::from_millis(setting!(s.cdc_handover_ms, d::CDC_HANDOVER_MS)?),
                 flush_deadline: limits.write_timeout,
                 replication_timeout: Duration::from_millis(setting!(
                     s.replication_timeout_ms,

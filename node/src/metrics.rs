@@ -298,6 +298,12 @@ pub struct ClusterMetrics {
     pub refused_replays: Counter,
     /// Peer frames refused by the cluster's checks: member counts, leaves, presence.
     pub rejected: [Counter; 3],
+    /// Raft (absent without raft): the term, whether this node leads with a quorum within the lease,
+    /// whether it runs CDC, whether its election timer runs.
+    pub raft_term: Gauge,
+    pub raft_leader: Gauge,
+    pub cdc_leader: Gauge,
+    pub raft_campaign: Gauge,
 }
 
 impl ClusterMetrics {
@@ -319,6 +325,13 @@ impl ClusterMetrics {
             self.rejected.iter().zip([rejected.member_counts, rejected.leaves, rejected.presence])
         {
             counter.absolute(total);
+        }
+        if let Some(raft) = &view.raft {
+            let flag = |on: bool| if on { 1.0 } else { 0.0 };
+            self.raft_term.set(raft.term as f64);
+            self.raft_leader.set(flag(raft.has_quorum));
+            self.cdc_leader.set(flag(raft.is_me));
+            self.raft_campaign.set(flag(raft.campaign));
         }
     }
 }
@@ -383,6 +396,16 @@ pub fn metrics() -> &'static Metrics {
         describe_counter!(
             "realtime_cluster_relay_drops_total",
             "Relays dropped: no link, or a link being cut"
+        );
+        describe_gauge!("realtime_cluster_raft_term", "The raft term this node is in");
+        describe_gauge!(
+            "realtime_cluster_raft_leader",
+            "1 while this node leads raft with a quorum acknowledgement within the lease"
+        );
+        describe_gauge!("realtime_cluster_cdc_leader", "1 while this node may run the Postgres Changes consumer");
+        describe_gauge!(
+            "realtime_cluster_raft_campaign",
+            "1 while this node's raft election timer runs (it could win a pre-vote and may lead)"
         );
         describe_gauge!(
             "realtime_cluster_presence_remote_entries",
@@ -465,6 +488,10 @@ pub fn metrics() -> &'static Metrics {
                 refused_replays: metrics::counter!("realtime_cluster_peer_refused_total", "kind" => "replay"),
                 rejected: ["member_counts", "leave", "presence"]
                     .map(|kind| metrics::counter!(CLUSTER_REJECTED, "kind" => kind)),
+                raft_term: metrics::gauge!("realtime_cluster_raft_term"),
+                raft_leader: metrics::gauge!("realtime_cluster_raft_leader"),
+                cdc_leader: metrics::gauge!("realtime_cluster_cdc_leader"),
+                raft_campaign: metrics::gauge!("realtime_cluster_raft_campaign"),
             },
             resume: ResumeMetrics {
                 stored: metrics::counter!("realtime_resumable_stored_total"),

@@ -85,6 +85,9 @@ pub fn cluster_config(config: &Config) -> Option<ClusterConfig> {
     cluster.probe_rtt = (settings.probe_period / 3).max(std::time::Duration::from_millis(1));
     cluster.suspect_to_down = settings.suspect_to_down;
     cluster.raft_remove_after = settings.raft_remove_after;
+    if let Some(cdc) = &config.cdc {
+        cluster.raft_handover_after = cdc.handover;
+    }
     cluster.secret = settings.secret.clone();
     // No node holds more members of one channel than it has connections, nor than the channel's limit
     // (a node refuses a join once its own count plus its peers' reaches it): a peer's count above

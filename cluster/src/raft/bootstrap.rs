@@ -48,11 +48,15 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A learner this close to the leader's last log index counts as caught up.
 const CAUGHT_UP_LAG: u64 = 5;
 
-/// The last status a peer sent.
-#[derive(Debug, Clone, Copy)]
+/// The last status a peer sent (see `PeerMessage::RaftStatus`).
+#[derive(Debug, Clone)]
 pub(crate) struct PeerStatus {
     pub initialized: bool,
     pub at: Instant,
+    pub can_lead: bool,
+    pub hears_leader: bool,
+    /// Raft ids of the peers it heard within the contact window.
+    pub hears: Vec<RaftNodeId>,
 }
 
 /// The voters to initialize a fresh cluster with, if this node (`me`, pristine, membership ready
@@ -143,16 +147,17 @@ pub(super) async fn run(node: Arc<RaftNode>) {
                 Ok(yes) => initialized = yes,
                 Err(_) => return,
             }
+            node.set_initialized(initialized);
         }
         let metrics = node.raft.metrics().borrow().clone();
-        if round {
-            node.broadcast_status(initialized, metrics.current_leader);
-        }
         if !initialized {
             if round {
                 try_initialize(&node).await;
             }
-        } else if leading(&metrics) && !changing.swap(true, Ordering::AcqRel) {
+        } else if leading(&metrics)
+            && !node.yielding.load(Ordering::Acquire)
+            && !changing.swap(true, Ordering::AcqRel)
+        {
             let (node, changing) = (Arc::clone(&node), Arc::clone(&changing));
             tokio::spawn(async move {
                 upkeep(&node, &metrics).await;

@@ -10,7 +10,12 @@
 //!   does not make a leader without a quorum step down, so this check is ours. Followers only
 //!   start an election after the lease plus an election timeout without heartbeats, so the old
 //!   leader lets go of CDC before a new one can be elected;
-//! - the node has not resigned ([`super::RaftNode::step_down`]).
+//! - the node has not resigned ([`super::RaftNode::step_down`]) and is not yielding to a node that
+//!   can lead when it cannot (`campaign`).
+//!
+//! `leader` never names this node while it has no quorum acknowledgement within the lease: an
+//! isolated leader stays `Leader` in openraft (0.9 never steps a leader down for want of a quorum)
+//! but stops claiming the leadership everywhere it is shown within the lease.
 //!
 //! The task re-evaluates on every metrics report, every CDC owner change and every few tens of
 //! milliseconds (the quorum-ack age grows without any report).
@@ -35,7 +40,7 @@ const CLAIM_RETRY: Duration = Duration::from_secs(2);
 /// Who leads the cluster, as this node sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Leadership {
-    /// The raft leader's node name, if one is known.
+    /// The raft leader's node name, if one is known (this node only with a quorum behind it).
     pub leader: Option<NodeId>,
     /// The raft term this view belongs to.
     pub term: u64,
@@ -66,8 +71,9 @@ pub(crate) fn derive(
 ) -> Leadership {
     let claimed = owner == Some(CdcOwner { node: metrics.id, term: metrics.current_term });
     let quorum = ack_age.is_some_and(|age| age <= lease);
+    let unbacked = leading(metrics) && !quorum;
     Leadership {
-        leader: metrics.current_leader.and_then(|id| name_of(metrics, id)),
+        leader: metrics.current_leader.filter(|_| !unbacked).and_then(|id| name_of(metrics, id)),
         term: metrics.current_term,
         is_me: leading(metrics) && claimed && quorum && !resigned,
     }
@@ -96,9 +102,11 @@ pub(super) async fn run(node: Arc<RaftNode>) {
         }
         let current = metrics.borrow_and_update().clone();
         let cdc_owner = *owner.borrow_and_update();
-        let resigned = node.resigned.load(Ordering::Acquire);
+        let resigned = node.resigned.load(Ordering::Acquire) || node.yielding.load(Ordering::Acquire);
         let ack_age =
             current.millis_since_quorum_ack.map(|ms| Duration::from_millis(ms) + received.elapsed());
+        let quorum = leading(&current) && ack_age.is_some_and(|age| age <= node.lease);
+        node.has_quorum.store(quorum, Ordering::Release);
         let view = derive(&current, cdc_owner, ack_age, node.lease, resigned);
         let wants_claim = leading(&current)
             && !resigned
@@ -174,9 +182,13 @@ mod tests {
         assert_eq!(view, Leadership { leader: Some(NodeId("a".into())), term: 4, is_me: true });
         // The claim of an older term does not count.
         assert!(!derive(&leader, Some(CdcOwner { node: 1, term: 3 }), fresh, LEASE, false).is_me);
-        // No quorum ack, or a stale one.
-        assert!(!derive(&leader, mine, None, LEASE, false).is_me);
-        assert!(!derive(&leader, mine, Some(Duration::from_millis(700)), LEASE, false).is_me);
+        // No quorum ack, or a stale one: neither CDC nor the name of leader is claimed.
+        assert_eq!(
+            derive(&leader, mine, None, LEASE, false),
+            Leadership { leader: None, term: 4, is_me: false }
+        );
+        let stale = derive(&leader, mine, Some(Duration::from_millis(700)), LEASE, false);
+        assert_eq!(stale, Leadership { leader: None, term: 4, is_me: false });
         // Resigned.
         assert!(!derive(&leader, mine, fresh, LEASE, true).is_me);
     }

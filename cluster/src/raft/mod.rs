@@ -25,8 +25,11 @@
 //! - `node`: the running raft of this node and the hooks the driver and handle call.
 //! - `bootstrap`: status exchange, exactly-one-node initialization, the leader adding members.
 //! - `leadership`: the [`Leadership`] watch (who leads, and may this node run CDC).
+//! - `campaign`: status beats, and the one place that turns openraft's election timer and
+//!   heartbeats on and off (pre-vote, handing over when this node cannot lead).
 
 mod bootstrap;
+mod campaign;
 mod durable;
 mod error;
 mod leadership;

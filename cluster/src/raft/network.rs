@@ -91,6 +91,8 @@ pub(crate) struct Rpc {
     next_id: AtomicU64,
     pending: Mutex<Waiters>,
     reachability: Reachability,
+    /// When this node last accepted an append (a heartbeat included) from a leader of its term.
+    last_append: Mutex<Option<Instant>>,
 }
 
 /// Forgets a request when its caller stops waiting (answered, timed out or cancelled by openraft).
@@ -112,7 +114,13 @@ impl Rpc {
             next_id: AtomicU64::new(1),
             pending: Mutex::default(),
             reachability: Reachability::default(),
+            last_append: Mutex::new(None),
         }
+    }
+
+    /// How long ago this node last accepted an append from a leader (`None`: never).
+    pub(crate) fn since_append(&self) -> Option<Duration> {
+        lock(&self.last_append).map(|at| at.elapsed())
     }
 
     /// Queues `msg` on the control link to `node`; `false` when there is no connected one (a frame
@@ -208,6 +216,14 @@ impl Rpc {
                 }
             };
             let reply = serve(&raft, request).await;
+            if let RpcReply::Append(
+                AppendEntriesResponse::Success
+                | AppendEntriesResponse::PartialSuccess(_)
+                | AppendEntriesResponse::Conflict,
+            ) = &reply
+            {
+                *lock(&rpc.last_append) = Some(Instant::now());
+            }
             match serde_json::to_vec(&reply) {
                 Ok(body) => {
                     if !rpc.send_control(&from, &PeerMessage::RaftResponse { id, body }) {
@@ -404,7 +420,13 @@ mod tests {
         for msg in [
             PeerMessage::RaftRequest { id: 9, body: body.clone() },
             PeerMessage::RaftResponse { id: u64::MAX, body },
-            PeerMessage::RaftStatus { initialized: true, leader: Some(7) },
+            PeerMessage::RaftStatus {
+                initialized: true,
+                leader: Some(7),
+                can_lead: false,
+                hears_leader: true,
+                hears: vec![1, u64::MAX],
+            },
         ] {
             assert_eq!(decode(&encode(&msg).unwrap()).unwrap(), msg);
         }

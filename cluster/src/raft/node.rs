@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::bootstrap::{self, PeerStatus};
+use super::campaign::{self, PeerBeat};
 use super::leadership::{self, name_of, Leadership};
 use super::network::{Network, Raft, Rpc};
 use super::{raft_id, LogStore, RaftNodeId, StateMachine, StateMachineHandle};
@@ -31,6 +32,13 @@ use crate::NodeId;
 
 /// How long [`RaftNode::step_down`] waits for another node to take over.
 const HANDOVER_WAIT: Duration = Duration::from_secs(3);
+/// Most peer ids kept from one status's `hears` (a cluster has a handful of voters).
+const MAX_HEARS: usize = 64;
+
+/// [`RaftNode::initialized`]: not yet asked of the raft core.
+const INIT_UNKNOWN: u8 = 0;
+const INIT_NO: u8 = 1;
+const INIT_YES: u8 = 2;
 
 /// The raft part of `/cluster`.
 #[derive(Debug, Clone, Serialize)]
@@ -39,13 +47,28 @@ pub struct RaftView {
     /// `Leader`, `Follower`, `Candidate`, `Learner` or `Shutdown`.
     pub state: String,
     pub term: u64,
+    /// The leader as this node sees it ([`Leadership::leader`]): never this node while it has no
+    /// quorum acknowledgement within the lease, whatever `state` says.
     pub leader: Option<String>,
     /// This node may run the CDC consumer (see [`Leadership::is_me`]).
     pub is_me: bool,
+    /// On the leader: a quorum acknowledged it within the lease.
+    pub has_quorum: bool,
+    /// This node's election timer runs (see `raft::campaign`): it could win a pre-vote, and it can
+    /// lead or nobody in reach can.
+    pub campaign: bool,
+    /// This node could do the leader's job (it reaches PostgreSQL), as the node last said.
+    pub can_lead: bool,
+    /// This leader cannot lead and a peer can: it stopped heartbeats so the peer takes over.
+    pub yielding: bool,
+    /// Peers in two-way contact with this node (their status beat, within the contact window,
+    /// names this node).
+    pub contact: Vec<String>,
     pub voters: Vec<String>,
     pub learners: Vec<String>,
     pub last_log_index: Option<u64>,
     pub last_applied: Option<u64>,
+    /// The node whose CDC claim the log holds; on this node, itself only while `is_me`.
     pub cdc_owner: Option<String>,
     /// On the leader: how long ago a quorum last acknowledged it.
     pub quorum_ack_ms: Option<u64>,
@@ -70,6 +93,21 @@ pub(crate) struct RaftNode {
     /// Wakes the leadership watch early (resignation).
     pub(super) refresh: Notify,
     pub(super) resigned: AtomicBool,
+    /// The node says it could do the leader's job ([`RaftNode::set_can_lead`]).
+    pub(super) can_lead: AtomicBool,
+    /// Since when it could not.
+    pub(super) unable_since: Mutex<Option<Instant>>,
+    /// Set by `campaign`: this leader is handing over (it does not claim CDC).
+    pub(super) yielding: AtomicBool,
+    /// Set by `campaign`: the election timer runs.
+    pub(super) campaigning: AtomicBool,
+    /// Set by the leadership watch: this node leads with a quorum ack within the lease.
+    pub(super) has_quorum: AtomicBool,
+    /// Whether raft is initialized, as the steward last asked the core (`INIT_*`); no status is
+    /// sent before it is known, so a restarted node never looks pristine.
+    pub(super) initialized: AtomicU8,
+    /// Wakes the campaign task early (the node's capability changed).
+    pub(super) reconsider: Notify,
     /// A leader without a quorum acknowledgement for longer than this does not claim CDC.
     pub(super) lease: Duration,
     pub(super) stop: CancellationToken,
@@ -121,9 +159,20 @@ impl RaftNode {
             nudge: Notify::new(),
             refresh: Notify::new(),
             resigned: AtomicBool::new(false),
+            can_lead: AtomicBool::new(true),
+            unable_since: Mutex::new(None),
+            yielding: AtomicBool::new(false),
+            campaigning: AtomicBool::new(false),
+            has_quorum: AtomicBool::new(false),
+            initialized: AtomicU8::new(INIT_UNKNOWN),
+            reconsider: Notify::new(),
             stop,
         });
+        // Campaigning waits for contact with a quorum (`campaign`); a fresh cluster's first
+        // election does not (`initialize` starts it directly).
+        node.raft.runtime_config().elect(false);
         tokio::spawn(leadership::run(Arc::clone(&node)));
+        tokio::spawn(campaign::run(Arc::clone(&node)));
         tokio::spawn(bootstrap::run(Arc::clone(&node)));
         Ok(node)
     }
@@ -139,11 +188,14 @@ impl RaftNode {
                 self.rpc.on_request(&self.raft, from.node.clone(), id, body)
             }
             PeerMessage::RaftResponse { id, body } => self.rpc.on_response(&from.node, id, body),
-            PeerMessage::RaftStatus { initialized, .. } => {
-                let status = PeerStatus { initialized, at: Instant::now() };
-                lock(&self.statuses).insert(from.node.clone(), status);
-                // A fresh node: the leader adds it without waiting for its next round.
-                if !initialized && leadership::leading(&self.raft.metrics().borrow()) {
+            PeerMessage::RaftStatus { initialized, can_lead, hears_leader, mut hears, .. } => {
+                hears.truncate(MAX_HEARS);
+                let status = PeerStatus { initialized, at: Instant::now(), can_lead, hears_leader, hears };
+                let before = lock(&self.statuses).insert(from.node.clone(), status);
+                // A fresh node: the leader adds it without waiting for its next round (once, not
+                // on every beat).
+                let news = before.is_none_or(|before| before.initialized);
+                if !initialized && news && leadership::leading(&self.raft.metrics().borrow()) {
                     self.nudge.notify_one();
                 }
             }
@@ -192,20 +244,87 @@ impl RaftNode {
         }
     }
 
-    /// Stops openraft (its store is closed once this returns).
-    pub(crate) async fn shutdown(&self) {
-        if let Err(error) = self.raft.shutdown().await {
-            tracing::warn!(%error, "raft did not shut down cleanly");
+    /// The node says whether it could do the leader's job (for realtime: reach PostgreSQL); see
+    /// `raft::campaign`.
+    pub(crate) fn set_can_lead(&self, can: bool) {
+        if self.can_lead.swap(can, Ordering::AcqRel) == can {
+            return;
         }
+        *lock(&self.unable_since) = (!can).then(Instant::now);
+        tracing::info!(can_lead = can, "raft: this node's ability to lead changed");
+        self.reconsider.notify_one();
     }
 
-    /// This node's status as its peers see it.
-    pub(super) fn broadcast_status(&self, initialized: bool, leader: Option<RaftNodeId>) {
-        let msg = PeerMessage::RaftStatus { initialized, leader };
+    /// How long this node has not been able to lead (`None`: it can).
+    pub(super) fn unable_for(&self) -> Option<Duration> {
+        lock(&self.unable_since).map(|since| since.elapsed())
+    }
+
+    /// Whether this node is, or follows, a leader it heard from within the lease.
+    pub(super) fn hears_leader(&self, metrics: &openraft::RaftMetrics<RaftNodeId, super::RaftPeer>) -> bool {
+        if leadership::leading(metrics) {
+            return self.has_quorum.load(Ordering::Acquire);
+        }
+        self.rpc.since_append().is_some_and(|since| since <= self.lease)
+    }
+
+    /// The latest beat of every peer heard within `window`, by raft id.
+    pub(super) fn beats(&self, window: Duration) -> HashMap<RaftNodeId, PeerBeat> {
+        lock(&self.statuses)
+            .iter()
+            .filter(|(_, status)| status.at.elapsed() <= window)
+            .map(|(name, status)| {
+                let beat = PeerBeat {
+                    hears_me: status.hears.contains(&self.id),
+                    hears_leader: status.hears_leader,
+                    can_lead: status.can_lead,
+                };
+                (raft_id(&name.0), beat)
+            })
+            .collect()
+    }
+
+    /// Sends this node's status to every linked peer (once the steward knows whether raft is
+    /// initialized).
+    pub(super) fn send_beat(
+        &self,
+        metrics: &openraft::RaftMetrics<RaftNodeId, super::RaftPeer>,
+        hears_leader: bool,
+        window: Duration,
+    ) {
+        let initialized = match self.initialized.load(Ordering::Acquire) {
+            INIT_YES => true,
+            INIT_NO => false,
+            _ => return,
+        };
+        let hears: Vec<RaftNodeId> = lock(&self.statuses)
+            .iter()
+            .filter(|(_, status)| status.at.elapsed() <= window)
+            .map(|(name, _)| raft_id(&name.0))
+            .collect();
+        let msg = PeerMessage::RaftStatus {
+            initialized,
+            leader: metrics.current_leader,
+            can_lead: self.can_lead.load(Ordering::Acquire),
+            hears_leader,
+            hears,
+        };
         let names: Vec<NodeId> =
             self.shared.links.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
         for name in names {
             self.rpc.send_control(&name, &msg);
+        }
+    }
+
+    /// Records what the steward learned from the raft core.
+    pub(super) fn set_initialized(&self, yes: bool) {
+        self.initialized.store(if yes { INIT_YES } else { INIT_NO }, Ordering::Release);
+    }
+
+    /// Stops openraft (its store is closed once this returns).
+    pub(crate) async fn shutdown(&self) {
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(%error, "raft did not shut down cleanly");
         }
     }
 
@@ -232,17 +351,36 @@ impl RaftNode {
         let m = self.raft.metrics().borrow().clone();
         let name = |id: RaftNodeId| name_of(&m, id).map_or_else(|| format!("#{id:x}"), |n| n.0);
         let membership = m.membership_config.membership();
+        let leadership = self.leadership.borrow().clone();
+        let window = self.shared.config.raft_election_min;
+        let mut contact: Vec<String> = self
+            .beats(window)
+            .into_iter()
+            .filter(|(_, beat)| beat.hears_me)
+            .map(|(id, _)| name(id))
+            .collect();
+        contact.sort();
+        let cdc_owner = self
+            .owner
+            .cdc_owner()
+            .filter(|owner| owner.node != self.id || leadership.is_me)
+            .map(|owner| name(owner.node));
         RaftView {
             id: self.id,
             state: format!("{:?}", m.state),
             term: m.current_term,
-            leader: m.current_leader.map(name),
-            is_me: self.leadership.borrow().is_me,
+            leader: leadership.leader.map(|leader| leader.0),
+            is_me: leadership.is_me,
+            has_quorum: leadership::leading(&m) && self.has_quorum.load(Ordering::Acquire),
+            campaign: self.campaigning.load(Ordering::Acquire),
+            can_lead: self.can_lead.load(Ordering::Acquire),
+            yielding: self.yielding.load(Ordering::Acquire),
+            contact,
             voters: membership.voter_ids().map(name).collect(),
             learners: membership.learner_ids().map(name).collect(),
             last_log_index: m.last_log_index,
             last_applied: m.last_applied.map(|id| id.index),
-            cdc_owner: self.owner.cdc_owner().map(|owner| name(owner.node)),
+            cdc_owner,
             quorum_ack_ms: m.millis_since_quorum_ack,
         }
     }

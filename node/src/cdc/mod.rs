@@ -137,6 +137,7 @@ pub async fn start(
     };
     // In a cluster the consumer acknowledges what every live node delivered, and runs only on the
     // node raft elected.
+    arbiter.spawn(reach::share(reach.clone(), cluster.clone()));
     let (acked_tx, acked_rx) = watch::channel(0);
     let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
     let restart = Arc::new(tokio::sync::Notify::new());

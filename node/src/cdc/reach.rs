@@ -4,13 +4,22 @@
 //! long it was out when back).
 //!
 //! Only the CDC leader streams, so only it notices a lost replication stream; a follower that cannot
-//! reach the database would look healthy until it led. This is what each node knows about its own
-//! path to the database, the groundwork for handing CDC leadership to a node that can reach it.
+//! reach the database would look healthy until it led. In a cluster each answer is also handed to
+//! raft as whether this node can lead ([`Reach::watch`], `ClusterHandle::set_can_lead`): a node that
+//! cannot reach the database does not campaign while one that can is in reach, and a leader that
+//! cannot for `REALTIME_CDC_HANDOVER_MS` hands over to one that can.
+//!
+//! The probe is frequent and its bound short because it decides how soon a leader that lost the
+//! database is replaced: a cut path (packets dropped, nothing refused) is noticed only by a probe
+//! that goes unanswered, at most [`PROBE_EVERY`] + [`PROBE_TIMEOUT`] after the cut. `select 1` on
+//! an open connection answers in milliseconds; a database too slow for the bound is reported
+//! unreachable by every node alike, and then nobody hands over (no node can do better).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
@@ -20,15 +29,17 @@ use crate::metrics::metrics;
 use crate::sync::lock;
 
 /// How often the database is asked.
-pub const PROBE_EVERY: Duration = Duration::from_secs(2);
+pub const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// How long an answer (a new connection included) may take before the database counts as unreachable.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The latest answer, shared by the probe and `/cluster`.
+/// The latest answer, shared by the probe, `/cluster` and raft.
 #[derive(Debug)]
 pub struct Reach {
     state: Mutex<State>,
+    /// The latest answer (`None` before the first).
+    reachable: watch::Sender<Option<bool>>,
 }
 
 #[derive(Debug)]
@@ -43,7 +54,10 @@ struct State {
 
 impl Default for Reach {
     fn default() -> Reach {
-        Reach { state: Mutex::new(State { reachable: None, since: Instant::now(), error: None }) }
+        Reach {
+            state: Mutex::new(State { reachable: None, since: Instant::now(), error: None }),
+            reachable: watch::Sender::new(None),
+        }
     }
 }
 
@@ -55,9 +69,15 @@ impl Reach {
         json!({ "reachable": state.reachable, "for_ms": for_ms, "error": state.error })
     }
 
+    /// Every answer: `Some(reachable)`, `None` before the first.
+    pub fn watch(&self) -> watch::Receiver<Option<bool>> {
+        self.reachable.subscribe()
+    }
+
     fn record(&self, answer: Result<(), String>) {
         let mut state = lock(&self.state);
         let reachable = answer.is_ok();
+        self.reachable.send_if_modified(|current| current.replace(reachable) != Some(reachable));
         metrics().database_reachable.set(if reachable { 1.0 } else { 0.0 });
         let was = state.reachable.replace(reachable);
         match (was, answer) {
@@ -74,6 +94,19 @@ impl Reach {
             }
             (None, Ok(())) => state.since = Instant::now(),
             (Some(true), Ok(())) => {}
+        }
+    }
+}
+
+/// Tells raft, on every change, whether this node can lead: it can unless the last probe went
+/// unanswered (before the first answer it counts as able, as a node without a database would).
+pub async fn share(reach: Arc<Reach>, cluster: realtime_cluster::ClusterHandle) {
+    let mut answers = reach.watch();
+    loop {
+        let reachable = *answers.borrow_and_update();
+        cluster.set_can_lead(reachable != Some(false));
+        if answers.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -115,9 +148,12 @@ mod tests {
     fn the_view_follows_the_answers() {
         let reach = Reach::default();
         assert_eq!(reach.view()["reachable"], Value::Null);
+        let answers = reach.watch();
         reach.record(Ok(()));
         assert_eq!(reach.view()["reachable"], true);
+        assert_eq!(*answers.borrow(), Some(true));
         reach.record(Err("refused".into()));
+        assert_eq!(*answers.borrow(), Some(false));
         let view = reach.view();
         assert_eq!((view["reachable"].clone(), view["error"].clone()), (json!(false), json!("refused")));
         reach.record(Ok(()));

@@ -3,6 +3,12 @@
 //! transaction that sets `role` and `request.jwt.claims` (so `auth.uid()` / `auth.jwt()` policies work
 //! unchanged), selects the batch's rows by primary key, and rolls back. Like the reference, it sees the
 //! table as it is now: a row deleted or hidden since the change is not delivered.
+//!
+//! A check whose connection is lost (the database restarted, ended it, or the path to it broke) is not
+//! a policy's answer: it is asked again on a new connection for up to [`RECONNECT_WITHIN`]. Only then,
+//! or when PostgreSQL itself answers with an error (a failing policy, a missing privilege), is the
+//! error the answer, and the hub tells the subscriber (`Row Level Security check failed …`) rather than
+//! drop its rows without a word.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -134,6 +140,34 @@ struct PoolConnection {
     statements: RlsStatements,
 }
 
+/// How long a check that lost its connection is retried on new ones.
+pub const RECONNECT_WITHIN: Duration = Duration::from_secs(5);
+
+/// The pause between two attempts.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Why a check has no answer.
+#[derive(Debug)]
+enum Failure {
+    /// PostgreSQL answered with an error: that is the answer.
+    Refused(String),
+    /// The connection is gone or could not be made: ask again on a new one.
+    Lost(String),
+}
+
+/// Whether a query's `error` means the connection is gone rather than the question refused: no
+/// SQLSTATE (I/O, closed), or one of the classes that end a session (08 connection exception, 57P
+/// operator intervention: terminated, shutting down). Any failure to connect counts as lost.
+fn lost(error: &tokio_postgres::Error) -> bool {
+    match error.code() {
+        None => true,
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || code.starts_with("57P")
+        }
+    }
+}
+
 /// A few connections that answer a batch's questions in parallel (each in its own transaction).
 pub struct RlsPool {
     database_url: String,
@@ -176,16 +210,55 @@ impl RlsPool {
 }
 
 impl PoolConnection {
+    /// The answer, asked again on a new connection while the connection is what fails (at most
+    /// [`RECONNECT_WITHIN`]).
     async fn visible_rows<K>(&mut self, url: &str, ask: &Ask<K>) -> Result<HashSet<Vec<String>>, String> {
+        let deadline = Instant::now() + RECONNECT_WITHIN;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let error = match tokio::time::timeout(left, self.try_visible_rows(url, ask)).await {
+                Ok(Ok(rows)) => {
+                    if attempts > 1 {
+                        tracing::info!(attempts, "rls check answered on a new database connection");
+                    }
+                    return Ok(rows);
+                }
+                Ok(Err(Failure::Refused(error))) => return Err(error),
+                Ok(Err(Failure::Lost(error))) => error,
+                Err(_) => format!("no answer within {RECONNECT_WITHIN:?}"),
+            };
+            self.client = None;
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                tracing::warn!(%error, attempts, "rls check: the database connection could not be re-established");
+                return Err(format!(
+                    "the database connection was lost and not re-established within {RECONNECT_WITHIN:?} ({error})"
+                ));
+            }
+            tracing::info!(%error, attempt = attempts, "rls check lost its database connection: asking again");
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    async fn try_visible_rows<K>(
+        &mut self,
+        url: &str,
+        ask: &Ask<K>,
+    ) -> Result<HashSet<Vec<String>>, Failure> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.statements = RlsStatements::default();
-            self.client = Some(super::catalog::connect(url).await.map_err(|e| e.to_string())?);
+            let client = super::catalog::connect(url).await.map_err(|e| Failure::Lost(e.to_string()))?;
+            self.client = Some(client);
         }
         let client = self.client.as_ref().expect("connected above");
-        self.statements
-            .visible_rows(client, &ask.table, &ask.pks, &ask.viewer)
-            .await
-            .map_err(|e| pg_error_text(&e))
+        self.statements.visible_rows(client, &ask.table, &ask.pks, &ask.viewer).await.map_err(|e| {
+            if lost(&e) || client.is_closed() {
+                Failure::Lost(pg_error_text(&e))
+            } else {
+                Failure::Refused(pg_error_text(&e))
+            }
+        })
     }
 }
 

@@ -30,6 +30,8 @@ pub(crate) struct CdcCluster {
     nodes: Vec<Option<Node>>,
     /// Flags every node gets besides the cluster's and the database's.
     extra: Vec<String>,
+    /// Per node: the database URL it uses instead of the test's (e.g. through a proxy).
+    urls: Vec<Option<String>>,
 }
 
 impl CdcCluster {
@@ -38,8 +40,13 @@ impl CdcCluster {
     }
 
     pub(crate) fn start_with(db: &Db, base: u8, extra: &[&str]) -> CdcCluster {
+        CdcCluster::start_urls(db, base, extra, vec![None, None, None])
+    }
+
+    /// As [`CdcCluster::start_with`], node `i` using `urls[i]` (when set) as its database URL.
+    pub(crate) fn start_urls(db: &Db, base: u8, extra: &[&str], urls: Vec<Option<String>>) -> CdcCluster {
         let extra = extra.iter().map(|a| a.to_string()).collect();
-        let mut cluster = CdcCluster { base, nodes: (0..3).map(|_| None).collect(), extra };
+        let mut cluster = CdcCluster { base, nodes: (0..3).map(|_| None).collect(), extra, urls };
         for i in 0..3 {
             cluster.start_node(db, i);
         }
@@ -49,7 +56,8 @@ impl CdcCluster {
     pub(crate) fn start_node(&mut self, db: &Db, i: usize) {
         let args = support::cluster::node_args(self.base, i, 3, &db.data_dir);
         let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-        args.extend(["--database-url", &db.url, "--slot", &db.slot]);
+        let url = self.urls.get(i).cloned().flatten().unwrap_or_else(|| db.url.clone());
+        args.extend(["--database-url", &url, "--slot", &db.slot]);
         args.extend(self.extra.iter().map(String::as_str));
         let name = format!("node-{i}");
         let log = std::env::temp_dir()

@@ -363,9 +363,10 @@ async fn t143_a_database_that_refuses_the_node_is_reported_unreachable_and_nothi
             "{}: more changes than committed: {extra:?}",
             c.vsn
         );
-        // The hub reads a role's column privileges on its own connection, which was ended too: rows
-        // committed meanwhile whose privileges were not cached are dropped for the subscriber, which
-        // is told (a `Row Level Security check failed` error), not silently. Everything else arrives
+        // The hub reads a role's column privileges and checks RLS on connections of its own, which were
+        // ended too: a check whose connection is lost is asked again on a new one for up to 5 s; rows
+        // whose check still cannot be answered are dropped for the subscriber, which is told (a
+        // `Row Level Security check failed` error), not silently. Everything else arrives
         // once, in order, and the delay is told with an error, then an ok.
         let rows = rows(got);
         assert!(rows.windows(2).all(|w| w[0] < w[1]), "{}: in commit order, once each: {got:?}", c.vsn);

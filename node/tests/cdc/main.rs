@@ -26,6 +26,7 @@ mod db_broadcast;
 mod errors;
 mod filters;
 mod guard;
+mod handover;
 mod inbox;
 mod liveness;
 mod notifications;

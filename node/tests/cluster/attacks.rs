@@ -95,7 +95,13 @@ async fn forge_control(to: SocketAddr, impersonated: &PeerId) {
     let mut frames = FramedWrite::new(stream, LengthDelimitedCodec::new());
     for msg in [
         PeerMessage::Hello { from: impersonated.clone(), lane: Lane::Control },
-        PeerMessage::RaftStatus { initialized: false, leader: None },
+        PeerMessage::RaftStatus {
+            initialized: false,
+            leader: None,
+            can_lead: true,
+            hears_leader: false,
+            hears: Vec::new(),
+        },
         PeerMessage::RaftRequest { id: 1, body: br#"{"Vote":{"vote":{"leader_id":{"term":99}}}}"#.to_vec() },
     ] {
         let _ = frames.send(wire::encode(&msg).expect("encode")).await;
