@@ -139,6 +139,14 @@ struct Received {
     /// its start means the start (and what it would have said about a gap) was missed.
     announcer: Option<NodeId>,
     started: bool,
+    /// What the leader last said about its stream ([`Shipped::Live`]). This node's hub sees the stream
+    /// live only while that holds and no shipment is missing here: a follower that cannot take the
+    /// leader's shipments (its link lost some, or it cannot check them against the database) has its
+    /// subscribers told their changes are delayed, as the leader's own would be.
+    leader_live: bool,
+    /// A shipment could not be checked against the database (see [`guard::Verifier`]) and none has
+    /// been since: this node cannot deliver, whatever the leader's stream does.
+    unverifiable: bool,
 }
 
 impl ClusterCdc {
@@ -165,6 +173,7 @@ impl ClusterCdc {
                         }
                         if received.gap != was_gap {
                             self.taken.set_missing(received.gap);
+                            self.follow_live(&received);
                         }
                         if received.gap && !was_gap {
                             self.report(true);
@@ -210,6 +219,7 @@ impl ClusterCdc {
                     };
                     if !is_me {
                         // A follower's hub waits for the (new) leader to say its stream is live.
+                        received.leader_live = false;
                         self.live.send_replace(false);
                     }
                     // A new leader's first shipments may come before raft told this node who leads.
@@ -275,6 +285,7 @@ impl ClusterCdc {
                     Err(rejection) => {
                         if matches!(rejection, Rejection::Unverifiable(_)) {
                             received.gap = true;
+                            received.unverifiable = true;
                         }
                         self.rejections.record(from, &rejection);
                         return true;
@@ -282,6 +293,9 @@ impl ClusterCdc {
                 };
                 for rejection in &dropped {
                     self.rejections.record(from, rejection);
+                }
+                if std::mem::take(&mut received.unverifiable) {
+                    self.follow_live(received);
                 }
                 let through = received.forwarded.max(self.taken.through());
                 let start_missed =
@@ -322,11 +336,17 @@ impl ClusterCdc {
                 self.hub.send(HubCommand::RelationChanged { oid }).is_ok()
             }
             Shipped::Live(live) => {
-                if !leadership.is_me {
-                    self.live.send_replace(live);
-                }
+                received.leader_live = live;
+                self.follow_live(received);
                 true
             }
+        }
+    }
+
+    /// On a follower: the hub's view of the stream (see [`Received::leader_live`]).
+    fn follow_live(&self, received: &Received) {
+        if !self.cluster.leadership().borrow().is_me {
+            self.live.send_replace(received.leader_live && !received.gap && !received.unverifiable);
         }
     }
 

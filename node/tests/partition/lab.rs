@@ -139,8 +139,9 @@ impl Lab {
         args.extend(["--database-url".to_owned(), db_url, "--slot".to_owned(), SLOT.to_owned()]);
         args.extend(self.flags.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let log =
-            std::env::temp_dir().join(format!("realtime-lab-{}-{name}.log", uuid::Uuid::new_v4().simple()));
+        // The test process's id first: several runs (and engineers) may share /tmp.
+        let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let log = std::env::temp_dir().join(format!("realtime-lab-{}-{run}-{name}.log", std::process::id()));
         let (proc, lines) = process::spawn(&self.jwt_secret, &args, &[("RUST_LOG", "info")], log.clone(), 60);
         let port = process::wait_listening(&lines, T)
             .unwrap_or_else(|e| panic!("{name} did not print its listening line: {e}"));
@@ -238,6 +239,11 @@ impl Lab {
     /// Every path between node `i` and the other nodes.
     pub fn from_peers(i: usize) -> Vec<Path> {
         (0..NODES).filter(|j| *j != i).flat_map(|j| Lab::between(i, j)).collect()
+    }
+
+    /// Where the nodes' logs are (printed with each scenario's figures).
+    pub fn logs(&self) -> Vec<String> {
+        self.nodes.iter().flatten().map(|n| n.log.display().to_string()).collect()
     }
 
     /// The last `n` lines of node `i`'s log.

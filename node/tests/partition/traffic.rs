@@ -49,6 +49,7 @@ pub struct Outcome {
 impl Traffic {
     /// Subscribes on every node, then starts the publishers and the inserter.
     pub async fn start(lab: &Lab) -> Traffic {
+        eprintln!("node logs: {:?}", lab.logs());
         let (stop, stopped) = watch::channel(false);
         let (settled, settled_rx) = watch::channel(false);
         let origin = Instant::now();
