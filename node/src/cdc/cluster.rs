@@ -43,6 +43,11 @@ use crate::metrics::CdcStage;
 /// leader, or a node that just joined, learns them without waiting for a change).
 const REPEAT: Duration = Duration::from_millis(500);
 
+/// A follower that has heard nothing from the leader (not even its repeated stream state) for this
+/// long takes the stream as not live: its subscribers are told their changes are delayed after the
+/// hub's notice time, as when the leader's own stream goes silent.
+const LEADER_SILENCE: Duration = Duration::from_millis(4 * REPEAT.as_millis() as u64);
+
 /// At most one replay of the stream per this long.
 const REPLAY_EVERY: Duration = Duration::from_secs(2);
 
@@ -147,6 +152,8 @@ struct Received {
     /// A shipment could not be checked against the database (see [`guard::Verifier`]) and none has
     /// been since: this node cannot deliver, whatever the leader's stream does.
     unverifiable: bool,
+    /// When the leader was last heard (any shipment it sent).
+    leader_heard: Option<Instant>,
 }
 
 impl ClusterCdc {
@@ -242,6 +249,12 @@ impl ClusterCdc {
                     }
                 }
                 _ = repeat.tick() => {
+                    let silent = received.leader_heard.is_some_and(|at| at.elapsed() > LEADER_SILENCE);
+                    if silent && received.leader_live {
+                        tracing::warn!(after = ?LEADER_SILENCE, "nothing heard from the Postgres Changes leader: its stream is taken as not live here");
+                        received.leader_live = false;
+                        self.follow_live(&received);
+                    }
                     self.report(received.gap);
                     self.update_ack(&mut peers);
                     if self.cluster.leadership().borrow().is_me {
@@ -278,6 +291,7 @@ impl ClusterCdc {
             self.rejections.record(from, &rejection);
             return true;
         }
+        received.leader_heard = Some(Instant::now());
         match shipped {
             Shipped::Transaction { prev, txn } => {
                 let (txn, dropped) = match self.verifier.transaction(prev, txn).await {

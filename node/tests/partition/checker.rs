@@ -54,6 +54,8 @@ pub struct Counts {
     pub reordered: usize,
     /// The first few reorders, `(newest before, this one)`, for the failure message.
     pub reorders: Vec<(u64, u64)>,
+    /// The first few runs of silently lost ids, `(first, last)`, for the failure message.
+    pub silent_runs: Vec<(u64, u64)>,
 }
 
 /// The judgement of one subscriber.
@@ -163,6 +165,12 @@ fn count(got: &[u64], sent: &[Sent], spans: &[(Instant, Option<Instant>)], until
                 counts.lost_told += 1;
             } else {
                 counts.lost_silent += 1;
+                let runs = counts.silent_runs.len();
+                match counts.silent_runs.last_mut() {
+                    Some((_, last)) if *last + 1 == *id => *last = *id,
+                    _ if runs < 5 => counts.silent_runs.push((*id, *id)),
+                    _ => {}
+                }
             }
         }
     }
@@ -203,6 +211,7 @@ mod tests {
         );
         let report = judge(&r, &rows(o, &[(1, 10), (2, 30)]), &BTreeMap::new(), o, at(o, 100));
         assert_eq!(report.rows.lost_silent, 1);
+        assert_eq!(report.rows.silent_runs, vec![(1, 1)]);
         assert_eq!(report.rows.lost_told, 0);
     }
 
@@ -267,6 +276,7 @@ mod tests {
                 lost_silent: 1,
                 reordered: 1,
                 reorders: vec![(2, 1)],
+                silent_runs: vec![(3, 3)],
                 ..Counts::default()
             }
         );

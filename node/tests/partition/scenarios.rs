@@ -240,3 +240,28 @@ fn lossy_links() {
         outcome.assert_broadcast_order();
     });
 }
+
+/// A voter cut off (not stopped) for 10 s: the leader says so once per peer, not on every retry.
+#[test]
+fn a_cut_voter_is_logged_once() {
+    scenario(async {
+        let mut lab = Lab::start(Options::default()).await;
+        let leader = lab.leader().await;
+        let follower = (leader + 1) % NODES;
+        let outcome = run_cut(&mut lab, Duration::from_secs(10), |_| Lab::from_peers(follower)).await;
+        outcome.print(&format!("a voter (node-{follower}) cut off for 10 s: the leader's log"));
+        let leader_now = lab.leader().await;
+        let retries: Vec<String> = lab
+            .log_lines(leader_now, "openraft")
+            .into_iter()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
+        let unreachable = lab.log_lines(leader_now, "raft peer unreachable");
+        eprintln!("the leader logged {} openraft warnings or errors, and {unreachable:#?}", retries.len());
+        assert!(retries.len() <= 5, "openraft's lines at warn or error on the leader: {retries:#?}");
+        assert!(
+            unreachable.iter().filter(|l| l.contains(&format!("peer=node-{follower}"))).count() <= 2,
+            "the cut voter is news once (and once more if it was declared down and rejoined): {unreachable:#?}"
+        );
+    });
+}
