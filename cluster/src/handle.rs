@@ -2,8 +2,9 @@
 //! the [`ClusterEvent`]s the node receives.
 //!
 //! The cluster machinery runs on its own tokio runtime, on its own threads, so a busy actor or HTTP
-//! worker never delays a heartbeat or a peer link. Calls from the node only touch shared state and
-//! queues; they never block on the network.
+//! worker never delays a heartbeat or a peer link; membership (SWIM) has a thread of its own besides, so
+//! the cluster runtime's bulk work (the links of a CDC catch-up) never delays a probe's answer. Calls
+//! from the node only touch shared state and queues; they never block on the network.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -342,23 +343,31 @@ async fn launch(
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
     let (link_events_tx, link_events_rx) = mpsc::channel(1024);
     let (commands_tx, commands_rx) = mpsc::channel(16);
-    let membership = Membership {
-        config,
-        socket: udp,
-        auth: auth.clone(),
-        me: shared.me.clone(),
-        events: membership_tx,
-        commands: membership_commands_rx,
-        view: shared.members.clone(),
-        ready: shared.ready.clone(),
-        stop: stop.clone(),
+    // Membership runs on a thread of its own (see `membership::start`), so its socket is registered
+    // there.
+    let udp = udp.into_std().map_err(ClusterError::Runtime)?;
+    let membership = {
+        let (auth, me, view, ready, stop) =
+            (auth.clone(), shared.me.clone(), shared.members.clone(), shared.ready.clone(), stop.clone());
+        move |socket| Membership {
+            config,
+            socket,
+            auth,
+            me,
+            events: membership_tx,
+            commands: membership_commands_rx,
+            view,
+            ready,
+            stop,
+        }
     };
     // Raft first: a node whose store cannot open must not show up in membership.
     let raft = match &shared.config.data_dir {
         Some(dir) => Some(RaftNode::start(shared.clone(), dir, stop.clone()).await?),
         None => None,
     };
-    tokio::spawn(membership.run());
+    crate::membership::start(membership, udp).map_err(ClusterError::Runtime)?;
+    crate::stall::spawn(stop.clone());
     // Control-lane frames (raft) go straight to raft, never behind the driver's data queue.
     let (control_tx, mut control_rx) = mpsc::channel::<link::Inbound>(4096);
     let control_raft = raft.clone();

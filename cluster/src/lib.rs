@@ -1,7 +1,8 @@
 //! # realtime-cluster: membership, peer links, presence CRDT and leadership
 //!
 //! Knows nothing of WebSockets: the node hands it broadcasts, member counts and presence entries, and
-//! receives [`ClusterEvent`]s. Everything here runs on a tokio runtime of its own (see [`handle`]).
+//! receives [`ClusterEvent`]s. Everything here runs on a tokio runtime of its own (see [`handle`]), and
+//! membership on a thread of its own besides (see [`membership`]).
 //!
 //! ```text
 //!  UDP  ── SWIM (foca): who is alive ──▶ membership ──▶ core: open/close links, drop a dead node's presences
@@ -22,7 +23,8 @@
 //! - [`presence`]: the presence CRDT (pure): each node's entries, deltas, snapshots, tombstones.
 //! - [`raft`]: elects the CDC leader with openraft (durable store, control-lane transport,
 //!   bootstrap); [`ClusterHandle::leadership`] watches the outcome.
-//! - `driver` and [`handle`]: the event loop on the cluster runtime and the node's handle to it.
+//! - `driver` and [`handle`]: the event loop on the cluster runtime and the node's handle to it;
+//!   `stall` warns when that runtime runs late.
 
 use std::fmt;
 
@@ -39,6 +41,7 @@ pub mod membership;
 pub mod presence;
 pub mod raft;
 pub mod secure;
+mod stall;
 pub mod wire;
 
 pub use config::ClusterConfig;

@@ -6,6 +6,15 @@
 //! every pod); they are announced to until this node is known, and re-resolved periodically so new
 //! pods and healed partitions are found. With a cluster secret every datagram is sealed and checked
 //! ([`crate::secure::packet`]) before foca sees it.
+//!
+//! Healing without evicting healthy nodes:
+//! - membership runs on a thread of its own ([`start`]), so the cluster runtime's bulk work never
+//!   delays a probe's answer;
+//! - when timers are due, what waits in the socket is read first, so a node that was itself starved
+//!   does not suspect the peers whose acks and refutations it had not read yet;
+//! - a node that declared every peer down (it was cut off) starts over with a clean view and a
+//!   renewed epoch ([`Membership::isolated`]): its stale "down" updates and its "you are down"
+//!   answers would otherwise make healthy peers declare each other, or themselves, down on the heal.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -56,6 +65,9 @@ pub struct MemberView {
 
 type Swim = Foca<PeerId, PostcardCodec, SmallRng, NoCustomBroadcast>;
 
+/// How often a node that found itself alone announces to where its peers were.
+const REANNOUNCE: Duration = Duration::from_secs(1);
+
 fn swim_config(config: &ClusterConfig) -> foca::Config {
     let mut swim = foca::Config::new_lan(NonZeroU32::new(16).unwrap_or(NonZeroU32::MIN));
     swim.probe_period = config.probe_period;
@@ -70,6 +82,28 @@ fn swim_config(config: &ClusterConfig) -> foca::Config {
         num_members: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
     });
     swim
+}
+
+/// Runs membership on a thread and runtime of its own: probes, acks and suspicion timers are what
+/// tells the cluster a node is alive, and they must not wait behind the cluster runtime's bulk work
+/// (a CDC catch-up sealing and writing thousands of frames, a presence resync), which on a busy
+/// machine delayed them by more than the failure detector's timeouts (a healthy node was declared
+/// down and renamed, its links reset). Foca's work is small, so the thread mostly sleeps and the OS
+/// scheduler wakes it promptly. The thread ends when the cluster stops.
+pub(crate) fn start(
+    membership: impl FnOnce(UdpSocket) -> Membership + Send + 'static,
+    socket: std::net::UdpSocket,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("cluster-swim".into()).spawn(move || {
+        runtime.block_on(async move {
+            match UdpSocket::from_std(socket) {
+                Ok(socket) => membership(socket).run().await,
+                Err(error) => tracing::error!(%error, "membership socket unusable: membership stopped"),
+            }
+        });
+    })?;
+    Ok(())
 }
 
 /// Resolves seed entries to addresses; a name without a port gets `default_port`.
@@ -128,29 +162,42 @@ impl Membership {
         window.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let joined_flag = Arc::new(AtomicBool::new(false));
         let mut seeds = spawn_seed_resolver(&self.config, joined_flag.clone(), self.stop.clone());
+        // Where the peers were before this node found itself alone (see [`Membership::isolated`]).
+        let mut last_peers: Vec<SocketAddr> = Vec::new();
+        let mut last_announce = Instant::now();
         loop {
             let next_timer = timers.peek().map(|Reverse((at, _))| *at);
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 received = self.socket.recv_from(&mut buf) => {
                     if let Ok((len, from)) = received {
-                        if let Some(data) = self.auth.open_packet(&buf[..len], from) {
-                            if let Err(error) = swim.handle_data(&data, &mut runtime) {
-                                tracing::debug!(%error, "membership packet ignored");
-                            }
-                        }
+                        self.receive(&mut swim, &buf[..len], from, &mut runtime);
                     }
                 }
                 _ = sleep_until(next_timer), if next_timer.is_some() => {
+                    // What arrived while this loop was away is read before the timers it may answer: an
+                    // ack or a refutation waiting in the socket must not become a suspicion (a node that
+                    // was starved itself does not accuse the peers that answered it in time).
+                    while let Ok((len, from)) = self.socket.try_recv_from(&mut buf) {
+                        self.receive(&mut swim, &buf[..len], from, &mut runtime);
+                    }
                     let now = Instant::now();
+                    let mut latest = Duration::ZERO;
                     while let Some(Reverse((at, _))) = timers.peek() {
                         if *at > now {
                             break;
                         }
-                        let Some(Reverse((_, timer))) = timers.pop() else { break };
+                        let Some(Reverse((due, timer))) = timers.pop() else { break };
+                        latest = latest.max(now.saturating_duration_since(due));
                         if let Err(error) = swim.handle_timer(timer, &mut runtime) {
                             tracing::debug!(%error, "membership timer error");
                         }
+                    }
+                    if latest >= self.config.probe_rtt {
+                        tracing::warn!(
+                            late_ms = latest.as_millis() as u64,
+                            "membership timers ran late: this node's cluster runtime was starved"
+                        );
                     }
                 }
                 resolved = seeds.recv(), if !seeds.is_closed() => {
@@ -165,6 +212,12 @@ impl Membership {
                 }
                 _ = window.tick() => {
                     joined_flag.store(joined, Ordering::Release);
+                    if !joined && !last_peers.is_empty() && last_announce.elapsed() >= REANNOUNCE {
+                        last_announce = Instant::now();
+                        for addr in &last_peers {
+                            let _ = swim.announce(PeerId::seed(*addr), &mut runtime);
+                        }
+                    }
                     if !self.ready.load(Ordering::Acquire) && started.elapsed() >= self.config.join_window {
                         tracing::info!("no peer answered within the join window: starting as the first node");
                         self.ready.store(true, Ordering::Release);
@@ -180,18 +233,80 @@ impl Membership {
                     None => return,
                 },
             }
-            self.flush(&mut runtime, &mut timers, &mut joined, &swim).await;
+            if self.flush(&mut runtime, &mut timers, &mut joined, &swim).await {
+                last_peers = self.isolated(&mut swim, &mut runtime, &mut timers).await;
+                last_announce = Instant::now();
+                self.flush(&mut runtime, &mut timers, &mut joined, &swim).await;
+            }
         }
     }
 
-    /// Sends what foca produced, schedules its timers and reports its notifications.
+    /// Opens a datagram and hands it to foca.
+    fn receive(
+        &self,
+        swim: &mut Swim,
+        packet: &[u8],
+        from: SocketAddr,
+        runtime: &mut foca::AccumulatingRuntime<PeerId>,
+    ) {
+        if let Some(data) = self.auth.open_packet(packet, from) {
+            if let Err(error) = swim.handle_data(&data, runtime) {
+                tracing::debug!(%error, "membership packet ignored");
+            }
+        }
+    }
+
+    /// Every peer was declared down by this node: it was cut off (or starved), or it is the last one.
+    /// Its peers have most likely declared it down too, and what it would tell them once the network
+    /// heals is stale: its backlog still carries "down" updates about each of them, which foca would
+    /// gossip as soon as one peer takes this node back, and would make that peer declare a healthy
+    /// third node down; and it would answer each peer's announcement with "you are down", making a
+    /// healthy node renew its identity. So this node starts over as a new run (a renewed epoch, as a
+    /// rejoin does) with a membership view and backlog of its own only, and announces to where its
+    /// peers were (and to the seeds) until one answers. Returns those addresses.
+    async fn isolated(
+        &self,
+        swim: &mut Swim,
+        runtime: &mut foca::AccumulatingRuntime<PeerId>,
+        timers: &mut BinaryHeap<Reverse<(Instant, Timer<PeerId>)>>,
+    ) -> Vec<SocketAddr> {
+        let own = self.config.advertise;
+        let mut peers: Vec<SocketAddr> =
+            swim.iter_membership_state().map(|m| m.id().addr).filter(|addr| *addr != own).collect();
+        peers.sort();
+        peers.dedup();
+        let renewed = foca::Identity::renew(swim.identity()).unwrap_or_else(|| swim.identity().clone());
+        tracing::warn!(
+            identity = ?renewed,
+            "every peer is down: this node was cut off or starved; it rejoins as a new run with a clean view"
+        );
+        *swim = Foca::new(
+            renewed.clone(),
+            swim_config(&self.config),
+            SmallRng::seed_from_u64(seed()),
+            PostcardCodec,
+        );
+        *runtime = foca::AccumulatingRuntime::new();
+        // The old instance's timers would be taken by the new one (their tokens start over).
+        timers.clear();
+        *self.me.write().unwrap_or_else(|e| e.into_inner()) = renewed.clone();
+        let _ = self.events.send(MembershipEvent::Rejoined(renewed)).await;
+        for addr in &peers {
+            let _ = swim.announce(PeerId::seed(*addr), &mut *runtime);
+        }
+        peers
+    }
+
+    /// Sends what foca produced, schedules its timers and reports its notifications; `true` when this
+    /// node just lost its last live peer (see [`Membership::isolated`]).
     async fn flush(
         &self,
         runtime: &mut foca::AccumulatingRuntime<PeerId>,
         timers: &mut BinaryHeap<Reverse<(Instant, Timer<PeerId>)>>,
         joined: &mut bool,
         swim: &Swim,
-    ) {
+    ) -> bool {
+        let mut alone = false;
         while let Some((to, data)) = runtime.to_send() {
             let _ = self.socket.send_to(&self.auth.seal_packet(&data), to.addr).await;
         }
@@ -216,6 +331,7 @@ impl Membership {
                 }
                 OwnedNotification::Idle => {
                     *joined = false;
+                    alone = true;
                     None
                 }
                 OwnedNotification::Defunct => None,
@@ -242,6 +358,7 @@ impl Membership {
                 .collect();
             *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
         }
+        alone
     }
 }
 
