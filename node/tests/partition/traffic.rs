@@ -29,6 +29,8 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 const INSERT_EVERY: Duration = Duration::from_millis(10);
 /// How long a subscriber waits before subscribing again after the server ended its subscription.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(500);
+/// The longest the end of a run waits for the last row to reach every subscriber.
+const SETTLE_MAX: Duration = Duration::from_secs(20);
 /// Bound on one connect or join.
 const STEP: Duration = Duration::from_secs(5);
 
@@ -36,7 +38,7 @@ pub struct Traffic {
     stop: watch::Sender<bool>,
     settled: watch::Sender<bool>,
     origin: Instant,
-    subscribers: Vec<JoinHandle<SubRecord>>,
+    subscribers: Vec<(Arc<Mutex<SubRecord>>, JoinHandle<()>)>,
     publishers: Vec<(usize, JoinHandle<Vec<Sent>>)>,
     inserter: JoinHandle<Vec<Sent>>,
 }
@@ -56,14 +58,15 @@ impl Traffic {
         let mut subscribers = Vec::new();
         for i in 0..NODES {
             let (url, ready) = (lab.ws_url(i), Arc::new(tokio::sync::Notify::new()));
-            let task = tokio::spawn(subscribe(i, url, settled_rx.clone(), ready.clone()));
+            let record = Arc::new(Mutex::new(SubRecord { node: i, events: Vec::new() }));
+            let task = tokio::spawn(subscribe(record.clone(), url, settled_rx.clone(), ready.clone()));
             if tokio::time::timeout(Duration::from_secs(20), ready.notified()).await.is_err() {
                 panic!(
                     "the subscriber on node {i} did not subscribe; its node logged:\n{}",
                     lab.log_tail(i, 30)
                 );
             }
-            subscribers.push(task);
+            subscribers.push((record, task));
         }
         let publishers =
             (0..NODES).map(|i| (i, tokio::spawn(publish(i, lab.ws_url(i), stopped.clone())))).collect();
@@ -71,7 +74,9 @@ impl Traffic {
         Traffic { stop, settled, origin, subscribers, publishers, inserter }
     }
 
-    /// Stops sending, lets what is in flight arrive for `settle`, and judges every subscriber.
+    /// Stops sending, lets what is in flight arrive (until every subscriber has the last row, at most
+    /// [`SETTLE_MAX`], then `settle` more for the broadcasts), and judges every subscriber. A row still
+    /// missing after that counts as lost.
     pub async fn stop(self, settle: Duration) -> Outcome {
         let until = Instant::now();
         let _ = self.stop.send(true);
@@ -80,11 +85,22 @@ impl Traffic {
         for (i, task) in self.publishers {
             sent.insert(i, task.await.expect("publisher"));
         }
+        let last = rows.last().map(|(id, _)| *id);
+        let deadline = Instant::now() + SETTLE_MAX;
+        while Instant::now() < deadline
+            && !self.subscribers.iter().all(|(record, _)| {
+                let record = record.lock().unwrap();
+                record.events.iter().rev().any(|(_, e)| matches!(e, Event::Row(id) if Some(*id) == last))
+            })
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         tokio::time::sleep(settle).await;
         let _ = self.settled.send(true);
         let mut reports = Vec::new();
-        for task in self.subscribers {
-            let record = task.await.expect("subscriber");
+        for (record, task) in self.subscribers {
+            task.await.expect("subscriber");
+            let record = record.lock().unwrap().clone();
             reports.push(checker::judge(&record, &rows, &sent, self.origin, until));
         }
         Outcome { reports }
@@ -97,12 +113,11 @@ async fn connect(url: &str) -> Option<Client> {
 
 /// Subscribes on node `node` and records everything until `settled`.
 async fn subscribe(
-    node: usize,
+    record: Arc<Mutex<SubRecord>>,
     url: String,
     settled: watch::Receiver<bool>,
     ready: Arc<tokio::sync::Notify>,
-) -> SubRecord {
-    let record = Arc::new(Mutex::new(SubRecord { node, events: Vec::new() }));
+) {
     let note = |event: Event| record.lock().unwrap().events.push((Instant::now(), event));
     let config = json!({"config": {
         "broadcast": {"self": false, "ack": false},
@@ -175,8 +190,6 @@ async fn subscribe(
             }
         }
     }
-    let record = record.lock().unwrap().clone();
-    record
 }
 
 /// Publishes `{from, seq}` broadcasts on node `node` until stopped; returns what was sent.
