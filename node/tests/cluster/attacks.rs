@@ -89,8 +89,16 @@ async fn forge_frames(to: SocketAddr, impersonated: &PeerId, from_ip: &str) -> b
     }
     let mut stream = frames.into_inner();
     let mut buf = [0u8; 64];
-    // A node that took the frames keeps reading; one that refused closed the connection.
-    tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await.is_err()
+    // A node that took the frames keeps the connection open (and acknowledges them on it); one that
+    // refused closed it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return true,
+            Ok(Ok(n)) if n > 0 => continue,
+            Ok(_) => return false,
+        }
+    }
 }
 
 /// A forged raft status on the control lane, as `impersonated`.
