@@ -248,8 +248,8 @@ pub(crate) fn spawn(
 }
 
 enum Ended {
-    /// The cluster secret changed: the connection was closed cleanly (everything written reaches the
-    /// peer), reconnect at once under the new sending key; the queue is kept.
+    /// The cluster secret changed: the connection was closed cleanly once the peer acknowledged
+    /// everything written on it, reconnect at once under the new sending key; the queue is kept.
     Rekey,
     /// Over the bound: drop the queue, reconnect.
     Cut,
@@ -390,7 +390,18 @@ async fn pump(
             _ = link.stop.cancelled() => return Ended::Stopped,
             _ = link.cut_signal.notified() => return Ended::Cut,
             Ok(()) = rotations.changed() => {
-                // Between batches, so nothing is half-written: close cleanly and redial.
+                // Between batches, so nothing is half-written. The new connection will supersede
+                // this one at the peer (its reader is stopped), so first wait until the peer has
+                // acknowledged everything written here (within the stall bound), then close and redial.
+                let drained = async {
+                    while lock(&link.in_flight).bytes() > 0 {
+                        match acks.next().await.map(|ack| ack.ok().and_then(|frame| wire::read_ack(&frame).ok())) {
+                            Some(Some(seq)) => link.on_ack(seq),
+                            _ => break,
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(STALL_AFTER, drained).await;
                 let _ = tokio::time::timeout(STALL_AFTER, SinkExt::<Bytes>::close(framed)).await;
                 return Ended::Rekey;
             }
