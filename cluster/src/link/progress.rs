@@ -346,6 +346,35 @@ mod tests {
             }
         }
 
+        /// Whatever is written and acknowledged, unacknowledged bytes are exactly those of the
+        /// batches whose last frame is above the highest acknowledgement, and the oldest age is that
+        /// of the first of them.
+        #[test]
+        fn in_flight_counts_exactly_what_is_not_acknowledged(
+            ops in proptest::collection::vec((any::<bool>(), 1usize..1000, 0u64..6), 0..60)
+        ) {
+            let t0 = Instant::now();
+            let mut in_flight = InFlight::default();
+            let (mut next, mut acked) = (0u64, 0u64);
+            let mut model: Vec<(u64, usize, Instant)> = Vec::new();
+            for (i, (write, bytes, step)) in ops.into_iter().enumerate() {
+                let at = t0 + Duration::from_millis(i as u64 * 10);
+                if write {
+                    next += step + 1;
+                    in_flight.written(next, bytes, at);
+                    model.push((next, bytes, at));
+                } else {
+                    let seq = next.saturating_sub(step);
+                    prop_assert_eq!(in_flight.acked(seq), seq > acked);
+                    acked = acked.max(seq);
+                }
+                let open: Vec<_> = model.iter().filter(|(last, _, _)| *last > acked).collect();
+                prop_assert_eq!(in_flight.bytes(), open.iter().map(|(_, b, _)| b).sum::<usize>());
+                let now = t0 + Duration::from_secs(10);
+                prop_assert_eq!(in_flight.oldest(now), open.first().map_or(Duration::ZERO, |(_, _, at)| now - *at));
+            }
+        }
+
         /// Acknowledgements never exceed what arrived, and what arrived is acknowledged within one
         /// interval of the last arrival.
         #[test]
