@@ -350,7 +350,8 @@ impl Core {
         }
     }
 
-    /// Graceful exit, first half: peers drop our presences now (once), and the links drain.
+    /// Graceful exit, first half: peers drop our presences now (once), and the links drain (up to 1 s,
+    /// until every connected peer acknowledged everything).
     async fn depart(&self, departed: &mut bool) {
         if std::mem::replace(departed, true) {
             return;
@@ -361,13 +362,10 @@ impl Core {
         self.to_all(&PeerMessage::Leaving { incarnation: me.incarnation, epoch: me.epoch });
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
         while tokio::time::Instant::now() < deadline {
-            let drained = self
-                .shared
-                .links
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .all(|peer| !peer.data.is_connected() || peer.data.queued_bytes() == 0);
+            let drained = self.shared.links.read().unwrap_or_else(|e| e.into_inner()).values().all(|peer| {
+                // Acknowledged, not only written: the peer has the `Leaving`.
+                !peer.data.is_connected() || (peer.data.queued_bytes() == 0 && peer.data.unacked_bytes() == 0)
+            });
             if drained {
                 break;
             }

@@ -23,6 +23,8 @@ pub enum WireError {
     Empty,
     #[error("peer speaks wire version {0}, this node speaks {1}")]
     Version(u8, u8),
+    #[error("peer link frame of {0} bytes is shorter than its header")]
+    Short(usize),
     #[error("undecodable frame: {0}")]
     Decode(#[from] bincode::error::DecodeError),
     #[error("unencodable frame: {0}")]

@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     pub auth: Arc<PeerAuth>,
     /// Peer frames refused by the driver's checks, by kind (see [`view::RejectedView`]).
     pub rejected: Rejected,
+    /// The order of what accepted links deliver, and what they dropped as stale.
+    pub arrivals: Arc<link::Arrivals>,
 }
 
 /// Counts of peer frames the driver refused.
@@ -183,7 +185,9 @@ impl ClusterHandle {
         };
         let mut sent = 0;
         for peer in links.values() {
-            if peer.data.offer(frame.clone()) {
+            // A stalled peer gets no broadcasts until its link makes progress: they would arrive
+            // late (or be dropped with its queue), and its members are resynchronised on reconnect.
+            if !peer.data.is_stalled() && peer.data.offer(frame.clone()) {
                 sent += 1;
             } else {
                 self.shared.relay_drops.fetch_add(1, Ordering::Relaxed);
@@ -222,6 +226,8 @@ impl ClusterHandle {
     }
 
     /// Ships a Postgres Changes message (encoded by the node) to every peer; returns how many took it.
+    /// A peer whose link is stalled is skipped: when its link makes progress again, the next
+    /// transaction shows it what it missed and it asks for a replay (or is told a gap).
     pub fn ship_cdc(&self, body: Vec<u8>) -> usize {
         let frame = match wire::encode(&PeerMessage::Cdc { body }) {
             Ok(frame) => frame,
@@ -231,7 +237,7 @@ impl ClusterHandle {
             }
         };
         let links = self.shared.links.read().unwrap_or_else(|e| e.into_inner());
-        links.values().filter(|peer| peer.data.offer(frame.clone())).count()
+        links.values().filter(|peer| !peer.data.is_stalled() && peer.data.offer(frame.clone())).count()
     }
 
     /// Tells `leader` this node delivered every change up to `lsn`; `gap`: it missed some after.
@@ -248,6 +254,16 @@ impl ClusterHandle {
             members.iter().filter(|m| m.state != "down").map(|m| NodeId(m.node.clone())).collect();
         live.sort();
         live.dedup();
+        live
+    }
+
+    /// Live peers (see [`ClusterHandle::live_peers`]) this node can deliver to: those whose data link
+    /// is not stalled. A peer the failure detector holds alive while its link makes no progress (a
+    /// one-way loss) is not reachable.
+    pub fn reachable_peers(&self) -> Vec<NodeId> {
+        let mut live = self.live_peers();
+        let links = self.shared.links.read().unwrap_or_else(|e| e.into_inner());
+        live.retain(|node| links.get(node).is_none_or(|peer| !peer.data.is_stalled()));
         live
     }
 
@@ -335,6 +351,7 @@ async fn launch(
         relay_drops: AtomicU64::new(0),
         auth: auth.clone(),
         rejected: Rejected::default(),
+        arrivals: Arc::default(),
         config: config.clone(),
     });
     let (events_tx, events_rx) = mpsc::channel(65_536);
@@ -379,7 +396,7 @@ async fn launch(
         }
     });
     let inboxes = link::Inboxes { data: inbound_tx, control: control_tx };
-    tokio::spawn(link::accept(tcp, inboxes, auth, stop.clone()));
+    tokio::spawn(link::accept(tcp, inboxes, auth, shared.arrivals.clone(), stop.clone()));
     let core = Core {
         shared: shared.clone(),
         events: events_tx,

@@ -15,7 +15,9 @@
 //! - [`config`]: `ClusterConfig` (node id, addresses, seeds, failure detector timing) + `validate()`.
 //! - [`identity`]: `PeerId` = name + incarnation + rejoin epoch + address (foca's identity).
 //! - [`membership`]: foca over UDP, seeds (`host:port` or a headless-Service DNS name), readiness.
-//! - [`link`]: one outbound TCP link per peer and lane, bounded queues, reconnect and resync.
+//! - [`link`]: one outbound TCP link per peer and lane, bounded queues, reconnect and resync; the
+//!   accepting side acknowledges on the same connection (a link without progress is stalled), and
+//!   every frame is numbered so a receiver keeps each sender's order across reconnects.
 //! - [`wire`]: `PeerMessage` and its versioned bincode frames.
 //! - [`secure`]: trust between nodes: the cluster secret's keyring, the Noise handshake and sealed
 //!   frames of the links, sealed SWIM packets with a replay window, refusal counters.

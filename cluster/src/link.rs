@@ -1,10 +1,26 @@
 //! Peer links: one outbound TCP connection per peer and [`Lane`], carrying length-delimited frames.
 //!
-//! Each node sends on the links it opened and only reads on the ones it accepted, so a link is a
-//! one-way ordered pipe: frames from one publisher arrive in the order they were offered. The send
-//! queue is bounded in bytes: a peer that cannot keep up (or cannot be reached) has its queue dropped
-//! and its link cut, and the reconnect resynchronises it (`LinkUp` → full member counts and presence
-//! snapshot), so a slow peer costs a bounded amount of memory and never holds back the others.
+//! Each node sends frames on the links it opened and reads frames on the ones it accepted
+//! ([`accept`]), so a link is a one-way ordered pipe: frames from one publisher arrive in the order
+//! they were offered. The send queue is bounded in bytes: a peer that cannot keep up (or cannot be
+//! reached) has its queue dropped and its link cut, and the reconnect resynchronises it (`LinkUp` →
+//! full member counts and presence snapshot), so a slow peer costs a bounded amount of memory and
+//! never holds back the others.
+//!
+//! Progress is measured end to end, not at the kernel: the accepting side acknowledges what arrived
+//! on the same connection ([`accept`] says why there), and the dialling side keeps what it wrote and
+//! was not yet acknowledged ([`progress::InFlight`], shown in `/cluster` as unacked bytes and the
+//! oldest unacked frame's age). A link whose oldest unacknowledged write is older than
+//! [`STALL_AFTER`] is stalled even while the kernel takes every write and SWIM holds the peer alive
+//! (a one-way loss: indirect probes route around it, TCP retransmits into the void): it is cut and
+//! reconnected, counted (`stalls`), logged once, and its peer counts as unreachable for delivery
+//! ([`Link::is_stalled`]: relays and Postgres Changes skip it, the CDC leader stops holding the slot
+//! for it) until a new connection's frames are acknowledged.
+//!
+//! Every frame carries a sequence number from one counter per process ([`next_seq`]), so the
+//! accepting side can drop what is older than something it already delivered from the same sender
+//! and lane, and close a superseded connection ([`progress::Order`]): frames held up on an old
+//! connection never arrive after newer ones sent on its replacement.
 //!
 //! With a cluster secret every connection starts with a Noise handshake ([`crate::secure`]): a peer
 //! that cannot prove it holds the secret is refused (and counted) before any frame is read, and
@@ -12,23 +28,34 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
+use crate::handle::lock;
 use crate::identity::PeerId;
 use crate::secure::codec::PeerCodec;
 use crate::secure::{handshake, PeerAuth};
 use crate::wire::{self, Lane, PeerMessage, MAX_FRAME_BYTES};
 
-/// How long a batch of frames may take to reach the kernel before the link counts as stalled.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+mod accept;
+pub mod progress;
+
+pub(crate) use accept::{accept, Arrivals, Inbound, Inboxes};
+use progress::InFlight;
+
+/// How long a link may go without progress before it is stalled: a batch of frames not written to
+/// the kernel, or written and not acknowledged by the peer, for this long.
+pub const STALL_AFTER: Duration = Duration::from_secs(5);
+/// How often a link checks its oldest unacknowledged write against [`STALL_AFTER`].
+const STALL_CHECK: Duration = Duration::from_millis(250);
 /// How long a new connection has to complete the handshake and say `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -36,12 +63,16 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Frames written per flush.
 const BATCH: usize = 256;
-/// Connections still in their handshake at once, in all and from one address; more are closed at
-/// once (and counted), so a flood of connections that never finish cannot hold the process's file
-/// descriptors (which the client sockets share) for the handshake deadline, and one flooding address
-/// cannot keep a real peer (two links, a few ms each) from connecting.
-const MAX_PENDING_HANDSHAKES: usize = 256;
-const MAX_PENDING_HANDSHAKES_PER_ADDRESS: usize = 8;
+
+/// The last sequence number given to a frame by this process (see [`next_seq`]).
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// The next frame's sequence number: one counter for every link of this process (a node run), taken
+/// when a frame is written, so a frame written later (on any connection) always has a larger one.
+/// Public for tests that speak the link format themselves.
+pub fn next_seq() -> u64 {
+    SEQUENCE.fetch_add(1, Ordering::Relaxed) + 1
+}
 
 /// What a link tells the cluster core about itself.
 #[derive(Debug)]
@@ -64,6 +95,12 @@ pub struct Link {
     connected: AtomicBool,
     cuts: AtomicU64,
     dropped: AtomicU64,
+    /// What the current connection wrote and the peer has not acknowledged.
+    in_flight: Mutex<InFlight>,
+    /// Stalled and not yet making progress again: the peer is unreachable for delivery.
+    stalled: AtomicBool,
+    /// Times the link stalled (each stall episode once).
+    stalls: AtomicU64,
     stop: CancellationToken,
 }
 
@@ -108,9 +145,59 @@ impl Link {
         self.connected.load(Ordering::Acquire)
     }
 
-    /// Times the link was cut for being over its bound.
+    /// Times the link was cut for being over its bound or stalled.
     pub fn cuts(&self) -> u64 {
         self.cuts.load(Ordering::Relaxed)
+    }
+
+    /// Whether the link stalled and has not made progress since: its peer is unreachable for
+    /// delivery (relays and shipments skip it) whatever membership says.
+    pub fn is_stalled(&self) -> bool {
+        self.stalled.load(Ordering::Acquire)
+    }
+
+    /// Times the link stalled.
+    pub fn stalls(&self) -> u64 {
+        self.stalls.load(Ordering::Relaxed)
+    }
+
+    /// Bytes written on the current connection and not acknowledged by the peer.
+    pub fn unacked_bytes(&self) -> usize {
+        lock(&self.in_flight).bytes()
+    }
+
+    /// How long the oldest write not acknowledged by the peer has waited (zero: none).
+    pub fn oldest_unacked(&self) -> Duration {
+        lock(&self.in_flight).oldest(Instant::now())
+    }
+
+    /// The peer acknowledged every frame up to `seq`.
+    fn on_ack(&self, seq: u64) {
+        let progressed = lock(&self.in_flight).acked(seq);
+        if progressed && self.stalled.swap(false, Ordering::AcqRel) {
+            tracing::info!(peer = ?self.peer, lane = ?self.lane, "peer link makes progress again: peer reachable");
+        }
+    }
+
+    /// No progress for [`STALL_AFTER`]: counted and logged once per stall, until progress again.
+    fn stall(&self, why: &'static str) {
+        self.cuts.fetch_add(1, Ordering::Relaxed);
+        self.cut.store(true, Ordering::Release);
+        if !self.stalled.swap(true, Ordering::AcqRel) {
+            self.stalls.fetch_add(1, Ordering::Relaxed);
+            let (unacked_bytes, oldest_unacked) = {
+                let in_flight = lock(&self.in_flight);
+                (in_flight.bytes(), in_flight.oldest(Instant::now()))
+            };
+            tracing::warn!(
+                peer = ?self.peer,
+                lane = ?self.lane,
+                why,
+                unacked_bytes,
+                ?oldest_unacked,
+                "peer link stalled: cut; peer unreachable for delivery until the link makes progress"
+            );
+        }
     }
 
     /// Frames dropped (while cut or over the bound).
@@ -151,6 +238,9 @@ pub(crate) fn spawn(
         connected: AtomicBool::new(false),
         cuts: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
+        in_flight: Mutex::default(),
+        stalled: AtomicBool::new(false),
+        stalls: AtomicU64::new(0),
         stop: CancellationToken::new(),
     });
     tokio::spawn(run(link.clone(), rx, me, events, auth));
@@ -158,11 +248,13 @@ pub(crate) fn spawn(
 }
 
 enum Ended {
-    /// The cluster secret changed: the connection was closed cleanly (everything written reaches the
-    /// peer), reconnect at once under the new sending key; the queue is kept.
+    /// The cluster secret changed: the connection was closed cleanly once the peer acknowledged
+    /// everything written on it, reconnect at once under the new sending key; the queue is kept.
     Rekey,
-    /// Over the bound or stalled: drop the queue, reconnect.
+    /// Over the bound: drop the queue, reconnect.
     Cut,
+    /// No progress for [`STALL_AFTER`] (the reason): drop the queue, reconnect.
+    Stalled(&'static str),
     /// The connection failed.
     Broken,
     /// The link was closed.
@@ -182,15 +274,16 @@ async fn run(
             _ = link.stop.cancelled() => return,
             opened = open(&link, &me, &auth) => opened,
         };
-        if let Some(mut framed) = opened {
+        if let Some(mut connection) = opened {
             let mut rotations = auth.rotations();
             rotations.mark_unchanged();
             backoff = BACKOFF_MIN;
             link.connected.store(true, Ordering::Release);
             tracing::debug!(peer = ?link.peer, lane = ?link.lane, "peer link up");
             let _ = events.send(LinkEvent::Up { peer: link.peer.clone(), lane: link.lane }).await;
-            let ended = pump(&link, &mut rx, &mut framed, &mut rotations).await;
+            let ended = pump(&link, &mut rx, &mut connection, &mut rotations).await;
             link.connected.store(false, Ordering::Release);
+            lock(&link.in_flight).clear();
             match ended {
                 Ended::Stopped => return,
                 Ended::Rekey => {
@@ -198,6 +291,10 @@ async fn run(
                     continue;
                 }
                 Ended::Cut => discard(&link, &mut rx),
+                Ended::Stalled(why) => {
+                    link.stall(why);
+                    discard(&link, &mut rx);
+                }
                 Ended::Broken => tracing::debug!(peer = ?link.peer, lane = ?link.lane, "peer link broken"),
             }
         }
@@ -220,13 +317,15 @@ async fn dial(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpSt
     socket.connect(addr).await
 }
 
+/// One connection of a link: frames go out, acknowledgements come back.
+struct Connection {
+    frames: FramedWrite<OwnedWriteHalf, PeerCodec>,
+    acks: FramedRead<OwnedReadHalf, PeerCodec>,
+}
+
 /// Connects, proves to the peer (and has it prove) that both hold the cluster secret, and says
 /// `Hello`; `None` when any step fails.
-async fn open(
-    link: &Link,
-    me: &RwLock<PeerId>,
-    auth: &PeerAuth,
-) -> Option<FramedWrite<TcpStream, PeerCodec>> {
+async fn open(link: &Link, me: &RwLock<PeerId>, auth: &PeerAuth) -> Option<Connection> {
     let mut stream =
         tokio::time::timeout(CONNECT_TIMEOUT, dial(link.peer.addr, link.source)).await.ok()?.ok()?;
     let _ = stream.set_nodelay(true);
@@ -249,12 +348,20 @@ async fn open(
         }
         Err(_) => return None,
     };
-    let mut framed = FramedWrite::new(stream, codec);
+    let (reading, writing) = stream.into_split();
+    let acks = FramedRead::new(reading, codec.twin());
+    let mut frames = FramedWrite::new(writing, codec);
     let hello =
         PeerMessage::Hello { from: me.read().unwrap_or_else(|e| e.into_inner()).clone(), lane: link.lane };
-    let frame = wire::encode(&hello).ok()?;
-    match tokio::time::timeout(WRITE_TIMEOUT, SinkExt::<Bytes>::send(&mut framed, frame)).await {
-        Ok(Ok(())) => Some(framed),
+    let seq = next_seq();
+    let frame = wire::sequenced(seq, &wire::encode(&hello).ok()?);
+    let (len, at) = (frame.len(), Instant::now());
+    match tokio::time::timeout(STALL_AFTER, SinkExt::<Bytes>::send(&mut frames, frame)).await {
+        Ok(Ok(())) => {
+            // Its acknowledgement is the first sign this connection makes progress.
+            lock(&link.in_flight).written(seq, len, at);
+            Some(Connection { frames, acks })
+        }
         _ => None,
     }
 }
@@ -271,254 +378,100 @@ fn discard(link: &Link, rx: &mut mpsc::UnboundedReceiver<Bytes>) {
 async fn pump(
     link: &Link,
     rx: &mut mpsc::UnboundedReceiver<Bytes>,
-    framed: &mut FramedWrite<TcpStream, PeerCodec>,
+    connection: &mut Connection,
     rotations: &mut tokio::sync::watch::Receiver<u64>,
 ) -> Ended {
+    let mut check = tokio::time::interval(STALL_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let Connection { frames: framed, acks } = connection;
     loop {
         let first = tokio::select! {
             biased;
             _ = link.stop.cancelled() => return Ended::Stopped,
             _ = link.cut_signal.notified() => return Ended::Cut,
             Ok(()) = rotations.changed() => {
-                // Between batches, so nothing is half-written: close cleanly and redial.
-                let _ = tokio::time::timeout(WRITE_TIMEOUT, SinkExt::<Bytes>::close(framed)).await;
+                // Between batches, so nothing is half-written. The new connection will supersede
+                // this one at the peer (its reader is stopped), so first wait until the peer has
+                // acknowledged everything written here (within the stall bound), then close and redial.
+                let drained = async {
+                    while lock(&link.in_flight).bytes() > 0 {
+                        match acks.next().await.map(|ack| ack.ok().and_then(|frame| wire::read_ack(&frame).ok())) {
+                            Some(Some(seq)) => link.on_ack(seq),
+                            _ => break,
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(STALL_AFTER, drained).await;
+                let _ = tokio::time::timeout(STALL_AFTER, SinkExt::<Bytes>::close(framed)).await;
                 return Ended::Rekey;
+            }
+            ack = acks.next() => {
+                let seq = match ack {
+                    Some(Ok(frame)) => wire::read_ack(&frame).map_err(|error| error.to_string()),
+                    Some(Err(error)) => Err(error.to_string()),
+                    // The peer closed the connection.
+                    None => return Ended::Broken,
+                };
+                match seq {
+                    Ok(seq) => link.on_ack(seq),
+                    Err(error) => {
+                        tracing::warn!(peer = ?link.peer, lane = ?link.lane, %error, "unreadable peer acknowledgement: link closed");
+                        return Ended::Broken;
+                    }
+                }
+                continue;
+            }
+            _ = check.tick() => {
+                if lock(&link.in_flight).stalled(Instant::now(), STALL_AFTER) {
+                    return Ended::Stalled("frames written but not acknowledged");
+                }
+                continue;
             }
             frame = rx.recv() => match frame {
                 Some(frame) => frame,
                 None => return Ended::Stopped,
             },
         };
+        let started = Instant::now();
         let write = async {
             let mut next = Some(first);
-            let mut written = 0;
+            let (mut written, mut bytes, mut last) = (0, 0, 0);
             while let Some(frame) = next.take() {
                 link.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+                last = next_seq();
+                let frame = wire::sequenced(last, &frame);
+                bytes += frame.len();
                 SinkExt::<Bytes>::feed(framed, frame).await?;
                 written += 1;
                 if written < BATCH {
                     next = rx.try_recv().ok();
                 }
             }
-            SinkExt::<Bytes>::flush(framed).await
+            SinkExt::<Bytes>::flush(framed).await.map(|()| (last, bytes))
         };
         let written = tokio::select! {
-            written = tokio::time::timeout(WRITE_TIMEOUT, write) => written,
+            written = tokio::time::timeout(STALL_AFTER, write) => written,
             // Over its bound while a write is stuck: cut now, not after the write timeout.
             _ = link.cut_signal.notified() => return Ended::Cut,
             _ = link.stop.cancelled() => return Ended::Stopped,
         };
         match written {
-            Ok(Ok(())) => {}
+            Ok(Ok((last, bytes))) => lock(&link.in_flight).written(last, bytes, started),
             Ok(Err(_)) => return Ended::Broken,
-            Err(_) => {
-                tracing::warn!(peer = ?link.peer, lane = ?link.lane, "peer link stalled: cut");
-                link.cuts.fetch_add(1, Ordering::Relaxed);
-                link.cut.store(true, Ordering::Release);
-                return Ended::Cut;
-            }
-        }
-    }
-}
-
-/// A frame that arrived on an accepted link, with the sender named in its `Hello`.
-#[derive(Debug)]
-pub(crate) struct Inbound {
-    pub from: PeerId,
-    pub msg: PeerMessage,
-}
-
-/// Where accepted links deliver: data-lane frames to the driver, control-lane (raft) frames to raft,
-/// so a backlog of data never delays a heartbeat or a vote.
-#[derive(Clone)]
-pub(crate) struct Inboxes {
-    pub data: mpsc::Sender<Inbound>,
-    pub control: mpsc::Sender<Inbound>,
-}
-
-/// Connections in their handshake, by source address (see [`MAX_PENDING_HANDSHAKES`]).
-#[derive(Default)]
-struct HandshakeSlots {
-    by_address: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
-}
-
-/// One connection's place among those in their handshake; given back on drop.
-struct HandshakeSlot {
-    slots: Arc<HandshakeSlots>,
-    ip: std::net::IpAddr,
-}
-
-impl HandshakeSlots {
-    fn take(slots: &Arc<HandshakeSlots>, ip: std::net::IpAddr) -> Option<HandshakeSlot> {
-        let mut by_address = slots.by_address.lock().unwrap_or_else(|e| e.into_inner());
-        let total: usize = by_address.values().sum();
-        let mine = by_address.entry(ip).or_default();
-        if total >= MAX_PENDING_HANDSHAKES || *mine >= MAX_PENDING_HANDSHAKES_PER_ADDRESS {
-            if *mine == 0 {
-                by_address.remove(&ip);
-            }
-            return None;
-        }
-        *mine += 1;
-        Some(HandshakeSlot { slots: slots.clone(), ip })
-    }
-}
-
-impl Drop for HandshakeSlot {
-    fn drop(&mut self) {
-        let mut by_address = self.slots.by_address.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = by_address.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                by_address.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// Accepts peer connections; each is read by its own task that hands decoded frames to `deliver`.
-pub(crate) async fn accept(
-    listener: TcpListener,
-    deliver: Inboxes,
-    auth: Arc<PeerAuth>,
-    stop: CancellationToken,
-) {
-    let pending = Arc::new(HandshakeSlots::default());
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, from)) => {
-                let Some(permit) = HandshakeSlots::take(&pending, from.ip()) else {
-                    auth.refused.links.fetch_add(1, Ordering::Relaxed);
-                    auth.log_refusal("a peer connection", from, &"too many connections in their handshake");
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(read(stream, from, deliver.clone(), auth.clone(), permit, stop.clone()));
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot accept a peer connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-async fn read(
-    mut stream: TcpStream,
-    addr: SocketAddr,
-    deliver: Inboxes,
-    auth: Arc<PeerAuth>,
-    handshaking: HandshakeSlot,
-    stop: CancellationToken,
-) {
-    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
-    let mut rotations = auth.rotations();
-    let keys = auth.keys();
-    let opened =
-        tokio::time::timeout_at(deadline, handshake::respond(&mut stream, keys.as_deref(), MAX_FRAME_BYTES))
-            .await;
-    let handshake::Accepted { codec, psk } = match opened {
-        Ok(Ok(accepted)) => accepted,
-        failed => {
-            // Only a secured node refuses (a plain one has no handshake): a stranger, a node without
-            // the secret, or a connection that never finishes its handshake.
-            auth.refused.links.fetch_add(1, Ordering::Relaxed);
-            let reason = match failed {
-                Ok(Err(error)) => error.to_string(),
-                _ => "no handshake within the deadline".to_owned(),
-            };
-            auth.log_refusal("a peer connection", addr, &reason);
-            return;
-        }
-    };
-    let mut frames = FramedRead::new(stream, codec);
-    let hello = match tokio::time::timeout_at(deadline, frames.next()).await {
-        Ok(Some(Ok(frame))) => wire::decode(&frame),
-        _ => return,
-    };
-    let (from, deliver) = match hello {
-        Ok(PeerMessage::Hello { from, lane: Lane::Data }) => (from, deliver.data),
-        Ok(PeerMessage::Hello { from, lane: Lane::Control }) => (from, deliver.control),
-        Ok(_) => {
-            tracing::warn!(%addr, "peer connection did not start with Hello: closed");
-            return;
-        }
-        Err(error) => {
-            tracing::warn!(%addr, %error, "unreadable peer Hello: closed");
-            return;
-        }
-    };
-    drop(handshaking);
-    loop {
-        let frame = tokio::select! {
-            _ = stop.cancelled() => return,
-            Ok(()) = rotations.changed() => {
-                if psk.is_some_and(|psk| !auth.accepts_link_key(&psk)) {
-                    tracing::info!(peer = ?from, "peer link accepted under a cluster secret no longer accepted: closed");
-                    return;
-                }
-                continue;
-            }
-            frame = frames.next() => frame,
-        };
-        let msg = match frame {
-            Some(Ok(frame)) => wire::decode(&frame),
-            Some(Err(error)) => {
-                tracing::warn!(peer = ?from, %error, "peer link read error: closed");
-                return;
-            }
-            None => return,
-        };
-        match msg {
-            Ok(msg) => {
-                if deliver.send(Inbound { from: from.clone(), msg }).await.is_err() {
-                    return;
-                }
-            }
-            Err(error) => {
-                tracing::warn!(peer = ?from, %error, "undecodable peer frame: link closed");
-                return;
-            }
+            Err(_) => return Ended::Stalled("frames not taken by the kernel"),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use tokio::net::TcpListener;
+
     use super::*;
     use crate::NodeId;
 
     fn peer(addr: SocketAddr) -> PeerId {
         PeerId { node: NodeId("slow".into()), incarnation: 1, epoch: 0, addr }
-    }
-
-    #[test]
-    fn handshake_slots_are_bounded_per_address_and_in_all_and_given_back() {
-        let slots = Arc::new(HandshakeSlots::default());
-        let ip = |i: u8| std::net::IpAddr::from([10, 0, i / 100, i % 100]);
-        let first: Vec<_> = (0..MAX_PENDING_HANDSHAKES_PER_ADDRESS)
-            .map(|_| HandshakeSlots::take(&slots, ip(1)).unwrap())
-            .collect();
-        assert!(HandshakeSlots::take(&slots, ip(1)).is_none(), "one address holds at most its share");
-        let mut others = Vec::new();
-        for i in 2..=255u8 {
-            while let Some(slot) = HandshakeSlots::take(&slots, ip(i)) {
-                others.push(slot);
-                if others.len() + first.len() == MAX_PENDING_HANDSHAKES {
-                    break;
-                }
-            }
-        }
-        assert_eq!(others.len() + first.len(), MAX_PENDING_HANDSHAKES);
-        assert!(HandshakeSlots::take(&slots, ip(250)).is_none(), "the total is bounded");
-        drop(first);
-        drop(others);
-        assert!(slots.by_address.lock().unwrap().is_empty(), "every slot was given back");
-        assert!(HandshakeSlots::take(&slots, ip(1)).is_some());
     }
 
     /// A peer that accepts and then never reads: the link's queue fills to its bound, the link is cut
@@ -558,5 +511,73 @@ mod tests {
         assert!(link.queued_bytes() <= max);
         link.close();
         held.abort();
+    }
+
+    /// A peer that reads everything (the kernel takes every write) but never acknowledges, as when
+    /// its packets back are dropped: the link stalls within the bound, once, is cut and reconnects;
+    /// a peer that acknowledges (the real accepting side) clears it.
+    #[tokio::test]
+    async fn a_link_without_acknowledgements_stalls_and_progress_clears_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent = tokio::spawn(async move {
+            let mut readers = Vec::new();
+            while let Ok((mut stream, _)) = listener.accept().await {
+                readers.push(tokio::spawn(async move {
+                    let mut sink = [0u8; 4096];
+                    while tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await.is_ok_and(|n| n > 0) {}
+                }));
+            }
+        });
+        let me = Arc::new(RwLock::new(PeerId { node: NodeId("me".into()), ..peer(addr) }));
+        let (events_tx, mut events) = mpsc::channel(16);
+        let auth = Arc::new(PeerAuth::insecure());
+        let link = spawn(peer(addr), Lane::Data, me.clone(), None, 1 << 20, events_tx, auth.clone());
+        let up = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap();
+        assert!(matches!(up, Some(LinkEvent::Up { .. })));
+        let started = std::time::Instant::now();
+        while link.stalls() == 0 {
+            assert!(started.elapsed() < STALL_AFTER * 2, "never stalled");
+            link.send(&PeerMessage::SnapshotRequest);
+            if link.unacked_bytes() > 0 {
+                assert!(link.oldest_unacked() <= STALL_AFTER + STALL_CHECK * 2);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(started.elapsed() >= STALL_AFTER, "stalled before the bound");
+        assert!(link.is_stalled() && link.cuts() >= 1);
+        // It reconnects (to the same silent peer): still stalled, counted once.
+        let again = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap();
+        assert!(matches!(again, Some(LinkEvent::Up { .. })));
+        assert!(link.is_stalled());
+        link.close();
+        silent.abort();
+
+        // The real accepting side acknowledges: no stall, nothing left unacknowledged.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (data, mut inbox) = mpsc::channel(1024);
+        let inboxes = Inboxes { data, control: mpsc::channel(1).0 };
+        let stop = CancellationToken::new();
+        tokio::spawn(accept(listener, inboxes, auth.clone(), Arc::default(), stop.clone()));
+        let (events_tx, mut events) = mpsc::channel(16);
+        let link = spawn(peer(addr), Lane::Data, me, None, 1 << 20, events_tx, auth);
+        tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap();
+        for _ in 0..20 {
+            link.send(&PeerMessage::SnapshotRequest);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for _ in 0..20 {
+            let inbound = tokio::time::timeout(Duration::from_secs(5), inbox.recv()).await.unwrap().unwrap();
+            assert_eq!(inbound.msg, PeerMessage::SnapshotRequest);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while link.unacked_bytes() > 0 {
+            assert!(std::time::Instant::now() < deadline, "never acknowledged");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!((link.stalls(), link.is_stalled(), link.oldest_unacked()), (0, false, Duration::ZERO));
+        link.close();
+        stop.cancel();
     }
 }

@@ -3,6 +3,13 @@
 //! Frames travel length-delimited over TCP (see `link`). bincode is kept behind these two functions
 //! and the version byte, so the format can change without touching the rest of the crate: a peer with
 //! another version is refused at its first frame instead of being misread.
+//!
+//! On a link each frame is wrapped in a link header, `[LINK_VERSION][seq: u64 BE]`, and the
+//! accepting side answers on the same connection with acknowledgements, `[LINK_VERSION][seq]` alone
+//! (see `link`). The header's first byte is where a frame's version byte was before it existed, and
+//! differs from [`WIRE_VERSION`]: a node of the previous format reads it as an unknown wire version
+//! and closes the link at the `Hello`, and this node does the same with that node's frames, so a
+//! mixed cluster refuses to link (logged at both ends) instead of misreading.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -13,6 +20,12 @@ use crate::presence::{Delta, Snapshot, Version};
 
 /// The version byte at the start of every frame.
 pub const WIRE_VERSION: u8 = 1;
+
+/// The first byte of every frame on a link: the link format (sequence numbers and acknowledgements).
+pub const LINK_VERSION: u8 = 2;
+
+/// The link header's length: [`LINK_VERSION`] and the frame's sequence number.
+pub const LINK_HEADER_BYTES: usize = 9;
 
 /// Largest frame a peer may send (a presence snapshot of a large node is the big one).
 pub const MAX_FRAME_BYTES: usize = 64 << 20;
@@ -119,6 +132,41 @@ pub fn decode(frame: &[u8]) -> Result<PeerMessage, WireError> {
     decode_body(body)
 }
 
+/// `frame` with its link header: `seq` orders it among everything this node run sent on the lane.
+pub fn sequenced(seq: u64, frame: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(LINK_HEADER_BYTES + frame.len());
+    out.put_u8(LINK_VERSION);
+    out.put_u64(seq);
+    out.put_slice(frame);
+    out.freeze()
+}
+
+/// Splits a link frame into its sequence number and the frame it carries.
+pub fn unsequence(frame: &[u8]) -> Result<(u64, &[u8]), WireError> {
+    let (&version, rest) = frame.split_first().ok_or(WireError::Empty)?;
+    if version != LINK_VERSION {
+        return Err(WireError::Version(version, LINK_VERSION));
+    }
+    let (seq, body) = rest.split_first_chunk::<8>().ok_or(WireError::Short(frame.len()))?;
+    Ok((u64::from_be_bytes(*seq), body))
+}
+
+/// An acknowledgement: every frame up to sequence number `seq` arrived.
+pub fn ack(seq: u64) -> Bytes {
+    sequenced(seq, &[])
+}
+
+/// Reads an acknowledgement; anything but a bare header is an error.
+pub fn read_ack(frame: &[u8]) -> Result<u64, WireError> {
+    match unsequence(frame)? {
+        (seq, []) => Ok(seq),
+        (_, body) => Err(WireError::Decode(bincode::error::DecodeError::OtherString(format!(
+            "{} bytes after an acknowledgement",
+            body.len()
+        )))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -167,7 +215,28 @@ mod tests {
         assert!(decode(&long).is_err());
     }
 
+    /// A node of the previous format (no link header) and this one refuse each other's first frame.
+    #[test]
+    fn link_frames_carry_their_sequence_and_refuse_the_previous_format() {
+        let hello = encode(&PeerMessage::SnapshotRequest).unwrap();
+        let framed = sequenced(0x0102_0304_0506_0708, &hello);
+        assert_eq!(framed.len(), LINK_HEADER_BYTES + hello.len());
+        assert_eq!(unsequence(&framed).unwrap(), (0x0102_0304_0506_0708, &hello[..]));
+        // This frame as a node of the previous format reads it, and the other way round.
+        assert!(matches!(decode(&framed), Err(WireError::Version(LINK_VERSION, WIRE_VERSION))));
+        assert!(matches!(unsequence(&hello), Err(WireError::Version(WIRE_VERSION, LINK_VERSION))));
+        assert!(matches!(unsequence(&framed[..5]), Err(WireError::Short(5))));
+        assert_eq!(read_ack(&ack(42)).unwrap(), 42);
+        assert!(read_ack(&framed).is_err(), "a frame is not an acknowledgement");
+    }
+
     proptest! {
+        #[test]
+        fn any_link_bytes_split_or_fail_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = unsequence(&bytes);
+            let _ = read_ack(&bytes);
+        }
+
         #[test]
         fn any_bytes_decode_or_fail_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = decode(&bytes);

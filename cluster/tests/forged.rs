@@ -39,12 +39,14 @@ async fn until(what: &str, done: impl Fn() -> bool) {
     }
 }
 
-/// A raw data link to `to` whose `Hello` names `claimed`, then `frames`.
+/// A raw data link to `to` whose `Hello` names `claimed`, then `frames`. Its sequence numbers come
+/// from this process's counter (the forger guesses them right): a connection that claims a live run
+/// takes over from that run's real one, which reconnects after it.
 async fn speak_as(to: std::net::SocketAddr, claimed: PeerId, frames: &[PeerMessage]) {
     let mut stream = TcpStream::connect(to).await.expect("cluster port reachable");
     let hello = PeerMessage::Hello { from: claimed, lane: Lane::Data };
     for msg in std::iter::once(&hello).chain(frames) {
-        let frame = wire::encode(msg).expect("encodes");
+        let frame = wire::sequenced(realtime_cluster::link::next_seq(), &wire::encode(msg).expect("encodes"));
         stream.write_all(&(frame.len() as u32).to_be_bytes()).await.expect("writes");
         stream.write_all(&frame).await.expect("writes");
     }

@@ -288,6 +288,16 @@ pub struct ClusterMetrics {
     pub peers_down: Gauge,
     pub link_queued_bytes: Gauge,
     pub link_cuts: Counter,
+    /// Written to peers and not yet acknowledged (all links), and the oldest such write's age (the
+    /// largest over links): lag the queues do not show.
+    pub link_unacked_bytes: Gauge,
+    pub link_oldest_unacked: Gauge,
+    /// Links that made no progress within the stall bound (each stall once), and peers unreachable
+    /// for delivery now (their data link stalled).
+    pub link_stalls: Counter,
+    pub peers_unreachable: Gauge,
+    /// Peer frames dropped for arriving after newer ones from the same sender and lane.
+    pub stale_frames_dropped: Counter,
     pub relays: Counter,
     pub relay_drops: Counter,
     pub presence_remote_entries: Gauge,
@@ -314,6 +324,13 @@ impl ClusterMetrics {
         self.peers_down.set((view.members.len() - alive) as f64);
         self.link_queued_bytes.set(view.links.iter().map(|l| l.queued_bytes as f64).sum::<f64>());
         self.link_cuts.absolute(view.links.iter().map(|l| l.cuts).sum());
+        self.link_unacked_bytes.set(view.links.iter().map(|l| l.unacked_bytes as f64).sum::<f64>());
+        let oldest_ms = view.links.iter().map(|l| l.oldest_unacked_ms).max().unwrap_or(0);
+        self.link_oldest_unacked.set(oldest_ms as f64 / 1000.0);
+        self.link_stalls.absolute(view.links.iter().map(|l| l.stalls).sum());
+        self.peers_unreachable
+            .set(view.links.iter().filter(|l| l.lane == "data" && l.stalled).count() as f64);
+        self.stale_frames_dropped.absolute(view.stale_frames_dropped);
         self.relays.absolute(view.relayed);
         self.relay_drops.absolute(view.relay_drops);
         self.presence_remote_entries.set(view.presence.remote_entries as f64);
@@ -391,6 +408,28 @@ pub fn metrics() -> &'static Metrics {
         describe_counter!(
             "realtime_cluster_link_cuts_total",
             "Peer links cut for being over their queue bound or stalled"
+        );
+        describe_gauge!(
+            "realtime_cluster_link_unacked_bytes",
+            Unit::Bytes,
+            "Bytes written on peer links and not yet acknowledged by the peer"
+        );
+        describe_gauge!(
+            "realtime_cluster_link_oldest_unacked_seconds",
+            Unit::Seconds,
+            "Age of the oldest write on any peer link not yet acknowledged by the peer"
+        );
+        describe_counter!(
+            "realtime_cluster_link_stalls_total",
+            "Peer links that made no progress within the stall bound (cut, peer unreachable until progress)"
+        );
+        describe_gauge!(
+            "realtime_cluster_peers_unreachable",
+            "Peers whose data link is stalled: no relays or Postgres Changes go to them"
+        );
+        describe_counter!(
+            "realtime_cluster_stale_frames_dropped_total",
+            "Peer frames dropped for arriving after newer ones from the same sender (an old connection)"
         );
         describe_counter!("realtime_cluster_relays_total", "Broadcasts relayed to peers (one per peer)");
         describe_counter!(
@@ -480,6 +519,11 @@ pub fn metrics() -> &'static Metrics {
                 peers_down: metrics::gauge!("realtime_cluster_peers_down"),
                 link_queued_bytes: metrics::gauge!("realtime_cluster_link_queued_bytes"),
                 link_cuts: metrics::counter!("realtime_cluster_link_cuts_total"),
+                link_unacked_bytes: metrics::gauge!("realtime_cluster_link_unacked_bytes"),
+                link_oldest_unacked: metrics::gauge!("realtime_cluster_link_oldest_unacked_seconds"),
+                link_stalls: metrics::counter!("realtime_cluster_link_stalls_total"),
+                peers_unreachable: metrics::gauge!("realtime_cluster_peers_unreachable"),
+                stale_frames_dropped: metrics::counter!("realtime_cluster_stale_frames_dropped_total"),
                 relays: metrics::counter!("realtime_cluster_relays_total"),
                 relay_drops: metrics::counter!("realtime_cluster_relay_drops_total"),
                 presence_remote_entries: metrics::gauge!("realtime_cluster_presence_remote_entries"),

@@ -1,4 +1,4 @@
-//! `/cluster`: a snapshot of this node's membership, links (their queued bytes are the lag), presence
+//! `/cluster`: a snapshot of this node's membership, links (their queued and unacknowledged bytes are the lag), presence
 //! replicas and raft state, for operators and tests.
 
 use std::net::SocketAddr;
@@ -26,6 +26,10 @@ pub struct ClusterView {
     pub interest: Vec<InterestView>,
     pub relayed: u64,
     pub relay_drops: u64,
+    /// Frames from peers dropped for not being newer than one already delivered from the same sender
+    /// and lane (held up on an old connection), and older connections closed for a newer one.
+    pub stale_frames_dropped: u64,
+    pub superseded_connections: u64,
     /// Whether peers must hold the cluster secret, and what was refused for not holding it.
     pub secured: bool,
     pub refused: crate::secure::RefusalView,
@@ -35,13 +39,20 @@ pub struct ClusterView {
     pub raft: Option<RaftView>,
 }
 
-/// One peer's links: connected, bytes queued (the lag), cuts and drops.
+/// One peer's links: connected, bytes queued (not yet written), bytes written and not acknowledged
+/// by the peer and the age of the oldest of them (together, the lag), stalls, cuts and drops.
 #[derive(Debug, Serialize)]
 pub struct LinkView {
     pub node: String,
     pub lane: &'static str,
     pub connected: bool,
     pub queued_bytes: usize,
+    pub unacked_bytes: usize,
+    /// How long the oldest write not acknowledged has waited, in ms (0: everything acknowledged).
+    pub oldest_unacked_ms: u64,
+    /// Stalled and no progress since: the peer is unreachable for delivery.
+    pub stalled: bool,
+    pub stalls: u64,
     pub cuts: u64,
     pub dropped: u64,
 }
@@ -87,6 +98,10 @@ impl ClusterHandle {
                     lane,
                     connected: link.is_connected(),
                     queued_bytes: link.queued_bytes(),
+                    unacked_bytes: link.unacked_bytes(),
+                    oldest_unacked_ms: u64::try_from(link.oldest_unacked().as_millis()).unwrap_or(u64::MAX),
+                    stalled: link.is_stalled(),
+                    stalls: link.stalls(),
                     cuts: link.cuts(),
                     dropped: link.dropped(),
                 });
@@ -122,6 +137,8 @@ impl ClusterHandle {
                 .collect(),
             relayed: self.shared.relayed.load(Ordering::Relaxed),
             relay_drops: self.shared.relay_drops.load(Ordering::Relaxed),
+            stale_frames_dropped: self.shared.arrivals.stale(),
+            superseded_connections: self.shared.arrivals.superseded(),
             secured: self.shared.auth.is_secure(),
             refused: self.shared.auth.refusals(),
             rejected: RejectedView {

@@ -5,8 +5,14 @@
 //! records of at most [`MAX_RECORD_PLAINTEXT`] bytes; each record is `[u16 length][ciphertext + tag]`.
 //! A record that fails authentication (tampered, reordered, injected) is a read error: the link is
 //! closed, never a frame half-trusted.
+//!
+//! A connection carries frames both ways (the dialler's frames, the acceptor's acknowledgements), each
+//! direction with its own Noise cipher and nonce counter. The session is shared by the connection's
+//! two codecs ([`PeerCodec::twin`]): one writes on one direction, the other reads the other, each
+//! counting its own nonces (Noise's stateless transport mode, so neither needs the other's state).
 
 use std::io;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
@@ -27,13 +33,18 @@ pub enum PeerCodec {
     Sealed(Box<Sealed>),
 }
 
-/// The sealed form's state: the Noise session (each direction of a link is used one way only) and
-/// the frame bytes between records.
+/// The sealed form's state: the Noise session (shared with the connection's other codec), this
+/// codec's nonces and the frame bytes between records.
 pub struct Sealed {
     framing: LengthDelimitedCodec,
-    session: snow::TransportState,
+    session: Arc<snow::StatelessTransportState>,
+    /// The nonce of the next record this codec seals, and of the next one it opens: a record
+    /// replayed, dropped or reordered does not open.
+    sending: u64,
+    receiving: u64,
     /// Plain frame bytes: to be cut into records (writing), or opened but not yet a whole frame.
     plain: BytesMut,
+    max_frame: usize,
 }
 
 impl PeerCodec {
@@ -43,8 +54,32 @@ impl PeerCodec {
     }
 
     /// Frames of at most `max_frame` bytes inside the records of `session`.
-    pub(crate) fn sealed(session: snow::TransportState, max_frame: usize) -> PeerCodec {
-        PeerCodec::Sealed(Box::new(Sealed { framing: framing(max_frame), session, plain: BytesMut::new() }))
+    pub(crate) fn sealed(session: snow::StatelessTransportState, max_frame: usize) -> PeerCodec {
+        PeerCodec::Sealed(Box::new(Sealed {
+            framing: framing(max_frame),
+            session: Arc::new(session),
+            sending: 0,
+            receiving: 0,
+            plain: BytesMut::new(),
+            max_frame,
+        }))
+    }
+
+    /// A second codec for the same connection, for the direction this one does not use: the
+    /// connection's reader gets a twin to write its acknowledgements, the writer one to read them.
+    /// Both must be fresh (nothing sealed or opened yet), and each then used one way only.
+    pub fn twin(&self) -> PeerCodec {
+        match self {
+            PeerCodec::Plain(codec) => PeerCodec::Plain(framing(codec.max_frame_length())),
+            PeerCodec::Sealed(sealed) => PeerCodec::Sealed(Box::new(Sealed {
+                framing: framing(sealed.max_frame),
+                session: sealed.session.clone(),
+                sending: 0,
+                receiving: 0,
+                plain: BytesMut::new(),
+                max_frame: sealed.max_frame,
+            })),
+        }
     }
 }
 
@@ -59,7 +94,7 @@ impl Encoder<Bytes> for PeerCodec {
         match self {
             PeerCodec::Plain(codec) => codec.encode(frame, dst),
             PeerCodec::Sealed(sealed) => {
-                let Sealed { framing, session, plain } = &mut **sealed;
+                let Sealed { framing, session, sending, plain, .. } = &mut **sealed;
                 plain.clear();
                 framing.encode(frame, plain)?;
                 dst.reserve(plain.len() + plain.len().div_ceil(MAX_RECORD_PLAINTEXT) * (2 + TAG_LEN));
@@ -68,8 +103,9 @@ impl Encoder<Bytes> for PeerCodec {
                     dst.put_u16(0);
                     dst.resize(start + 2 + chunk.len() + TAG_LEN, 0);
                     let written = session
-                        .write_message(chunk, &mut dst[start + 2..])
+                        .write_message(*sending, chunk, &mut dst[start + 2..])
                         .map_err(|_| invalid("cannot seal a peer record"))?;
+                    *sending += 1;
                     dst.truncate(start + 2 + written);
                     let len = u16::try_from(written).map_err(|_| invalid("peer record too long"))?;
                     dst[start..start + 2].copy_from_slice(&len.to_be_bytes());
@@ -89,7 +125,7 @@ impl Decoder for PeerCodec {
         match self {
             PeerCodec::Plain(codec) => codec.decode(src),
             PeerCodec::Sealed(sealed) => {
-                let Sealed { framing, session, plain } = &mut **sealed;
+                let Sealed { framing, session, receiving, plain, .. } = &mut **sealed;
                 loop {
                     if let Some(frame) = framing.decode(plain)? {
                         return Ok(Some(frame));
@@ -107,8 +143,9 @@ impl Decoder for PeerCodec {
                     let start = plain.len();
                     plain.resize(start + len, 0);
                     let opened = session
-                        .read_message(&record, &mut plain[start..])
+                        .read_message(*receiving, &record, &mut plain[start..])
                         .map_err(|_| invalid("a peer record failed authentication"))?;
+                    *receiving += 1;
                     plain.truncate(start + opened);
                 }
             }
@@ -187,6 +224,30 @@ mod tests {
         }
     }
 
+    /// The dialler writes frames and reads acknowledgements on one connection, the acceptor the
+    /// other way round, each direction through its own codec of the shared session.
+    #[test]
+    fn twins_carry_the_other_direction() {
+        let (dialler, acceptor) = session_pair();
+        let (mut frames_out, mut frames_in) =
+            (PeerCodec::sealed(dialler, MAX), PeerCodec::sealed(acceptor, MAX));
+        let (mut acks_out, mut acks_in) = (frames_in.twin(), frames_out.twin());
+        for round in 0..3u8 {
+            let mut wire = BytesMut::new();
+            frames_out.encode(Bytes::from(vec![round; 70_000]), &mut wire).unwrap();
+            assert_eq!(frames_in.decode(&mut wire).unwrap().unwrap().len(), 70_000);
+            let mut back = BytesMut::new();
+            acks_out.encode(Bytes::from(vec![round; 9]), &mut back).unwrap();
+            assert_eq!(&acks_in.decode(&mut back).unwrap().unwrap()[..], &[round; 9]);
+        }
+        // Each direction is its own: a frame sealed for one does not open as the other.
+        let mut wire = BytesMut::new();
+        frames_out.encode(Bytes::from_static(b"one way"), &mut wire).unwrap();
+        assert!(acks_in.decode(&mut wire).is_err());
+        let plain = PeerCodec::plain(MAX);
+        assert!(matches!(plain.twin(), PeerCodec::Plain(_)));
+    }
+
     #[test]
     fn a_huge_length_is_refused_not_allocated() {
         let (writer, reader) = session_pair();
@@ -197,12 +258,12 @@ mod tests {
         header.put_u32(u32::MAX);
         let mut wire = BytesMut::new();
         writer.encode(Bytes::new(), &mut wire).unwrap(); // a valid empty frame first
-        let Sealed { session, .. } = match &mut writer {
+        let Sealed { session, sending, .. } = match &mut writer {
             PeerCodec::Sealed(sealed) => &mut **sealed,
             PeerCodec::Plain(_) => unreachable!(),
         };
         let mut record = vec![0u8; header.len() + TAG_LEN];
-        let n = session.write_message(&header, &mut record).unwrap();
+        let n = session.write_message(*sending, &header, &mut record).unwrap();
         wire.put_u16(n as u16);
         wire.extend_from_slice(&record[..n]);
         assert!(reader.decode(&mut wire).unwrap().unwrap().is_empty());

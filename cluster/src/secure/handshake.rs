@@ -80,7 +80,7 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     send(stream, &buf[..len]).await?;
     let answer = receive(stream).await?;
     state.read_message(&answer, &mut buf).map_err(|_| HandshakeError::Refused)?;
-    let session = state.into_transport_mode().map_err(noise)?;
+    let session = state.into_stateless_transport_mode().map_err(noise)?;
     Ok(PeerCodec::sealed(session, max_frame))
 }
 
@@ -112,7 +112,7 @@ pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     let (mut state, psk) = accepted.ok_or(HandshakeError::Refused)?;
     let len = state.write_message(&[], &mut buf).map_err(noise)?;
     send(stream, &buf[..len]).await?;
-    let codec = PeerCodec::sealed(state.into_transport_mode().map_err(noise)?, max_frame);
+    let codec = PeerCodec::sealed(state.into_stateless_transport_mode().map_err(noise)?, max_frame);
     Ok(Accepted { codec, psk: Some(psk) })
 }
 
@@ -124,7 +124,7 @@ pub(crate) mod tests {
     const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
     /// Two transport sessions (initiator, responder) of one handshake under a fixed key.
-    pub(crate) fn session_pair() -> (snow::TransportState, snow::TransportState) {
+    pub(crate) fn session_pair() -> (snow::StatelessTransportState, snow::StatelessTransportState) {
         let keys = Keyring::parse(A).unwrap();
         let psk = keys.sending().link_psk;
         let mut i = builder(&psk).unwrap().build_initiator().unwrap();
@@ -134,7 +134,7 @@ pub(crate) mod tests {
         r.read_message(&m[..n], &mut p).unwrap();
         let n = r.write_message(&[], &mut m).unwrap();
         i.read_message(&m[..n], &mut p).unwrap();
-        (i.into_transport_mode().unwrap(), r.into_transport_mode().unwrap())
+        (i.into_stateless_transport_mode().unwrap(), r.into_stateless_transport_mode().unwrap())
     }
 
     async fn pair(dial: Option<&str>, accept: Option<&str>) -> (bool, bool) {

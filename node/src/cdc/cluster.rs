@@ -14,8 +14,12 @@
 //!   and resumes from the slot's confirmed position: changes after it are shipped again, and every
 //!   node drops what it already delivered by commit LSN (its hub skips through its own recorded
 //!   position), so nothing is lost and nothing is delivered twice.
-//! - The leader acknowledges to PostgreSQL only what its own hub and every peer alive within the hold
-//!   (`REALTIME_CDC_HOLD_MS`, 30 s) delivered. Each shipped transaction names the one shipped before
+//! - The leader acknowledges to PostgreSQL only what its own hub and every peer reachable within the
+//!   hold (`REALTIME_CDC_HOLD_MS`, 30 s) delivered. Reachable: alive for the failure detector and its
+//!   link not stalled ([`ClusterHandle::reachable_peers`]); a peer SWIM holds alive while its link
+//!   makes no progress (a one-way loss) holds the slot for the hold, not for as long as the loss lasts,
+//!   and gets no shipments meanwhile. When its link makes progress again the next transaction shows it
+//!   the gap and it asks for a replay, as a peer that was down does. Each shipped transaction names the one shipped before
 //!   it: a node that missed some (it was paused, or its link was cut) drops what follows and reports
 //!   the gap, and the leader replays its stream from the slot, which was held at that node's position.
 //!   A node out for longer than the hold is behind the slot: each stream starts with its anchor, and
@@ -122,7 +126,7 @@ pub struct ClusterCdc {
 struct Peers {
     /// Each peer's last reported delivered position.
     delivered: HashMap<NodeId, u64>,
-    /// When each peer was last seen alive by the failure detector.
+    /// When each peer was last seen reachable (alive for the failure detector, link not stalled).
     last_live: HashMap<NodeId, Instant>,
     /// When the stream was last replayed for a peer that missed shipments.
     replayed_at: Option<Instant>,
@@ -391,12 +395,12 @@ impl ClusterCdc {
         self.restart.notify_one();
     }
 
-    /// The acknowledgement: what this node and every peer alive within the hold delivered, never
-    /// moving back. Holding a recently gone peer keeps the slot at its position, so if it comes back
-    /// (it was paused, not dead) the stream can be replayed for it.
+    /// The acknowledgement: what this node and every peer reachable within the hold delivered, never
+    /// moving back. Holding a recently gone (or stalled) peer keeps the slot at its position, so if it
+    /// comes back (it was paused or cut off, not dead) the stream can be replayed for it.
     fn update_ack(&self, peers: &mut Peers) {
         let now = Instant::now();
-        for peer in self.cluster.live_peers() {
+        for peer in self.cluster.reachable_peers() {
             peers.last_live.insert(peer, now);
         }
         let hold = self.hold;

@@ -548,3 +548,85 @@ async fn t86_a_node_out_longer_than_the_hold_tells_its_subscribers() {
         }
     }
 }
+
+/// Where PostgreSQL holds the test's slot (its confirmed position), as a number.
+async fn slot_position(db: &Db) -> u64 {
+    let sql = format!(
+        "select (confirmed_flush_lsn - '0/0'::pg_lsn)::int8 from pg_replication_slots where slot_name = '{}'",
+        db.slot
+    );
+    db.json_rows(&sql).await.first().and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// A follower whose links make no progress while the failure detector keeps it alive (paused, with a
+/// minute's suspicion; a one-way packet loss looks the same to the links): the leader stops holding
+/// the slot for it once its link stalled (5 s) and the hold passed, instead of for as long as the
+/// loss lasts; back, its subscriber gets every row or is told the gap, never a silent loss.
+#[tokio::test]
+async fn t87_a_stalled_follower_holds_the_slot_only_for_the_hold() {
+    let db = Db::new(SCHEMA).await;
+    let cluster = CdcCluster::start_with(
+        &db,
+        244,
+        &["--cdc-hold-ms", "2000", "--write-timeout-ms", "60000", "--cluster-suspect-ms", "60000"],
+    );
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    let paused = (leader + 1) % 3;
+    let entries = json!([{"event": "INSERT", "schema": "public", "table": "todos"}]);
+    let mut c = cluster.client(&db, paused, Vsn::V1).await;
+    let (t, s) = topic("stall");
+    c.subscribe(&t, &s, &entries, None).await;
+    let subscribed_at = Instant::now();
+    let inserter = Inserter::start(&db.url, "todos");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = cluster.node(paused).proc.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().is_ok_and(|s| s.success()));
+    let stopped = Instant::now();
+    // Before the stall bound: the paused node is alive and reachable as far as anyone knows, so the
+    // slot waits at its position.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held = slot_position(&db).await;
+    // Stall bound (5 s) plus the hold (2 s) plus the leader's repeat: the slot moves on.
+    let mut moved_after = None;
+    while stopped.elapsed() < Duration::from_secs(14) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if moved_after.is_none() && slot_position(&db).await > held {
+            moved_after = Some(stopped.elapsed());
+        }
+    }
+    let view = support::cluster::view(&cluster.node(leader).ip, cluster.node(leader).port).await;
+    let members = view["members"].as_array().cloned().unwrap_or_default();
+    let paused_name = format!("node-{paused}");
+    assert!(
+        members.iter().any(|m| m["node"] == paused_name.as_str() && m["state"] != "down"),
+        "membership still holds the paused node alive: {members:?}"
+    );
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().is_ok_and(|s| s.success()));
+    let moved_after = moved_after.expect("the slot stayed at the stalled follower's position");
+    println!("the slot moved past the stalled follower {moved_after:?} after it stopped");
+    assert!(moved_after >= Duration::from_secs(5), "moved before the stall bound: {moved_after:?}");
+    // Rows keep coming after it is back, so it learns what it missed.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let committed = inserter.stop().await;
+    let last = committed.last().expect("rows were inserted").0;
+    let must: Vec<u64> = committed.iter().filter(|(_, at)| *at > subscribed_at).map(|(n, _)| *n).collect();
+    let seen = rows_or_told(&mut c, &t, last, Duration::from_secs(30)).await;
+    assert_eq!(seen.disconnected, None, "the socket ended: {seen:?}");
+    assert!(seen.ids.windows(2).all(|w| w[0] < w[1]), "rows out of order or repeated");
+    let missing: Vec<u64> = must.iter().filter(|n| seen.ids.binary_search(n).is_err()).copied().collect();
+    match &seen.told {
+        None => {
+            assert!(missing.is_empty(), "{} rows silently missing: {missing:?}", missing.len());
+            println!("the stalled follower: every row, once, in order (replayed)");
+        }
+        Some(told) => {
+            let message = told["message"].as_str().unwrap_or_default();
+            assert!(message.starts_with("PostgresChangesGap: "), "{told}");
+            println!(
+                "the stalled follower: {} rows, then told ({} missed): {message}",
+                seen.ids.len(),
+                missing.len()
+            );
+        }
+    }
+}

@@ -98,9 +98,10 @@ async fn fake_peer(ip: &str, node: &str) -> Forger {
 
 type Forger = FramedWrite<tokio::net::TcpStream, PeerCodec>;
 
-/// One frame, as the peer links write them.
+/// One frame, as the peer links write them (numbered by this process's link counter).
 async fn send(forger: &mut Forger, message: &PeerMessage) {
-    forger.send(wire::encode(message).expect("encode")).await.expect("write");
+    let frame = wire::sequenced(realtime_cluster::link::next_seq(), &wire::encode(message).expect("encode"));
+    forger.send(frame).await.expect("write");
 }
 
 fn cdc_frame(message: &Outgoing<'_>) -> PeerMessage {

@@ -55,6 +55,10 @@ async fn identity(cluster: &Cluster, of: usize, seen_by: usize) -> PeerId {
 /// Speaks for `impersonated` over a plain connection to `to`: a relay into the test channel, a
 /// 4,000,000,000 member count, a `Leaving`, and (on the control lane) a raft status. Returns whether
 /// the node kept the connection open afterwards (a refusing node closes it at once).
+///
+/// Its frames carry sequence numbers far ahead of any real node's, so without a secret its
+/// connection takes over from the impersonated node's own (which is then refused as older: one
+/// more thing a cluster without a secret cannot prevent).
 async fn forge_frames(to: SocketAddr, impersonated: &PeerId, from_ip: &str) -> bool {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.bind(format!("{from_ip}:0").parse().expect("attacker address")).expect("bind attacker");
@@ -78,15 +82,23 @@ async fn forge_frames(to: SocketAddr, impersonated: &PeerId, from_ip: &str) -> b
         PeerMessage::CdcDelivered { lsn: u64::MAX, gap: true },
     ];
     for msg in &forged {
-        let frame = wire::encode(msg).expect("encode");
+        let frame = wire::sequenced(forged_seq(), &wire::encode(msg).expect("encode"));
         if frames.send(frame).await.is_err() {
             return false;
         }
     }
     let mut stream = frames.into_inner();
     let mut buf = [0u8; 64];
-    // A node that took the frames keeps reading; one that refused closed the connection.
-    tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await.is_err()
+    // A node that took the frames keeps the connection open (and acknowledges them on it); one that
+    // refused closed it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return true,
+            Ok(Ok(n)) if n > 0 => continue,
+            Ok(_) => return false,
+        }
+    }
 }
 
 /// A forged raft status on the control lane, as `impersonated`.
@@ -104,8 +116,13 @@ async fn forge_control(to: SocketAddr, impersonated: &PeerId) {
         },
         PeerMessage::RaftRequest { id: 1, body: br#"{"Vote":{"vote":{"leader_id":{"term":99}}}}"#.to_vec() },
     ] {
-        let _ = frames.send(wire::encode(&msg).expect("encode")).await;
+        let _ = frames.send(wire::sequenced(forged_seq(), &wire::encode(&msg).expect("encode"))).await;
     }
+}
+
+/// A sequence number ahead of any a real node has given out.
+fn forged_seq() -> u64 {
+    (1 << 62) + realtime_cluster::link::next_seq()
 }
 
 /// A Noise handshake under the wrong secret: `true` if the node completed it.

@@ -8,6 +8,7 @@
 mod attacks;
 mod broadcast;
 mod common;
+mod links;
 mod logs;
 mod membership;
 mod presence;
