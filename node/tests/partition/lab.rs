@@ -201,6 +201,25 @@ impl Lab {
         }
     }
 
+    /// The node other than `old` that all of `among` name as leader, once they do (`None` after
+    /// `timeout`).
+    pub async fn new_leader(&self, among: &[usize], old: usize, timeout: Duration) -> Option<usize> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let mut named = Vec::new();
+            for &i in among {
+                named.push(self.view(i).await["leader"].as_str().map(str::to_owned));
+            }
+            let agreed = named[0].clone().filter(|_| named.iter().all(|n| *n == named[0]));
+            let index = agreed.and_then(|l| l.strip_prefix("node-").and_then(|n| n.parse::<usize>().ok()));
+            if let Some(i) = index.filter(|i| *i != old) {
+                return Some(i);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
     pub async fn leader(&self) -> usize {
         self.leader_among(&(0..NODES).collect::<Vec<_>>(), T).await
     }

@@ -46,35 +46,40 @@ fn term(view: &Value) -> u64 {
     view["raft"]["term"].as_u64().unwrap_or_default()
 }
 
-/// The CDC leader loses PostgreSQL (the followers still reach it) for 20 s.
+/// The CDC leader loses PostgreSQL (the followers still reach it) for `cut`: a follower that reaches
+/// it takes over during the cut, and no subscriber loses a row.
+async fn leader_loses_the_database_for(options: Options, cut: Duration, scenario: &str) {
+    let mut lab = Lab::start(options).await;
+    let leader = lab.leader().await;
+    let followers: Vec<usize> = (0..NODES).filter(|i| *i != leader).collect();
+    let traffic = Traffic::start(&lab).await;
+    tokio::time::sleep(WARM).await;
+    lab.faults.cut(&lab.to_database(leader));
+    let cut_at = Instant::now();
+    let new_leader = lab.new_leader(&followers, leader, cut).await;
+    let took_over_after = cut_at.elapsed();
+    tokio::time::sleep(cut.saturating_sub(cut_at.elapsed())).await;
+    lab.faults.heal();
+    tokio::time::sleep(AFTER).await;
+    let outcome = traffic.stop(SETTLE).await;
+    outcome.print(&format!("the leader (node-{leader}) loses PostgreSQL for {cut:?}{scenario}"));
+    eprintln!("the followers named node-{new_leader:?} leader {took_over_after:?} after the cut");
+    assert!(new_leader.is_some(), "no follower took over from the leader that lost PostgreSQL");
+    outcome.assert_rows_exact_or_told();
+    outcome.assert_broadcast_order();
+}
+
 #[test]
 fn leader_loses_the_database() {
-    scenario(async {
-        let mut lab = Lab::start(Options::default()).await;
-        let leader = lab.leader().await;
-        let outcome =
-            run_cut(&mut lab, Duration::from_secs(20), |lab| lab.to_database(leader).to_vec()).await;
-        outcome.print(&format!("the leader (node-{leader}) loses PostgreSQL for 20 s"));
-        outcome.assert_rows_exact_or_told();
-        outcome.assert_broadcast_order();
-    });
+    scenario(leader_loses_the_database_for(Options::default(), Duration::from_secs(20), ""));
 }
 
 /// The same, past PostgreSQL's `wal_sender_timeout` (5 s here instead of the default 60 s, so the
 /// cut is short): the server side gives up on the replication connection during the cut.
 #[test]
 fn leader_loses_the_database_past_the_sender_timeout() {
-    scenario(async {
-        let options = Options { pg_settings: vec![("wal_sender_timeout", "5s")], ..Options::default() };
-        let mut lab = Lab::start(options).await;
-        let leader = lab.leader().await;
-        let outcome =
-            run_cut(&mut lab, Duration::from_secs(15), |lab| lab.to_database(leader).to_vec()).await;
-        outcome
-            .print(&format!("the leader (node-{leader}) loses PostgreSQL for 15 s, wal_sender_timeout 5 s"));
-        outcome.assert_rows_exact_or_told();
-        outcome.assert_broadcast_order();
-    });
+    let options = Options { pg_settings: vec![("wal_sender_timeout", "5s")], ..Options::default() };
+    scenario(leader_loses_the_database_for(options, Duration::from_secs(15), ", wal_sender_timeout 5 s"));
 }
 
 /// A follower cut off from both peers for longer than the hold (5 s here): its subscribers are told
