@@ -6,6 +6,7 @@
 //! address of the namespace), so one node's path to the database is cut without touching the others'.
 //! The test itself (clients, the row inserter) uses 127.0.0.1, which no fault names.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path as FsPath, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -99,6 +100,21 @@ impl Lab {
             .output()
             .expect("run scripts/pg.sh");
         assert!(out.status.success(), "scripts/pg.sh start: {}", String::from_utf8_lossy(&out.stderr));
+        // Dropping the lab stops it; this stops it too when the test process is killed before that.
+        let watcher = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {script} stop {dir}; rm -rf {dir}",
+            pid = std::process::id(),
+            script = workspace_root().join("scripts/pg.sh").display(),
+            dir = pg_dir.display()
+        );
+        // A process group of its own: a timeout that kills the test's group leaves the watcher.
+        let _ = Command::new("sh")
+            .args(["-c", &watcher])
+            .process_group(0)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
         let admin_url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         let pg_port: u16 = admin_url
             .rsplit_once(':')
