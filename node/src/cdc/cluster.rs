@@ -119,6 +119,9 @@ pub struct ClusterCdc {
     /// Checks what peers ship against raft and the database before the hub gets it.
     pub verifier: Verifier,
     pub rejections: Rejections,
+    /// This node's own probe of PostgreSQL ([`super::reach`]): a follower that cannot reach the
+    /// database cannot check, and so cannot deliver, what it is shipped.
+    pub database: watch::Receiver<Option<bool>>,
 }
 
 /// Peers heard from: their positions (for the acknowledgement) and when the stream was last replayed.
@@ -150,14 +153,17 @@ struct Received {
     started: bool,
     /// What the leader last said about its stream ([`Shipped::Live`]). This node's hub sees the stream
     /// live only while that holds and no shipment is missing here: a follower that cannot take the
-    /// leader's shipments (its link lost some, or it cannot check them against the database) has its
-    /// subscribers told their changes are delayed, as the leader's own would be.
+    /// leader's shipments (its link lost some, it cannot check them against the database, or its probe
+    /// finds the database unreachable) has its subscribers told their changes are delayed, as the
+    /// leader's own would be.
     leader_live: bool,
     /// A shipment could not be checked against the database (see [`guard::Verifier`]) and none has
     /// been since: this node cannot deliver, whatever the leader's stream does.
     unverifiable: bool,
     /// When the leader was last heard (any shipment it sent).
     leader_heard: Option<Instant>,
+    /// This node's probe finds PostgreSQL unreachable.
+    database_lost: bool,
 }
 
 impl ClusterCdc {
@@ -242,6 +248,13 @@ impl ClusterCdc {
                         }
                     }
                     self.report(received.gap);
+                }
+                changed = self.database.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    received.database_lost = *self.database.borrow_and_update() == Some(false);
+                    self.follow_live(&received);
                 }
                 changed = live_rx.changed() => {
                     if changed.is_err() {
@@ -364,7 +377,8 @@ impl ClusterCdc {
     /// On a follower: the hub's view of the stream (see [`Received::leader_live`]).
     fn follow_live(&self, received: &Received) {
         if !self.cluster.leadership().borrow().is_me {
-            self.live.send_replace(received.leader_live && !received.gap && !received.unverifiable);
+            let blocked = received.gap || received.unverifiable || received.database_lost;
+            self.live.send_replace(received.leader_live && !blocked);
         }
     }
 

@@ -154,6 +154,7 @@ pub async fn start(
         taken,
         verifier,
         rejections: guard::Rejections::default(),
+        database: reach.watch(),
     }));
     arbiter.spawn(supervisor::supervise(CdcStage::Cluster, health.clone(), move || {
         let cluster_cdc = cluster_cdc.clone();
