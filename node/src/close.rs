@@ -59,7 +59,8 @@ impl SlowCause {
 }
 
 impl Close {
-    /// Every variant once (those with a field with an example value), for docs and tests.
+    /// Every close once: each slow-consumer cause, and an example value for the other fields. For docs
+    /// and tests; a unit test checks that every variant is here.
     pub const ALL: [Close; 13] = [
         Close::Ended,
         Close::IdleTimeout,
