@@ -8,6 +8,8 @@ use realtime_proto::join::JoinConfig;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+use crate::close::Close;
+
 pub use crate::config::Budget;
 
 /// What was over its budget; the `Display` text is what the client is told.
@@ -15,7 +17,8 @@ pub use crate::config::Budget;
 pub enum BudgetError {
     #[error("TopicTooLong: a topic may have at most {max} bytes")]
     TopicTooLong { max: usize },
-    #[error("RefTooLong: ref and join_ref may have at most {max} bytes")]
+    /// Closes the socket: the text is its close reason, [`Close::RefTooLong`].
+    #[error("{}", Close::RefTooLong { max: *max }.reason())]
     RefTooLong { max: usize },
     #[error("PresenceKeyTooLong: a presence key may have at most {max} bytes")]
     PresenceKeyTooLong { max: usize },

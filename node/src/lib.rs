@@ -21,6 +21,7 @@
 //! - [`http`]: routes: WebSocket upgrade, REST broadcast, health, metrics.
 //! - [`socket`]: one actor per WebSocket.
 //! - [`delivery`]: the outbox every producer writes to, slow-consumer policy, the watchdog.
+//! - [`close`]: every WebSocket close the server sends (code, reason, whether the client reconnects).
 //! - [`budget`]: sizes of what a client chooses.
 //! - [`channel`]: one actor per topic, the registry, encode-once fan-out.
 //! - [`presence`]: presence sets and their actor.
@@ -36,6 +37,7 @@ pub mod authz;
 pub mod budget;
 pub mod cdc;
 pub mod channel;
+pub mod close;
 pub mod config;
 pub mod db;
 pub mod delivery;

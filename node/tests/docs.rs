@@ -1,11 +1,13 @@
 //! The operator docs cannot drift from the binary: `docs/configuration.md`'s table lists exactly the
 //! variables `realtime --help` shows (`[env: NAME=]`), each with its flag, and `docs/metrics.md` names
-//! every metric and label value `node/src/metrics.rs` registers. Plain text, no network.
+//! every metric and label value `node/src/metrics.rs` registers, and `docs/errors.md`'s close code table
+//! lists exactly the closes of `realtime_node::close::Close`. Plain text, no network.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use realtime_node::close::Close;
 use regex::Regex;
 
 fn root() -> PathBuf {
@@ -116,4 +118,56 @@ fn metrics_doc_names_every_registered_metric_and_label_value() {
     assert!(missing.is_empty(), "metrics missing from docs/metrics.md: {missing:?}");
     let missing: Vec<&String> = labels.iter().filter(|l| !doc.contains(&format!("`{l}`"))).collect();
     assert!(missing.is_empty(), "label values missing from docs/metrics.md: {missing:?}");
+}
+
+/// (code, reason) → whether the client column says it reconnects, from the `| code | reason (close
+/// frame) | when | client |` table of docs/errors.md. A cell may hold several reasons (`a`, `b`);
+/// `(empty)` is the empty reason; `N` stands for a number; the code `the client's` is an echo.
+fn doc_closes() -> BTreeMap<(String, String), bool> {
+    let doc = read("docs/errors.md");
+    let mut lines =
+        doc.lines().skip_while(|l| !l.starts_with("| code | reason (close frame) | when | client |"));
+    assert!(
+        lines.next().is_some(),
+        "docs/errors.md has no `| code | reason (close frame) | when | client |` table"
+    );
+    let reason = Regex::new(r"`([^`]*)`").unwrap();
+    let mut closes = BTreeMap::new();
+    for line in lines.skip(1).take_while(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = line.trim_matches('|').split(" | ").map(str::trim).collect();
+        let [code, reasons, _, client] = cells[..] else { panic!("not a 4-cell row: {line}") };
+        let reasons: Vec<String> = if reasons == "(empty)" {
+            vec![String::new()]
+        } else {
+            reason.captures_iter(reasons).map(|c| c[1].to_string()).collect()
+        };
+        assert!(!reasons.is_empty(), "no reason in: {line}");
+        for r in reasons {
+            let previous = closes.insert((code.to_string(), r), client.starts_with("reconnects"));
+            assert!(previous.is_none(), "listed twice in docs/errors.md: {line}");
+        }
+    }
+    closes
+}
+
+#[test]
+fn errors_doc_lists_every_close_the_server_sends() {
+    let number = Regex::new(r"\d+").unwrap();
+    let code: BTreeMap<(String, String), bool> = Close::ALL
+        .iter()
+        .map(|c| {
+            let code = match c {
+                Close::Echo { .. } => "the client's".to_string(),
+                _ => c.code().to_string(),
+            };
+            ((code, number.replace_all(&c.reason(), "N").into_owned()), c.client_reconnects())
+        })
+        .collect();
+    let doc = doc_closes();
+    let missing: Vec<_> = code.keys().filter(|k| !doc.contains_key(*k)).collect();
+    assert!(missing.is_empty(), "closes missing from docs/errors.md: {missing:?}");
+    let unknown: Vec<_> = doc.keys().filter(|k| !code.contains_key(*k)).collect();
+    assert!(unknown.is_empty(), "closes in docs/errors.md that node/src/close.rs does not send: {unknown:?}");
+    let wrong: Vec<_> = code.iter().filter(|(k, r)| doc[*k] != **r).collect();
+    assert!(wrong.is_empty(), "docs/errors.md says otherwise whether the client reconnects: {wrong:?}");
 }

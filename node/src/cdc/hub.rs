@@ -39,8 +39,9 @@ use super::rls::{self, pg_error_text, Ask, RlsPool, Viewer};
 use super::subscriptions::{ChannelKey, GroupKey, NewEntry, SubscriptionIndex, ViewerId};
 use crate::channel::messages::{BroadcastBody, RemoteBroadcast, Stored, TopicKey};
 use crate::channel::ConnId;
+use crate::close::SlowCause;
 use crate::config::CdcConfig;
-use crate::delivery::{CloseCause, Outbox, WireFrame};
+use crate::delivery::{Outbox, WireFrame};
 use crate::metrics::metrics;
 use crate::resume::{Position, Resume};
 
@@ -142,7 +143,7 @@ impl ChannelSubs {
             }
             Some(_) => {
                 self.held = Some((Vec::new(), 0));
-                self.request.outbox.close_slow(CloseCause::Overflow);
+                self.request.outbox.close_slow(SlowCause::Overflow);
             }
         }
     }

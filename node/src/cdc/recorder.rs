@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::position::DeliveredPosition;
-use crate::delivery::{CloseCause, Outbox};
+use crate::close::SlowCause;
+use crate::delivery::Outbox;
 
 /// How often a pending batch's sockets are looked at.
 const POLL: Duration = Duration::from_millis(2);
@@ -36,7 +37,7 @@ async fn flushed(mut sockets: Vec<(Outbox, u64)>, deadline: Instant) {
         }
         if Instant::now() >= deadline {
             for (outbox, _) in sockets {
-                outbox.close_slow(CloseCause::FlushDeadline);
+                outbox.close_slow(SlowCause::FlushDeadline);
             }
             return;
         }

@@ -24,4 +24,4 @@ pub mod watchdog;
 
 pub use frame::WireFrame;
 pub use link::Link;
-pub use outbox::{CloseCause, Offer, Outbox, OutboxLimits};
+pub use outbox::{Offer, Outbox, OutboxLimits};

@@ -2,9 +2,8 @@
 //! drained by the socket's writer ([`OutboxWriter`]) only as fast as the connection takes it.
 //!
 //! Overflow policy: a frame that would pass either bound is not queued; the socket is closed as a slow
-//! consumer instead (its queued frames are dropped at once, a close frame with code
-//! [`SLOW_CONSUMER_CODE`] is queued, and the connection is aborted if even that cannot be written within
-//! the close grace). The producer is told [`Offer::Closed`] and drops the member: one stalled client
+//! consumer instead (its queued frames are dropped at once, a [`Close::SlowConsumer`] close frame is
+//! queued, and the connection is aborted if even that cannot be written within the close grace). The producer is told [`Offer::Closed`] and drops the member: one stalled client
 //! never grows memory past its bound and never slows the producer.
 
 use std::collections::VecDeque;
@@ -22,10 +21,9 @@ use futures_util::Stream;
 use super::frame::WireFrame;
 use super::link::Link;
 use super::watchdog::Closing;
+use crate::close::{Close, SlowCause};
 use crate::metrics::{metrics, SlowClose};
 
-/// Close code for a slow consumer (policy violation); the reason says which bound it passed.
-pub const SLOW_CONSUMER_CODE: u16 = 1008;
 /// Most bytes of frames encoded into one chunk written to the connection: a chunk is taken from the
 /// queue only when the previous one was written, so at most this much sits outside the bound.
 const CHUNK_BYTES: usize = 32 * 1024;
@@ -39,33 +37,11 @@ pub struct OutboxLimits {
     pub close_grace: Duration,
 }
 
-/// Why a socket was closed as a slow consumer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseCause {
-    /// A frame would have passed the outbox's bytes or frames bound.
-    Overflow,
-    /// Frames waited with no write progress for the write timeout.
-    WriteTimeout,
-    /// It had not written a batch of Postgres changes by the flush deadline.
-    FlushDeadline,
-}
-
-impl CloseCause {
-    /// The close reason the client reads.
-    pub fn reason(self) -> &'static str {
-        match self {
-            CloseCause::Overflow => "slow consumer: outbox full",
-            CloseCause::WriteTimeout => "slow consumer: write timeout",
-            CloseCause::FlushDeadline => "slow consumer: postgres changes not written in time",
-        }
-    }
-
-    fn metric(self) -> SlowClose {
-        match self {
-            CloseCause::Overflow => SlowClose::Overflow,
-            CloseCause::WriteTimeout => SlowClose::WriteTimeout,
-            CloseCause::FlushDeadline => SlowClose::FlushDeadline,
-        }
+fn slow_metric(cause: SlowCause) -> SlowClose {
+    match cause {
+        SlowCause::Overflow => SlowClose::Overflow,
+        SlowCause::WriteTimeout => SlowClose::WriteTimeout,
+        SlowCause::FlushDeadline => SlowClose::FlushDeadline,
     }
 }
 
@@ -116,8 +92,8 @@ struct Queue {
     /// When the writer last took frames, or the queue last became non-empty.
     progress_at: Instant,
     state: State,
-    /// The first close (code, reason), kept after its frame is written: how the socket ended.
-    closed_with: Option<(u16, String)>,
+    /// The first close, kept after its frame is written: how the socket ended.
+    closed_with: Option<Close>,
     writer: Option<Waker>,
 }
 
@@ -174,7 +150,7 @@ impl Outbox {
             let limits = &self.0.limits;
             if q.bytes + len > limits.max_bytes || q.items.len() >= limits.max_frames {
                 drop(q);
-                self.close_slow(CloseCause::Overflow);
+                self.close_slow(SlowCause::Overflow);
                 return Offer::Closed;
             }
             if q.items.is_empty() {
@@ -191,28 +167,23 @@ impl Outbox {
         Offer::Queued
     }
 
-    /// Closes the socket with `code` and `reason` once what is queued is written. Later offers are
-    /// refused; the connection is aborted if the close frame is not written within the close grace.
-    pub fn close(&self, code: u16, reason: &str) {
-        let reason = CloseReason { code: CloseCode::from(code), description: Some(reason.to_owned()) };
-        self.begin_close(reason, false);
+    /// Closes the socket with `close` once what is queued is written. Later offers are refused; the
+    /// connection is aborted if the close frame is not written within the close grace.
+    pub fn close(&self, close: Close) {
+        self.begin_close(close, false);
     }
 
     /// Closes a socket that does not keep up: its queued frames are dropped now, the close frame says
     /// why, and the close is counted.
-    pub fn close_slow(&self, cause: CloseCause) {
-        let reason = CloseReason {
-            code: CloseCode::from(SLOW_CONSUMER_CODE),
-            description: Some(cause.reason().to_owned()),
-        };
-        if self.begin_close(reason, true) {
-            metrics().slow_closed(cause.metric());
+    pub fn close_slow(&self, cause: SlowCause) {
+        if self.begin_close(Close::SlowConsumer(cause), true) {
+            metrics().slow_closed(slow_metric(cause));
             tracing::debug!(cause = cause.reason(), "socket closed as a slow consumer");
         }
     }
 
     /// `true` when this call started the close.
-    fn begin_close(&self, reason: CloseReason, drop_queued: bool) -> bool {
+    fn begin_close(&self, close: Close, drop_queued: bool) -> bool {
         let waker = {
             let mut q = self.lock();
             if !matches!(q.state, State::Open) {
@@ -223,8 +194,11 @@ impl Outbox {
                 q.bytes = 0;
             }
             let deadline = Instant::now() + self.0.limits.close_grace;
-            let description = reason.description.clone().unwrap_or_default();
-            q.closed_with = Some((u16::from(reason.code), description));
+            let reason = CloseReason {
+                code: CloseCode::from(close.code()),
+                description: Some(close.reason().into_owned()),
+            };
+            q.closed_with = Some(close);
             q.state = State::Closing { close: Some(reason), deadline };
             q.writer.take()
         };
@@ -235,10 +209,10 @@ impl Outbox {
         true
     }
 
-    /// The code and reason of the first close queued on this outbox (`None` while open, or when the
-    /// connection ended without one).
-    pub fn close_reason(&self) -> Option<(u16, String)> {
-        self.lock().closed_with.clone()
+    /// The first close queued on this outbox (`None` while open, or when the connection ended without
+    /// one).
+    pub fn closed_with(&self) -> Option<Close> {
+        self.lock().closed_with
     }
 
     /// Whether offers are still accepted.
@@ -432,8 +406,9 @@ mod tests {
         let close = writer.next().await.unwrap().unwrap();
         // Queued frames were dropped: the first thing written is the close frame (0x88).
         assert_eq!(close[0], 0x88);
-        assert_eq!(u16::from_be_bytes([close[2], close[3]]), SLOW_CONSUMER_CODE);
-        assert_eq!(&close[4..], CloseCause::Overflow.reason().as_bytes());
+        assert_eq!(u16::from_be_bytes([close[2], close[3]]), 1008);
+        assert_eq!(&close[4..], SlowCause::Overflow.reason().as_bytes());
+        assert_eq!(outbox.closed_with(), Some(Close::SlowConsumer(SlowCause::Overflow)));
         assert!(writer.next().await.is_none());
     }
 
@@ -451,7 +426,7 @@ mod tests {
         outbox.offer(text("hi"), None);
         let mark = outbox.mark();
         assert!(!outbox.reached(mark));
-        outbox.close(1000, "bye");
+        outbox.close(Close::IdleTimeout);
         let mut writer = outbox.writer();
         let chunk = writer.next().await.unwrap().unwrap();
         assert_eq!(&chunk[..], &[0x81, 2, b'h', b'i']);

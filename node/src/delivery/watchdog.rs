@@ -7,7 +7,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::outbox::{CloseCause, Outbox};
+use super::outbox::Outbox;
+use crate::close::SlowCause;
 
 /// Outboxes that started closing and whose connection may still be open.
 #[derive(Debug, Default)]
@@ -51,7 +52,7 @@ pub fn tick(write_timeout: Duration) -> Duration {
 pub fn check(live: &[Outbox], closing: &Closing, write_timeout: Duration, now: Instant) {
     for outbox in live {
         if outbox.stalled(now, write_timeout) {
-            outbox.close_slow(CloseCause::WriteTimeout);
+            outbox.close_slow(SlowCause::WriteTimeout);
         }
     }
     let aborted = closing.sweep(now);

@@ -15,18 +15,16 @@ use realtime_proto::{OutFrame, Vsn};
 
 use super::messages::Drain;
 use crate::auth::Claims;
+use crate::budget::BudgetError;
 use crate::channel::messages::{Join, Leave};
 use crate::channel::{ChannelActor, ConnId, TopicKey};
+use crate::close::Close;
 use crate::delivery::{Offer, Outbox, WireFrame};
 use crate::limits::RateWindow;
 use crate::metrics::{metrics, Refusal};
 use crate::state::Shared;
 use crate::webhooks::SocketHook;
 
-/// Close code telling clients to reconnect now (to another node).
-pub const CLOSE_RECONNECT_NOW: u16 = 1012;
-/// Close reason of a socket that sent nothing, not even a heartbeat, for the idle timeout.
-pub const IDLE_TIMEOUT_REASON: &str = "idle timeout";
 /// Pushes a client may send for a channel whose join is still being decided; they are processed in
 /// order once it is. More are refused.
 pub const MAX_PENDING_PUSHES: usize = 64;
@@ -229,10 +227,11 @@ impl SocketActor {
         }
     }
 
-    /// Closes the WebSocket with a code and reason (once what is queued is written) and stops.
-    pub(super) fn close(&self, ctx: &mut Context<Self>, code: u16, description: &str) {
-        tracing::debug!(parent: &self.span, code, reason = description, "socket closed by the server");
-        self.outbox.close(code, description);
+    /// Closes the WebSocket (once what is queued is written) and stops.
+    pub(super) fn close(&self, ctx: &mut Context<Self>, close: Close) {
+        let (code, reason) = (close.code(), close.reason());
+        tracing::debug!(parent: &self.span, code, reason = %reason, "socket closed by the server");
+        self.outbox.close(close);
         ctx.stop();
     }
 
@@ -258,10 +257,10 @@ impl SocketActor {
                     return;
                 }
                 let budget = &self.shared.config.limits.budget;
-                if let Err(error) = budget.check_refs(&msg) {
+                if let Err(BudgetError::RefTooLong { max }) = budget.check_refs(&msg) {
                     metrics().refused(Refusal::Budget);
                     // A ref over budget cannot be echoed back usefully: the socket is closed instead.
-                    return self.close(ctx, 1008, &error.to_string());
+                    return self.close(ctx, Close::RefTooLong { max });
                 }
                 if let Err(error) = budget.check_topic(&msg) {
                     metrics().refused(Refusal::Budget);
@@ -331,12 +330,12 @@ impl SocketActor {
             self.fragments = Some(Fragments { binary, buf: BytesMut::new() });
         }
         let Some(fragments) = self.fragments.as_mut() else {
-            return self.close(ctx, 1002, "continuation without a first fragment");
+            return self.close(ctx, Close::OrphanContinuation);
         };
         if fragments.buf.len() + chunk.len() > max {
             self.fragments = None;
             metrics().refused(Refusal::FrameTooLarge);
-            return self.close(ctx, 1009, "message too large");
+            return self.close(ctx, Close::MessageTooLarge);
         }
         fragments.buf.extend_from_slice(&chunk);
         if last {
@@ -351,7 +350,7 @@ impl SocketActor {
             return ctx.stop();
         }
         if self.last_seen.elapsed() > self.shared.config.idle_timeout {
-            self.close(ctx, 1000, IDLE_TIMEOUT_REASON);
+            self.close(ctx, Close::IdleTimeout);
         }
     }
 }
@@ -378,10 +377,10 @@ impl Actor for SocketActor {
             }
         }
         if let Some(hook) = self.hook.take() {
-            hook.disconnected(self.id, self.outbox.close_reason());
+            hook.disconnected(self.id, self.outbox.closed_with());
         }
         // Normally already closing (or gone); otherwise end the connection too.
-        self.outbox.close(1000, "");
+        self.outbox.close(Close::Ended);
         self.shared.connections.release(self.id);
         tracing::debug!(parent: &self.span, "socket gone");
     }
@@ -404,16 +403,16 @@ impl StreamHandler<Result<Frame, ProtocolError>> for SocketActor {
             Ok(Frame::Pong(_)) => {}
             Ok(Frame::Close(reason)) => {
                 tracing::debug!(parent: &self.span, ?reason, "client closed");
-                let code = reason.map_or(CloseCode::Normal, |r| r.code);
+                let code = reason.map_or(CloseCode::Normal, |r| r.code).into();
                 if let Some(hook) = &mut self.hook {
-                    hook.client_closed(code.into());
+                    hook.client_closed(code);
                 }
-                self.outbox.close(code.into(), "");
+                self.outbox.close(Close::Echo { code });
                 ctx.stop();
             }
             Err(ProtocolError::Overflow) => {
                 metrics().refused(Refusal::FrameTooLarge);
-                self.close(ctx, 1009, "frame too large")
+                self.close(ctx, Close::FrameTooLarge)
             }
             Err(ProtocolError::Io(error)) => {
                 tracing::debug!(parent: &self.span, %error, "connection lost");
@@ -421,7 +420,7 @@ impl StreamHandler<Result<Frame, ProtocolError>> for SocketActor {
             }
             Err(error) => {
                 tracing::debug!(parent: &self.span, %error, "websocket protocol error");
-                self.close(ctx, 1002, "protocol error");
+                self.close(ctx, Close::ProtocolError);
             }
         }
     }
@@ -441,6 +440,6 @@ impl Handler<Drain> for SocketActor {
         for (topic, join_ref) in topics {
             self.send(ctx, server::channel_push(self.vsn, join_ref.as_deref(), &topic, "system", &payload));
         }
-        self.close(ctx, CLOSE_RECONNECT_NOW, "server shutting down, reconnect");
+        self.close(ctx, Close::Shutdown);
     }
 }

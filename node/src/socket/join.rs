@@ -22,6 +22,7 @@ use super::messages::{JoinOutcome, JoinRefused};
 use crate::cdc::notifications;
 use crate::channel::messages::{Join, Member, Resuming};
 use crate::channel::TopicKey;
+use crate::close::Close;
 use crate::metrics::{metrics, Refusal};
 
 /// How long a waiting join holds for its postgres subscription by default, and at most.
@@ -91,7 +92,7 @@ impl SocketActor {
         self.refuse(ctx, msg, reason::TOO_MANY_JOINS);
         self.join_flood = true;
         let delay = self.shared.config.join_error_delay;
-        ctx.run_later(delay, |act, ctx| act.close(ctx, 1001, "too many joins per second"));
+        ctx.run_later(delay, |act, ctx| act.close(ctx, Close::JoinFlood));
         false
     }
 

@@ -8,8 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::delivery::outbox::{CloseCause, SLOW_CONSUMER_CODE};
-use crate::socket::actor::{CLOSE_RECONNECT_NOW, IDLE_TIMEOUT_REASON};
+use crate::close::Close;
 
 /// Which lifecycle event this is; the `name` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -55,7 +54,7 @@ pub struct Disconnect {
 impl Disconnect {
     /// Classifies how a socket ended: `client_code` when the client sent a close frame; else the close
     /// the server queued on the outbox (first one wins), if any; else the connection was lost.
-    pub fn classify(client_code: Option<u16>, server_close: Option<(u16, String)>) -> Disconnect {
+    pub fn classify(client_code: Option<u16>, server_close: Option<Close>) -> Disconnect {
         if let Some(code) = client_code {
             return Disconnect {
                 reason: DisconnectReason::ClientClosed,
@@ -63,24 +62,28 @@ impl Disconnect {
                 message: String::new(),
             };
         }
-        let Some((code, message)) = server_close else {
+        let Some(close) = server_close else {
             return Disconnect {
                 reason: DisconnectReason::ConnectionLost,
                 code: None,
                 message: String::new(),
             };
         };
-        let slow = [CloseCause::Overflow, CloseCause::WriteTimeout, CloseCause::FlushDeadline];
-        let reason = if code == CLOSE_RECONNECT_NOW {
-            DisconnectReason::ServerShutdown
-        } else if message == IDLE_TIMEOUT_REASON {
-            DisconnectReason::HeartbeatTimeout
-        } else if code == SLOW_CONSUMER_CODE && slow.iter().any(|c| c.reason() == message) {
-            DisconnectReason::SlowConsumer
-        } else {
-            DisconnectReason::PolicyViolation
+        let reason = match close {
+            Close::Shutdown => DisconnectReason::ServerShutdown,
+            Close::IdleTimeout => DisconnectReason::HeartbeatTimeout,
+            Close::SlowConsumer(_) => DisconnectReason::SlowConsumer,
+            // Not seen here in practice: the client's code arrives first as `client_code`, and `Ended`
+            // is queued only after the socket reported how it ended.
+            Close::Echo { .. } | Close::Ended => DisconnectReason::PolicyViolation,
+            Close::JoinFlood
+            | Close::OrphanContinuation
+            | Close::ProtocolError
+            | Close::RefTooLong { .. }
+            | Close::FrameTooLarge
+            | Close::MessageTooLarge => DisconnectReason::PolicyViolation,
         };
-        Disconnect { reason, code: Some(code), message }
+        Disconnect { reason, code: Some(close.code()), message: close.reason().into_owned() }
     }
 }
 
@@ -150,35 +153,30 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
+    use crate::close::SlowCause;
 
     #[test]
     fn close_reasons_are_classified() {
-        let server = |code: u16, message: &str| Some((code, message.to_owned()));
         let reason = |client, server| Disconnect::classify(client, server).reason;
         assert_eq!(reason(Some(1000), None), DisconnectReason::ClientClosed);
         // The client's close wins over the echo the server queued.
-        assert_eq!(reason(Some(4001), server(1000, "")), DisconnectReason::ClientClosed);
+        assert_eq!(reason(Some(4001), Some(Close::Echo { code: 4001 })), DisconnectReason::ClientClosed);
         assert_eq!(reason(None, None), DisconnectReason::ConnectionLost);
-        assert_eq!(reason(None, server(1000, IDLE_TIMEOUT_REASON)), DisconnectReason::HeartbeatTimeout);
-        assert_eq!(
-            reason(None, server(CLOSE_RECONNECT_NOW, "server shutting down, reconnect")),
-            DisconnectReason::ServerShutdown
-        );
-        for cause in [CloseCause::Overflow, CloseCause::WriteTimeout, CloseCause::FlushDeadline] {
-            assert_eq!(
-                reason(None, server(SLOW_CONSUMER_CODE, cause.reason())),
-                DisconnectReason::SlowConsumer
-            );
+        assert_eq!(reason(None, Some(Close::IdleTimeout)), DisconnectReason::HeartbeatTimeout);
+        assert_eq!(reason(None, Some(Close::Shutdown)), DisconnectReason::ServerShutdown);
+        for cause in SlowCause::ALL {
+            assert_eq!(reason(None, Some(Close::SlowConsumer(cause))), DisconnectReason::SlowConsumer);
         }
-        assert_eq!(reason(None, server(1008, "ref too long")), DisconnectReason::PolicyViolation);
-        assert_eq!(reason(None, server(1002, "protocol error")), DisconnectReason::PolicyViolation);
-        let d = Disconnect::classify(None, server(1009, "frame too large"));
+        for close in [Close::RefTooLong { max: 64 }, Close::ProtocolError, Close::JoinFlood] {
+            assert_eq!(reason(None, Some(close)), DisconnectReason::PolicyViolation, "{close:?}");
+        }
+        let d = Disconnect::classify(None, Some(Close::FrameTooLarge));
         assert_eq!((d.code, d.message.as_str()), (Some(1009), "frame too large"));
     }
 
     #[test]
     fn events_serialize_to_the_documented_shape() {
-        let close = Disconnect::classify(None, Some((1000, IDLE_TIMEOUT_REASON.into())));
+        let close = Disconnect::classify(None, Some(Close::IdleTimeout));
         let events = [
             Event::connect("n1", Some("u1"), 7),
             Event::disconnect("n1", None, 7, close),
@@ -196,7 +194,7 @@ mod tests {
         assert_eq!(e[1]["name"], "socket.disconnect");
         assert_eq!(e[1]["user_id"], Value::Null);
         assert_eq!((&e[1]["reason"], &e[1]["code"]), (&json!("heartbeat_timeout"), &json!(1000)));
-        assert_eq!(e[1]["message"], IDLE_TIMEOUT_REASON);
+        assert_eq!(e[1]["message"], "idle timeout");
         assert_eq!((&e[2]["name"], &e[2]["socket_id"]), (&json!("user.offline"), &Value::Null));
         assert!(e[2]["at"].as_u64().unwrap() > 1_600_000_000_000, "unix ms");
         assert_ne!(e[0]["id"], e[2]["id"]);

@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 
 use self::event::{Disconnect, Event};
 use self::users::{Roster, USERS_TOPIC};
+use crate::close::Close;
 use crate::config::WebhookConfig;
 use crate::metrics::metrics;
 
@@ -151,7 +152,7 @@ impl SocketHook {
     }
 
     /// The socket stopped; `server_close` is the close the server queued, if any.
-    pub fn disconnected(self, socket: ConnId, server_close: Option<(u16, String)>) {
+    pub fn disconnected(self, socket: ConnId, server_close: Option<Close>) {
         let inner = &self.webhooks.0;
         let close = Disconnect::classify(self.client_close, server_close);
         inner.queue.push(Event::disconnect(inner.queue.node(), self.user.as_deref(), socket, close));
