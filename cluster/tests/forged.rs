@@ -53,6 +53,30 @@ async fn speak_as(to: std::net::SocketAddr, claimed: PeerId, frames: &[PeerMessa
     stream.flush().await.expect("flushes");
 }
 
+/// Speaks as `claimed` (see [`speak_as`]) until `done` holds: each attempt is a new connection, so a
+/// forged connection that lost the race with the real run's reconnect (which supersedes it) or whose
+/// frames the real run's newer ones made stale is tried again, as a forger would. At most 20 attempts,
+/// each watched for 500 ms.
+async fn forge(
+    to: std::net::SocketAddr,
+    claimed: &PeerId,
+    frames: &[PeerMessage],
+    what: &str,
+    done: impl Fn() -> bool,
+) {
+    for _ in 0..20 {
+        speak_as(to, claimed.clone(), frames).await;
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    panic!("{what}: not after 20 attempts");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_counts_leaves_and_snapshots_are_refused_and_counted() {
     let (a, _a_events) = start(0).await;
@@ -75,18 +99,26 @@ async fn forged_counts_leaves_and_snapshots_are_refused_and_counted() {
     let real = b.me();
 
     // 1. b's exact identity (it is no secret) with a count no node can hold: refused whole.
-    speak_as(
+    forge(
         addr(0),
-        real.clone(),
+        &real,
         &[PeerMessage::Members { counts: vec![(TOPIC.into(), 4_000_000_000)], full: true }],
+        "absurd count refused",
+        || a.view().rejected.member_counts >= 1,
     )
     .await;
-    until("absurd count refused", || a.view().rejected.member_counts == 1).await;
     assert_eq!(a.remote_members(TOPIC), 1);
 
     // 2. A Leaving naming a run far ahead of the sender's: refused, b's presence stays.
-    speak_as(addr(0), real.clone(), &[PeerMessage::Leaving { incarnation: u64::MAX, epoch: u64::MAX }]).await;
-    until("leave of another run refused", || a.view().rejected.leaves == 1).await;
+    let leaves = a.view().rejected.leaves;
+    forge(
+        addr(0),
+        &real,
+        &[PeerMessage::Leaving { incarnation: u64::MAX, epoch: u64::MAX }],
+        "leave of another run refused",
+        || a.view().rejected.leaves > leaves,
+    )
+    .await;
 
     // 3. A made-up newer run of b: its Leaving (its own run, but not the live one), its counts and
     //    an empty snapshot that would replace b's entries are all refused.
@@ -97,18 +129,19 @@ async fn forged_counts_leaves_and_snapshots_are_refused_and_counted() {
         gone: true,
         entries: Vec::new(),
     };
-    speak_as(
+    let (leaves, presence) = (a.view().rejected.leaves, a.view().rejected.presence);
+    forge(
         addr(0),
-        forged.clone(),
+        &forged,
         &[
             PeerMessage::Members { counts: vec![(TOPIC.into(), 0)], full: true },
             PeerMessage::PresenceSnapshot(gone),
             PeerMessage::Leaving { incarnation: forged.incarnation, epoch: 0 },
         ],
+        "the made-up run's leave and snapshot refused",
+        || a.view().rejected.leaves > leaves && a.view().rejected.presence > presence,
     )
     .await;
-    until("the made-up run's leave refused", || a.view().rejected.leaves == 2).await;
-    assert_eq!(a.view().rejected.presence, 2);
 
     // 4. b's exact identity (it is on /cluster when that is open) carrying a snapshot of a newer run.
     let newer = Snapshot {
@@ -117,39 +150,44 @@ async fn forged_counts_leaves_and_snapshots_are_refused_and_counted() {
         gone: false,
         entries: Vec::new(),
     };
-    speak_as(
+    let (leaves, presence) = (a.view().rejected.leaves, a.view().rejected.presence);
+    forge(
         addr(0),
-        real.clone(),
+        &real,
         &[PeerMessage::PresenceSnapshot(newer), PeerMessage::Leaving { incarnation: 0, epoch: 0 }],
+        "the newer run's snapshot and the leave after it refused",
+        || a.view().rejected.leaves > leaves && a.view().rejected.presence > presence,
     )
     .await;
-    until("the leave after the newer run's snapshot refused", || a.view().rejected.leaves == 3).await;
-    assert_eq!(a.view().rejected.presence, 3);
     assert_eq!(a.remote_presence(TOPIC).len(), 1, "b's presence stays");
 
     // 5. A node membership has never heard of, claiming a full room.
     let stranger = PeerId { node: NodeId("f9".into()), incarnation: 1, epoch: 0, addr: addr(9) };
-    speak_as(
+    let (counts, leaves) = (a.view().rejected.member_counts, a.view().rejected.leaves);
+    forge(
         addr(0),
-        stranger.clone(),
+        &stranger,
         &[
             PeerMessage::Members { counts: vec![(TOPIC.into(), 1_000)], full: true },
             PeerMessage::Leaving { incarnation: 1, epoch: 0 },
         ],
+        "the stranger's leave refused",
+        || a.view().rejected.leaves > leaves,
     )
     .await;
-    until("the stranger's leave refused", || a.view().rejected.leaves == 4).await;
-    let rejected = a.view().rejected;
-    assert_eq!((rejected.member_counts, rejected.leaves, rejected.presence), (1, 4, 4));
+    // Membership does not hold the stranger: its count is dropped as an unknown node's first frames
+    // are, which is not counted as a refusal.
+    assert_eq!(a.view().rejected.member_counts, counts);
     assert_eq!(a.remote_members(TOPIC), 1, "b's count stays");
     let entries = a.remote_presence(TOPIC);
     assert_eq!(entries.len(), 1, "b's presence stays");
     assert_eq!((entries[0].0.node.clone(), entries[0].1.key.as_str()), (real.node.clone(), "alice"));
 
     // b's own graceful leave still works at once.
+    let leaves = a.view().rejected.leaves;
     b.depart().await;
     until("b's own leave applied", || a.remote_presence(TOPIC).is_empty()).await;
-    assert_eq!(a.view().rejected.leaves, 4);
+    assert_eq!(a.view().rejected.leaves, leaves, "b's own leave is not refused");
     b.shutdown();
     a.shutdown();
 }
