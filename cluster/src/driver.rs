@@ -334,12 +334,7 @@ impl Core {
         let source = (!bind.is_unspecified()).then_some(bind);
         let open = |lane| {
             let events = self.link_events_tx.clone();
-            // Control links (raft) are written from raft's own thread (see `Shared::control_runtime`).
-            let on = match lane {
-                Lane::Control => self.shared.control_runtime.clone(),
-                Lane::Data => tokio::runtime::Handle::current(),
-            };
-            let (link, task) = link::new(
+            link::spawn(
                 id.clone(),
                 lane,
                 self.shared.me.clone(),
@@ -347,9 +342,7 @@ impl Core {
                 max,
                 events,
                 self.shared.auth.clone(),
-            );
-            on.spawn(task);
-            link
+            )
         };
         let peer = PeerLinks { data: open(Lane::Data), control: open(Lane::Control), id: id.clone() };
         if let Some(old) = links.insert(id.node.clone(), peer) {

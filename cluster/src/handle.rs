@@ -76,14 +76,6 @@ pub(crate) struct Shared {
     pub rejected: Rejected,
     /// The order of what accepted links deliver, and what they dropped as stale.
     pub arrivals: Arc<link::Arrivals>,
-    /// Where raft and the control links run: a thread of their own (see [`raft_thread`]), so the
-    /// cluster runtime's bulk work (the data links of a CDC catch-up) never delays a heartbeat or
-    /// its acknowledgement; the cluster runtime itself when raft is off.
-    pub control_runtime: tokio::runtime::Handle,
-    /// Ends the raft thread, once raft has shut down.
-    pub control_done: CancellationToken,
-    /// The raft thread, joined when the cluster stops (its store must be closed by then).
-    pub control_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Counts of peer frames the driver refused.
@@ -137,13 +129,11 @@ impl ClusterHandle {
                         return;
                     }
                 };
-                let raft_thread = runtime.block_on(async move {
+                runtime.block_on(async move {
                     match launch(thread_config).await {
                         Ok((handle, events)) => {
                             let stop = handle.stop.clone();
                             let raft = handle.raft.clone();
-                            let control_done = handle.shared.control_done.clone();
-                            let handle_shared = handle.shared.clone();
                             let _ = started_tx.send(Ok((handle, events)));
                             stop.cancelled().await;
                             if let Some(raft) = raft {
@@ -152,20 +142,13 @@ impl ClusterHandle {
                                     tokio::time::timeout(std::time::Duration::from_secs(2), raft.shutdown())
                                         .await;
                             }
-                            control_done.cancel();
-                            let raft_thread = lock(&handle_shared.control_thread).take();
-                            raft_thread
                         }
                         Err(error) => {
                             let _ = started_tx.send(Err(error));
-                            None
                         }
                     }
                 });
                 runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-                if let Some(raft_thread) = raft_thread {
-                    let _ = raft_thread.join();
-                }
             })
             .map_err(ClusterError::Runtime)?;
         started_rx.await.map_err(|_| ClusterError::Config("the cluster thread ended at start-up".into()))?
@@ -337,25 +320,7 @@ impl ClusterHandle {
     }
 }
 
-/// Starts the thread raft and the control links run on: a runtime of its own that lives until
-/// `done` is cancelled (after raft has shut down). Like membership's, its work is small and must be
-/// on time: a heartbeat or its acknowledgement that waits behind a CDC catch-up on the cluster
-/// runtime lets the leader's lease lapse and a follower start an election.
-fn raft_thread() -> std::io::Result<(tokio::runtime::Handle, CancellationToken, std::thread::JoinHandle<()>)>
-{
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let handle = runtime.handle().clone();
-    let done = CancellationToken::new();
-    let until = done.clone();
-    let thread = std::thread::Builder::new().name("cluster-raft".into()).spawn(move || {
-        runtime.block_on(until.cancelled());
-        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    })?;
-    Ok((handle, done, thread))
-}
-
-/// Binds and spawns everything on the current (cluster) runtime; raft and the control links on a
-/// thread of their own ([`raft_thread`]).
+/// Binds and spawns everything on the current (cluster) runtime.
 async fn launch(
     config: ClusterConfig,
 ) -> Result<(ClusterHandle, mpsc::Receiver<ClusterEvent>), ClusterError> {
@@ -365,13 +330,6 @@ async fn launch(
     let me = PeerId::start(config.node_id.clone(), config.advertise);
     tracing::info!(identity = ?me, seeds = ?config.seeds, "cluster starting");
     let stop = CancellationToken::new();
-    let (control_runtime, control_done, control_thread) = match config.data_dir {
-        Some(_) => {
-            let (runtime, done, thread) = raft_thread().map_err(ClusterError::Runtime)?;
-            (runtime, done, Some(thread))
-        }
-        None => (tokio::runtime::Handle::current(), CancellationToken::new(), None),
-    };
     let auth = Arc::new(match &config.secret {
         ClusterSecret::Insecure => PeerAuth::insecure(),
         ClusterSecret::Fixed(keys) | ClusterSecret::File { keys, .. } => PeerAuth::new(keys.clone()),
@@ -394,9 +352,6 @@ async fn launch(
         auth: auth.clone(),
         rejected: Rejected::default(),
         arrivals: Arc::default(),
-        control_runtime,
-        control_done: control_done.clone(),
-        control_thread: Mutex::new(control_thread),
         config: config.clone(),
     });
     let (events_tx, events_rx) = mpsc::channel(65_536);
@@ -424,23 +379,8 @@ async fn launch(
         }
     };
     // Raft first: a node whose store cannot open must not show up in membership.
-    let raft = match shared.config.data_dir.clone() {
-        Some(dir) => {
-            let (raft_shared, raft_stop) = (shared.clone(), stop.clone());
-            let started = shared
-                .control_runtime
-                .spawn(async move { RaftNode::start(raft_shared, &dir, raft_stop).await })
-                .await
-                .map_err(|error| ClusterError::Raft(format!("raft did not start: {error}")))
-                .and_then(|started| started);
-            match started {
-                Ok(raft) => Some(raft),
-                Err(error) => {
-                    control_done.cancel();
-                    return Err(error);
-                }
-            }
-        }
+    let raft = match &shared.config.data_dir {
+        Some(dir) => Some(RaftNode::start(shared.clone(), dir, stop.clone()).await?),
         None => None,
     };
     crate::membership::start(membership, udp).map_err(ClusterError::Runtime)?;
@@ -448,7 +388,7 @@ async fn launch(
     // Control-lane frames (raft) go straight to raft, never behind the driver's data queue.
     let (control_tx, mut control_rx) = mpsc::channel::<link::Inbound>(4096);
     let control_raft = raft.clone();
-    shared.control_runtime.spawn(async move {
+    tokio::spawn(async move {
         while let Some(inbound) = control_rx.recv().await {
             if let Some(raft) = &control_raft {
                 raft.on_message(&inbound.from, inbound.msg);

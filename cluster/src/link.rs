@@ -216,7 +216,6 @@ impl Link {
 /// `source` is the address outgoing connections leave from: the node's cluster bind address when it
 /// names one, so a peer (and a firewall rule between two nodes) sees the same address for this node's
 /// incoming and outgoing traffic. `None` leaves the choice to the kernel (a wildcard bind).
-#[cfg(test)]
 pub(crate) fn spawn(
     peer: PeerId,
     lane: Lane,
@@ -226,21 +225,6 @@ pub(crate) fn spawn(
     events: mpsc::Sender<LinkEvent>,
     auth: Arc<PeerAuth>,
 ) -> Arc<Link> {
-    let (link, task) = new(peer, lane, me, source, max_bytes, events, auth);
-    tokio::spawn(task);
-    link
-}
-
-/// [`spawn`] without the spawning: the link, and its task for the caller to run where it chooses.
-pub(crate) fn new(
-    peer: PeerId,
-    lane: Lane,
-    me: Arc<RwLock<PeerId>>,
-    source: Option<IpAddr>,
-    max_bytes: usize,
-    events: mpsc::Sender<LinkEvent>,
-    auth: Arc<PeerAuth>,
-) -> (Arc<Link>, impl std::future::Future<Output = ()> + Send + 'static) {
     let (queue, rx) = mpsc::unbounded_channel();
     let link = Arc::new(Link {
         peer,
@@ -259,8 +243,8 @@ pub(crate) fn new(
         stalls: AtomicU64::new(0),
         stop: CancellationToken::new(),
     });
-    let task = run(link.clone(), rx, me, events, auth);
-    (link, task)
+    tokio::spawn(run(link.clone(), rx, me, events, auth));
+    link
 }
 
 enum Ended {
