@@ -41,6 +41,8 @@ pub mod db;
 pub mod delivery;
 pub mod http;
 pub mod inbox;
+#[cfg(test)]
+mod layers;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
