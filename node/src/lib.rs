@@ -29,6 +29,7 @@
 //! - [`cdc`]: Postgres Changes; [`schema`]: the `realtime` schema (migrations, partition janitor).
 //! - [`db`]: pooled PostgreSQL work on the DB arbiter, for [`authz`] (private channels) and [`inbox`]
 //!   (the notifications REST and GraphQL API).
+//! - [`vocab`]: ids, topic keys, broadcast bodies and the drain signal; it refers to no other module.
 //! - [`limits`], [`metrics`], [`state`], [`shutdown`], [`telemetry`].
 
 pub mod auth;
@@ -56,6 +57,7 @@ pub mod socket;
 pub mod state;
 mod sync;
 pub mod telemetry;
+pub mod vocab;
 pub mod webhooks;
 
 use std::future::Future;

@@ -17,9 +17,10 @@ use tokio::sync::mpsc;
 
 use crate::cdc::cluster::CdcInbound;
 use crate::cdc::CdcHandle;
-use crate::channel::messages::{BroadcastBody, RemoteBroadcast, RemotePresence, TopicKey};
+use crate::channel::messages::{RemoteBroadcast, RemotePresence};
 use crate::channel::Registry;
 use crate::config::Config;
+use crate::vocab::{BroadcastBody, TopicKey};
 use crate::webhooks::Webhooks;
 
 /// The cluster's name for a channel: public and private channels of one name are different topics.

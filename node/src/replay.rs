@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio_postgres::Client;
 
 use crate::cdc::db_broadcast::{self, Payload};
-use crate::channel::messages::BroadcastBody;
+use crate::vocab::BroadcastBody;
 
 /// At most this many rows are replayed (the reference's bound), and this many by default.
 pub const MAX_LIMIT: i64 = 25;

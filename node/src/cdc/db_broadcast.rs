@@ -13,8 +13,7 @@ use bytes::Bytes;
 use realtime_proto::binary::BinaryEncoding;
 
 use super::change::{Change, ChangeKind};
-use crate::channel::messages::BroadcastBody;
-use crate::channel::TopicKey;
+use crate::vocab::{BroadcastBody, TopicKey};
 
 /// The publication the node creates for `realtime.messages` (inserts only, as the parent table) and
 /// `realtime.notifications` (see [`super::notifications`]).

@@ -37,12 +37,12 @@ use super::notifications;
 use super::recorder::Record;
 use super::rls::{self, pg_error_text, Ask, RlsPool, Viewer};
 use super::subscriptions::{ChannelKey, GroupKey, NewEntry, SubscriptionIndex, ViewerId};
-use crate::channel::messages::{BroadcastBody, RemoteBroadcast, Stored, TopicKey};
-use crate::channel::ConnId;
+use crate::channel::messages::{RemoteBroadcast, Stored};
 use crate::config::CdcConfig;
 use crate::delivery::{CloseCause, Outbox, WireFrame};
 use crate::metrics::metrics;
 use crate::resume::{Position, Resume};
+use crate::vocab::{BroadcastBody, ConnId, TopicKey};
 
 /// The `system` message of a live subscription.
 pub const SUBSCRIBED: &str = "Subscribed to PostgreSQL";

@@ -10,8 +10,8 @@ use realtime_proto::{server, system, topic};
 
 use super::fanout::EncodedOnce;
 use super::messages::{
-    Broadcast, BroadcastBody, ConnId, Held, Join, Leave, Member, Released, RemotePresence, Replied, Resuming,
-    StopChannel, TopicKey, Track, Untrack,
+    Broadcast, Held, Join, Leave, Member, Released, RemotePresence, Replied, Resuming, StopChannel, Track,
+    Untrack,
 };
 use super::registry::Registry;
 use crate::delivery::{Offer, WireFrame};
@@ -20,6 +20,7 @@ use crate::presence::messages as presence;
 use crate::presence::PresenceActor;
 use crate::resume::Resume;
 use crate::socket::messages::{JoinOutcome, JoinRefused};
+use crate::vocab::{BroadcastBody, ConnId, TopicKey};
 
 /// Live frames held at most for a member waiting for its join reply (a few milliseconds' worth);
 /// beyond, they go out at once: late order rather than loss.

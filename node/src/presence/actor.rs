@@ -12,9 +12,10 @@ use realtime_proto::server;
 
 use super::messages::{MemberGone, RemoteChanges, Stop, Subscribe, Track, Untrack};
 use super::set::PresenceSet;
-use crate::channel::messages::{ConnId, Member};
+use crate::channel::messages::Member;
 use crate::delivery::{Offer, WireFrame};
 use crate::metrics::metrics;
+use crate::vocab::ConnId;
 
 /// Presence of one topic on this node: its own entries, the other nodes' (replicated) and its subscribers.
 pub struct PresenceActor {

@@ -3,7 +3,8 @@
 use actix::prelude::*;
 use serde_json::{Map, Value};
 
-use crate::channel::messages::{ConnId, Member};
+use crate::channel::messages::Member;
+use crate::vocab::ConnId;
 
 /// Start receiving diffs; with `send_state`, first push `presence_state`.
 #[derive(Message, Debug)]

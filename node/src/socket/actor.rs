@@ -13,14 +13,14 @@ use realtime_proto::server::{self, ReplyStatus};
 use realtime_proto::system::{self, reason, shutdown, Extension};
 use realtime_proto::{OutFrame, Vsn};
 
-use super::messages::Drain;
 use crate::auth::Claims;
 use crate::channel::messages::{Join, Leave};
-use crate::channel::{ChannelActor, ConnId, TopicKey};
+use crate::channel::ChannelActor;
 use crate::delivery::{Offer, Outbox, WireFrame};
 use crate::limits::RateWindow;
 use crate::metrics::{metrics, Refusal};
 use crate::state::Shared;
+use crate::vocab::{ConnId, Drain, TopicKey};
 use crate::webhooks::SocketHook;
 
 /// Close code telling clients to reconnect now (to another node).

@@ -21,8 +21,8 @@ use super::actor::{ChannelState, SocketActor};
 use super::messages::{JoinOutcome, JoinRefused};
 use crate::cdc::notifications;
 use crate::channel::messages::{Join, Member, Resuming};
-use crate::channel::TopicKey;
 use crate::metrics::{metrics, Refusal};
+use crate::vocab::TopicKey;
 
 /// How long a waiting join holds for its postgres subscription by default, and at most.
 const POSTGRES_WAIT_DEFAULT: Duration = Duration::from_millis(15_000);

@@ -20,8 +20,3 @@ pub enum JoinRefused {
     /// The channel has `max_channel_members` members.
     Full,
 }
-
-/// The node is draining: tell every channel, then close with "reconnect now" (1012).
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct Drain;
