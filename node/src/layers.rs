@@ -23,12 +23,9 @@ pub type Graph = BTreeMap<String, BTreeSet<String>>;
 const KNOWN_BACK_EDGES: &[(&str, &str, &str)] = &[
     ("channel", "peers", "the actor names its cluster topic with `peers::cluster_topic`"),
     ("channel", "socket", "`JoinOutcome` and `JoinRefused` live in `socket::messages`"),
-    ("config", "resume", "`ResumeConfig`, `LogLimits` and `ResumableTopics` live in `resume`"),
-    ("db", "cdc", "`pg_error_text` lives in `cdc::rls` and `connect` in `cdc::catalog`"),
     ("delivery", "state", "the watchdog takes all of `Arc<Shared>`"),
     ("presence", "channel", "`ConnId` and `Member` live in `channel::messages`"),
     ("replay", "cdc", "replay decodes stored messages with `cdc::db_broadcast`"),
-    ("resume", "cdc", "the writer uses `cdc::rls::pg_error_text`"),
     ("webhooks", "peers", "a test checks the users topic is not a cluster topic with `peers::topic_key`"),
     ("webhooks", "socket", "the close code and reason of an idle timeout live in `socket::actor`"),
 ];

@@ -35,10 +35,11 @@ use super::handle::{SubscribeError, SubscribeErrorKind, SubscribeOutcome, Subscr
 use super::matching;
 use super::notifications;
 use super::recorder::Record;
-use super::rls::{self, pg_error_text, Ask, RlsPool, Viewer};
+use super::rls::{self, Ask, RlsPool, Viewer};
 use super::subscriptions::{ChannelKey, GroupKey, NewEntry, SubscriptionIndex, ViewerId};
 use crate::channel::messages::{RemoteBroadcast, Stored};
 use crate::config::CdcConfig;
+use crate::db::pg_error_text;
 use crate::delivery::{CloseCause, Outbox, WireFrame};
 use crate::metrics::metrics;
 use crate::resume::{Position, Resume};

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls};
 
 use super::lock;
-use crate::cdc::rls::pg_error_text;
+use crate::db::pg_error_text;
 use crate::vocab::{ConnId, TopicKey};
 
 /// Messages waiting for the writer at most.
