@@ -22,7 +22,6 @@ pub type Graph = BTreeMap<String, BTreeSet<String>>;
 /// cdc, webhooks, peers, authz, inbox, state, socket.
 const KNOWN_BACK_EDGES: &[(&str, &str, &str)] = &[
     ("channel", "peers", "the actor names its cluster topic with `peers::cluster_topic`"),
-    ("channel", "socket", "`JoinOutcome` and `JoinRefused` live in `socket::messages`"),
     ("delivery", "state", "the watchdog takes all of `Arc<Shared>`"),
     ("presence", "channel", "`ConnId` and `Member` live in `channel::messages`"),
     ("replay", "cdc", "replay decodes stored messages with `cdc::db_broadcast`"),

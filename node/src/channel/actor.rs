@@ -10,8 +10,8 @@ use realtime_proto::{server, system, topic};
 
 use super::fanout::EncodedOnce;
 use super::messages::{
-    Broadcast, Held, Join, Leave, Member, Released, RemotePresence, Replied, Resuming, StopChannel, Track,
-    Untrack,
+    Broadcast, Held, Join, JoinOutcome, JoinRefused, Leave, Member, Released, RemotePresence, Replied,
+    Resuming, StopChannel, Track, Untrack,
 };
 use super::registry::Registry;
 use crate::delivery::{Offer, WireFrame};
@@ -19,7 +19,6 @@ use crate::metrics::{metrics, Refusal};
 use crate::presence::messages as presence;
 use crate::presence::PresenceActor;
 use crate::resume::Resume;
-use crate::socket::messages::{JoinOutcome, JoinRefused};
 use crate::vocab::{BroadcastBody, ConnId, TopicKey};
 
 /// Live frames held at most for a member waiting for its join reply (a few milliseconds' worth);

@@ -1,4 +1,4 @@
-//! Messages of channel actors and the registry.
+//! Messages of channel actors and the registry, and the join outcome a channel sends back to a socket.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,7 +9,6 @@ use serde_json::{Map, Value};
 
 use crate::delivery::{Outbox, WireFrame};
 use crate::resume::Position;
-use crate::socket::messages::JoinOutcome;
 use crate::vocab::{BroadcastBody, ConnId, TopicKey};
 
 /// A socket's membership in a channel, as the channel and its presence set see it.
@@ -157,4 +156,20 @@ pub struct RemotePresence {
 #[rtype(result = "Option<Addr<super::ChannelActor>>")]
 pub struct Lookup {
     pub key: TopicKey,
+}
+
+/// How a join ended, sent by the channel so the reply is ordered before any of the channel's pushes.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct JoinOutcome {
+    pub topic: String,
+    pub join_ref: Option<String>,
+    pub result: Result<Addr<super::ChannelActor>, JoinRefused>,
+}
+
+/// Why a channel refused a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefused {
+    /// The channel has `max_channel_members` members.
+    Full,
 }

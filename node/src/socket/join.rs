@@ -18,9 +18,8 @@ use realtime_proto::{topic, OutFrame};
 use serde_json::{Map, Value};
 
 use super::actor::{ChannelState, SocketActor};
-use super::messages::{JoinOutcome, JoinRefused};
 use crate::cdc::notifications;
-use crate::channel::messages::{Join, Member, Resuming};
+use crate::channel::messages::{Join, JoinOutcome, JoinRefused, Member, Resuming};
 use crate::metrics::{metrics, Refusal};
 use crate::vocab::TopicKey;
 
