@@ -18,6 +18,25 @@ pub struct TopicKey {
     pub private: bool,
 }
 
+impl TopicKey {
+    /// The cluster's name for a channel: public and private channels of one name are different topics.
+    pub fn cluster_topic(&self) -> String {
+        let scope = if self.private { "private" } else { "public" };
+        format!("{scope}:{}", self.sub_topic)
+    }
+
+    /// The channel a cluster topic names (`None` for a name this node would never produce).
+    pub fn from_cluster_topic(topic: &str) -> Option<TopicKey> {
+        let (scope, sub_topic) = topic.split_once(':')?;
+        let private = match scope {
+            "public" => false,
+            "private" => true,
+            _ => return None,
+        };
+        Some(TopicKey { sub_topic: Arc::from(sub_topic), private })
+    }
+}
+
 /// What a broadcast carries.
 #[derive(Debug, Clone)]
 pub enum BroadcastBody {
@@ -41,3 +60,18 @@ impl BroadcastBody {
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Drain;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_topics_round_trip() {
+        for private in [false, true] {
+            let key = TopicKey { sub_topic: Arc::from("room:1:a"), private };
+            assert_eq!(TopicKey::from_cluster_topic(&key.cluster_topic()), Some(key));
+        }
+        assert_eq!(TopicKey::from_cluster_topic("other:x"), None);
+        assert_eq!(TopicKey::from_cluster_topic("nocolon"), None);
+    }
+}

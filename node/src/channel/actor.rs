@@ -52,7 +52,7 @@ impl ChannelActor {
         resume: Option<Arc<Resume>>,
     ) -> ChannelActor {
         let topic: Arc<str> = topic::full_topic(&key.sub_topic).into();
-        let cluster_topic = crate::peers::cluster_topic(&key);
+        let cluster_topic = key.cluster_topic();
         ChannelActor {
             key,
             topic,
