@@ -23,7 +23,6 @@ pub type Graph = BTreeMap<String, BTreeSet<String>>;
 const KNOWN_BACK_EDGES: &[(&str, &str, &str)] = &[
     ("delivery", "state", "the watchdog takes all of `Arc<Shared>`"),
     ("presence", "channel", "`ConnId` and `Member` live in `channel::messages`"),
-    ("replay", "cdc", "replay decodes stored messages with `cdc::db_broadcast`"),
     ("webhooks", "socket", "the close code and reason of an idle timeout live in `socket::actor`"),
 ];
 

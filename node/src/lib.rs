@@ -29,6 +29,7 @@
 //! - [`cdc`]: Postgres Changes; [`schema`]: the `realtime` schema (migrations, partition janitor).
 //! - [`db`]: pooled PostgreSQL work on the DB arbiter, for [`authz`] (private channels) and [`inbox`]
 //!   (the notifications REST and GraphQL API).
+//! - [`message_row`]: a `realtime.messages` row as a broadcast, live or replayed.
 //! - [`vocab`]: ids, topic keys, broadcast bodies and the drain signal; it refers to no other module.
 //! - [`limits`], [`metrics`], [`state`], [`shutdown`], [`telemetry`].
 
@@ -46,6 +47,7 @@ pub mod inbox;
 mod layers;
 pub mod limits;
 pub mod listener;
+pub mod message_row;
 pub mod metrics;
 pub mod peers;
 pub mod presence;

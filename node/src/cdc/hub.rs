@@ -41,6 +41,7 @@ use crate::channel::messages::{RemoteBroadcast, Stored};
 use crate::config::CdcConfig;
 use crate::db::pg_error_text;
 use crate::delivery::{CloseCause, Outbox, WireFrame};
+use crate::message_row::SkipReason;
 use crate::metrics::metrics;
 use crate::resume::{Position, Resume};
 use crate::vocab::{BroadcastBody, ConnId, TopicKey};
@@ -831,7 +832,7 @@ impl Hub {
             }
             match db_broadcast::to_broadcast(row, self.broadcasts.max_payload) {
                 Ok(b) => send(b.key, b.body, id, position),
-                Err(db_broadcast::SkipReason::NotInsert | db_broadcast::SkipReason::NotBroadcast) => {}
+                Err(SkipReason::NotInsert | SkipReason::NotBroadcast) => {}
                 Err(reason) => tracing::warn!(%reason, "a realtime.messages row was not broadcast"),
             }
         }
