@@ -21,7 +21,6 @@ pub type Graph = BTreeMap<String, BTreeSet<String>>;
 /// They point up against this order, lowest first: vocab (which refers to nothing), config, db, delivery, presence, resume, replay, channel,
 /// cdc, webhooks, peers, authz, inbox, state, socket.
 const KNOWN_BACK_EDGES: &[(&str, &str, &str)] = &[
-    ("delivery", "state", "the watchdog takes all of `Arc<Shared>`"),
     ("presence", "channel", "`ConnId` and `Member` live in `channel::messages`"),
     ("webhooks", "socket", "the close code and reason of an idle timeout live in `socket::actor`"),
 ];

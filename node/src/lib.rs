@@ -169,7 +169,13 @@ pub async fn run(
     let metrics_data = web::Data::new(metrics_handle.clone());
     let server = http::server::serve(listener, config.workers, shared.clone(), metrics_data)?;
     let handle = server.handle();
-    let watchdog = actix_web::rt::spawn(delivery::watchdog::run(shared.clone().into_inner()));
+    let watchdog = {
+        let live = shared.clone().into_inner();
+        let run = delivery::watchdog::run(config.limits.write_timeout, shared.closing.clone(), move || {
+            live.connections.outboxes()
+        });
+        actix_web::rt::spawn(run)
+    };
     tracing::info!(node = %config.node_id, "started");
     let upkeep = actix_web::rt::spawn(async move {
         loop {
