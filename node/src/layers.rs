@@ -20,10 +20,8 @@ pub type Graph = BTreeMap<String, BTreeSet<String>>;
 ///
 /// They point up against this order, lowest first: vocab (which refers to nothing), config, db, delivery, presence, resume, replay, channel,
 /// cdc, webhooks, peers, authz, inbox, state, socket.
-const KNOWN_BACK_EDGES: &[(&str, &str, &str)] = &[
-    ("presence", "channel", "`ConnId` and `Member` live in `channel::messages`"),
-    ("webhooks", "socket", "the close code and reason of an idle timeout live in `socket::actor`"),
-];
+const KNOWN_BACK_EDGES: &[(&str, &str, &str)] =
+    &[("webhooks", "socket", "the close code and reason of an idle timeout live in `socket::actor`")];
 
 /// Strongly connected components with more than one module (a module referring to itself is not a cycle),
 /// each sorted, largest first.

@@ -135,7 +135,8 @@ impl Handler<Join> for ChannelActor {
             result: Ok(ctx.address()),
         });
         if member.presence_enabled {
-            self.presence().do_send(presence::Subscribe { member: member.clone(), send_state: true });
+            self.presence()
+                .do_send(presence::Subscribe { member: member.presence_subscriber(), send_state: true });
         }
         if self.members.insert(member.conn, member).is_some() {
             // The same socket joined again without leaving: the old membership ends here.
@@ -252,7 +253,7 @@ impl Handler<Track> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, msg: Track, _: &mut Context<Self>) {
-        let Some(member) = self.members.get(&msg.conn).cloned() else { return };
+        let Some(member) = self.members.get(&msg.conn).map(Member::presence_subscriber) else { return };
         self.presence().do_send(presence::Track { member, meta: msg.meta });
     }
 }

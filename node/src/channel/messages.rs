@@ -8,6 +8,7 @@ use realtime_proto::Vsn;
 use serde_json::{Map, Value};
 
 use crate::delivery::{Outbox, WireFrame};
+use crate::presence::messages::Subscriber;
 use crate::resume::Position;
 use crate::vocab::{BroadcastBody, ConnId, TopicKey};
 
@@ -34,6 +35,19 @@ pub struct Member {
     /// Where this member's frames go.
     pub outbox: Outbox,
     pub joined: Recipient<JoinOutcome>,
+}
+
+impl Member {
+    /// What the channel's presence actor needs of this member.
+    pub fn presence_subscriber(&self) -> Subscriber {
+        Subscriber {
+            conn: self.conn,
+            join_ref: self.join_ref.clone(),
+            vsn: self.vsn,
+            presence_key: self.presence_key.clone(),
+            outbox: self.outbox.clone(),
+        }
+    }
 }
 
 /// A member's place in a resumable channel's stream (`crate::resume`).

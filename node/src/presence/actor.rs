@@ -10,9 +10,8 @@ use realtime_cluster::ClusterHandle;
 use realtime_proto::presence::{phx_ref, PresenceDiff};
 use realtime_proto::server;
 
-use super::messages::{MemberGone, RemoteChanges, Stop, Subscribe, Track, Untrack};
+use super::messages::{MemberGone, RemoteChanges, Stop, Subscribe, Subscriber, Track, Untrack};
 use super::set::PresenceSet;
-use crate::channel::messages::Member;
 use crate::delivery::{Offer, WireFrame};
 use crate::metrics::metrics;
 use crate::vocab::ConnId;
@@ -21,7 +20,7 @@ use crate::vocab::ConnId;
 pub struct PresenceActor {
     topic: Arc<str>,
     set: PresenceSet,
-    subscribers: HashMap<ConnId, Member>,
+    subscribers: HashMap<ConnId, Subscriber>,
     /// The cluster's replica of other nodes' entries; `None` on a single node.
     cluster: Option<ClusterHandle>,
     cluster_topic: String,
@@ -68,7 +67,7 @@ impl PresenceActor {
         });
     }
 
-    fn push_state(&self, member: &Member) {
+    fn push_state(&self, member: &Subscriber) {
         let state = self.set.state().to_json();
         let frame = server::channel_push(
             member.vsn,
