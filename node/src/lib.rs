@@ -30,6 +30,8 @@
 //! - [`cdc`]: Postgres Changes; [`schema`]: the `realtime` schema (migrations, partition janitor).
 //! - [`db`]: pooled PostgreSQL work on the DB arbiter, for [`authz`] (private channels) and [`inbox`]
 //!   (the notifications REST and GraphQL API).
+//! - [`message_row`]: a `realtime.messages` row as a broadcast, live or replayed.
+//! - [`vocab`]: ids, topic keys, broadcast bodies and the drain signal; it refers to no other module.
 //! - [`limits`], [`metrics`], [`state`], [`shutdown`], [`telemetry`].
 
 pub mod auth;
@@ -43,8 +45,11 @@ pub mod db;
 pub mod delivery;
 pub mod http;
 pub mod inbox;
+#[cfg(test)]
+mod layers;
 pub mod limits;
 pub mod listener;
+pub mod message_row;
 pub mod metrics;
 pub mod peers;
 pub mod presence;
@@ -56,6 +61,7 @@ pub mod socket;
 pub mod state;
 mod sync;
 pub mod telemetry;
+pub mod vocab;
 pub mod webhooks;
 
 use std::future::Future;
@@ -165,7 +171,13 @@ pub async fn run(
     let metrics_data = web::Data::new(metrics_handle.clone());
     let server = http::server::serve(listener, config.workers, shared.clone(), metrics_data)?;
     let handle = server.handle();
-    let watchdog = actix_web::rt::spawn(delivery::watchdog::run(shared.clone().into_inner()));
+    let watchdog = {
+        let live = shared.clone().into_inner();
+        let run = delivery::watchdog::run(config.limits.write_timeout, shared.closing.clone(), move || {
+            live.connections.outboxes()
+        });
+        actix_web::rt::spawn(run)
+    };
     tracing::info!(node = %config.node_id, "started");
     let upkeep = actix_web::rt::spawn(async move {
         loop {

@@ -1,5 +1,6 @@
-//! The node's side of the cluster: which cluster topic a channel is, how a broadcast crosses to another
-//! node, and the bridge that routes [`ClusterEvent`]s from the cluster runtime into the registry.
+//! The node's side of the cluster: how a broadcast crosses to another node (a channel's cluster topic is
+//! [`TopicKey::cluster_topic`]), and the bridge that routes [`ClusterEvent`]s from the cluster runtime into
+//! the registry.
 //!
 //! Broadcasts are relayed where they are published (the socket actor, the REST handler), so one
 //! publisher's messages enter the peer link in the order it sent them and never wait for a channel
@@ -17,27 +18,11 @@ use tokio::sync::mpsc;
 
 use crate::cdc::cluster::CdcInbound;
 use crate::cdc::CdcHandle;
-use crate::channel::messages::{BroadcastBody, RemoteBroadcast, RemotePresence, TopicKey};
+use crate::channel::messages::{RemoteBroadcast, RemotePresence};
 use crate::channel::Registry;
 use crate::config::Config;
+use crate::vocab::{BroadcastBody, TopicKey};
 use crate::webhooks::Webhooks;
-
-/// The cluster's name for a channel: public and private channels of one name are different topics.
-pub fn cluster_topic(key: &TopicKey) -> String {
-    let scope = if key.private { "private" } else { "public" };
-    format!("{scope}:{}", key.sub_topic)
-}
-
-/// The channel a cluster topic names (`None` for a name this node would never produce).
-pub fn topic_key(topic: &str) -> Option<TopicKey> {
-    let (scope, sub_topic) = topic.split_once(':')?;
-    let private = match scope {
-        "public" => false,
-        "private" => true,
-        _ => return None,
-    };
-    Some(TopicKey { sub_topic: Arc::from(sub_topic), private })
-}
 
 /// A broadcast as it crosses to another node.
 pub fn to_payload(body: &BroadcastBody) -> RelayPayload {
@@ -68,7 +53,7 @@ pub fn from_payload(payload: RelayPayload) -> BroadcastBody {
 /// Sends a broadcast published on this node to every peer (see `ClusterHandle::relay`).
 pub fn relay(cluster: Option<&ClusterHandle>, key: &TopicKey, body: &BroadcastBody) {
     if let Some(cluster) = cluster {
-        cluster.relay(&cluster_topic(key), || to_payload(body));
+        cluster.relay(&key.cluster_topic(), || to_payload(body));
     }
 }
 
@@ -110,7 +95,7 @@ pub async fn bridge(
     while let Some(event) = events.recv().await {
         match event {
             ClusterEvent::Relay { topic, payload } => {
-                let Some(key) = topic_key(&topic) else { continue };
+                let Some(key) = TopicKey::from_cluster_topic(&topic) else { continue };
                 registry.do_send(RemoteBroadcast {
                     key,
                     body: from_payload(payload),
@@ -128,7 +113,7 @@ pub async fn bridge(
                         },
                         None => change,
                     };
-                    let Some(key) = topic_key(&change.topic) else { continue };
+                    let Some(key) = TopicKey::from_cluster_topic(&change.topic) else { continue };
                     registry.do_send(RemotePresence { key, change });
                 }
             }
@@ -152,12 +137,6 @@ mod tests {
 
     #[test]
     fn topics_and_payloads_round_trip() {
-        for private in [false, true] {
-            let key = TopicKey { sub_topic: Arc::from("room:1:a"), private };
-            assert_eq!(topic_key(&cluster_topic(&key)), Some(key));
-        }
-        assert_eq!(topic_key("other:x"), None);
-        assert_eq!(topic_key("nocolon"), None);
         let body = BroadcastBody::User {
             event: "e".into(),
             encoding: BinaryEncoding::Raw,

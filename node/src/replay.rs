@@ -14,8 +14,8 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio_postgres::Client;
 
-use crate::cdc::db_broadcast::{self, Payload};
-use crate::channel::messages::BroadcastBody;
+use crate::message_row::{self, Payload};
+use crate::vocab::BroadcastBody;
 
 /// At most this many rows are replayed (the reference's bound), and this many by default.
 pub const MAX_LIMIT: i64 = 25;
@@ -77,7 +77,7 @@ pub async fn fetch(
             (None, Some(binary)) => Payload::Binary(binary),
             (None, None) => continue,
         };
-        if let Ok(body) = db_broadcast::body(event, payload, db_broadcast::replayed_meta(id), max_payload) {
+        if let Ok(body) = message_row::body(event, payload, message_row::replayed_meta(id), max_payload) {
             bodies.push(body);
             skip_live.insert(Arc::from(id));
         }

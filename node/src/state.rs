@@ -12,7 +12,7 @@ use realtime_cluster::ClusterHandle;
 use crate::auth::Verifier;
 use crate::authz::Authorizer;
 use crate::cdc::CdcHandle;
-use crate::channel::{ConnId, Registry};
+use crate::channel::Registry;
 use crate::config::Config;
 use crate::delivery::watchdog::Closing;
 use crate::delivery::{Link, Outbox, OutboxLimits};
@@ -21,7 +21,7 @@ use crate::inbox::Inbox;
 use crate::limits::{KeyedRate, SharedRate};
 use crate::metrics::metrics;
 use crate::resume::Resume;
-use crate::socket::messages::Drain;
+use crate::vocab::{ConnId, Drain};
 
 /// Everything a request handler or socket needs from the node.
 pub struct Shared {

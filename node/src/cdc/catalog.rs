@@ -2,7 +2,6 @@
 //! (name, type, primary key), whether it has Row Level Security, and which columns a role may SELECT.
 //! Plus the one-time setup: the publication and the permanent pgoutput slot.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,48 +53,10 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// How long opening a database connection may take, start-up and authentication included (a paused
-/// server completes the TCP handshake and then never answers).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long one TCP connect may take (a SYN nobody answers is resent after 1 s, 3 s, 7 s…).
-const SOCKET_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// About how long a connection whose peer stopped answering (its packets are not acknowledged, or
-/// keepalive probes get no answer) stays open.
-pub const DEAD_PEER: Duration = Duration::from_secs(15);
-
-/// Connects a regular (non-replication) client; the connection runs on its own task.
-///
-/// Every wait on it is bounded, so a database that vanished (a cut network, a paused server) fails
-/// the caller instead of hanging it: the connect is bounded by [`CONNECT_TIMEOUT`], and TCP
-/// keepalives plus `TCP_USER_TIMEOUT` end a connection whose peer stopped answering within about
-/// [`DEAD_PEER`] (a `DATABASE_URL` that sets its own values keeps them).
+/// Connects a regular (non-replication) client for the CDC pipeline: [`crate::db::connect`], its error
+/// as a [`CdcError`].
 pub async fn connect(database_url: &str) -> Result<Client, CdcError> {
-    let mut config =
-        tokio_postgres::Config::from_str(database_url).map_err(|e| CdcError::Url(e.to_string()))?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(SOCKET_CONNECT_TIMEOUT);
-    }
-    if config.get_keepalives_idle() == tokio_postgres::Config::new().get_keepalives_idle() {
-        config
-            .keepalives(true)
-            .keepalives_idle(DEAD_PEER / 3)
-            .keepalives_interval(DEAD_PEER / 6)
-            .keepalives_retries(3);
-    }
-    if config.get_tcp_user_timeout().is_none() {
-        config.tcp_user_timeout(DEAD_PEER);
-    }
-    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tokio_postgres::NoTls))
-        .await
-        .map_err(|_| CdcError::Timeout { step: "connecting to the database", after: CONNECT_TIMEOUT })??;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::warn!(%error, "postgres connection ended");
-        }
-    });
-    Ok(client)
+    Ok(crate::db::connect(database_url).await?)
 }
 
 /// Creates the publication (empty: users add their tables, as on Supabase) and the permanent slot if
@@ -222,7 +183,7 @@ pub async fn slot_can_stream(client: &Client, slot: &str, publications: &str) ->
     match answer.await {
         Ok(_) => true,
         Err(error) if error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) => {
-            tracing::warn!(slot, publications, error = %super::rls::pg_error_text(&error), "the slot predates a publication: streaming without it until it has moved past");
+            tracing::warn!(slot, publications, error = %crate::db::pg_error_text(&error), "the slot predates a publication: streaming without it until it has moved past");
             false
         }
         // Anything else (the slot is busy, slow to decode): START_REPLICATION will tell.

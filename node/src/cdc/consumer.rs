@@ -328,7 +328,7 @@ impl Consumer {
                 error = &mut heartbeat, if heartbeats_on => {
                     heartbeats_on = false;
                     tracing::warn!(
-                        error = %super::rls::pg_error_text(&error),
+                        error = %crate::db::pg_error_text(&error),
                         "cannot write replication heartbeats (pg_logical_emit_message): a dead replication \
                          connection is noticed only when TCP gives up on it"
                     );

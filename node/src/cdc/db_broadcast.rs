@@ -9,12 +9,9 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use realtime_proto::binary::BinaryEncoding;
-
 use super::change::{Change, ChangeKind};
-use crate::channel::messages::BroadcastBody;
-use crate::channel::TopicKey;
+use crate::message_row::{body, live_meta, Payload, SkipReason};
+use crate::vocab::{BroadcastBody, TopicKey};
 
 /// The publication the node creates for `realtime.messages` (inserts only, as the parent table) and
 /// `realtime.notifications` (see [`super::notifications`]).
@@ -36,21 +33,6 @@ pub const ADD_NOTIFICATIONS: &str = "do $add$ begin \
 /// Whether a change is a row of `realtime.messages`.
 pub fn is_message(change: &Change) -> bool {
     change.table.schema == "realtime" && change.table.name == "messages"
-}
-
-/// Why a `realtime.messages` row is not delivered.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SkipReason {
-    #[error("not an insert")]
-    NotInsert,
-    #[error("extension is not 'broadcast'")]
-    NotBroadcast,
-    #[error("the row has no {0}")]
-    Missing(&'static str),
-    #[error("binary_payload is not bytea text")]
-    BadBinary,
-    #[error("the payload is {size} bytes, over the limit of {max}")]
-    TooLarge { size: usize, max: usize },
 }
 
 /// A row turned into what channels deliver.
@@ -84,52 +66,6 @@ pub fn to_broadcast(change: &Change, max_payload: usize) -> Result<DbBroadcast, 
     Ok(DbBroadcast { key: TopicKey { sub_topic: Arc::from(topic), private }, body })
 }
 
-/// A row's payload: its `payload` (JSON text) or its `binary_payload`.
-pub enum Payload {
-    Json(Vec<u8>),
-    Binary(Vec<u8>),
-}
-
-/// The `meta` of a row broadcast live: `{"id": <row id>}` (with its `position` on resumable channels,
-/// `crate::resume`).
-pub fn live_meta(id: &str) -> String {
-    serde_json::json!({ "id": id }).to_string()
-}
-
-/// The `meta` of a replayed row: `{"replayed": true, "id": <row id>}`.
-pub fn replayed_meta(id: &str) -> String {
-    serde_json::json!({ "replayed": true, "id": id }).to_string()
-}
-
-/// The user broadcast a row becomes (kind 4 to 2.0.0, a JSON object to 1.0.0, as the reference
-/// sends them); a binary payload reaches 2.0.0 members only.
-pub fn body(
-    event: &str,
-    payload: Payload,
-    meta: String,
-    max_payload: usize,
-) -> Result<BroadcastBody, SkipReason> {
-    let (encoding, data) = match payload {
-        Payload::Json(data) => (BinaryEncoding::Json, data),
-        Payload::Binary(data) => (BinaryEncoding::Raw, data),
-    };
-    check_size(data.len(), max_payload)?;
-    Ok(BroadcastBody::User {
-        event: event.into(),
-        encoding,
-        data: Bytes::from(data),
-        meta: Some(Arc::from(meta)),
-    })
-}
-
-fn check_size(size: usize, max: usize) -> Result<(), SkipReason> {
-    if size > max {
-        Err(SkipReason::TooLarge { size, max })
-    } else {
-        Ok(())
-    }
-}
-
 /// `bytea` in PostgreSQL's hex output (`\x48656c6c6f`), as pgoutput sends it in text mode.
 fn decode_bytea(text: &str) -> Option<Vec<u8>> {
     let hex = text.strip_prefix("\\x")?.as_bytes();
@@ -142,9 +78,13 @@ fn decode_bytea(text: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use realtime_proto::binary::BinaryEncoding;
+
     use super::*;
     use crate::cdc::catalog::{ColumnMeta, TableMeta};
     use crate::cdc::change::Cell;
+    use crate::message_row::replayed_meta;
 
     fn messages_table() -> Arc<TableMeta> {
         let column = |name: &str, typname: &str| ColumnMeta {

@@ -53,3 +53,14 @@ pub enum SlotConflict {
     )]
     WrongKind { slot: String, kind: String },
 }
+
+impl From<crate::db::ConnectError> for CdcError {
+    fn from(error: crate::db::ConnectError) -> Self {
+        use crate::db::ConnectError;
+        match error {
+            ConnectError::Url(url) => CdcError::Url(url),
+            ConnectError::Postgres(error) => CdcError::Postgres(error),
+            ConnectError::Timeout(after) => CdcError::Timeout { step: "connecting to the database", after },
+        }
+    }
+}

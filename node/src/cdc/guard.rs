@@ -171,7 +171,7 @@ impl Verifier {
         // A failed connection is made again at the next question.
         self.client = None;
         Rejection::Unverifiable(match error {
-            CdcError::Postgres(e) => super::rls::pg_error_text(&e),
+            CdcError::Postgres(e) => crate::db::pg_error_text(&e),
             other => other.to_string(),
         })
     }

@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, watch};
 use super::cluster::CdcInbound;
 use super::hub::HubCommand;
 use crate::auth::Claims;
-use crate::channel::ConnId;
 use crate::delivery::Outbox;
+use crate::vocab::ConnId;
 
 /// The result of a subscription, sent to the socket that asked.
 #[derive(Message, Debug)]

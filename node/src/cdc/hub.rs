@@ -35,15 +35,17 @@ use super::handle::{SubscribeError, SubscribeErrorKind, SubscribeOutcome, Subscr
 use super::matching;
 use super::notifications;
 use super::recorder::Record;
-use super::rls::{self, pg_error_text, Ask, RlsPool, Viewer};
+use super::rls::{self, Ask, RlsPool, Viewer};
 use super::subscriptions::{ChannelKey, GroupKey, NewEntry, SubscriptionIndex, ViewerId};
-use crate::channel::messages::{BroadcastBody, RemoteBroadcast, Stored, TopicKey};
-use crate::channel::ConnId;
+use crate::channel::messages::{RemoteBroadcast, Stored};
 use crate::close::SlowCause;
 use crate::config::CdcConfig;
+use crate::db::pg_error_text;
 use crate::delivery::{Outbox, WireFrame};
+use crate::message_row::SkipReason;
 use crate::metrics::metrics;
 use crate::resume::{Position, Resume};
+use crate::vocab::{BroadcastBody, ConnId, TopicKey};
 
 /// The `system` message of a live subscription.
 pub const SUBSCRIBED: &str = "Subscribed to PostgreSQL";
@@ -831,7 +833,7 @@ impl Hub {
             }
             match db_broadcast::to_broadcast(row, self.broadcasts.max_payload) {
                 Ok(b) => send(b.key, b.body, id, position),
-                Err(db_broadcast::SkipReason::NotInsert | db_broadcast::SkipReason::NotBroadcast) => {}
+                Err(SkipReason::NotInsert | SkipReason::NotBroadcast) => {}
                 Err(reason) => tracing::warn!(%reason, "a realtime.messages row was not broadcast"),
             }
         }

@@ -13,8 +13,7 @@ use realtime_proto::binary::BinaryEncoding;
 
 use super::change::{Change, ChangeKind};
 use super::values;
-use crate::channel::messages::BroadcastBody;
-use crate::channel::TopicKey;
+use crate::vocab::{BroadcastBody, TopicKey};
 
 /// The channel prefix of a user's inbox.
 pub const CHANNEL_PREFIX: &str = "notifications:";

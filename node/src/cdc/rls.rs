@@ -17,6 +17,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
 use super::catalog::{quote_ident, TableMeta};
+use crate::db::pg_error_text;
 
 /// Who is asking: the role and the claims JSON of a subscriber's token.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -259,14 +260,6 @@ impl PoolConnection {
                 Failure::Refused(pg_error_text(&e))
             }
         })
-    }
-}
-
-/// A database error as a person reads it (`tokio_postgres` alone only says "db error").
-pub fn pg_error_text(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
-        None => error.to_string(),
     }
 }
 

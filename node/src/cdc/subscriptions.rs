@@ -13,7 +13,7 @@ use realtime_proto::postgres::SubscriptionParams;
 
 use super::matching::Filter;
 use super::rls::Viewer;
-use crate::channel::ConnId;
+use crate::vocab::ConnId;
 
 /// A channel: the socket and its topic.
 pub type ChannelKey = (ConnId, Arc<str>);

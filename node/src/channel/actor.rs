@@ -10,8 +10,8 @@ use realtime_proto::{server, system, topic};
 
 use super::fanout::EncodedOnce;
 use super::messages::{
-    Broadcast, BroadcastBody, ConnId, Held, Join, Leave, Member, Released, RemotePresence, Replied, Resuming,
-    StopChannel, TopicKey, Track, Untrack,
+    Broadcast, Held, Join, JoinOutcome, JoinRefused, Leave, Member, Released, RemotePresence, Replied,
+    Resuming, StopChannel, Track, Untrack,
 };
 use super::registry::Registry;
 use crate::delivery::{Offer, WireFrame};
@@ -19,7 +19,7 @@ use crate::metrics::{metrics, Refusal};
 use crate::presence::messages as presence;
 use crate::presence::PresenceActor;
 use crate::resume::Resume;
-use crate::socket::messages::{JoinOutcome, JoinRefused};
+use crate::vocab::{BroadcastBody, ConnId, TopicKey};
 
 /// Live frames held at most for a member waiting for its join reply (a few milliseconds' worth);
 /// beyond, they go out at once: late order rather than loss.
@@ -52,7 +52,7 @@ impl ChannelActor {
         resume: Option<Arc<Resume>>,
     ) -> ChannelActor {
         let topic: Arc<str> = topic::full_topic(&key.sub_topic).into();
-        let cluster_topic = crate::peers::cluster_topic(&key);
+        let cluster_topic = key.cluster_topic();
         ChannelActor {
             key,
             topic,
@@ -135,7 +135,8 @@ impl Handler<Join> for ChannelActor {
             result: Ok(ctx.address()),
         });
         if member.presence_enabled {
-            self.presence().do_send(presence::Subscribe { member: member.clone(), send_state: true });
+            self.presence()
+                .do_send(presence::Subscribe { member: member.presence_subscriber(), send_state: true });
         }
         if self.members.insert(member.conn, member).is_some() {
             // The same socket joined again without leaving: the old membership ends here.
@@ -252,7 +253,7 @@ impl Handler<Track> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, msg: Track, _: &mut Context<Self>) {
-        let Some(member) = self.members.get(&msg.conn).cloned() else { return };
+        let Some(member) = self.members.get(&msg.conn).map(Member::presence_subscriber) else { return };
         self.presence().do_send(presence::Track { member, meta: msg.meta });
     }
 }

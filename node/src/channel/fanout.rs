@@ -5,8 +5,8 @@
 
 use realtime_proto::{server, Vsn};
 
-use super::messages::BroadcastBody;
 use crate::delivery::WireFrame;
+use crate::vocab::BroadcastBody;
 
 /// Lazily encoded frames of one message, by serializer version.
 pub struct EncodedOnce<'a> {

@@ -1,27 +1,16 @@
-//! Messages of channel actors and the registry.
+//! Messages of channel actors and the registry, and the join outcome a channel sends back to a socket.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use bytes::Bytes;
-use realtime_proto::binary::BinaryEncoding;
 use realtime_proto::Vsn;
 use serde_json::{Map, Value};
 
 use crate::delivery::{Outbox, WireFrame};
+use crate::presence::messages::Subscriber;
 use crate::resume::Position;
-use crate::socket::messages::JoinOutcome;
-
-/// Identifies one WebSocket connection on this node.
-pub type ConnId = u64;
-
-/// A channel's identity: public and private channels of the same name are different namespaces.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TopicKey {
-    pub sub_topic: Arc<str>,
-    pub private: bool,
-}
+use crate::vocab::{BroadcastBody, ConnId, TopicKey};
 
 /// A socket's membership in a channel, as the channel and its presence set see it.
 #[derive(Debug, Clone)]
@@ -46,6 +35,19 @@ pub struct Member {
     /// Where this member's frames go.
     pub outbox: Outbox,
     pub joined: Recipient<JoinOutcome>,
+}
+
+impl Member {
+    /// What the channel's presence actor needs of this member.
+    pub fn presence_subscriber(&self) -> Subscriber {
+        Subscriber {
+            conn: self.conn,
+            join_ref: self.join_ref.clone(),
+            vsn: self.vsn,
+            presence_key: self.presence_key.clone(),
+            outbox: self.outbox.clone(),
+        }
+    }
 }
 
 /// A member's place in a resumable channel's stream (`crate::resume`).
@@ -77,25 +79,6 @@ pub struct Join {
 pub struct Leave {
     pub key: TopicKey,
     pub conn: ConnId,
-}
-
-/// What a broadcast carries.
-#[derive(Debug, Clone)]
-pub enum BroadcastBody {
-    /// A JSON payload relayed verbatim as the payload of event `broadcast`.
-    Json(Arc<str>),
-    /// A user broadcast (binary push or REST single): kind 4 to 2.0.0, JSON object to 1.0.0.
-    User { event: Arc<str>, encoding: BinaryEncoding, data: Bytes, meta: Option<Arc<str>> },
-}
-
-impl BroadcastBody {
-    /// The `meta` of a user broadcast (`{"id": …}` for rows of `realtime.messages`).
-    pub fn meta(&self) -> Option<&Arc<str>> {
-        match self {
-            BroadcastBody::User { meta, .. } => meta.as_ref(),
-            BroadcastBody::Json(_) => None,
-        }
-    }
 }
 
 /// A broadcast that is a row of `realtime.messages`: its id, and its position when its channel is
@@ -187,4 +170,20 @@ pub struct RemotePresence {
 #[rtype(result = "Option<Addr<super::ChannelActor>>")]
 pub struct Lookup {
     pub key: TopicKey,
+}
+
+/// How a join ended, sent by the channel so the reply is ordered before any of the channel's pushes.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct JoinOutcome {
+    pub topic: String,
+    pub join_ref: Option<String>,
+    pub result: Result<Addr<super::ChannelActor>, JoinRefused>,
+}
+
+/// Why a channel refused a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefused {
+    /// The channel has `max_channel_members` members.
+    Full,
 }

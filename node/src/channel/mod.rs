@@ -11,5 +11,4 @@ pub mod messages;
 pub mod registry;
 
 pub use actor::ChannelActor;
-pub use messages::{ConnId, TopicKey};
 pub use registry::Registry;

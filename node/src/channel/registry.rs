@@ -10,10 +10,11 @@ use realtime_cluster::ClusterHandle;
 
 use super::actor::ChannelActor;
 use super::messages::{
-    Broadcast, Join, Leave, Lookup, Released, RemoteBroadcast, RemotePresence, StopChannel, TopicKey,
+    Broadcast, Join, Leave, Lookup, Released, RemoteBroadcast, RemotePresence, StopChannel,
 };
 use crate::metrics::metrics;
 use crate::resume::Resume;
+use crate::vocab::TopicKey;
 
 struct Entry {
     addr: Addr<ChannelActor>,

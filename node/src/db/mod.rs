@@ -1,5 +1,6 @@
-//! The node's own PostgreSQL work, apart from the replication stream: small pools of connections
-//! ([`pool`]) whose queries all run on one actix arbiter of their own (the "DB arbiter").
+//! The node's own PostgreSQL work, apart from the replication stream: how a connection is opened
+//! ([`connect`], the CDC pipeline's too), and small pools of connections ([`pool`]) whose queries all
+//! run on one actix arbiter of their own (the "DB arbiter").
 //!
 //! Why an arbiter: a `tokio_postgres` connection is driven by a task on the thread that made it, and
 //! HTTP workers and socket actors must never wait on a slow database. So every query is spawned onto
@@ -9,14 +10,14 @@
 //! starve join checks), on the same arbiter; the resumable channels' writer
 //! ([`crate::resume::writer`]) runs there too, on one connection of its own.
 
+pub mod client;
 pub mod pool;
 
 use std::sync::Arc;
 
 use actix::ArbiterHandle;
 
-use crate::cdc::rls::pg_error_text;
-
+pub use client::{connect, pg_error_text, ConnectError};
 pub use pool::{Pool, PoolError, Pooled};
 
 /// Why a piece of database work did not complete.

@@ -69,7 +69,7 @@ impl Pool {
         };
         let client = match reused {
             Some(client) => client,
-            None => tokio::time::timeout(WAIT, crate::cdc::catalog::connect(&self.database_url))
+            None => tokio::time::timeout(WAIT, super::connect(&self.database_url))
                 .await
                 .map_err(|_| PoolError::Connect(format!("timed out after {WAIT:?}")))?
                 .map_err(|e| PoolError::Connect(e.to_string()))?,

@@ -4,7 +4,7 @@
 //! It runs on its own task and only reads outbox state, so it works even when every socket actor or
 //! connection task involved is stuck.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::outbox::Outbox;
@@ -61,21 +61,19 @@ pub fn check(live: &[Outbox], closing: &Closing, write_timeout: Duration, now: I
     }
 }
 
-/// Runs until aborted: checks every live socket each [`tick`].
-pub async fn run(shared: std::sync::Arc<crate::state::Shared>) {
-    let write_timeout = shared.config.limits.write_timeout;
+/// Runs until aborted: each [`tick`], checks the outboxes `live` returns (every live socket's) and
+/// sweeps `closing`.
+pub async fn run(write_timeout: Duration, closing: Arc<Closing>, live: impl Fn() -> Vec<Outbox>) {
     let mut interval = tokio::time::interval(tick(write_timeout));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        check(&shared.connections.outboxes(), &shared.closing, write_timeout, Instant::now());
+        check(&live(), &closing, write_timeout, Instant::now());
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::delivery::{Link, OutboxLimits, WireFrame};
 

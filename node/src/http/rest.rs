@@ -34,11 +34,11 @@ use super::batch::{self, BatchError};
 use super::server::MAX_REST_BODY;
 use crate::auth::jwt::Claims;
 use crate::authz::{Caller, Extension};
-use crate::channel::messages::{Broadcast, BroadcastBody, Lookup};
-use crate::channel::TopicKey;
+use crate::channel::messages::{Broadcast, Lookup};
 use crate::metrics::{metrics, Refusal};
 use crate::resume::{self, Write, WriteError};
 use crate::state::Shared;
+use crate::vocab::{BroadcastBody, TopicKey};
 
 const UNSUPPORTED_MEDIA_TYPE: &str =
     "Unsupported Media Type. Use application/json or application/octet-stream";

@@ -10,17 +10,17 @@ use realtime_cluster::ClusterHandle;
 use realtime_proto::presence::{phx_ref, PresenceDiff};
 use realtime_proto::server;
 
-use super::messages::{MemberGone, RemoteChanges, Stop, Subscribe, Track, Untrack};
+use super::messages::{MemberGone, RemoteChanges, Stop, Subscribe, Subscriber, Track, Untrack};
 use super::set::PresenceSet;
-use crate::channel::messages::{ConnId, Member};
 use crate::delivery::{Offer, WireFrame};
 use crate::metrics::metrics;
+use crate::vocab::ConnId;
 
 /// Presence of one topic on this node: its own entries, the other nodes' (replicated) and its subscribers.
 pub struct PresenceActor {
     topic: Arc<str>,
     set: PresenceSet,
-    subscribers: HashMap<ConnId, Member>,
+    subscribers: HashMap<ConnId, Subscriber>,
     /// The cluster's replica of other nodes' entries; `None` on a single node.
     cluster: Option<ClusterHandle>,
     cluster_topic: String,
@@ -67,7 +67,7 @@ impl PresenceActor {
         });
     }
 
-    fn push_state(&self, member: &Member) {
+    fn push_state(&self, member: &Subscriber) {
         let state = self.set.state().to_json();
         let frame = server::channel_push(
             member.vsn,

@@ -1,15 +1,27 @@
 //! Messages of the presence actor (sent by its channel).
 
 use actix::prelude::*;
+use realtime_proto::Vsn;
 use serde_json::{Map, Value};
 
-use crate::channel::messages::{ConnId, Member};
+use crate::delivery::Outbox;
+use crate::vocab::ConnId;
+
+/// What presence needs of a channel member: who it is, and where and how its frames go.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    pub conn: ConnId,
+    pub join_ref: Option<String>,
+    pub vsn: Vsn,
+    pub presence_key: String,
+    pub outbox: Outbox,
+}
 
 /// Start receiving diffs; with `send_state`, first push `presence_state`.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Subscribe {
-    pub member: Member,
+    pub member: Subscriber,
     pub send_state: bool,
 }
 
@@ -17,7 +29,7 @@ pub struct Subscribe {
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Track {
-    pub member: Member,
+    pub member: Subscriber,
     pub meta: Map<String, Value>,
 }
 

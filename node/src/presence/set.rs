@@ -12,7 +12,7 @@ use realtime_cluster::presence::{Entry, EntryId};
 use realtime_proto::presence::{meta, PresenceDiff, PresenceState};
 use serde_json::{Map, Value};
 
-use crate::channel::messages::ConnId;
+use crate::vocab::ConnId;
 
 #[derive(Debug, Clone, PartialEq)]
 struct Tracked {

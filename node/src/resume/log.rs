@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::position::Position;
-use crate::channel::messages::{BroadcastBody, TopicKey};
+use crate::vocab::{BroadcastBody, TopicKey};
 
 /// How much the log keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

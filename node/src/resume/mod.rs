@@ -29,9 +29,9 @@ use bytes::Bytes;
 use realtime_proto::binary::BinaryEncoding;
 use serde_json::Value;
 
-use crate::channel::messages::{BroadcastBody, ConnId, TopicKey};
 use crate::metrics::metrics;
 use crate::sync::lock;
+use crate::vocab::{BroadcastBody, ConnId, TopicKey};
 
 pub use log::{LogLimits, Since};
 pub use position::Position;

@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls};
 
 use super::lock;
-use crate::cdc::rls::pg_error_text;
-use crate::channel::messages::{ConnId, TopicKey};
+use crate::db::pg_error_text;
+use crate::vocab::{ConnId, TopicKey};
 
 /// Messages waiting for the writer at most.
 pub const QUEUE: usize = 8192;

@@ -13,16 +13,16 @@ use realtime_proto::server::{self, ReplyStatus};
 use realtime_proto::system::{self, reason, shutdown, Extension};
 use realtime_proto::{OutFrame, Vsn};
 
-use super::messages::Drain;
 use crate::auth::Claims;
 use crate::budget::BudgetError;
 use crate::channel::messages::{Join, Leave};
-use crate::channel::{ChannelActor, ConnId, TopicKey};
+use crate::channel::ChannelActor;
 use crate::close::Close;
 use crate::delivery::{Offer, Outbox, WireFrame};
 use crate::limits::RateWindow;
 use crate::metrics::{metrics, Refusal};
 use crate::state::Shared;
+use crate::vocab::{ConnId, Drain, TopicKey};
 use crate::webhooks::SocketHook;
 
 /// Pushes a client may send for a channel whose join is still being decided; they are processed in

@@ -16,11 +16,12 @@ use tokio::sync::oneshot;
 use super::actor::SocketActor;
 use super::private::{is_track, Gate};
 use crate::authz::Extension;
-use crate::channel::messages::{Broadcast, BroadcastBody, TopicKey, Track, Untrack};
+use crate::channel::messages::{Broadcast, Track, Untrack};
 use crate::channel::ChannelActor;
 use crate::limits::RateWindow;
 use crate::metrics::{metrics, Refusal};
 use crate::resume::{self, Resume, Write, WriteError};
+use crate::vocab::{BroadcastBody, TopicKey};
 
 /// The reply to a broadcast over the size limit when the sender asked for acks.
 const PAYLOAD_SIZE_EXCEEDED: &str = "\"payload_size_exceeded\"";

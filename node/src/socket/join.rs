@@ -18,12 +18,11 @@ use realtime_proto::{topic, OutFrame};
 use serde_json::{Map, Value};
 
 use super::actor::{ChannelState, SocketActor};
-use super::messages::{JoinOutcome, JoinRefused};
 use crate::cdc::notifications;
-use crate::channel::messages::{Join, Member, Resuming};
-use crate::channel::TopicKey;
+use crate::channel::messages::{Join, JoinOutcome, JoinRefused, Member, Resuming};
 use crate::close::Close;
 use crate::metrics::{metrics, Refusal};
+use crate::vocab::TopicKey;
 
 /// How long a waiting join holds for its postgres subscription by default, and at most.
 const POSTGRES_WAIT_DEFAULT: Duration = Duration::from_millis(15_000);

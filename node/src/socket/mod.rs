@@ -13,13 +13,11 @@
 //! - [`join`]: `phx_join` admission, `phx_leave`, join outcomes.
 //! - [`events`]: `broadcast` and `presence` pushes.
 //! - [`tokens`]: `access_token` refresh and channel expiry.
-//! - [`messages`]: what channels and the node send to a socket.
 
 pub mod actor;
 pub mod events;
 pub mod inbound;
 pub mod join;
-pub mod messages;
 pub mod postgres;
 pub mod private;
 pub mod tokens;

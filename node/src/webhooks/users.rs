@@ -4,7 +4,7 @@
 //! [`USERS_TOPIC`] through the cluster's presence CRDT ([`ClusterHandle::presence_put`]); the CRDT
 //! replicates it to every node and removes a node's entries when it departs or is declared down. No
 //! client can join or see that topic: channel topics always cross the cluster as `public:…` or
-//! `private:…` ([`crate::peers::cluster_topic`]), and the bridge hands this one to [`Roster`] only.
+//! `private:…` ([`crate::vocab::TopicKey::cluster_topic`]), and the bridge hands this one to [`Roster`] only.
 //!
 //! [`Roster`] counts each user's sockets: this node's (updated by the socket itself, a map update
 //! under a short lock) plus the other nodes' entries (from the bridge). It marks changed users dirty
@@ -192,6 +192,6 @@ mod tests {
 
     #[test]
     fn the_users_topic_is_no_channel() {
-        assert_eq!(crate::peers::topic_key(USERS_TOPIC), None);
+        assert_eq!(crate::vocab::TopicKey::from_cluster_topic(USERS_TOPIC), None);
     }
 }
