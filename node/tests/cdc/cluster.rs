@@ -12,7 +12,8 @@ use crate::common::*;
 use crate::support;
 use crate::support::process::{self, KillOnDrop};
 
-const SCHEMA: &str = r#"
+/// The table every cluster test follows (also `handover`'s).
+pub(crate) const SCHEMA: &str = r#"
 create table todos (id int8 primary key, title text);
 grant select on todos to authenticated;
 alter publication supabase_realtime add table todos;

@@ -11,14 +11,8 @@ use std::time::{Duration, Instant};
 use realtime_proto::Vsn;
 use serde_json::{json, Value};
 
-use super::cluster::CdcCluster;
+use super::cluster::{CdcCluster, SCHEMA};
 use crate::common::*;
-
-const SCHEMA: &str = r#"
-create table todos (id int8 primary key, title text);
-grant select on todos to authenticated;
-alter publication supabase_realtime add table todos;
-"#;
 
 /// Bound of every wait for something the cluster must do after a fault.
 const WAIT: Duration = Duration::from_secs(30);

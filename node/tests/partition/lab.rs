@@ -195,19 +195,24 @@ impl Lab {
         }
     }
 
+    /// The node all of `among` name as leader now, if they agree on one (and the names, for messages).
+    async fn agreed_leader(&self, among: &[usize]) -> (Option<usize>, Vec<Option<String>>) {
+        let mut named = Vec::new();
+        for &i in among {
+            named.push(self.view(i).await["leader"].as_str().map(str::to_owned));
+        }
+        let agreed = named[0].clone().filter(|_| named.iter().all(|n| *n == named[0]));
+        let index = agreed.and_then(|l| l.strip_prefix("node-").and_then(|n| n.parse::<usize>().ok()));
+        (index, named)
+    }
+
     /// The node the nodes in `among` agree leads, once they do (within `timeout`).
     pub async fn leader_among(&self, among: &[usize], timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
         loop {
-            let mut named = Vec::new();
-            for &i in among {
-                named.push(self.view(i).await["leader"].as_str().map(str::to_owned));
-            }
-            let first = named[0].clone();
-            if let Some(leader) = first.filter(|_| named.iter().all(|n| *n == named[0])) {
-                if let Some(i) = leader.strip_prefix("node-").and_then(|n| n.parse::<usize>().ok()) {
-                    return i;
-                }
+            let (leader, named) = self.agreed_leader(among).await;
+            if let Some(i) = leader {
+                return i;
             }
             assert!(
                 Instant::now() < deadline,
@@ -222,13 +227,7 @@ impl Lab {
     pub async fn new_leader(&self, among: &[usize], old: usize, timeout: Duration) -> Option<usize> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            let mut named = Vec::new();
-            for &i in among {
-                named.push(self.view(i).await["leader"].as_str().map(str::to_owned));
-            }
-            let agreed = named[0].clone().filter(|_| named.iter().all(|n| *n == named[0]));
-            let index = agreed.and_then(|l| l.strip_prefix("node-").and_then(|n| n.parse::<usize>().ok()));
-            if let Some(i) = index.filter(|i| *i != old) {
+            if let Some(i) = self.agreed_leader(among).await.0.filter(|i| *i != old) {
                 return Some(i);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -269,6 +268,11 @@ impl Lab {
     /// Both ways between node `i` and PostgreSQL.
     pub fn to_database(&self, i: usize) -> [Path; 2] {
         Path::both(Endpoint::ip("127.0.0.1"), Endpoint::tcp(&db_ip(i), self.pg_port))
+    }
+
+    /// Every path between any two nodes.
+    pub fn every_link() -> Vec<Path> {
+        (0..NODES).flat_map(|i| ((i + 1)..NODES).flat_map(move |j| Lab::between(i, j))).collect()
     }
 
     /// Every path between node `i` and the other nodes.

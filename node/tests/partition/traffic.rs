@@ -313,6 +313,13 @@ impl Outcome {
         }
     }
 
+    /// What every scenario asserts: [`Outcome::assert_rows_exact_or_told`] and
+    /// [`Outcome::assert_broadcast_order`].
+    pub fn assert_nothing_silently_lost_or_reordered(&self) {
+        self.assert_rows_exact_or_told();
+        self.assert_broadcast_order();
+    }
+
     /// The rule: every row exactly once and in order, or the subscriber was told.
     pub fn assert_rows_exact_or_told(&self) {
         for r in &self.reports {
