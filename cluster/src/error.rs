@@ -10,8 +10,10 @@ pub enum ClusterError {
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("cannot start the cluster runtime: {0}")]
     Runtime(std::io::Error),
+    /// The raft store could not be opened (a `raft::StoreError`, which converts into this; boxed so
+    /// that this module does not depend on raft, which depends on it).
     #[error("raft store: {0}")]
-    RaftStore(#[from] crate::raft::StoreError),
+    RaftStore(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot start raft: {0}")]
     Raft(String),
 }

@@ -13,6 +13,12 @@ use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageError, StorageIOError};
 
 use super::RaftNodeId;
 
+impl From<StoreError> for crate::error::ClusterError {
+    fn from(error: StoreError) -> Self {
+        crate::error::ClusterError::RaftStore(Box::new(error))
+    }
+}
+
 /// A failure of the durable raft store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
