@@ -6,7 +6,6 @@
 //! the cluster runtime's bulk work (the links of a CDC catch-up) never delays a probe's answer. Calls
 //! from the node only touch shared state and queues; they never block on the network.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -17,83 +16,23 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ClusterConfig;
 use crate::driver::{Core, CoreCommand};
 use crate::error::ClusterError;
+use crate::event::ClusterEvent;
 use crate::identity::PeerId;
-use crate::interest::{LocalCounts, RemoteCounts};
-use crate::link::{self, Link};
-use crate::membership::{MemberView, Membership};
-use crate::presence::{ConnId, Entry, EntryId, LocalPresence, Replica, TopicChange};
+use crate::interest::RemoteCounts;
+use crate::link;
+use crate::membership::Membership;
+use crate::presence::{ConnId, Entry, EntryId, LocalPresence, Replica};
 use crate::raft::node::RaftNode;
 use crate::raft::Leadership;
 use crate::secure::{self, ClusterSecret, PeerAuth};
+use crate::shared::{Rejected, Shared};
+use crate::sync::{lock, read};
 use crate::wire::{self, PeerMessage, RelayPayload};
 use crate::NodeId;
-
-/// What the cluster hands to the node.
-#[derive(Debug)]
-pub enum ClusterEvent {
-    /// A broadcast published on another node, for this node's members of `topic`.
-    Relay { topic: String, payload: RelayPayload },
-    /// Presence entries of other nodes appeared, changed or left.
-    Presence(Vec<TopicChange>),
-    /// Postgres Changes shipped by the CDC leader `from`.
-    Cdc { from: NodeId, body: Vec<u8> },
-    /// Node `from` delivered every change up to `lsn` (and, with `gap`, missed some after it).
-    CdcDelivered { from: NodeId, lsn: u64, gap: bool },
-}
-
-/// The links to one peer.
-pub(crate) struct PeerLinks {
-    pub id: PeerId,
-    pub data: Arc<Link>,
-    pub control: Arc<Link>,
-}
-
-impl PeerLinks {
-    pub(crate) fn close(&self) {
-        self.data.close();
-        self.control.close();
-    }
-}
-
-/// State shared by the node's threads and the cluster runtime.
-pub(crate) struct Shared {
-    pub config: ClusterConfig,
-    pub me: Arc<RwLock<PeerId>>,
-    pub ready: Arc<AtomicBool>,
-    pub members: Arc<RwLock<Vec<MemberView>>>,
-    pub links: RwLock<HashMap<NodeId, PeerLinks>>,
-    pub local_counts: Mutex<LocalCounts>,
-    pub remote_counts: RwLock<RemoteCounts>,
-    pub local_presence: Mutex<LocalPresence>,
-    pub replica: Mutex<Replica>,
-    /// Local presence or member counts changed: the core sends them after a short batch.
-    pub dirty: Notify,
-    pub relayed: AtomicU64,
-    pub relay_drops: AtomicU64,
-    /// Who may speak for a node (links and membership packets).
-    pub auth: Arc<PeerAuth>,
-    /// Peer frames refused by the driver's checks, by kind (see [`view::RejectedView`]).
-    pub rejected: Rejected,
-    /// The order of what accepted links deliver, and what they dropped as stale.
-    pub arrivals: Arc<link::Arrivals>,
-}
-
-/// Counts of peer frames the driver refused.
-#[derive(Default)]
-pub(crate) struct Rejected {
-    pub member_counts: AtomicU64,
-    pub leaves: AtomicU64,
-    pub presence: AtomicU64,
-}
 
 mod view;
 
 pub use view::{ClusterView, LinkView, PresenceView, RejectedView};
-
-/// Poison-tolerant locking: a panicking holder must not take the cluster down with it.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The running cluster; cheap to clone.
 #[derive(Clone)]
@@ -156,7 +95,7 @@ impl ClusterHandle {
 
     /// This node's current identity.
     pub fn me(&self) -> PeerId {
-        self.shared.me.read().unwrap_or_else(|e| e.into_inner()).clone()
+        read(&self.shared.me).clone()
     }
 
     /// Joined the cluster (or found nobody within the join window and started as the first node).
@@ -172,7 +111,7 @@ impl ClusterHandle {
     /// published after that reply (the guarantee Phoenix PubSub gives too). A peer without members of
     /// the topic drops the relay in one map lookup.
     pub fn relay(&self, topic: &str, payload: impl FnOnce() -> RelayPayload) -> usize {
-        let links = self.shared.links.read().unwrap_or_else(|e| e.into_inner());
+        let links = read(&self.shared.links);
         if links.is_empty() {
             return 0;
         }
@@ -205,7 +144,7 @@ impl ClusterHandle {
 
     /// Members of `topic` on the other nodes (for cluster-wide capacity).
     pub fn remote_members(&self, topic: &str) -> usize {
-        self.shared.remote_counts.read().unwrap_or_else(|e| e.into_inner()).members(topic)
+        read(&self.shared.remote_counts).members(topic)
     }
 
     /// Tracks (or updates) a local connection's presence in `topic`.
@@ -236,20 +175,20 @@ impl ClusterHandle {
                 return 0;
             }
         };
-        let links = self.shared.links.read().unwrap_or_else(|e| e.into_inner());
+        let links = read(&self.shared.links);
         links.values().filter(|peer| !peer.data.is_stalled() && peer.data.offer(frame.clone())).count()
     }
 
     /// Tells `leader` this node delivered every change up to `lsn`; `gap`: it missed some after.
     pub fn cdc_delivered(&self, leader: &NodeId, lsn: u64, gap: bool) {
-        if let Some(peer) = self.shared.links.read().unwrap_or_else(|e| e.into_inner()).get(leader) {
+        if let Some(peer) = read(&self.shared.links).get(leader) {
             peer.data.send(&PeerMessage::CdcDelivered { lsn, gap });
         }
     }
 
     /// Peers the failure detector currently holds alive (or suspect: not yet declared down).
     pub fn live_peers(&self) -> Vec<NodeId> {
-        let members = self.shared.members.read().unwrap_or_else(|e| e.into_inner());
+        let members = read(&self.shared.members);
         let mut live: Vec<NodeId> =
             members.iter().filter(|m| m.state != "down").map(|m| NodeId(m.node.clone())).collect();
         live.sort();
@@ -262,7 +201,7 @@ impl ClusterHandle {
     /// one-way loss) is not reachable.
     pub fn reachable_peers(&self) -> Vec<NodeId> {
         let mut live = self.live_peers();
-        let links = self.shared.links.read().unwrap_or_else(|e| e.into_inner());
+        let links = read(&self.shared.links);
         live.retain(|node| links.get(node).is_none_or(|peer| !peer.data.is_stalled()));
         live
     }

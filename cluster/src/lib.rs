@@ -26,7 +26,12 @@
 //! - [`raft`]: elects the CDC leader with openraft (durable store, control-lane transport,
 //!   bootstrap); [`ClusterHandle::leadership`] watches the outcome.
 //! - `driver` and [`handle`]: the event loop on the cluster runtime and the node's handle to it;
-//!   `stall` warns when that runtime runs late.
+//!   `stall` warns when that runtime runs late. What they share lives apart, so neither imports the
+//!   other for it: `shared` (the state), [`event`] (what the node receives), `sync` (poison-tolerant locks).
+//!
+//! No two top-level modules import each other, directly or around a cycle (checked by the node's
+//! `layers` test). From the bottom: `sync`, `secure`, `identity`, `presence`, `interest`, `error`;
+//! `config`, `wire`, `membership`, `link`; `shared`, `event`, `raft`; `driver`; `handle`.
 
 use std::fmt;
 
@@ -35,6 +40,7 @@ use serde::{Deserialize, Serialize};
 pub mod config;
 mod driver;
 pub mod error;
+pub mod event;
 pub mod handle;
 pub mod identity;
 pub mod interest;
@@ -43,12 +49,15 @@ pub mod membership;
 pub mod presence;
 pub mod raft;
 pub mod secure;
+mod shared;
 mod stall;
+mod sync;
 pub mod wire;
 
 pub use config::ClusterConfig;
 pub use error::ClusterError;
-pub use handle::{ClusterEvent, ClusterHandle, ClusterView};
+pub use event::ClusterEvent;
+pub use handle::{ClusterHandle, ClusterView};
 pub use identity::PeerId;
 pub use raft::Leadership;
 pub use secure::{ClusterSecret, Keyring};

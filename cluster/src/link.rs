@@ -39,10 +39,10 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
-use crate::handle::lock;
 use crate::identity::PeerId;
 use crate::secure::codec::PeerCodec;
 use crate::secure::{handshake, PeerAuth};
+use crate::sync::{lock, read};
 use crate::wire::{self, Lane, PeerMessage, MAX_FRAME_BYTES};
 
 mod accept;
@@ -351,8 +351,7 @@ async fn open(link: &Link, me: &RwLock<PeerId>, auth: &PeerAuth) -> Option<Conne
     let (reading, writing) = stream.into_split();
     let acks = FramedRead::new(reading, codec.twin());
     let mut frames = FramedWrite::new(writing, codec);
-    let hello =
-        PeerMessage::Hello { from: me.read().unwrap_or_else(|e| e.into_inner()).clone(), lane: link.lane };
+    let hello = PeerMessage::Hello { from: read(me).clone(), lane: link.lane };
     let seq = next_seq();
     let frame = wire::sequenced(seq, &wire::encode(&hello).ok()?);
     let (len, at) = (frame.len(), Instant::now());

@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ClusterConfig;
 use crate::identity::PeerId;
 use crate::secure::{packet, PeerAuth};
+use crate::sync::{read, write};
 
 /// What the core learns from the failure detector.
 #[derive(Debug, Clone)]
@@ -147,7 +148,7 @@ pub(crate) struct Membership {
 
 impl Membership {
     pub(crate) async fn run(mut self) {
-        let identity = self.me.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let identity = read(&self.me).clone();
         let mut swim: Swim =
             Foca::new(identity, swim_config(&self.config), SmallRng::seed_from_u64(seed()), PostcardCodec);
         let mut runtime = foca::AccumulatingRuntime::new();
@@ -289,7 +290,7 @@ impl Membership {
         *runtime = foca::AccumulatingRuntime::new();
         // The old instance's timers would be taken by the new one (their tokens start over).
         timers.clear();
-        *self.me.write().unwrap_or_else(|e| e.into_inner()) = renewed.clone();
+        *write(&self.me) = renewed.clone();
         let _ = self.events.send(MembershipEvent::Rejoined(renewed)).await;
         for addr in &peers {
             let _ = swim.announce(PeerId::seed(*addr), &mut *runtime);
@@ -321,7 +322,7 @@ impl Membership {
                 OwnedNotification::Rename(old, new) => Some(MembershipEvent::Renamed(old, new)),
                 OwnedNotification::Rejoin(id) => {
                     tracing::warn!(identity = ?id, "this node was declared down by the cluster: rejoined");
-                    *self.me.write().unwrap_or_else(|e| e.into_inner()) = id.clone();
+                    *write(&self.me) = id.clone();
                     Some(MembershipEvent::Rejoined(id))
                 }
                 OwnedNotification::Active => {
@@ -356,7 +357,7 @@ impl Membership {
                     },
                 })
                 .collect();
-            *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
+            *write(&self.view) = view;
         }
         alone
     }

@@ -27,9 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::progress::{AckClock, Admit, Order, ACK_EVERY};
 use super::{HELLO_TIMEOUT, STALL_AFTER};
-use crate::handle::lock;
 use crate::identity::PeerId;
 use crate::secure::{handshake, PeerAuth};
+use crate::sync::lock;
 use crate::wire::{self, Lane, PeerMessage, MAX_FRAME_BYTES};
 
 /// Connections still in their handshake at once, in all and from one address; more are closed at
@@ -88,7 +88,7 @@ struct HandshakeSlot {
 
 impl HandshakeSlots {
     fn take(slots: &Arc<HandshakeSlots>, ip: std::net::IpAddr) -> Option<HandshakeSlot> {
-        let mut by_address = slots.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by_address = lock(&slots.by_address);
         let total: usize = by_address.values().sum();
         let mine = by_address.entry(ip).or_default();
         if total >= MAX_PENDING_HANDSHAKES || *mine >= MAX_PENDING_HANDSHAKES_PER_ADDRESS {
@@ -104,7 +104,7 @@ impl HandshakeSlots {
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
-        let mut by_address = self.slots.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by_address = lock(&self.slots.by_address);
         if let Some(count) = by_address.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {
