@@ -278,12 +278,16 @@ impl Core {
             raft.on_membership(&event);
         }
         match event {
-            MembershipEvent::Up(id) => self.connect(id),
+            MembershipEvent::Up(id) => {
+                self.revive(&id);
+                self.connect(id);
+            }
             MembershipEvent::Renamed(old, new) => {
                 if new.incarnation != old.incarnation {
                     // A restart: the old process is gone with everything it held.
                     self.forget(&old.node, old.incarnation, old.epoch).await;
                 }
+                self.revive(&new);
                 self.connect(new);
             }
             MembershipEvent::Down(id) => {
@@ -312,6 +316,13 @@ impl Core {
         }
     }
 
+    /// A run this node declared down is alive again (see [`crate::presence::Replica::revive`]).
+    fn revive(&self, id: &PeerId) {
+        if lock(&self.shared.replica).revive(&id.node, id.incarnation, id.epoch) {
+            tracing::info!(peer = ?id, "peer declared down is alive again: its presences are resynchronised");
+        }
+    }
+
     /// Opens links to `id` unless links to this very identity exist.
     fn connect(&self, id: PeerId) {
         let me = read(&self.shared.me).node.clone();
@@ -324,19 +335,13 @@ impl Core {
         }
         let max = self.shared.config.max_link_queue_bytes;
         let bind = self.shared.config.bind.ip();
-        let source = (!bind.is_unspecified()).then_some(bind);
-        let open = |lane| {
-            let events = self.link_events_tx.clone();
-            link::spawn(
-                id.clone(),
-                lane,
-                self.shared.me.clone(),
-                source,
-                max,
-                events,
-                self.shared.auth.clone(),
-            )
+        let dialer = link::Dialer {
+            me: self.shared.me.clone(),
+            source: (!bind.is_unspecified()).then_some(bind),
+            transport: self.shared.transport.clone(),
+            auth: self.shared.auth.clone(),
         };
+        let open = |lane| link::spawn(id.clone(), lane, dialer.clone(), max, self.link_events_tx.clone());
         let peer = PeerLinks { data: open(Lane::Data), control: open(Lane::Control), id: id.clone() };
         if let Some(old) = links.insert(id.node.clone(), peer) {
             old.close();

@@ -9,7 +9,6 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +26,7 @@ use crate::raft::Leadership;
 use crate::secure::{self, ClusterSecret, PeerAuth};
 use crate::shared::{Rejected, Shared};
 use crate::sync::{lock, read};
+use crate::transport::{Bound, Network, Transport};
 use crate::wire::{self, PeerMessage, RelayPayload};
 use crate::NodeId;
 
@@ -69,7 +69,7 @@ impl ClusterHandle {
                     }
                 };
                 runtime.block_on(async move {
-                    match launch(thread_config).await {
+                    match launch(thread_config, Arc::new(Network), Placement::OwnThreads).await {
                         Ok((handle, events)) => {
                             let stop = handle.stop.clone();
                             let raft = handle.raft.clone();
@@ -91,6 +91,17 @@ impl ClusterHandle {
             })
             .map_err(ClusterError::Runtime)?;
         started_rx.await.map_err(|_| ClusterError::Config("the cluster thread ended at start-up".into()))?
+    }
+
+    /// Starts the cluster on the caller's runtime over `transport`, membership included: the
+    /// in-memory twin's way ([`crate::transport::memory`]), where a test that pauses time drives
+    /// every node of a cluster in one runtime. [`ClusterHandle::shutdown`] stops it.
+    pub async fn start_on(
+        config: ClusterConfig,
+        transport: Arc<dyn Transport>,
+    ) -> Result<(ClusterHandle, mpsc::Receiver<ClusterEvent>), ClusterError> {
+        config.validate()?;
+        launch(config, transport, Placement::Caller).await
     }
 
     /// This node's current identity.
@@ -259,13 +270,24 @@ impl ClusterHandle {
     }
 }
 
+/// Where membership runs.
+enum Placement {
+    /// On a thread of its own (see `membership::start`), beside the cluster runtime.
+    OwnThreads,
+    /// On the caller's runtime, with everything else.
+    Caller,
+}
+
 /// Binds and spawns everything on the current (cluster) runtime.
 async fn launch(
     config: ClusterConfig,
+    transport: Arc<dyn Transport>,
+    placement: Placement,
 ) -> Result<(ClusterHandle, mpsc::Receiver<ClusterEvent>), ClusterError> {
-    let bind = |source| ClusterError::Bind { addr: config.bind, source };
-    let udp = UdpSocket::bind(config.bind).await.map_err(bind)?;
-    let tcp = TcpListener::bind(config.bind).await.map_err(bind)?;
+    let Bound { listener, datagrams } = transport
+        .bind(config.bind)
+        .await
+        .map_err(|source| ClusterError::Bind { addr: config.bind, source })?;
     let me = PeerId::start(config.node_id.clone(), config.advertise);
     tracing::info!(identity = ?me, seeds = ?config.seeds, "cluster starting");
     let stop = CancellationToken::new();
@@ -291,6 +313,7 @@ async fn launch(
         auth: auth.clone(),
         rejected: Rejected::default(),
         arrivals: Arc::default(),
+        transport,
         config: config.clone(),
     });
     let (events_tx, events_rx) = mpsc::channel(65_536);
@@ -299,15 +322,12 @@ async fn launch(
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
     let (link_events_tx, link_events_rx) = mpsc::channel(1024);
     let (commands_tx, commands_rx) = mpsc::channel(16);
-    // Membership runs on a thread of its own (see `membership::start`), so its socket is registered
-    // there.
-    let udp = udp.into_std().map_err(ClusterError::Runtime)?;
     let membership = {
         let (auth, me, view, ready, stop) =
             (auth.clone(), shared.me.clone(), shared.members.clone(), shared.ready.clone(), stop.clone());
-        move |socket| Membership {
+        Membership {
             config,
-            socket,
+            socket: datagrams,
             auth,
             me,
             events: membership_tx,
@@ -322,7 +342,10 @@ async fn launch(
         Some(dir) => Some(RaftNode::start(shared.clone(), dir, stop.clone()).await?),
         None => None,
     };
-    crate::membership::start(membership, udp).map_err(ClusterError::Runtime)?;
+    match placement {
+        Placement::OwnThreads => crate::membership::start(membership).map_err(ClusterError::Runtime)?,
+        Placement::Caller => drop(tokio::spawn(membership.run())),
+    }
     crate::stall::spawn(stop.clone());
     // Control-lane frames (raft) go straight to raft, never behind the driver's data queue.
     let (control_tx, mut control_rx) = mpsc::channel::<link::Inbound>(4096);
@@ -335,7 +358,7 @@ async fn launch(
         }
     });
     let inboxes = link::Inboxes { data: inbound_tx, control: control_tx };
-    tokio::spawn(link::accept(tcp, inboxes, auth, shared.arrivals.clone(), stop.clone()));
+    tokio::spawn(link::accept(listener, inboxes, auth, shared.arrivals.clone(), stop.clone()));
     let core = Core {
         shared: shared.clone(),
         events: events_tx,

@@ -19,6 +19,9 @@
 //!   accepting side acknowledges on the same connection (a link without progress is stalled), and
 //!   every frame is numbered so a receiver keeps each sender's order across reconnects.
 //! - [`wire`]: `PeerMessage` and its versioned bincode frames.
+//! - [`transport`]: the sockets under membership and links (UDP and TCP), or their in-memory twin
+//!   ([`transport::memory`]) where tests cut, delay, hold and reorder traffic in paused time
+//!   (`cluster/tests/memory.rs`); [`ClusterHandle::start_on`] runs a node on it.
 //! - [`secure`]: trust between nodes: the cluster secret's keyring, the Noise handshake and sealed
 //!   frames of the links, sealed SWIM packets with a replay window, refusal counters.
 //! - [`interest`]: member counts per topic per node, for cluster-wide capacity.
@@ -30,7 +33,7 @@
 //!   other for it: `shared` (the state), [`event`] (what the node receives), `sync` (poison-tolerant locks).
 //!
 //! No two top-level modules import each other, directly or around a cycle (checked by the node's
-//! `layers` test). From the bottom: `sync`, `secure`, `identity`, `presence`, `interest`, `error`;
+//! `layers` test). From the bottom: `sync`, `transport`, `secure`, `identity`, `presence`, `interest`, `error`;
 //! `config`, `wire`, `membership`, `link`; `shared`, `event`, `raft`; `driver`; `handle`.
 
 use std::fmt;
@@ -52,6 +55,7 @@ pub mod secure;
 mod shared;
 mod stall;
 mod sync;
+pub mod transport;
 pub mod wire;
 
 pub use config::ClusterConfig;

@@ -28,7 +28,6 @@ use foca::{Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer};
 use rand_foca::rngs::SmallRng;
 use rand_foca::SeedableRng;
 use serde::Serialize;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +36,7 @@ use crate::config::ClusterConfig;
 use crate::identity::PeerId;
 use crate::secure::{packet, PeerAuth};
 use crate::sync::{read, write};
+use crate::transport::Datagrams;
 
 /// What the core learns from the failure detector.
 #[derive(Debug, Clone)]
@@ -91,19 +91,11 @@ fn swim_config(config: &ClusterConfig) -> foca::Config {
 /// machine delayed them by more than the failure detector's timeouts (a healthy node was declared
 /// down and renamed, its links reset). Foca's work is small, so the thread mostly sleeps and the OS
 /// scheduler wakes it promptly. The thread ends when the cluster stops.
-pub(crate) fn start(
-    membership: impl FnOnce(UdpSocket) -> Membership + Send + 'static,
-    socket: std::net::UdpSocket,
-) -> std::io::Result<()> {
+pub(crate) fn start(membership: Membership) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    std::thread::Builder::new().name("cluster-swim".into()).spawn(move || {
-        runtime.block_on(async move {
-            match UdpSocket::from_std(socket) {
-                Ok(socket) => membership(socket).run().await,
-                Err(error) => tracing::error!(%error, "membership socket unusable: membership stopped"),
-            }
-        });
-    })?;
+    std::thread::Builder::new()
+        .name("cluster-swim".into())
+        .spawn(move || runtime.block_on(membership.run()))?;
     Ok(())
 }
 
@@ -135,7 +127,8 @@ pub(crate) async fn resolve_seeds(seeds: &[String], default_port: u16) -> Vec<So
 
 pub(crate) struct Membership {
     pub config: ClusterConfig,
-    pub socket: UdpSocket,
+    /// The cluster port's datagrams (UDP, or the in-memory twin's).
+    pub socket: Box<dyn Datagrams>,
     /// Seals what is sent and opens what is received (or passes it through, when insecure).
     pub auth: Arc<PeerAuth>,
     pub me: Arc<RwLock<PeerId>>,

@@ -15,6 +15,7 @@ use crate::link::{self, Link};
 use crate::membership::MemberView;
 use crate::presence::{LocalPresence, Replica};
 use crate::secure::PeerAuth;
+use crate::transport::Transport;
 use crate::NodeId;
 
 /// The links to one peer.
@@ -52,6 +53,8 @@ pub(crate) struct Shared {
     pub rejected: Rejected,
     /// The order of what accepted links deliver, and what they dropped as stale.
     pub arrivals: Arc<link::Arrivals>,
+    /// How links reach peers (the network, or its in-memory twin).
+    pub transport: Arc<dyn Transport>,
 }
 
 /// Counts of peer frames the driver refused.
