@@ -1,5 +1,6 @@
 //! The operator docs cannot drift from the binary: `docs/configuration.md`'s table lists exactly the
-//! variables `realtime --help` shows (`[env: NAME=]`), each with its flag, and `docs/metrics.md` names
+//! variables `realtime --help` shows (`[env: NAME=]`), each with its flag, and exactly the settings the
+//! code declares (`realtime_node::config::declared`), each with its flag and declared default, and `docs/metrics.md` names
 //! every metric and label value `node/src/metrics.rs` registers, and `docs/errors.md`'s close code table
 //! lists exactly the closes of `realtime_node::close::Close`. Plain text, no network.
 
@@ -42,19 +43,22 @@ fn help_env_flags() -> BTreeMap<String, String> {
     vars
 }
 
-/// Variable → flag, from the `| variable | flag | default | meaning |` table of docs/configuration.md.
-fn doc_env_flags() -> BTreeMap<String, String> {
+/// Variable → (flag, default), from the `| variable | flag | default | meaning |` table of
+/// docs/configuration.md.
+fn doc_settings() -> BTreeMap<String, (String, String)> {
     let doc = read("docs/configuration.md");
     let mut lines = doc.lines().skip_while(|l| !l.starts_with("| variable | flag | default | meaning |"));
     assert!(
         lines.next().is_some(),
         "docs/configuration.md has no `| variable | flag | default | meaning |` table"
     );
-    let row = Regex::new(r"^\| `([A-Z0-9_]+)` \| `(--[a-z0-9-]+)` \|").unwrap();
+    let row = Regex::new(r"^\| `([A-Z0-9_]+)` \| `(--[a-z0-9-]+)` \| ([^|]*) \|").unwrap();
     let mut vars = BTreeMap::new();
     for line in lines.skip(1).take_while(|l| l.starts_with('|')) {
-        let c = row.captures(line).unwrap_or_else(|| panic!("not a `| `VAR` | `--flag` | …` row: {line}"));
-        let previous = vars.insert(c[1].to_string(), c[2].to_string());
+        let c = row
+            .captures(line)
+            .unwrap_or_else(|| panic!("not a `| `VAR` | `--flag` | default |` row: {line}"));
+        let previous = vars.insert(c[1].to_string(), (c[2].to_string(), c[3].trim().to_string()));
         assert!(previous.is_none(), "{} is listed twice in docs/configuration.md", &c[1]);
     }
     vars
@@ -63,7 +67,7 @@ fn doc_env_flags() -> BTreeMap<String, String> {
 #[test]
 fn configuration_doc_lists_every_variable_of_help_with_its_flag() {
     let help = help_env_flags();
-    let doc = doc_env_flags();
+    let doc: BTreeMap<String, String> = doc_settings().into_iter().map(|(v, (f, _))| (v, f)).collect();
     let missing: Vec<String> =
         help.iter().filter(|(v, _)| !doc.contains_key(*v)).map(|(v, f)| format!("{v} ({f})")).collect();
     assert!(
@@ -79,6 +83,37 @@ fn configuration_doc_lists_every_variable_of_help_with_its_flag() {
         .map(|(v, f)| format!("{v}: help {f}, doc {}", doc[v]))
         .collect();
     assert!(wrong.is_empty(), "flags differ:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn configuration_doc_lists_every_declared_setting_with_its_flag_and_default() {
+    let declared = realtime_node::config::declared();
+    let doc = doc_settings();
+    let mut wrong = Vec::new();
+    for setting in &declared {
+        let Some((flag, default)) = doc.get(setting.env) else {
+            wrong.push(format!("{} ({}) is not in docs/configuration.md", setting.env, setting.flag));
+            continue;
+        };
+        if *flag != setting.flag {
+            wrong.push(format!("{}: declared {}, doc {flag}", setting.env, setting.flag));
+        }
+        // A declared default is written as it is (an address or a name in backticks); a setting without
+        // one says in words what its absence means.
+        if let Some(want) = &setting.default {
+            if default.trim_matches('`') != want {
+                wrong.push(format!("{}: declared default {want}, doc {default}", setting.env));
+            }
+        }
+    }
+    for env in doc.keys().filter(|env| !declared.iter().any(|s| s.env == env.as_str())) {
+        wrong.push(format!("{env} is in docs/configuration.md but no setting reads it"));
+    }
+    assert!(
+        wrong.is_empty(),
+        "docs/configuration.md and the declared settings differ:\n{}",
+        wrong.join("\n")
+    );
 }
 
 /// Metric names registered in node/src/metrics.rs (`counter!`/`gauge!`/`histogram!` with a literal
