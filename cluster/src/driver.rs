@@ -193,8 +193,8 @@ impl Core {
 
     async fn on_inbound(&self, Inbound { from, msg, .. }: Inbound) {
         match msg {
-            PeerMessage::Relay { topic, payload } => {
-                let _ = self.events.send(ClusterEvent::Relay { topic, payload }).await;
+            PeerMessage::Relay { topic, body } => {
+                let _ = self.events.send(ClusterEvent::Relay { topic, body }).await;
             }
             PeerMessage::Members { counts, full } => {
                 if !self.may_replace_state(&from, from.incarnation, "members") {
@@ -231,11 +231,8 @@ impl Core {
                 }
             }
             PeerMessage::SnapshotRequest => self.resync(&from.node),
-            PeerMessage::Cdc { body } => {
-                let _ = self.events.send(ClusterEvent::Cdc { from: from.node, body }).await;
-            }
-            PeerMessage::CdcDelivered { lsn, gap } => {
-                let _ = self.events.send(ClusterEvent::CdcDelivered { from: from.node, lsn, gap }).await;
+            PeerMessage::Node { body } => {
+                let _ = self.events.send(ClusterEvent::Node { from: from.node, body }).await;
             }
             PeerMessage::Leaving { incarnation, epoch } => {
                 match self.check_leave(&from, (incarnation, epoch)) {

@@ -2,18 +2,17 @@
 //! produces events and the handle that passes them on do not import each other.
 
 use crate::presence::TopicChange;
-use crate::wire::RelayPayload;
 use crate::NodeId;
 
 /// What the cluster hands to the node.
 #[derive(Debug)]
 pub enum ClusterEvent {
-    /// A broadcast published on another node, for this node's members of `topic`.
-    Relay { topic: String, payload: RelayPayload },
+    /// A broadcast published on another node, for this node's members of `topic`, in the node's
+    /// encoding (see [`crate::ClusterHandle::relay`]).
+    Relay { topic: String, body: Vec<u8> },
     /// Presence entries of other nodes appeared, changed or left.
     Presence(Vec<TopicChange>),
-    /// Postgres Changes shipped by the CDC leader `from`.
-    Cdc { from: NodeId, body: Vec<u8> },
-    /// Node `from` delivered every change up to `lsn` (and, with `gap`, missed some after it).
-    CdcDelivered { from: NodeId, lsn: u64, gap: bool },
+    /// A message node `from` addressed to this node, in the node's encoding (see
+    /// [`crate::ClusterHandle::send_to_peers`]).
+    Node { from: NodeId, body: Vec<u8> },
 }

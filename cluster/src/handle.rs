@@ -27,7 +27,7 @@ use crate::secure::{self, ClusterSecret, PeerAuth};
 use crate::shared::{Rejected, Shared};
 use crate::sync::{lock, read};
 use crate::transport::{Bound, Network, Transport};
-use crate::wire::{self, PeerMessage, RelayPayload};
+use crate::wire::{self, PeerMessage};
 use crate::NodeId;
 
 mod view;
@@ -121,12 +121,13 @@ impl ClusterHandle {
     /// another node has its join reply before its count reaches this node, and must not miss what is
     /// published after that reply (the guarantee Phoenix PubSub gives too). A peer without members of
     /// the topic drops the relay in one map lookup.
-    pub fn relay(&self, topic: &str, payload: impl FnOnce() -> RelayPayload) -> usize {
+    /// `body` is the node's encoding of the broadcast, made only when there is a peer to send it to.
+    pub fn relay(&self, topic: &str, body: impl FnOnce() -> Vec<u8>) -> usize {
         let links = read(&self.shared.links);
         if links.is_empty() {
             return 0;
         }
-        let frame = match wire::encode(&PeerMessage::Relay { topic: topic.to_owned(), payload: payload() }) {
+        let frame = match wire::encode(&PeerMessage::Relay { topic: topic.to_owned(), body: body() }) {
             Ok(frame) => frame,
             Err(error) => {
                 tracing::error!(%error, "cannot encode a relay");
@@ -175,14 +176,16 @@ impl ClusterHandle {
         lock(&self.shared.replica).topic_entries(topic)
     }
 
-    /// Ships a Postgres Changes message (encoded by the node) to every peer; returns how many took it.
-    /// A peer whose link is stalled is skipped: when its link makes progress again, the next
-    /// transaction shows it what it missed and it asks for a replay (or is told a gap).
-    pub fn ship_cdc(&self, body: Vec<u8>) -> usize {
-        let frame = match wire::encode(&PeerMessage::Cdc { body }) {
+    /// Sends a message of the node's own (its encoding, e.g. a Postgres Changes shipment) to every
+    /// peer, in order with everything else on the data lane; returns how many took it. A peer whose
+    /// link is stalled is skipped (for realtime: when its link makes progress again, the next
+    /// transaction shows it what it missed and it asks for a replay, or is told a gap). Arrives as
+    /// [`ClusterEvent::Node`].
+    pub fn send_to_peers(&self, body: Vec<u8>) -> usize {
+        let frame = match wire::encode(&PeerMessage::Node { body }) {
             Ok(frame) => frame,
             Err(error) => {
-                tracing::error!(%error, "cannot encode a CDC frame");
+                tracing::error!(%error, "cannot encode a node message");
                 return 0;
             }
         };
@@ -190,11 +193,10 @@ impl ClusterHandle {
         links.values().filter(|peer| !peer.data.is_stalled() && peer.data.offer(frame.clone())).count()
     }
 
-    /// Tells `leader` this node delivered every change up to `lsn`; `gap`: it missed some after.
-    pub fn cdc_delivered(&self, leader: &NodeId, lsn: u64, gap: bool) {
-        if let Some(peer) = read(&self.shared.links).get(leader) {
-            peer.data.send(&PeerMessage::CdcDelivered { lsn, gap });
-        }
+    /// Sends a message of the node's own to one peer, if it has a link (see
+    /// [`ClusterHandle::send_to_peers`]); `false` when it was not queued.
+    pub fn send_to_peer(&self, node: &NodeId, body: Vec<u8>) -> bool {
+        read(&self.shared.links).get(node).is_some_and(|peer| peer.data.send(&PeerMessage::Node { body }))
     }
 
     /// Peers the failure detector currently holds alive (or suspect: not yet declared down).

@@ -65,7 +65,6 @@ pub use handle::{ClusterHandle, ClusterView};
 pub use identity::PeerId;
 pub use raft::Leadership;
 pub use secure::{ClusterSecret, Keyring};
-pub use wire::RelayPayload;
 
 /// A node's stable name (the StatefulSet pod name, `REALTIME_NODE_ID`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

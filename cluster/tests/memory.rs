@@ -13,9 +13,7 @@ use std::time::Duration;
 
 use realtime_cluster::presence::Entry;
 use realtime_cluster::transport::memory::MemoryNetwork;
-use realtime_cluster::{
-    ClusterConfig, ClusterEvent, ClusterHandle, ClusterSecret, Keyring, NodeId, RelayPayload,
-};
+use realtime_cluster::{ClusterConfig, ClusterEvent, ClusterHandle, ClusterSecret, Keyring, NodeId};
 use tokio::time::Instant;
 
 const TOPIC: &str = "realtime:room";
@@ -49,8 +47,8 @@ async fn cluster(net: &MemoryNetwork, size: usize, secret: Option<&str>) -> Vec<
         let seen = relays.clone();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                if let ClusterEvent::Relay { payload: RelayPayload::Json(text), .. } = event {
-                    seen.lock().unwrap().push(text);
+                if let ClusterEvent::Relay { body, .. } = event {
+                    seen.lock().unwrap().push(String::from_utf8(body).expect("the tests relay text"));
                 }
             }
         });
@@ -124,7 +122,7 @@ async fn a_secured_cluster_forms_relays_and_replicates_presence_in_memory() {
         seen.retain(|p| !p.ends_with(":local"));
         assert!(seen.is_subset(&everyone), "{seen:?}");
     }
-    assert_eq!(nodes[0].handle.relay(TOPIC, || RelayPayload::Json("1".into())), 2);
+    assert_eq!(nodes[0].handle.relay(TOPIC, || "1".as_bytes().to_vec()), 2);
     until("the relay crosses", Duration::from_secs(2), || {
         nodes[1..].iter().all(|n| n.relays.lock().unwrap().as_slice() == ["1"])
     })
@@ -193,7 +191,7 @@ async fn a_one_way_cut_stalls_the_link_and_the_heal_resynchronises() {
     })
     .await;
     assert!(nodes[0].handle.live_peers().contains(&NodeId("m1".into())), "membership still holds m1 alive");
-    assert_eq!(nodes[0].handle.relay(TOPIC, || RelayPayload::Json("skipped".into())), 1, "only m2 gets it");
+    assert_eq!(nodes[0].handle.relay(TOPIC, || "skipped".as_bytes().to_vec()), 1, "only m2 gets it");
     assert!(present(&nodes[2]).contains("m0:during"));
     assert!(!present(&nodes[1]).contains("m0:during"), "nothing crossed the cut");
     assert!(alive(&nodes[1]).contains("m0") && alive(&nodes[0]).contains("m1"));
@@ -215,7 +213,7 @@ async fn frames_of_a_lagging_connection_never_arrive_after_its_replacement() {
     let net = MemoryNetwork::new(4);
     let nodes = cluster(&net, 2, None).await;
     net.hold(ip(0), ip(1));
-    nodes[0].handle.relay(TOPIC, || RelayPayload::Json("1".into()));
+    nodes[0].handle.relay(TOPIC, || "1".as_bytes().to_vec());
     until("the held link stalls", Duration::from_secs(10), || {
         nodes[0].handle.view().links.iter().any(|l| l.node == "m1" && l.stalls > 0)
     })
@@ -224,7 +222,7 @@ async fn frames_of_a_lagging_connection_never_arrive_after_its_replacement() {
         nodes[0].handle.reachable_peers().contains(&NodeId("m1".into()))
     })
     .await;
-    nodes[0].handle.relay(TOPIC, || RelayPayload::Json("2".into()));
+    nodes[0].handle.relay(TOPIC, || "2".as_bytes().to_vec());
     until("the new connection delivers", Duration::from_secs(5), || {
         nodes[1].relays.lock().unwrap().contains(&"2".to_string())
     })

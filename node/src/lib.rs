@@ -52,6 +52,7 @@ pub mod limits;
 pub mod listener;
 pub mod message_row;
 pub mod metrics;
+pub mod peer_message;
 pub mod peers;
 pub mod presence;
 pub mod replay;
