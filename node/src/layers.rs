@@ -21,9 +21,8 @@ pub type Graph = BTreeMap<String, BTreeSet<String>>;
 
 /// Edges that still close an import cycle today, each with why it exists. Remove an entry when its edge goes.
 ///
-/// They point up against this order, lowest first: vocab (which refers to nothing), config, db, delivery,
-/// presence, resume, replay, channel, cdc, webhooks, peers, authz, inbox, state, socket.
-/// None is left: node/src has no import cycle (the last edge, webhooks → socket, went with `close`).
+/// The order they are judged against is the one README.md draws (checked by
+/// `the_readme_draws_the_real_layers`). None is left: node/src has no import cycle (the last edge, webhooks → socket, went with `close`).
 const KNOWN_BACK_EDGES: &[(&str, &str, &str)] = &[];
 
 /// The most lines of code (not blank, not only comment, not under `#[cfg(test)]`) one source file may
@@ -562,6 +561,47 @@ mod tests {
         assert!(graph.len() > 10, "the scan found the cluster's modules: {graph:?}");
         let problems = check(&graph, &[]);
         assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    /// The README draws each crate's modules in levels (`  <level>  <module> ..` under a line naming
+    /// the crate's `src`): every module is drawn once, and imports only modules on lower levels.
+    #[test]
+    fn the_readme_draws_the_real_layers() {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let readme = std::fs::read_to_string(workspace.join("README.md")).expect("README");
+        let mut problems = Vec::new();
+        for src in ["node/src", "cluster/src"] {
+            let graph = scan(&workspace.join(src));
+            let mut level: BTreeMap<String, usize> = BTreeMap::new();
+            let drawn = readme.lines().skip_while(|line| *line != src).skip(1);
+            for line in drawn.take_while(|line| line.starts_with("  ")) {
+                let mut words = line.split_whitespace();
+                let at: usize = words.next().and_then(|w| w.parse().ok()).expect("a level number first");
+                for module in words {
+                    if level.insert(module.to_string(), at).is_some() {
+                        problems.push(format!("{src}: {module} is drawn twice"));
+                    }
+                }
+            }
+            for (module, imports) in graph.iter().filter(|(m, _)| m.as_str() != "layers") {
+                let Some(&at) = level.get(module) else {
+                    problems.push(format!("{src}: {module} is not drawn"));
+                    continue;
+                };
+                for import in imports {
+                    if level.get(import).is_some_and(|&below| below >= at) {
+                        problems.push(format!("{src}: {module} (level {at}) imports {import}, not below it"));
+                    }
+                }
+            }
+            problems.extend(
+                level
+                    .keys()
+                    .filter(|m| !graph.contains_key(*m))
+                    .map(|m| format!("{src}: {m} is drawn but gone")),
+            );
+        }
+        assert!(problems.is_empty(), "README.md's layers:\n{}", problems.join("\n"));
     }
 
     /// The crate's own graph: no cycles beyond the known ones, and the known ones only shrink.
