@@ -13,13 +13,14 @@ use super::messages::{
     Broadcast, Held, Join, JoinOutcome, JoinRefused, Leave, Member, Released, RemotePresence, Replied,
     Resuming, StopChannel, Track, Untrack,
 };
+use super::ordering::{plan_reply, route, Live, Out, Receiver, Route};
 use super::registry::Registry;
 use crate::delivery::{Offer, WireFrame};
 use crate::metrics::{metrics, Refusal};
 use crate::presence::messages as presence;
 use crate::presence::PresenceActor;
 use crate::resume::Resume;
-use crate::vocab::{BroadcastBody, ConnId, TopicKey};
+use crate::vocab::{ConnId, TopicKey};
 
 /// Live frames held at most for a member waiting for its join reply (a few milliseconds' worth);
 /// beyond, they go out at once: late order rather than loss.
@@ -162,30 +163,23 @@ impl Handler<Broadcast> for ChannelActor {
     fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
         let mut frames = EncodedOnce::new(&self.topic, &msg.body);
         let (id, position) = msg.stored.as_ref().map_or((None, None), |s| (Some(&s.id), s.position));
+        let live = Live { from: msg.from, id, position };
         let mut dead = Vec::new();
         for member in self.members.values_mut() {
-            if !member.receives_broadcasts {
+            let receiver = Receiver {
+                conn: member.conn,
+                receives_broadcasts: member.receives_broadcasts,
+                self_broadcast: member.self_broadcast,
+                skip_live: member.skip_live.as_deref(),
+                resume: &mut member.resume,
+                holding: member.held.as_ref().is_some_and(|held| held.len() < MAX_HELD),
+            };
+            let routed = route(receiver, live);
+            if routed == Route::Skip {
                 continue;
-            }
-            if let Some(position) = position {
-                // A resumable channel's message: once per member, in order, after what it was owed.
-                match member.resume {
-                    Resuming::Pending { .. } => continue,
-                    Resuming::After(Some(sent)) if position <= sent => continue,
-                    Resuming::After(_) => member.resume = Resuming::After(Some(position)),
-                    Resuming::Live | Resuming::Requested(_) => {}
-                }
-            }
-            if Some(member.conn) == msg.from && !member.self_broadcast {
-                continue;
-            }
-            if let (Some(skip), Some(id)) = (&member.skip_live, id) {
-                if skip.contains(id) {
-                    continue; // replayed to it at join
-                }
             }
             let Some(frame) = frames.frame(member.vsn) else { continue };
-            if let Some(held) = member.held.as_mut().filter(|held| held.len() < MAX_HELD) {
+            if let (Route::Hold, Some(held)) = (routed, member.held.as_mut()) {
                 held.push(Held { frame: frame.clone(), received_at: msg.received_at, id: id.cloned() });
                 continue;
             }
@@ -206,20 +200,23 @@ impl Handler<Replied> for ChannelActor {
     /// and what came since it joined), then the live messages held meanwhile, in that order.
     fn handle(&mut self, msg: Replied, _: &mut Context<Self>) {
         let Some(member) = self.members.get_mut(&msg.conn) else { return };
-        let mut frames: Vec<(WireFrame, Option<Instant>)> = Vec::new();
-        let (topic, vsn) = (&self.topic, member.vsn);
-        let push = |body: &BroadcastBody, frames: &mut Vec<_>| {
-            if let Some(frame) = EncodedOnce::new(topic, body).frame(vsn) {
-                frames.push((frame.clone(), None));
+        let owed = match (&self.resume, member.resume) {
+            (Some(resume), Resuming::Pending { after, baseline }) => {
+                Some((after, baseline, resume.owed(&self.key, after, baseline)))
             }
+            _ => None,
         };
-        for body in &msg.replay.bodies {
-            push(body, &mut frames);
+        let plan = plan_reply(msg.replay, owed, member.held.take().unwrap_or_default());
+        if let Some(resume) = plan.resume {
+            member.resume = resume;
         }
-        if let (Some(resume), Resuming::Pending { after, baseline }) = (&self.resume, member.resume) {
-            let owed = resume.owed(&self.key, after, baseline);
-            let mut sent = if owed.gap { baseline } else { Some(after) };
-            if owed.gap {
+        if plan.skip_live.is_some() {
+            member.skip_live = plan.skip_live;
+        }
+        let (topic, vsn) = (&self.topic, member.vsn);
+        let frames = plan.out.into_iter().filter_map(|out| match out {
+            Out::Body(body) => EncodedOnce::new(topic, &body).frame(vsn).map(|frame| (frame.clone(), None)),
+            Out::ResumeGap { after } => {
                 let payload = system::payload(
                     system::Extension::Broadcast,
                     false,
@@ -227,21 +224,11 @@ impl Handler<Replied> for ChannelActor {
                     Some(&self.key.sub_topic),
                 );
                 let frame = server::channel_push(vsn, member.join_ref.as_deref(), topic, "system", &payload);
-                frames.push((WireFrame::from(frame), None));
+                Some((WireFrame::from(frame), None))
             }
-            for (position, body) in &owed.messages {
-                push(body, &mut frames);
-                sent = sent.max(Some(*position));
-            }
-            member.resume = Resuming::After(sent);
-        }
-        let skip = msg.replay.skip_live;
-        let replayed = |held: &Held| held.id.as_ref().is_some_and(|id| skip.contains(id));
-        let held = member.held.take().into_iter().flatten().filter(|h| !replayed(h));
-        frames.extend(held.map(|h| (h.frame, Some(h.received_at))));
-        if !skip.is_empty() {
-            member.skip_live = Some(skip);
-        }
+            Out::Held(held) => Some((held.frame, Some(held.received_at))),
+        });
+        let frames: Vec<(WireFrame, Option<Instant>)> = frames.collect();
         let closed = frames.into_iter().any(|(frame, at)| member.outbox.offer(frame, at) == Offer::Closed);
         if closed {
             self.remove(msg.conn);

@@ -8,6 +8,9 @@
 pub mod actor;
 pub mod fanout;
 pub mod messages;
+pub mod ordering;
+#[cfg(test)]
+mod ordering_test;
 pub mod registry;
 
 pub use actor::ChannelActor;
