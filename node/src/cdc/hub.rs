@@ -20,19 +20,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Recipient;
+use realtime_proto::postgres::change::{Change, ChangeKind, Projection, Transaction};
+use realtime_proto::postgres::matching;
+use realtime_proto::postgres::table::TableMeta;
 use realtime_proto::postgres::{parse_params, SubscriptionParams};
 use realtime_proto::server;
 use realtime_proto::system::{self, postgres_changes, Extension};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::Client;
 
-use super::catalog::{self, TableMeta};
-use super::change::{Change, ChangeKind, Projection, Transaction};
+use super::catalog;
 use super::db_broadcast;
 use super::error::CdcError;
 use super::gap::{Gap, StreamStart, Taken};
 use super::handle::{SubscribeError, SubscribeErrorKind, SubscribeOutcome, SubscribeRequest};
-use super::matching;
 use super::notifications;
 use super::recorder::Record;
 use super::rls::{self, Ask, RlsPool, Viewer};

@@ -9,9 +9,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use realtime_proto::postgres::matching::Filter;
 use realtime_proto::postgres::SubscriptionParams;
 
-use super::matching::Filter;
 use super::rls::Viewer;
 use crate::vocab::ConnId;
 
