@@ -14,7 +14,7 @@
 //! - [`consumer`]: the replication session, transactions, acknowledgements.
 //! - [`position`]: the last delivered position, so restarts neither lose nor repeat changes.
 //! - [`recorder`]: records a position once the sockets wrote what it covers.
-//! - [`hub`]: subscriptions, matching, RLS and delivery.
+//! - [`hub`]: subscriptions, RLS questions and delivery; [`plan`]: who gets what, decided without I/O.
 //! - [`rls`]: the per-viewer visibility check.
 //! - [`subscriptions`]: the subscription index, grouped by parameters and viewer.
 //! - [`handle`]: what sockets use to subscribe.
@@ -37,6 +37,7 @@ pub mod handle;
 pub mod health;
 pub mod hub;
 pub mod notifications;
+pub mod plan;
 pub mod position;
 pub mod reach;
 pub mod recorder;

@@ -22,6 +22,11 @@ pub type ViewerId = u32;
 /// Identical parameters (canonical JSON of the entry) under one viewer.
 pub type GroupKey = (Arc<str>, ViewerId);
 
+/// Whether a subscription's `schema` or `table` (a name, or `*` for any) names `name`.
+pub fn name_matches(pattern: &str, name: &str) -> bool {
+    pattern == "*" || pattern == name
+}
+
 /// Interned viewers, counted by the channels that use them.
 #[derive(Default)]
 struct Viewers {
