@@ -36,7 +36,7 @@ use super::error::CdcError;
 use super::gap::{Gap, StreamStart, Taken};
 use super::handle::{SubscribeError, SubscribeErrorKind, SubscribeOutcome, SubscribeRequest};
 use super::notifications;
-use super::plan::{self, Checked, Delivery, Plan, Privileges, RlsAnswers, RlsAsks, Stamped};
+use super::plan::{self, Checked, Delivery, Planner, Privileges, RlsAnswers, RlsAsks, Stamped, Verdicts};
 use super::recorder::Record;
 use super::rls::{self, Ask, RlsPool};
 use super::subscriptions::{ChannelKey, SubscriptionIndex};
@@ -480,12 +480,16 @@ impl Hub {
             failing: &self.failing,
             max_record_bytes: self.config.max_record_bytes,
         };
-        let Plan { deliveries, failed, passed } = plan::plan(&changes, &matches, &self.index, &checked);
-        for Delivery { channel, ids, data } in deliveries {
-            let Some(subs) = self.channels.get_mut(&channel) else { continue };
-            self.touched.entry(channel.0).or_insert_with(|| subs.request.outbox.clone());
-            deliver(subs, &ids, &data);
+        let mut planner = Planner::new(&changes, &matches, &self.index, &checked);
+        // Change by change: the sockets write one change while the next one's `data` is built.
+        for deliveries in planner.by_ref() {
+            for Delivery { channel, ids, data } in deliveries {
+                let Some(subs) = self.channels.get_mut(&channel) else { continue };
+                self.touched.entry(channel.0).or_insert_with(|| subs.request.outbox.clone());
+                deliver(subs, &ids, &data);
+            }
         }
+        let Verdicts { failed, passed } = planner.verdicts();
         for channel in passed {
             self.failing.remove(&channel);
         }

@@ -7,10 +7,10 @@
 //!    From the matches, [`Matches::rls_asks`] gives the RLS questions (one per table and viewer for the
 //!    whole batch, only for changes that need one: [`needs_rls`]) and [`Matches::privileges_needed`]
 //!    the (viewer, table) pairs whose column privileges must be known.
-//! 2. [`plan`]: with the answers ([`Checked`]), the deliveries in commit order ([`Delivery`]: one
-//!    message per channel and distinct `data`, carrying the ids of every subscription of that channel
-//!    that sees it alike), which channels' checks failed and with what error, and which failing
-//!    channels passed again. The `data` JSON is built once per (change, column set, `select`) and
+//! 2. [`Planner`]: with the answers ([`Checked`]), the deliveries change by change in commit order
+//!    ([`Delivery`]: one message per channel and distinct `data`, carrying the ids of every
+//!    subscription of that channel that sees it alike); then ([`Verdicts`]) which channels' checks
+//!    failed and with what error, and which failing channels passed again. The `data` JSON is built once per (change, column set, `select`) and
 //!    shared by every channel that sees the change alike.
 
 use std::collections::{HashMap, HashSet};
@@ -112,7 +112,7 @@ impl Matches {
 pub struct Checked<'a> {
     pub visible: &'a RlsAnswers,
     pub selectable: &'a Privileges,
-    /// Channels told their checks fail: [`Plan::passed`] names those whose check succeeds again.
+    /// Channels told their checks fail: [`Verdicts::passed`] names those whose check succeeds again.
     pub failing: &'a HashSet<ChannelKey>,
     pub max_record_bytes: usize,
 }
@@ -125,12 +125,9 @@ pub struct Delivery {
     pub data: Arc<str>,
 }
 
-/// The outcome of a batch.
+/// What a batch's checks said about channels, known once every change is planned.
 #[derive(Debug, Default)]
-pub struct Plan {
-    /// In commit order. Per change, one delivery per channel and distinct `data`, in the order first
-    /// matched; the channels of one change come in no particular order.
-    pub deliveries: Vec<Delivery>,
+pub struct Verdicts {
     /// Channels whose RLS check or privileges could not be read, with the error (once per matched
     /// group and change: the hub tells each channel once).
     pub failed: Vec<(ChannelKey, String)>,
@@ -138,29 +135,56 @@ pub struct Plan {
     pub passed: HashSet<ChannelKey>,
 }
 
-/// Plans the deliveries of a batch from its matches and the hub's answers.
-pub fn plan(changes: &[Stamped], matches: &Matches, index: &SubscriptionIndex, checked: &Checked) -> Plan {
-    let mut out = Plan::default();
-    let mut data = DataCache::new();
-    for run in matches.pairs.chunk_by(|a, b| a.0 == b.0) {
+/// Plans a batch change by change: each item is one matched change's deliveries, in commit order, so
+/// the hub hands a change to the sockets before the next one's `data` is built (they write meanwhile).
+/// Per change: one delivery per channel and distinct `data`, channels in the order first matched.
+/// [`Planner::verdicts`] then gives what the checks said.
+pub struct Planner<'a> {
+    changes: &'a [Stamped<'a>],
+    pairs: &'a [(usize, GroupKey)],
+    index: &'a SubscriptionIndex,
+    checked: &'a Checked<'a>,
+    data: DataCache,
+    verdicts: Verdicts,
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(
+        changes: &'a [Stamped<'a>],
+        matches: &'a Matches,
+        index: &'a SubscriptionIndex,
+        checked: &'a Checked<'a>,
+    ) -> Planner<'a> {
+        let (data, verdicts) = (DataCache::new(), Verdicts::default());
+        Planner { changes, pairs: &matches.pairs, index, checked, data, verdicts }
+    }
+
+    /// What the checks said, once every change is planned.
+    pub fn verdicts(self) -> Verdicts {
+        self.verdicts
+    }
+
+    /// The deliveries of the change matched by `run` (its pairs).
+    fn plan_change(&mut self, run: &'a [(usize, GroupKey)]) -> Vec<Delivery> {
+        let (checked, verdicts) = (self.checked, &mut self.verdicts);
         let at = run[0].0;
-        let (change, commit_timestamp) = changes[at];
+        let (change, commit_timestamp) = self.changes[at];
         // Per channel (in the order first seen): the distinct `data` it gets and the ids of each.
         let mut channels: Vec<(&ChannelKey, SelectGroups)> = Vec::new();
         let mut position: HashMap<&ChannelKey, usize> = HashMap::new();
         for (_, key) in run {
-            let Some(group) = index.group(key) else { continue };
+            let Some(group) = self.index.group(key) else { continue };
             let viewer = key.1;
             if needs_rls(change) {
                 match (checked.visible.get(&(change.table.oid, viewer)), change.primary_key()) {
                     (Some(Ok(rows)), Some(pk)) if rows.contains(&pk) => {
                         if !checked.failing.is_empty() {
                             let again = group.members.keys().filter(|k| checked.failing.contains(*k));
-                            out.passed.extend(again.cloned());
+                            verdicts.passed.extend(again.cloned());
                         }
                     }
                     (Some(Err(error)), _) => {
-                        out.failed.extend(group.members.keys().map(|k| (k.clone(), error.clone())));
+                        verdicts.failed.extend(group.members.keys().map(|k| (k.clone(), error.clone())));
                         continue;
                     }
                     _ => continue,
@@ -169,13 +193,14 @@ pub fn plan(changes: &[Stamped], matches: &Matches, index: &SubscriptionIndex, c
             let flags = match checked.selectable.get(&(viewer, change.table.oid)) {
                 Some(Ok(flags)) => flags,
                 Some(Err(error)) => {
-                    out.failed.extend(group.members.keys().map(|k| (k.clone(), error.clone())));
+                    verdicts.failed.extend(group.members.keys().map(|k| (k.clone(), error.clone())));
                     continue;
                 }
                 None => continue,
             };
             let cache_key = (at, Arc::as_ptr(flags) as usize, group.params.select.clone());
-            let data_json = data
+            let data_json = self
+                .data
                 .entry(cache_key)
                 .or_insert_with_key(|(_, _, select)| {
                     let projection = Projection { selectable: flags.to_vec(), select: select.clone() };
@@ -194,15 +219,28 @@ pub fn plan(changes: &[Stamped], matches: &Matches, index: &SubscriptionIndex, c
                 }
             }
         }
+        let mut deliveries = Vec::new();
         for (channel, groups) in channels {
             for (data, mut ids) in groups {
                 ids.sort_unstable();
                 ids.dedup();
-                out.deliveries.push(Delivery { channel: channel.clone(), ids, data });
+                deliveries.push(Delivery { channel: channel.clone(), ids, data });
             }
         }
+        deliveries
     }
-    out
+}
+
+impl Iterator for Planner<'_> {
+    type Item = Vec<Delivery>;
+
+    fn next(&mut self) -> Option<Vec<Delivery>> {
+        let first = self.pairs.first()?.0;
+        let end = self.pairs.iter().take_while(|(at, _)| *at == first).count();
+        let (run, rest) = self.pairs.split_at(end);
+        self.pairs = rest;
+        Some(self.plan_change(run))
+    }
 }
 
 #[cfg(test)]

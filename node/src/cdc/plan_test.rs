@@ -117,6 +117,20 @@ fn every_column(changes: &[Stamped], matches: &Matches, index: &SubscriptionInde
     out
 }
 
+/// A planned batch: the deliveries of each matched change, then what the checks said.
+struct Plan {
+    per_change: Vec<Vec<Delivery>>,
+    failed: Vec<(ChannelKey, String)>,
+    passed: HashSet<ChannelKey>,
+}
+
+impl Plan {
+    /// Every delivery, in commit order.
+    fn deliveries(&self) -> Vec<&Delivery> {
+        self.per_change.iter().flatten().collect()
+    }
+}
+
 /// What the hub found out about a batch; `selectable: None` grants every column.
 struct Answers {
     visible: RlsAnswers,
@@ -153,7 +167,10 @@ fn plan_matched(
         failing: &answers.failing,
         max_record_bytes: answers.max_record_bytes,
     };
-    plan(&changes, &matches, index, &checked)
+    let mut planner = Planner::new(&changes, &matches, index, &checked);
+    let per_change: Vec<Vec<Delivery>> = planner.by_ref().collect();
+    let Verdicts { failed, passed } = planner.verdicts();
+    Plan { per_change, failed, passed }
 }
 
 fn plan_batch(changes: &[Change], index: &SubscriptionIndex, answers: Answers) -> Plan {
@@ -167,8 +184,8 @@ fn plan_all(changes: &[Change], index: &SubscriptionIndex) -> Plan {
 /// (channel, ids, record title) per delivery.
 fn summary(plan: &Plan) -> Vec<(u64, Vec<u32>, Value)> {
     let data = |d: &Delivery| serde_json::from_str::<Value>(&d.data).unwrap();
-    plan.deliveries
-        .iter()
+    plan.deliveries()
+        .into_iter()
         .map(|d| {
             let data = data(d);
             let record = if data["type"] == "DELETE" { &data["old_record"] } else { &data["record"] };
@@ -251,7 +268,7 @@ fn nothing_matched_asks_nothing_and_delivers_nothing() {
     assert!(matches.is_empty());
     assert!(matches.rls_asks(&stamped).is_empty());
     assert!(matches.privileges_needed(&stamped).is_empty());
-    assert!(plan_all(&changes, &index).deliveries.is_empty());
+    assert!(plan_all(&changes, &index).deliveries().is_empty());
 }
 
 #[test]
@@ -353,7 +370,7 @@ fn a_viewer_without_an_answer_gets_nothing() {
     let index = on_todos(&[(1, "authenticated", "a", 1)]);
     let rls = table("public", "todos", true, true);
     let plan = plan_all(&[insert(&rls, 1, "a")], &index);
-    assert!(plan.deliveries.is_empty() && plan.failed.is_empty());
+    assert!(plan.deliveries().is_empty() && plan.failed.is_empty());
 }
 
 #[test]
@@ -382,7 +399,7 @@ fn failing_channels_pass_again_when_their_check_succeeds() {
     let answers = Answers { visible: visible.clone(), failing, ..Answers::default() };
     let plan = plan_batch(&[insert(&rls, 1, "a")], &index, answers);
     assert_eq!(plan.passed, [channel(1)].into(), "2 was not failing; 3 saw no row");
-    assert_eq!(plan.deliveries.len(), 2);
+    assert_eq!(plan.deliveries().len(), 2);
     // Nothing failing: nothing to pass.
     let plan = plan_batch(&[insert(&rls, 1, "a")], &index, Answers { visible, ..Answers::default() });
     assert!(plan.passed.is_empty());
@@ -417,7 +434,7 @@ fn columns_follow_privileges_and_select() {
             .into();
     let plan = plan_batch(&changes, &index, Answers { selectable: Some(selectable), ..Answers::default() });
     let record = |conn: u64| {
-        let d = plan.deliveries.iter().find(|d| d.channel.0 == conn).unwrap();
+        let d = plan.deliveries().into_iter().find(|d| d.channel.0 == conn).unwrap();
         serde_json::from_str::<Value>(&d.data).unwrap()["record"].clone()
     };
     assert_eq!(record(1), json!({"id": 7, "title": "x", "done": false}));
@@ -434,7 +451,7 @@ fn a_channel_gets_one_message_per_distinct_data_with_its_ids_sorted() {
     subscribe(&mut index, 1, viewer("anon", "a"), &[(9, t), (3, all), (5, done)]);
     let plan = plan_all(&[insert(&todos(), 1, "a")], &index);
     let mut got: Vec<(u64, Vec<u32>)> =
-        plan.deliveries.iter().map(|d| (d.channel.0, d.ids.clone())).collect();
+        plan.deliveries().into_iter().map(|d| (d.channel.0, d.ids.clone())).collect();
     got.sort();
     assert_eq!(got, vec![(1, vec![3, 9]), (1, vec![5])]);
 }
@@ -443,9 +460,9 @@ fn a_channel_gets_one_message_per_distinct_data_with_its_ids_sorted() {
 fn channels_that_see_a_change_alike_share_its_data() {
     let index = on_todos(&[(1, "anon", "a", 1), (2, "anon", "b", 1), (3, "anon", "a", 2)]);
     let plan = plan_all(&[insert(&todos(), 1, "a")], &index);
-    assert_eq!(plan.deliveries.len(), 3);
-    let first = &plan.deliveries[0].data;
-    assert!(plan.deliveries.iter().all(|d| Arc::ptr_eq(&d.data, first)), "one role, one column set");
+    assert_eq!(plan.deliveries().len(), 3);
+    let first = &plan.deliveries()[0].data;
+    assert!(plan.deliveries().into_iter().all(|d| Arc::ptr_eq(&d.data, first)), "one role, one column set");
 }
 
 #[test]
@@ -463,11 +480,20 @@ fn deliveries_follow_commit_order() {
     };
     assert_eq!(titles(1), vec![json!("one"), json!("two"), json!("three"), json!("four")]);
     assert_eq!(titles(2), vec![json!("one"), json!("three"), json!("four")]);
-    let order: Vec<Value> = summary(&plan).into_iter().map(|(_, _, title)| title).collect();
-    let rank = |title: &Value| {
-        changes.iter().position(|c| c.filter_value("title") == Some(("text", title.as_str())))
-    };
-    assert!(order.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])), "{order:?}");
+    // One item per matched change, in commit order, each with that change's deliveries only.
+    let titles: Vec<Vec<Value>> = plan
+        .per_change
+        .iter()
+        .map(|deliveries| {
+            let data = |d: &Delivery| serde_json::from_str::<Value>(&d.data).unwrap();
+            deliveries.iter().map(|d| data(d)["record"]["title"].clone()).collect()
+        })
+        .collect();
+    assert_eq!(titles.len(), 4);
+    assert_eq!(titles[0], vec![json!("one"); 2]);
+    assert_eq!(titles[1], vec![json!("two")]);
+    assert_eq!(titles[2], vec![json!("three"); 2]);
+    assert_eq!(titles[3], vec![Value::Null; 2], "a DELETE has no record");
 }
 
 #[test]
@@ -475,7 +501,7 @@ fn a_group_gone_since_matching_gets_nothing() {
     let index = on_todos(&[(1, "anon", "a", 1)]);
     let gone = SubscriptionIndex::default();
     let plan = plan_matched(&[insert(&todos(), 1, "a")], &index, &gone, Answers::default());
-    assert!(plan.deliveries.is_empty() && plan.failed.is_empty());
+    assert!(plan.deliveries().is_empty() && plan.failed.is_empty());
 }
 
 #[test]
@@ -483,7 +509,7 @@ fn oversized_records_are_cut_as_the_payload_says() {
     let index = on_todos(&[(1, "anon", "a", 1)]);
     let changes = [insert(&todos(), 1, &"x".repeat(500))];
     let plan = plan_batch(&changes, &index, Answers { max_record_bytes: 100, ..Answers::default() });
-    let data: Value = serde_json::from_str(&plan.deliveries[0].data).unwrap();
+    let data: Value = serde_json::from_str(&plan.deliveries()[0].data).unwrap();
     assert_eq!(data["errors"], json!(["Error 413: Payload Too Large"]));
     assert_eq!(data["record"], json!({"id": 1, "done": false}));
 }
