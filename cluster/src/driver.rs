@@ -29,13 +29,15 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::handle::{lock, ClusterEvent, PeerLinks, Shared};
+use crate::event::ClusterEvent;
 use crate::identity::PeerId;
 use crate::interest::Run;
 use crate::link::{self, Inbound, LinkEvent};
 use crate::membership::{MemberView, MembershipCommand, MembershipEvent};
 use crate::presence::{DeltaOutcome, TopicChange};
 use crate::raft::node::RaftNode;
+use crate::shared::{PeerLinks, Shared};
+use crate::sync::{lock, read, write};
 use crate::wire::{self, Lane, PeerMessage};
 use crate::NodeId;
 
@@ -91,7 +93,7 @@ impl Core {
                 },
             }
         }
-        for (_, peer) in self.shared.links.write().unwrap_or_else(|e| e.into_inner()).drain() {
+        for (_, peer) in write(&self.shared.links).drain() {
             peer.close();
         }
     }
@@ -99,14 +101,14 @@ impl Core {
     /// Sends `msg` on every peer's data link.
     fn to_all(&self, msg: &PeerMessage) {
         let Ok(frame) = wire::encode(msg) else { return };
-        for peer in self.shared.links.read().unwrap_or_else(|e| e.into_inner()).values() {
+        for peer in read(&self.shared.links).values() {
             peer.data.offer(frame.clone());
         }
     }
 
     /// Sends `msg` on one peer's data link, if it has one.
     fn to_peer(&self, node: &NodeId, msg: &PeerMessage) {
-        if let Some(peer) = self.shared.links.read().unwrap_or_else(|e| e.into_inner()).get(node) {
+        if let Some(peer) = read(&self.shared.links).get(node) {
             peer.data.send(msg);
         }
     }
@@ -154,7 +156,7 @@ impl Core {
 
     /// How `from` stands with membership right now.
     fn standing(&self, from: &PeerId) -> Standing {
-        standing(&self.shared.members.read().unwrap_or_else(|e| e.into_inner()), from)
+        standing(&read(&self.shared.members), from)
     }
 
     /// Refuses (logs and counts) a presence or member-count frame unless membership holds its
@@ -191,19 +193,14 @@ impl Core {
 
     async fn on_inbound(&self, Inbound { from, msg, .. }: Inbound) {
         match msg {
-            PeerMessage::Relay { topic, payload } => {
-                let _ = self.events.send(ClusterEvent::Relay { topic, payload }).await;
+            PeerMessage::Relay { topic, body } => {
+                let _ = self.events.send(ClusterEvent::Relay { topic, body }).await;
             }
             PeerMessage::Members { counts, full } => {
                 if !self.may_replace_state(&from, from.incarnation, "members") {
                     return;
                 }
-                let applied = self.shared.remote_counts.write().unwrap_or_else(|e| e.into_inner()).apply(
-                    &from.node,
-                    from.run(),
-                    &counts,
-                    full,
-                );
+                let applied = write(&self.shared.remote_counts).apply(&from.node, from.run(), &counts, full);
                 if let Err(refused) = applied {
                     self.shared.rejected.member_counts.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(peer = ?from, %refused, "peer member counts refused");
@@ -234,11 +231,8 @@ impl Core {
                 }
             }
             PeerMessage::SnapshotRequest => self.resync(&from.node),
-            PeerMessage::Cdc { body } => {
-                let _ = self.events.send(ClusterEvent::Cdc { from: from.node, body }).await;
-            }
-            PeerMessage::CdcDelivered { lsn, gap } => {
-                let _ = self.events.send(ClusterEvent::CdcDelivered { from: from.node, lsn, gap }).await;
+            PeerMessage::Node { body } => {
+                let _ = self.events.send(ClusterEvent::Node { from: from.node, body }).await;
             }
             PeerMessage::Leaving { incarnation, epoch } => {
                 match self.check_leave(&from, (incarnation, epoch)) {
@@ -266,16 +260,12 @@ impl Core {
     }
 
     fn check_leave(&self, from: &PeerId, named: Run) -> Result<(), LeaveRefused> {
-        check_leave(&self.shared.members.read().unwrap_or_else(|e| e.into_inner()), from, named)
+        check_leave(&read(&self.shared.members), from, named)
     }
 
     /// Drops a node's member counts and presences (its run `(incarnation, epoch)` or older).
     async fn forget(&self, node: &NodeId, incarnation: u64, epoch: u64) {
-        self.shared
-            .remote_counts
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove_node(node, (incarnation, epoch));
+        write(&self.shared.remote_counts).remove_node(node, (incarnation, epoch));
         let changes = lock(&self.shared.replica).remove_origin(node, incarnation, epoch);
         self.emit(changes).await;
     }
@@ -285,17 +275,21 @@ impl Core {
             raft.on_membership(&event);
         }
         match event {
-            MembershipEvent::Up(id) => self.connect(id),
+            MembershipEvent::Up(id) => {
+                self.revive(&id);
+                self.connect(id);
+            }
             MembershipEvent::Renamed(old, new) => {
                 if new.incarnation != old.incarnation {
                     // A restart: the old process is gone with everything it held.
                     self.forget(&old.node, old.incarnation, old.epoch).await;
                 }
+                self.revive(&new);
                 self.connect(new);
             }
             MembershipEvent::Down(id) => {
                 let removed = {
-                    let mut links = self.shared.links.write().unwrap_or_else(|e| e.into_inner());
+                    let mut links = write(&self.shared.links);
                     match links.get(&id.node) {
                         Some(peer) if peer.id.run() <= id.run() => links.remove(&id.node),
                         _ => None,
@@ -319,31 +313,32 @@ impl Core {
         }
     }
 
+    /// A run this node declared down is alive again (see [`crate::presence::Replica::revive`]).
+    fn revive(&self, id: &PeerId) {
+        if lock(&self.shared.replica).revive(&id.node, id.incarnation, id.epoch) {
+            tracing::info!(peer = ?id, "peer declared down is alive again: its presences are resynchronised");
+        }
+    }
+
     /// Opens links to `id` unless links to this very identity exist.
     fn connect(&self, id: PeerId) {
-        let me = self.shared.me.read().unwrap_or_else(|e| e.into_inner()).node.clone();
+        let me = read(&self.shared.me).node.clone();
         if id.node == me {
             return;
         }
-        let mut links = self.shared.links.write().unwrap_or_else(|e| e.into_inner());
+        let mut links = write(&self.shared.links);
         if links.get(&id.node).is_some_and(|peer| peer.id == id) {
             return;
         }
         let max = self.shared.config.max_link_queue_bytes;
         let bind = self.shared.config.bind.ip();
-        let source = (!bind.is_unspecified()).then_some(bind);
-        let open = |lane| {
-            let events = self.link_events_tx.clone();
-            link::spawn(
-                id.clone(),
-                lane,
-                self.shared.me.clone(),
-                source,
-                max,
-                events,
-                self.shared.auth.clone(),
-            )
+        let dialer = link::Dialer {
+            me: self.shared.me.clone(),
+            source: (!bind.is_unspecified()).then_some(bind),
+            transport: self.shared.transport.clone(),
+            auth: self.shared.auth.clone(),
         };
+        let open = |lane| link::spawn(id.clone(), lane, dialer.clone(), max, self.link_events_tx.clone());
         let peer = PeerLinks { data: open(Lane::Data), control: open(Lane::Control), id: id.clone() };
         if let Some(old) = links.insert(id.node.clone(), peer) {
             old.close();
@@ -357,12 +352,12 @@ impl Core {
             return;
         }
         self.send_pending();
-        let me = self.shared.me.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let me = read(&self.shared.me).clone();
         lock(&self.shared.local_presence).leaving();
         self.to_all(&PeerMessage::Leaving { incarnation: me.incarnation, epoch: me.epoch });
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
         while tokio::time::Instant::now() < deadline {
-            let drained = self.shared.links.read().unwrap_or_else(|e| e.into_inner()).values().all(|peer| {
+            let drained = read(&self.shared.links).values().all(|peer| {
                 // Acknowledged, not only written: the peer has the `Leaving`.
                 !peer.data.is_connected() || (peer.data.queued_bytes() == 0 && peer.data.unacked_bytes() == 0)
             });

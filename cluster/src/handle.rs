@@ -6,94 +6,33 @@
 //! the cluster runtime's bulk work (the links of a CDC catch-up) never delays a probe's answer. Calls
 //! from the node only touch shared state and queues; they never block on the network.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ClusterConfig;
 use crate::driver::{Core, CoreCommand};
 use crate::error::ClusterError;
+use crate::event::ClusterEvent;
 use crate::identity::PeerId;
-use crate::interest::{LocalCounts, RemoteCounts};
-use crate::link::{self, Link};
-use crate::membership::{MemberView, Membership};
-use crate::presence::{ConnId, Entry, EntryId, LocalPresence, Replica, TopicChange};
+use crate::interest::RemoteCounts;
+use crate::link;
+use crate::membership::Membership;
+use crate::presence::{ConnId, Entry, EntryId, LocalPresence, Replica};
 use crate::raft::node::RaftNode;
 use crate::raft::Leadership;
 use crate::secure::{self, ClusterSecret, PeerAuth};
-use crate::wire::{self, PeerMessage, RelayPayload};
+use crate::shared::{Rejected, Shared};
+use crate::sync::{lock, read};
+use crate::transport::{Bound, Network, Transport};
+use crate::wire::{self, PeerMessage};
 use crate::NodeId;
-
-/// What the cluster hands to the node.
-#[derive(Debug)]
-pub enum ClusterEvent {
-    /// A broadcast published on another node, for this node's members of `topic`.
-    Relay { topic: String, payload: RelayPayload },
-    /// Presence entries of other nodes appeared, changed or left.
-    Presence(Vec<TopicChange>),
-    /// Postgres Changes shipped by the CDC leader `from`.
-    Cdc { from: NodeId, body: Vec<u8> },
-    /// Node `from` delivered every change up to `lsn` (and, with `gap`, missed some after it).
-    CdcDelivered { from: NodeId, lsn: u64, gap: bool },
-}
-
-/// The links to one peer.
-pub(crate) struct PeerLinks {
-    pub id: PeerId,
-    pub data: Arc<Link>,
-    pub control: Arc<Link>,
-}
-
-impl PeerLinks {
-    pub(crate) fn close(&self) {
-        self.data.close();
-        self.control.close();
-    }
-}
-
-/// State shared by the node's threads and the cluster runtime.
-pub(crate) struct Shared {
-    pub config: ClusterConfig,
-    pub me: Arc<RwLock<PeerId>>,
-    pub ready: Arc<AtomicBool>,
-    pub members: Arc<RwLock<Vec<MemberView>>>,
-    pub links: RwLock<HashMap<NodeId, PeerLinks>>,
-    pub local_counts: Mutex<LocalCounts>,
-    pub remote_counts: RwLock<RemoteCounts>,
-    pub local_presence: Mutex<LocalPresence>,
-    pub replica: Mutex<Replica>,
-    /// Local presence or member counts changed: the core sends them after a short batch.
-    pub dirty: Notify,
-    pub relayed: AtomicU64,
-    pub relay_drops: AtomicU64,
-    /// Who may speak for a node (links and membership packets).
-    pub auth: Arc<PeerAuth>,
-    /// Peer frames refused by the driver's checks, by kind (see [`view::RejectedView`]).
-    pub rejected: Rejected,
-    /// The order of what accepted links deliver, and what they dropped as stale.
-    pub arrivals: Arc<link::Arrivals>,
-}
-
-/// Counts of peer frames the driver refused.
-#[derive(Default)]
-pub(crate) struct Rejected {
-    pub member_counts: AtomicU64,
-    pub leaves: AtomicU64,
-    pub presence: AtomicU64,
-}
 
 mod view;
 
 pub use view::{ClusterView, LinkView, PresenceView, RejectedView};
-
-/// Poison-tolerant locking: a panicking holder must not take the cluster down with it.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The running cluster; cheap to clone.
 #[derive(Clone)]
@@ -130,7 +69,7 @@ impl ClusterHandle {
                     }
                 };
                 runtime.block_on(async move {
-                    match launch(thread_config).await {
+                    match launch(thread_config, Arc::new(Network), Placement::OwnThreads).await {
                         Ok((handle, events)) => {
                             let stop = handle.stop.clone();
                             let raft = handle.raft.clone();
@@ -154,9 +93,20 @@ impl ClusterHandle {
         started_rx.await.map_err(|_| ClusterError::Config("the cluster thread ended at start-up".into()))?
     }
 
+    /// Starts the cluster on the caller's runtime over `transport`, membership included: the
+    /// in-memory twin's way ([`crate::transport::memory`]), where a test that pauses time drives
+    /// every node of a cluster in one runtime. [`ClusterHandle::shutdown`] stops it.
+    pub async fn start_on(
+        config: ClusterConfig,
+        transport: Arc<dyn Transport>,
+    ) -> Result<(ClusterHandle, mpsc::Receiver<ClusterEvent>), ClusterError> {
+        config.validate()?;
+        launch(config, transport, Placement::Caller).await
+    }
+
     /// This node's current identity.
     pub fn me(&self) -> PeerId {
-        self.shared.me.read().unwrap_or_else(|e| e.into_inner()).clone()
+        read(&self.shared.me).clone()
     }
 
     /// Joined the cluster (or found nobody within the join window and started as the first node).
@@ -171,12 +121,13 @@ impl ClusterHandle {
     /// another node has its join reply before its count reaches this node, and must not miss what is
     /// published after that reply (the guarantee Phoenix PubSub gives too). A peer without members of
     /// the topic drops the relay in one map lookup.
-    pub fn relay(&self, topic: &str, payload: impl FnOnce() -> RelayPayload) -> usize {
-        let links = self.shared.links.read().unwrap_or_else(|e| e.into_inner());
+    /// `body` is the node's encoding of the broadcast, made only when there is a peer to send it to.
+    pub fn relay(&self, topic: &str, body: impl FnOnce() -> Vec<u8>) -> usize {
+        let links = read(&self.shared.links);
         if links.is_empty() {
             return 0;
         }
-        let frame = match wire::encode(&PeerMessage::Relay { topic: topic.to_owned(), payload: payload() }) {
+        let frame = match wire::encode(&PeerMessage::Relay { topic: topic.to_owned(), body: body() }) {
             Ok(frame) => frame,
             Err(error) => {
                 tracing::error!(%error, "cannot encode a relay");
@@ -205,7 +156,7 @@ impl ClusterHandle {
 
     /// Members of `topic` on the other nodes (for cluster-wide capacity).
     pub fn remote_members(&self, topic: &str) -> usize {
-        self.shared.remote_counts.read().unwrap_or_else(|e| e.into_inner()).members(topic)
+        read(&self.shared.remote_counts).members(topic)
     }
 
     /// Tracks (or updates) a local connection's presence in `topic`.
@@ -225,31 +176,32 @@ impl ClusterHandle {
         lock(&self.shared.replica).topic_entries(topic)
     }
 
-    /// Ships a Postgres Changes message (encoded by the node) to every peer; returns how many took it.
-    /// A peer whose link is stalled is skipped: when its link makes progress again, the next
-    /// transaction shows it what it missed and it asks for a replay (or is told a gap).
-    pub fn ship_cdc(&self, body: Vec<u8>) -> usize {
-        let frame = match wire::encode(&PeerMessage::Cdc { body }) {
+    /// Sends a message of the node's own (its encoding, e.g. a Postgres Changes shipment) to every
+    /// peer, in order with everything else on the data lane; returns how many took it. A peer whose
+    /// link is stalled is skipped (for realtime: when its link makes progress again, the next
+    /// transaction shows it what it missed and it asks for a replay, or is told a gap). Arrives as
+    /// [`ClusterEvent::Node`].
+    pub fn send_to_peers(&self, body: Vec<u8>) -> usize {
+        let frame = match wire::encode(&PeerMessage::Node { body }) {
             Ok(frame) => frame,
             Err(error) => {
-                tracing::error!(%error, "cannot encode a CDC frame");
+                tracing::error!(%error, "cannot encode a node message");
                 return 0;
             }
         };
-        let links = self.shared.links.read().unwrap_or_else(|e| e.into_inner());
+        let links = read(&self.shared.links);
         links.values().filter(|peer| !peer.data.is_stalled() && peer.data.offer(frame.clone())).count()
     }
 
-    /// Tells `leader` this node delivered every change up to `lsn`; `gap`: it missed some after.
-    pub fn cdc_delivered(&self, leader: &NodeId, lsn: u64, gap: bool) {
-        if let Some(peer) = self.shared.links.read().unwrap_or_else(|e| e.into_inner()).get(leader) {
-            peer.data.send(&PeerMessage::CdcDelivered { lsn, gap });
-        }
+    /// Sends a message of the node's own to one peer, if it has a link (see
+    /// [`ClusterHandle::send_to_peers`]); `false` when it was not queued.
+    pub fn send_to_peer(&self, node: &NodeId, body: Vec<u8>) -> bool {
+        read(&self.shared.links).get(node).is_some_and(|peer| peer.data.send(&PeerMessage::Node { body }))
     }
 
     /// Peers the failure detector currently holds alive (or suspect: not yet declared down).
     pub fn live_peers(&self) -> Vec<NodeId> {
-        let members = self.shared.members.read().unwrap_or_else(|e| e.into_inner());
+        let members = read(&self.shared.members);
         let mut live: Vec<NodeId> =
             members.iter().filter(|m| m.state != "down").map(|m| NodeId(m.node.clone())).collect();
         live.sort();
@@ -262,7 +214,7 @@ impl ClusterHandle {
     /// one-way loss) is not reachable.
     pub fn reachable_peers(&self) -> Vec<NodeId> {
         let mut live = self.live_peers();
-        let links = self.shared.links.read().unwrap_or_else(|e| e.into_inner());
+        let links = read(&self.shared.links);
         live.retain(|node| links.get(node).is_none_or(|peer| !peer.data.is_stalled()));
         live
     }
@@ -320,13 +272,24 @@ impl ClusterHandle {
     }
 }
 
+/// Where membership runs.
+enum Placement {
+    /// On a thread of its own (see `membership::start`), beside the cluster runtime.
+    OwnThreads,
+    /// On the caller's runtime, with everything else.
+    Caller,
+}
+
 /// Binds and spawns everything on the current (cluster) runtime.
 async fn launch(
     config: ClusterConfig,
+    transport: Arc<dyn Transport>,
+    placement: Placement,
 ) -> Result<(ClusterHandle, mpsc::Receiver<ClusterEvent>), ClusterError> {
-    let bind = |source| ClusterError::Bind { addr: config.bind, source };
-    let udp = UdpSocket::bind(config.bind).await.map_err(bind)?;
-    let tcp = TcpListener::bind(config.bind).await.map_err(bind)?;
+    let Bound { listener, datagrams } = transport
+        .bind(config.bind)
+        .await
+        .map_err(|source| ClusterError::Bind { addr: config.bind, source })?;
     let me = PeerId::start(config.node_id.clone(), config.advertise);
     tracing::info!(identity = ?me, seeds = ?config.seeds, "cluster starting");
     let stop = CancellationToken::new();
@@ -352,6 +315,7 @@ async fn launch(
         auth: auth.clone(),
         rejected: Rejected::default(),
         arrivals: Arc::default(),
+        transport,
         config: config.clone(),
     });
     let (events_tx, events_rx) = mpsc::channel(65_536);
@@ -360,15 +324,12 @@ async fn launch(
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
     let (link_events_tx, link_events_rx) = mpsc::channel(1024);
     let (commands_tx, commands_rx) = mpsc::channel(16);
-    // Membership runs on a thread of its own (see `membership::start`), so its socket is registered
-    // there.
-    let udp = udp.into_std().map_err(ClusterError::Runtime)?;
     let membership = {
         let (auth, me, view, ready, stop) =
             (auth.clone(), shared.me.clone(), shared.members.clone(), shared.ready.clone(), stop.clone());
-        move |socket| Membership {
+        Membership {
             config,
-            socket,
+            socket: datagrams,
             auth,
             me,
             events: membership_tx,
@@ -383,7 +344,10 @@ async fn launch(
         Some(dir) => Some(RaftNode::start(shared.clone(), dir, stop.clone()).await?),
         None => None,
     };
-    crate::membership::start(membership, udp).map_err(ClusterError::Runtime)?;
+    match placement {
+        Placement::OwnThreads => crate::membership::start(membership).map_err(ClusterError::Runtime)?,
+        Placement::Caller => drop(tokio::spawn(membership.run())),
+    }
     crate::stall::spawn(stop.clone());
     // Control-lane frames (raft) go straight to raft, never behind the driver's data queue.
     let (control_tx, mut control_rx) = mpsc::channel::<link::Inbound>(4096);
@@ -396,7 +360,7 @@ async fn launch(
         }
     });
     let inboxes = link::Inboxes { data: inbound_tx, control: control_tx };
-    tokio::spawn(link::accept(tcp, inboxes, auth, shared.arrivals.clone(), stop.clone()));
+    tokio::spawn(link::accept(listener, inboxes, auth, shared.arrivals.clone(), stop.clone()));
     let core = Core {
         shared: shared.clone(),
         events: events_tx,

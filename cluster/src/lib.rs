@@ -19,6 +19,9 @@
 //!   accepting side acknowledges on the same connection (a link without progress is stalled), and
 //!   every frame is numbered so a receiver keeps each sender's order across reconnects.
 //! - [`wire`]: `PeerMessage` and its versioned bincode frames.
+//! - [`transport`]: the sockets under membership and links (UDP and TCP), or their in-memory twin
+//!   ([`transport::memory`]) where tests cut, delay, hold and reorder traffic in paused time
+//!   (`cluster/tests/memory.rs`); [`ClusterHandle::start_on`] runs a node on it.
 //! - [`secure`]: trust between nodes: the cluster secret's keyring, the Noise handshake and sealed
 //!   frames of the links, sealed SWIM packets with a replay window, refusal counters.
 //! - [`interest`]: member counts per topic per node, for cluster-wide capacity.
@@ -26,7 +29,12 @@
 //! - [`raft`]: elects the CDC leader with openraft (durable store, control-lane transport,
 //!   bootstrap); [`ClusterHandle::leadership`] watches the outcome.
 //! - `driver` and [`handle`]: the event loop on the cluster runtime and the node's handle to it;
-//!   `stall` warns when that runtime runs late.
+//!   `stall` warns when that runtime runs late. What they share lives apart, so neither imports the
+//!   other for it: `shared` (the state), [`event`] (what the node receives), `sync` (poison-tolerant locks).
+//!
+//! No two top-level modules import each other, directly or around a cycle (checked by the node's
+//! `layers` test). From the bottom: `sync`, `transport`, `secure`, `identity`, `presence`, `interest`, `error`;
+//! `config`, `wire`, `membership`, `link`; `shared`, `event`, `raft`; `driver`; `handle`.
 
 use std::fmt;
 
@@ -35,6 +43,7 @@ use serde::{Deserialize, Serialize};
 pub mod config;
 mod driver;
 pub mod error;
+pub mod event;
 pub mod handle;
 pub mod identity;
 pub mod interest;
@@ -43,16 +52,19 @@ pub mod membership;
 pub mod presence;
 pub mod raft;
 pub mod secure;
+mod shared;
 mod stall;
+mod sync;
+pub mod transport;
 pub mod wire;
 
 pub use config::ClusterConfig;
 pub use error::ClusterError;
-pub use handle::{ClusterEvent, ClusterHandle, ClusterView};
+pub use event::ClusterEvent;
+pub use handle::{ClusterHandle, ClusterView};
 pub use identity::PeerId;
 pub use raft::Leadership;
 pub use secure::{ClusterSecret, Keyring};
-pub use wire::RelayPayload;
 
 /// A node's stable name (the StatefulSet pod name, `REALTIME_NODE_ID`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -26,23 +26,23 @@
 //! that cannot prove it holds the secret is refused (and counted) before any frame is read, and
 //! every frame after it is encrypted and authenticated.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
-use crate::handle::lock;
 use crate::identity::PeerId;
 use crate::secure::codec::PeerCodec;
 use crate::secure::{handshake, PeerAuth};
+use crate::sync::{lock, read};
+use crate::transport::{ReadHalf, Transport, WriteHalf};
 use crate::wire::{self, Lane, PeerMessage, MAX_FRAME_BYTES};
 
 mod accept;
@@ -87,6 +87,7 @@ pub struct Link {
     pub lane: Lane,
     /// The local address connections are made from (see [`spawn`]).
     source: Option<IpAddr>,
+    transport: Arc<dyn Transport>,
     queue: mpsc::UnboundedSender<Bytes>,
     queued_bytes: AtomicUsize,
     max_bytes: usize,
@@ -211,25 +212,34 @@ impl Link {
     }
 }
 
-/// Starts a link to `peer` on `lane`; `me` is read at every (re)connect for the `Hello`.
-///
-/// `source` is the address outgoing connections leave from: the node's cluster bind address when it
-/// names one, so a peer (and a firewall rule between two nodes) sees the same address for this node's
-/// incoming and outgoing traffic. `None` leaves the choice to the kernel (a wildcard bind).
+/// What every link of a node dials with.
+#[derive(Clone)]
+pub(crate) struct Dialer {
+    /// This node's identity, read at every (re)connect for the `Hello`.
+    pub me: Arc<RwLock<PeerId>>,
+    /// The address outgoing connections leave from: the node's cluster bind address when it names
+    /// one, so a peer (and a firewall rule between two nodes) sees the same address for this node's
+    /// incoming and outgoing traffic. `None` leaves the choice to the kernel (a wildcard bind).
+    pub source: Option<IpAddr>,
+    pub transport: Arc<dyn Transport>,
+    pub auth: Arc<PeerAuth>,
+}
+
+/// Starts a link to `peer` on `lane`, its queue bounded by `max_bytes`.
 pub(crate) fn spawn(
     peer: PeerId,
     lane: Lane,
-    me: Arc<RwLock<PeerId>>,
-    source: Option<IpAddr>,
+    dialer: Dialer,
     max_bytes: usize,
     events: mpsc::Sender<LinkEvent>,
-    auth: Arc<PeerAuth>,
 ) -> Arc<Link> {
+    let Dialer { me, source, transport, auth } = dialer;
     let (queue, rx) = mpsc::unbounded_channel();
     let link = Arc::new(Link {
         peer,
         lane,
         source,
+        transport,
         queue,
         queued_bytes: AtomicUsize::new(0),
         max_bytes,
@@ -309,26 +319,17 @@ async fn run(
     }
 }
 
-/// A TCP connection to `addr`, leaving from `source` when given.
-async fn dial(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
-    let Some(source) = source else { return TcpStream::connect(addr).await };
-    let socket = if source.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    socket.bind(SocketAddr::new(source, 0))?;
-    socket.connect(addr).await
-}
-
 /// One connection of a link: frames go out, acknowledgements come back.
 struct Connection {
-    frames: FramedWrite<OwnedWriteHalf, PeerCodec>,
-    acks: FramedRead<OwnedReadHalf, PeerCodec>,
+    frames: FramedWrite<WriteHalf, PeerCodec>,
+    acks: FramedRead<ReadHalf, PeerCodec>,
 }
 
 /// Connects, proves to the peer (and has it prove) that both hold the cluster secret, and says
 /// `Hello`; `None` when any step fails.
 async fn open(link: &Link, me: &RwLock<PeerId>, auth: &PeerAuth) -> Option<Connection> {
-    let mut stream =
-        tokio::time::timeout(CONNECT_TIMEOUT, dial(link.peer.addr, link.source)).await.ok()?.ok()?;
-    let _ = stream.set_nodelay(true);
+    let dialled = link.transport.dial(link.peer.addr, link.source);
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, dialled).await.ok()?.ok()?;
     let keys = auth.keys();
     let codec = match tokio::time::timeout(
         HELLO_TIMEOUT,
@@ -348,11 +349,10 @@ async fn open(link: &Link, me: &RwLock<PeerId>, auth: &PeerAuth) -> Option<Conne
         }
         Err(_) => return None,
     };
-    let (reading, writing) = stream.into_split();
+    let (reading, writing) = stream.into_halves();
     let acks = FramedRead::new(reading, codec.twin());
     let mut frames = FramedWrite::new(writing, codec);
-    let hello =
-        PeerMessage::Hello { from: me.read().unwrap_or_else(|e| e.into_inner()).clone(), lane: link.lane };
+    let hello = PeerMessage::Hello { from: read(me).clone(), lane: link.lane };
     let seq = next_seq();
     let frame = wire::sequenced(seq, &wire::encode(&hello).ok()?);
     let (len, at) = (frame.len(), Instant::now());
@@ -467,10 +467,16 @@ async fn pump(
 mod tests {
     use tokio::net::TcpListener;
 
+    use crate::transport::Network;
+
     use super::*;
     use crate::NodeId;
 
-    fn peer(addr: SocketAddr) -> PeerId {
+    fn dialer(me: Arc<RwLock<PeerId>>, auth: Arc<PeerAuth>) -> Dialer {
+        Dialer { me, source: None, transport: Arc::new(Network), auth }
+    }
+
+    fn peer(addr: std::net::SocketAddr) -> PeerId {
         PeerId { node: NodeId("slow".into()), incarnation: 1, epoch: 0, addr }
     }
 
@@ -489,7 +495,7 @@ mod tests {
         let me = Arc::new(RwLock::new(PeerId { node: NodeId("me".into()), ..peer(addr) }));
         let (events_tx, mut events) = mpsc::channel(16);
         let max = 1 << 20;
-        let link = spawn(peer(addr), Lane::Data, me, None, max, events_tx, Arc::new(PeerAuth::insecure()));
+        let link = spawn(peer(addr), Lane::Data, dialer(me, Arc::new(PeerAuth::insecure())), max, events_tx);
         let first = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap();
         assert!(matches!(first, Some(LinkEvent::Up { lane: Lane::Data, .. })));
 
@@ -532,7 +538,7 @@ mod tests {
         let me = Arc::new(RwLock::new(PeerId { node: NodeId("me".into()), ..peer(addr) }));
         let (events_tx, mut events) = mpsc::channel(16);
         let auth = Arc::new(PeerAuth::insecure());
-        let link = spawn(peer(addr), Lane::Data, me.clone(), None, 1 << 20, events_tx, auth.clone());
+        let link = spawn(peer(addr), Lane::Data, dialer(me.clone(), auth.clone()), 1 << 20, events_tx);
         let up = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap();
         assert!(matches!(up, Some(LinkEvent::Up { .. })));
         let started = std::time::Instant::now();
@@ -559,9 +565,9 @@ mod tests {
         let (data, mut inbox) = mpsc::channel(1024);
         let inboxes = Inboxes { data, control: mpsc::channel(1).0 };
         let stop = CancellationToken::new();
-        tokio::spawn(accept(listener, inboxes, auth.clone(), Arc::default(), stop.clone()));
+        tokio::spawn(accept(Box::new(listener), inboxes, auth.clone(), Arc::default(), stop.clone()));
         let (events_tx, mut events) = mpsc::channel(16);
-        let link = spawn(peer(addr), Lane::Data, me, None, 1 << 20, events_tx, auth);
+        let link = spawn(peer(addr), Lane::Data, dialer(me, auth), 1 << 20, events_tx);
         tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap();
         for _ in 0..20 {
             link.send(&PeerMessage::SnapshotRequest);

@@ -28,7 +28,6 @@ use foca::{Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer};
 use rand_foca::rngs::SmallRng;
 use rand_foca::SeedableRng;
 use serde::Serialize;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +35,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ClusterConfig;
 use crate::identity::PeerId;
 use crate::secure::{packet, PeerAuth};
+use crate::sync::{read, write};
+use crate::transport::Datagrams;
 
 /// What the core learns from the failure detector.
 #[derive(Debug, Clone)]
@@ -90,19 +91,11 @@ fn swim_config(config: &ClusterConfig) -> foca::Config {
 /// machine delayed them by more than the failure detector's timeouts (a healthy node was declared
 /// down and renamed, its links reset). Foca's work is small, so the thread mostly sleeps and the OS
 /// scheduler wakes it promptly. The thread ends when the cluster stops.
-pub(crate) fn start(
-    membership: impl FnOnce(UdpSocket) -> Membership + Send + 'static,
-    socket: std::net::UdpSocket,
-) -> std::io::Result<()> {
+pub(crate) fn start(membership: Membership) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    std::thread::Builder::new().name("cluster-swim".into()).spawn(move || {
-        runtime.block_on(async move {
-            match UdpSocket::from_std(socket) {
-                Ok(socket) => membership(socket).run().await,
-                Err(error) => tracing::error!(%error, "membership socket unusable: membership stopped"),
-            }
-        });
-    })?;
+    std::thread::Builder::new()
+        .name("cluster-swim".into())
+        .spawn(move || runtime.block_on(membership.run()))?;
     Ok(())
 }
 
@@ -134,7 +127,8 @@ pub(crate) async fn resolve_seeds(seeds: &[String], default_port: u16) -> Vec<So
 
 pub(crate) struct Membership {
     pub config: ClusterConfig,
-    pub socket: UdpSocket,
+    /// The cluster port's datagrams (UDP, or the in-memory twin's).
+    pub socket: Box<dyn Datagrams>,
     /// Seals what is sent and opens what is received (or passes it through, when insecure).
     pub auth: Arc<PeerAuth>,
     pub me: Arc<RwLock<PeerId>>,
@@ -147,7 +141,7 @@ pub(crate) struct Membership {
 
 impl Membership {
     pub(crate) async fn run(mut self) {
-        let identity = self.me.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let identity = read(&self.me).clone();
         let mut swim: Swim =
             Foca::new(identity, swim_config(&self.config), SmallRng::seed_from_u64(seed()), PostcardCodec);
         let mut runtime = foca::AccumulatingRuntime::new();
@@ -289,7 +283,7 @@ impl Membership {
         *runtime = foca::AccumulatingRuntime::new();
         // The old instance's timers would be taken by the new one (their tokens start over).
         timers.clear();
-        *self.me.write().unwrap_or_else(|e| e.into_inner()) = renewed.clone();
+        *write(&self.me) = renewed.clone();
         let _ = self.events.send(MembershipEvent::Rejoined(renewed)).await;
         for addr in &peers {
             let _ = swim.announce(PeerId::seed(*addr), &mut *runtime);
@@ -321,7 +315,7 @@ impl Membership {
                 OwnedNotification::Rename(old, new) => Some(MembershipEvent::Renamed(old, new)),
                 OwnedNotification::Rejoin(id) => {
                     tracing::warn!(identity = ?id, "this node was declared down by the cluster: rejoined");
-                    *self.me.write().unwrap_or_else(|e| e.into_inner()) = id.clone();
+                    *write(&self.me) = id.clone();
                     Some(MembershipEvent::Rejoined(id))
                 }
                 OwnedNotification::Active => {
@@ -356,7 +350,7 @@ impl Membership {
                     },
                 })
                 .collect();
-            *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
+            *write(&self.view) = view;
         }
         alone
     }

@@ -19,7 +19,7 @@ use crate::identity::PeerId;
 use crate::presence::{Delta, Snapshot, Version};
 
 /// The version byte at the start of every frame.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// The first byte of every frame on a link: the link format (sequence numbers and acknowledgements).
 pub const LINK_VERSION: u8 = 2;
@@ -37,22 +37,14 @@ pub enum Lane {
     Control,
 }
 
-/// A broadcast as it crosses to another node; the receiving node encodes it for its own clients.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RelayPayload {
-    /// A JSON payload delivered as event `broadcast`.
-    Json(String),
-    /// A user broadcast: event name, `binary` = opaque bytes (else UTF-8 JSON), and its `meta`.
-    User { event: String, binary: bool, data: Vec<u8>, meta: Option<String> },
-}
-
 /// Everything nodes say to each other.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum PeerMessage {
     /// The first frame on every link: who is sending, on which lane.
     Hello { from: PeerId, lane: Lane },
-    /// A broadcast published on the sending node, for its members of `topic` here. Never relayed on.
-    Relay { topic: String, payload: RelayPayload },
+    /// A broadcast published on the sending node, for its members of `topic` here, in the node's own
+    /// encoding (the cluster does not read it). Never relayed on.
+    Relay { topic: String, body: Vec<u8> },
     /// The sender's member counts per topic (0 = none left); `full` replaces everything known before.
     Members { counts: Vec<(String, u32)>, full: bool },
     /// The sender's own presence changes.
@@ -65,13 +57,11 @@ pub enum PeerMessage {
     SnapshotRequest,
     /// The sender is shutting down: drop its presences now rather than after the failure detector.
     Leaving { incarnation: u64, epoch: u64 },
-    /// Postgres Changes from the CDC leader (a transaction, a relation change, stream liveness), in
-    /// the node's own encoding.
-    Cdc { body: Vec<u8> },
-    /// The sender has delivered (and recorded) every change up to `lsn`: the leader acknowledges
-    /// to PostgreSQL only what every live node delivered. `gap`: the sender missed shipped changes
-    /// (it was out of the cluster) and asks the leader to replay the stream from the slot.
-    CdcDelivered { lsn: u64, gap: bool },
+    /// A message of the node's own, addressed to the receiving node (for realtime: Postgres Changes
+    /// shipped by the CDC leader, and how far each node delivered them), in the node's encoding: the
+    /// cluster carries it in order on the data lane without reading it, so a new cross-node feature
+    /// of the node touches no variant here.
+    Node { body: Vec<u8> },
     /// A raft RPC (control lane); `body` is the JSON of `raft::network::RpcRequest`. The answer
     /// comes back on the receiver's own control link as a `RaftResponse` with the same `id`.
     RaftRequest { id: u64, body: Vec<u8> },
@@ -184,15 +174,8 @@ mod tests {
         };
         let messages = [
             PeerMessage::Hello { from, lane: Lane::Control },
-            PeerMessage::Relay {
-                topic: "public:room".into(),
-                payload: RelayPayload::User {
-                    event: "e".into(),
-                    binary: true,
-                    data: vec![0, 255],
-                    meta: None,
-                },
-            },
+            PeerMessage::Relay { topic: "public:room".into(), body: vec![0, 255] },
+            PeerMessage::Node { body: vec![1, 2, 3] },
             PeerMessage::Members { counts: vec![("public:a".into(), 3)], full: true },
             PeerMessage::PresenceDigest { version: Version { incarnation: 1, epoch: 2, seq: 3 } },
             PeerMessage::Leaving { incarnation: 1, epoch: 0 },

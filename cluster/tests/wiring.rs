@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use realtime_cluster::presence::{Entry, TopicChange};
-use realtime_cluster::{ClusterConfig, ClusterEvent, ClusterHandle, NodeId, RelayPayload};
+use realtime_cluster::{ClusterConfig, ClusterEvent, ClusterHandle, NodeId};
 use tokio::sync::mpsc;
 
 const T: Duration = Duration::from_secs(10);
@@ -83,15 +83,15 @@ async fn three_handles_relay_replicate_and_forget() {
         assert!(Instant::now() < deadline, "member count never reached a");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let sent = a.relay("public:room", || RelayPayload::Json("{\"n\":1}".into()));
+    let sent = a.relay("public:room", || "{\"n\":1}".as_bytes().to_vec());
     assert_eq!(sent, 2, "relayed to both peers");
     for events in [&mut b_events, &mut c_events] {
         let got = next(events, "relay", |e| match e {
-            ClusterEvent::Relay { topic, payload } => Some((topic.clone(), payload.clone())),
+            ClusterEvent::Relay { topic, body } => Some((topic.clone(), body.clone())),
             _ => None,
         })
         .await;
-        assert_eq!(got, ("public:room".into(), RelayPayload::Json("{\"n\":1}".into())));
+        assert_eq!(got, ("public:room".into(), b"{\"n\":1}".to_vec()));
     }
 
     // A presence tracked on `c` shows up on `a` and `b`.

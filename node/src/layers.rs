@@ -1,5 +1,7 @@
-//! A guard on the crate's layering: which top-level modules of `node/src` refer to which others, and no
-//! new import cycle between them (issue 18).
+//! A guard on the workspace's layering (issue 18): which top-level modules of `node/src` and of
+//! `cluster/src` refer to which others, with no import cycle between them; and no source file of any
+//! crate over [`MAX_CODE_LINES`] lines of code. It lives here, in the crate that sits on top of the
+//! others, so one test run checks them all.
 //!
 //! The scan is textual and deliberately small: comments, string and char literals are blanked out, then
 //! every `crate::m` path (in `use` lines or inline, `use crate::{a, b}` groups included) and every
@@ -23,6 +25,14 @@ pub type Graph = BTreeMap<String, BTreeSet<String>>;
 /// presence, resume, replay, channel, cdc, webhooks, peers, authz, inbox, state, socket.
 /// None is left: node/src has no import cycle (the last edge, webhooks → socket, went with `close`).
 const KNOWN_BACK_EDGES: &[(&str, &str, &str)] = &[];
+
+/// The most lines of code (not blank, not only comment, not under `#[cfg(test)]`) one source file may
+/// hold: past it a file holds more than one concept a reader looks for by name.
+pub const MAX_CODE_LINES: usize = 600;
+
+/// Source files still over [`MAX_CODE_LINES`], each with why; the list only shrinks (a listed file
+/// that fits fails the check, so its entry goes).
+const KNOWN_LARGE: &[(&str, &str)] = &[];
 
 /// Strongly connected components with more than one module (a module referring to itself is not a cycle),
 /// each sorted, largest first.
@@ -353,6 +363,47 @@ pub fn scan(root: &Path) -> Graph {
     graph
 }
 
+/// Lines of code in one source file: lines that hold something besides comments and whitespace,
+/// outside items marked `#[cfg(test)]` (a test module inline, or a test-only function or import).
+pub fn code_lines(src: &str) -> usize {
+    let code = strip(src);
+    let mut count = 0;
+    // While inside a `#[cfg(test)]` item: the brace depth it started at, and whether its body opened.
+    let mut skipping: Option<(usize, bool)> = None;
+    let mut depth = 0usize;
+    for line in code.lines() {
+        let text = line.trim();
+        if skipping.is_none() && text.starts_with("#[cfg(test)]") {
+            skipping = Some((depth, false));
+        }
+        let counted = skipping.is_none() && !text.is_empty();
+        for c in text.chars() {
+            match c {
+                '{' => {
+                    depth += 1;
+                    if let Some((_, opened)) = skipping.as_mut() {
+                        *opened = true;
+                    }
+                }
+                '}' => depth = depth.saturating_sub(1),
+                ';' if skipping.is_some_and(|(at, opened)| !opened && depth == at) => skipping = None,
+                _ => {}
+            }
+        }
+        if skipping.is_some_and(|(at, opened)| opened && depth == at) {
+            skipping = None;
+        }
+        count += usize::from(counted);
+    }
+    count
+}
+
+/// Whether a file under `src` holds only tests (by the names this workspace gives them).
+fn is_test_file(path: &Path) -> bool {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    stem == "tests" || stem == "proptests" || stem.ends_with("_test") || stem.ends_with("_tests")
+}
+
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let mut entries: Vec<_> = entries.map(|e| e.expect("dir entry").path()).collect();
@@ -440,6 +491,76 @@ mod tests {
             references("use crate::alpha::X; use crate::beta;", &["alpha"], &modules),
             names(&["beta"])
         );
+    }
+
+    #[test]
+    fn counts_code_lines_outside_comments_and_tests() {
+        let src = r#"
+            //! A module doc.
+            use std::fmt; // a trailing comment
+
+            /* a block
+               comment */
+            fn f() {
+                let s = "// not a comment";
+            }
+            #[cfg(test)]
+            use std::collections::HashMap;
+            #[cfg(test)]
+            mod tests {
+                fn g() {
+                    if true { }
+                }
+            }
+            const X: u8 = 1;
+        "#;
+        assert_eq!(code_lines(src), 5);
+        assert!(is_test_file(Path::new("presence/replica_test.rs")));
+        assert!(is_test_file(Path::new("pgoutput/fuzz_tests.rs")));
+        assert!(!is_test_file(Path::new("cdc/tests_helper_free.rs")));
+    }
+
+    /// Every crate's sources: no file over the bound but the known ones, and the known ones only shrink.
+    #[test]
+    fn no_source_file_is_over_the_bound() {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut problems = Vec::new();
+        for krate in ["proto", "cluster", "node", "loadtest"] {
+            let mut files = Vec::new();
+            rust_files(&workspace.join(krate).join("src"), &mut files);
+            for file in files.iter().filter(|f| !is_test_file(f)) {
+                let name = file
+                    .strip_prefix(&workspace)
+                    .expect("under the workspace")
+                    .to_string_lossy()
+                    .into_owned();
+                let lines = code_lines(&std::fs::read_to_string(file).expect("read source"));
+                let known = KNOWN_LARGE.iter().any(|&(known, _)| known == name);
+                if lines > MAX_CODE_LINES && !known {
+                    problems.push(format!(
+                        "{name}: {lines} lines of code (at most {MAX_CODE_LINES}): split it by concept"
+                    ));
+                } else if lines <= MAX_CODE_LINES && known {
+                    problems
+                        .push(format!("{name}: {lines} lines of code now fits: remove it from KNOWN_LARGE"));
+                }
+            }
+        }
+        for &(known, _) in KNOWN_LARGE {
+            if !workspace.join(known).is_file() {
+                problems.push(format!("{known} is listed in KNOWN_LARGE but does not exist"));
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    /// The cluster crate has no import cycle between its top-level modules (and no list of known ones).
+    #[test]
+    fn cluster_src_has_no_import_cycles() {
+        let graph = scan(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster/src"));
+        assert!(graph.len() > 10, "the scan found the cluster's modules: {graph:?}");
+        let problems = check(&graph, &[]);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
 
     /// The crate's own graph: no cycles beyond the known ones, and the known ones only shrink.

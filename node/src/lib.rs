@@ -16,7 +16,8 @@
 //! Every producer writes to a socket's [`delivery::Outbox`]; the socket's writer task drains it.
 //!
 //! ## Layout
-//! - [`config`]: the typed configuration (flags, env, file).
+//! - [`config`]: the typed configuration (flags, env, file): each setting declared once, decided without
+//!   I/O, the files it names read at start-up.
 //! - [`auth`]: JWT verification and dev tokens.
 //! - [`http`]: routes: WebSocket upgrade, REST broadcast, health, metrics.
 //! - [`socket`]: one actor per WebSocket.
@@ -51,6 +52,7 @@ pub mod limits;
 pub mod listener;
 pub mod message_row;
 pub mod metrics;
+pub mod peer_message;
 pub mod peers;
 pub mod presence;
 pub mod replay;

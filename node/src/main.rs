@@ -4,12 +4,16 @@
 use anyhow::Context as _;
 use clap::Parser as _;
 use realtime_node::auth::dev;
-use realtime_node::config::{Config, Settings};
+use realtime_node::config::{Config, Machine, Settings};
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     realtime_node::telemetry::init();
-    let mut config = Config::load(Settings::parse()).context("configuration")?;
+    let settings = Settings::parse().with_file().context("configuration")?;
+    // Deciding is pure (defaults, validation); the files it names are read and the advertised address
+    // is looked up after, at start-up.
+    let draft = Config::decide(settings, &Machine::current()).context("configuration")?;
+    let mut config = draft.start().context("configuration")?;
     let metrics = realtime_node::metrics::install().context("metrics recorder")?;
     if config.jwt_secret.is_none() {
         let secret = dev::generate_secret();

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use realtime_cluster::{ClusterConfig, ClusterEvent, ClusterHandle, NodeId, RelayPayload};
+use realtime_cluster::{ClusterConfig, ClusterEvent, ClusterHandle, NodeId};
 use realtime_proto::binary::BinaryEncoding;
 use tokio::sync::mpsc;
 
@@ -21,6 +21,7 @@ use crate::cdc::CdcHandle;
 use crate::channel::messages::{RemoteBroadcast, RemotePresence};
 use crate::channel::Registry;
 use crate::config::Config;
+use crate::peer_message::{NodeMessage, RelayPayload};
 use crate::vocab::{BroadcastBody, TopicKey};
 use crate::webhooks::Webhooks;
 
@@ -53,7 +54,13 @@ pub fn from_payload(payload: RelayPayload) -> BroadcastBody {
 /// Sends a broadcast published on this node to every peer (see `ClusterHandle::relay`).
 pub fn relay(cluster: Option<&ClusterHandle>, key: &TopicKey, body: &BroadcastBody) {
     if let Some(cluster) = cluster {
-        cluster.relay(&key.cluster_topic(), || to_payload(body));
+        cluster.relay(&key.cluster_topic(), || match to_payload(body).encode() {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::error!(%error, "cannot encode a broadcast for the peers");
+                Vec::new()
+            }
+        });
     }
 }
 
@@ -94,8 +101,15 @@ pub async fn bridge(
 ) {
     while let Some(event) = events.recv().await {
         match event {
-            ClusterEvent::Relay { topic, payload } => {
+            ClusterEvent::Relay { topic, body } => {
                 let Some(key) = TopicKey::from_cluster_topic(&topic) else { continue };
+                let payload = match RelayPayload::decode(&body) {
+                    Ok(payload) => payload,
+                    Err(error) => {
+                        tracing::warn!(%topic, %error, "a peer's relay is not a broadcast: dropped");
+                        continue;
+                    }
+                };
                 registry.do_send(RemoteBroadcast {
                     key,
                     body: from_payload(payload),
@@ -117,14 +131,17 @@ pub async fn bridge(
                     registry.do_send(RemotePresence { key, change });
                 }
             }
-            ClusterEvent::Cdc { from, body } => {
+            ClusterEvent::Node { from, body } => {
+                let inbound = match NodeMessage::decode(&body) {
+                    Ok(NodeMessage::CdcShipped { body }) => CdcInbound::Shipped { from, body },
+                    Ok(NodeMessage::CdcDelivered { lsn, gap }) => CdcInbound::Delivered { from, lsn, gap },
+                    Err(error) => {
+                        tracing::warn!(peer = %from, %error, "a peer's message is not one this node knows: dropped");
+                        continue;
+                    }
+                };
                 if let Some(cdc) = &cdc {
-                    cdc.from_peer(CdcInbound::Shipped { from, body });
-                }
-            }
-            ClusterEvent::CdcDelivered { from, lsn, gap } => {
-                if let Some(cdc) = &cdc {
-                    cdc.from_peer(CdcInbound::Delivered { from, lsn, gap });
+                    cdc.from_peer(inbound);
                 }
             }
         }

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use realtime_node::config::defaults;
 use regex::Regex;
 
 fn root() -> PathBuf {
@@ -73,12 +72,21 @@ fn port_of(addr: &str) -> u16 {
     addr.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {addr}"))
 }
 
+/// The default the binary declares for the setting read from `env` (`realtime_node::config::declared`).
+fn default_of(env: &str) -> String {
+    realtime_node::config::declared()
+        .into_iter()
+        .find(|setting| setting.env == env)
+        .and_then(|setting| setting.default)
+        .unwrap_or_else(|| panic!("{env} has no declared default"))
+}
+
 fn http_port() -> u16 {
-    port_of(defaults::BIND)
+    port_of(&default_of("REALTIME_BIND"))
 }
 
 fn cluster_port() -> u16 {
-    port_of(defaults::CLUSTER_BIND)
+    port_of(&default_of("REALTIME_CLUSTER_BIND"))
 }
 
 /// `maxRestEventsPerSecond` → `REALTIME_MAX_REST_EVENTS_PER_SECOND` (what the chart's `snakecase | upper` does).
@@ -122,45 +130,45 @@ fn plain_configmap() -> BTreeMap<String, String> {
 
 /// The binary's default for each limit and timing the deploy files set.
 fn binary_defaults() -> BTreeMap<&'static str, String> {
-    use defaults as d;
     [
-        ("REALTIME_MAX_CONNECTIONS", d::MAX_CONNECTIONS.to_string()),
-        ("REALTIME_MAX_CHANNEL_MEMBERS", d::MAX_CHANNEL_MEMBERS.to_string()),
-        ("REALTIME_MAX_CHANNELS_PER_CLIENT", d::MAX_CHANNELS_PER_CLIENT.to_string()),
-        ("REALTIME_MAX_EVENTS_PER_SECOND", d::MAX_EVENTS_PER_SECOND.to_string()),
-        ("REALTIME_MAX_JOINS_PER_SECOND", d::MAX_JOINS_PER_SECOND.to_string()),
-        ("REALTIME_MAX_CLIENT_JOINS_PER_SECOND", d::MAX_CLIENT_JOINS_PER_SECOND.to_string()),
-        ("REALTIME_MAX_TOKEN_JOINS_PER_SECOND", d::MAX_TOKEN_JOINS_PER_SECOND.to_string()),
-        ("REALTIME_MAX_PAYLOAD_BYTES", d::MAX_PAYLOAD_BYTES.to_string()),
-        ("REALTIME_MAX_REST_EVENTS_PER_SECOND", d::MAX_REST_EVENTS_PER_SECOND.to_string()),
-        ("REALTIME_MAX_TOKEN_REST_EVENTS_PER_SECOND", d::MAX_TOKEN_REST_EVENTS_PER_SECOND.to_string()),
-        ("REALTIME_MAX_REST_BATCH", d::MAX_REST_BATCH.to_string()),
-        ("REALTIME_MAX_REST_CONCURRENCY", d::MAX_REST_CONCURRENCY.to_string()),
-        ("REALTIME_MAX_OUTBOX_BYTES", d::MAX_OUTBOX_BYTES.to_string()),
-        ("REALTIME_MAX_OUTBOX_FRAMES", d::MAX_OUTBOX_FRAMES.to_string()),
-        ("REALTIME_MAX_FRAME_BYTES", d::MAX_FRAME_BYTES.to_string()),
-        ("REALTIME_MAX_TOPIC_BYTES", d::MAX_TOPIC_BYTES.to_string()),
-        ("REALTIME_MAX_REF_BYTES", d::MAX_REF_BYTES.to_string()),
-        ("REALTIME_MAX_PRESENCE_KEY_BYTES", d::MAX_PRESENCE_KEY_BYTES.to_string()),
-        ("REALTIME_MAX_PRESENCE_DEPTH", d::MAX_PRESENCE_DEPTH.to_string()),
-        ("REALTIME_MAX_POSTGRES_CHANGES", d::MAX_POSTGRES_CHANGES.to_string()),
-        ("REALTIME_MAX_FILTER_BYTES", d::MAX_FILTER_BYTES.to_string()),
-        ("REALTIME_MAX_RECORD_BYTES", d::MAX_RECORD_BYTES.to_string()),
-        ("REALTIME_PRESENCE_MAX_CALLS", d::PRESENCE_MAX_CALLS.to_string()),
-        ("REALTIME_PRESENCE_WINDOW_MS", d::PRESENCE_WINDOW_MS.to_string()),
-        ("REALTIME_IDLE_TIMEOUT_MS", d::IDLE_TIMEOUT_MS.to_string()),
-        ("REALTIME_WRITE_TIMEOUT_MS", d::WRITE_TIMEOUT_MS.to_string()),
-        ("REALTIME_REQUEST_BODY_TIMEOUT_MS", d::REQUEST_BODY_TIMEOUT_MS.to_string()),
-        ("REALTIME_JOIN_ERROR_DELAY_MS", d::JOIN_ERROR_DELAY_MS.to_string()),
-        ("REALTIME_CONNECT_ERROR_DELAY_MS", d::CONNECT_ERROR_DELAY_MS.to_string()),
-        ("REALTIME_CLUSTER_PROBE_MS", d::CLUSTER_PROBE_MS.to_string()),
-        ("REALTIME_CLUSTER_SUSPECT_MS", d::CLUSTER_SUSPECT_MS.to_string()),
-        ("REALTIME_CDC_RESUME_GRACE_MS", d::CDC_RESUME_GRACE_MS.to_string()),
-        ("REALTIME_PUBLICATION", d::PUBLICATION.to_string()),
-        ("REALTIME_SLOT", d::SLOT.to_string()),
-        ("REALTIME_SHUTDOWN_GRACE_MS", d::SHUTDOWN_GRACE_MS.to_string()),
+        "REALTIME_MAX_CONNECTIONS",
+        "REALTIME_MAX_CHANNEL_MEMBERS",
+        "REALTIME_MAX_CHANNELS_PER_CLIENT",
+        "REALTIME_MAX_EVENTS_PER_SECOND",
+        "REALTIME_MAX_JOINS_PER_SECOND",
+        "REALTIME_MAX_CLIENT_JOINS_PER_SECOND",
+        "REALTIME_MAX_TOKEN_JOINS_PER_SECOND",
+        "REALTIME_MAX_PAYLOAD_BYTES",
+        "REALTIME_MAX_REST_EVENTS_PER_SECOND",
+        "REALTIME_MAX_TOKEN_REST_EVENTS_PER_SECOND",
+        "REALTIME_MAX_REST_BATCH",
+        "REALTIME_MAX_REST_CONCURRENCY",
+        "REALTIME_MAX_OUTBOX_BYTES",
+        "REALTIME_MAX_OUTBOX_FRAMES",
+        "REALTIME_MAX_FRAME_BYTES",
+        "REALTIME_MAX_TOPIC_BYTES",
+        "REALTIME_MAX_REF_BYTES",
+        "REALTIME_MAX_PRESENCE_KEY_BYTES",
+        "REALTIME_MAX_PRESENCE_DEPTH",
+        "REALTIME_MAX_POSTGRES_CHANGES",
+        "REALTIME_MAX_FILTER_BYTES",
+        "REALTIME_MAX_RECORD_BYTES",
+        "REALTIME_PRESENCE_MAX_CALLS",
+        "REALTIME_PRESENCE_WINDOW_MS",
+        "REALTIME_IDLE_TIMEOUT_MS",
+        "REALTIME_WRITE_TIMEOUT_MS",
+        "REALTIME_REQUEST_BODY_TIMEOUT_MS",
+        "REALTIME_JOIN_ERROR_DELAY_MS",
+        "REALTIME_CONNECT_ERROR_DELAY_MS",
+        "REALTIME_CLUSTER_PROBE_MS",
+        "REALTIME_CLUSTER_SUSPECT_MS",
+        "REALTIME_CDC_RESUME_GRACE_MS",
+        "REALTIME_PUBLICATION",
+        "REALTIME_SLOT",
+        "REALTIME_SHUTDOWN_GRACE_MS",
     ]
     .into_iter()
+    .map(|env| (env, default_of(env)))
     .collect()
 }
 

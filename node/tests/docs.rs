@@ -1,5 +1,7 @@
 //! The operator docs cannot drift from the binary: `docs/configuration.md`'s table lists exactly the
-//! variables `realtime --help` shows (`[env: NAME=]`), each with its flag, and `docs/metrics.md` names
+//! variables `realtime --help` shows (`[env: NAME=]`), each with its flag, and exactly the settings the
+//! code declares (`realtime_node::config::declared`), each with its flag and declared default (so does
+//! the README's copy of the table), and `docs/metrics.md` names
 //! every metric and label value `node/src/metrics.rs` registers, and `docs/errors.md`'s close code table
 //! lists exactly the closes of `realtime_node::close::Close`. Plain text, no network.
 
@@ -42,20 +44,24 @@ fn help_env_flags() -> BTreeMap<String, String> {
     vars
 }
 
-/// Variable → flag, from the `| variable | flag | default | meaning |` table of docs/configuration.md.
-fn doc_env_flags() -> BTreeMap<String, String> {
-    let doc = read("docs/configuration.md");
+/// Variable → (flag, default), from the `| variable | flag | default | meaning |` table of `rel`
+/// (docs/configuration.md, or the README's copy). A row whose flag is `—` (`RUST_LOG`) is not a setting.
+fn doc_settings(rel: &str) -> BTreeMap<String, (String, String)> {
+    let doc = read(rel);
     let mut lines = doc.lines().skip_while(|l| !l.starts_with("| variable | flag | default | meaning |"));
-    assert!(
-        lines.next().is_some(),
-        "docs/configuration.md has no `| variable | flag | default | meaning |` table"
-    );
-    let row = Regex::new(r"^\| `([A-Z0-9_]+)` \| `(--[a-z0-9-]+)` \|").unwrap();
+    assert!(lines.next().is_some(), "{rel} has no `| variable | flag | default | meaning |` table");
+    let row = Regex::new(r"^\| `([A-Z0-9_]+)` \| (`--[a-z0-9-]+`|—) \| ([^|]*) \|").unwrap();
     let mut vars = BTreeMap::new();
     for line in lines.skip(1).take_while(|l| l.starts_with('|')) {
-        let c = row.captures(line).unwrap_or_else(|| panic!("not a `| `VAR` | `--flag` | …` row: {line}"));
-        let previous = vars.insert(c[1].to_string(), c[2].to_string());
-        assert!(previous.is_none(), "{} is listed twice in docs/configuration.md", &c[1]);
+        let c = row
+            .captures(line)
+            .unwrap_or_else(|| panic!("{rel}: not a `| `VAR` | `--flag` | default |` row: {line}"));
+        if &c[2] == "—" {
+            continue;
+        }
+        let flag = c[2].trim_matches('`').to_string();
+        let previous = vars.insert(c[1].to_string(), (flag, c[3].trim().to_string()));
+        assert!(previous.is_none(), "{} is listed twice in {rel}", &c[1]);
     }
     vars
 }
@@ -63,7 +69,8 @@ fn doc_env_flags() -> BTreeMap<String, String> {
 #[test]
 fn configuration_doc_lists_every_variable_of_help_with_its_flag() {
     let help = help_env_flags();
-    let doc = doc_env_flags();
+    let doc: BTreeMap<String, String> =
+        doc_settings("docs/configuration.md").into_iter().map(|(v, (f, _))| (v, f)).collect();
     let missing: Vec<String> =
         help.iter().filter(|(v, _)| !doc.contains_key(*v)).map(|(v, f)| format!("{v} ({f})")).collect();
     assert!(
@@ -79,6 +86,44 @@ fn configuration_doc_lists_every_variable_of_help_with_its_flag() {
         .map(|(v, f)| format!("{v}: help {f}, doc {}", doc[v]))
         .collect();
     assert!(wrong.is_empty(), "flags differ:\n{}", wrong.join("\n"));
+}
+
+/// Every declared setting is in the table of `rel` with its flag and declared default, and the table
+/// names no other.
+fn table_matches_the_declared_settings(rel: &str) {
+    let declared = realtime_node::config::declared();
+    let doc = doc_settings(rel);
+    let mut wrong = Vec::new();
+    for setting in &declared {
+        let Some((flag, default)) = doc.get(setting.env) else {
+            wrong.push(format!("{} ({}) is not in the table", setting.env, setting.flag));
+            continue;
+        };
+        if *flag != setting.flag {
+            wrong.push(format!("{}: declared {}, table {flag}", setting.env, setting.flag));
+        }
+        // A declared default is written as it is (an address or a name in backticks); a setting without
+        // one says in words what its absence means.
+        if let Some(want) = &setting.default {
+            if default.trim_matches('`') != want {
+                wrong.push(format!("{}: declared default {want}, table {default}", setting.env));
+            }
+        }
+    }
+    for env in doc.keys().filter(|env| !declared.iter().any(|s| s.env == env.as_str())) {
+        wrong.push(format!("{env} is in the table but no setting reads it"));
+    }
+    assert!(wrong.is_empty(), "{rel} and the declared settings differ:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn configuration_doc_lists_every_declared_setting_with_its_flag_and_default() {
+    table_matches_the_declared_settings("docs/configuration.md");
+}
+
+#[test]
+fn readme_table_lists_every_declared_setting_with_its_flag_and_default() {
+    table_matches_the_declared_settings("README.md");
 }
 
 /// Metric names registered in node/src/metrics.rs (`counter!`/`gauge!`/`histogram!` with a literal

@@ -6,9 +6,10 @@ use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
-use super::{lock, ClusterHandle};
+use super::ClusterHandle;
 use crate::membership::MemberView;
 use crate::raft::node::RaftView;
+use crate::sync::{lock, read};
 
 /// `/cluster`: this node, its members, links and presence replicas.
 #[derive(Debug, Serialize)]
@@ -91,7 +92,7 @@ impl ClusterHandle {
     pub fn view(&self) -> ClusterView {
         let me = self.me();
         let mut link_views = Vec::new();
-        for (node, peer) in self.shared.links.read().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (node, peer) in read(&self.shared.links).iter() {
             for (lane, link) in [("data", &peer.data), ("control", &peer.control)] {
                 link_views.push(LinkView {
                     node: node.0.clone(),
@@ -123,14 +124,10 @@ impl ClusterHandle {
             epoch: me.epoch,
             addr: me.addr,
             ready: self.is_ready(),
-            members: self.shared.members.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            members: read(&self.shared.members).clone(),
             links: link_views,
             presence: PresenceView { version, local_entries, remote_entries, origins },
-            interest: self
-                .shared
-                .remote_counts
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
+            interest: read(&self.shared.remote_counts)
                 .per_node()
                 .into_iter()
                 .map(|(node, run, topics)| InterestView { node: node.0, run, topics })

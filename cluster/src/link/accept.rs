@@ -17,19 +17,20 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::progress::{AckClock, Admit, Order, ACK_EVERY};
 use super::{HELLO_TIMEOUT, STALL_AFTER};
-use crate::handle::lock;
 use crate::identity::PeerId;
 use crate::secure::{handshake, PeerAuth};
+use crate::sync::lock;
+use crate::transport::{Listener, Stream};
 use crate::wire::{self, Lane, PeerMessage, MAX_FRAME_BYTES};
 
 /// Connections still in their handshake at once, in all and from one address; more are closed at
@@ -88,7 +89,7 @@ struct HandshakeSlot {
 
 impl HandshakeSlots {
     fn take(slots: &Arc<HandshakeSlots>, ip: std::net::IpAddr) -> Option<HandshakeSlot> {
-        let mut by_address = slots.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by_address = lock(&slots.by_address);
         let total: usize = by_address.values().sum();
         let mine = by_address.entry(ip).or_default();
         if total >= MAX_PENDING_HANDSHAKES || *mine >= MAX_PENDING_HANDSHAKES_PER_ADDRESS {
@@ -104,7 +105,7 @@ impl HandshakeSlots {
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
-        let mut by_address = self.slots.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by_address = lock(&self.slots.by_address);
         if let Some(count) = by_address.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {
@@ -116,7 +117,7 @@ impl Drop for HandshakeSlot {
 
 /// Accepts peer connections; each is read by its own task that hands decoded frames to `deliver`.
 pub(crate) async fn accept(
-    listener: TcpListener,
+    mut listener: Box<dyn Listener>,
     deliver: Inboxes,
     auth: Arc<PeerAuth>,
     arrivals: Arc<Arrivals>,
@@ -135,7 +136,6 @@ pub(crate) async fn accept(
                     auth.log_refusal("a peer connection", from, &"too many connections in their handshake");
                     continue;
                 };
-                let _ = stream.set_nodelay(true);
                 let reader = Reader {
                     addr: from,
                     deliver: deliver.clone(),
@@ -163,9 +163,9 @@ struct Reader {
 }
 
 impl Reader {
-    async fn read(self, mut stream: TcpStream, handshaking: HandshakeSlot) {
+    async fn read(self, mut stream: Box<dyn Stream>, handshaking: HandshakeSlot) {
         let Reader { addr, deliver, auth, arrivals, stop } = self;
-        let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+        let deadline = Instant::now() + HELLO_TIMEOUT;
         let mut rotations = auth.rotations();
         let keys = auth.keys();
         let opened = tokio::time::timeout_at(
@@ -187,7 +187,7 @@ impl Reader {
                 return;
             }
         };
-        let (reading, writing) = stream.into_split();
+        let (reading, writing) = stream.into_halves();
         let mut acks = FramedWrite::new(writing, codec.twin());
         let mut frames = FramedRead::new(reading, codec);
         let hello = match tokio::time::timeout_at(deadline, frames.next()).await {

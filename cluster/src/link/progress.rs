@@ -19,7 +19,9 @@
 //! it. A restart is a new incarnation, whose numbers start again under a new key.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::wire::Lane;
 use crate::NodeId;

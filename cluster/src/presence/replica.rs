@@ -179,6 +179,21 @@ impl Replica {
         self.replace(node, tombstone)
     }
 
+    /// Membership holds `node`'s run (incarnation, epoch) alive again after this replica tombstoned
+    /// that very run: this node was cut off, declared its peers down, and started over with a clean
+    /// view, while they kept their runs. The tombstone goes (it holds no entries), so the run's next
+    /// snapshot is taken: the one its link sends on reconnecting, or the one its next digest has us
+    /// ask for. Otherwise the healed node would never see that peer's presences again. `true` if a
+    /// tombstone was lifted; a live state or any other run's tombstone is kept.
+    pub fn revive(&mut self, node: &NodeId, incarnation: u64, epoch: u64) -> bool {
+        let tombstone = Version::tombstone(incarnation, epoch);
+        let lifted = self.version_of(node) == Some(tombstone);
+        if lifted {
+            self.origins.remove(node);
+        }
+        lifted
+    }
+
     /// The version we hold for `node`, tombstones included.
     pub fn version_of(&self, node: &NodeId) -> Option<Version> {
         self.origins.get(node).map(|origin| origin.version)

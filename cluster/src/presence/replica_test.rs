@@ -167,6 +167,26 @@ fn tombstone_blocks_late_deltas_and_snapshots_of_that_run_and_epoch() {
 }
 
 #[test]
+fn a_run_alive_again_has_its_tombstone_lifted_and_its_next_snapshot_taken() {
+    let mut replica = replica();
+    replica.remove_origin(&node("a"), 1, 0);
+    assert!(!replica.revive(&node("a"), 1, 1), "another epoch's tombstone stays");
+    assert!(!replica.revive(&node("a"), 2, 0), "another run's tombstone stays");
+    assert!(!replica.revive(&node("b"), 1, 0), "an unknown node has nothing to lift");
+    assert!(replica.revive(&node("a"), 1, 0));
+    assert_eq!(replica.version_of(&node("a")), None);
+    let joined = replica.merge_snapshot(&snapshot("a", v(1, 0, 50), &[("t", 1, entry("x", 1))]));
+    assert_eq!(joined, vec![change("t", vec![(id("a", 1, 1), entry("x", 1))], vec![])]);
+    assert!(!replica.revive(&node("a"), 1, 0), "a live state is kept");
+    assert_eq!(replica.entry_count(), 1);
+    // A delta of the revived run that does not start from nothing is a gap: a snapshot is asked for.
+    let mut fresh = Replica::new(node("me"));
+    fresh.remove_origin(&node("a"), 1, 0);
+    fresh.revive(&node("a"), 1, 0);
+    assert_eq!(fresh.apply_delta(&delta("a", v(1, 0, 40), vec![])), DeltaOutcome::Gap);
+}
+
+#[test]
 fn remove_origin_keeps_anything_newer_and_blocks_unknown_nodes() {
     let mut replica = replica();
     replica.merge_snapshot(&snapshot("a", v(1, 2, 0), &[("t", 1, entry("x", 1))]));

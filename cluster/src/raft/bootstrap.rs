@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use super::leadership::leading;
 use super::node::RaftNode;
 use super::{raft_id, RaftNodeId, RaftPeer};
-use crate::handle::lock;
+use crate::sync::{lock, read};
 use crate::NodeId;
 
 /// How often each node sends its status and the steward looks at the cluster.
@@ -178,7 +178,7 @@ async fn try_initialize(node: &RaftNode) {
     let Some(voters) = initial_voters(&node.name, &names, &node.fresh_statuses(STATUS_FRESH)) else {
         return;
     };
-    let my_addr = node.shared.me.read().unwrap_or_else(|e| e.into_inner()).addr.to_string();
+    let my_addr = read(&node.shared.me).addr.to_string();
     let nodes: BTreeMap<RaftNodeId, RaftPeer> = voters
         .iter()
         .map(|name| {

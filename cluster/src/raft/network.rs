@@ -36,7 +36,8 @@ use tokio::sync::oneshot;
 
 use super::reachability::{self, Reachability};
 use super::{RaftNodeId, RaftPeer, TypeConfig};
-use crate::handle::{lock, Shared};
+use crate::shared::Shared;
+use crate::sync::{lock, read};
 use crate::wire::PeerMessage;
 use crate::NodeId;
 
@@ -126,7 +127,7 @@ impl Rpc {
     /// Queues `msg` on the control link to `node`; `false` when there is no connected one (a frame
     /// queued for a link that is down would arrive stale, so it is not queued).
     pub(crate) fn send_control(&self, node: &NodeId, msg: &PeerMessage) -> bool {
-        let links = self.shared.links.read().unwrap_or_else(|e| e.into_inner());
+        let links = read(&self.shared.links);
         links.get(node).is_some_and(|peer| peer.control.is_connected() && peer.control.send(msg))
     }
 

@@ -24,9 +24,10 @@ use super::leadership::{self, name_of, Leadership};
 use super::network::{Network, Raft, Rpc};
 use super::{raft_id, LogStore, RaftNodeId, StateMachine, StateMachineHandle};
 use crate::error::ClusterError;
-use crate::handle::{lock, Shared};
 use crate::identity::PeerId;
 use crate::membership::MembershipEvent;
+use crate::shared::Shared;
+use crate::sync::{lock, read};
 use crate::wire::PeerMessage;
 use crate::NodeId;
 
@@ -309,8 +310,7 @@ impl RaftNode {
             hears_leader,
             hears,
         };
-        let names: Vec<NodeId> =
-            self.shared.links.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        let names: Vec<NodeId> = read(&self.shared.links).keys().cloned().collect();
         for name in names {
             self.rpc.send_control(&name, &msg);
         }
@@ -330,7 +330,7 @@ impl RaftNode {
 
     /// Alive members other than this node, with their cluster addresses.
     pub(super) fn alive_members(&self) -> BTreeMap<NodeId, String> {
-        let members = self.shared.members.read().unwrap_or_else(|e| e.into_inner());
+        let members = read(&self.shared.members);
         members
             .iter()
             .filter(|m| m.state == "alive" && m.node != self.name.0)

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::handle::lock;
+use crate::sync::lock;
 use crate::NodeId;
 
 /// How often a peer that stays unreachable is mentioned again.

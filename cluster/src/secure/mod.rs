@@ -38,6 +38,8 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use thiserror::Error;
 
+use crate::sync::{lock, read, write};
+
 /// Shortest secret accepted, in bytes (256 bits of key material if the bytes are random).
 pub const MIN_SECRET_BYTES: usize = 32;
 /// Secrets a keyring holds at once: the current one and those being rotated in or out.
@@ -206,12 +208,12 @@ impl PeerAuth {
 
     /// The keyring in use; `None` when insecure.
     pub(crate) fn keys(&self) -> Option<Arc<Keyring>> {
-        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+        read(&self.keys).clone()
     }
 
     /// Replaces the keyring (a reloaded secret file); `true` when it changed.
     pub fn replace(&self, keys: Keyring) -> bool {
-        let mut current = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        let mut current = write(&self.keys);
         if current.as_deref() == Some(&keys) {
             return false;
         }
@@ -232,7 +234,7 @@ impl PeerAuth {
     }
 
     pub fn is_secure(&self) -> bool {
-        self.keys.read().unwrap_or_else(|e| e.into_inner()).is_some()
+        read(&self.keys).is_some()
     }
 
     pub fn refusals(&self) -> RefusalView {
@@ -259,7 +261,7 @@ impl PeerAuth {
     ) -> Option<std::borrow::Cow<'a, [u8]>> {
         let Some(keys) = self.keys() else { return Some(std::borrow::Cow::Borrowed(sealed)) };
         let opened = {
-            let mut window = self.replay.lock().unwrap_or_else(|e| e.into_inner());
+            let mut window = lock(&self.replay);
             packet::open(&keys, &mut window, sealed)
         };
         match opened {
@@ -277,7 +279,7 @@ impl PeerAuth {
     pub(crate) fn log_refusal(&self, what: &str, from: std::net::SocketAddr, reason: &dyn fmt::Display) {
         let now = Instant::now();
         let loud = {
-            let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+            let mut warned = lock(&self.warned);
             let loud = warned.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(10));
             if loud {
                 *warned = Some(now);

@@ -42,6 +42,7 @@ use super::health::CdcHealth;
 use super::hub::{Feed, HubCommand};
 use super::shipping::{self, Outgoing, Shipped};
 use crate::metrics::CdcStage;
+use crate::peer_message::NodeMessage;
 
 /// How often a follower repeats its delivered position and the leader its stream state (so a new
 /// leader, or a node that just joined, learns them without waiting for a change).
@@ -90,7 +91,7 @@ impl Shipper {
     fn send(&self, message: &Outgoing<'_>) {
         match shipping::encode(message) {
             Ok(body) => {
-                self.cluster.ship_cdc(body);
+                NodeMessage::CdcShipped { body }.to_peers(&self.cluster);
             }
             Err(error) => tracing::error!(%error, "cannot encode a change for the cluster"),
         }
@@ -357,7 +358,7 @@ impl ClusterCdc {
                 if !self.taken.missing() {
                     let anchor = self.taken.anchor(start.from);
                     if anchor > start.anchor {
-                        self.cluster.cdc_delivered(from, anchor, false);
+                        NodeMessage::CdcDelivered { lsn: anchor, gap: false }.to_peer(&self.cluster, from);
                     }
                 }
                 self.transactions.send(Feed::Stream(start)).await.is_ok()
@@ -387,7 +388,8 @@ impl ClusterCdc {
         let leadership = self.cluster.leadership();
         let leadership = leadership.borrow();
         if let (Some(leader), false) = (&leadership.leader, leadership.is_me) {
-            self.cluster.cdc_delivered(leader, *self.local_delivered.borrow(), gap);
+            let lsn = *self.local_delivered.borrow();
+            NodeMessage::CdcDelivered { lsn, gap }.to_peer(&self.cluster, leader);
         }
     }
 

@@ -37,7 +37,7 @@ pub enum Outgoing<'a> {
     Stream(StreamStart),
 }
 
-/// Encodes for [`realtime_cluster::ClusterHandle::ship_cdc`].
+/// Encodes for [`crate::peer_message::NodeMessage::CdcShipped`].
 pub fn encode(message: &Outgoing<'_>) -> Result<Vec<u8>, WireError> {
     wire::encode_body(message)
 }

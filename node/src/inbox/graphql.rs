@@ -202,7 +202,9 @@ mod tests {
     /// inbox is needed to be refused): async-graphql's messages.
     async fn complexity_errors(query: &str, variables: serde_json::Value) -> Vec<String> {
         let schema = Schema::build(Query, Mutation, EmptySubscription)
-            .limit_complexity(crate::config::defaults::GRAPHQL_MAX_COMPLEXITY)
+            .limit_complexity(
+                crate::config::Settings::default().graphql_max_complexity().expect("the default is valid"),
+            )
             .finish();
         let request = async_graphql::Request::new(query)
             .variables(async_graphql::Variables::from_json(variables))

@@ -23,7 +23,7 @@ pub mod topics;
 pub mod writer;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use realtime_proto::binary::BinaryEncoding;
@@ -43,12 +43,6 @@ pub use writer::{StoredPayload, Write, WriteError, WriterHandle};
 pub struct ResumeConfig {
     pub topics: ResumableTopics,
     pub limits: LogLimits,
-}
-
-impl ResumeConfig {
-    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(300);
-    pub const DEFAULT_RETENTION_COUNT: usize = 1000;
-    pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
 }
 
 /// This node's resumable channels: which they are, their recent messages, the writer.

@@ -18,6 +18,7 @@ use realtime_cluster::secure::handshake;
 use realtime_cluster::wire::{self, Lane, PeerMessage};
 use realtime_cluster::{NodeId, PeerId};
 use realtime_node::cdc::shipping::{self, Outgoing};
+use realtime_node::peer_message::NodeMessage;
 use realtime_proto::postgres::change::{Cell, Change, ChangeKind, Transaction};
 use realtime_proto::postgres::table::{ColumnMeta, TableMeta};
 use realtime_proto::Vsn;
@@ -105,7 +106,12 @@ async fn send(forger: &mut Forger, message: &PeerMessage) {
 }
 
 fn cdc_frame(message: &Outgoing<'_>) -> PeerMessage {
-    PeerMessage::Cdc { body: shipping::encode(message).expect("encode") }
+    node_message(shipping::encode(message).expect("encode"))
+}
+
+/// A shipment body as the leader wraps it for its peers.
+fn node_message(body: Vec<u8>) -> PeerMessage {
+    PeerMessage::Node { body: NodeMessage::CdcShipped { body }.encode().expect("encode") }
 }
 
 /// An insert into a table as the sender describes it.
@@ -185,7 +191,7 @@ async fn t91_forged_shipments_are_rejected_counted_and_never_recorded() {
     let backwards = insert(todos_oid, "todos", "902", 5);
     send(&mut forger, &cdc_frame(&Outgoing::Transaction { prev: 10, txn: &backwards })).await;
     // Bytes that are no CDC message.
-    send(&mut forger, &PeerMessage::Cdc { body: vec![9, 9, 9] }).await;
+    send(&mut forger, &node_message(vec![9, 9, 9])).await;
     // The same forged position from a node that is not the leader.
     let mut impostor = fake_peer(&ip, &format!("node-{other}")).await;
     send(&mut impostor, &cdc_frame(&Outgoing::Transaction { prev: 0, txn: &far })).await;

@@ -17,8 +17,9 @@ use foca::{Foca, NoCustomBroadcast, PostcardCodec};
 use futures_util::SinkExt;
 use rand_foca::SeedableRng;
 use realtime_cluster::secure::{handshake, packet};
-use realtime_cluster::wire::{self, Lane, PeerMessage, RelayPayload};
+use realtime_cluster::wire::{self, Lane, PeerMessage};
 use realtime_cluster::{Keyring, NodeId, PeerId};
+use realtime_node::peer_message::{NodeMessage, RelayPayload};
 use realtime_proto::Vsn;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
@@ -68,18 +69,24 @@ async fn forge_frames(to: SocketAddr, impersonated: &PeerId, from_ip: &str) -> b
         PeerMessage::Hello { from: impersonated.clone(), lane: Lane::Data },
         PeerMessage::Relay {
             topic: format!("public:{TOPIC}"),
-            payload: RelayPayload::User {
+            body: RelayPayload::User {
                 event: "forged".into(),
                 binary: false,
                 data: br#"{"reset_password_at":"https://evil.example"}"#.to_vec(),
                 meta: None,
-            },
+            }
+            .encode()
+            .expect("encode"),
         },
         PeerMessage::Members { counts: vec![(format!("public:{TOPIC}"), 4_000_000_000)], full: true },
         PeerMessage::Leaving { incarnation: impersonated.incarnation, epoch: impersonated.epoch },
         // A forged shipped change and a forged acknowledgement (what forged rows and positions rode on).
-        PeerMessage::Cdc { body: vec![0xff; 64] },
-        PeerMessage::CdcDelivered { lsn: u64::MAX, gap: true },
+        PeerMessage::Node {
+            body: NodeMessage::CdcShipped { body: vec![0xff; 64] }.encode().expect("encode"),
+        },
+        PeerMessage::Node {
+            body: NodeMessage::CdcDelivered { lsn: u64::MAX, gap: true }.encode().expect("encode"),
+        },
     ];
     for msg in &forged {
         let frame = wire::sequenced(forged_seq(), &wire::encode(msg).expect("encode"));
