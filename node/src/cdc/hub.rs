@@ -10,8 +10,8 @@
 //! - this file: the task, its commands and state, taking batches in order, and dispatching them: the
 //!   questions to PostgreSQL (RLS, column privileges) and the sending; what goes where is decided in
 //!   [`super::plan`], without I/O.
-//! - [`subscribe`]: subscribing: the checks against the catalog, and confirming once the stream is live.
-//! - [`flow`]: telling subscribers when changes stall and when they flow again.
+//! - `subscribe`: subscribing: the checks against the catalog, and confirming once the stream is live.
+//! - `flow`: telling subscribers when changes stall and when they flow again.
 
 mod flow;
 mod subscribe;

@@ -10,8 +10,10 @@
 //! 2. [`Planner`]: with the answers ([`Checked`]), the deliveries change by change in commit order
 //!    ([`Delivery`]: one message per channel and distinct `data`, carrying the ids of every
 //!    subscription of that channel that sees it alike); then ([`Verdicts`]) which channels' checks
-//!    failed and with what error, and which failing channels passed again. The `data` JSON is built once per (change, column set, `select`) and
-//!    shared by every channel that sees the change alike.
+//!    failed and with what error, and which failing channels passed again. The `data` JSON is built
+//!    once per (change, column set, `select`) and shared by every channel that sees the change alike.
+//!    Change by change, so the sockets write one change while the next one's `data` is built: offered
+//!    all at once, a batch could overflow an outbox its socket would have drained meanwhile.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
