@@ -13,6 +13,8 @@
 //! - [`server`]: encoders for every server → client frame ([`server::OutFrame`]).
 //! - [`presence`]: presence refs, state and diff shapes.
 //! - [`system`]: `system` event payloads and the exact reason strings clients see.
+//! - [`postgres`]: Postgres Changes without I/O: subscription parameters and filters, the pgoutput
+//!   decoder, value conversion, row changes and their `data` payload, filter matching.
 //!
 //! ## Frame lifecycle
 //! ```text

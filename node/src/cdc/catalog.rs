@@ -5,53 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use realtime_proto::postgres::table::{quote_ident, ColumnMeta, TableMeta};
 use tokio_postgres::Client;
 
 use super::error::{CdcError, SlotConflict};
-
-/// A column as deliveries describe it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ColumnMeta {
-    pub name: String,
-    /// `pg_type.typname` (`int4`, `text`, `_int4`): what `columns[].type` says and how values are typed.
-    pub typname: String,
-    /// `format_type(…)`: the type as SQL can cast to it (`character varying(20)`, `public.mood`).
-    pub sql_type: String,
-    pub primary_key: bool,
-}
-
-/// A published table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TableMeta {
-    pub oid: u32,
-    pub schema: String,
-    pub name: String,
-    /// In `attnum` order, as pgoutput sends tuples.
-    pub columns: Vec<ColumnMeta>,
-    /// `relrowsecurity`: visibility must be checked per subscriber.
-    pub rls: bool,
-}
-
-impl TableMeta {
-    pub fn has_primary_key(&self) -> bool {
-        self.columns.iter().any(|c| c.primary_key)
-    }
-
-    pub fn column(&self, name: &str) -> Option<&ColumnMeta> {
-        self.columns.iter().find(|c| c.name == name)
-    }
-
-    /// `"schema"."table"`, quoted for SQL.
-    pub fn qualified_name(&self) -> String {
-        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
-    }
-}
-
-/// Quotes an SQL identifier.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
 
 /// Connects a regular (non-replication) client for the CDC pipeline: [`crate::db::connect`], its error
 /// as a [`CdcError`].

@@ -33,9 +33,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use realtime_cluster::{ClusterHandle, NodeId};
+use realtime_proto::postgres::change::Transaction;
 use tokio::sync::{mpsc, watch, Notify};
 
-use super::change::Transaction;
 use super::gap::{StreamStart, Taken};
 use super::guard::{self, Rejection, Rejections, Verifier};
 use super::health::CdcHealth;

@@ -32,21 +32,22 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
+use realtime_proto::postgres::change::{Cell, Change, ChangeKind, OldRow, Transaction};
+use realtime_proto::postgres::pgoutput::{self, Message, OldTuple, Relation, Tuple, TupleValue};
+use realtime_proto::postgres::table::{ColumnMeta, TableMeta};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use super::catalog::{self, ColumnMeta, TableMeta};
-use super::change::{Cell, Change, ChangeKind, OldRow, Transaction};
+use super::catalog;
 use super::cluster::Shipper;
 use super::db_broadcast;
 use super::error::{CdcError, SlotConflict};
 use super::gap::{StreamStart, Taken};
 use super::health::CdcHealth;
 use super::hub::{Feed, HubCommand};
-use super::pgoutput::{self, Message, OldTuple, Relation, Tuple, TupleValue};
 use crate::config::CdcConfig;
 use crate::metrics::metrics;
 

@@ -9,7 +9,8 @@
 
 use std::sync::Arc;
 
-use super::change::{Change, ChangeKind};
+use realtime_proto::postgres::change::{Change, ChangeKind};
+
 use crate::message_row::{body, live_meta, Payload, SkipReason};
 use crate::vocab::{BroadcastBody, TopicKey};
 
@@ -80,10 +81,10 @@ fn decode_bytea(text: &str) -> Option<Vec<u8>> {
 mod tests {
     use bytes::Bytes;
     use realtime_proto::binary::BinaryEncoding;
+    use realtime_proto::postgres::change::Cell;
+    use realtime_proto::postgres::table::{ColumnMeta, TableMeta};
 
     use super::*;
-    use crate::cdc::catalog::{ColumnMeta, TableMeta};
-    use crate::cdc::change::Cell;
     use crate::message_row::replayed_meta;
 
     fn messages_table() -> Arc<TableMeta> {

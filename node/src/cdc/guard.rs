@@ -25,11 +25,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use realtime_cluster::{Leadership, NodeId};
+use realtime_proto::postgres::change::{Change, Transaction};
+use realtime_proto::postgres::table::{ColumnMeta, TableMeta};
 use thiserror::Error;
 use tokio_postgres::Client;
 
-use super::catalog::{self, ColumnMeta, TableMeta};
-use super::change::{Change, Transaction};
+use super::catalog;
 use super::error::CdcError;
 use crate::metrics::{metrics, CdcRejected};
 
@@ -261,9 +262,9 @@ impl Rejections {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
+    use realtime_proto::postgres::change::{Cell, ChangeKind, OldRow};
 
     use super::*;
-    use crate::cdc::change::{Cell, ChangeKind, OldRow};
 
     fn column(name: &str, typname: &str, primary_key: bool) -> ColumnMeta {
         ColumnMeta { name: name.into(), typname: typname.into(), sql_type: typname.into(), primary_key }

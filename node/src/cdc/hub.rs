@@ -6,37 +6,40 @@
 //! handed to the sockets, its end LSN is published on `delivered`; only then may the consumer
 //! acknowledge it to PostgreSQL.
 //!
-//! # Telling subscribers about a stalled stream
-//! When the stream stops (this node's consumer lost it, or, in a cluster, the leader says so or
-//! leadership moves), subscribers would otherwise see nothing but silence. If no change arrives and the
-//! stream is not back within [`DELAY_NOTICE`], every confirmed channel gets a `system` message
-//! (extension `postgres_changes`, status `error`, [`postgres_changes::DELAYED`]); once changes flow
-//! again (the stream is live, or a transaction arrives) the same channels get status `ok`
-//! ([`postgres_changes::RESUMED`]) before any change. Channels stay joined: nothing is lost, the
-//! changes committed meanwhile follow.
+//! The hub's parts:
+//! - this file: the task, its commands and state, taking batches in order, and dispatching them: the
+//!   questions to PostgreSQL (RLS, column privileges) and the sending; what goes where is decided in
+//!   [`super::plan`], without I/O.
+//! - `subscribe`: subscribing: the checks against the catalog, and confirming once the stream is live.
+//! - `flow`: telling subscribers when changes stall and when they flow again.
+
+mod flow;
+mod subscribe;
+
+pub use flow::DELAY_NOTICE;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::Recipient;
-use realtime_proto::postgres::{parse_params, SubscriptionParams};
+use realtime_proto::postgres::change::{Change, Transaction};
+use realtime_proto::postgres::table::TableMeta;
 use realtime_proto::server;
-use realtime_proto::system::{self, postgres_changes, Extension};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::Client;
 
-use super::catalog::{self, TableMeta};
-use super::change::{Change, ChangeKind, Projection, Transaction};
+use self::flow::Flow;
+use super::catalog;
 use super::db_broadcast;
 use super::error::CdcError;
 use super::gap::{Gap, StreamStart, Taken};
 use super::handle::{SubscribeError, SubscribeErrorKind, SubscribeOutcome, SubscribeRequest};
-use super::matching;
 use super::notifications;
+use super::plan::{self, Checked, Delivery, Planner, Privileges, RlsAnswers, RlsAsks, Stamped, Verdicts};
 use super::recorder::Record;
-use super::rls::{self, Ask, RlsPool, Viewer};
-use super::subscriptions::{ChannelKey, GroupKey, NewEntry, SubscriptionIndex, ViewerId};
+use super::rls::{self, Ask, RlsPool};
+use super::subscriptions::{ChannelKey, SubscriptionIndex};
 use crate::channel::messages::{RemoteBroadcast, Stored};
 use crate::close::SlowCause;
 use crate::config::CdcConfig;
@@ -85,41 +88,10 @@ pub enum HubCommand {
     },
 }
 
-/// How long changes may stall (stream down, nothing arriving) before subscribers are told.
-pub const DELAY_NOTICE: Duration = Duration::from_secs(3);
-
-/// Whether changes flow, as this hub sees it (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flow {
-    /// The stream was never live on this node: subscriptions wait unconfirmed.
-    NeverLive,
-    Live,
-    /// Down since then (or since the last change that still arrived).
-    Stalled {
-        since: tokio::time::Instant,
-    },
-    /// Subscribers were told their changes are delayed.
-    Told,
-}
-
 /// `(schema, table)`.
 type TableName = (String, String);
-/// A change with its transaction's commit timestamp.
-type Stamped<'t> = (&'t Change, &'t str);
 /// A value read from the catalog, and when.
 type Cached<T> = (Instant, T);
-/// The primary keys of a batch one viewer must be asked about, per table.
-type RlsAsks = HashMap<(u32, ViewerId), (Arc<TableMeta>, Vec<Vec<String>>)>;
-/// Per table and viewer: the visible primary keys, or why the check failed.
-type RlsAnswers = HashMap<(u32, ViewerId), Result<HashSet<Vec<String>>, String>>;
-
-/// Per (viewer, table oid): the columns its role may SELECT, or why that could not be read.
-type Privileges = HashMap<(ViewerId, u32), Result<Arc<Vec<bool>>, String>>;
-/// `data` JSON per (change index, column set, `select`), shared by every channel that sees it alike.
-type DataCache = HashMap<(usize, usize, Option<Vec<String>>), Arc<str>>;
-
-/// A channel's matching subscription ids, grouped by the data they receive (one message per group).
-type SelectGroups = Vec<(Arc<str>, Vec<u32>)>;
 
 /// Most bytes of changes held for a subscription in wait mode before its socket is closed as too slow.
 const HELD_MAX_BYTES: usize = 4 * 1024 * 1024;
@@ -158,10 +130,6 @@ impl ChannelSubs {
             }
         }
     }
-}
-
-fn name_matches(pattern: &str, name: &str) -> bool {
-    pattern == "*" || pattern == name
 }
 
 /// The hub's state and its database connection.
@@ -223,9 +191,6 @@ const RLS_CONNECTIONS: usize = 4;
 /// Most transactions, and changes, dispatched (and RLS-checked) together.
 const MAX_BATCH: usize = 256;
 const MAX_BATCH_CHANGES: usize = 1024;
-
-/// How long catalog answers used to validate subscriptions are reused.
-const CATALOG_TTL: Duration = Duration::from_secs(1);
 
 impl Hub {
     pub fn new(
@@ -322,62 +287,6 @@ impl Hub {
                 }
             }
         }
-    }
-
-    fn live_changed(&mut self, live: bool) {
-        self.flow = match (self.flow, live) {
-            (Flow::Told, true) => {
-                self.tell_resumed();
-                Flow::Live
-            }
-            (_, true) => Flow::Live,
-            (Flow::Live, false) => Flow::Stalled { since: tokio::time::Instant::now() },
-            (flow, false) => flow,
-        };
-    }
-
-    /// A transaction arrived: changes flow, even if the stream is not (yet) said to be live here (a
-    /// follower may get a new leader's first shipments before its `live`).
-    fn changes_arrived(&mut self, live: bool) {
-        let stalled = || if live { Flow::Live } else { Flow::Stalled { since: tokio::time::Instant::now() } };
-        self.flow = match self.flow {
-            Flow::Told => {
-                self.tell_resumed();
-                stalled()
-            }
-            Flow::Stalled { .. } => stalled(),
-            flow => flow,
-        };
-    }
-
-    /// Tells every confirmed channel that its changes are delayed (once per stall).
-    fn tell_delayed(&mut self) {
-        self.flow = Flow::Told;
-        let keys: Vec<ChannelKey> =
-            self.channels.keys().filter(|key| !self.unconfirmed.contains(key)).cloned().collect();
-        crate::metrics::metrics().cdc_delay_notices.increment(1);
-        for key in &keys {
-            self.tell(key, false, postgres_changes::DELAYED);
-        }
-        tracing::info!(after = ?DELAY_NOTICE, channels = keys.len(), "Postgres Changes stalled: subscribers told they are delayed");
-        self.told_delayed = keys;
-    }
-
-    fn tell_resumed(&mut self) {
-        let keys = std::mem::take(&mut self.told_delayed);
-        for key in &keys {
-            self.tell(key, true, postgres_changes::RESUMED);
-        }
-        tracing::info!(channels = keys.len(), "Postgres Changes flow again: subscribers told");
-    }
-
-    /// A `system` message (extension `postgres_changes`) on a channel, if it is still subscribed.
-    fn tell(&mut self, key: &ChannelKey, ok: bool, message: &str) {
-        let Some(subs) = self.channels.get_mut(key) else { return };
-        let r = &subs.request;
-        let payload = system::payload(Extension::PostgresChanges, ok, message, Some(&r.sub_topic));
-        let frame = server::channel_push(r.vsn, r.join_ref.as_deref(), &r.topic, "system", &payload);
-        subs.send(frame.into());
     }
 
     /// Dispatches a batch and hands it to the recorder.
@@ -518,137 +427,6 @@ impl Hub {
         }
     }
 
-    async fn subscribe(&mut self, request: SubscribeRequest, live: bool) {
-        let key: ChannelKey = (request.conn, request.topic.clone());
-        self.remove(&key);
-        let entries = match self.validate(&request).await {
-            Ok(entries) => entries,
-            Err(error) => {
-                request.notify.do_send(SubscribeOutcome {
-                    topic: request.topic.clone(),
-                    join_ref: request.join_ref.clone(),
-                    result: Err(error),
-                });
-                return;
-            }
-        };
-        let claims = &request.claims;
-        let viewer = Viewer {
-            role: claims.role.clone(),
-            claims_json: serde_json::Value::Object(claims.all.clone()).to_string(),
-            sub: claims.sub.clone(),
-        };
-        self.index.insert(key.clone(), entries, viewer);
-        let held = (!request.announce).then(|| (Vec::new(), 0));
-        self.channels.insert(key.clone(), ChannelSubs { request, held });
-        if live {
-            self.confirm(&key);
-        } else {
-            self.unconfirmed.push(key);
-        }
-    }
-
-    fn confirm(&self, key: &ChannelKey) {
-        if let Some(subs) = self.channels.get(key) {
-            let r = &subs.request;
-            if r.announce {
-                // Written by this task, so it precedes every change this subscription receives.
-                let payload =
-                    system::payload(Extension::PostgresChanges, true, SUBSCRIBED, Some(&r.sub_topic));
-                let frame = server::channel_push(r.vsn, r.join_ref.as_deref(), &r.topic, "system", &payload);
-                r.outbox.offer(frame.into(), None);
-            }
-            subs.request.notify.do_send(SubscribeOutcome {
-                topic: subs.request.topic.clone(),
-                join_ref: subs.request.join_ref.clone(),
-                result: Ok(()),
-            });
-        }
-    }
-
-    fn confirm_unconfirmed(&mut self) {
-        for key in std::mem::take(&mut self.unconfirmed) {
-            self.confirm(&key);
-        }
-    }
-
-    /// Checks every entry: parameters, publication membership, filter columns and types.
-    async fn validate(&mut self, request: &SubscribeRequest) -> Result<Vec<NewEntry>, SubscribeError> {
-        let invalid = |message: String| SubscribeError { kind: SubscribeErrorKind::Invalid, message };
-        let unavailable = |e: String| SubscribeError {
-            kind: SubscribeErrorKind::Unavailable,
-            message: format!("Realtime was unable to connect to the project database: {e}"),
-        };
-        let client = self.client().await.map_err(unavailable)?;
-        let published = self.published_tables(&client).await.map_err(|e| unavailable(e.to_string()))?;
-        let mut entries = Vec::new();
-        for (id, raw) in &request.entries {
-            let params = parse_params(raw).map_err(|e| invalid(e.to_string()))?;
-            let matching: Vec<&(String, String)> = published
-                .iter()
-                .filter(|(s, t)| name_matches(&params.schema, s) && name_matches(&params.table, t))
-                .collect();
-            if matching.is_empty() {
-                return Err(SubscribeError {
-                    kind: SubscribeErrorKind::NotPublished,
-                    message: format!(
-                        "Unable to subscribe to changes with given parameters. Please check Realtime is enabled \
-                         for the given connect parameters: {}",
-                        params.describe()
-                    ),
-                });
-            }
-            if params.schema != "*" && params.table != "*" {
-                let table = self
-                    .table_by_name(&client, &params.schema, &params.table)
-                    .await
-                    .map_err(|e| unavailable(e.to_string()))?;
-                if let Some(table) = table {
-                    check_filters(&params, &table).map_err(|reason| {
-                        invalid(format!(
-                            "Unable to subscribe to changes with given parameters. An exception happened so please \
-                             check your connect parameters: {}. Exception: {reason}",
-                            params.describe()
-                        ))
-                    })?;
-                }
-            }
-            let canonical = serde_json::Value::Object(raw.clone()).to_string().into();
-            entries.push(NewEntry { id: *id, canonical, params });
-        }
-        Ok(entries)
-    }
-
-    /// The publication's tables, re-read at most every [`CATALOG_TTL`] (a join storm asks once).
-    async fn published_tables(&mut self, client: &Client) -> Result<Arc<Vec<(String, String)>>, CdcError> {
-        if let Some((at, tables)) = &self.published {
-            if at.elapsed() < CATALOG_TTL {
-                return Ok(tables.clone());
-            }
-        }
-        let tables = Arc::new(catalog::publication_tables(client, &self.config.publication).await?);
-        self.published = Some((Instant::now(), tables.clone()));
-        Ok(tables)
-    }
-
-    /// A table's definition by name, cached for [`CATALOG_TTL`] or until its relation changes.
-    async fn table_by_name(
-        &mut self,
-        client: &Client,
-        schema: &str,
-        table: &str,
-    ) -> Result<Option<Arc<TableMeta>>, CdcError> {
-        let key = (schema.to_owned(), table.to_owned());
-        if let Some((at, meta)) = self.tables.get(&key) {
-            if at.elapsed() < CATALOG_TTL {
-                return Ok(meta.clone());
-            }
-        }
-        let meta = catalog::table_by_name(client, schema, table).await?;
-        self.tables.insert(key, (Instant::now(), meta.clone()));
-        Ok(meta)
-    }
-
     async fn selectable(&mut self, role: &str, table: &TableMeta) -> Result<Arc<Vec<bool>>, String> {
         if let Some(cached) = self.selectable.get(&table.oid).and_then(|roles| roles.get(role)) {
             return Ok(cached.clone());
@@ -665,7 +443,8 @@ impl Hub {
 
     /// Matches, checks and delivers a batch of transactions, in commit order. A change is matched once
     /// per subscription group and RLS is asked once per (table, viewer) for the whole batch, so the cost
-    /// grows with distinct subscriptions and claim sets; only deliveries cost per channel.
+    /// grows with distinct subscriptions and claim sets; only deliveries cost per channel. What goes
+    /// where is decided in [`plan`]; here are the questions to PostgreSQL and the sending.
     async fn dispatch(&mut self, txns: &[Transaction]) {
         #[cfg(debug_assertions)]
         test_hook::panic_on(txns);
@@ -684,117 +463,33 @@ impl Hub {
             .flat_map(|t| t.changes.iter().map(move |c| (c, &*t.commit_timestamp)))
             .filter(|(c, _)| !is_broadcast(c))
             .collect();
-        // 1. Match: which groups each change goes to.
-        let mut matched: Vec<(usize, GroupKey)> = Vec::new();
-        for (index, (change, _)) in changes.iter().enumerate() {
-            let table = &change.table;
-            for (key, group) in self.index.groups_for(&table.schema, &table.name) {
-                let p = &group.params;
-                if p.event.matches(change.kind.as_str())
-                    && name_matches(&p.schema, &table.schema)
-                    && name_matches(&p.table, &table.name)
-                    && group.filter.matches(|column| change.filter_value(column))
-                {
-                    matched.push((index, key.clone()));
-                }
-            }
-        }
-        if matched.is_empty() {
+        let matches = plan::match_changes(&changes, &self.index);
+        if matches.is_empty() {
             return;
         }
-        // 2. RLS: one question per (table, viewer) for every key of the batch.
-        let needs_rls = |c: &Change| c.table.rls && c.kind != ChangeKind::Delete && c.table.has_primary_key();
-        let mut asks: RlsAsks = HashMap::new();
-        for (index, key) in &matched {
-            let change = changes[*index].0;
-            if let (true, Some(pk)) = (needs_rls(change), change.primary_key()) {
-                let ask = asks
-                    .entry((change.table.oid, key.1))
-                    .or_insert_with(|| (change.table.clone(), Vec::new()));
-                ask.1.push(pk);
-            }
-        }
-        let visible = self.check_rls(txns, asks).await;
-        // 3. Column privileges per (role, table) seen in the batch.
-        let mut selectable: Privileges = HashMap::new();
-        for (index, key) in &matched {
-            let table = &changes[*index].0.table;
-            if selectable.contains_key(&(key.1, table.oid)) {
-                continue;
-            }
-            let Some(viewer) = self.index.viewer(key.1).cloned() else { continue };
+        let visible = self.check_rls(txns, matches.rls_asks(&changes)).await;
+        let mut selectable = Privileges::new();
+        for (viewer_id, table) in matches.privileges_needed(&changes) {
+            let Some(viewer) = self.index.viewer(viewer_id).cloned() else { continue };
             let flags = self.selectable(&viewer.role, table).await;
-            selectable.insert((key.1, table.oid), flags);
+            selectable.insert((viewer_id, table.oid), flags);
         }
-        // 4. Deliver, change by change, one message per channel (and `select`).
-        let mut failed: Vec<(ChannelKey, String)> = Vec::new();
-        let mut passed: HashSet<ChannelKey> = HashSet::new();
-        let mut data: DataCache = HashMap::new();
-        let mut start = 0;
-        while start < matched.len() {
-            let index = matched[start].0;
-            let end = start + matched[start..].iter().take_while(|(i, _)| *i == index).count();
-            let (change, commit_timestamp) = changes[index];
-            let mut per_channel: HashMap<&ChannelKey, SelectGroups> = HashMap::new();
-            for (_, key) in &matched[start..end] {
-                let Some(group) = self.index.group(key) else { continue };
-                let viewer = key.1;
-                if needs_rls(change) {
-                    match (visible.get(&(change.table.oid, viewer)), change.primary_key()) {
-                        (Some(Ok(rows)), Some(pk)) if rows.contains(&pk) => {
-                            if !self.failing.is_empty() {
-                                passed.extend(
-                                    group.members.keys().filter(|k| self.failing.contains(*k)).cloned(),
-                                );
-                            }
-                        }
-                        (Some(Err(error)), _) => {
-                            failed.extend(group.members.keys().map(|k| (k.clone(), error.clone())));
-                            continue;
-                        }
-                        _ => continue,
-                    }
-                }
-                let flags = match selectable.get(&(viewer, change.table.oid)) {
-                    Some(Ok(flags)) => flags.clone(),
-                    Some(Err(error)) => {
-                        failed.extend(group.members.keys().map(|k| (k.clone(), error.clone())));
-                        continue;
-                    }
-                    None => continue,
-                };
-                let cache_key = (index, Arc::as_ptr(&flags) as usize, group.params.select.clone());
-                let data_json = match data.get(&cache_key) {
-                    Some(json) => json.clone(),
-                    None => {
-                        let projection =
-                            Projection { selectable: flags.to_vec(), select: cache_key.2.clone() };
-                        let json: Arc<str> = change
-                            .data_json(commit_timestamp, &projection, self.config.max_record_bytes)
-                            .into();
-                        data.insert(cache_key, json.clone());
-                        json
-                    }
-                };
-                for (channel, id) in &group.members {
-                    let groups = per_channel.entry(channel).or_default();
-                    match groups.iter_mut().find(|(json, _)| Arc::ptr_eq(json, &data_json)) {
-                        Some((_, ids)) => ids.push(*id),
-                        None => groups.push((data_json.clone(), vec![*id])),
-                    }
-                }
-            }
-            for (channel, groups) in per_channel {
-                let Some(subs) = self.channels.get_mut(channel) else { continue };
+        let checked = Checked {
+            visible: &visible,
+            selectable: &selectable,
+            failing: &self.failing,
+            max_record_bytes: self.config.max_record_bytes,
+        };
+        let mut planner = Planner::new(&changes, &matches, &self.index, &checked);
+        // Change by change: the sockets write one change while the next one's `data` is built.
+        for deliveries in planner.by_ref() {
+            for Delivery { channel, ids, data } in deliveries {
+                let Some(subs) = self.channels.get_mut(&channel) else { continue };
                 self.touched.entry(channel.0).or_insert_with(|| subs.request.outbox.clone());
-                for (data_json, mut ids) in groups {
-                    ids.sort_unstable();
-                    ids.dedup();
-                    deliver(subs, &ids, &data_json);
-                }
+                deliver(subs, &ids, &data);
             }
-            start = end;
         }
+        let Verdicts { failed, passed } = planner.verdicts();
         for channel in passed {
             self.failing.remove(&channel);
         }
@@ -803,7 +498,6 @@ impl Hub {
         }
     }
 
-    /// Waits for the batch to be visible, then asks each (table, viewer) which of its rows it may see.
     /// Hands each `realtime.messages` insert to this node's channel of its topic, and each
     /// `realtime.notifications` insert to its user's inbox channels, in commit order.
     ///
@@ -839,6 +533,7 @@ impl Hub {
         }
     }
 
+    /// Waits for the batch to be visible, then asks each (table, viewer) which of its rows it may see.
     async fn check_rls(&mut self, txns: &[Transaction], asks: RlsAsks) -> RlsAnswers {
         let mut visible: RlsAnswers = HashMap::new();
         if asks.is_empty() {
@@ -877,22 +572,6 @@ impl Hub {
         let message = format!("Row Level Security check failed for this subscription: {error}");
         self.tell(key, false, &message);
     }
-}
-
-/// Validates filters against the table's columns, as the reference's subscription trigger does.
-fn check_filters(params: &SubscriptionParams, table: &TableMeta) -> Result<(), String> {
-    for condition in &params.filters {
-        let column = table.column(&condition.column).ok_or_else(|| {
-            matching::raise_exception(&format!("invalid column for filter {}", condition.column))
-        })?;
-        matching::check_condition_types(condition, &column.typname)?;
-    }
-    for name in params.select.iter().flatten() {
-        if table.column(name).is_none() {
-            return Err(matching::raise_exception(&format!("invalid column for select {name}")));
-        }
-    }
-    Ok(())
 }
 
 fn deliver(subs: &mut ChannelSubs, ids: &[u32], data_json: &str) {

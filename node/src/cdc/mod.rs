@@ -6,15 +6,15 @@
 //!      ▲                      │  ▲                    │  └─ RLS check per distinct claims (rls)
 //!      └── ack (applied LSN) ─┘  └──── delivered LSN ─┘
 //! ```
-//! - [`pgoutput`]: pure decoder of the pgoutput logical replication messages.
-//! - [`values`]: column values (pgoutput text format) → typed JSON, as the reference emits them.
-//! - [`matching`]: evaluation of subscription filters against a change.
-//! - [`change`]: row changes and the `data` payload built from them.
+//!
+//! What needs no connection lives in [`realtime_proto::postgres`], pure and tested without a database:
+//! the pgoutput decoder, value conversion, row changes and their `data` payload, filter matching.
+//!
 //! - [`catalog`]: publication, slot, table and privilege queries.
 //! - [`consumer`]: the replication session, transactions, acknowledgements.
 //! - [`position`]: the last delivered position, so restarts neither lose nor repeat changes.
 //! - [`recorder`]: records a position once the sockets wrote what it covers.
-//! - [`hub`]: subscriptions, matching, RLS and delivery.
+//! - [`hub`]: subscriptions, RLS questions and delivery; [`plan`]: who gets what, decided without I/O.
 //! - [`rls`]: the per-viewer visibility check.
 //! - [`subscriptions`]: the subscription index, grouped by parameters and viewer.
 //! - [`handle`]: what sockets use to subscribe.
@@ -27,7 +27,6 @@
 //! - [`guard`]: what a node checks before it takes what a peer shipped (sender, positions, relations).
 
 pub mod catalog;
-pub mod change;
 pub mod cluster;
 pub mod consumer;
 pub mod db_broadcast;
@@ -37,9 +36,8 @@ pub mod guard;
 pub mod handle;
 pub mod health;
 pub mod hub;
-pub mod matching;
 pub mod notifications;
-pub mod pgoutput;
+pub mod plan;
 pub mod position;
 pub mod reach;
 pub mod recorder;
@@ -47,7 +45,6 @@ pub mod rls;
 pub mod shipping;
 pub mod subscriptions;
 pub mod supervisor;
-pub mod values;
 
 use std::sync::Arc;
 

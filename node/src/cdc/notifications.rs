@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use realtime_proto::binary::BinaryEncoding;
+use realtime_proto::postgres::change::{Change, ChangeKind};
+use realtime_proto::postgres::values;
 
-use super::change::{Change, ChangeKind};
-use super::values;
 use crate::vocab::{BroadcastBody, TopicKey};
 
 /// The channel prefix of a user's inbox.
@@ -60,9 +60,10 @@ pub fn to_pushes(change: &Change) -> Option<[(TopicKey, BroadcastBody); 2]> {
 
 #[cfg(test)]
 mod tests {
+    use realtime_proto::postgres::change::Cell;
+    use realtime_proto::postgres::table::{ColumnMeta, TableMeta};
+
     use super::*;
-    use crate::cdc::catalog::{ColumnMeta, TableMeta};
-    use crate::cdc::change::Cell;
 
     fn table() -> Arc<TableMeta> {
         let column = |name: &str, typname: &str| ColumnMeta {

@@ -13,10 +13,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use realtime_proto::postgres::table::{quote_ident, TableMeta};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
-use super::catalog::{quote_ident, TableMeta};
 use crate::db::pg_error_text;
 
 /// Who is asking: the role and the claims JSON of a subscriber's token.
@@ -265,8 +265,9 @@ impl PoolConnection {
 
 #[cfg(test)]
 mod tests {
+    use realtime_proto::postgres::table::ColumnMeta;
+
     use super::*;
-    use crate::cdc::catalog::ColumnMeta;
 
     #[test]
     fn query_uses_every_key_column_with_its_type() {

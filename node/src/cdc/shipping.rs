@@ -8,9 +8,9 @@
 
 use realtime_cluster::error::WireError;
 use realtime_cluster::wire;
+use realtime_proto::postgres::change::Transaction;
 use serde::{Deserialize, Serialize};
 
-use super::change::Transaction;
 use super::gap::StreamStart;
 
 /// A shipped message, as a receiving node decodes it.
@@ -51,10 +51,10 @@ mod tests {
     use std::sync::Arc;
 
     use bytes::Bytes;
+    use realtime_proto::postgres::change::{Cell, Change, ChangeKind, OldRow};
+    use realtime_proto::postgres::table::{ColumnMeta, TableMeta};
 
     use super::*;
-    use crate::cdc::catalog::{ColumnMeta, TableMeta};
-    use crate::cdc::change::{Cell, Change, ChangeKind, OldRow};
 
     #[test]
     fn every_message_round_trips() {

@@ -9,9 +9,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use realtime_proto::postgres::matching::Filter;
 use realtime_proto::postgres::SubscriptionParams;
 
-use super::matching::Filter;
 use super::rls::Viewer;
 use crate::vocab::ConnId;
 
@@ -21,6 +21,11 @@ pub type ChannelKey = (ConnId, Arc<str>);
 pub type ViewerId = u32;
 /// Identical parameters (canonical JSON of the entry) under one viewer.
 pub type GroupKey = (Arc<str>, ViewerId);
+
+/// Whether a subscription's `schema` or `table` (a name, or `*` for any) names `name`.
+pub fn name_matches(pattern: &str, name: &str) -> bool {
+    pattern == "*" || pattern == name
+}
 
 /// Interned viewers, counted by the channels that use them.
 #[derive(Default)]

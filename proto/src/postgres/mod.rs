@@ -1,4 +1,13 @@
-//! postgres_changes subscription parameters (PROTOCOL.md §5.1, §5.2, §5.7).
+//! Postgres Changes as pure data and codecs: the `postgres_changes` subscription parameters a client
+//! sends (PROTOCOL.md §5.1, §5.2, §5.7), and everything done to a row change between the WAL and a
+//! socket that needs no connection. The node keeps the I/O (the replication session, the catalog
+//! queries, RLS, delivery) and calls in here, so the decoder, the value conversion and the filters are
+//! tested byte for byte and value for value without a database.
+//!
+//! ```text
+//! WAL bytes ──pgoutput──▶ Message ──node (relations, transactions)──▶ change::Change
+//!   ──matching::Filter──▶ matched ──Change::data_json (values)──▶ `data` JSON of a postgres_changes push
+//! ```
 //!
 //! Each entry of `config.postgres_changes` in a `phx_join` becomes a [`SubscriptionParams`] through
 //! [`parse_params`], which accepts exactly the key combinations the reference server accepts and
@@ -9,12 +18,25 @@
 //! - this file: the parameter map → [`SubscriptionParams`], [`EventFilter`].
 //! - [`filter`]: the `filter` grammar → [`Condition`]s.
 //! - `inspect`: Elixir's `inspect/2` layout, which those messages embed.
+//! - [`pgoutput`]: the decoder of the pgoutput logical replication messages.
+//! - [`table`]: a published table (columns, types, primary key, RLS) as changes carry it.
+//! - [`change`]: row changes and the `data` payload built from them.
+//! - [`values`]: column values (pgoutput text format) → typed JSON, as the reference emits them.
+//! - [`matching`]: evaluation of subscription filters against a change, and their subscribe-time type
+//!   checks.
 //!
-//! Pure: no I/O, no clock. What needs the database's catalog (the table is published, the columns exist
-//! and are readable, values cast to the column types) is checked by the node.
+//! Pure: no I/O. The one clock read is a filter value of `now`, `today`, `tomorrow` or `yesterday` on a
+//! date or time column ([`matching`]), read when it is evaluated, as PostgreSQL reads it. What needs the
+//! database's catalog (the table is published, the columns exist and are readable, their types) is read
+//! by the node and handed here as a [`table::TableMeta`].
 
+pub mod change;
 mod filter;
 mod inspect;
+pub mod matching;
+pub mod pgoutput;
+pub mod table;
+pub mod values;
 
 use serde_json::{Map, Value};
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::catalog::TableMeta;
+use super::table::TableMeta;
 use super::values;
 
 /// INSERT, UPDATE or DELETE.
@@ -276,7 +276,7 @@ impl Change {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cdc::catalog::ColumnMeta;
+    use crate::postgres::table::ColumnMeta;
 
     fn table(rls: bool, pk: bool) -> Arc<TableMeta> {
         let col = |name: &str, typname: &str, primary_key: bool| ColumnMeta {

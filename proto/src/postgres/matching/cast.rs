@@ -17,7 +17,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use realtime_proto::postgres::parse_array_literal;
+use crate::postgres::parse_array_literal;
 use serde_json::Value;
 
 use super::datetime::{parse_datetime, parse_time, Kind, MICROS_PER_SEC};
