@@ -18,14 +18,23 @@ fn following(leader: &NodeId) -> Follower {
     f
 }
 
+/// What becomes of each shipped transaction `(prev, end)` in turn, the hub having taken nothing.
+fn ship(f: &mut Follower, leader: &NodeId, shipments: &[(u64, u64)]) -> Vec<Take> {
+    shipments.iter().map(|&(prev, end)| f.transaction(leader, prev, end, 0)).collect()
+}
+
+const FORWARD: Take = Take::Forward;
+
+fn missed(through: u64, first: bool) -> Take {
+    Take::Missed { through, first }
+}
+
 #[test]
 fn shipments_in_order_are_forwarded_and_the_stream_is_live() {
     let leader = node("a");
     let mut f = following(&leader);
     assert!(f.live());
-    assert_eq!(f.transaction(&leader, 0, 10, 0), Take::Forward);
-    assert_eq!(f.transaction(&leader, 10, 20, 0), Take::Forward);
-    assert_eq!(f.transaction(&leader, 20, 30, 0), Take::Forward);
+    assert_eq!(ship(&mut f, &leader, &[(0, 10), (10, 20), (20, 30)]), [FORWARD; 3]);
     assert!(!f.gap());
     assert!(f.live());
 }
@@ -34,18 +43,15 @@ fn shipments_in_order_are_forwarded_and_the_stream_is_live() {
 fn a_missing_shipment_is_a_gap_until_a_replay_starts_again() {
     let leader = node("a");
     let mut f = following(&leader);
-    assert_eq!(f.transaction(&leader, 0, 10, 0), Take::Forward);
-    // 10..20 never arrives.
-    assert_eq!(f.transaction(&leader, 20, 30, 0), Take::Missed { through: 10, first: true });
+    // 10..20 never arrives; what follows is dropped too, the gap logged once.
+    let taken = ship(&mut f, &leader, &[(0, 10), (20, 30), (30, 40)]);
+    assert_eq!(taken, [FORWARD, missed(10, true), missed(10, false)]);
     assert!(f.gap());
     assert!(!f.live(), "a node missing shipments does not see the stream live");
-    // What follows is dropped too, the gap logged once.
-    assert_eq!(f.transaction(&leader, 30, 40, 0), Take::Missed { through: 10, first: false });
     // The replay starts a new stream: its first transaction (prev 0) closes the gap.
     f.stream(&leader);
     assert!(!f.gap());
-    assert_eq!(f.transaction(&leader, 0, 20, 0), Take::Forward);
-    assert_eq!(f.transaction(&leader, 20, 30, 0), Take::Forward);
+    assert_eq!(ship(&mut f, &leader, &[(0, 20), (20, 30)]), [FORWARD; 2]);
     assert!(f.live());
 }
 
@@ -53,32 +59,27 @@ fn a_missing_shipment_is_a_gap_until_a_replay_starts_again() {
 fn out_of_order_shipments_are_a_gap_not_a_reordering() {
     let leader = node("a");
     let mut f = following(&leader);
-    assert_eq!(f.transaction(&leader, 0, 10, 0), Take::Forward);
-    assert_eq!(f.transaction(&leader, 20, 30, 0), Take::Missed { through: 10, first: true });
     // The late one still fits after what was forwarded: it is taken and clears the gap, but the one
-    // dropped before is not taken back (the replay brings it).
-    assert_eq!(f.transaction(&leader, 10, 20, 0), Take::Forward);
-    assert!(!f.gap());
-    assert_eq!(f.transaction(&leader, 30, 40, 0), Take::Missed { through: 20, first: true });
+    // dropped before is not taken back (the replay brings it), so the next is missed again.
+    let taken = ship(&mut f, &leader, &[(0, 10), (20, 30), (10, 20), (30, 40)]);
+    assert_eq!(taken, [FORWARD, missed(10, true), FORWARD, missed(20, true)]);
 }
 
 #[test]
 fn a_repeated_shipment_is_forwarded_again_for_the_hub_to_skip() {
     let leader = node("a");
     let mut f = following(&leader);
-    assert_eq!(f.transaction(&leader, 0, 10, 0), Take::Forward);
-    assert_eq!(f.transaction(&leader, 10, 20, 0), Take::Forward);
     // The hub drops what it already took by commit position; here it creates no gap.
-    assert_eq!(f.transaction(&leader, 10, 20, 0), Take::Forward);
+    let taken = ship(&mut f, &leader, &[(0, 10), (10, 20), (10, 20), (20, 30)]);
+    assert_eq!(taken, [FORWARD; 4]);
     assert!(!f.gap());
-    assert_eq!(f.transaction(&leader, 20, 30, 0), Take::Forward);
 }
 
 #[test]
 fn what_the_hub_took_counts_as_received() {
     let leader = node("a");
     let mut f = following(&leader);
-    assert_eq!(f.transaction(&leader, 0, 10, 0), Take::Forward);
+    assert_eq!(f.transaction(&leader, 0, 10, 0), FORWARD);
     // The hub took through 50 (it led before, or a replay went through it).
     assert_eq!(f.transaction(&leader, 50, 60, 50), Take::Forward);
     assert_eq!(f.transaction(&leader, 70, 80, 60), Take::Missed { through: 60, first: true });
@@ -172,16 +173,26 @@ fn a_silent_leader_is_taken_as_not_live_once() {
     assert!(!f.tick(t0 + LEADER_SILENCE * 3 + REPEAT));
 }
 
+const HOLD: Duration = Duration::from_secs(30);
+
+/// The leader's view once each peer reported its position (no gap) at `at`.
+fn reported(positions: &[(&NodeId, u64)], at: Instant) -> Acks {
+    let mut acks = Acks::default();
+    for &(peer, lsn) in positions {
+        acks.delivered(peer.clone(), lsn, false, true, at);
+    }
+    acks
+}
+
 #[test]
 fn the_ack_is_what_this_node_and_every_live_peer_delivered() {
     let (b, c) = (node("b"), node("c"));
     let t0 = Instant::now();
-    let hold = Duration::from_secs(30);
-    let mut acks = Acks::default();
-    assert_eq!(acks.ack(100, [], hold, t0), 100, "alone: its own position");
-    assert_eq!(acks.ack(100, [b.clone()], hold, t0), 0, "a peer not heard from holds at 0");
-    acks.delivered(b.clone(), 80, false, true, t0);
-    acks.delivered(c.clone(), 90, false, true, t0);
+    let hold = HOLD;
+    let mut fresh = Acks::default();
+    assert_eq!(fresh.ack(100, [], hold, t0), 100, "alone: its own position");
+    assert_eq!(fresh.ack(100, [b.clone()], hold, t0), 0, "a peer not heard from holds at 0");
+    let mut acks = reported(&[(&b, 80), (&c, 90)], t0);
     assert_eq!(acks.ack(100, [b.clone(), c.clone()], hold, t0), 80);
     assert_eq!(acks.ack(70, [b.clone(), c.clone()], hold, t0), 70, "nor past this node");
     // A position never moves back.
@@ -193,10 +204,8 @@ fn the_ack_is_what_this_node_and_every_live_peer_delivered() {
 fn a_gone_peer_holds_the_ack_for_the_hold_then_not() {
     let (b, c) = (node("b"), node("c"));
     let t0 = Instant::now();
-    let hold = Duration::from_secs(30);
-    let mut acks = Acks::default();
-    acks.delivered(b.clone(), 40, false, true, t0);
-    acks.delivered(c.clone(), 90, false, true, t0);
+    let hold = HOLD;
+    let mut acks = reported(&[(&b, 40), (&c, 90)], t0);
     assert_eq!(acks.ack(100, [b.clone(), c.clone()], hold, t0), 40);
     // b is no longer reachable: held for the hold, then left behind.
     assert_eq!(acks.ack(100, [c.clone()], hold, t0 + hold), 40);
