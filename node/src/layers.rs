@@ -31,6 +31,7 @@ pub const MAX_CODE_LINES: usize = 600;
 
 /// Source files still over [`MAX_CODE_LINES`], each with why; the list only shrinks (a listed file
 /// that fits fails the check, so its entry goes).
+/// None is left: config and the CDC hub were split (issue 18).
 const KNOWN_LARGE: &[(&str, &str)] = &[];
 
 /// Strongly connected components with more than one module (a module referring to itself is not a cycle),

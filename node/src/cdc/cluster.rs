@@ -27,8 +27,12 @@
 //! - A node takes shipments only from the node raft names as leader, and only after [`guard`] checked
 //!   them (positions against the stream and PostgreSQL's WAL, tables against the catalog): a buggy or
 //!   forged shipment is rejected, logged and counted, never delivered or recorded.
+//!
+//! The decisions (gap, liveness, acknowledgement, replay) are the plain state machines of [`state`];
+//! this file does the I/O around them.
 
-use std::collections::HashMap;
+mod state;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +40,7 @@ use realtime_cluster::{ClusterHandle, NodeId};
 use realtime_proto::postgres::change::Transaction;
 use tokio::sync::{mpsc, watch, Notify};
 
+use self::state::{Acks, Follower, Take, LEADER_SILENCE, REPEAT};
 use super::gap::{StreamStart, Taken};
 use super::guard::{self, Rejection, Rejections, Verifier};
 use super::health::CdcHealth;
@@ -43,18 +48,6 @@ use super::hub::{Feed, HubCommand};
 use super::shipping::{self, Outgoing, Shipped};
 use crate::metrics::CdcStage;
 use crate::peer_message::NodeMessage;
-
-/// How often a follower repeats its delivered position and the leader its stream state (so a new
-/// leader, or a node that just joined, learns them without waiting for a change).
-const REPEAT: Duration = Duration::from_millis(500);
-
-/// A follower that has heard nothing from the leader (not even its repeated stream state) for this
-/// long takes the stream as not live: its subscribers are told their changes are delayed after the
-/// hub's notice time, as when the leader's own stream goes silent.
-const LEADER_SILENCE: Duration = Duration::from_millis(4 * REPEAT.as_millis() as u64);
-
-/// At most one replay of the stream per this long.
-const REPLAY_EVERY: Duration = Duration::from_secs(2);
 
 /// What peers send about Postgres Changes, routed here by the node's cluster bridge.
 #[derive(Debug)]
@@ -125,48 +118,6 @@ pub struct ClusterCdc {
     pub database: watch::Receiver<Option<bool>>,
 }
 
-/// Peers heard from: their positions (for the acknowledgement) and when the stream was last replayed.
-#[derive(Default)]
-struct Peers {
-    /// Each peer's last reported delivered position.
-    delivered: HashMap<NodeId, u64>,
-    /// When each peer was last seen reachable (alive for the failure detector, link not stalled).
-    last_live: HashMap<NodeId, Instant>,
-    /// When the stream was last replayed for a peer that missed shipments.
-    replayed_at: Option<Instant>,
-}
-
-/// What this node forwarded to its hub, to notice shipments it missed.
-#[derive(Default)]
-struct Received {
-    /// End of the last shipped transaction forwarded to the hub.
-    forwarded: u64,
-    /// A shipped transaction's predecessor was never received: this node is asking for a replay.
-    gap: bool,
-    /// The last transaction this node refused because it did not (yet) know its sender as leader
-    /// (sender, end position): if raft then names that sender and the hub has not taken that
-    /// position, it is asked for again as a gap.
-    refused: Option<(NodeId, u64)>,
-    /// The last leader seen announcing its streams ([`Shipped::Stream`]), and whether the start of
-    /// its current stream was received: from such a leader, a stream's first transaction without
-    /// its start means the start (and what it would have said about a gap) was missed.
-    announcer: Option<NodeId>,
-    started: bool,
-    /// What the leader last said about its stream ([`Shipped::Live`]). This node's hub sees the stream
-    /// live only while that holds and no shipment is missing here: a follower that cannot take the
-    /// leader's shipments (its link lost some, it cannot check them against the database, or its probe
-    /// finds the database unreachable) has its subscribers told their changes are delayed, as the
-    /// leader's own would be.
-    leader_live: bool,
-    /// A shipment could not be checked against the database (see [`guard::Verifier`]) and none has
-    /// been since: this node cannot deliver, whatever the leader's stream does.
-    unverifiable: bool,
-    /// When the leader was last heard (any shipment it sent).
-    leader_heard: Option<Instant>,
-    /// This node's probe finds PostgreSQL unreachable.
-    database_lost: bool,
-}
-
 impl ClusterCdc {
     fn shipper(&self) -> Shipper {
         Shipper::new(&self.cluster)
@@ -176,8 +127,8 @@ impl ClusterCdc {
     /// state and computes the cluster-wide acknowledgement. Runs until the hub is gone.
     pub async fn run(&mut self) {
         let mut leadership = self.cluster.leadership();
-        let mut peers = Peers::default();
-        let mut received = Received::default();
+        let mut peers = Acks::default();
+        let mut received = Follower::default();
         let mut repeat = tokio::time::interval(REPEAT);
         repeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut live_rx = self.live.subscribe();
@@ -185,15 +136,15 @@ impl ClusterCdc {
             tokio::select! {
                 inbound = self.inbound.recv() => match inbound {
                     Some(CdcInbound::Shipped { from, body }) => {
-                        let was_gap = received.gap;
+                        let was_gap = received.gap();
                         if !self.on_shipped(&mut received, &from, &body).await {
                             return;
                         }
-                        if received.gap != was_gap {
-                            self.taken.set_missing(received.gap);
+                        if received.gap() != was_gap {
+                            self.taken.set_missing(received.gap());
                             self.follow_live(&received);
                         }
-                        if received.gap && !was_gap {
+                        if received.gap() && !was_gap {
                             self.report(true);
                         }
                     }
@@ -224,7 +175,7 @@ impl ClusterCdc {
                     if changed.is_err() {
                         return;
                     }
-                    self.report(received.gap);
+                    self.report(received.gap());
                     self.update_ack(&mut peers);
                 }
                 changed = leadership.changed() => {
@@ -235,26 +186,22 @@ impl ClusterCdc {
                         let view = leadership.borrow_and_update();
                         (view.is_me, view.leader.clone())
                     };
+                    // A new leader's first shipments may come before raft told this node who leads.
+                    let missed = received.leadership(is_me, leader.as_ref(), self.taken.through());
                     if !is_me {
                         // A follower's hub waits for the (new) leader to say its stream is live.
-                        received.leader_live = false;
                         self.live.send_replace(false);
                     }
-                    // A new leader's first shipments may come before raft told this node who leads.
-                    if let Some((sender, end_lsn)) = received.refused.take() {
-                        let through = received.forwarded.max(self.taken.through());
-                        if leader.as_ref() == Some(&sender) && end_lsn > through {
-                            received.gap = true;
-                            self.taken.set_missing(true);
-                        }
+                    if missed {
+                        self.taken.set_missing(true);
                     }
-                    self.report(received.gap);
+                    self.report(received.gap());
                 }
                 changed = self.database.changed() => {
                     if changed.is_err() {
                         return;
                     }
-                    received.database_lost = *self.database.borrow_and_update() == Some(false);
+                    received.database(*self.database.borrow_and_update());
                     self.follow_live(&received);
                 }
                 changed = live_rx.changed() => {
@@ -267,13 +214,11 @@ impl ClusterCdc {
                     }
                 }
                 _ = repeat.tick() => {
-                    let silent = received.leader_heard.is_some_and(|at| at.elapsed() > LEADER_SILENCE);
-                    if silent && received.leader_live {
+                    if received.tick(Instant::now()) {
                         tracing::warn!(after = ?LEADER_SILENCE, "nothing heard from the Postgres Changes leader: its stream is taken as not live here");
-                        received.leader_live = false;
                         self.follow_live(&received);
                     }
-                    self.report(received.gap);
+                    self.report(received.gap());
                     self.update_ack(&mut peers);
                     if self.cluster.leadership().borrow().is_me {
                         let live = *self.live.borrow();
@@ -293,7 +238,7 @@ impl ClusterCdc {
     /// of the cluster, its link was cut) is dropped, and the gap reported to the leader, which replays
     /// the stream from the slot; the replay's first transaction (`prev` 0) closes the gap. A
     /// transaction that could not be checked (the database did not answer) is handled the same way.
-    async fn on_shipped(&mut self, received: &mut Received, from: &NodeId, body: &[u8]) -> bool {
+    async fn on_shipped(&mut self, received: &mut Follower, from: &NodeId, body: &[u8]) -> bool {
         let shipped = match shipping::decode(body) {
             Ok(shipped) => shipped,
             Err(error) => {
@@ -304,20 +249,19 @@ impl ClusterCdc {
         let leadership = self.cluster.leadership().borrow().clone();
         if let Err(rejection) = guard::check_sender(from, &leadership) {
             if let Shipped::Transaction { txn, .. } = &shipped {
-                received.refused = Some((from.clone(), txn.end_lsn));
+                received.refused(from, txn.end_lsn);
             }
             self.rejections.record(from, &rejection);
             return true;
         }
-        received.leader_heard = Some(Instant::now());
+        received.heard(Instant::now());
         match shipped {
             Shipped::Transaction { prev, txn } => {
                 let (txn, dropped) = match self.verifier.transaction(prev, txn).await {
                     Ok(checked) => checked,
                     Err(rejection) => {
                         if matches!(rejection, Rejection::Unverifiable(_)) {
-                            received.gap = true;
-                            received.unverifiable = true;
+                            received.unverifiable();
                         }
                         self.rejections.record(from, &rejection);
                         return true;
@@ -326,32 +270,23 @@ impl ClusterCdc {
                 for rejection in &dropped {
                     self.rejections.record(from, rejection);
                 }
-                if std::mem::take(&mut received.unverifiable) {
+                if received.verified() {
                     self.follow_live(received);
                 }
-                let through = received.forwarded.max(self.taken.through());
-                let start_missed =
-                    prev == 0 && !received.started && received.announcer.as_ref() == Some(from);
-                if (prev != 0 && prev > through) || start_missed {
-                    if !received.gap {
-                        tracing::warn!(leader = %from, missed_after = through, "missed shipped changes: asking for a replay");
+                match received.transaction(from, prev, txn.end_lsn, self.taken.through()) {
+                    Take::Forward => self.transactions.send(Feed::Transaction(txn)).await.is_ok(),
+                    Take::Missed { through, first } => {
+                        if first {
+                            tracing::warn!(leader = %from, missed_after = through, "missed shipped changes: asking for a replay");
+                        }
+                        true
                     }
-                    received.gap = true;
-                    return true;
                 }
-                if prev == 0 {
-                    received.started = false;
-                }
-                received.gap = false;
-                received.forwarded = received.forwarded.max(txn.end_lsn);
-                self.transactions.send(Feed::Transaction(txn)).await.is_ok()
             }
             // What follows is the leader's stream from `start.from` on: whatever this node missed
             // before is either replayed or, when the hub has not taken the anchor, told as lost.
             Shipped::Stream(start) => {
-                received.gap = false;
-                received.announcer = Some(from.clone());
-                received.started = true;
+                received.stream(from);
                 // A leader that missed transactions before it led names too early an anchor: a node
                 // that has a later one tells it (as a delivered position), so that its own hub tells
                 // its subscribers (see `gap`).
@@ -368,18 +303,17 @@ impl ClusterCdc {
                 self.hub.send(HubCommand::RelationChanged { oid }).is_ok()
             }
             Shipped::Live(live) => {
-                received.leader_live = live;
+                received.leader_says(live);
                 self.follow_live(received);
                 true
             }
         }
     }
 
-    /// On a follower: the hub's view of the stream (see [`Received::leader_live`]).
-    fn follow_live(&self, received: &Received) {
+    /// On a follower: the hub's view of the stream ([`Follower::live`]).
+    fn follow_live(&self, received: &Follower) {
         if !self.cluster.leadership().borrow().is_me {
-            let blocked = received.gap || received.unverifiable || received.database_lost;
-            self.live.send_replace(received.leader_live && !blocked);
+            self.live.send_replace(received.live());
         }
     }
 
@@ -393,46 +327,25 @@ impl ClusterCdc {
         }
     }
 
-    /// A peer's delivered position. A peer that reports a gap missed shipments (it was out of the
-    /// cluster, or its link was cut): the leader replays its stream from the slot, which
-    /// [`ClusterCdc::update_ack`] kept at or below that peer's position, and every node drops what it
-    /// already has. At most one replay per [`REPLAY_EVERY`].
-    fn on_delivered(&self, peers: &mut Peers, from: NodeId, lsn: u64, gap: bool) {
-        let held = peers.delivered.entry(from.clone()).or_insert(0);
-        *held = (*held).max(lsn);
-        if !gap || !self.cluster.leadership().borrow().is_me {
-            return;
+    /// A peer's delivered position; a gap it reports replays the stream from the slot (see
+    /// [`Acks::delivered`]), and every node drops what it already has.
+    fn on_delivered(&self, peers: &mut Acks, from: NodeId, lsn: u64, gap: bool) {
+        let leading = self.cluster.leadership().borrow().is_me;
+        if let Some(held) = peers.delivered(from.clone(), lsn, gap, leading, Instant::now()) {
+            tracing::warn!(peer = %from, delivered = held, "a peer missed shipped changes: replaying the stream from the slot");
+            self.restart.notify_one();
         }
-        if peers.replayed_at.is_some_and(|at| at.elapsed() < REPLAY_EVERY) {
-            return;
-        }
-        peers.replayed_at = Some(Instant::now());
-        tracing::warn!(peer = %from, delivered = *held, "a peer missed shipped changes: replaying the stream from the slot");
-        self.restart.notify_one();
     }
 
-    /// The acknowledgement: what this node and every peer reachable within the hold delivered, never
-    /// moving back. Holding a recently gone (or stalled) peer keeps the slot at its position, so if it
-    /// comes back (it was paused or cut off, not dead) the stream can be replayed for it.
-    fn update_ack(&self, peers: &mut Peers) {
-        let now = Instant::now();
-        for peer in self.cluster.reachable_peers() {
-            peers.last_live.insert(peer, now);
-        }
-        let hold = self.hold;
-        peers.last_live.retain(|_, at| now.duration_since(*at) <= hold);
-        let mut ack = *self.local_delivered.borrow();
-        for peer in peers.last_live.keys() {
-            ack = ack.min(peers.delivered.get(peer).copied().unwrap_or(0));
-        }
-        self.acked.send_if_modified(|acked| {
-            if ack > *acked {
-                *acked = ack;
-                true
-            } else {
-                false
-            }
-        });
+    /// The acknowledgement ([`Acks::ack`]), never moving back.
+    fn update_ack(&self, peers: &mut Acks) {
+        let ack = peers.ack(
+            *self.local_delivered.borrow(),
+            self.cluster.reachable_peers(),
+            self.hold,
+            Instant::now(),
+        );
+        self.acked.send_if_modified(|acked| state::advance(acked, ack));
     }
 }
 

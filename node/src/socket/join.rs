@@ -1,9 +1,10 @@
 //! `phx_join` admission and `phx_leave` (PROTOCOL.md §2.4–2.7).
 //!
 //! Every join counts toward the socket's joins per second as it arrives, refused or not
-//! ([`SocketActor::count_join`]). The other checks run in the reference's order: draining, topic,
-//! channels per socket, token, private channel. The channel itself checks capacity and answers with
-//! a [`JoinOutcome`], so the join reply is written before any push of that channel. With
+//! ([`SocketActor::count_join`]). The other checks are the pure pipeline of [`super::admission`]
+//! (draining, topic, channels per socket, token, private channel, …, in the reference's order); this
+//! file gathers its facts, answers its refusal and does the I/O. The channel itself checks capacity
+//! and answers with a [`JoinOutcome`], so the join reply is written before any push of that channel. With
 //! `postgres_changes_options.wait`, the join is held until the postgres subscription is live (see
 //! [`super::postgres`]).
 
@@ -14,14 +15,16 @@ use realtime_proto::client::{ClientEvent, ClientMessage};
 use realtime_proto::join::JoinConfig;
 use realtime_proto::server::{self, ReplyStatus};
 use realtime_proto::system::reason;
-use realtime_proto::{topic, OutFrame};
+use realtime_proto::OutFrame;
 use serde_json::{Map, Value};
 
 use super::actor::{ChannelState, SocketActor};
-use crate::cdc::notifications;
+use super::admission;
+use crate::auth::jwt::{Claims, TokenError};
 use crate::channel::messages::{Join, JoinOutcome, JoinRefused, Member, Resuming};
 use crate::close::Close;
 use crate::metrics::{metrics, Refusal};
+use crate::state::Shared;
 use crate::vocab::TopicKey;
 
 /// How long a waiting join holds for its postgres subscription by default, and at most.
@@ -49,6 +52,31 @@ fn join_response(entries: &[(u32, Map<String, Value>)]) -> String {
 
 fn postgres_entries(config: &JoinConfig) -> Vec<(u32, Map<String, Value>)> {
     config.postgres_changes.iter().map(|e| (postgres_change_id(e), e.clone())).collect()
+}
+
+/// [`admission::Gates`] over the node's verifier, resumable topics and join rates, at one instant.
+struct NodeGates<'a> {
+    shared: &'a Shared,
+    now: Instant,
+}
+
+impl admission::Gates for NodeGates<'_> {
+    fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        self.shared.verifier.verify(token)
+    }
+
+    fn is_resumable(&self, key: &TopicKey) -> bool {
+        self.shared.resume.as_ref().is_some_and(|r| r.is_resumable(key))
+    }
+
+    fn allow_token_join(&mut self, key: &str) -> bool {
+        self.shared.token_joins.allow(key, self.now)
+    }
+
+    fn allow_node_join(&mut self) -> bool {
+        // The node as a whole is over its rate: this join is refused, the socket kept.
+        self.shared.joins.allow(1)
+    }
 }
 
 impl SocketActor {
@@ -96,88 +124,42 @@ impl SocketActor {
     }
 
     pub(super) fn on_join(&mut self, ctx: &mut Context<Self>, msg: ClientMessage) {
-        let Some(sub_topic) = topic::sub_topic(&msg.topic).map(str::to_owned) else {
-            return self.reply_error(ctx, &msg, reason::UNMATCHED_TOPIC);
+        let ClientEvent::Join(join) = &msg.event else { return };
+        let sub_topic = match admission::sub_topic(&msg.topic) {
+            Ok(sub_topic) => sub_topic.to_owned(),
+            Err(unmatched) => return self.reply_error(ctx, &msg, &unmatched.to_string()),
         };
         // A second join of a joined topic closes the old channel first (with its join_ref).
         if let Some(old) = self.remove_channel(ctx, &msg.topic) {
             self.send(ctx, server::close(self.vsn, old.join_ref.as_deref(), &msg.topic));
         }
-        let limits = self.shared.config.limits;
-        if self.shared.is_draining() {
-            metrics().refused(Refusal::Draining);
-            return self.refuse(ctx, &msg, reason::SHUTTING_DOWN);
-        }
-        if sub_topic.is_empty() {
-            return self.refuse(ctx, &msg, reason::TOPIC_NAME_REQUIRED);
-        }
-        // This socket's own joins per second were counted when the frame arrived (`count_join`).
+        let config = join.config.clone().unwrap_or_default();
         let now = Instant::now();
-        if self.channels.len() >= limits.max_channels_per_client {
-            metrics().refused(Refusal::ChannelsPerClient);
-            return self.refuse(ctx, &msg, reason::TOO_MANY_CHANNELS);
-        }
-        let ClientEvent::Join(join) = &msg.event else { return };
-        // `sb_…` API keys are not JWTs: the channel then runs under the socket's token.
-        let token = match &join.access_token {
-            Some(t) if !t.starts_with("sb_") => t.clone(),
-            _ => self.token.clone(),
+        let shared = &*self.shared;
+        let facts = admission::Facts {
+            draining: shared.is_draining(),
+            channels: self.channels.len(),
+            max_channels: shared.config.limits.max_channels_per_client,
+            budget: &shared.config.limits.budget,
+            socket_token: &self.token,
+            private_available: shared.authz.is_some(),
+            private_only: shared.config.private_only,
         };
-        let claims = match self.shared.verifier.verify(&token) {
-            Ok(claims) => claims,
-            Err(error) => {
-                metrics().refused(Refusal::InvalidToken);
-                return self.refuse(ctx, &msg, &error.join_reason());
+        let request = admission::Request {
+            sub_topic: &sub_topic,
+            access_token: join.access_token.as_deref(),
+            config: &config,
+        };
+        let admitted = match admission::admit(&request, &facts, &mut NodeGates { shared, now }) {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                if let Some(refusal) = refused.metric() {
+                    metrics().refused(refusal);
+                }
+                return self.refuse(ctx, &msg, &refused.to_string());
             }
         };
-        // A notifications inbox is its user's alone (public or private).
-        if notifications::owner_of(&sub_topic).is_some_and(|owner| claims.sub.as_deref() != Some(owner)) {
-            metrics().refused(Refusal::PrivateChannel);
-            return self.refuse(ctx, &msg, &reason::unauthorized_read(&sub_topic));
-        }
-        let config = join.config.clone().unwrap_or_default();
-        if let Err(error) = limits.budget.check_join(&config) {
-            metrics().refused(Refusal::Budget);
-            return self.refuse(ctx, &msg, &error.to_string());
-        }
-        if config.broadcast.replay.is_some() && !config.private {
-            return self.refuse(ctx, &msg, reason::REPLAY_ON_PUBLIC);
-        }
-        if config.private && self.shared.authz.is_none() {
-            metrics().refused(Refusal::PrivateChannel);
-            return self.refuse(ctx, &msg, reason::PRIVATE_UNAVAILABLE);
-        }
-        let replay = match config.broadcast.replay.as_ref().map(crate::replay::parse) {
-            None => None,
-            Some(Ok(request)) => Some(request),
-            Some(Err(reason)) => return self.refuse(ctx, &msg, &reason),
-        };
-        let resume = match config.broadcast.resume.as_ref().map(crate::resume::parse_request) {
-            None | Some(Ok(None)) => None,
-            Some(Ok(Some(after))) => Some(after),
-            Some(Err(reason)) => return self.refuse(ctx, &msg, &reason),
-        };
-        let resumable = self.shared.resume.as_ref().is_some_and(|r| {
-            r.is_resumable(&TopicKey { sub_topic: sub_topic.as_str().into(), private: config.private })
-        });
-        if config.broadcast.resume.is_some() && !resumable {
-            return self.refuse(ctx, &msg, reason::RESUME_UNAVAILABLE);
-        }
-        if !config.private && self.shared.config.private_only {
-            metrics().refused(Refusal::PrivateChannel);
-            return self.refuse(ctx, &msg, reason::PRIVATE_ONLY);
-        }
-        // The same user flooding from many sockets: per token (its subject, or the token itself).
-        let token_key = claims.sub.as_deref().unwrap_or(&token);
-        if !self.shared.token_joins.allow(token_key, now) {
-            metrics().refused(Refusal::TokenJoinRate);
-            return self.refuse(ctx, &msg, reason::TOO_MANY_JOINS);
-        }
-        if !self.shared.joins.allow(1) {
-            // The node as a whole is over its rate: refuse this join, keep the socket.
-            metrics().refused(Refusal::JoinRate);
-            return self.refuse(ctx, &msg, reason::TOO_MANY_JOINS);
-        }
+        let admission::Admitted { token, claims, replay, resume } = admitted;
         self.presence_windows.retain(|_, w| !w.is_idle(now));
         let key = TopicKey { sub_topic: sub_topic.into(), private: config.private };
         let presence_key = config.presence.key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());

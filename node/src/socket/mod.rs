@@ -10,11 +10,13 @@
 //!
 //! - [`actor`]: lifecycle, inbound frames, writes, idle timeout, drain.
 //! - [`inbound`]: the client's frames, decoded from the request body.
-//! - [`join`]: `phx_join` admission, `phx_leave`, join outcomes.
+//! - [`admission`]: the checks a `phx_join` passes, as a pure ordered pipeline.
+//! - [`join`]: `phx_join` admission (its I/O), `phx_leave`, join outcomes.
 //! - [`events`]: `broadcast` and `presence` pushes.
 //! - [`tokens`]: `access_token` refresh and channel expiry.
 
 pub mod actor;
+pub mod admission;
 pub mod events;
 pub mod inbound;
 pub mod join;
