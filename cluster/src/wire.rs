@@ -18,8 +18,10 @@ use crate::error::WireError;
 use crate::identity::PeerId;
 use crate::presence::{Delta, Snapshot, Version};
 
-/// The version byte at the start of every frame.
-pub const WIRE_VERSION: u8 = 2;
+/// The version byte at the start of every frame: 3 since the node's payloads travel as bytes
+/// (`Relay { body }`, `Node`); never the same as [`LINK_VERSION`], so neither header is taken for the
+/// other.
+pub const WIRE_VERSION: u8 = 3;
 
 /// The first byte of every frame on a link: the link format (sequence numbers and acknowledgements).
 pub const LINK_VERSION: u8 = 2;

@@ -426,11 +426,15 @@ impl Listener for MemoryListener {
 impl Drop for MemoryListener {
     fn drop(&mut self) {
         if let Some(net) = self.net.upgrade() {
-            let mut state = lock(&net);
-            if state.listeners.get(&self.at).is_some_and(|(id, _)| *id == self.id) {
-                state.listeners.remove(&self.at);
-            }
+            unbind(&mut lock(&net).listeners, self.at, self.id);
         }
+    }
+}
+
+/// Frees `at` in `bound` if this binding (`id`) still holds it.
+fn unbind<T>(bound: &mut HashMap<SocketAddr, (u64, T)>, at: SocketAddr, id: u64) {
+    if bound.get(&at).is_some_and(|(held, _)| *held == id) {
+        bound.remove(&at);
     }
 }
 
@@ -504,10 +508,7 @@ impl Datagrams for MemoryDatagrams {
 impl Drop for MemoryDatagrams {
     fn drop(&mut self) {
         if let Some(net) = self.net.upgrade() {
-            let mut state = lock(&net);
-            if state.sockets.get(&self.at).is_some_and(|(id, _)| *id == self.id) {
-                state.sockets.remove(&self.at);
-            }
+            unbind(&mut lock(&net).sockets, self.at, self.id);
         }
     }
 }
