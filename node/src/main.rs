@@ -8,8 +8,8 @@ use realtime_node::config::{Config, Machine, Settings};
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    realtime_node::telemetry::init();
     let settings = Settings::parse().with_file().context("configuration")?;
+    realtime_node::telemetry::init(settings.log_format().context("configuration")?);
     // Deciding is pure (defaults, validation); the files it names are read and the advertised address
     // is looked up after, at start-up.
     let draft = Config::decide(settings, &Machine::current()).context("configuration")?;

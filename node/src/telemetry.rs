@@ -1,6 +1,13 @@
 //! Logs: `tracing` to stderr, filtered by `RUST_LOG` (default `info`). Stdout is kept for the one
 //! machine-readable line announcing the listener.
 //!
+//! Made to be shipped: `REALTIME_LOG_FORMAT=json` writes one JSON object per line (time, level,
+//! target, message and fields, and `span`: the span it happened in with its fields, such as the
+//! socket's `conn` and `user`), and the text format has ANSI colours only when stderr is a terminal, so a log shipper
+//! never stores escape codes. openraft's own INFO lines (every election step, membership change and
+//! snapshot) are half of a start-up log and say nothing the node does not log itself (the leader, the
+//! CDC owner): unless `RUST_LOG` names openraft, only its warnings and errors are shown.
+//!
 //! One targeted filter on top: openraft 0.9 logs every failed replication RPC to a voter it cannot
 //! reach, five lines per retry (`openraft::replication`: WARN `error replication to target=…`,
 //! ERROR `RPCError`, WARN `… backoff mode …`; `openraft::engine::handler::replication_handler`: WARN
@@ -11,19 +18,65 @@
 //! event passes, including replication errors of any other kind. A `RUST_LOG` that names openraft (`RUST_LOG=info,openraft=info`) keeps them
 //! all: whoever asks about openraft gets all of it.
 
+use std::fmt;
+use std::io::IsTerminal as _;
+
+use serde::Deserialize;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let keep_retries = std::env::var("RUST_LOG").is_ok_and(|spec| spec.contains("openraft"));
+/// How log lines are written (`REALTIME_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people: one line per event, coloured only on a terminal.
+    #[default]
+    Text,
+    /// For log shippers: one JSON object per line.
+    Json,
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+/// The filter: `RUST_LOG` (default `info`), with openraft held to warnings unless it names openraft.
+fn filter(rust_log: Option<&str>) -> EnvFilter {
+    let spec = rust_log.unwrap_or("info");
+    let quiet_raft = if spec.contains("openraft") { "" } else { ",openraft=warn" };
+    EnvFilter::try_new(format!("{spec}{quiet_raft}")).unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"))
+}
+
+pub fn init(format: LogFormat) {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let keep_retries = rust_log.as_deref().is_some_and(|spec| spec.contains("openraft"));
+    let text = (format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+    });
+    let json = (format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            // The span an event names as its parent (a socket's), which the span list would miss.
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+    });
     let _ = tracing_subscriber::registry()
         .with((!keep_retries).then_some(QuietRaftRetries))
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter(rust_log.as_deref()))
+        .with(text)
+        .with(json)
         .try_init();
 }
 

@@ -22,6 +22,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use super::ConfigError;
+use crate::telemetry::LogFormat;
 
 /// One setting as the operator sees it: the row `docs/configuration.md` must have for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +71,12 @@ impl Declared<SocketAddr> for &str {
 impl Declared<String> for &str {
     fn value(self) -> String {
         self.to_owned()
+    }
+}
+
+impl Declared<LogFormat> for &str {
+    fn value(self) -> LogFormat {
+        <LogFormat as clap::ValueEnum>::from_str(self, false).expect("a declared default log format parses")
     }
 }
 
@@ -186,6 +193,9 @@ settings! {
     admin_token_file: PathBuf, "REALTIME_ADMIN_TOKEN_FILE";
     /// Stable node name (defaults to the hostname).
     node_id: String, "REALTIME_NODE_ID";
+    /// Log lines as `text` (coloured only on a terminal) or `json` (one object per line, with the
+    /// socket's `conn` and `user`), for log shippers. `RUST_LOG` filters either.
+    log_format: LogFormat, "REALTIME_LOG_FORMAT", default "text", any;
     /// WebSocket connections per node.
     max_connections: usize, "REALTIME_MAX_CONNECTIONS", default 100_000, positive;
     /// Members per channel.

@@ -17,14 +17,7 @@ use actix_web::HttpResponse;
 /// its bearer must be the token or a valid `service_role` JWT.
 pub fn allowed(token: Option<&AdminToken>, verifier: &Verifier, headers: &HeaderMap) -> bool {
     let Some(token) = token else { return true };
-    let Some(bearer) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-    else {
-        return false;
-    };
+    let Some(bearer) = super::bearer(headers) else { return false };
     token.matches(bearer) || verifier.verify(bearer).is_ok_and(|claims| claims.is_service_role())
 }
 

@@ -10,7 +10,15 @@ pub mod rest;
 pub mod server;
 pub mod socket;
 
+use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 use actix_web::web;
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme in any case), if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|token| !token.is_empty())
+}
 
 /// Registers every route under both the bare paths and the Supabase gateway's `/realtime/v1` prefix.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -30,4 +38,28 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(health::readyz))
         .route("/cluster", web::get().to(health::cluster))
         .route("/metrics", web::get().to(health::metrics));
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::HeaderValue;
+
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn reads_a_bearer_token_in_any_case_and_nothing_else() {
+        assert_eq!(bearer(&with("Bearer abc.def")), Some("abc.def"));
+        assert_eq!(bearer(&with("bearer abc")), Some("abc"));
+        assert_eq!(bearer(&with("BEARER  abc ")), Some("abc"));
+        assert_eq!(bearer(&with("Basic dXNlcjpwdw==")), None);
+        assert_eq!(bearer(&with("Bearer")), None);
+        assert_eq!(bearer(&with("Bearer ")), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
 }

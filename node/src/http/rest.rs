@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::http::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
+use actix_web::http::header::{HeaderMap, CONTENT_TYPE};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::{Bytes, BytesMut};
@@ -160,11 +160,7 @@ async fn read_body(shared: &Shared, payload: web::Payload, max: usize) -> Result
 
 /// `Authorization: Bearer <t>`, else the `apikey` header, else the `apikey` query parameter.
 fn token(headers: &HeaderMap, query: &str) -> Option<String> {
-    let bearer = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::to_owned);
+    let bearer = super::bearer(headers).map(str::to_owned);
     let header = || headers.get("apikey").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let param = || {
         web::Query::<HashMap<String, String>>::from_query(query).ok().and_then(|q| q.get("apikey").cloned())

@@ -149,8 +149,10 @@ fn check(
     }
     let vsn = Vsn::from_query(params.get("vsn").map(String::as_str))
         .map_err(|e| (StatusCode::FORBIDDEN, e.to_string()))?;
+    // `x-api-key` wins, then the `apikey` parameter (what realtime-js sends), then a bearer.
     let header = head.headers().get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let token = header.or_else(|| params.get("apikey").cloned()).ok_or_else(|| {
+    let bearer = || super::bearer(head.headers()).map(str::to_owned);
+    let token = header.or_else(|| params.get("apikey").cloned()).or_else(bearer).ok_or_else(|| {
         metrics().refused(Refusal::InvalidToken);
         (StatusCode::UNAUTHORIZED, TokenError::Missing.handshake_message())
     })?;

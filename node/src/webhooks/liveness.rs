@@ -80,6 +80,15 @@ impl Liveness {
         gone
     }
 
+    /// Every user online or in grace, forgotten, in name order: the node stops and nobody else will
+    /// report them (see `users::run`).
+    pub fn forget_all(&mut self) -> Vec<String> {
+        self.deadlines.clear();
+        let mut users: Vec<String> = self.users.drain().map(|(user, _)| user).collect();
+        users.sort();
+        users
+    }
+
     /// When the next grace ends, if any user is in one.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.keys().next().map(|(deadline, _)| *deadline)
@@ -126,6 +135,18 @@ mod tests {
         assert_eq!(l.set_count("u", 2, ms(t0, 1)), None);
         assert_eq!(l.set_count("u", 1, ms(t0, 2)), None);
         assert!(l.expire(ms(t0, 60_000)).is_empty(), "online users never expire");
+    }
+
+    #[test]
+    fn a_stopping_node_forgets_everyone_online_or_in_grace() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(Duration::from_secs(30));
+        l.set_count("b", 1, t0);
+        l.set_count("a", 2, t0);
+        l.set_count("a", 0, t0);
+        assert_eq!(l.forget_all(), vec!["a".to_string(), "b".to_string()]);
+        assert!(l.is_empty() && l.next_deadline().is_none());
+        assert!(l.expire(ms(t0, 60_000)).is_empty(), "nobody is reported twice");
     }
 
     #[test]

@@ -59,7 +59,10 @@ struct Inner {
     queue: Queue,
     roster: Arc<Roster>,
     cluster: Option<ClusterHandle>,
+    /// Stops the sender, once the users task has queued its last edges.
     stop: watch::Sender<bool>,
+    stop_users: watch::Sender<bool>,
+    /// The users task, then the sender: stopped and awaited in this order.
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -72,6 +75,7 @@ impl Webhooks {
     pub fn start(config: &WebhookConfig, node_id: &str, cluster: Option<ClusterHandle>) -> Webhooks {
         let (tx, rx) = mpsc::channel(config.queue);
         let (stop, stop_rx) = watch::channel(false);
+        let (stop_users, stop_users_rx) = watch::channel(false);
         let queue = Queue { tx, node: Arc::from(node_id) };
         let roster = Arc::new(Roster::default());
         let sender = tokio::spawn(sender::run(config.clone(), rx, stop_rx.clone()));
@@ -80,7 +84,7 @@ impl Webhooks {
             config.offline_grace,
             queue.clone(),
             cluster.clone(),
-            stop_rx,
+            stop_users_rx,
         ));
         tracing::info!(url = %config.url, "webhooks on");
         Webhooks(Arc::new(Inner {
@@ -88,7 +92,8 @@ impl Webhooks {
             roster,
             cluster,
             stop,
-            tasks: std::sync::Mutex::new(vec![sender, users]),
+            stop_users,
+            tasks: std::sync::Mutex::new(vec![users, sender]),
         }))
     }
 
@@ -108,11 +113,12 @@ impl Webhooks {
         Ok(())
     }
 
-    /// The drain: stop taking user edges, send what is queued, for at most `bound`.
+    /// The drain: stop taking user edges (a node with no live peer queues `user.offline` for its
+    /// users first, see [`users::run`]), then send what is queued; each for at most `bound`.
     pub async fn shutdown(&self, bound: Duration) {
-        let _ = self.0.stop.send(true);
         let tasks = std::mem::take(&mut *self.0.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for task in tasks {
+        for (task, stop) in tasks.into_iter().zip([&self.0.stop_users, &self.0.stop]) {
+            let _ = stop.send(true);
             let abort = task.abort_handle();
             if tokio::time::timeout(bound, task).await.is_err() {
                 tracing::warn!(?bound, "webhooks: pending events not sent within the drain bound");

@@ -120,7 +120,11 @@ fn is_mine(cluster: Option<&ClusterHandle>, user: &str) -> bool {
     designated(user, &nodes) == Some(&me)
 }
 
-/// Feeds counts to [`Liveness`] and queues the edges this node reports, until `stop`.
+/// Feeds counts to [`Liveness`] and queues the edges this node reports, until `stop`. A node that
+/// stops with no live peer (a single node, or the last of a cluster) reports every user it knows as
+/// offline at once: nobody else will, and they have no socket left here. With live peers it does not:
+/// this node's sockets leave the cluster's counts as it departs, and a survivor reports the users
+/// after their grace, if they do not reconnect.
 pub(crate) async fn run(
     roster: Arc<Roster>,
     grace: Duration,
@@ -134,7 +138,19 @@ pub(crate) async fn run(
         tokio::select! {
             _ = roster.changed.notified() => {}
             _ = async { tokio::time::sleep_until(wake.expect("guarded")).await }, if wake.is_some() => {}
-            _ = stop.wait_for(|stopping| *stopping) => return,
+            _ = stop.wait_for(|stopping| *stopping) => {
+                let alone = cluster.as_ref().is_none_or(|cluster| cluster.live_peers().is_empty());
+                if alone {
+                    let now = std::time::Instant::now();
+                    for (user, sockets) in roster.take_dirty() {
+                        liveness.set_count(&user, sockets, now);
+                    }
+                    for user in liveness.forget_all() {
+                        queue.push(Event::user(Name::UserOffline, queue.node(), &user));
+                    }
+                }
+                return;
+            }
         }
         let now = std::time::Instant::now();
         for (user, sockets) in roster.take_dirty() {

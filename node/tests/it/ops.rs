@@ -280,7 +280,54 @@ async fn t86_a_clustered_node_without_admin_token_warns_at_start() {
         }
         let logged = server.proc.log_tail(usize::MAX);
         assert_eq!(logged.contains(WARNING), admin.is_none(), "admin token {admin:?}:\n{logged}");
+        // Raft started (it runs with a data dir), but openraft's INFO chatter is held back (issue 20).
+        assert!(logged.contains("raft started"), "{logged}");
+        let chatter: Vec<&str> =
+            logged.lines().filter(|l| l.contains(" INFO ") && l.contains("openraft")).collect();
+        assert!(chatter.is_empty(), "openraft at INFO: {chatter:#?}");
         drop(server);
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// Logs a shipper can store: JSON, one object per line, a socket's lines carrying its `conn` and
+/// `user`; in text, no colour escapes when stderr is a file; openraft's INFO chatter held back.
+#[tokio::test]
+async fn t87_logs_ship_as_json_or_plain_text() {
+    let envs = [("REALTIME_LOG_FORMAT", "json"), ("RUST_LOG", "info,realtime_node::socket=debug")];
+    let server = Server::start_with_env(&["--idle-timeout-ms", "300"], &envs);
+    let claims = json!({"role": "authenticated", "sub": "log-user", "exp": crate::support::jwt::now() + 60});
+    let token = crate::support::jwt::sign(&server.secret, &claims);
+    let url = server.ws_url_at("/socket/websocket", &format!("apikey={token}&vsn=1.0.0"));
+    let mut client = Client::connect(&url, Vsn::V1).await.expect("connect");
+    // It sends nothing: the idle timeout closes it, and the socket logs that (at debug, in its span).
+    assert!(client.expect_close(Duration::from_secs(5)).await.is_some(), "closed by the idle timeout");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let closed = loop {
+        let logged = server.proc.log_tail(usize::MAX);
+        let lines: Vec<serde_json::Value> = logged
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+            .collect();
+        assert!(lines.iter().all(|l| l["level"].is_string() && l["target"].is_string()), "{logged}");
+        if let Some(line) = lines.iter().find(|l| l["message"] == "socket closed by the server") {
+            break line.clone();
+        }
+        assert!(Instant::now() < deadline, "no line for the closed socket:\n{logged}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let span = &closed["span"];
+    assert_eq!((&span["name"], &span["user"]), (&json!("socket"), &json!("log-user")), "{closed}");
+    assert!(span["conn"].is_u64(), "{closed}");
+    drop(server);
+
+    // Text, to a file: no ANSI escapes; nothing from openraft at INFO (it is not clustered here, so
+    // this only checks the text).
+    let server = Server::start(&[]);
+    let client = server.client(Vsn::V1).await;
+    drop(client);
+    let logged = server.proc.log_tail(usize::MAX);
+    assert!(logged.contains(" INFO "), "{logged}");
+    assert!(!logged.contains('\u{1b}'), "escape codes in a log file:\n{logged}");
 }

@@ -61,6 +61,36 @@ async fn t50_x_api_key_header_wins_over_query() {
     assert_eq!(parse_json(&body), json!({"error": "The token provided is not a valid JWT"}));
 }
 
+/// The seed spec's handshake takes the JWT "in a query param or header": `Authorization: Bearer` too,
+/// after `x-api-key` and the `apikey` parameter (what realtime-js sends), checked like them.
+#[tokio::test]
+async fn t50b_a_bearer_token_opens_a_socket_after_the_other_places() {
+    let server = Server::start(&[]);
+    let good = server.token();
+    let bearer = format!("Bearer {good}");
+    let url = server.ws_url_at("/socket/websocket", "vsn=2.0.0");
+    let mut c = Client::connect_with_headers(&url, Vsn::V2, &[("authorization", &bearer)])
+        .await
+        .expect("a bearer alone opens a socket");
+    c.heartbeat().await;
+    let (_jr, reply) = c.join("realtime:bearer", &json!({"config": {}})).await;
+    assert_eq!(reply["payload"]["status"], "ok", "{reply}");
+    // Bad bearer alone: refused with the token's error.
+    let url = server.http("/socket/websocket?vsn=2.0.0");
+    let (status, _ct, body) = raw_upgrade(&url, &[("authorization", "Bearer garbage")]).await;
+    assert_eq!(status, 401, "bad bearer: {body}");
+    assert_eq!(parse_json(&body), json!({"error": "The token provided is not a valid JWT"}));
+    // Another scheme is no token at all.
+    let (status, _ct, body) = raw_upgrade(&url, &[("authorization", &format!("Basic {good}"))]).await;
+    assert_eq!((status, parse_json(&body)), (401, json!({"error": "API key is missing"})));
+    // The `apikey` parameter comes first: a valid one opens the socket whatever the bearer says.
+    let url = server.ws_url_at("/socket/websocket", &format!("apikey={good}&vsn=1.0.0"));
+    let mut c = Client::connect_with_headers(&url, Vsn::V1, &[("authorization", "Bearer garbage")])
+        .await
+        .expect("the apikey parameter wins over a bearer");
+    c.heartbeat().await;
+}
+
 #[tokio::test]
 async fn t51_join_token_errors() {
     let server = Server::start(&[]);

@@ -107,9 +107,22 @@ async fn t10_connect_and_disconnect_carry_user_socket_and_reason() {
     let id = next_socket(&receiver, Some("carol"), &seen).await;
     carol.heartbeat().await;
     server.sigterm();
-    assert!(server.proc.wait_exit(Duration::from_secs(15)).is_some(), "exited on SIGTERM");
+    // Waited for without blocking this runtime: the receiver runs on it and must answer the node's
+    // last batches while it drains.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while server.proc.try_wait().expect("wait").is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "exited on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let event = disconnect_of(&receiver, id).await;
     assert_eq!((&event["reason"], &event["code"]), (&json!("server_shutdown"), &json!(1012)), "{event}");
+    // A single node that stops reports its users offline (nobody else will): the one it closed, and
+    // those still in their grace, each once.
+    for user in ["carol", "alice", "bob"] {
+        let offline = receiver.named("user.offline", Some(user));
+        assert_eq!(offline.len(), 1, "{user}: {:#?}", receiver.events());
+        assert_eq!(offline[0]["node"], "hooks-node");
+    }
 }
 
 #[tokio::test]
