@@ -118,19 +118,21 @@ expect_kinds() {
   echo "   $file: $(grep -c '^kind:' "$file") resources ($(grep '^kind:' "$file" | awk '{print $2}' | sort | uniq -c | awk '{printf "%s%s ", $2, ($1 > 1 ? "x" $1 : "")}'))"
 }
 expect_kinds "$OUT/helm-default.yaml" StatefulSet Service PodDisruptionBudget ConfigMap Secret
-expect_kinds "$OUT/helm-custom.yaml" StatefulSet Service PodDisruptionBudget ConfigMap ServiceMonitor
+expect_kinds "$OUT/helm-custom.yaml" StatefulSet Service PodDisruptionBudget ConfigMap ServiceMonitor PrometheusRule
+grep -q 'grafana_dashboard: "1"' "$OUT/helm-custom.yaml" || fail "the dashboard ConfigMap lacks the sidecar's label"
 grep -q '^kind: Secret$' "$OUT/helm-custom.yaml" && fail "existingSecret is set but the chart still renders a Secret"
 expect_kinds "$OUT/plain.yaml" StatefulSet Service PodDisruptionBudget ConfigMap Secret
 
 # ---- schemas ---------------------------------------------------------------------------------------
-# --strict rejects unknown fields. ServiceMonitor is a CRD without a schema here: kubernetes-validate
-# warns and skips it (its fields are checked by the chart's own test in node/tests/deploy.rs).
+# --strict rejects unknown fields. ServiceMonitor and PrometheusRule are CRDs without a schema here:
+# kubernetes-validate warns and skips them (their fields are checked by the chart's own tests in
+# node/tests/deploy.rs and node/tests/docs.rs).
 for v in "${K8S_VERSIONS[@]}"; do
   step "kubernetes-validate --strict against Kubernetes $v"
   rc=0
   report="$("$KV" --strict --quiet -k "$v" "$OUT/helm-default.yaml" "$OUT/helm-custom.yaml" \
     "$OUT/plain.yaml" "$OUT/plain-servicemonitor.yaml" 2>&1)" || rc=$?
-  grep -v "Couldn't find schema for kind ServiceMonitor" <<<"$report" || true
+  grep -v "Couldn't find schema for kind \(ServiceMonitor\|PrometheusRule\)" <<<"$report" || true
   [[ $rc -eq 0 ]] || fail "kubernetes-validate found invalid resources for Kubernetes $v (above)"
 done
 

@@ -3,7 +3,9 @@
 //! code declares (`realtime_node::config::declared`), each with its flag and declared default (so does
 //! the README's copy of the table), and `docs/metrics.md` names
 //! every metric and label value `node/src/metrics.rs` registers, and `docs/errors.md`'s close code table
-//! lists exactly the closes of `realtime_node::close::Close`. Plain text, no network.
+//! lists exactly the closes of `realtime_node::close::Close`. The monitoring the Helm chart ships (the
+//! Grafana dashboard, the PrometheusRule) asks only for metrics the node registers, by labels the docs
+//! give those metrics. Plain text, no network.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -215,4 +217,58 @@ fn errors_doc_lists_every_close_the_server_sends() {
     assert!(unknown.is_empty(), "closes in docs/errors.md that node/src/close.rs does not send: {unknown:?}");
     let wrong: Vec<_> = code.iter().filter(|(k, r)| doc[*k] != **r).collect();
     assert!(wrong.is_empty(), "docs/errors.md says otherwise whether the client reconnects: {wrong:?}");
+}
+
+/// Every PromQL expression of the dashboard and of the alert rules the chart ships.
+fn shipped_queries() -> Vec<(String, String)> {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/k8s/helm/realtime/dashboards/realtime.json"))
+            .expect("dashboard JSON");
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr").to_string();
+            queries.push((format!("dashboard panel {:?}", panel["title"]), expr));
+        }
+    }
+    assert!(queries.len() >= 12, "the dashboard has its panels: {}", queries.len());
+    let rules = read("deploy/k8s/helm/realtime/templates/prometheusrule.yaml");
+    let alert = Regex::new(r"(?m)^\s+- alert: (\w+)\n\s+expr: (.+)$").unwrap();
+    let before = queries.len();
+    queries.extend(alert.captures_iter(&rules).map(|c| (format!("alert {}", &c[1]), c[2].to_string())));
+    assert!(queries.len() - before >= 15, "the rules have their alerts");
+    queries
+}
+
+#[test]
+fn shipped_dashboards_and_alerts_ask_only_for_what_the_node_exports() {
+    let (names, _) = registered_metrics();
+    let doc = read("docs/metrics.md");
+    // A metric's row in docs/metrics.md (its labels are named there).
+    let row = |name: &str| doc.lines().find(|l| l.starts_with(&format!("| `{name}` |"))).unwrap_or_default();
+    let metric = Regex::new(r"\brealtime_[a-z0-9_]+").unwrap();
+    let grouped = Regex::new(r"\bby \(([a-z_, ]+)\)").unwrap();
+    let selected = Regex::new(r"[{,]\s*([a-z_]+)\s*=~?").unwrap();
+    let mut problems = Vec::new();
+    for (place, expr) in shipped_queries() {
+        let used: Vec<String> =
+            metric.find_iter(&expr).map(|m| m.as_str().trim_end_matches("_bucket").to_string()).collect();
+        // Prometheus' own `up` is the one other series a rule may ask for.
+        assert!(!used.is_empty() || expr.starts_with("up{"), "{place} asks for no realtime metric: {expr}");
+        for name in &used {
+            if !names.contains(name) {
+                problems.push(format!("{place}: `{name}` is not a metric the node registers"));
+            }
+        }
+        let labels = grouped
+            .captures_iter(&expr)
+            .flat_map(|c| c[1].split(',').map(|l| l.trim().to_string()).collect::<Vec<_>>())
+            .chain(selected.captures_iter(&expr).map(|c| c[1].to_string()));
+        for label in labels.filter(|l| !["le", "pod", "namespace"].contains(&l.as_str())) {
+            if !used.iter().any(|name| row(name).contains(&format!("`{label}`"))) {
+                problems.push(format!("{place}: label `{label}` is not one docs/metrics.md gives {used:?}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

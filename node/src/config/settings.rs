@@ -238,7 +238,8 @@ settings! {
     max_frame_bytes: usize, "REALTIME_MAX_FRAME_BYTES", default 5_000_000, positive;
     /// Channel joins per socket per second (refused joins count too).
     max_client_joins_per_second: u32, "REALTIME_MAX_CLIENT_JOINS_PER_SECOND", default 100, positive;
-    /// Channel joins per token (its `sub`, or the token itself) per second, across sockets.
+    /// Channel joins per user (the token's `sub`) per second, across sockets; tokens without `sub`
+    /// (anonymous visitors) are held per socket and by the node's rate.
     max_token_joins_per_second: u32, "REALTIME_MAX_TOKEN_JOINS_PER_SECOND", default 500, positive;
     /// Longest topic, in bytes (at most 255, what binary frames carry).
     max_topic_bytes: usize, "REALTIME_MAX_TOPIC_BYTES", default 255, within(1, 255);

@@ -506,6 +506,32 @@ async fn t94_join_flood_from_one_token_spares_other_users() {
     }
 }
 
+/// Anonymous visitors share one token (the anon key, no `sub`): a crowd of them is not one user, so
+/// the per-user join bucket does not hold them back (issue 20: 2,500 of 3,000 refused while the node
+/// had room); each socket keeps its own rate and the node its own.
+#[tokio::test]
+async fn t94_anonymous_visitors_sharing_the_anon_key_do_not_share_a_join_bucket() {
+    let server = Server::start(&["--max-token-joins-per-second", "5"]);
+    let anon = sign(&server.secret, &json!({"role": "anon", "iat": now(), "exp": now() + 3600}));
+    let mut visitors = Vec::new();
+    for _ in 0..8 {
+        visitors.push(Client::connect(&url_for(&server, &anon, Vsn::V1), Vsn::V1).await.expect("connect"));
+    }
+    let mut sent = Vec::new();
+    for (i, c) in visitors.iter_mut().enumerate() {
+        for j in 0..3 {
+            sent.push((
+                i,
+                c.send_join(&format!("realtime:crowd-{i}-{j}"), &join_payload(default_config())).await,
+            ));
+        }
+    }
+    for (i, r) in &sent {
+        let reply = visitors[*i].expect_reply(r, T).await;
+        assert_eq!(reply["payload"]["status"], "ok", "visitor {i}: {reply}");
+    }
+}
+
 /// Joins that are refused (empty topic, no `realtime:` prefix, too long) count toward the socket's
 /// joins per second like admitted ones: a socket flooding them is closed 1001, as an over-limit socket
 /// is, and another socket's heartbeats are still answered meanwhile.

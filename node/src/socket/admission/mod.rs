@@ -242,10 +242,14 @@ pub fn admit(request: &Request<'_>, facts: &Facts<'_>, gates: &mut impl Gates) -
     };
     resumable(request, gates)?;
     private_allowed(config, facts)?;
-    // The same user flooding from many sockets: per token (its subject, or the token itself).
-    let token_key = claims.sub.as_deref().unwrap_or(&token);
-    if !gates.allow_token_join(token_key) {
-        return Err(Refused::TokenJoinRate);
+    // The same user flooding from many sockets: per identified user (the token's `sub`). A token
+    // without one is every anonymous visitor's (the anon key): one bucket for all of them would let a
+    // crowd of visitors be refused while the node has room, so they are held per socket (the
+    // socket's join rate) and by the node's rate instead.
+    if let Some(user) = claims.sub.as_deref() {
+        if !gates.allow_token_join(user) {
+            return Err(Refused::TokenJoinRate);
+        }
     }
     if !gates.allow_node_join() {
         return Err(Refused::NodeJoinRate);

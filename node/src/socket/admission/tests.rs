@@ -335,12 +335,17 @@ fn the_channel_runs_under_the_joins_token_unless_it_is_an_api_key() {
 }
 
 #[test]
-fn the_token_rate_is_keyed_by_subject_else_by_the_token() {
+fn the_user_rate_is_keyed_by_subject_and_anonymous_tokens_share_no_bucket() {
     let mut case = Case::base();
     case.gates.verified = Ok(claims(None));
     case.access_token = Some("eyJ.anonymous".into());
     case.run().expect("admitted");
-    assert_eq!(case.gates.asked(), ["verify eyJ.anonymous", "token_join eyJ.anonymous", "node_join"]);
+    assert_eq!(case.gates.asked(), ["verify eyJ.anonymous", "node_join"], "no per-token bucket");
+    // Even with the user rate spent, an anonymous visitor's join is held by the node's rate only.
+    let mut spent = Case::base();
+    spent.gates.verified = Ok(claims(None));
+    spent.gates.token_rate = false;
+    assert!(spent.run().is_ok());
 }
 
 #[test]
