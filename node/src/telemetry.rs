@@ -3,7 +3,7 @@
 //!
 //! Made to be shipped: `REALTIME_LOG_FORMAT=json` writes one JSON object per line (time, level,
 //! target, message and fields, and `span`: the span it happened in with its fields, such as the
-//! socket's `conn` and `user`), and the text format has ANSI colours only when stderr is a terminal, so a log shipper
+//! socket's `conn` and `user` when `RUST_LOG` enables `realtime_node::socket=debug`), and the text format has ANSI colours only when stderr is a terminal, so a log shipper
 //! never stores escape codes. openraft's own INFO lines (every election step, membership change and
 //! snapshot) are half of a start-up log and say nothing the node does not log itself (the leader, the
 //! CDC owner): unless `RUST_LOG` names openraft, only its warnings and errors are shown.

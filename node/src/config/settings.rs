@@ -194,7 +194,7 @@ settings! {
     /// Stable node name (defaults to the hostname).
     node_id: String, "REALTIME_NODE_ID";
     /// Log lines as `text` (coloured only on a terminal) or `json` (one object per line, with the
-    /// socket's `conn` and `user`), for log shippers. `RUST_LOG` filters either.
+    /// fields of the span it happened in), for log shippers. `RUST_LOG` filters either.
     log_format: LogFormat, "REALTIME_LOG_FORMAT", default "text", any;
     /// WebSocket connections per node.
     max_connections: usize, "REALTIME_MAX_CONNECTIONS", default 100_000, positive;

@@ -113,8 +113,10 @@ impl SocketActor {
         let limits = &shared.config.limits;
         let events = RateWindow::new(limits.max_events_per_second, Duration::from_secs(1));
         let joins = RateWindow::new(limits.max_client_joins_per_second, Duration::from_secs(1));
-        // At INFO, so every line a socket logs carries who it is about (`conn`, `user`) in both formats.
-        let span = tracing::info_span!("socket", conn = id, user = %user, vsn = %vsn);
+        // At DEBUG: an enabled span is kept per connection by the log subscriber (about 0.5 KiB, measured
+        // in docs/benchmarks.md), so only `RUST_LOG=realtime_node::socket=debug` pays for it; then every
+        // line the socket logs carries `conn` and `user` (JSON: in `span`).
+        let span = tracing::debug_span!("socket", conn = id, user = %user, vsn = %vsn);
         let hook = shared.webhooks.as_ref().map(|webhooks| webhooks.socket(user));
         SocketActor {
             hook,

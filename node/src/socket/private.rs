@@ -112,7 +112,7 @@ impl SocketActor {
         let check = async move { authz.read(caller, exp).await };
         ctx.spawn(check.into_actor(self).map(move |result, act, ctx| {
             let access = result.unwrap_or_else(|error| {
-                tracing::warn!(parent: &act.span, topic, %error, "private channel read check failed");
+                tracing::warn!(parent: &act.span, conn = act.id, topic, %error, "private channel read check failed");
                 ReadAccess::default()
             });
             if act.channels.get(&topic).is_some_and(|s| s.join_ref == join_ref) {
@@ -147,7 +147,7 @@ impl SocketActor {
             match result {
                 Ok(replay) => channel.do_send(Replied { conn, replay }),
                 Err(error) => {
-                    tracing::warn!(parent: &act.span, topic, %error, "replay failed");
+                    tracing::warn!(parent: &act.span, conn = act.id, topic, %error, "replay failed");
                     act.shutdown_channel(ctx, &topic, &format!("UnableToReplayMessages: {error}"));
                 }
             }
@@ -182,7 +182,7 @@ impl SocketActor {
         let check = async move { authz.write(caller, extension, exp).await };
         ctx.spawn(check.into_actor(self).map(move |result, act, ctx| {
             let allowed = result.unwrap_or_else(|error| {
-                tracing::warn!(parent: &act.span, topic, %error, "private channel write check failed");
+                tracing::warn!(parent: &act.span, conn = act.id, topic, %error, "private channel write check failed");
                 false
             });
             let Some(state) = act.channels.get_mut(&topic) else { return };
