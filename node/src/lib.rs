@@ -52,6 +52,7 @@ pub mod limits;
 pub mod listener;
 pub mod message_row;
 pub mod metrics;
+pub mod open_files;
 pub mod peer_message;
 pub mod peers;
 pub mod presence;

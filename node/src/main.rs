@@ -15,6 +15,7 @@ async fn main() -> anyhow::Result<()> {
     let draft = Config::decide(settings, &Machine::current()).context("configuration")?;
     let mut config = draft.start().context("configuration")?;
     let metrics = realtime_node::metrics::install().context("metrics recorder")?;
+    files(&mut config);
     if config.jwt_secret.is_none() {
         let secret = dev::generate_secret();
         eprintln!("REALTIME_JWT_SECRET is not set; using a generated dev secret: {secret}");
@@ -26,6 +27,33 @@ async fn main() -> anyhow::Result<()> {
     let local = listener.local_addr().context("listener address")?;
     println!("realtime listening on http://{local}");
     realtime_node::run(config, listener, metrics, shutdown_signal()).await.context("node")
+}
+
+/// Raises the open-files limit and bounds the sockets by it (see `realtime_node::open_files`).
+fn files(config: &mut Config) {
+    let max_connections = config.limits.max_connections;
+    match realtime_node::open_files::raise() {
+        Ok(limit) => {
+            let sockets = limit.sockets();
+            if sockets < max_connections {
+                tracing::warn!(
+                    soft = limit.soft,
+                    hard = limit.hard,
+                    sockets,
+                    max_connections,
+                    "the open-files limit holds fewer sockets than REALTIME_MAX_CONNECTIONS: past {sockets}, \
+                     handshakes are refused with 503; raise the hard limit (LimitNOFILE, ulimit -Hn, the \
+                     container runtime's nofile)"
+                );
+            } else {
+                tracing::info!(soft = limit.soft, sockets, "open-files limit");
+            }
+            config.limits.sockets_by_files = sockets;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the open-files limit: sockets are bounded by REALTIME_MAX_CONNECTIONS only")
+        }
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

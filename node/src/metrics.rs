@@ -13,6 +13,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     ConnectionLimit,
+    /// A handshake past what the open-files limit holds (`crate::open_files`).
+    FileLimit,
     JoinRate,
     ClientJoinRate,
     TokenJoinRate,
@@ -42,8 +44,9 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Refusal; 23] = [
+    const ALL: [Refusal; 24] = [
         Refusal::ConnectionLimit,
+        Refusal::FileLimit,
         Refusal::JoinRate,
         Refusal::ClientJoinRate,
         Refusal::TokenJoinRate,
@@ -71,6 +74,7 @@ impl Refusal {
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::ConnectionLimit => "connection_limit",
+            Refusal::FileLimit => "file_limit",
             Refusal::JoinRate => "join_rate",
             Refusal::ClientJoinRate => "client_join_rate",
             Refusal::TokenJoinRate => "token_join_rate",

@@ -91,7 +91,7 @@ impl Shared {
             closing: Arc::default(),
             rest: SharedRate::per_second(config.limits.max_rest_events_per_second),
             token_rest: KeyedRate::per_second(config.limits.max_token_rest_events_per_second),
-            connections: ConnectionTable::new(config.limits.max_connections),
+            connections: ConnectionTable::new(config.limits.max_connections, config.limits.sockets_by_files),
             config,
             verifier,
             registry,
@@ -132,33 +132,53 @@ impl Shared {
     }
 }
 
-/// Live sockets: the count that enforces `max_connections` and the addresses the drain reaches.
+/// Why [`ConnectionTable::reserve`] had no slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// `REALTIME_MAX_CONNECTIONS` sockets are open.
+    Connections,
+    /// As many sockets are open as the open-files limit holds.
+    Files,
+}
+
+/// Live sockets: the count that enforces `max_connections` (and the open-files limit) and the
+/// addresses the drain reaches.
 pub struct ConnectionTable {
     max: usize,
+    /// Sockets the open-files limit holds.
+    files: usize,
     count: AtomicUsize,
     next_id: AtomicU64,
     sockets: Mutex<HashMap<ConnId, (Recipient<Drain>, Outbox)>>,
 }
 
 impl ConnectionTable {
-    fn new(max: usize) -> ConnectionTable {
+    fn new(max: usize, files: usize) -> ConnectionTable {
         ConnectionTable {
             max,
+            files,
             count: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             sockets: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Reserves a slot for a new socket; `None` when the node is full.
-    pub fn reserve(&self) -> Option<ConnId> {
+    /// Reserves a slot for a new socket, or says why the node is full.
+    pub fn reserve(&self) -> Result<ConnId, Full> {
         let previous = self.count.fetch_add(1, Ordering::AcqRel);
-        if previous >= self.max {
+        let full = if previous >= self.max {
+            Some(Full::Connections)
+        } else if previous >= self.files {
+            Some(Full::Files)
+        } else {
+            None
+        };
+        if let Some(full) = full {
             self.count.fetch_sub(1, Ordering::AcqRel);
-            return None;
+            return Err(full);
         }
         metrics().connections.increment(1.0);
-        Some(self.next_id.fetch_add(1, Ordering::Relaxed))
+        Ok(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Gives back a slot reserved by [`ConnectionTable::reserve`] (socket gone or never started).

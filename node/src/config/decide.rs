@@ -112,6 +112,7 @@ fn limits(s: &Settings) -> Result<Limits, ConfigError> {
     let ms = Duration::from_millis;
     Ok(Limits {
         max_connections: s.max_connections()?,
+        sockets_by_files: usize::MAX,
         max_channel_members: s.max_channel_members()?,
         max_channels_per_client: s.max_channels_per_client()?,
         max_events_per_second: s.max_events_per_second()?,

@@ -136,6 +136,8 @@ impl std::fmt::Debug for CdcConfig {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Sockets the open-files limit holds (`crate::open_files`), set at start-up; unbounded until then.
+    pub sockets_by_files: usize,
     pub max_channel_members: usize,
     pub max_channels_per_client: usize,
     pub max_events_per_second: u32,

@@ -31,7 +31,7 @@ use crate::delivery::outbox::OutboxWriter;
 use crate::metrics::{metrics, Refusal};
 use crate::socket::inbound::Inbound;
 use crate::socket::SocketActor;
-use crate::state::Shared;
+use crate::state::{Full, Shared};
 
 /// The WebSocket paths.
 const PATHS: [&str; 2] = ["/socket/websocket", "/realtime/v1/websocket"];
@@ -97,10 +97,18 @@ pub async fn serve(
             return respond(&mut framed, response.set_body(body)).await;
         }
     };
-    let Some(id) = shared.connections.reserve() else {
-        metrics().refused(Refusal::ConnectionLimit);
-        return respond(&mut framed, refusal(StatusCode::TOO_MANY_REQUESTS, "Too many connected users"))
-            .await;
+    let id = match shared.connections.reserve() {
+        Ok(id) => id,
+        Err(Full::Connections) => {
+            metrics().refused(Refusal::ConnectionLimit);
+            let response = refusal(StatusCode::TOO_MANY_REQUESTS, "Too many connected users");
+            return respond(&mut framed, response).await;
+        }
+        Err(Full::Files) => {
+            metrics().refused(Refusal::FileLimit);
+            let response = refusal(StatusCode::SERVICE_UNAVAILABLE, "Server is at its open-files limit");
+            return respond(&mut framed, response).await;
+        }
     };
     let outbox = shared.new_outbox(framed.io_ref().link().clone());
     if let Err(error) = framed.send(Message::Item((handshake.finish().drop_body(), BodySize::None))).await {

@@ -45,11 +45,16 @@ impl Server {
 
     /// Like [`Server::start`], with extra environment variables for the process.
     pub fn start_with_env(extra: &[&str], envs: &[(&str, &str)]) -> Server {
+        Self::start_with_files(extra, envs, None)
+    }
+
+    /// Like [`Server::start_with_env`]; with `files`, under that open-files limit (soft and hard).
+    pub fn start_with_files(extra: &[&str], envs: &[(&str, &str)], files: Option<u64>) -> Server {
         let secret = format!("it-secret-{}", uuid::Uuid::new_v4().simple());
         let log = std::env::temp_dir().join(format!("realtime-it-{}.log", uuid::Uuid::new_v4().simple()));
         // Only what the test asks for: no inherited settings, and no database (Postgres changes and
         // private channels are refused as the contract says).
-        let (proc, lines) = process::spawn(&secret, extra, envs, log, 60);
+        let (proc, lines) = process::spawn_with_files(&secret, extra, envs, log, 60, files);
         let port = process::wait_listening(&lines, Duration::from_secs(15))
             .unwrap_or_else(|e| panic!("server did not print its listening line within 15 s: {e}"));
         Server { port, secret, proc }

@@ -261,3 +261,50 @@ async fn t66_payload_size_limits_presence_and_rest() {
     assert_eq!(status, 422, "oversize single: {text}");
     assert_eq!(parse_json(&text), json!({"errors": {"payload": ["Payload size exceeds tenant limit"]}}));
 }
+
+/// Issue 19: a node whose open-files limit cannot hold `REALTIME_MAX_CONNECTIONS` says so at start, and
+/// a handshake past what the limit holds gets 503 with a reason (counted), never an accept loop failing
+/// on EMFILE; the sockets already open, the probes and a later handshake once one left are unaffected.
+#[tokio::test]
+async fn t67_a_connection_over_the_file_limit_is_refused_with_503() {
+    const FILES: u64 = 600;
+    let holds = (FILES - realtime_node::open_files::RESERVED) as usize;
+    let server = Server::start_with_files(&[], &[], Some(FILES));
+    let logged = server.proc.log_tail(usize::MAX);
+    assert!(
+        logged.contains("the open-files limit holds fewer sockets than REALTIME_MAX_CONNECTIONS"),
+        "{logged}"
+    );
+    let mut open = Vec::new();
+    for i in 0..holds {
+        let c = Client::connect(&server.ws_url(Vsn::V1), Vsn::V1)
+            .await
+            .unwrap_or_else(|e| panic!("socket {i} of the {holds} the limit holds: {e}"));
+        open.push(c);
+    }
+    let url = server.http(&format!("/socket/websocket?apikey={}&vsn=1.0.0", server.token()));
+    let (status, _ct, body) = raw_upgrade(&url, &[]).await;
+    assert_eq!((status, parse_json(&body)), (503, json!({"error": "Server is at its open-files limit"})));
+    let (status, _, _) =
+        read_response(http().get(server.http("/healthz")).send().await.expect("healthz")).await;
+    assert_eq!(status, 200, "the probes still answer");
+    let refused =
+        crate::support::raw::metric(server.port, "realtime_refusals_total{reason=\"file_limit\"}").await;
+    assert!(refused >= 1.0, "counted: {refused}");
+    for c in open.iter_mut().take(3) {
+        c.heartbeat().await;
+    }
+    // One leaves: a new socket fits again.
+    open.pop().expect("a socket").close().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match Client::connect(&server.ws_url(Vsn::V1), Vsn::V1).await {
+            Ok(mut c) => {
+                c.heartbeat().await;
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "no room after a socket left: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

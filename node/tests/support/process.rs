@@ -103,8 +103,28 @@ pub fn spawn(
     log: PathBuf,
     tail_on_panic: usize,
 ) -> (KillOnDrop, mpsc::Receiver<String>) {
+    spawn_with_files(secret, args, envs, log, tail_on_panic, None)
+}
+
+/// Like [`spawn`]; with `files`, the process starts with that open-files limit (soft and hard).
+pub fn spawn_with_files(
+    secret: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    log: PathBuf,
+    tail_on_panic: usize,
+    files: Option<u64>,
+) -> (KillOnDrop, mpsc::Receiver<String>) {
     let log_file = std::fs::File::create(&log).expect("create server log file");
-    let mut cmd = Command::new(binary());
+    let mut cmd = match files {
+        None => Command::new(binary()),
+        // The shell sets the limit (soft and hard) and becomes the server (`exec`: the same pid).
+        Some(files) => {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", &format!("ulimit -n {files} && exec \"$0\" \"$@\"")]).arg(binary());
+            cmd
+        }
+    };
     if !args.contains(&"--bind") {
         cmd.args(["--bind", "127.0.0.1:0"]);
     }
