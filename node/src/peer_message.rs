@@ -54,24 +54,19 @@ impl NodeMessage {
 
     /// Sends this to every reachable peer (see `ClusterHandle::send_to_peers`); how many took it.
     pub fn to_peers(&self, cluster: &ClusterHandle) -> usize {
-        match self.encode() {
-            Ok(body) => cluster.send_to_peers(body),
-            Err(error) => {
-                tracing::error!(%error, "cannot encode a message for the peers");
-                0
-            }
-        }
+        self.encoded().map_or(0, |body| cluster.send_to_peers(body))
     }
 
     /// Sends this to one peer; `false` when it was not queued.
     pub fn to_peer(&self, cluster: &ClusterHandle, node: &NodeId) -> bool {
-        match self.encode() {
-            Ok(body) => cluster.send_to_peer(node, body),
-            Err(error) => {
-                tracing::error!(%error, "cannot encode a message for a peer");
-                false
-            }
-        }
+        self.encoded().is_some_and(|body| cluster.send_to_peer(node, body))
+    }
+
+    /// The body, or `None` (logged) in the impossible case that it does not fit a frame.
+    fn encoded(&self) -> Option<Vec<u8>> {
+        self.encode()
+            .map_err(|error| tracing::error!(%error, ?self, "cannot encode a message for the peers"))
+            .ok()
     }
 }
 

@@ -48,16 +48,18 @@ impl fmt::Display for LogFormat {
     }
 }
 
-/// The filter: `RUST_LOG` (default `info`), with openraft held to warnings unless it names openraft.
-fn filter(rust_log: Option<&str>) -> EnvFilter {
+/// The filter: `RUST_LOG` (default `info`), with openraft held to warnings unless `RUST_LOG` names it
+/// (`asks_for_raft`).
+fn filter(rust_log: Option<&str>, asks_for_raft: bool) -> EnvFilter {
     let spec = rust_log.unwrap_or("info");
-    let quiet_raft = if spec.contains("openraft") { "" } else { ",openraft=warn" };
+    let quiet_raft = if asks_for_raft { "" } else { ",openraft=warn" };
     EnvFilter::try_new(format!("{spec}{quiet_raft}")).unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"))
 }
 
 pub fn init(format: LogFormat) {
     let rust_log = std::env::var("RUST_LOG").ok();
-    let keep_retries = rust_log.as_deref().is_some_and(|spec| spec.contains("openraft"));
+    // Whoever asks about openraft gets all of it: its INFO lines and its per-retry ones.
+    let asks_for_raft = rust_log.as_deref().is_some_and(|spec| spec.contains("openraft"));
     let text = (format == LogFormat::Text).then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
@@ -73,8 +75,8 @@ pub fn init(format: LogFormat) {
             .with_writer(std::io::stderr)
     });
     let _ = tracing_subscriber::registry()
-        .with((!keep_retries).then_some(QuietRaftRetries))
-        .with(filter(rust_log.as_deref()))
+        .with((!asks_for_raft).then_some(QuietRaftRetries))
+        .with(filter(rust_log.as_deref(), asks_for_raft))
         .with(text)
         .with(json)
         .try_init();

@@ -59,11 +59,9 @@ struct Inner {
     queue: Queue,
     roster: Arc<Roster>,
     cluster: Option<ClusterHandle>,
-    /// Stops the sender, once the users task has queued its last edges.
-    stop: watch::Sender<bool>,
-    stop_users: watch::Sender<bool>,
-    /// The users task, then the sender: stopped and awaited in this order.
-    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// The users task, then the sender (so it flushes the users' last edges), each with what stops
+    /// it: stopped and awaited in this order.
+    tasks: std::sync::Mutex<Vec<(watch::Sender<bool>, JoinHandle<()>)>>,
 }
 
 /// The running webhooks; cheap to clone. `None` in [`crate::state::Shared`] when no URL is set.
@@ -78,7 +76,7 @@ impl Webhooks {
         let (stop_users, stop_users_rx) = watch::channel(false);
         let queue = Queue { tx, node: Arc::from(node_id) };
         let roster = Arc::new(Roster::default());
-        let sender = tokio::spawn(sender::run(config.clone(), rx, stop_rx.clone()));
+        let sender = tokio::spawn(sender::run(config.clone(), rx, stop_rx));
         let users = tokio::spawn(users::run(
             roster.clone(),
             config.offline_grace,
@@ -91,9 +89,7 @@ impl Webhooks {
             queue,
             roster,
             cluster,
-            stop,
-            stop_users,
-            tasks: std::sync::Mutex::new(vec![users, sender]),
+            tasks: std::sync::Mutex::new(vec![(stop_users, users), (stop, sender)]),
         }))
     }
 
@@ -117,7 +113,7 @@ impl Webhooks {
     /// users first, see [`users::run`]), then send what is queued; each for at most `bound`.
     pub async fn shutdown(&self, bound: Duration) {
         let tasks = std::mem::take(&mut *self.0.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for (task, stop) in tasks.into_iter().zip([&self.0.stop_users, &self.0.stop]) {
+        for (stop, task) in tasks {
             let _ = stop.send(true);
             let abort = task.abort_handle();
             if tokio::time::timeout(bound, task).await.is_err() {
