@@ -76,7 +76,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use thiserror::Error;
 
 use crate::auth::Verifier;
-use crate::channel::Registry;
+use crate::channel::{ChannelSettings, Registry};
 use crate::config::Config;
 use crate::state::Shared;
 
@@ -133,7 +133,10 @@ pub async fn run(
         .and_then(|cdc| resume::Resume::start(&config.resume, &cdc.database_url, &db_arbiter.handle()));
     let registry = Registry::new(
         arbiters.iter().map(Arbiter::handle).collect(),
-        config.limits.max_channel_members,
+        ChannelSettings {
+            max_members: config.limits.max_channel_members,
+            presence_batch: config.limits.presence_batch,
+        },
         cluster.clone(),
         resume.clone(),
     )

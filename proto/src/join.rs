@@ -47,6 +47,10 @@ pub struct PresenceConfig {
     /// Receive `presence_state` and `presence_diff`: `config.presence.enabled`, true when the presence
     /// object has no `enabled` (legacy clients), false when there is no presence object.
     pub enabled: bool,
+    /// `config.presence.counts_only`: instead of `presence_state` and `presence_diff`, receive the
+    /// room's presence counts (a `system` push, [`crate::system::presence_count`]); for rooms too
+    /// large to send every member every meta. An extension of this server, ignored by others.
+    pub counts_only: bool,
 }
 
 /// `config.postgres_changes_options` (realtime-js 2.119).
@@ -113,6 +117,7 @@ impl JoinConfig {
             // realtime-js before 2.11 sends `presence: {key}` with no `enabled` and expects presence:
             // a presence object without `enabled` means enabled (current clients always send it).
             enabled: flexible_bool(p.get("enabled")).unwrap_or(true),
+            counts_only: flexible_bool(p.get("counts_only")).unwrap_or(false),
         });
         let postgres_changes = match map.get("postgres_changes") {
             Some(Value::Array(items)) => items.iter().filter_map(|i| i.as_object().cloned()).collect(),
@@ -185,6 +190,18 @@ mod tests {
         assert!(!off.config.unwrap().presence.enabled);
         let absent = JoinPayload::from_value(&json!({"config": {"broadcast": {}}}));
         assert!(!absent.config.unwrap().presence.enabled, "no presence object: disabled");
+    }
+
+    #[test]
+    fn counts_only_is_asked_for_in_the_presence_object() {
+        let counts = |presence: Value| {
+            JoinPayload::from_value(&json!({"config": {"presence": presence}})).config.unwrap().presence
+        };
+        let c = counts(json!({"key": "a", "enabled": false, "counts_only": true}));
+        assert!(c.counts_only && !c.enabled);
+        assert!(counts(json!({"key": "a", "counts_only": "TRUE"})).counts_only);
+        assert!(!counts(json!({"key": "a", "counts_only": "no"})).counts_only);
+        assert!(!counts(json!({"key": "a"})).counts_only);
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub enum Extension {
     PostgresChanges,
     /// Resumable delivery's notices (a gap that could not be filled).
     Broadcast,
+    /// Presence counts for members that asked for counts only.
+    Presence,
 }
 
 impl Extension {
@@ -17,6 +19,7 @@ impl Extension {
             Extension::System => "system",
             Extension::PostgresChanges => "postgres_changes",
             Extension::Broadcast => "broadcast",
+            Extension::Presence => "presence",
         }
     }
 }
@@ -29,6 +32,25 @@ pub fn payload(extension: Extension, ok: bool, message: &str, channel: Option<&s
         value["channel"] = json!(channel);
     }
     value.to_string()
+}
+
+/// The `message` of a presence count push.
+pub const PRESENCE_COUNT: &str = "presence count";
+
+/// The `system` push a member that joined with `config.presence.counts_only` gets instead of
+/// `presence_state` and `presence_diff`: `count` metas (tracked connections) under `keys` distinct
+/// presence keys, on every node. Sent once joined and then when the counts change, at most once per
+/// presence batch interval.
+pub fn presence_count(channel: &str, count: usize, keys: usize) -> String {
+    json!({
+        "extension": Extension::Presence.as_str(),
+        "status": "ok",
+        "message": PRESENCE_COUNT,
+        "channel": channel,
+        "count": count,
+        "keys": keys,
+    })
+    .to_string()
 }
 
 /// Join error reasons, `"<Code>: <message>"` as the reference builds them.
@@ -101,6 +123,12 @@ mod tests {
         let p: serde_json::Value =
             serde_json::from_str(&payload(Extension::System, false, "m", Some("room"))).unwrap();
         assert_eq!(p, json!({"extension": "system", "status": "error", "message": "m", "channel": "room"}));
+        let c: serde_json::Value = serde_json::from_str(&presence_count("room", 3, 2)).unwrap();
+        assert_eq!(
+            c,
+            json!({"extension": "presence", "status": "ok", "message": "presence count", "channel": "room",
+                   "count": 3, "keys": 2})
+        );
         let p: serde_json::Value =
             serde_json::from_str(&payload(Extension::PostgresChanges, true, "ok", None)).unwrap();
         assert!(p.get("channel").is_none());

@@ -176,6 +176,7 @@ fn expected_config(value: &Value) -> JoinConfig {
                 // Absent or neither boolean spelling: legacy clients (realtime-js 2.9/2.10) mean enabled.
                 _ => true,
             },
+            counts_only: flag_of(p.get("counts_only")),
         },
         _ => PresenceConfig::default(),
     };

@@ -165,6 +165,56 @@ describe('presence', () => {
     for (const k of keys) assert.ok(k.length > 0, 'generated key is non-empty');
   });
 
+  it('a burst of tracks: every member ends with the same presenceState, with fewer syncs than tracks', async (t) => {
+    const topic = h.uniqueTopic('presence-burst');
+    const watcher = h.newClient(t, server, { vsn: '2.0.0' });
+    const cw = await h.subscribed(watcher, topic, { config: { presence: { key: 'watcher' } }, presence: true });
+    await h.waitFor(() => cw.pres.some((e) => e.event === 'sync'), 5000, 'watcher initial sync');
+    cw.pres.length = 0;
+    const names = Array.from({ length: 12 }, (_, i) => `m${i}`);
+    const chans = await Promise.all(
+      names.map(async (name, i) => {
+        const c = h.newClient(t, server, { vsn: h.VERSIONS[i % 2] });
+        return h.subscribed(c, topic, { config: { presence: { key: name } }, presence: true });
+      }),
+    );
+    // All track at once: the node batches the changes (REALTIME_PRESENCE_BATCH_MS).
+    const replies = await Promise.all(chans.map((ch, i) => h.withTimeout(ch.track({ i }), 11000, 'track')));
+    assert.deepEqual(replies, names.map(() => 'ok'));
+    const all = [...names].sort();
+    for (const ch of [cw, ...chans]) {
+      await h.waitFor(() => JSON.stringify(keysOf(ch)) === JSON.stringify(all), 5000, `all keys on ${ch.socket.__vsn}`);
+    }
+    const refs = (ch) => JSON.stringify(Object.values(ch.presenceState()).flat().map((m) => m.presence_ref).sort());
+    for (const ch of chans) assert.equal(refs(ch), refs(cw), 'the same metas everywhere');
+    for (const name of names) assert.equal(joinsFor(cw, name).length, 1, `one join event for ${name}`);
+    const syncs = cw.pres.filter((e) => e.event === 'sync').length;
+    assert.ok(syncs < names.length, `the watcher synced ${syncs} times for ${names.length} tracks`);
+  });
+
+  it('counts_only: a member of a large room gets the counts as a system message, not the metas', async (t) => {
+    const topic = h.uniqueTopic('presence-counts');
+    const fan = h.newClient(t, server, { vsn: '2.0.0' });
+    const cf = await h.subscribed(fan, topic, { config: { presence: { key: 'fan', counts_only: true } }, presence: true });
+    const counts = () => cf.sys.filter((m) => m.extension === 'presence');
+    const last = () => counts().at(-1);
+    await h.waitFor(() => last() && last().count === 0, 5000, 'counts at join');
+    assert.deepEqual(last(), { extension: 'presence', status: 'ok', message: 'presence count', channel: topic, count: 0, keys: 0 });
+    const others = [];
+    for (const [i, key] of ['ann', 'ann', 'ben'].entries()) {
+      const c = h.newClient(t, server, { vsn: h.VERSIONS[i % 2] });
+      const ch = await h.subscribed(c, topic, { config: { presence: { key } }, presence: true });
+      assert.equal(await h.withTimeout(ch.track({ i }), 11000), 'ok');
+      others.push(c);
+    }
+    await h.waitFor(() => last().count === 3, 5000, `counts after three tracks (have ${JSON.stringify(last())})`);
+    assert.equal(last().keys, 2);
+    await h.closeClient(others[0]);
+    await h.waitFor(() => last().count === 2, 5000, 'counts after a leave');
+    assert.deepEqual(cf.presenceState(), {}, 'no metas for a counts-only member');
+    assert.equal(cf.pres.filter((e) => e.event !== 'sync').length, 0, 'no presence join/leave events');
+  });
+
   it('server still serving', async (t) => {
     await h.assertServerServing(t, server);
   });

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use realtime_cluster::ClusterHandle;
@@ -26,13 +26,22 @@ use crate::vocab::{ConnId, TopicKey};
 /// beyond, they go out at once: late order rather than loss.
 const MAX_HELD: usize = 4096;
 
+/// What every channel of the node is set up with.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelSettings {
+    /// Members on every node (`REALTIME_MAX_CHANNEL_MEMBERS`).
+    pub max_members: usize,
+    /// Least time between two presence diffs (`REALTIME_PRESENCE_BATCH_MS`).
+    pub presence_batch: Duration,
+}
+
 /// One topic's local members.
 pub struct ChannelActor {
     key: TopicKey,
     /// `realtime:<sub_topic>`, as subscribers see it.
     topic: Arc<str>,
     members: HashMap<ConnId, Member>,
-    max_members: usize,
+    settings: ChannelSettings,
     registry: Addr<Registry>,
     /// Started on the first presence subscriber or track.
     presence: Option<Addr<PresenceActor>>,
@@ -48,7 +57,7 @@ impl ChannelActor {
     pub fn new(
         key: TopicKey,
         registry: Addr<Registry>,
-        max_members: usize,
+        settings: ChannelSettings,
         cluster: Option<ClusterHandle>,
         resume: Option<Arc<Resume>>,
     ) -> ChannelActor {
@@ -58,7 +67,7 @@ impl ChannelActor {
             key,
             topic,
             members: HashMap::new(),
-            max_members,
+            settings,
             registry,
             presence: None,
             cluster,
@@ -70,7 +79,8 @@ impl ChannelActor {
     fn presence(&mut self) -> &Addr<PresenceActor> {
         let (topic, cluster_topic, cluster) =
             (self.topic.clone(), self.cluster_topic.clone(), self.cluster.clone());
-        self.presence.get_or_insert_with(|| PresenceActor::new(topic, cluster_topic, cluster).start())
+        let batch = self.settings.presence_batch;
+        self.presence.get_or_insert_with(|| PresenceActor::new(topic, cluster_topic, cluster, batch).start())
     }
 
     /// Tells the cluster how many members this channel has here.
@@ -120,7 +130,7 @@ impl Handler<Join> for ChannelActor {
             member.resume = Resuming::Pending { after, baseline };
         }
         let topic = topic::full_topic(&self.key.sub_topic);
-        if self.cluster_members() >= self.max_members && !self.members.contains_key(&member.conn) {
+        if self.cluster_members() >= self.settings.max_members && !self.members.contains_key(&member.conn) {
             metrics().refused(Refusal::ChannelFull);
             member.joined.do_send(JoinOutcome {
                 topic,
@@ -135,7 +145,7 @@ impl Handler<Join> for ChannelActor {
             join_ref: member.join_ref.clone(),
             result: Ok(ctx.address()),
         });
-        if member.presence_enabled {
+        if member.presence_enabled || member.presence_counts_only {
             self.presence()
                 .do_send(presence::Subscribe { member: member.presence_subscriber(), send_state: true });
         }

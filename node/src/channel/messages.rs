@@ -31,6 +31,8 @@ pub struct Member {
     pub held: Option<Vec<Held>>,
     /// Receive `presence_state` and `presence_diff`.
     pub presence_enabled: bool,
+    /// Receive the presence counts instead (`config.presence.counts_only`).
+    pub presence_counts_only: bool,
     pub presence_key: String,
     /// Where this member's frames go.
     pub outbox: Outbox,
@@ -45,6 +47,7 @@ impl Member {
             join_ref: self.join_ref.clone(),
             vsn: self.vsn,
             presence_key: self.presence_key.clone(),
+            counts_only: self.presence_counts_only,
             outbox: self.outbox.clone(),
         }
     }

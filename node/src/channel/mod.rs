@@ -14,4 +14,5 @@ mod ordering_test;
 pub mod registry;
 
 pub use actor::ChannelActor;
+pub use actor::ChannelSettings;
 pub use registry::Registry;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use realtime_cluster::ClusterHandle;
 
-use super::actor::ChannelActor;
+use super::actor::{ChannelActor, ChannelSettings};
 use super::messages::{
     Broadcast, Join, Leave, Lookup, Released, RemoteBroadcast, RemotePresence, StopChannel,
 };
@@ -27,7 +27,7 @@ pub struct Registry {
     channels: HashMap<TopicKey, Entry>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
-    max_members: usize,
+    settings: ChannelSettings,
     cluster: Option<ClusterHandle>,
     resume: Option<Arc<Resume>>,
 }
@@ -36,12 +36,12 @@ impl Registry {
     /// A registry whose channels run on `arbiters` (at least one).
     pub fn new(
         arbiters: Vec<ArbiterHandle>,
-        max_members: usize,
+        settings: ChannelSettings,
         cluster: Option<ClusterHandle>,
         resume: Option<Arc<Resume>>,
     ) -> Registry {
         assert!(!arbiters.is_empty(), "the registry needs at least one arbiter");
-        Registry { channels: HashMap::new(), arbiters, next_arbiter: 0, max_members, cluster, resume }
+        Registry { channels: HashMap::new(), arbiters, next_arbiter: 0, settings, cluster, resume }
     }
 }
 
@@ -56,10 +56,10 @@ impl Handler<Join> for Registry {
         let entry = self.channels.entry(msg.key.clone()).or_insert_with(|| {
             let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
             self.next_arbiter = self.next_arbiter.wrapping_add(1);
-            let (key, registry, max) = (msg.key.clone(), ctx.address(), self.max_members);
+            let (key, registry, settings) = (msg.key.clone(), ctx.address(), self.settings);
             let (cluster, resume) = (self.cluster.clone(), self.resume.clone());
             let addr = ChannelActor::start_in_arbiter(arbiter, move |_| {
-                ChannelActor::new(key, registry, max, cluster, resume)
+                ChannelActor::new(key, registry, settings, cluster, resume)
             });
             Entry { addr, memberships: 0 }
         });

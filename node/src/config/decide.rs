@@ -122,6 +122,7 @@ fn limits(s: &Settings) -> Result<Limits, ConfigError> {
         max_token_rest_events_per_second: s.max_token_rest_events_per_second()?,
         presence_max_calls: s.presence_max_calls()?,
         presence_window: ms(s.presence_window_ms()?),
+        presence_batch: ms(s.presence_batch_ms()?),
         max_frame_bytes: s.max_frame_bytes()?,
         max_outbox_bytes: s.max_outbox_bytes()?,
         max_outbox_frames: s.max_outbox_frames()?,

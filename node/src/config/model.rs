@@ -148,6 +148,8 @@ pub struct Limits {
     pub max_token_rest_events_per_second: u32,
     pub presence_max_calls: u32,
     pub presence_window: Duration,
+    /// Least time between two `presence_diff`s of a channel.
+    pub presence_batch: Duration,
     /// Largest WebSocket frame accepted (the reference's `max_frame_size`).
     pub max_frame_bytes: usize,
     pub max_outbox_bytes: usize,

@@ -216,6 +216,9 @@ settings! {
     presence_max_calls: u32, "REALTIME_PRESENCE_MAX_CALLS", default 5, positive;
     /// The presence rate window in milliseconds.
     presence_window_ms: u64, "REALTIME_PRESENCE_WINDOW_MS", default 30_000, positive;
+    /// Least time between two `presence_diff`s of a channel, in milliseconds: the changes of the
+    /// interval go out as one diff (a lone change at once). 0 sends every change at once.
+    presence_batch_ms: u64, "REALTIME_PRESENCE_BATCH_MS", default 50, any;
     /// Close a socket that sent nothing (not even a heartbeat) for this long.
     idle_timeout_ms: u64, "REALTIME_IDLE_TIMEOUT_MS", default 60_000, positive;
     /// Delay before a join error reply, so retrying clients do not hammer the node.

@@ -1,15 +1,25 @@
-//! PresenceActor: this node's presence set for one topic and the members that receive its diffs.
+//! PresenceActor: this node's presence set for one topic and the members that receive its changes.
+//!
+//! Changes are not sent one by one: they gather in a [`Batch`] that goes out as one `presence_diff`
+//! at most once per `REALTIME_PRESENCE_BATCH_MS` ([`Pace`]: a lone change at once). A member that
+//! joins while a batch is pending gets `presence_state` with that flush, so the state it receives and
+//! the diffs that follow fit together (the batch's changes are in the state, not sent again). The
+//! state's JSON is encoded once per change of the set, not once per joining member.
+//!
+//! Members that joined with `counts_only` get neither: a `system` presence count once joined and then
+//! with each flush that changed it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use realtime_cluster::ClusterHandle;
 use realtime_proto::presence::{phx_ref, PresenceDiff};
-use realtime_proto::server;
+use realtime_proto::{server, system, topic, Vsn};
 
+use super::batch::{Batch, Due, Pace};
 use super::messages::{MemberGone, RemoteChanges, Stop, Subscribe, Subscriber, Track, Untrack};
 use super::set::PresenceSet;
 use crate::delivery::{Offer, WireFrame};
@@ -21,10 +31,21 @@ pub struct PresenceActor {
     topic: Arc<str>,
     set: PresenceSet,
     subscribers: HashMap<ConnId, Subscriber>,
+    /// Joined while a batch was pending: welcomed (state or counts) when it goes out.
+    awaiting: Vec<Subscriber>,
+    batch: Batch,
+    pace: Pace,
+    /// `presence_state`'s payload for the set as it is; `None` once the set changed.
+    state_json: Option<Arc<str>>,
+    /// The counts last sent to counts-only members.
+    counts_sent: Option<Counts>,
     /// The cluster's replica of other nodes' entries; `None` on a single node.
     cluster: Option<ClusterHandle>,
     cluster_topic: String,
 }
+
+/// Metas and distinct keys of the set.
+type Counts = (usize, usize);
 
 /// A process-wide counter for the low 16 bits of `phx_ref`s.
 static REF_COUNTER: AtomicU16 = AtomicU16::new(0);
@@ -35,48 +56,125 @@ fn new_ref(origin: u16) -> String {
 }
 
 impl PresenceActor {
-    pub fn new(topic: Arc<str>, cluster_topic: String, cluster: Option<ClusterHandle>) -> PresenceActor {
+    /// `batch`: the least time between two diffs (zero: every change at once).
+    pub fn new(
+        topic: Arc<str>,
+        cluster_topic: String,
+        cluster: Option<ClusterHandle>,
+        batch: Duration,
+    ) -> PresenceActor {
         PresenceActor {
             topic,
             set: PresenceSet::default(),
             subscribers: HashMap::new(),
+            awaiting: Vec::new(),
+            batch: Batch::default(),
+            pace: Pace::new(batch),
+            state_json: None,
+            counts_sent: None,
             cluster,
             cluster_topic,
         }
     }
 
-    /// Removes `conn`'s presence here and in the cluster, and tells the subscribers.
-    fn untrack(&mut self, conn: ConnId) {
+    /// Removes `conn`'s presence here and in the cluster.
+    fn untrack(&mut self, conn: ConnId, ctx: &mut Context<Self>) {
         if let Some(diff) = self.set.untrack(conn) {
             if let Some(cluster) = &self.cluster {
                 cluster.presence_remove(&self.cluster_topic, conn);
             }
-            self.publish(diff);
+            self.changed(diff, ctx);
         }
     }
 
-    fn publish(&mut self, diff: PresenceDiff) {
+    /// The set changed: batch the diff and see that it goes out.
+    fn changed(&mut self, diff: PresenceDiff, ctx: &mut Context<Self>) {
         metrics().presence_events.increment(1);
-        let json = diff.to_json();
-        let mut frames: [Option<WireFrame>; 2] = [None, None];
-        self.subscribers.retain(|_, member| {
-            let frame = frames[member.vsn.index()].get_or_insert_with(|| {
-                server::fastlane(member.vsn, &self.topic, "presence_diff", &json).into()
-            });
-            member.outbox.offer(frame.clone(), None) == Offer::Queued
-        });
+        self.state_json = None;
+        self.batch.add(diff);
+        match self.pace.on_change(Instant::now()) {
+            Due::Now => self.flush(),
+            Due::After(wait) => {
+                ctx.run_later(wait, |actor, _| actor.flush());
+            }
+            Due::Scheduled => {}
+        }
     }
 
-    fn push_state(&self, member: &Subscriber) {
-        let state = self.set.state().to_json();
-        let frame = server::channel_push(
-            member.vsn,
-            member.join_ref.as_deref(),
-            &self.topic,
-            "presence_state",
-            &state,
-        );
-        member.outbox.offer(frame.into(), None);
+    /// Sends the batch to the members, then welcomes those that joined while it was pending.
+    fn flush(&mut self) {
+        self.pace.flushed(Instant::now());
+        if let Some(diff) = self.batch.take() {
+            let json = diff.to_json();
+            let topic = &self.topic;
+            let mut frames: [Option<WireFrame>; 2] = [None, None];
+            self.subscribers.retain(|_, member| {
+                if member.counts_only {
+                    return true;
+                }
+                let frame = frames[member.vsn.index()].get_or_insert_with(|| {
+                    server::fastlane(member.vsn, topic, "presence_diff", &json).into()
+                });
+                member.outbox.offer(frame.clone(), None) == Offer::Queued
+            });
+        }
+        self.send_counts_if_changed();
+        for member in std::mem::take(&mut self.awaiting) {
+            self.welcome(member);
+        }
+    }
+
+    /// Sends a new member what the set holds now (the state, or the counts), then its changes.
+    fn welcome(&mut self, member: Subscriber) {
+        if member.counts_only {
+            let frame = self.counts_frame(member.vsn, self.counts());
+            member.outbox.offer(frame, None);
+        } else {
+            let state = self.state_json.get_or_insert_with(|| self.set.state().to_json().into()).clone();
+            let frame = server::channel_push(
+                member.vsn,
+                member.join_ref.as_deref(),
+                &self.topic,
+                "presence_state",
+                &state,
+            );
+            member.outbox.offer(frame.into(), None);
+        }
+        self.subscribers.insert(member.conn, member);
+    }
+
+    fn counts(&self) -> Counts {
+        (self.set.len(), self.set.keys())
+    }
+
+    fn counts_frame(&self, vsn: Vsn, (count, keys): Counts) -> WireFrame {
+        let channel = topic::sub_topic(&self.topic).unwrap_or(&self.topic);
+        let payload = system::presence_count(channel, count, keys);
+        server::fastlane(vsn, &self.topic, "system", &payload).into()
+    }
+
+    /// Tells the counts-only members the counts, if they changed since last told.
+    fn send_counts_if_changed(&mut self) {
+        if !self.subscribers.values().any(|m| m.counts_only) {
+            return;
+        }
+        let counts = self.counts();
+        if self.counts_sent == Some(counts) {
+            return;
+        }
+        self.counts_sent = Some(counts);
+        let mut frames: [Option<WireFrame>; 2] = [None, None];
+        let mut gone = Vec::new();
+        for member in self.subscribers.values().filter(|m| m.counts_only) {
+            let frame =
+                frames[member.vsn.index()].get_or_insert_with(|| self.counts_frame(member.vsn, counts));
+            if member.outbox.offer(frame.clone(), None) != Offer::Queued {
+                gone.push(member.conn);
+            }
+        }
+        for conn in gone {
+            self.subscribers.remove(&conn);
+        }
     }
 }
 
@@ -105,26 +203,33 @@ impl Handler<Subscribe> for PresenceActor {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
-        if msg.send_state {
-            self.push_state(&msg.member);
+        if !msg.send_state {
+            self.subscribers.insert(msg.member.conn, msg.member);
+        } else if self.batch.is_empty() {
+            // Every member has seen the set as it is: nothing to wait for.
+            self.welcome(msg.member);
+        } else {
+            // A flush is scheduled whenever the batch holds something.
+            self.awaiting.push(msg.member);
         }
-        self.subscribers.insert(msg.member.conn, msg.member);
     }
 }
 
 impl Handler<Track> for PresenceActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Track, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Track, ctx: &mut Context<Self>) {
         let origin = (msg.member.conn & 0xffff) as u16;
         let key = msg.member.presence_key.clone();
         let conn = msg.member.conn;
-        self.subscribers.entry(conn).or_insert(msg.member);
+        if !self.awaiting.iter().any(|m| m.conn == conn) {
+            self.subscribers.entry(conn).or_insert(msg.member);
+        }
         if let Some(diff) = self.set.track(conn, &key, msg.meta, || new_ref(origin)) {
             if let (Some(cluster), Some(entry)) = (&self.cluster, self.set.local_entry(conn)) {
                 cluster.presence_put(&self.cluster_topic, conn, entry);
             }
-            self.publish(diff);
+            self.changed(diff, ctx);
         }
     }
 }
@@ -132,26 +237,27 @@ impl Handler<Track> for PresenceActor {
 impl Handler<Untrack> for PresenceActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Untrack, _: &mut Context<Self>) {
-        self.untrack(msg.conn);
+    fn handle(&mut self, msg: Untrack, ctx: &mut Context<Self>) {
+        self.untrack(msg.conn, ctx);
     }
 }
 
 impl Handler<MemberGone> for PresenceActor {
     type Result = ();
 
-    fn handle(&mut self, msg: MemberGone, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: MemberGone, ctx: &mut Context<Self>) {
         self.subscribers.remove(&msg.conn);
-        self.untrack(msg.conn);
+        self.awaiting.retain(|m| m.conn != msg.conn);
+        self.untrack(msg.conn, ctx);
     }
 }
 
 impl Handler<RemoteChanges> for PresenceActor {
     type Result = ();
 
-    fn handle(&mut self, msg: RemoteChanges, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: RemoteChanges, ctx: &mut Context<Self>) {
         if let Some(diff) = self.set.apply_remote(&msg.change.joins, &msg.change.leaves) {
-            self.publish(diff);
+            self.changed(diff, ctx);
         }
     }
 }

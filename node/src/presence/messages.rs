@@ -14,10 +14,12 @@ pub struct Subscriber {
     pub join_ref: Option<String>,
     pub vsn: Vsn,
     pub presence_key: String,
+    /// Receives the presence counts instead of `presence_state` and `presence_diff`.
+    pub counts_only: bool,
     pub outbox: Outbox,
 }
 
-/// Start receiving diffs; with `send_state`, first push `presence_state`.
+/// Start receiving diffs; with `send_state`, first push `presence_state` (or the counts).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Subscribe {

@@ -6,7 +6,7 @@
 //! (from the cluster's presence replica) sit beside the local ones, so `presence_state` is the same on
 //! every node.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use realtime_cluster::presence::{Entry, EntryId};
 use realtime_proto::presence::{meta, PresenceDiff, PresenceState};
@@ -130,6 +130,18 @@ impl PresenceSet {
         changed.then_some(diff)
     }
 
+    /// Metas of every node (one per tracking connection).
+    pub fn len(&self) -> usize {
+        self.by_conn.len() + self.remote.len()
+    }
+
+    /// Distinct presence keys of every node.
+    pub fn keys(&self) -> usize {
+        let keys: HashSet<&str> =
+            self.by_conn.values().chain(self.remote.values()).map(|t| t.key.as_str()).collect();
+        keys.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_conn.is_empty() && self.remote.is_empty()
     }
@@ -213,5 +225,6 @@ mod tests {
         let state: Value = serde_json::from_str(&set.state().to_json()).unwrap();
         assert_eq!(state["bob"]["metas"].as_array().unwrap().len(), 2);
         assert_eq!(state["eve"]["metas"][0]["phx_ref"], "C");
+        assert_eq!((set.len(), set.keys()), (3, 2));
     }
 }

@@ -173,6 +173,7 @@ impl SocketActor {
             resume: resume.map_or(Resuming::Live, Resuming::Requested),
             held: resume.map(|_| Vec::new()),
             presence_enabled: config.presence.enabled,
+            presence_counts_only: config.presence.counts_only,
             presence_key,
             outbox: self.outbox.clone(),
             joined: ctx.address().recipient(),

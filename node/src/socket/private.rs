@@ -86,6 +86,7 @@ impl SocketActor {
             state.private = Some(PrivateAccess { read: access, ..PrivateAccess::default() });
             join.member.receives_broadcasts = access.broadcast;
             join.member.presence_enabled &= access.presence;
+            join.member.presence_counts_only &= access.presence;
             if let Some(request) = replay.filter(|_| access.broadcast) {
                 join.member.held.get_or_insert_with(Vec::new);
                 state.holds_live = true;

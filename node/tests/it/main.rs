@@ -15,6 +15,7 @@ mod hostile;
 mod limits;
 mod ops;
 mod presence;
+mod presence_rooms;
 mod rest;
 mod socket;
 mod tokens;
