@@ -75,12 +75,15 @@ pub async fn wait_visible(client: &Client, xids: &[u32]) -> Result<bool, tokio_p
 const CONTEXT: &str = "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
     set_config('request.jwt.claim.sub', $3, true), set_config('request.jwt.claim.role', $1, true)";
 
-/// Prepared statements, so a check is one pipelined round trip (prepared once per table).
+/// Prepared statements, so a batch's checks are one pipelined round trip (prepared once per table).
 #[derive(Default)]
 pub struct RlsStatements {
     context: Option<Statement>,
     by_table: HashMap<u32, Statement>,
 }
+
+/// The visible primary keys of one question.
+pub type Visible = HashSet<Vec<String>>;
 
 impl RlsStatements {
     /// Forgets a table's statement (its definition changed).
@@ -88,42 +91,83 @@ impl RlsStatements {
         self.by_table.remove(&oid);
     }
 
-    /// Which of `pks` (primary keys as text, in key-column order) `viewer` may see.
+    async fn context(&mut self, client: &Client) -> Result<Statement, tokio_postgres::Error> {
+        match &self.context {
+            Some(statement) => Ok(statement.clone()),
+            None => Ok(self.context.insert(client.prepare(CONTEXT).await?).clone()),
+        }
+    }
+
+    async fn check(&mut self, client: &Client, table: &TableMeta) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(statement) = self.by_table.get(&table.oid) {
+            return Ok(statement.clone());
+        }
+        let statement = client.prepare(&visibility_query(table)).await?;
+        self.by_table.insert(table.oid, statement.clone());
+        Ok(statement)
+    }
+
+    /// Which of its rows each question's viewer may see, all in one read-only transaction sent as one
+    /// pipeline: `begin`, then per question the viewer's role and claims and the select, `rollback`.
+    ///
+    /// PostgreSQL answers in order, and an error aborts the transaction: the answers are those up to
+    /// and including the first error; the questions after it are not answered (fewer answers than
+    /// questions) and must be asked again in a new transaction. `Err` only when the transaction
+    /// itself could not be run. A table whose select cannot be prepared answers its first question
+    /// with that error, and the questions before it are asked without it.
     pub async fn visible_rows(
         &mut self,
         client: &Client,
-        table: &TableMeta,
-        pks: &[Vec<String>],
-        viewer: &Viewer,
-    ) -> Result<HashSet<Vec<String>>, tokio_postgres::Error> {
-        let context = match &self.context {
-            Some(statement) => statement.clone(),
-            None => self.context.insert(client.prepare(CONTEXT).await?).clone(),
-        };
-        let check = match self.by_table.get(&table.oid) {
-            Some(statement) => statement.clone(),
-            None => {
-                let statement = client.prepare(&visibility_query(table)).await?;
-                self.by_table.insert(table.oid, statement.clone());
-                statement
+        asks: &[(&TableMeta, &[Vec<String>], &Viewer)],
+    ) -> Result<Vec<Result<Visible, tokio_postgres::Error>>, tokio_postgres::Error> {
+        let context = self.context(client).await?;
+        let mut checks = Vec::with_capacity(asks.len());
+        for (table, _, _) in asks {
+            match self.check(client, table).await {
+                Ok(check) => checks.push(check),
+                Err(e) if checks.is_empty() => return Ok(vec![Err(e)]),
+                Err(_) => break,
             }
-        };
-        let width = pks.first().map_or(0, Vec::len);
-        let columns: Vec<Vec<&str>> =
-            (0..width).map(|i| pks.iter().map(|pk| pk[i].as_str()).collect()).collect();
-        let params: Vec<&(dyn ToSql + Sync)> = columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-        let sub = viewer.sub.clone().unwrap_or_default();
-        let context_params: [&(dyn ToSql + Sync); 3] = [&viewer.role, &viewer.claims_json, &sub];
+        }
+        let questions = asks.iter().zip(&checks).map(|((_, pks, viewer), check)| {
+            one_question(client, &context, check, pks, viewer)
+        });
+        // Each question's statements are queued when it is first polled; `join!` and `join_all` poll
+        // in order, so the pipeline is begin, the questions in order, rollback.
         let begin = client.batch_execute("begin read only");
-        let set = client.query(&context, &context_params);
-        let rows = client.query(&check, &params);
+        let all = futures_util::future::join_all(questions);
         let end = client.batch_execute("rollback");
-        let (begun, set, rows, ended) = tokio::join!(begin, set, rows, end);
+        let (begun, answers, ended) = tokio::join!(begin, all, end);
         begun?;
-        set?;
         ended?;
-        Ok(rows?.iter().map(|row| (0..width).map(|i| row.get::<_, String>(i)).collect()).collect())
+        let mut kept = Vec::with_capacity(answers.len());
+        for answer in answers {
+            let failed = answer.is_err();
+            kept.push(answer);
+            if failed {
+                break;
+            }
+        }
+        Ok(kept)
     }
+}
+
+/// One question inside the batch's transaction: set the viewer's role and claims, select the rows.
+async fn one_question(
+    client: &Client,
+    context: &Statement,
+    check: &Statement,
+    pks: &[Vec<String>],
+    viewer: &Viewer,
+) -> Result<Visible, tokio_postgres::Error> {
+    let width = pks.first().map_or(0, Vec::len);
+    let columns: Vec<Vec<&str>> = (0..width).map(|i| pks.iter().map(|pk| pk[i].as_str()).collect()).collect();
+    let params: Vec<&(dyn ToSql + Sync)> = columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+    let sub = viewer.sub.as_deref().unwrap_or_default();
+    let context_params: [&(dyn ToSql + Sync); 3] = [&viewer.role, &viewer.claims_json, &sub];
+    let (set, rows) = tokio::join!(client.query(context, &context_params), client.query(check, &params));
+    set?;
+    Ok(rows?.iter().map(|row| (0..width).map(|i| row.get::<_, String>(i)).collect()).collect())
 }
 
 /// One question: may `viewer` see these rows of `table`? Answered with the visible keys.
@@ -169,7 +213,7 @@ fn lost(error: &tokio_postgres::Error) -> bool {
     }
 }
 
-/// A few connections that answer a batch's questions in parallel (each in its own transaction).
+/// A few connections that answer a batch's questions in parallel, each its share in one transaction.
 pub struct RlsPool {
     database_url: String,
     connections: Vec<PoolConnection>,
@@ -191,7 +235,7 @@ impl RlsPool {
     }
 
     /// Answers every question, spread over the pool; an error is the answer of that question only.
-    pub async fn answer<K>(&mut self, asks: Vec<Ask<K>>) -> Vec<(K, Result<HashSet<Vec<String>>, String>)> {
+    pub async fn answer<K>(&mut self, asks: Vec<Ask<K>>) -> Vec<(K, Result<Visible, String>)> {
         let width = self.connections.len();
         let mut buckets: Vec<Vec<Ask<K>>> = (0..width).map(|_| Vec::new()).collect();
         for (i, ask) in asks.into_iter().enumerate() {
@@ -199,35 +243,46 @@ impl RlsPool {
         }
         let url = self.database_url.as_str();
         let work = self.connections.iter_mut().zip(buckets).map(|(connection, asks)| async move {
-            let mut answers = Vec::with_capacity(asks.len());
-            for ask in asks {
-                let answer = connection.visible_rows(url, &ask).await;
-                answers.push((ask.key, answer));
-            }
-            answers
+            let answers = connection.answer_all(url, &asks).await;
+            asks.into_iter().map(|ask| ask.key).zip(answers).collect::<Vec<_>>()
         });
         futures_util::future::join_all(work).await.into_iter().flatten().collect()
     }
 }
 
 impl PoolConnection {
-    /// The answer, asked again on a new connection while the connection is what fails (at most
-    /// [`RECONNECT_WITHIN`]).
-    async fn visible_rows<K>(&mut self, url: &str, ask: &Ask<K>) -> Result<HashSet<Vec<String>>, String> {
+    /// Every question's answer, in order. A refused question ends its transaction: the ones after
+    /// it are asked again in a new one, so each question gets its own answer (at most one
+    /// transaction per refusal).
+    async fn answer_all<K>(&mut self, url: &str, asks: &[Ask<K>]) -> Vec<Result<Visible, String>> {
+        let mut answers = Vec::with_capacity(asks.len());
+        while answers.len() < asks.len() {
+            let rest = &asks[answers.len()..];
+            match self.visible_rows(url, rest).await {
+                Ok(got) => answers.extend(got),
+                // The connection could not be re-established: every question left has that answer.
+                Err(error) => answers.extend(rest.iter().map(|_| Err(error.clone()))),
+            }
+        }
+        answers
+    }
+
+    /// Answers from the start of `asks` (at least one), asked again on a new connection while the
+    /// connection is what fails (at most [`RECONNECT_WITHIN`]).
+    async fn visible_rows<K>(&mut self, url: &str, asks: &[Ask<K>]) -> Result<Vec<Result<Visible, String>>, String> {
         let deadline = Instant::now() + RECONNECT_WITHIN;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
             let left = deadline.saturating_duration_since(Instant::now());
-            let error = match tokio::time::timeout(left, self.try_visible_rows(url, ask)).await {
-                Ok(Ok(rows)) => {
+            let error = match tokio::time::timeout(left, self.try_visible_rows(url, asks)).await {
+                Ok(Ok(answers)) => {
                     if attempts > 1 {
-                        tracing::info!(attempts, "rls check answered on a new database connection");
+                        tracing::info!(attempts, "rls checks answered on a new database connection");
                     }
-                    return Ok(rows);
+                    return Ok(answers);
                 }
-                Ok(Err(Failure::Refused(error))) => return Err(error),
-                Ok(Err(Failure::Lost(error))) => error,
+                Ok(Err(error)) => error,
                 Err(_) => format!("no answer within {RECONNECT_WITHIN:?}"),
             };
             self.client = None;
@@ -242,24 +297,40 @@ impl PoolConnection {
         }
     }
 
-    async fn try_visible_rows<K>(
-        &mut self,
-        url: &str,
-        ask: &Ask<K>,
-    ) -> Result<HashSet<Vec<String>>, Failure> {
+    /// One transaction's answers (at least one, ending at the first refusal); `Err` when the
+    /// connection is lost.
+    async fn try_visible_rows<K>(&mut self, url: &str, asks: &[Ask<K>]) -> Result<Vec<Result<Visible, String>>, String> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.statements = RlsStatements::default();
-            let client = super::catalog::connect(url).await.map_err(|e| Failure::Lost(e.to_string()))?;
+            let client = super::catalog::connect(url).await.map_err(|e| e.to_string())?;
             self.client = Some(client);
         }
         let client = self.client.as_ref().expect("connected above");
-        self.statements.visible_rows(client, &ask.table, &ask.pks, &ask.viewer).await.map_err(|e| {
-            if lost(&e) || client.is_closed() {
-                Failure::Lost(pg_error_text(&e))
+        let questions: Vec<_> = asks.iter().map(|a| (&*a.table, a.pks.as_slice(), &*a.viewer)).collect();
+        let classify = |e: &tokio_postgres::Error| {
+            if lost(e) || client.is_closed() {
+                Failure::Lost(pg_error_text(e))
             } else {
-                Failure::Refused(pg_error_text(&e))
+                Failure::Refused(pg_error_text(e))
             }
-        })
+        };
+        let answers = match self.statements.visible_rows(client, &questions).await {
+            Ok(answers) => answers,
+            Err(e) => match classify(&e) {
+                Failure::Lost(error) => return Err(error),
+                // The transaction itself was refused: the first question carries it.
+                Failure::Refused(error) => return Ok(vec![Err(error)]),
+            },
+        };
+        let mut out = Vec::with_capacity(answers.len());
+        for answer in answers {
+            match answer.map_err(|e| classify(&e)) {
+                Ok(rows) => out.push(Ok(rows)),
+                Err(Failure::Refused(error)) => out.push(Err(error)),
+                Err(Failure::Lost(error)) => return Err(error),
+            }
+        }
+        Ok(out)
     }
 }
 
