@@ -67,9 +67,15 @@ async function getJson(path, key) {
   return body;
 }
 
+/** Empties both panels: what they showed was read with a key that is gone or refused. */
+function forget() {
+  for (const id of ['cluster-body', 'channels-body']) $(id).replaceChildren(el('p', { class: 'hint' }, 'Nothing yet.'));
+}
+
 async function poll(generation) {
   const key = $('service-key').value.trim();
   if (!key) {
+    forget();
     status('service-status', 'Type a service role key to see the cluster and channels.');
     return;
   }
@@ -85,7 +91,10 @@ async function poll(generation) {
   } catch (error) {
     if (generation !== pollGeneration) return;
     status('service-status', `${error instanceof Refusal ? 'Refused' : 'Unreachable'}: ${error.message}`, 'error');
-    if (error instanceof Refusal) return; // the same key would be refused again: wait for another
+    if (error instanceof Refusal) {
+      forget();
+      return; // the same key would be refused again: wait for another
+    }
   }
   pollTimer = setTimeout(() => poll(generation), POLL_MS);
 }
