@@ -24,7 +24,7 @@ cargo test --workspace
 echo "== real-client suite (realtime-js, node --test)"
 (
   cd tests/js
-  if [ ! -d node_modules/@supabase/realtime-js ]; then
+  if [ ! -d node_modules/@supabase/realtime-js ] || [ ! -d node_modules/playwright-core ]; then
     npm ci --no-audit --no-fund
   fi
   REALTIME_BIN="${CARGO_TARGET_DIR:-$(pwd)/../../target}/debug/realtime" npm test

@@ -20,6 +20,12 @@ async fn main() -> anyhow::Result<()> {
         let secret = dev::generate_secret();
         eprintln!("REALTIME_JWT_SECRET is not set; using a generated dev secret: {secret}");
         eprintln!("a token for role \"anon\", valid 24 h: {}", dev::token(&secret, "anon", 24 * 3600));
+        if config.inspector {
+            let service = dev::token(&secret, "service_role", 24 * 3600);
+            eprintln!(
+                "a token for role \"service_role\" (the inspector's service role key), valid 24 h: {service}"
+            );
+        }
         config.jwt_secret = Some(secret);
     }
     let listener =

@@ -12,7 +12,7 @@ use realtime_proto::binary::BinaryEncoding;
 pub type ConnId = u64;
 
 /// A channel's identity: public and private channels of the same name are different namespaces.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TopicKey {
     pub sub_topic: Arc<str>,
     pub private: bool,

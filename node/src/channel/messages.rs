@@ -175,6 +175,32 @@ pub struct Lookup {
     pub key: TopicKey,
 }
 
+/// This node's channels with their member counts, the most members first, at most `limit` of them
+/// (the inspector's channel list).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "ChannelList")]
+pub struct ListChannels {
+    pub limit: usize,
+}
+
+/// The answer to [`ListChannels`].
+#[derive(MessageResponse, Debug, Clone, Default)]
+pub struct ChannelList {
+    /// Channels on this node (more than `channels` holds when the limit cut the list).
+    pub total: usize,
+    pub channels: Vec<ChannelCount>,
+}
+
+/// One channel of [`ChannelList`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelCount {
+    pub key: TopicKey,
+    /// Memberships on this node: members, and joins the channel is still deciding.
+    pub members: usize,
+    /// Members on the other nodes, as this node last heard (0 on a single node).
+    pub elsewhere: usize,
+}
+
 /// How a join ended, sent by the channel so the reply is ordered before any of the channel's pushes.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]

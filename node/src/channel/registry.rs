@@ -10,7 +10,8 @@ use realtime_cluster::ClusterHandle;
 
 use super::actor::{ChannelActor, ChannelSettings};
 use super::messages::{
-    Broadcast, Join, Leave, Lookup, Released, RemoteBroadcast, RemotePresence, StopChannel,
+    Broadcast, ChannelCount, ChannelList, Join, Leave, ListChannels, Lookup, Released, RemoteBroadcast,
+    RemotePresence, StopChannel,
 };
 use crate::metrics::metrics;
 use crate::resume::Resume;
@@ -124,5 +125,49 @@ impl Handler<RemotePresence> for Registry {
         if let Some(entry) = self.channels.get(&msg.key) {
             entry.addr.do_send(msg);
         }
+    }
+}
+
+impl Handler<ListChannels> for Registry {
+    type Result = ChannelList;
+
+    fn handle(&mut self, msg: ListChannels, _: &mut Context<Self>) -> ChannelList {
+        let counts = self.channels.iter().map(|(key, entry)| (key, entry.memberships)).collect();
+        let channels = busiest(counts, msg.limit)
+            .into_iter()
+            .map(|(key, members)| ChannelCount {
+                key: key.clone(),
+                members,
+                elsewhere: self.cluster.as_ref().map_or(0, |c| c.remote_members(&key.cluster_topic())),
+            })
+            .collect();
+        ChannelList { total: self.channels.len(), channels }
+    }
+}
+
+/// The `limit` entries with the most members, most first (ties by key). Only those are sorted: a node
+/// with 100,000 channels does not sort them all while joins wait behind the registry's message.
+fn busiest<K: Ord>(mut counts: Vec<(K, usize)>, limit: usize) -> Vec<(K, usize)> {
+    let order = |a: &(K, usize), b: &(K, usize)| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0));
+    if limit < counts.len() {
+        counts.select_nth_unstable_by(limit, order);
+        counts.truncate(limit);
+    }
+    counts.sort_unstable_by(order);
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::busiest;
+
+    #[test]
+    fn busiest_keeps_the_most_members_first_and_cuts_at_the_limit() {
+        let counts = vec![("d", 1), ("a", 5), ("c", 2), ("b", 5), ("e", 9)];
+        assert_eq!(busiest(counts.clone(), 10), vec![("e", 9), ("a", 5), ("b", 5), ("c", 2), ("d", 1)]);
+        assert_eq!(busiest(counts.clone(), 3), vec![("e", 9), ("a", 5), ("b", 5)]);
+        assert_eq!(busiest(counts.clone(), 5).len(), 5);
+        assert!(busiest(counts, 0).is_empty());
+        assert!(busiest(Vec::<(&str, usize)>::new(), 3).is_empty());
     }
 }

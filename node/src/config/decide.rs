@@ -281,6 +281,7 @@ impl Config {
             connect_error_delay: ms(s.connect_error_delay_ms()?),
             shutdown_grace: ms(s.shutdown_grace_ms()?),
             private_only: s.private_only()?,
+            inspector: s.inspector()?,
             workers: s.workers.filter(|w| *w > 0).unwrap_or(machine.cores),
         };
         Ok(Draft { config, jwks: s.jwks, admin_token_file, webhook_ca_file: s.webhook_ca_file, cluster })

@@ -30,6 +30,8 @@ pub struct Config {
     pub workers: usize,
     /// Refuse joins of public channels (`PrivateOnly`).
     pub private_only: bool,
+    /// Serve the inspector page and its API (`crate::http::inspector`); off: they are 404.
+    pub inspector: bool,
     /// `None`: Postgres Changes are disabled.
     pub cdc: Option<CdcConfig>,
     pub data_dir: PathBuf,

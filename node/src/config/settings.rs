@@ -231,6 +231,9 @@ settings! {
     workers: usize, "REALTIME_WORKERS";
     /// Refuse public channels: every join must be `private` and pass the RLS read check.
     private_only: bool, "REALTIME_PRIVATE_ONLY", default false, any;
+    /// Serve the inspector at `/inspector`: a page that shows the cluster and this node's channels
+    /// (its API needs a `service_role` JWT) and joins a channel with a pasted token.
+    inspector: bool, "REALTIME_INSPECTOR", default false, any;
     /// Bytes of frames queued for one socket before it is closed as a slow consumer.
     max_outbox_bytes: usize, "REALTIME_MAX_OUTBOX_BYTES", default 4 * 1024 * 1024, positive;
     /// Frames queued for one socket before it is closed as a slow consumer.

@@ -32,7 +32,12 @@ pub async fn cluster(req: HttpRequest, shared: web::Data<Shared>) -> HttpRespons
     if !admin_allowed(&req, &shared) {
         return super::admin::unauthorized();
     }
-    let body = match &shared.cluster {
+    HttpResponse::Ok().json(cluster_view(&shared))
+}
+
+/// The body of `/cluster` (also the inspector's cluster panel).
+pub fn cluster_view(shared: &Shared) -> serde_json::Value {
+    let mut body = match &shared.cluster {
         Some(cluster) => serde_json::to_value(cluster.view()).unwrap_or_default(),
         None => serde_json::json!({
             "node": shared.config.node_id,
@@ -41,7 +46,6 @@ pub async fn cluster(req: HttpRequest, shared: web::Data<Shared>) -> HttpRespons
             "links": [],
         }),
     };
-    let mut body = body;
     if let Some(object) = body.as_object_mut() {
         // The node that leads raft, and so runs the Postgres Changes consumer (none on a single node).
         let leader = shared.cluster.as_ref().and_then(|c| c.leadership().borrow().leader.clone());
@@ -52,7 +56,7 @@ pub async fn cluster(req: HttpRequest, shared: web::Data<Shared>) -> HttpRespons
             shared.cdc.as_ref().map_or(serde_json::Value::Null, |c| c.database_view()),
         );
     }
-    HttpResponse::Ok().json(body)
+    body
 }
 
 pub async fn metrics(

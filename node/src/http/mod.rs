@@ -1,10 +1,12 @@
 //! HTTP routes: the WebSocket endpoint, the REST broadcast API, the notifications inbox (REST insert
-//! and GraphQL), health and metrics. Routes only; the handlers live in the submodules.
+//! and GraphQL), health and metrics, and the inspector when it is on. Routes only; the handlers live in
+//! the submodules.
 
 pub mod admin;
 pub mod batch;
 pub mod graphql;
 pub mod health;
+pub mod inspector;
 pub mod notifications;
 pub mod rest;
 pub mod server;
@@ -20,8 +22,9 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|token| !token.is_empty())
 }
 
-/// Registers every route under both the bare paths and the Supabase gateway's `/realtime/v1` prefix.
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// Registers every route under both the bare paths and the Supabase gateway's `/realtime/v1` prefix;
+/// the inspector's only with `inspector` (`REALTIME_INSPECTOR`), and only under the bare path.
+pub fn routes(cfg: &mut web::ServiceConfig, inspector: bool) {
     for prefix in ["", "/realtime/v1"] {
         let websocket = if prefix.is_empty() { "/socket/websocket" } else { "/realtime/v1/websocket" };
         cfg.route(websocket, web::get().to(socket::upgrade))
@@ -38,6 +41,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(health::readyz))
         .route("/cluster", web::get().to(health::cluster))
         .route("/metrics", web::get().to(health::metrics));
+    if inspector {
+        inspector::routes(cfg);
+    }
 }
 
 #[cfg(test)]

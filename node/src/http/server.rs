@@ -30,6 +30,7 @@ pub fn serve(
     metrics: web::Data<PrometheusHandle>,
 ) -> io::Result<Server> {
     let local = listener.local_addr()?;
+    let inspector = shared.config.inspector;
     let server = Server::build()
         .workers(workers)
         .disable_signals()
@@ -42,7 +43,10 @@ pub fn serve(
                 let sockets = sockets.clone();
                 async move { super::socket::serve(req, framed, sockets).await.map_err(actix_web::Error::from) }
             });
-            let app = App::new().app_data(shared.clone()).app_data(metrics.clone()).configure(super::routes);
+            let app = App::new()
+                .app_data(shared.clone())
+                .app_data(metrics.clone())
+                .configure(|cfg| super::routes(cfg, inspector));
             let http = HttpService::build()
                 .local_addr(local)
                 .upgrade(upgrades)
