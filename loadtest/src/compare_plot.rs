@@ -36,7 +36,7 @@ fn colour(server: &str) -> RGBColor {
 
 /// Writes the SVG to `path`, titled `title`.
 pub fn write_svg(path: &Path, title: &str, figures: &[ServerFigures]) -> Result<(), PlotError> {
-    let root = SVGBackend::new(path, (2000, 820)).into_drawing_area();
+    let root = SVGBackend::new(path, (2400, 820)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let root = root.titled(title, ("sans-serif", 22)).map_err(err)?;
     let panels = root.split_evenly((2, 4));

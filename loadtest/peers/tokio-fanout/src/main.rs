@@ -35,7 +35,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use thiserror::Error;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -54,6 +54,8 @@ const WRITE_STALL: Duration = Duration::from_secs(30);
 const QUEUE: usize = 256;
 /// Frames a writer takes off its queue for one write.
 const BATCH: usize = 64;
+/// Connections the kernel may hold waiting for `accept`.
+const LISTEN_BACKLOG: u32 = 4096;
 /// Pause after a failed accept (out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -173,7 +175,13 @@ fn env_or(name: &str, default: &str) -> String {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = format!("{}:{}", env_or("HOST", "127.0.0.1"), env_or("PORT", "4104")).parse()?;
-    let listener = TcpListener::bind(addr).await?;
+    // A deep accept queue, as this server's own listener has (the kernel caps it at
+    // net.core.somaxconn): a connect storm on a busy core then waits in the queue instead of
+    // overflowing it into 1 s SYN retransmits.
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(LISTEN_BACKLOG)?;
     let rooms = Arc::new(Rooms::default());
     eprintln!("tokio-fanout listening on ws://{addr}/ws/{{room}}");
     let accept = async {
