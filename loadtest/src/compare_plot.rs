@@ -8,7 +8,7 @@ use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use thiserror::Error;
 
-use crate::compare_report::{format_value, label, Better, ServerFigures, MEASURES};
+use crate::compare_report::{format_value, label, Better, ServerFigures, MEASURES, SERVERS};
 
 /// Drawing failed (the SVG backend's error, as text).
 #[derive(Debug, Error)]
@@ -19,13 +19,24 @@ fn err(e: impl std::fmt::Display) -> PlotError {
     PlotError(e.to_string())
 }
 
-/// Bar colours by server position: this server, then the peers.
-const COLOURS: [RGBColor; 3] =
-    [RGBColor(0x2f, 0x80, 0x5a), RGBColor(0x4c, 0x6e, 0xb8), RGBColor(0xd9, 0x82, 0x2b)];
+/// Bar colours of the servers in [`SERVERS`] order (this server, FastAPI, Socket.IO, socketioxide,
+/// tokio-fanout), so a server has the same colour whatever the run's order.
+const COLOURS: [RGBColor; 5] = [
+    RGBColor(0x2f, 0x80, 0x5a),
+    RGBColor(0x4c, 0x6e, 0xb8),
+    RGBColor(0xd9, 0x82, 0x2b),
+    RGBColor(0x8e, 0x5a, 0xa8),
+    RGBColor(0x80, 0x80, 0x80),
+];
+
+fn colour(server: &str) -> RGBColor {
+    let at = SERVERS.iter().position(|s| *s == server).unwrap_or(COLOURS.len() - 1);
+    COLOURS[at.min(COLOURS.len() - 1)]
+}
 
 /// Writes the SVG to `path`, titled `title`.
 pub fn write_svg(path: &Path, title: &str, figures: &[ServerFigures]) -> Result<(), PlotError> {
-    let root = SVGBackend::new(path, (1600, 820)).into_drawing_area();
+    let root = SVGBackend::new(path, (2400, 820)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let root = root.titled(title, ("sans-serif", 22)).map_err(err)?;
     let panels = root.split_evenly((2, 4));
@@ -61,9 +72,9 @@ pub fn write_svg(path: &Path, title: &str, figures: &[ServerFigures]) -> Result<
             .draw_series(values.iter().enumerate().map(|(i, &v)| {
                 let mut bar = Rectangle::new(
                     [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), v)],
-                    COLOURS[i % COLOURS.len()].filled(),
+                    colour(&figures[i].server).filled(),
                 );
-                bar.set_margin(0, 0, 18, 18);
+                bar.set_margin(0, 0, 12, 12);
                 bar
             }))
             .map_err(err)?;
@@ -84,7 +95,7 @@ mod tests {
 
     #[test]
     fn draws_an_svg() {
-        let figures: Vec<ServerFigures> = ["realtime", "fastapi", "socketio"]
+        let figures: Vec<ServerFigures> = SERVERS
             .iter()
             .enumerate()
             .map(|(i, s)| ServerFigures {
@@ -100,7 +111,9 @@ mod tests {
         let svg = std::fs::read_to_string(&path).unwrap();
         let _ = std::fs::remove_file(&path);
         assert!(svg.starts_with("<svg"), "{}", &svg[..60.min(svg.len())]);
-        for text in ["FastAPI", "Socket.IO", "deliveries/s at saturation", "1,000"] {
+        for text in
+            ["FastAPI", "Socket.IO", "socketioxide", "tokio-fanout", "deliveries/s at saturation", "1,000"]
+        {
             assert!(svg.contains(text), "{text} missing");
         }
     }

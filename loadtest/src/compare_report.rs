@@ -1,5 +1,5 @@
-//! The figures `compare` measures for each server, and how they are shown: a table per server, the
-//! ratio table (this server ÷ each peer, per measure) and the CSV. Pure formatting, unit-tested here;
+//! The figures `compare` measures for each server, and how they are shown: the table (a column per
+//! server), the ratio table (this server ÷ each other server, per measure) and the CSV. Pure formatting, unit-tested here;
 //! the plot is in [`crate::compare_plot`].
 
 use std::fmt::Write as _;
@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use crate::report::ErrorCounts;
 
 /// The servers `compare` knows, in table order; the first is this server.
-pub const SERVERS: [&str; 3] = ["realtime", "fastapi", "socketio"];
+pub const SERVERS: [&str; 5] = ["realtime", "fastapi", "socketio", "socketioxide", "tokio-fanout"];
 
 /// A server's display name.
 pub fn label(server: &str) -> &str {
@@ -15,8 +15,19 @@ pub fn label(server: &str) -> &str {
         "realtime" => "realtime",
         "fastapi" => "FastAPI",
         "socketio" => "Socket.IO",
+        "socketioxide" => "socketioxide",
+        "tokio-fanout" => "tokio-fanout",
         other => other,
     }
+}
+
+/// The numerator of the ratios and the servers it is divided by: this server (`realtime`) and every
+/// other one, in their order; the first and the rest when this server was not measured.
+pub fn reference(figures: &[ServerFigures]) -> Option<(&ServerFigures, Vec<&ServerFigures>)> {
+    let at = figures.iter().position(|f| f.server == SERVERS[0]).unwrap_or(0);
+    let ours = figures.get(at)?;
+    let others = figures.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, f)| f).collect();
+    Some((ours, others))
 }
 
 /// Everything measured for one server.
@@ -237,11 +248,11 @@ pub fn render_table(figures: &[ServerFigures]) -> String {
     out
 }
 
-/// The ratio table: this server (the first of `figures`) ÷ each other server, per measure (Markdown).
+/// The ratio table: this server ([`reference`]) ÷ each other server, per measure (Markdown).
 pub fn render_ratios(figures: &[ServerFigures]) -> String {
-    let Some((ours, peers)) = figures.split_first() else { return String::new() };
+    let Some((ours, peers)) = reference(figures) else { return String::new() };
     let mut out = String::from("| measure | better |");
-    for p in peers {
+    for p in &peers {
         let _ = write!(out, " {} ÷ {} |", label(&ours.server), label(&p.server));
     }
     let _ = write!(out, "\n|---|---|");
@@ -253,7 +264,7 @@ pub fn render_ratios(figures: &[ServerFigures]) -> String {
             Better::Lower => "lower",
         };
         let _ = write!(out, "| {} | {better} |", m.name);
-        for p in peers {
+        for p in &peers {
             let _ = write!(out, " {} |", format_ratio(ratio((m.value)(ours), (m.value)(p))));
         }
         out.push('\n');
@@ -265,8 +276,8 @@ fn csv_cell(v: Option<f64>) -> String {
     v.map_or_else(String::new, |v| format!("{v:.3}"))
 }
 
-/// The CSV: a header, one row per server with every figure, then one `realtime/<peer>` row per peer
-/// with the ratios of the compared measures (other columns empty).
+/// The CSV: a header, one row per server with every figure, then one `realtime/<server>` row per other
+/// server ([`reference`]) with the ratios of the compared measures (other columns empty).
 pub fn render_csv(figures: &[ServerFigures]) -> String {
     let mut out = String::from(
         "server,attempted,held,connect_p50_ms,connect_p99_ms,rss_idle_kib,rss_joined_kib,rss_per_conn_kib,\
@@ -306,7 +317,7 @@ pub fn render_csv(figures: &[ServerFigures]) -> String {
             errors,
         );
     }
-    if let Some((ours, peers)) = figures.split_first() {
+    if let Some((ours, peers)) = reference(figures) {
         let _ = writeln!(out, "\nratio,{}", MEASURES.iter().map(|m| m.key).collect::<Vec<_>>().join(","));
         for p in peers {
             let cells: Vec<String> =
@@ -380,20 +391,37 @@ mod tests {
             figures("realtime", 10_000, 4_000_000, 20.0),
             figures("fastapi", 10_000, 200_000, 20.0),
             figures("socketio", 5_000, 1_000_000, 20.0),
+            figures("socketioxide", 10_000, 2_000_000, 20.0),
+            figures("tokio-fanout", 10_000, 8_000_000, 20.0),
         ];
         let ratios = render_ratios(&all);
         assert!(
-            ratios.starts_with("| measure | better | realtime ÷ FastAPI | realtime ÷ Socket.IO |\n"),
+            ratios.starts_with(
+                "| measure | better | realtime ÷ FastAPI | realtime ÷ Socket.IO | realtime ÷ socketioxide | \
+                 realtime ÷ tokio-fanout |\n"
+            ),
             "{ratios}"
         );
-        assert!(ratios.contains("| deliveries/s at saturation | higher | 20.0× | 4.00× |"), "{ratios}");
-        assert!(ratios.contains("| connections held | higher | 1.00× | 2.00× |"), "{ratios}");
+        assert!(
+            ratios.contains("| deliveries/s at saturation | higher | 20.0× | 4.00× | 2.00× | 0.50× |"),
+            "{ratios}"
+        );
+        assert!(ratios.contains("| connections held | higher | 1.00× | 2.00× | 1.00× | 1.00× |"), "{ratios}");
         let table = render_table(&all);
         assert!(
-            table.contains("| connections held / tried | 10000 / 10000 | 10000 / 10000 | 5000 / 10000 |"),
+            table.starts_with("| measure | realtime | FastAPI | Socket.IO | socketioxide | tokio-fanout |\n")
+        );
+        assert!(
+            table.contains(
+                "| connections held / tried | 10000 / 10000 | 10000 / 10000 | 5000 / 10000 | 10000 / 10000 | \
+                 10000 / 10000 |"
+            ),
             "{table}"
         );
-        assert!(table.contains("| saturation: deliveries/s | 200,000 | 10,000 | 50,000 |"), "{table}");
+        assert!(
+            table.contains("| saturation: deliveries/s | 200,000 | 10,000 | 50,000 | 100,000 | 400,000 |"),
+            "{table}"
+        );
         let csv = render_csv(&all);
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines[0].split(',').count(), lines[1].split(',').count());
@@ -402,8 +430,34 @@ mod tests {
             "{}",
             lines[1]
         );
+        assert!(lines[5].starts_with("tokio-fanout,10000,"), "{}", lines[5]);
         assert!(csv.contains("\nratio,held,connect_p99_ms,"), "{csv}");
         assert!(csv.contains("\nrealtime/fastapi,1.000,1.000,1.000,1.000,1.000,20.000,20.000\n"), "{csv}");
+        assert!(csv.contains("\nrealtime/tokio-fanout,1.000,1.000,1.000,1.000,1.000,0.500,0.500\n"), "{csv}");
         assert_eq!(render_ratios(&[]), "");
+    }
+
+    /// The ratios are this server's over every other one's, wherever it is in the run's order.
+    #[test]
+    fn realtime_is_the_reference() {
+        let all = vec![
+            figures("socketioxide", 10_000, 2_000_000, 20.0),
+            figures("tokio-fanout", 10_000, 8_000_000, 20.0),
+            figures("realtime", 10_000, 4_000_000, 20.0),
+        ];
+        let ratios = render_ratios(&all);
+        assert!(
+            ratios.starts_with("| measure | better | realtime ÷ socketioxide | realtime ÷ tokio-fanout |\n"),
+            "{ratios}"
+        );
+        assert!(ratios.contains("| deliveries/s at saturation | higher | 2.00× | 0.50× |"), "{ratios}");
+        let csv = render_csv(&all);
+        assert!(
+            csv.contains("\nrealtime/socketioxide,") && csv.contains("\nrealtime/tokio-fanout,"),
+            "{csv}"
+        );
+        // Without this server, the first is the reference.
+        let (first, rest) = reference(&all[..2]).unwrap();
+        assert_eq!((first.server.as_str(), rest.len()), ("socketioxide", 1));
     }
 }

@@ -19,7 +19,7 @@
 //! realtime-loadtest inbox --jwt-secret secret --database-url postgres://postgres@127.0.0.1:5432/postgres \
 //!     --inserts 1000 --seed 10000 --lists 1000 --list-concurrency 4
 //! realtime-loadtest failover --database-url postgres://postgres@127.0.0.1:5432/postgres --kills 3
-//! loadtest/peers/setup.sh && realtime-loadtest compare --servers realtime,fastapi,socketio
+//! loadtest/peers/setup.sh && realtime-loadtest compare --servers realtime,fastapi,socketio,socketioxide,tokio-fanout
 //! ```
 //!
 //! ## Layout
@@ -40,15 +40,17 @@
 //!   table; [`schedule`]: the fixed-rate schedule its inserters and `cdc`'s share.
 //! - [`nodes`], [`failover_load`], [`failover_check`]: the `failover` scenario's node processes, its
 //!   subscribers and inserter, and the exactly-once check.
-//! - [`peer_protocol`], [`peer_client`], [`compare_worker`], [`compare_load`], [`compare_report`],
-//!   [`compare_plot`]: the `compare` scenario's three wire protocols (pure), its client, its worker
-//!   processes (the hidden `compare-worker`), its publishers, its tables and CSV, and its plot.
+//! - [`compare_launch`], [`peer_protocol`], [`peer_client`], [`compare_worker`], [`compare_load`],
+//!   [`compare_report`], [`compare_plot`]: the `compare` scenario's five servers and how each is
+//!   started, their three wire protocols (pure), its client, its worker processes (the hidden
+//!   `compare-worker`), its publishers, its tables and CSV, and its plot.
 //! - [`report`], [`rss`], [`netstat`], [`scrape`], [`payload`], [`token`]: histograms and the tables,
 //!   server memory and CPU, the kernel's TCP counters and socket table, the server's `/metrics`, the
 //!   stamped broadcast payload and its sequence checks, the JWTs.
 
 mod cdc_worker;
 mod client;
+mod compare_launch;
 mod compare_load;
 mod compare_plot;
 mod compare_report;

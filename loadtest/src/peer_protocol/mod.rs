@@ -1,7 +1,8 @@
 //! The wire protocols of the servers `compare` measures side by side, as pure frame encoding and
 //! parsing (no I/O, so each is unit-tested here): [`phoenix`] (this server: Phoenix channels, the
-//! 1.0.0 JSON serializer), [`plain_json`] (the FastAPI peer's own JSON messages) and [`socketio`]
-//! (Socket.IO 4 over a raw WebSocket, i.e. Engine.IO v4 packets).
+//! 1.0.0 JSON serializer), [`plain_json`] (the FastAPI peer's own JSON messages, which the
+//! tokio-fanout peer speaks too) and [`socketio`] (Socket.IO 4 over a raw WebSocket, i.e. Engine.IO v4
+//! packets: the Node and the socketioxide peers).
 //!
 //! A [`Conversation`] is one connection's side of a protocol: the URL path to open, the frames to send
 //! once open, how to publish to its room, and what each server frame means ([`Incoming`]), including
@@ -18,9 +19,9 @@ use crate::payload::Stamp;
 pub enum Protocol {
     /// Phoenix channels (this server), `vsn=1.0.0`.
     Phoenix,
-    /// The FastAPI peer's `{"type":…}` JSON messages, one room per URL path.
+    /// The FastAPI and tokio-fanout peers' `{"type":…}` JSON messages, one room per URL path.
     PlainJson,
-    /// Socket.IO 4 (Engine.IO v4), WebSocket transport only.
+    /// Socket.IO 4 (Engine.IO v4), WebSocket transport only: the Node and socketioxide peers.
     SocketIo,
 }
 

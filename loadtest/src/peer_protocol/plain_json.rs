@@ -1,4 +1,5 @@
-//! The FastAPI peer's protocol (`loadtest/peers/fastapi/app.py`): a client joins room `r` by opening
+//! The FastAPI peer's protocol (`loadtest/peers/fastapi/app.py`), which the tokio-fanout peer
+//! (`loadtest/peers/tokio-fanout`) speaks too: a client joins room `r` by opening
 //! `/ws/r`, and the server confirms with `{"type":"joined","room":r}`; a client publishes with
 //! `{"type":"publish","payload":DATA}` and every other member receives `{"type":"msg","payload":DATA}`.
 

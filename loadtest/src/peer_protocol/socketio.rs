@@ -1,6 +1,7 @@
-//! The Socket.IO peer's protocol (`loadtest/peers/socketio/server.js`) as a raw-WebSocket client sees
-//! it: Engine.IO v4 packets (a digit for the packet type, then the data) carrying Socket.IO v5 packets
-//! in its `4` (message) packets.
+//! The Socket.IO peers' protocol (`loadtest/peers/socketio/server.js` on Node, and
+//! `loadtest/peers/socketioxide` in Rust) as a raw-WebSocket client sees it: Engine.IO v4 packets (a
+//! digit for the packet type, then the data) carrying Socket.IO v5 packets in its `4` (message)
+//! packets.
 //!
 //! Handshake: the server opens with `0{"sid",…,"pingInterval",…}`; the client connects to the main
 //! namespace with `40`, the server answers `40{"sid":…}`; the client then emits `join` with ack id 0

@@ -1,5 +1,8 @@
-//! Scenario `compare`: this server, the FastAPI peer and the Socket.IO peer (`loadtest/peers/`), each
-//! driven through the same scenario in one run on one machine, one server at a time.
+//! Scenario `compare`: this server and four peers kept in `loadtest/peers/` (FastAPI, Socket.IO on
+//! Node, Socket.IO in Rust with socketioxide, and tokio-fanout, a minimal tokio WebSocket fan-out that
+//! stands for what the hardware allows), each driven through the same scenario in one run on one
+//! machine, one server at a time. How each is started, and with which settings, is in
+//! [`crate::compare_launch`].
 //!
 //! The load generator starts each server itself, pinned to `--server-core` with `taskset`, and pins
 //! itself and its worker processes to `--load-core`; it waits for the port, measures, stops the server
@@ -21,7 +24,8 @@
 //! This server is started with the limits that would otherwise refuse the load lifted (joins per
 //! second per node and per token, broadcasts per socket per second): the peers have no such limits.
 //! Every server gets one core and one process (`--workers 1` here; uvicorn with one worker; Node is
-//! single-threaded). Prints a table per server and a ratio table, and writes `--csv` and `--svg`.
+//! single-threaded; the Rust peers run a current-thread tokio runtime). Prints a table with a column
+//! per server and a ratio table (this server ÷ each other one), and writes `--csv` and `--svg`.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -34,6 +38,7 @@ use hdrhistogram::Histogram;
 use tokio::process::{Child, Command};
 use tokio::time::{sleep, Instant};
 
+use crate::compare_launch::{Launch, ServerKind};
 use crate::compare_load::{self, Pace, PhaseOutcome};
 use crate::compare_plot::write_svg;
 use crate::compare_report::{label, render_csv, render_ratios, render_table, ServerFigures, SERVERS};
@@ -58,8 +63,6 @@ const REPORT_BUDGET: Duration = Duration::from_secs(15);
 const REAP: Duration = Duration::from_secs(5);
 /// Connections per worker process when `--processes` is not given.
 const CONNECTIONS_PER_PROCESS: usize = 5_000;
-/// A limit of this server lifted for the run (the peers have none).
-const UNLIMITED: &str = "1000000000";
 
 /// Arguments of `realtime-loadtest compare`.
 #[derive(Args, Debug, Clone)]
@@ -67,11 +70,17 @@ pub struct CompareArgs {
     /// This server's binary.
     #[arg(long, default_value = "target/release/realtime")]
     pub realtime_bin: PathBuf,
-    /// Where the peers are (`fastapi/`, `socketio/`), installed by `loadtest/peers/setup.sh`.
+    /// Where the peers are (`fastapi/`, `socketio/`, `socketioxide/`, `tokio-fanout/`), installed and
+    /// built by `loadtest/peers/setup.sh`.
     #[arg(long, default_value = "loadtest/peers")]
     pub peers_dir: PathBuf,
-    /// Servers to measure, in this order (the first is the numerator of the ratios).
-    #[arg(long, value_delimiter = ',', default_value = "realtime,fastapi,socketio")]
+    /// Servers to measure, in this order (the ratios are `realtime` ÷ each other one, or the first
+    /// ÷ the others when `realtime` is not measured).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "realtime,fastapi,socketio,socketioxide,tokio-fanout"
+    )]
     pub servers: Vec<String>,
     /// Room members per server, spread over worker processes (pairs come on top: 2 per room).
     #[arg(long, default_value_t = 10_000)]
@@ -114,102 +123,6 @@ pub struct CompareArgs {
     pub connect: ConnectArgs,
 }
 
-/// A server `compare` can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerKind {
-    Realtime,
-    Fastapi,
-    Socketio,
-}
-
-impl ServerKind {
-    pub fn parse(name: &str) -> Option<ServerKind> {
-        match name {
-            "realtime" => Some(ServerKind::Realtime),
-            "fastapi" => Some(ServerKind::Fastapi),
-            "socketio" => Some(ServerKind::Socketio),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ServerKind::Realtime => SERVERS[0],
-            ServerKind::Fastapi => SERVERS[1],
-            ServerKind::Socketio => SERVERS[2],
-        }
-    }
-
-    pub fn protocol(self) -> Protocol {
-        match self {
-            ServerKind::Realtime => Protocol::Phoenix,
-            ServerKind::Fastapi => Protocol::PlainJson,
-            ServerKind::Socketio => Protocol::SocketIo,
-        }
-    }
-}
-
-/// How to start one server: the program and arguments `taskset` runs, and its environment.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Launch {
-    pub program: PathBuf,
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-}
-
-impl Launch {
-    /// The server listening on `127.0.0.1:port`, with its recommended production settings for one core.
-    pub fn of(kind: ServerKind, realtime_bin: &Path, peers: &Path, port: u16, jwt_secret: &str) -> Launch {
-        let s = |v: &[&str]| v.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
-        match kind {
-            ServerKind::Realtime => {
-                let mut args = vec![format!("--bind=127.0.0.1:{port}")];
-                args.extend(s(&["--workers=1", "--node-id=compare"]));
-                for limit in ["max-joins-per-second", "max-token-joins-per-second", "max-events-per-second"] {
-                    args.push(format!("--{limit}={UNLIMITED}"));
-                }
-                Launch {
-                    program: realtime_bin.to_owned(),
-                    args,
-                    env: vec![("REALTIME_JWT_SECRET".into(), jwt_secret.into())],
-                }
-            }
-            ServerKind::Fastapi => {
-                let dir = peers.join("fastapi");
-                let mut args = s(&["app:app", "--app-dir"]);
-                args.push(dir.display().to_string());
-                args.extend(s(&["--host=127.0.0.1"]));
-                args.push(format!("--port={port}"));
-                args.extend(s(&[
-                    "--workers=1",
-                    "--loop=uvloop",
-                    "--http=httptools",
-                    "--ws=websockets",
-                    "--log-level=warning",
-                    "--no-access-log",
-                ]));
-                Launch { program: dir.join(".venv/bin/uvicorn"), args, env: Vec::new() }
-            }
-            ServerKind::Socketio => Launch {
-                program: "node".into(),
-                args: vec![peers.join("socketio/server.js").display().to_string()],
-                env: vec![
-                    ("PORT".into(), port.to_string()),
-                    ("HOST".into(), "127.0.0.1".into()),
-                    ("NODE_ENV".into(), "production".into()),
-                ],
-            },
-        }
-    }
-
-    /// `taskset -c <core> <program> <args>`.
-    pub fn pinned_args(&self, core: usize) -> Vec<String> {
-        let mut args = vec!["-c".to_owned(), core.to_string(), self.program.display().to_string()];
-        args.extend(self.args.iter().cloned());
-        args
-    }
-}
-
 /// A running server; SIGKILLed when dropped.
 struct Server {
     child: Child,
@@ -221,11 +134,7 @@ impl Server {
     async fn start(launch: &Launch, core: usize, log: &Path) -> anyhow::Result<Server> {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let launch = Launch {
-            args: rewrite_port(&launch.args, port),
-            env: rewrite_env_port(&launch.env, port),
-            ..launch.clone()
-        };
+        let launch = launch.on_port(port);
         let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut child = Command::new("taskset")
             .args(launch.pinned_args(core))
@@ -267,29 +176,6 @@ impl Server {
     }
 }
 
-/// `args` with every `--port=…` / `--bind=host:…` set to `port` (a [`Launch`] is built before the
-/// port is known in tests; the real one is chosen when the server starts).
-fn rewrite_port(args: &[String], port: u16) -> Vec<String> {
-    args.iter()
-        .map(|a| {
-            if a.starts_with("--port=") {
-                format!("--port={port}")
-            } else if let Some(bind) = a.strip_prefix("--bind=") {
-                let host = bind.rsplit_once(':').map_or(bind, |(h, _)| h);
-                format!("--bind={host}:{port}")
-            } else {
-                a.clone()
-            }
-        })
-        .collect()
-}
-
-fn rewrite_env_port(env: &[(String, String)], port: u16) -> Vec<(String, String)> {
-    env.iter()
-        .map(|(k, v)| if k == "PORT" { (k.clone(), port.to_string()) } else { (k.clone(), v.clone()) })
-        .collect()
-}
-
 /// Pins every thread of this process (and so the workers it starts later) to `core`.
 fn pin_self(core: usize) -> anyhow::Result<()> {
     let status = std::process::Command::new("taskset")
@@ -310,7 +196,7 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
         .iter()
         .map(|s| {
             ServerKind::parse(s)
-                .with_context(|| format!("--servers: unknown server {s:?} (realtime, fastapi, socketio)"))
+                .with_context(|| format!("--servers: unknown server {s:?} ({})", SERVERS.join(", ")))
         })
         .collect::<anyhow::Result<_>>()?;
     if kinds.is_empty() || args.connections == 0 || args.rooms == 0 {
@@ -326,14 +212,8 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
     }
     let peers = std::path::absolute(&args.peers_dir)?;
     for kind in &kinds {
-        let launch = Launch::of(*kind, &args.realtime_bin, &peers, 0, "");
-        let missing = match kind {
-            ServerKind::Realtime => !launch.program.exists(),
-            ServerKind::Fastapi => !launch.program.exists(),
-            ServerKind::Socketio => !peers.join("socketio/node_modules/socket.io").exists(),
-        };
-        if missing {
-            bail!("{} is not installed (build it, or run loadtest/peers/setup.sh)", kind.name());
+        if let Some(missing) = Launch::of(*kind, &args.realtime_bin, &peers, 0, "").missing(*kind, &peers) {
+            bail!("{missing}");
         }
     }
     std::fs::create_dir_all(&args.log_dir)?;
@@ -545,43 +425,4 @@ async fn measure(
 fn fold_phase(errors: &mut ErrorCounts, phase: &PhaseOutcome, drain: &ErrorCounts) {
     merge_errors(errors, &phase.errors);
     merge_errors(errors, drain);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn launches() {
-        let peers = Path::new("/p");
-        let r = Launch::of(ServerKind::Realtime, Path::new("/bin/realtime"), peers, 4000, "s");
-        assert_eq!(r.args[0], "--bind=127.0.0.1:4000");
-        assert!(r.args.contains(&"--workers=1".to_owned()));
-        assert!(r.args.contains(&format!("--max-events-per-second={UNLIMITED}")));
-        assert_eq!(r.env, vec![("REALTIME_JWT_SECRET".to_owned(), "s".to_owned())]);
-        assert_eq!(&r.pinned_args(0)[..3], ["-c", "0", "/bin/realtime"]);
-        assert_eq!(rewrite_port(&r.args, 4100)[0], "--bind=127.0.0.1:4100");
-
-        let f = Launch::of(ServerKind::Fastapi, Path::new("x"), peers, 4001, "s");
-        assert_eq!(f.program, Path::new("/p/fastapi/.venv/bin/uvicorn"));
-        assert_eq!(&f.args[..3], ["app:app", "--app-dir", "/p/fastapi"]);
-        for flag in ["--port=4001", "--workers=1", "--loop=uvloop", "--http=httptools", "--no-access-log"] {
-            assert!(f.args.contains(&flag.to_owned()), "{flag}");
-        }
-        assert!(rewrite_port(&f.args, 9).contains(&"--port=9".to_owned()));
-
-        let s = Launch::of(ServerKind::Socketio, Path::new("x"), peers, 4002, "s");
-        assert_eq!(s.program, Path::new("node"));
-        assert_eq!(s.args, ["/p/socketio/server.js"]);
-        assert!(rewrite_env_port(&s.env, 7).contains(&("PORT".to_owned(), "7".to_owned())));
-    }
-
-    #[test]
-    fn server_names() {
-        for name in SERVERS {
-            assert_eq!(ServerKind::parse(name).map(ServerKind::name), Some(name));
-        }
-        assert_eq!(ServerKind::parse("nope"), None);
-        assert_eq!(ServerKind::Socketio.protocol(), Protocol::SocketIo);
-    }
 }
