@@ -57,6 +57,39 @@ fn mib(kib: Option<u64>) -> String {
     kib.map_or_else(|| "-".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1_024.0))
 }
 
+/// How long the members' presence traffic took to stop.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Settle {
+    pub settled: bool,
+    /// Seconds until the last presence frame before the quiet; the timeout when it never came.
+    pub secs: f64,
+}
+
+impl Settle {
+    pub fn text(&self) -> String {
+        if self.settled {
+            format!("quiet {:.1} s after", self.secs)
+        } else {
+            format!("still flowing after {:.0} s", self.secs)
+        }
+    }
+}
+
+/// CPU seconds over a window: the server's (with `--server-pid`) and this load generator's.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuUse {
+    pub server: Option<f64>,
+    pub loader: Option<f64>,
+    pub window: f64,
+}
+
+impl CpuUse {
+    fn text(&self) -> String {
+        let cell = |s: Option<f64>| s.map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s"));
+        format!("{} / {} over {:.1} s", cell(self.server), cell(self.loader), self.window)
+    }
+}
+
 /// Broadcast deliveries at the members.
 #[derive(Debug, Default)]
 pub struct BroadcastFigures {
@@ -80,10 +113,9 @@ pub struct RoomReport {
     /// Connect → track ok, per member.
     pub fill_join: LatencySummary,
     pub fill_errors: ErrorCounts,
-    /// Seconds after the fill until no member received presence frames for a while; `None` if that
-    /// never happened within the settle timeout (the value is then the timeout).
-    pub settle_secs: f64,
-    pub settled: bool,
+    pub fill_cpu: Option<CpuUse>,
+    /// After the fill, until no member received presence frames for a while.
+    pub settle: Settle,
     pub rss_before: Option<u64>,
     pub rss_after_fill: Option<u64>,
     pub quiet: Option<ProbeResults>,
@@ -92,6 +124,9 @@ pub struct RoomReport {
     pub churn: Option<ChurnResult>,
     pub churn_probes: Option<ProbeResults>,
     pub churn_rates: WindowRates,
+    pub churn_cpu: Option<CpuUse>,
+    /// After the churn, before the broadcasts.
+    pub churn_settle: Option<Settle>,
     pub track_seen: Option<TrackSeen>,
     pub published: Option<Published>,
     pub broadcast: BroadcastFigures,
@@ -144,19 +179,15 @@ impl RoomReport {
                 ),
             ),
             ("fill: connect → track ok p50 / p99 / max".into(), self.fill_join.cells()),
-            (
-                "settle: presence traffic stopped after".into(),
-                if self.settled {
-                    format!("{:.1} s", self.settle_secs)
-                } else {
-                    format!("still flowing after {:.0} s", self.settle_secs)
-                },
-            ),
+            ("settle: presence traffic after the fill".into(), self.settle.text()),
             (
                 "server RSS before / after fill".into(),
                 format!("{} / {}", mib(self.rss_before), mib(self.rss_after_fill)),
             ),
         ];
+        if let Some(cpu) = &self.fill_cpu {
+            rows.push(("fill: CPU server / loader".into(), cpu.text()));
+        }
         if let Some(q) = &self.quiet {
             probe_rows(&mut rows, "quiet", q);
             rate_rows(&mut rows, "quiet window", &self.quiet_rates);
@@ -180,6 +211,9 @@ impl RoomReport {
                 LatencySummary::of(&c.join_us).cells(),
             ));
             rate_rows(&mut rows, "churn idle members", &self.churn_rates);
+            if let Some(cpu) = &self.churn_cpu {
+                rows.push(("churn: CPU server / loader".into(), cpu.text()));
+            }
         }
         if let Some(t) = &self.track_seen {
             rows.push((
@@ -193,6 +227,9 @@ impl RoomReport {
         }
         if let Some(p) = &self.churn_probes {
             probe_rows(&mut rows, "churn", p);
+        }
+        if let Some(settle) = &self.churn_settle {
+            rows.push(("settle: presence traffic after the churn".into(), settle.text()));
         }
         if let Some(p) = &self.published {
             let b = &self.broadcast;
@@ -271,15 +308,17 @@ mod tests {
             fill_failed: 1,
             fill_errors: ErrorCounts::from([("join timeout".to_owned(), 1)]),
             quiet: Some(q),
-            settled: true,
-            settle_secs: 1.5,
+            settle: Settle { settled: true, secs: 1.5 },
+            fill_cpu: Some(CpuUse { server: Some(2.5), loader: None, window: 10.0 }),
             ..RoomReport::default()
         };
         let text = report.render();
         assert!(text.contains("9 / 1 / 10"), "{text}");
-        assert!(text.contains("34.00 ms / 34.00 ms / 34.00 ms"), "{text}");
+        assert!(text.contains("34.0") && text.contains("ms / 34.0"), "{text}");
         assert!(text.contains("207.0 KiB / 207.0 KiB (1 presence_state, 0 count pushes"), "{text}");
-        assert!(text.contains("1.5 s") && text.contains("join timeout"), "{text}");
+        assert!(text.contains("quiet 1.5 s after") && text.contains("join timeout"), "{text}");
+        assert!(text.contains("2.5 s / - over 10.0 s"), "{text}");
+        assert_eq!(Settle { settled: false, secs: 60.0 }.text(), "still flowing after 60 s");
         assert!(!text.contains("churn:"), "{text}");
     }
 }

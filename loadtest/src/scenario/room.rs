@@ -36,9 +36,9 @@ use crate::report::{latency_histogram, merge_errors, ErrorCounts, LatencySummary
 use crate::room_churn::{self, ChurnPlan};
 use crate::room_members::{self, lock, ChurnLog, Deliveries, Role, RoomShared};
 use crate::room_probe;
-use crate::room_report::{BroadcastFigures, RoomReport, TrackSeen};
+use crate::room_report::{BroadcastFigures, CpuUse, RoomReport, Settle, TrackSeen};
 use crate::room_tally::{snapshot, total_presence_frames, Tally, WindowRates};
-use crate::rss::read_rss_kib;
+use crate::rss::{clock_ticks_per_second, read_cpu_ticks, read_rss_kib};
 use crate::token::anon_token;
 
 /// Most sockets this process opens at once (its open-files limit is 20,000).
@@ -143,6 +143,52 @@ fn check(args: &RoomArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until no member has received a presence frame for [`SETTLE_QUIET`], at most `timeout`.
+async fn settle(tallies: &[Tally], timeout: Duration) -> Settle {
+    let start = Instant::now();
+    let (mut frames, mut quiet_since) = (total_presence_frames(tallies), start);
+    while start.elapsed() < timeout && quiet_since.elapsed() < SETTLE_QUIET {
+        sleep(POLL).await;
+        let now = total_presence_frames(tallies);
+        if now != frames {
+            (frames, quiet_since) = (now, Instant::now());
+        }
+    }
+    let settled = quiet_since.elapsed() >= SETTLE_QUIET;
+    Settle {
+        settled,
+        secs: if settled { (quiet_since - start).as_secs_f64() } else { timeout.as_secs_f64() },
+    }
+}
+
+/// CPU seconds of the server (with `--server-pid`) and of this process since `since`.
+struct CpuMark {
+    server: Option<u64>,
+    own: Option<u64>,
+    at: Instant,
+}
+
+impl CpuMark {
+    fn now(server_pid: Option<u32>) -> CpuMark {
+        CpuMark {
+            server: read_cpu_ticks(server_pid),
+            own: read_cpu_ticks(Some(std::process::id())),
+            at: Instant::now(),
+        }
+    }
+
+    fn since(&self, server_pid: Option<u32>, ticks_per_sec: u64) -> CpuUse {
+        let end = CpuMark::now(server_pid);
+        let secs =
+            |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?) as f64 / ticks_per_sec.max(1) as f64);
+        CpuUse {
+            server: secs(self.server, end.server),
+            loader: secs(self.own, end.own),
+            window: (end.at - self.at).as_secs_f64(),
+        }
+    }
+}
+
 fn title(args: &RoomArgs) -> String {
     let churn = if args.churn_seconds == 0 {
         "no churn".to_owned()
@@ -203,7 +249,9 @@ pub async fn run(args: RoomArgs) -> anyhow::Result<()> {
 
     // 1. Fill.
     eprintln!("fill: {} members into {}", args.members, shared.topic);
+    let ticks = clock_ticks_per_second();
     let permits = Arc::new(Semaphore::new(args.connect_concurrency));
+    let fill_cpu = CpuMark::now(args.server_pid);
     let fill_start = Instant::now();
     for i in 0..args.members {
         let (shared, permits, stop_rx, done_tx) =
@@ -256,6 +304,7 @@ pub async fn run(args: RoomArgs) -> anyhow::Result<()> {
         }
     }
     report.fill_secs = (last_report - fill_start).as_secs_f64();
+    report.fill_cpu = Some(fill_cpu.since(args.server_pid, ticks));
     report.fill_join = LatencySummary::of(&fill_join);
     eprintln!("fill: {} tracked, {} failed in {:.1} s", report.fill_ok, report.fill_failed, report.fill_secs);
     if report.fill_ok == 0 {
@@ -265,26 +314,9 @@ pub async fn run(args: RoomArgs) -> anyhow::Result<()> {
     }
 
     // Settle: the fill's diffs drain.
-    let settle_start = Instant::now();
-    let settle_deadline = settle_start + Duration::from_secs(args.settle_timeout);
-    let (mut frames, mut quiet_since) = (total_presence_frames(&shared.tallies), Instant::now());
-    while Instant::now() < settle_deadline && quiet_since.elapsed() < SETTLE_QUIET {
-        sleep(POLL).await;
-        let now = total_presence_frames(&shared.tallies);
-        if now != frames {
-            (frames, quiet_since) = (now, Instant::now());
-        }
-    }
-    report.settled = quiet_since.elapsed() >= SETTLE_QUIET;
-    report.settle_secs =
-        if report.settled { (quiet_since - settle_start).as_secs_f64() } else { args.settle_timeout as f64 };
+    report.settle = settle(&shared.tallies, Duration::from_secs(args.settle_timeout)).await;
+    eprintln!("settle: {}", report.settle.text());
     report.rss_after_fill = read_rss_kib(args.server_pid);
-    eprintln!(
-        "settle: {} after {:.1} s",
-        if report.settled { "quiet" } else { "still flowing" },
-        report.settle_secs
-    );
-
     // The observer, then 2. the quiet probes.
     let observer_permit = Arc::new(Semaphore::new(1)).acquire_owned().await.context("observer permit")?;
     let observer = {
@@ -332,9 +364,10 @@ pub async fn run(args: RoomArgs) -> anyhow::Result<()> {
         };
         shared.observing.store(true, Ordering::Relaxed);
         let before = snapshot(&shared.tallies);
+        let churn_cpu = CpuMark::now(args.server_pid);
         let window_end = async {
             sleep(plan.duration).await;
-            snapshot(&shared.tallies)
+            (snapshot(&shared.tallies), churn_cpu.since(args.server_pid, ticks))
         };
         let probes = async {
             if args.probes == 0 {
@@ -342,14 +375,19 @@ pub async fn run(args: RoomArgs) -> anyhow::Result<()> {
             }
             Some(room_probe::probes(&shared, 'c', args.probes, interval, plan.duration).await)
         };
-        let (churned, after, churn_probes) =
+        let (churned, (after, cpu), churn_probes) =
             tokio::join!(room_churn::run(Arc::clone(&shared), clients, plan), window_end, probes);
         shared.observing.store(false, Ordering::Relaxed);
         report.churn_rates = WindowRates::of(&before, &after, plan.duration.as_secs_f64());
+        report.churn_cpu = Some(cpu);
         report.track_seen = Some(TrackSeen::of(&lock(&shared.churn)));
         eprintln!("churn: {} joins ok, {:.1} joins/s", churned.joins_ok, churned.joins_per_sec);
         report.churn = Some(churned);
         report.churn_probes = churn_probes;
+        // The broadcasts go into a room whose churn diffs have drained.
+        let settled = settle(&shared.tallies, Duration::from_secs(args.settle_timeout)).await;
+        eprintln!("settle after the churn: {}", settled.text());
+        report.churn_settle = Some(settled);
     }
 
     // 4. Broadcast.
