@@ -227,17 +227,19 @@ async fn cycle(
             c.join_us.saturating_record(micros(replied - due));
         }
         Err(kind) => {
-            let mut c = lock(counts);
-            c.joins_failed += 1;
-            *c.errors.entry(format!("churner {kind}")).or_default() += 1;
-            drop(c);
+            {
+                let mut c = lock(counts);
+                c.joins_failed += 1;
+                *c.errors.entry(format!("churner {kind}")).or_default() += 1;
+            }
             if kind.starts_with("closed") {
                 return Err(kind);
             }
             if kind.starts_with("join error") {
                 return Ok(()); // refused: nothing joined, nothing to leave
             }
-            // No reply in time: the join may still land, so it is left below like a joined one.
+            // No reply in time: the join may still land, so it is left (without a track).
+            return leave(shared, client, &join_ref).await;
         }
     }
     let meta = format!("{{\"c\":{k}}}");
@@ -260,9 +262,14 @@ async fn cycle(
             return Err("socket closed during the hold".into());
         }
     }
-    // The node replies to the leave, then sends `phx_close`; both are read here so that the next
-    // cycle's join does not take this `phx_close` for its own.
-    let leave_ref = client.send_leave(&shared.topic, &join_ref).await.map_err(|e| e.kind())?;
+    leave(shared, client, &join_ref).await
+}
+
+/// Leaves the room. The node replies to the leave, then sends `phx_close`; both are read here so
+/// that the next cycle's join does not take this `phx_close` for its own.
+async fn leave(shared: &RoomShared, client: &mut Client, join_ref: &str) -> Result<(), String> {
+    let vsn = shared.vsn;
+    let leave_ref = client.send_leave(&shared.topic, join_ref).await.map_err(|e| e.kind())?;
     match await_reply(client, vsn, &leave_ref, Instant::now() + shared.join_timeout, "leave", |_, _| {}).await
     {
         Ok(()) => {}

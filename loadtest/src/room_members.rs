@@ -67,6 +67,9 @@ pub struct RoomShared {
     pub counts_only: bool,
     pub connect_timeout: Duration,
     pub join_timeout: Duration,
+    /// The observer's and the publisher's join timeout: longer, so that a slow room still gets its
+    /// track → seen and broadcast figures (their join times are not among the measurements).
+    pub setup_timeout: Duration,
     /// One per fill member.
     pub tallies: Vec<Tally>,
     /// The observer's own counts (not among the members').
@@ -186,7 +189,8 @@ async fn join(shared: &RoomShared, role: Role, tally: &Tally, start: Instant) ->
     };
     let payload = shared.join_payload(&key, counts_only);
     let join_ref = client.send_join(&shared.topic, &payload).await.map_err(|e| e.kind())?;
-    let deadline = Instant::now() + shared.join_timeout;
+    let timeout = if role == Role::Observer { shared.setup_timeout } else { shared.join_timeout };
+    let deadline = Instant::now() + timeout;
     let count = |bytes: usize, event: &Event| tally.add(classify(event), bytes);
     await_reply(&mut client, shared.vsn, &join_ref, deadline, "join", count).await?;
     if let Role::Member(i) = role {

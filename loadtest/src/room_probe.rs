@@ -189,7 +189,7 @@ pub async fn publish(shared: &RoomShared, rate: f64, duration: Duration, drain: 
         |errors: &mut ErrorCounts, kind: String| *errors.entry(format!("publisher {kind}")).or_default() += 1;
     let connected = async {
         let mut client = Client::connect(&shared.endpoint, Instant::now() + shared.connect_timeout).await?;
-        let join_ref = client.join(&shared.topic, Instant::now() + shared.join_timeout).await?;
+        let join_ref = client.join(&shared.topic, Instant::now() + shared.setup_timeout).await?;
         Ok::<_, crate::client::ClientError>((client, join_ref))
     }
     .await;

@@ -8,7 +8,7 @@ use crate::report::{latency_histogram, render_table, ErrorCounts, LatencySummary
 use crate::room_churn::ChurnResult;
 use crate::room_members::ChurnLog;
 use crate::room_probe::{ProbeResults, Published};
-use crate::room_tally::WindowRates;
+use crate::room_tally::{Spread, WindowRates};
 
 /// Track ack → observer's first sight, over the churn joins whose track was acknowledged.
 #[derive(Debug)]
@@ -61,16 +61,17 @@ fn mib(kib: Option<u64>) -> String {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Settle {
     pub settled: bool,
-    /// Seconds until the last presence frame before the quiet; the timeout when it never came.
+    /// Seconds from the end of the phase to the last presence frame before the quiet; to the end of
+    /// the wait when the quiet never came.
     pub secs: f64,
 }
 
 impl Settle {
     pub fn text(&self) -> String {
         if self.settled {
-            format!("quiet {:.1} s after", self.secs)
+            format!("last frame {:.1} s after the phase ended", self.secs)
         } else {
-            format!("still flowing after {:.0} s", self.secs)
+            format!("still flowing {:.0} s after the phase ended", self.secs)
         }
     }
 }
@@ -127,6 +128,10 @@ pub struct RoomReport {
     pub churn_cpu: Option<CpuUse>,
     /// After the churn, before the broadcasts.
     pub churn_settle: Option<Settle>,
+    /// `presence_diff` frames per member from the churn's start to the end of the run.
+    pub churn_diffs: Spread,
+    /// The observer's diffs over the same span.
+    pub observer_diffs: u64,
     pub track_seen: Option<TrackSeen>,
     pub published: Option<Published>,
     pub broadcast: BroadcastFigures,
@@ -179,7 +184,7 @@ impl RoomReport {
                 ),
             ),
             ("fill: connect → track ok p50 / p99 / max".into(), self.fill_join.cells()),
-            ("settle: presence traffic after the fill".into(), self.settle.text()),
+            ("settle after the fill".into(), self.settle.text()),
             (
                 "server RSS before / after fill".into(),
                 format!("{} / {}", mib(self.rss_before), mib(self.rss_after_fill)),
@@ -229,7 +234,7 @@ impl RoomReport {
             probe_rows(&mut rows, "churn", p);
         }
         if let Some(settle) = &self.churn_settle {
-            rows.push(("settle: presence traffic after the churn".into(), settle.text()));
+            rows.push(("settle after the churn".into(), settle.text()));
         }
         if let Some(p) = &self.published {
             let b = &self.broadcast;
@@ -240,13 +245,24 @@ impl RoomReport {
             ));
             rows.push(("broadcast: expected / received".into(), format!("{} / {}", b.expected, b.delivered)));
             rows.push((
-                "broadcast: lost / duplicated / reordered".into(),
+                "broadcast: not received by the end / dup / reordered".into(),
                 format!("{} / {} / {}", b.expected.saturating_sub(unique), b.duplicates, b.reordered),
             ));
             rows.push(("broadcast: latency p50 / p99 / max".into(), b.latency.cells()));
             rows.push((
                 "broadcast: publisher lag p50 / p99 / max".into(),
                 LatencySummary::of(&p.lag_us).cells(),
+            ));
+        }
+        if let Some(c) = &self.churn {
+            rows.push((
+                "churn → end of run: diffs/member mean / max".into(),
+                format!(
+                    "{} (observer {}) for ~{} changes (tracks acked + their leaves)",
+                    self.churn_diffs.cells(0),
+                    self.observer_diffs,
+                    c.tracks_ok * 2
+                ),
             ));
         }
         rows.push(("members ended during the run".into(), self.members_ended.to_string()));
@@ -316,9 +332,9 @@ mod tests {
         assert!(text.contains("9 / 1 / 10"), "{text}");
         assert!(text.contains("34.0") && text.contains("ms / 34.0"), "{text}");
         assert!(text.contains("207.0 KiB / 207.0 KiB (1 presence_state, 0 count pushes"), "{text}");
-        assert!(text.contains("quiet 1.5 s after") && text.contains("join timeout"), "{text}");
+        assert!(text.contains("last frame 1.5 s after") && text.contains("join timeout"), "{text}");
         assert!(text.contains("2.5 s / - over 10.0 s"), "{text}");
-        assert_eq!(Settle { settled: false, secs: 60.0 }.text(), "still flowing after 60 s");
+        assert_eq!(Settle { settled: false, secs: 60.0 }.text(), "still flowing 60 s after the phase ended");
         assert!(!text.contains("churn:"), "{text}");
     }
 }

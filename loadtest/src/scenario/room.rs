@@ -43,15 +43,16 @@ use crate::token::anon_token;
 
 /// Most sockets this process opens at once (its open-files limit is 20,000).
 const MAX_SOCKETS: usize = 19_000;
-/// The fill has settled once no member received a presence frame for this long.
-const SETTLE_QUIET: Duration = Duration::from_secs(2);
+/// The observer and the publisher wait this many `--join-timeout`s for their join reply.
+const SETUP_TIMEOUT_FACTOR: u64 = 3;
 /// How often the fill and the settle are checked.
 const POLL: Duration = Duration::from_millis(250);
 /// How often the fill's progress is printed.
 const PROGRESS: Duration = Duration::from_secs(5);
 /// Time members get to close after the run.
 const STOP_BUDGET: Duration = Duration::from_secs(10);
-/// How long the publisher stays connected (and members receive) after the last broadcast.
+/// How long the publisher stays connected (and members receive) after the last broadcast; what has
+/// not arrived by then is counted as not received (late or lost: the run cannot tell).
 const DRAIN: Duration = Duration::from_secs(2);
 
 /// Arguments of `realtime-loadtest room`.
@@ -104,9 +105,13 @@ pub struct RoomArgs {
     /// Seconds the fill may take; members not tracked by then count as failed.
     #[arg(long, default_value_t = 600)]
     pub fill_timeout: u64,
-    /// Seconds to wait after the fill for the members' presence traffic to stop.
+    /// Seconds to wait after the fill (and after the churn) for the members' presence traffic to stop.
     #[arg(long, default_value_t = 60)]
     pub settle_timeout: u64,
+    /// Milliseconds without a presence frame at any member that count as stopped (an overloaded node
+    /// can pause longer than a short quiet between its diffs).
+    #[arg(long, default_value_t = 5_000)]
+    pub settle_quiet_ms: u64,
     /// Seconds for TCP connect plus WebSocket handshake.
     #[arg(long, default_value_t = 10)]
     pub connect_timeout: u64,
@@ -137,28 +142,31 @@ fn check(args: &RoomArgs) -> anyhow::Result<()> {
     if !(args.broadcast_rate >= 0.0 && args.broadcast_rate.is_finite()) {
         bail!("--broadcast-rate must be 0 or positive");
     }
+    if args.settle_quiet_ms == 0 {
+        bail!("--settle-quiet-ms must be positive");
+    }
     if args.probes > 0 && args.probe_interval_ms == 0 {
         bail!("--probe-interval-ms must be positive");
     }
     Ok(())
 }
 
-/// Waits until no member has received a presence frame for [`SETTLE_QUIET`], at most `timeout`.
-async fn settle(tallies: &[Tally], timeout: Duration) -> Settle {
+/// Waits until no member has received a presence frame for `quiet`, at most `timeout`; the seconds
+/// are counted from `from` (the end of what caused the traffic) to the last frame.
+async fn settle(tallies: &[Tally], from: Instant, quiet: Duration, timeout: Duration) -> Settle {
     let start = Instant::now();
     let (mut frames, mut quiet_since) = (total_presence_frames(tallies), start);
-    while start.elapsed() < timeout && quiet_since.elapsed() < SETTLE_QUIET {
+    while start.elapsed() < timeout && quiet_since.elapsed() < quiet {
         sleep(POLL).await;
         let now = total_presence_frames(tallies);
         if now != frames {
             (frames, quiet_since) = (now, Instant::now());
         }
     }
-    let settled = quiet_since.elapsed() >= SETTLE_QUIET;
-    Settle {
-        settled,
-        secs: if settled { (quiet_since - start).as_secs_f64() } else { timeout.as_secs_f64() },
-    }
+    let settled = quiet_since.elapsed() >= quiet;
+    let secs =
+        if settled { quiet_since } else { Instant::now() }.saturating_duration_since(from).as_secs_f64();
+    Settle { settled, secs }
 }
 
 /// CPU seconds of the server (with `--server-pid`) and of this process since `since`.
@@ -232,6 +240,7 @@ pub async fn run(args: RoomArgs) -> anyhow::Result<()> {
         counts_only: args.counts_only,
         connect_timeout: Duration::from_secs(args.connect_timeout),
         join_timeout: Duration::from_secs(args.join_timeout),
+        setup_timeout: Duration::from_secs(args.join_timeout * SETUP_TIMEOUT_FACTOR),
         tallies: (0..args.members).map(|_| Tally::default()).collect(),
         observer_tally: Tally::default(),
         errors: Mutex::new(ErrorCounts::new()),
@@ -250,6 +259,8 @@ pub async fn run(args: RoomArgs) -> anyhow::Result<()> {
     // 1. Fill.
     eprintln!("fill: {} members into {}", args.members, shared.topic);
     let ticks = clock_ticks_per_second();
+    let (settle_quiet, settle_timeout) =
+        (Duration::from_millis(args.settle_quiet_ms), Duration::from_secs(args.settle_timeout));
     let permits = Arc::new(Semaphore::new(args.connect_concurrency));
     let fill_cpu = CpuMark::now(args.server_pid);
     let fill_start = Instant::now();
@@ -314,7 +325,7 @@ pub async fn run(args: RoomArgs) -> anyhow::Result<()> {
     }
 
     // Settle: the fill's diffs drain.
-    report.settle = settle(&shared.tallies, Duration::from_secs(args.settle_timeout)).await;
+    report.settle = settle(&shared.tallies, last_report, settle_quiet, settle_timeout).await;
     eprintln!("settle: {}", report.settle.text());
     report.rss_after_fill = read_rss_kib(args.server_pid);
     // The observer, then 2. the quiet probes.
@@ -325,7 +336,7 @@ pub async fn run(args: RoomArgs) -> anyhow::Result<()> {
     };
     tasks.push(observer);
     let observer_deadline =
-        Instant::now() + shared.connect_timeout + shared.join_timeout + Duration::from_secs(1);
+        Instant::now() + shared.connect_timeout + shared.setup_timeout + Duration::from_secs(1);
     while let Ok(Some((role, outcome))) = timeout_at(observer_deadline, done_rx.recv()).await {
         if role == Role::Observer {
             report.observer_joined = outcome.is_ok();
@@ -347,6 +358,7 @@ pub async fn run(args: RoomArgs) -> anyhow::Result<()> {
     }
 
     // 3. Churn, with probes beside it.
+    let mut churn_start = None;
     if args.churn_seconds > 0 {
         let (clients, connect_errors) =
             room_churn::connect(&shared, args.churners, args.connect_concurrency).await;
@@ -364,7 +376,9 @@ pub async fn run(args: RoomArgs) -> anyhow::Result<()> {
         };
         shared.observing.store(true, Ordering::Relaxed);
         let before = snapshot(&shared.tallies);
+        let observer_before = shared.observer_tally.snapshot();
         let churn_cpu = CpuMark::now(args.server_pid);
+        let churn_end = Instant::now() + plan.duration;
         let window_end = async {
             sleep(plan.duration).await;
             (snapshot(&shared.tallies), churn_cpu.since(args.server_pid, ticks))
@@ -385,9 +399,10 @@ pub async fn run(args: RoomArgs) -> anyhow::Result<()> {
         report.churn = Some(churned);
         report.churn_probes = churn_probes;
         // The broadcasts go into a room whose churn diffs have drained.
-        let settled = settle(&shared.tallies, Duration::from_secs(args.settle_timeout)).await;
+        let settled = settle(&shared.tallies, churn_end, settle_quiet, settle_timeout).await;
         eprintln!("settle after the churn: {}", settled.text());
         report.churn_settle = Some(settled);
+        churn_start = Some((before, observer_before));
     }
 
     // 4. Broadcast.
@@ -412,6 +427,12 @@ pub async fn run(args: RoomArgs) -> anyhow::Result<()> {
         report.published = Some(published);
     }
 
+    // Every diff the churn caused, however late (nothing else changes presence after it): against
+    // the changes it made.
+    if let Some((before, observer_before)) = churn_start {
+        report.churn_diffs = WindowRates::of(&before, &snapshot(&shared.tallies), 1.0).diffs;
+        report.observer_diffs = shared.observer_tally.snapshot().diffs.saturating_sub(observer_before.diffs);
+    }
     let _ = stop_tx.send(true);
     let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
     if tokio::time::timeout(STOP_BUDGET, futures_util::future::join_all(tasks)).await.is_err() {
@@ -462,6 +483,7 @@ mod tests {
         assert!(check(&args(&["--churn-rate=0", "--churn-seconds=0"])).is_ok());
         assert!(check(&args(&["--broadcast-rate=-1"])).is_err());
         assert!(check(&args(&["--probe-interval-ms=0"])).is_err());
+        assert!(check(&args(&["--settle-quiet-ms=0"])).is_err());
         let a = args(&["--counts-only", "--vsn=1.0.0", "--topic=t"]);
         assert!(a.counts_only && a.vsn == Vsn::V1 && title(&a).contains("counts-only on"));
     }
