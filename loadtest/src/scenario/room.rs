@@ -391,10 +391,8 @@ pub async fn run(args: RoomArgs) -> anyhow::Result<()> {
         };
         let (churned, (after, cpu), churn_probes) =
             tokio::join!(room_churn::run(Arc::clone(&shared), clients, plan), window_end, probes);
-        shared.observing.store(false, Ordering::Relaxed);
         report.churn_rates = WindowRates::of(&before, &after, plan.duration.as_secs_f64());
         report.churn_cpu = Some(cpu);
-        report.track_seen = Some(TrackSeen::of(&lock(&shared.churn)));
         eprintln!("churn: {} joins ok, {:.1} joins/s", churned.joins_ok, churned.joins_per_sec);
         report.churn = Some(churned);
         report.churn_probes = churn_probes;
@@ -402,6 +400,9 @@ pub async fn run(args: RoomArgs) -> anyhow::Result<()> {
         let settled = settle(&shared.tallies, churn_end, settle_quiet, settle_timeout).await;
         eprintln!("settle after the churn: {}", settled.text());
         report.churn_settle = Some(settled);
+        // The observer notes churn keys until the churn's diffs have drained (or the settle gave up).
+        shared.observing.store(false, Ordering::Relaxed);
+        report.track_seen = Some(TrackSeen::of(&lock(&shared.churn)));
         churn_start = Some((before, observer_before));
     }
 
