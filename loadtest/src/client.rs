@@ -116,6 +116,11 @@ impl Endpoint {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+
+    /// The token clients of this endpoint present (for join payloads built by the caller).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
 }
 
 /// TCP connect to `addr` (with `SO_RCVBUF` set to `recv_buffer` bytes first, when given) and the
@@ -250,6 +255,14 @@ impl Client {
         let join_ref = self.take_ref();
         let payload = frames::join_payload_with_presence(&self.token, key);
         self.send(frames::join_with_payload(self.vsn, &join_ref, topic, &payload)).await?;
+        Ok(join_ref)
+    }
+
+    /// Sends `phx_join` for `topic` with a ready JSON `payload` (e.g.
+    /// [`frames::join_payload_with_presence_counts`]) without waiting for the reply; returns the join ref.
+    pub async fn send_join(&mut self, topic: &str, payload: &str) -> Result<String, ClientError> {
+        let join_ref = self.take_ref();
+        self.send(frames::join_with_payload(self.vsn, &join_ref, topic, payload)).await?;
         Ok(join_ref)
     }
 

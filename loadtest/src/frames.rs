@@ -136,6 +136,24 @@ pub fn join_payload_with_presence(access_token: &str, key: &str) -> String {
     )
 }
 
+/// [`join_payload_with_presence`] asking for presence counts instead of `presence_state` and
+/// `presence_diff` (`config.presence.counts_only: true`) when `counts_only`; a node that does not know
+/// the field ignores it and sends the full state and diffs.
+pub fn join_payload_with_presence_counts(access_token: &str, key: &str, counts_only: bool) -> String {
+    if !counts_only {
+        return join_payload_with_presence(access_token, key);
+    }
+    format!(
+        concat!(
+            "{{\"config\":{{\"broadcast\":{{\"ack\":false,\"self\":false}},",
+            "\"presence\":{{\"key\":{},\"enabled\":true,\"counts_only\":true}},",
+            "\"postgres_changes\":[],\"private\":false}},\"access_token\":{}}}"
+        ),
+        json_str(key),
+        json_str(access_token)
+    )
+}
+
 /// A `presence` push: `track` with the JSON object `meta`, or `untrack` when `meta` is `None`.
 pub fn presence(vsn: Vsn, join_ref: &str, msg_ref: &str, topic: &str, meta: Option<&str>) -> Message {
     let payload = match meta {
@@ -319,6 +337,18 @@ mod tests {
             let config = payload.config.unwrap();
             assert!(config.presence.enabled);
             assert_eq!(config.presence.key.as_deref(), Some("n0-c1"));
+            let counts = join_payload_with_presence_counts("tok", "m-1", true);
+            let raw: serde_json::Value = serde_json::from_str(&counts).unwrap();
+            assert_eq!(raw["config"]["presence"]["counts_only"], true);
+            let join = join_with_payload(vsn, "1", "realtime:p", &counts);
+            let ClientEvent::Join(payload) = client_message(vsn, join).event else { panic!("not a join") };
+            let config = payload.config.unwrap();
+            assert!(config.presence.enabled && payload.access_token.as_deref() == Some("tok"));
+            assert_eq!(config.presence.key.as_deref(), Some("m-1"));
+            assert_eq!(
+                join_payload_with_presence_counts("tok", "m-1", false),
+                join_payload_with_presence("tok", "m-1")
+            );
             let presence_push = |message| match client_message(vsn, message).event {
                 ClientEvent::Presence(push) => push,
                 other => panic!("not a presence push: {other:?}"),

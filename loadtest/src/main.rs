@@ -18,13 +18,14 @@
 //!     --joins 1000 --subscribers 100 --channels 10 --rate 1000 --duration 20 --server-pid $(pidof realtime)
 //! realtime-loadtest inbox --jwt-secret secret --database-url postgres://postgres@127.0.0.1:5432/postgres \
 //!     --inserts 1000 --seed 10000 --lists 1000 --list-concurrency 4
+//! realtime-loadtest room --jwt-secret secret --members 10000 --churn-rate 1000 --server-pid $(pidof realtime)
 //! realtime-loadtest failover --database-url postgres://postgres@127.0.0.1:5432/postgres --kills 3
 //! loadtest/peers/setup.sh && realtime-loadtest compare --servers realtime,fastapi,socketio,socketioxide,tokio-fanout
 //! ```
 //!
 //! ## Layout
 //! - [`scenario`]: one module per scenario (`fanout`, `cdc`, `presence`, `failover`, `compare`,
-//!   `private`, `inbox`), each a subcommand.
+//!   `private`, `inbox`, `room`), each a subcommand.
 //! - [`worker`], [`cdc_worker`]: the hidden `worker` and `cdc-worker` subcommands; the parent
 //!   re-executes itself to spread connections over processes (open-files limit), see [`pool`] and the
 //!   line protocol in [`ipc`].
@@ -38,6 +39,9 @@
 //! - [`private_db`], [`private_load`], [`private_report`]: the `private` scenario's policies and
 //!   `realtime.send` inserters, its join probes and database-broadcast subscribers (in-process), its
 //!   table; [`schedule`]: the fixed-rate schedule its inserters and `cdc`'s share.
+//! - [`room_members`], [`room_churn`], [`room_probe`], [`room_frames`], [`room_tally`],
+//!   [`room_report`]: the `room` scenario's members and observer, its churners, its late-join probes
+//!   and publisher, its frame classification, its per-member counts and rates, its table.
 //! - [`nodes`], [`failover_load`], [`failover_check`]: the `failover` scenario's node processes, its
 //!   subscribers and inserter, and the exactly-once check.
 //! - [`compare_launch`], [`peer_protocol`], [`peer_client`], [`compare_worker`], [`compare_load`],
@@ -77,6 +81,12 @@ mod private_report;
 mod publisher;
 mod receiver;
 mod report;
+mod room_churn;
+mod room_frames;
+mod room_members;
+mod room_probe;
+mod room_report;
+mod room_tally;
 mod rss;
 mod scenario;
 mod schedule;
@@ -114,6 +124,10 @@ enum Scenario {
     /// The notifications inbox API: `POST /api/notifications` → `notification.new` latency (one at a
     /// time) and GraphQL list latency for a user with many notifications (first page, a deep page).
     Inbox(scenario::inbox::InboxArgs),
+    /// One presence room of many members (10,000 by default): a late join's reply and presence_state
+    /// time and bytes, quiet and under a churn of joins; presence frames and bytes per idle member per
+    /// second during the churn; track → seen; broadcast latency in the room.
+    Room(scenario::room::RoomArgs),
     /// Runs its own cluster of node processes, inserts rows at a steady rate and SIGKILLs the raft
     /// leader N times (restarting it each time): time to resume delivery, time to a new leader, and
     /// every subscriber's rows checked exactly once, in order.
@@ -148,6 +162,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Failover(args) => scenario::failover::run(args).await,
             Scenario::Private(args) => scenario::private::run(args).await,
             Scenario::Inbox(args) => scenario::inbox::run(args).await,
+            Scenario::Room(args) => scenario::room::run(args).await,
             Scenario::Worker(args) => worker::run(args).await,
             Scenario::CdcWorker(args) => cdc_worker::run(args).await,
             Scenario::Compare(args) => scenario::compare::run(args).await,

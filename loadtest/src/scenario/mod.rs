@@ -12,6 +12,9 @@
 //!   broadcast (`realtime.send` at a fixed rate); measures join and commit → client latency, losses.
 //! - [`inbox`]: the notifications inbox API: REST insert → `notification.new` latency, one at a time,
 //!   and GraphQL list latency for a user with many notifications.
+//! - [`room`]: one presence room of 10,000 members: the cost of a late join (reply and
+//!   `presence_state` time and bytes) in a quiet room and under a churn of joins, the presence frames
+//!   and bytes every idle member receives per second during the churn, and broadcast latency.
 //! - [`compare`]: this server, a FastAPI and a Socket.IO server through the same broadcast scenario,
 //!   each pinned to one core; prints the side-by-side and ratio tables, writes a CSV and an SVG plot.
 
@@ -22,6 +25,7 @@ pub mod fanout;
 pub mod inbox;
 pub mod presence;
 pub mod private;
+pub mod room;
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
