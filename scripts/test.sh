@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: Rust unit, golden and integration tests, then the real-client suite
-# (@supabase/realtime-js from npm, pinned by tests/js/package-lock.json) against the real binary.
+# (@supabase/realtime-js from npm, pinned by tests/js/package-lock.json) against the real binary, then the
+# image as a three-container cluster (scripts/image-test.sh: needs root, docker.io and debootstrap;
+# REALTIME_SKIP_IMAGE_TEST=1 leaves it out, saying so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,3 +31,10 @@ echo "== real-client suite (realtime-js, node --test)"
   fi
   REALTIME_BIN="${CARGO_TARGET_DIR:-$(pwd)/../../target}/debug/realtime" npm test
 )
+
+if [ "${REALTIME_SKIP_IMAGE_TEST:-0}" = 1 ]; then
+  echo "== image test: SKIPPED (REALTIME_SKIP_IMAGE_TEST=1)"
+else
+  echo "== image test (scripts/image-test.sh: dist build, base and image, three containers, leader stopped)"
+  ./scripts/image-test.sh
+fi

