@@ -6,7 +6,7 @@
 //! (from the cluster's presence replica) sit beside the local ones, so `presence_state` is the same on
 //! every node.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use realtime_cluster::presence::{Entry, EntryId};
 use realtime_proto::presence::{meta, PresenceDiff, PresenceState};
@@ -34,6 +34,8 @@ impl Tracked {
 pub struct PresenceSet {
     by_conn: HashMap<ConnId, Tracked>,
     remote: HashMap<EntryId, Tracked>,
+    /// Metas per key, local and remote: the distinct keys without a pass over every entry.
+    keys: HashMap<String, usize>,
 }
 
 impl PresenceSet {
@@ -66,13 +68,17 @@ impl PresenceSet {
             None => None,
         };
         diff.joins.push(key, meta(&payload, &phx_ref, prev_ref.as_deref()));
-        self.by_conn.insert(conn, Tracked { key: key.to_owned(), payload, phx_ref });
+        if let Some(replaced) = self.by_conn.insert(conn, Tracked { key: key.to_owned(), payload, phx_ref }) {
+            self.key_gone(&replaced.key);
+        }
+        self.key_added(key);
         Some(diff)
     }
 
     /// Removes `conn`'s presence; `None` if it had none.
     pub fn untrack(&mut self, conn: ConnId) -> Option<PresenceDiff> {
         let gone = self.by_conn.remove(&conn)?;
+        self.key_gone(&gone.key);
         let mut diff = PresenceDiff::default();
         diff.leaves.push(&gone.key, meta(&gone.payload, &gone.phx_ref, None));
         Some(diff)
@@ -111,6 +117,7 @@ impl PresenceSet {
         for (id, entry) in leaves {
             if self.remote.get(id).is_some_and(|held| held.phx_ref == entry.phx_ref) {
                 if let Some(gone) = self.remote.remove(id) {
+                    self.key_gone(&gone.key);
                     diff.leaves.push(&gone.key, meta(&gone.payload, &gone.phx_ref, None));
                     changed = true;
                 }
@@ -122,8 +129,10 @@ impl PresenceSet {
                 continue;
             }
             if let Some(replaced) = self.remote.insert(id.clone(), tracked.clone()) {
+                self.key_gone(&replaced.key);
                 diff.leaves.push(&replaced.key, meta(&replaced.payload, &replaced.phx_ref, None));
             }
+            self.key_added(&tracked.key);
             diff.joins.push(&tracked.key, meta(&tracked.payload, &tracked.phx_ref, None));
             changed = true;
         }
@@ -137,9 +146,20 @@ impl PresenceSet {
 
     /// Distinct presence keys of every node.
     pub fn keys(&self) -> usize {
-        let keys: HashSet<&str> =
-            self.by_conn.values().chain(self.remote.values()).map(|t| t.key.as_str()).collect();
-        keys.len()
+        self.keys.len()
+    }
+
+    fn key_added(&mut self, key: &str) {
+        *self.keys.entry(key.to_owned()).or_default() += 1;
+    }
+
+    fn key_gone(&mut self, key: &str) {
+        if let Some(metas) = self.keys.get_mut(key) {
+            *metas -= 1;
+            if *metas == 0 {
+                self.keys.remove(key);
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -226,5 +246,19 @@ mod tests {
         assert_eq!(state["bob"]["metas"].as_array().unwrap().len(), 2);
         assert_eq!(state["eve"]["metas"][0]["phx_ref"], "C");
         assert_eq!((set.len(), set.keys()), (3, 2));
+        // Moving to another key, leaving, and remote entries replaced or gone keep the counts exact.
+        set.track(3, "bob", map(json!({})), || "D".into());
+        assert_eq!((set.len(), set.keys()), (3, 1));
+        set.untrack(1);
+        let zed = remote(9, "zed", "Z1", "{}");
+        set.apply_remote(std::slice::from_ref(&zed), &[]);
+        assert_eq!((set.len(), set.keys()), (3, 2));
+        set.apply_remote(&[remote(9, "bob", "Z2", "{}")], &[]);
+        assert_eq!((set.len(), set.keys()), (3, 1));
+        set.apply_remote(&[], &[remote(9, "bob", "Z2", "{}")]);
+        set.untrack(2);
+        set.untrack(3);
+        assert_eq!((set.len(), set.keys()), (0, 0));
+        assert!(set.is_empty());
     }
 }
