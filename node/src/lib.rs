@@ -124,6 +124,7 @@ pub async fn run(
         }
         None => (None, None),
     };
+    let arbiters: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
     // The database work of joins and HTTP (authorization checks, the inbox, resumable writes).
     let db_arbiter = Arbiter::new();
     let resume = config
@@ -131,6 +132,7 @@ pub async fn run(
         .as_ref()
         .and_then(|cdc| resume::Resume::start(&config.resume, &cdc.database_url, &db_arbiter.handle()));
     let registry = Registry::new(
+        arbiters.iter().map(Arbiter::handle).collect(),
         ChannelSettings {
             max_members: config.limits.max_channel_members,
             presence_batch: config.limits.presence_batch,
@@ -217,6 +219,9 @@ pub async fn run(
         janitor.shutdown().await;
     }
     let _ = server_task.await;
+    for arbiter in arbiters {
+        arbiter.stop();
+    }
     cdc_arbiter.stop();
     db_arbiter.stop();
     Ok(())

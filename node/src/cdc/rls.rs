@@ -98,11 +98,7 @@ impl RlsStatements {
         }
     }
 
-    async fn check(
-        &mut self,
-        client: &Client,
-        table: &TableMeta,
-    ) -> Result<Statement, tokio_postgres::Error> {
+    async fn check(&mut self, client: &Client, table: &TableMeta) -> Result<Statement, tokio_postgres::Error> {
         if let Some(statement) = self.by_table.get(&table.oid) {
             return Ok(statement.clone());
         }
@@ -133,10 +129,9 @@ impl RlsStatements {
                 Err(_) => break,
             }
         }
-        let questions = asks
-            .iter()
-            .zip(&checks)
-            .map(|((_, pks, viewer), check)| one_question(client, &context, check, pks, viewer));
+        let questions = asks.iter().zip(&checks).map(|((_, pks, viewer), check)| {
+            one_question(client, &context, check, pks, viewer)
+        });
         // Each question's statements are queued when it is first polled; `join!` and `join_all` poll
         // in order, so the pipeline is begin, the questions in order, rollback.
         let begin = client.batch_execute("begin read only");
@@ -274,11 +269,7 @@ impl PoolConnection {
 
     /// Answers from the start of `asks` (at least one), asked again on a new connection while the
     /// connection is what fails (at most [`RECONNECT_WITHIN`]).
-    async fn visible_rows<K>(
-        &mut self,
-        url: &str,
-        asks: &[Ask<K>],
-    ) -> Result<Vec<Result<Visible, String>>, String> {
+    async fn visible_rows<K>(&mut self, url: &str, asks: &[Ask<K>]) -> Result<Vec<Result<Visible, String>>, String> {
         let deadline = Instant::now() + RECONNECT_WITHIN;
         let mut attempts = 0u32;
         loop {
@@ -308,11 +299,7 @@ impl PoolConnection {
 
     /// One transaction's answers (at least one, ending at the first refusal); `Err` when the
     /// connection is lost.
-    async fn try_visible_rows<K>(
-        &mut self,
-        url: &str,
-        asks: &[Ask<K>],
-    ) -> Result<Vec<Result<Visible, String>>, String> {
+    async fn try_visible_rows<K>(&mut self, url: &str, asks: &[Ask<K>]) -> Result<Vec<Result<Visible, String>>, String> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.statements = RlsStatements::default();
             let client = super::catalog::connect(url).await.map_err(|e| e.to_string())?;

@@ -15,4 +15,4 @@ pub mod registry;
 
 pub use actor::ChannelActor;
 pub use actor::ChannelSettings;
-pub use registry::{AddArbiter, Registry};
+pub use registry::Registry;

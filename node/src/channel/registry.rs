@@ -1,9 +1,6 @@
 //! The registry: topic → channel actor, and the count of memberships that keeps each channel alive.
 //!
-//! Channel actors are spread round-robin over the HTTP workers' threads ([`AddArbiter`], sent by each
-//! worker as it starts), where the members' sockets run too: a delivery to a member on the channel's
-//! own thread wakes its writer there, without waking another thread (with one worker, no delivery
-//! crosses threads). Fan-out still uses every core, one channel per worker in turn.
+//! Channel actors are spread round-robin over a pool of arbiters (threads) so fan-out uses every core.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,33 +34,15 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// A registry whose channels run on the arbiters added with [`AddArbiter`] (on its own until then).
+    /// A registry whose channels run on `arbiters` (at least one).
     pub fn new(
+        arbiters: Vec<ArbiterHandle>,
         settings: ChannelSettings,
         cluster: Option<ClusterHandle>,
         resume: Option<Arc<Resume>>,
     ) -> Registry {
-        Registry {
-            channels: HashMap::new(),
-            arbiters: Vec::new(),
-            next_arbiter: 0,
-            settings,
-            cluster,
-            resume,
-        }
-    }
-}
-
-/// A thread channels may run on: an HTTP worker's arbiter, sent as the worker starts.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AddArbiter(pub ArbiterHandle);
-
-impl Handler<AddArbiter> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: AddArbiter, _: &mut Context<Self>) {
-        self.arbiters.push(msg.0);
+        assert!(!arbiters.is_empty(), "the registry needs at least one arbiter");
+        Registry { channels: HashMap::new(), arbiters, next_arbiter: 0, settings, cluster, resume }
     }
 }
 
@@ -76,18 +55,13 @@ impl Handler<Join> for Registry {
 
     fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
         let entry = self.channels.entry(msg.key.clone()).or_insert_with(|| {
+            let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+            self.next_arbiter = self.next_arbiter.wrapping_add(1);
             let (key, registry, settings) = (msg.key.clone(), ctx.address(), self.settings);
             let (cluster, resume) = (self.cluster.clone(), self.resume.clone());
-            let channel = move |_: &mut Context<ChannelActor>| {
+            let addr = ChannelActor::start_in_arbiter(arbiter, move |_| {
                 ChannelActor::new(key, registry, settings, cluster, resume)
-            };
-            let addr = if self.arbiters.is_empty() {
-                ChannelActor::create(channel)
-            } else {
-                let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
-                self.next_arbiter = self.next_arbiter.wrapping_add(1);
-                ChannelActor::start_in_arbiter(arbiter, channel)
-            };
+            });
             Entry { addr, memberships: 0 }
         });
         entry.memberships += 1;

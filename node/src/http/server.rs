@@ -16,7 +16,6 @@ use actix_web::dev::{AppConfig, Server};
 use actix_web::{web, App};
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::channel::AddArbiter;
 use crate::delivery::link::LinkedStream;
 use crate::state::Shared;
 
@@ -39,8 +38,6 @@ pub fn serve(
         // requests (a balancer's probes) would otherwise hold a worker for actix's default 30 s.
         .shutdown_timeout(crate::shutdown::HTTP_STOP_GRACE.as_secs())
         .listen("realtime-http", listener, move || {
-            // Called on each worker's thread as it starts: channels may run here, beside the sockets.
-            shared.registry.do_send(AddArbiter(actix::Arbiter::current()));
             let sockets = shared.clone().into_inner();
             let upgrades = fn_service(move |(req, framed)| {
                 let sockets = sockets.clone();
