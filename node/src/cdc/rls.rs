@@ -98,7 +98,11 @@ impl RlsStatements {
         }
     }
 
-    async fn check(&mut self, client: &Client, table: &TableMeta) -> Result<Statement, tokio_postgres::Error> {
+    async fn check(
+        &mut self,
+        client: &Client,
+        table: &TableMeta,
+    ) -> Result<Statement, tokio_postgres::Error> {
         if let Some(statement) = self.by_table.get(&table.oid) {
             return Ok(statement.clone());
         }
@@ -129,9 +133,10 @@ impl RlsStatements {
                 Err(_) => break,
             }
         }
-        let questions = asks.iter().zip(&checks).map(|((_, pks, viewer), check)| {
-            one_question(client, &context, check, pks, viewer)
-        });
+        let questions = asks
+            .iter()
+            .zip(&checks)
+            .map(|((_, pks, viewer), check)| one_question(client, &context, check, pks, viewer));
         // Each question's statements are queued when it is first polled; `join!` and `join_all` poll
         // in order, so the pipeline is begin, the questions in order, rollback.
         let begin = client.batch_execute("begin read only");
@@ -269,7 +274,11 @@ impl PoolConnection {
 
     /// Answers from the start of `asks` (at least one), asked again on a new connection while the
     /// connection is what fails (at most [`RECONNECT_WITHIN`]).
-    async fn visible_rows<K>(&mut self, url: &str, asks: &[Ask<K>]) -> Result<Vec<Result<Visible, String>>, String> {
+    async fn visible_rows<K>(
+        &mut self,
+        url: &str,
+        asks: &[Ask<K>],
+    ) -> Result<Vec<Result<Visible, String>>, String> {
         let deadline = Instant::now() + RECONNECT_WITHIN;
         let mut attempts = 0u32;
         loop {
@@ -299,7 +308,11 @@ impl PoolConnection {
 
     /// One transaction's answers (at least one, ending at the first refusal); `Err` when the
     /// connection is lost.
-    async fn try_visible_rows<K>(&mut self, url: &str, asks: &[Ask<K>]) -> Result<Vec<Result<Visible, String>>, String> {
+    async fn try_visible_rows<K>(
+        &mut self,
+        url: &str,
+        asks: &[Ask<K>],
+    ) -> Result<Vec<Result<Visible, String>>, String> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.statements = RlsStatements::default();
             let client = super::catalog::connect(url).await.map_err(|e| e.to_string())?;
