@@ -5,48 +5,19 @@
 //    killed with SIGKILL takes only its own client's presence with it.
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const fs = require('node:fs');
-const os = require('node:os');
-const path = require('node:path');
 const h = require('./harness');
 
 const IPS = ['127.0.0.81', '127.0.0.82', '127.0.0.83'];
-const SEEDS = IPS.map((ip) => `${ip}:4100`).join(',');
-
-async function clusterView(server) {
-  const res = await fetch(`${server.url}/cluster`, { signal: AbortSignal.timeout(2000) });
-  return res.json();
-}
 
 describe('cluster of three nodes', () => {
-  const nodes = [];
-  let dataDir;
+  let cluster;
+  let nodes = [];
   before(async () => {
-    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'realtime-js-cluster-'));
-    for (let i = 0; i < IPS.length; i++) {
-      nodes.push(
-        await h.startServer([
-          '--bind', `${IPS[i]}:0`,
-          '--node-id', `js-node-${i}`,
-          '--cluster-bind', `${IPS[i]}:4100`,
-          '--seeds', SEEDS,
-          '--data-dir', path.join(dataDir, `node-${i}`),
-        ]),
-      );
-    }
-    // Every node ready and seeing the two others alive.
-    await h.waitFor(async () => {
-      for (const node of nodes) {
-        const view = await clusterView(node).catch(() => null);
-        if (!view || !view.ready) return false;
-        if (view.members.filter((m) => m.state === 'alive').length !== 2) return false;
-      }
-      return true;
-    }, 15000, 'the cluster formed');
+    cluster = await h.startCluster(IPS, { idPrefix: 'js-node', timeoutMs: 15000 });
+    nodes = cluster.nodes;
   });
   after(async () => {
-    for (const node of nodes) await node.stop();
-    fs.rmSync(dataDir, { recursive: true, force: true });
+    if (cluster) await cluster.stop();
   });
 
   it('a broadcast sent on one node reaches clients on the other nodes, exactly', async (t) => {

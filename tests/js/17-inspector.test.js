@@ -21,50 +21,24 @@ const h = require('./harness');
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const IPS = ['127.0.0.251', '127.0.0.252', '127.0.0.253'];
-const SEEDS = IPS.map((ip) => `${ip}:4100`).join(',');
 /** Bound of every wait on the page (the panels poll every 2 s). */
 const WAIT_MS = 10000;
 
-async function clusterView(node) {
-  const response = await fetch(`${node.url}/cluster`, { signal: AbortSignal.timeout(2000) });
-  return response.json();
-}
-
 describe('inspector page', () => {
-  const nodes = [];
-  let dataDir;
+  let cluster;
+  let nodes = [];
   let browser;
   before(async () => {
     assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install chromium, or set CHROMIUM`);
-    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'realtime-js-inspector-'));
-    for (let i = 0; i < IPS.length; i++) {
-      nodes.push(
-        await h.startServer([
-          '--inspector', 'true',
-          '--bind', `${IPS[i]}:0`,
-          '--node-id', `node-${i}`,
-          '--cluster-bind', `${IPS[i]}:4100`,
-          '--seeds', SEEDS,
-          '--data-dir', path.join(dataDir, `node-${i}`),
-        ]),
-      );
-    }
     // Every node ready, seeing the two others alive, and a raft (CDC) leader elected.
-    await h.waitFor(async () => {
-      for (const node of nodes) {
-        const view = await clusterView(node).catch(() => null);
-        if (!view || !view.ready || !view.leader) return false;
-        if (view.members.filter((m) => m.state === 'alive').length !== 2) return false;
-      }
-      return true;
-    }, 20000, 'the cluster formed with a leader');
+    cluster = await h.startCluster(IPS, { extraArgs: ['--inspector', 'true'], leader: true });
+    nodes = cluster.nodes;
     // As root (CI) Chromium's sandbox cannot start; the page is our own, served on loopback.
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'], timeout: 30000 });
   });
   after(async () => {
     if (browser) await browser.close();
-    for (const node of nodes) await node.stop();
-    if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+    if (cluster) await cluster.stop();
   });
 
   it('joins a channel through the page, shows the cluster, channels, a REST broadcast and a self broadcast', async (t) => {
@@ -98,7 +72,7 @@ describe('inspector page', () => {
     for (const peer of ['node-1', 'node-2']) {
       await cluster.getByRole('row').filter({ hasText: peer }).filter({ hasText: 'alive' }).waitFor();
     }
-    const leader = (await clusterView(here)).leader;
+    const leader = (await h.clusterView(here)).leader;
     assert.match(leader, /^node-[012]$/);
     await cluster.getByRole('definition').filter({ hasText: leader }).first().waitFor();
     await cluster.getByRole('table', { name: /Links/ }).waitFor();

@@ -14,6 +14,7 @@
 const { spawn } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
 const { after } = require('node:test');
 const WebSocket = require('ws');
@@ -420,6 +421,54 @@ process.on('exit', () => {
   }
 });
 
+/** A node's `/cluster` view (bounded). */
+async function clusterView(node) {
+  const response = await fetch(`${node.url}/cluster`, { signal: AbortSignal.timeout(2000) });
+  return response.json();
+}
+
+/**
+ * Nodes clustered on `ips` (cluster port 4100 each, every node a seed), each started with `extraArgs`,
+ * node ids `<idPrefix>-<i>` and data in a fresh temporary directory. Resolves once every node is ready
+ * and sees all the others alive (and, with `leader`, names a raft leader), within `timeoutMs`.
+ * `stop()` stops the nodes and removes the data.
+ */
+async function startCluster(ips, { extraArgs = [], idPrefix = 'node', leader = false, timeoutMs = 20000 } = {}) {
+  const seeds = ips.map((ip) => `${ip}:4100`).join(',');
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), `realtime-js-${idPrefix}-`));
+  const nodes = [];
+  const stop = async () => {
+    for (const node of nodes) await node.stop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  };
+  try {
+    for (let i = 0; i < ips.length; i++) {
+      nodes.push(
+        await startServer([
+          ...extraArgs,
+          '--bind', `${ips[i]}:0`,
+          '--node-id', `${idPrefix}-${i}`,
+          '--cluster-bind', `${ips[i]}:4100`,
+          '--seeds', seeds,
+          '--data-dir', path.join(dataDir, `node-${i}`),
+        ]),
+      );
+    }
+    await waitFor(async () => {
+      for (const node of nodes) {
+        const view = await clusterView(node).catch(() => null);
+        if (!view || !view.ready || (leader && !view.leader)) return false;
+        if (view.members.filter((m) => m.state === 'alive').length !== ips.length - 1) return false;
+      }
+      return true;
+    }, timeoutMs, leader ? 'the cluster formed with a leader' : 'the cluster formed');
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { nodes, stop };
+}
+
 module.exports = {
   BIN,
   DEBUG,
@@ -442,4 +491,6 @@ module.exports = {
   waitBroadcast,
   assertServerServing,
   rawUpgrade,
+  clusterView,
+  startCluster,
 };
