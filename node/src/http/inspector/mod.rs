@@ -25,20 +25,30 @@
 //! second, independent client of it.
 //!
 //! Every asset is served with its content type, `X-Content-Type-Options: nosniff`, no caching, and a
-//! strict [`CONTENT_SECURITY_POLICY`]: scripts and styles only from this node (no inline script, no
-//! `eval`), connections only to this node and WebSockets, no frames, forms or base URL. The script
+//! strict [`content_security_policy`]: scripts and styles only from this node (no inline script, no
+//! `eval`), connections (fetches and WebSockets) only to the host the page was loaded from, no frames,
+//! forms or base URL. The script
 //! writes what it receives with `textContent`, never as HTML.
 
 mod api;
 
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
-/// The policy of every inspector asset: nothing but this node's own script and style, fetches to this
-/// node and WebSocket connections, no inline script, no frames.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; \
-     frame-ancestors 'none'";
+/// The policy of every inspector asset: nothing but this node's own script and style, no inline
+/// script, no frames; fetches and WebSockets only to `host`, the host the page was asked from (as
+/// `Host` or a proxy's forwarded host gives it). Browsers that do not count `ws:` as `'self'` need the
+/// host named; a host with anything but the characters of a host and port is not named (connections
+/// then only to `'self'`), so a request cannot write into the policy.
+pub fn content_security_policy(host: &str) -> String {
+    let plain = !host.is_empty()
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    let connect = if plain { format!("'self' ws://{host} wss://{host}") } else { "'self'".to_owned() };
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src {connect}; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+}
 
 /// One embedded file of the page.
 struct Asset {
@@ -56,19 +66,37 @@ static STYLE: Asset =
 /// The inspector's routes; registered only when `REALTIME_INSPECTOR` is on. The page's assets and API
 /// are addressed relative to `/inspector`, so a proxy that maps the node under a prefix keeps it whole.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/inspector", web::get().to(|| serve(&PAGE)))
-        .route("/inspector/inspector.js", web::get().to(|| serve(&SCRIPT)))
-        .route("/inspector/inspector.css", web::get().to(|| serve(&STYLE)))
+    cfg.route("/inspector", web::get().to(|req: HttpRequest| serve(req, &PAGE)))
+        .route("/inspector/inspector.js", web::get().to(|req: HttpRequest| serve(req, &SCRIPT)))
+        .route("/inspector/inspector.css", web::get().to(|req: HttpRequest| serve(req, &STYLE)))
         .route("/inspector/api/cluster", web::get().to(api::cluster))
         .route("/inspector/api/channels", web::get().to(api::channels));
 }
 
-async fn serve(asset: &'static Asset) -> HttpResponse {
+async fn serve(req: HttpRequest, asset: &'static Asset) -> HttpResponse {
+    let policy = content_security_policy(req.connection_info().host());
     HttpResponse::Ok()
         .content_type(asset.content_type)
-        .insert_header((header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY)))
+        .insert_header((header::CONTENT_SECURITY_POLICY, policy))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .insert_header((header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .body(asset.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_names_only_a_plain_host() {
+        let named = content_security_policy("127.0.0.1:4000");
+        assert!(named.contains("connect-src 'self' ws://127.0.0.1:4000 wss://127.0.0.1:4000;"), "{named}");
+        assert!(content_security_policy("[::1]:4000").contains("ws://[::1]:4000 "));
+        for hostile in ["", "a; script-src *", "a b", "a\"", "a/b", "é.example"] {
+            let policy = content_security_policy(hostile);
+            assert!(policy.contains("connect-src 'self'; "), "{hostile:?}: {policy}");
+            assert_eq!(policy.matches("script-src").count(), 1, "{hostile:?}: {policy}");
+        }
+    }
 }
