@@ -125,31 +125,21 @@ fn join_payload_config(access_token: &str, postgres_changes_json: &str, private:
 /// The join payload of a presence client: `config.presence` with `key` and `enabled: true`, so the
 /// server pushes `presence_state` after the join and `presence_diff` on every change.
 pub fn join_payload_with_presence(access_token: &str, key: &str) -> String {
-    format!(
-        concat!(
-            "{{\"config\":{{\"broadcast\":{{\"ack\":false,\"self\":false}},",
-            "\"presence\":{{\"key\":{},\"enabled\":true}},\"postgres_changes\":[],\"private\":false}},",
-            "\"access_token\":{}}}"
-        ),
-        json_str(key),
-        json_str(access_token)
-    )
+    join_payload_with_presence_counts(access_token, key, false)
 }
 
 /// [`join_payload_with_presence`] asking for presence counts instead of `presence_state` and
 /// `presence_diff` (`config.presence.counts_only: true`) when `counts_only`; a node that does not know
 /// the field ignores it and sends the full state and diffs.
 pub fn join_payload_with_presence_counts(access_token: &str, key: &str, counts_only: bool) -> String {
-    if !counts_only {
-        return join_payload_with_presence(access_token, key);
-    }
     format!(
         concat!(
             "{{\"config\":{{\"broadcast\":{{\"ack\":false,\"self\":false}},",
-            "\"presence\":{{\"key\":{},\"enabled\":true,\"counts_only\":true}},",
-            "\"postgres_changes\":[],\"private\":false}},\"access_token\":{}}}"
+            "\"presence\":{{\"key\":{},\"enabled\":true{}}},\"postgres_changes\":[],\"private\":false}},",
+            "\"access_token\":{}}}"
         ),
         json_str(key),
+        if counts_only { ",\"counts_only\":true" } else { "" },
         json_str(access_token)
     )
 }

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use crate::private_load::ChannelOutcome;
-use crate::report::{render_table, CpuSample, ErrorCounts, LatencySummary};
+use crate::report::{mib, render_table, CpuSample, ErrorCounts, LatencySummary};
 
 /// One kind of join, measured.
 #[derive(Debug, Clone, Default)]
@@ -228,10 +228,6 @@ impl PrivateReport {
         }
         out
     }
-}
-
-fn mib(kib: Option<u64>) -> String {
-    kib.map_or_else(|| "-".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1_024.0))
 }
 
 fn slot_lag(slots: &[(String, i64)]) -> String {

@@ -83,7 +83,8 @@ fn opt_count(n: Option<u64>) -> String {
     n.map_or_else(|| "-".to_owned(), |n| n.to_string())
 }
 
-fn mib(kib: Option<u64>) -> String {
+/// KiB as MiB with one decimal, `-` when unknown.
+pub fn mib(kib: Option<u64>) -> String {
     kib.map_or_else(|| "-".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1_024.0))
 }
 

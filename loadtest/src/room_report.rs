@@ -4,7 +4,7 @@
 
 use hdrhistogram::Histogram;
 
-use crate::report::{latency_histogram, render_table, ErrorCounts, LatencySummary};
+use crate::report::{latency_histogram, mib, render_table, ErrorCounts, LatencySummary};
 use crate::room_churn::ChurnResult;
 use crate::room_members::ChurnLog;
 use crate::room_probe::{ProbeResults, Published};
@@ -51,10 +51,6 @@ pub fn bytes_cells(sizes: &[u64]) -> String {
     sorted.sort_unstable();
     let kib = |b: u64| format!("{:.1} KiB", b as f64 / 1_024.0);
     format!("{} / {}", kib(sorted[(sorted.len() - 1) / 2]), kib(sorted[sorted.len() - 1]))
-}
-
-fn mib(kib: Option<u64>) -> String {
-    kib.map_or_else(|| "-".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1_024.0))
 }
 
 /// How long the members' presence traffic took to stop.

@@ -119,15 +119,15 @@ impl RlsStatements {
     /// questions) and must be asked again in a new transaction. `Err` only when the transaction
     /// itself could not be run. A table whose select cannot be prepared answers its first question
     /// with that error, and the questions before it are asked without it.
-    pub async fn visible_rows(
+    pub async fn visible_rows<K>(
         &mut self,
         client: &Client,
-        asks: &[(&TableMeta, &[Vec<String>], &Viewer)],
+        asks: &[Ask<K>],
     ) -> Result<Vec<Result<Visible, tokio_postgres::Error>>, tokio_postgres::Error> {
         let context = self.context(client).await?;
         let mut checks = Vec::with_capacity(asks.len());
-        for (table, _, _) in asks {
-            match self.check(client, table).await {
+        for ask in asks {
+            match self.check(client, &ask.table).await {
                 Ok(check) => checks.push(check),
                 Err(e) if checks.is_empty() => return Ok(vec![Err(e)]),
                 Err(_) => break,
@@ -136,7 +136,7 @@ impl RlsStatements {
         let questions = asks
             .iter()
             .zip(&checks)
-            .map(|((_, pks, viewer), check)| one_question(client, &context, check, pks, viewer));
+            .map(|(ask, check)| one_question(client, &context, check, &ask.pks, &ask.viewer));
         // Each question's statements are queued when it is first polled; `join!` and `join_all` poll
         // in order, so the pipeline is begin, the questions in order, rollback.
         let begin = client.batch_execute("begin read only");
@@ -319,7 +319,6 @@ impl PoolConnection {
             self.client = Some(client);
         }
         let client = self.client.as_ref().expect("connected above");
-        let questions: Vec<_> = asks.iter().map(|a| (&*a.table, a.pks.as_slice(), &*a.viewer)).collect();
         let classify = |e: &tokio_postgres::Error| {
             if lost(e) || client.is_closed() {
                 Failure::Lost(pg_error_text(e))
@@ -327,7 +326,7 @@ impl PoolConnection {
                 Failure::Refused(pg_error_text(e))
             }
         };
-        let answers = match self.statements.visible_rows(client, &questions).await {
+        let answers = match self.statements.visible_rows(client, asks).await {
             Ok(answers) => answers,
             Err(e) => match classify(&e) {
                 Failure::Lost(error) => return Err(error),

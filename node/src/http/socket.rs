@@ -99,15 +99,17 @@ pub async fn serve(
     };
     let id = match shared.connections.reserve() {
         Ok(id) => id,
-        Err(Full::Connections) => {
-            metrics().refused(Refusal::ConnectionLimit);
-            let response = refusal(StatusCode::TOO_MANY_REQUESTS, "Too many connected users");
-            return respond(&mut framed, response).await;
-        }
-        Err(Full::Files) => {
-            metrics().refused(Refusal::FileLimit);
-            let response = refusal(StatusCode::SERVICE_UNAVAILABLE, "Server is at its open-files limit");
-            return respond(&mut framed, response).await;
+        Err(full) => {
+            let (counted, status, reason) = match full {
+                Full::Connections => {
+                    (Refusal::ConnectionLimit, StatusCode::TOO_MANY_REQUESTS, "Too many connected users")
+                }
+                Full::Files => {
+                    (Refusal::FileLimit, StatusCode::SERVICE_UNAVAILABLE, "Server is at its open-files limit")
+                }
+            };
+            metrics().refused(counted);
+            return respond(&mut framed, refusal(status, reason)).await;
         }
     };
     let outbox = shared.new_outbox(framed.io_ref().link().clone());

@@ -105,18 +105,12 @@ impl PresenceActor {
     fn flush(&mut self) {
         self.pace.flushed(Instant::now());
         if let Some(diff) = self.batch.take() {
-            let json = diff.to_json();
-            let topic = &self.topic;
-            let mut frames: [Option<WireFrame>; 2] = [None, None];
-            self.subscribers.retain(|_, member| {
-                if member.counts_only {
-                    return true;
-                }
-                let frame = frames[member.vsn.index()].get_or_insert_with(|| {
-                    server::fastlane(member.vsn, topic, "presence_diff", &json).into()
-                });
-                member.outbox.offer(frame.clone(), None) == Offer::Queued
-            });
+            let (json, topic) = (diff.to_json(), &self.topic);
+            fan_out(
+                &mut self.subscribers,
+                |member| !member.counts_only,
+                |vsn| server::fastlane(vsn, topic, "presence_diff", &json).into(),
+            );
         }
         self.send_counts_if_changed();
         for member in std::mem::take(&mut self.awaiting) {
@@ -127,7 +121,7 @@ impl PresenceActor {
     /// Sends a new member what the set holds now (the state, or the counts), then its changes.
     fn welcome(&mut self, member: Subscriber) {
         if member.counts_only {
-            let frame = self.counts_frame(member.vsn, self.counts());
+            let frame = counts_frame(&self.topic, member.vsn, self.counts());
             member.outbox.offer(frame, None);
         } else {
             let state = self.state_json.get_or_insert_with(|| self.set.state().to_json().into()).clone();
@@ -147,12 +141,6 @@ impl PresenceActor {
         (self.set.len(), self.set.keys())
     }
 
-    fn counts_frame(&self, vsn: Vsn, (count, keys): Counts) -> WireFrame {
-        let channel = topic::sub_topic(&self.topic).unwrap_or(&self.topic);
-        let payload = system::presence_count(channel, count, keys);
-        server::fastlane(vsn, &self.topic, "system", &payload).into()
-    }
-
     /// Tells the counts-only members the counts, if they changed since last told.
     fn send_counts_if_changed(&mut self) {
         if !self.subscribers.values().any(|m| m.counts_only) {
@@ -163,19 +151,32 @@ impl PresenceActor {
             return;
         }
         self.counts_sent = Some(counts);
-        let mut frames: [Option<WireFrame>; 2] = [None, None];
-        let mut gone = Vec::new();
-        for member in self.subscribers.values().filter(|m| m.counts_only) {
-            let frame =
-                frames[member.vsn.index()].get_or_insert_with(|| self.counts_frame(member.vsn, counts));
-            if member.outbox.offer(frame.clone(), None) != Offer::Queued {
-                gone.push(member.conn);
-            }
-        }
-        for conn in gone {
-            self.subscribers.remove(&conn);
-        }
+        let topic = &self.topic;
+        fan_out(&mut self.subscribers, |member| member.counts_only, |vsn| counts_frame(topic, vsn, counts));
     }
+}
+
+/// The `system` push of the counts `(metas, keys)` for counts-only members.
+fn counts_frame(topic: &str, vsn: Vsn, (count, keys): Counts) -> WireFrame {
+    let channel = topic::sub_topic(topic).unwrap_or(topic);
+    server::fastlane(vsn, topic, "system", &system::presence_count(channel, count, keys)).into()
+}
+
+/// Offers one event to the subscribers `to` picks, encoded at most once per serializer; a subscriber
+/// whose socket is gone is dropped.
+fn fan_out(
+    subscribers: &mut HashMap<ConnId, Subscriber>,
+    to: impl Fn(&Subscriber) -> bool,
+    encode: impl Fn(Vsn) -> WireFrame,
+) {
+    let mut frames: [Option<WireFrame>; 2] = [None, None];
+    subscribers.retain(|_, member| {
+        if !to(member) {
+            return true;
+        }
+        let frame = frames[member.vsn.index()].get_or_insert_with(|| encode(member.vsn));
+        member.outbox.offer(frame.clone(), None) == Offer::Queued
+    });
 }
 
 impl Actor for PresenceActor {
