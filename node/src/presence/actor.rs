@@ -6,8 +6,11 @@
 //! the diffs that follow fit together (the batch's changes are in the state, not sent again). The
 //! state's JSON is encoded once per change of the set, not once per joining member.
 //!
-//! Members that joined with `counts_only` get neither: a `system` presence count once joined and then
-//! with each flush that changed it.
+//! Members that joined with `counts_only` get neither: a `system` presence count at once when they join
+//! (a count needs nothing to fit with), then the counts again when they changed. Those pushes have a
+//! pace of their own that slows as the counts-only members grow: every push is one frame per member,
+//! and only the latest count matters, so a huge room is told less often rather than flooded
+//! ([`COUNT_DELIVERIES_PER_SECOND`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -35,6 +38,10 @@ pub struct PresenceActor {
     awaiting: Vec<Subscriber>,
     batch: Batch,
     pace: Pace,
+    /// `REALTIME_PRESENCE_BATCH_MS`.
+    batch_interval: Duration,
+    /// When the counts may be pushed next ([`counts_interval`]).
+    counts_pace: Pace,
     /// `presence_state`'s payload for the set as it is; `None` once the set changed.
     state_json: Option<Arc<str>>,
     /// The counts last sent to counts-only members.
@@ -46,6 +53,19 @@ pub struct PresenceActor {
 
 /// Metas and distinct keys of the set.
 type Counts = (usize, usize);
+
+/// Count pushes of one topic stay within this many frames per second: the interval between two is at
+/// least the counts-only members over this (10,000 members: two pushes a second), and at least
+/// `REALTIME_PRESENCE_BATCH_MS`.
+pub const COUNT_DELIVERIES_PER_SECOND: u32 = 20_000;
+/// However many members, the counts are told at least this often while they change.
+pub const COUNTS_SLOWEST: Duration = Duration::from_secs(2);
+
+/// The least time between two count pushes to `members` counts-only members.
+fn counts_interval(members: usize, batch: Duration) -> Duration {
+    let spread = Duration::from_secs_f64(members as f64 / f64::from(COUNT_DELIVERIES_PER_SECOND));
+    spread.min(COUNTS_SLOWEST).max(batch)
+}
 
 /// A process-wide counter for the low 16 bits of `phx_ref`s.
 static REF_COUNTER: AtomicU16 = AtomicU16::new(0);
@@ -70,6 +90,8 @@ impl PresenceActor {
             awaiting: Vec::new(),
             batch: Batch::default(),
             pace: Pace::new(batch),
+            batch_interval: batch,
+            counts_pace: Pace::new(batch),
             state_json: None,
             counts_sent: None,
             cluster,
@@ -93,16 +115,16 @@ impl PresenceActor {
         self.state_json = None;
         self.batch.add(diff);
         match self.pace.on_change(Instant::now()) {
-            Due::Now => self.flush(),
+            Due::Now => self.flush(ctx),
             Due::After(wait) => {
-                ctx.run_later(wait, |actor, _| actor.flush());
+                ctx.run_later(wait, |actor, ctx| actor.flush(ctx));
             }
             Due::Scheduled => {}
         }
     }
 
     /// Sends the batch to the members, then welcomes those that joined while it was pending.
-    fn flush(&mut self) {
+    fn flush(&mut self, ctx: &mut Context<Self>) {
         self.pace.flushed(Instant::now());
         if let Some(diff) = self.batch.take() {
             let (json, topic) = (diff.to_json(), &self.topic);
@@ -112,7 +134,7 @@ impl PresenceActor {
                 |vsn| server::fastlane(vsn, topic, "presence_diff", &json).into(),
             );
         }
-        self.send_counts_if_changed();
+        self.counts_may_have_changed(ctx);
         for member in std::mem::take(&mut self.awaiting) {
             self.welcome(member);
         }
@@ -141,11 +163,25 @@ impl PresenceActor {
         (self.set.len(), self.set.keys())
     }
 
-    /// Tells the counts-only members the counts, if they changed since last told.
-    fn send_counts_if_changed(&mut self) {
-        if !self.subscribers.values().any(|m| m.counts_only) {
+    /// The set changed: push the counts now or when their pace allows.
+    fn counts_may_have_changed(&mut self, ctx: &mut Context<Self>) {
+        let members = self.subscribers.values().filter(|m| m.counts_only).count();
+        if members == 0 || self.counts_sent == Some(self.counts()) {
             return;
         }
+        self.counts_pace.set_interval(counts_interval(members, self.batch_interval));
+        match self.counts_pace.on_change(Instant::now()) {
+            Due::Now => self.send_counts(),
+            Due::After(wait) => {
+                ctx.run_later(wait, |actor, _| actor.send_counts());
+            }
+            Due::Scheduled => {}
+        }
+    }
+
+    /// Tells the counts-only members the counts, if they changed since last told.
+    fn send_counts(&mut self) {
+        self.counts_pace.flushed(Instant::now());
         let counts = self.counts();
         if self.counts_sent == Some(counts) {
             return;
@@ -206,8 +242,9 @@ impl Handler<Subscribe> for PresenceActor {
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
         if !msg.send_state {
             self.subscribers.insert(msg.member.conn, msg.member);
-        } else if self.batch.is_empty() {
-            // Every member has seen the set as it is: nothing to wait for.
+        } else if self.batch.is_empty() || msg.member.counts_only {
+            // Every member has seen the set as it is, or this one is only told counts, which need no
+            // diffs to fit with: nothing to wait for.
             self.welcome(msg.member);
         } else {
             // A flush is scheduled whenever the batch holds something.
@@ -268,5 +305,27 @@ impl Handler<Stop> for PresenceActor {
 
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_slow_down_as_counts_only_members_grow() {
+        let batch = Duration::from_millis(50);
+        assert_eq!(counts_interval(0, batch), batch);
+        assert_eq!(counts_interval(1_000, batch), batch, "1,000 members: as often as the diffs");
+        assert_eq!(counts_interval(10_000, batch), Duration::from_millis(500));
+        assert_eq!(counts_interval(20_000, batch), Duration::from_secs(1));
+        assert_eq!(counts_interval(1_000_000, batch), COUNTS_SLOWEST);
+        // A batch interval longer than the spread wins, even past the slowest pace.
+        assert_eq!(counts_interval(10_000, Duration::from_secs(3)), Duration::from_secs(3));
+        // Within the budget however many members.
+        for members in [1, 999, 5_000, 33_333, 40_000] {
+            let per_second = members as f64 / counts_interval(members, batch).as_secs_f64();
+            assert!(per_second <= f64::from(COUNT_DELIVERIES_PER_SECOND) + 1.0, "{members}: {per_second}");
+        }
     }
 }

@@ -114,6 +114,11 @@ impl Pace {
         Pace { interval, last_flush: None, scheduled: false }
     }
 
+    /// From now on, at most one flush per `interval`.
+    pub fn set_interval(&mut self, interval: Duration) {
+        self.interval = interval;
+    }
+
     /// A change arrived at `now`: when must the batch go out?
     pub fn on_change(&mut self, now: Instant) -> Due {
         if self.scheduled {

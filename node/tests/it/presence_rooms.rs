@@ -161,3 +161,35 @@ async fn t39_counts_only_members_get_counts_not_metas() {
         fan.expect_silence(QUIET).await;
     }
 }
+
+/// A counts-only member joining while a batch is pending is told the counts at once, the pending
+/// changes included; it does not wait for the flush as a member that gets `presence_state` must.
+/// Causal: the observer's diff of the second track only goes out with the flush, an interval after the
+/// first, and has not arrived when the counts have.
+#[tokio::test]
+async fn t39b_counts_only_members_do_not_wait_for_the_batch() {
+    let server = Server::start(&["--presence-batch-ms=3000"]);
+    let sub = unique("arena");
+    let topic = format!("realtime:{sub}");
+    let mut observer = server.client(Vsn::V1).await;
+    observer.join_ok(&topic, config(false, false, "observer", true)).await;
+    let (mut view, mut diffs) = (View::new(), 0);
+    apply(&mut view, &mut diffs, &observer.expect_event("presence_state", T).await);
+    let mut a = server.client(Vsn::V2).await;
+    let a_jr = a.join_ok(&topic, config(false, false, "alice", false)).await;
+    track_ok(&mut a, &a_jr, &topic, json!({})).await;
+    until_keys(&mut observer, &mut view, &mut diffs, &["alice".to_owned()]).await;
+    let mut b = server.client(Vsn::V2).await;
+    let b_jr = b.join_ok(&topic, config(false, false, "bob", false)).await;
+    track_ok(&mut b, &b_jr, &topic, json!({})).await;
+
+    let counts_only = json!({"broadcast": {"self": false}, "presence": {"key": "fan", "enabled": false,
+                             "counts_only": true}, "postgres_changes": [], "private": false});
+    let mut fan = server.client(Vsn::V2).await;
+    fan.join_ok(&topic, counts_only).await;
+    let counts = fan.expect_event("system", T).await;
+    assert_eq!(counts["payload"]["count"], 2, "bob's pending track is counted: {counts}");
+    observer.expect_silence(QUIET).await;
+    until_keys(&mut observer, &mut view, &mut diffs, &["alice".to_owned(), "bob".to_owned()]).await;
+    assert_eq!(diffs, 2, "one diff per interval");
+}
