@@ -5,6 +5,8 @@
 //! for user broadcasts. Payloads are passed in as JSON text so a broadcast is serialised once per version
 //! and shared by every recipient.
 
+use std::fmt::Write;
+
 use bytes::Bytes;
 
 use crate::binary::{self, BinaryEncoding};
@@ -39,10 +41,17 @@ impl OutFrame {
     }
 }
 
-/// Appends `s` as a JSON string literal.
+/// Appends `s` as a JSON string literal. Topics and event names rarely need escaping: those are copied
+/// as they are, the rest go through serde_json (which escapes exactly `"`, `\\` and control characters).
 fn push_json_str(out: &mut String, s: &str) {
-    // Serialising a &str into a String cannot fail.
-    out.push_str(&serde_json::to_string(s).expect("string serialisation"));
+    if s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        // Serialising a &str into a String cannot fail.
+        out.push_str(&serde_json::to_string(s).expect("string serialisation"));
+    } else {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    }
 }
 
 fn push_opt_str(out: &mut String, s: Option<&str>) {
@@ -61,7 +70,20 @@ pub fn message(
     event: &str,
     payload_json: &str,
 ) -> OutFrame {
-    let mut out = String::with_capacity(payload_json.len() + topic.len() + event.len() + 48);
+    message_with(vsn, join_ref, msg_ref, topic, event, payload_json.len(), |out| out.push_str(payload_json))
+}
+
+/// [`message`] with its payload written by `payload` (about `payload_len` bytes) straight into the frame.
+fn message_with(
+    vsn: Vsn,
+    join_ref: Option<&str>,
+    msg_ref: Option<&str>,
+    topic: &str,
+    event: &str,
+    payload_len: usize,
+    payload: impl FnOnce(&mut String),
+) -> OutFrame {
+    let mut out = String::with_capacity(payload_len + topic.len() + event.len() + 48);
     match vsn {
         Vsn::V1 => {
             out.push_str("{\"topic\":");
@@ -69,7 +91,7 @@ pub fn message(
             out.push_str(",\"event\":");
             push_json_str(&mut out, event);
             out.push_str(",\"payload\":");
-            out.push_str(payload_json);
+            payload(&mut out);
             out.push_str(",\"ref\":");
             push_opt_str(&mut out, msg_ref);
             out.push('}');
@@ -84,7 +106,7 @@ pub fn message(
             out.push(',');
             push_json_str(&mut out, event);
             out.push(',');
-            out.push_str(payload_json);
+            payload(&mut out);
             out.push(']');
         }
     }
@@ -151,6 +173,25 @@ pub fn channel_push(
 /// A fastlane broadcast (`broadcast`, `presence_diff`, `postgres_changes`): both refs null.
 pub fn fastlane(vsn: Vsn, topic: &str, event: &str, payload_json: &str) -> OutFrame {
     message(vsn, None, None, topic, event, payload_json)
+}
+
+/// A `postgres_changes` push to one channel, `{"ids":[…],"data":<data_json>}`, written in one allocation:
+/// each channel's frame is its own (its topic and subscription ids), the `data` is shared text.
+pub fn postgres_changes(vsn: Vsn, topic: &str, ids: &[u32], data_json: &str) -> OutFrame {
+    let payload_len = data_json.len() + 20 + ids.len() * 11;
+    message_with(vsn, None, None, topic, "postgres_changes", payload_len, |out| {
+        out.push_str("{\"ids\":[");
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            // Writing into a String cannot fail.
+            let _ = write!(out, "{id}");
+        }
+        out.push_str("],\"data\":");
+        out.push_str(data_json);
+        out.push('}');
+    })
 }
 
 /// A user broadcast (binary kind-3 push, REST single, JSON or raw bytes) for one serializer.
@@ -250,6 +291,30 @@ mod tests {
             fastlane(Vsn::V1, "t\"q", "broadcast", "[1]").as_text().unwrap(),
             r#"{"topic":"t\"q","event":"broadcast","payload":[1],"ref":null}"#
         );
+    }
+
+    #[test]
+    fn json_strings_are_escaped_only_when_needed() {
+        for s in ["realtime:room1", "", "é ü 日本", "a\"b", "back\\slash", "tab\there", "nul\u{0}", "\u{7f}"]
+        {
+            let mut out = String::new();
+            push_json_str(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn postgres_changes_is_the_fastlane_of_its_payload() {
+        for vsn in [Vsn::V1, Vsn::V2] {
+            for ids in [&[][..], &[7][..], &[1, 22, 4_000_000_000][..]] {
+                let data = r#"{"type":"INSERT","record":{"id":1}}"#;
+                let payload = format!(r#"{{"ids":{},"data":{data}}}"#, serde_json::to_string(ids).unwrap());
+                assert_eq!(
+                    postgres_changes(vsn, "realtime:db", ids, data),
+                    fastlane(vsn, "realtime:db", "postgres_changes", &payload)
+                );
+            }
+        }
     }
 
     #[test]

@@ -136,7 +136,8 @@ impl ChannelSubs {
 pub struct Hub {
     config: CdcConfig,
     client: Option<Arc<Client>>,
-    channels: HashMap<ChannelKey, ChannelSubs>,
+    /// Looked up once per delivery: foldhash, not SipHash.
+    channels: foldhash::HashMap<ChannelKey, ChannelSubs>,
     index: SubscriptionIndex,
     /// Channels told about an RLS failure: told once, until a check succeeds again.
     failing: HashSet<ChannelKey>,
@@ -149,7 +150,7 @@ pub struct Hub {
     /// Records positions once the sockets wrote them.
     recorder: mpsc::UnboundedSender<Record>,
     /// Sockets that received something in the batch being dispatched.
-    touched: HashMap<ConnId, Outbox>,
+    touched: foldhash::HashMap<ConnId, Outbox>,
     /// Set by `Shutdown`: further transactions are left for the next run (they are not recorded).
     stopped: bool,
     /// End of the last transaction dispatched (or recorded before a restart): a transaction at or
@@ -205,7 +206,7 @@ impl Hub {
             recorder,
             skip_through,
             taken,
-            touched: HashMap::new(),
+            touched: foldhash::HashMap::default(),
             stopped: false,
             rls: RlsPool::new(&config.database_url, RLS_CONNECTIONS),
             published: None,
@@ -213,7 +214,7 @@ impl Hub {
             tables: HashMap::new(),
             config,
             client: None,
-            channels: HashMap::new(),
+            channels: foldhash::HashMap::default(),
             index: SubscriptionIndex::default(),
             failing: HashSet::new(),
             unconfirmed: Vec::new(),
@@ -575,11 +576,8 @@ impl Hub {
 }
 
 fn deliver(subs: &mut ChannelSubs, ids: &[u32], data_json: &str) {
-    let ids_json = serde_json::to_string(ids).expect("ids serialise");
-    let payload = format!("{{\"ids\":{ids_json},\"data\":{data_json}}}");
     let request = &subs.request;
-    let frame: WireFrame = server::fastlane(request.vsn, &request.topic, "postgres_changes", &payload).into();
-    subs.send(frame);
+    subs.send(server::postgres_changes(request.vsn, &request.topic, ids, data_json).into());
 }
 
 /// Debug builds only (never in a release binary): `REALTIME_TEST_PANIC_TABLE=<table>` makes the hub

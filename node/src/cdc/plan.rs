@@ -34,7 +34,7 @@ pub type RlsAnswers = HashMap<(u32, ViewerId), Result<HashSet<Vec<String>>, Stri
 pub type Privileges = HashMap<(ViewerId, u32), Result<Arc<Vec<bool>>, String>>;
 
 /// `data` JSON per (change index, column set, `select`).
-type DataCache = HashMap<(usize, usize, Option<Vec<String>>), Arc<str>>;
+type DataCache = foldhash::HashMap<(usize, usize, Option<Vec<String>>), Arc<str>>;
 /// A channel's matching subscription ids, grouped by the data they receive (one message per group).
 type SelectGroups = Vec<(Arc<str>, Vec<u32>)>;
 
@@ -157,7 +157,7 @@ impl<'a> Planner<'a> {
         index: &'a SubscriptionIndex,
         checked: &'a Checked<'a>,
     ) -> Planner<'a> {
-        let (data, verdicts) = (DataCache::new(), Verdicts::default());
+        let (data, verdicts) = (DataCache::default(), Verdicts::default());
         Planner { changes, pairs: &matches.pairs, index, checked, data, verdicts }
     }
 
@@ -173,7 +173,7 @@ impl<'a> Planner<'a> {
         let (change, commit_timestamp) = self.changes[at];
         // Per channel (in the order first seen): the distinct `data` it gets and the ids of each.
         let mut channels: Vec<(&ChannelKey, SelectGroups)> = Vec::new();
-        let mut position: HashMap<&ChannelKey, usize> = HashMap::new();
+        let mut position: foldhash::HashMap<&ChannelKey, usize> = foldhash::HashMap::default();
         for (_, key) in run {
             let Some(group) = self.index.group(key) else { continue };
             let viewer = key.1;
