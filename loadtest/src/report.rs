@@ -449,6 +449,9 @@ pub struct CdcReport {
     pub commit_to_client: LatencySummary,
     pub rss: RssSamples,
     pub cpu: Option<CpuSample>,
+    /// The whole machine over the same window: cores busy (every process: the server, PostgreSQL,
+    /// this load generator) and cores there are. Near all of them, latency is the box's, not the server's.
+    pub machine: Option<(f64, usize)>,
     pub errors: ErrorCounts,
 }
 
@@ -521,6 +524,13 @@ impl CdcReport {
                 format!("{} / {} / {}", mib(self.rss.before), mib(self.rss.idle), mib(self.rss.end)),
             ),
             ("server CPU".into(), cpu),
+            (
+                "machine CPU (every process)".into(),
+                self.machine.map_or_else(
+                    || "-".to_owned(),
+                    |(busy, cores)| format!("{busy:.2} of {cores} cores busy"),
+                ),
+            ),
         ]
     }
 
@@ -727,6 +737,7 @@ mod tests {
             row_examples: vec!["42 missed (user 3)".into()],
             insert_to_client: LatencySummary::of(&h),
             cpu: Some(CpuSample { secs: 4.5, window_secs: 18.0 }),
+            machine: Some((1.93, 2)),
             ..CdcReport::default()
         };
         let text = report.render();
@@ -739,6 +750,7 @@ mod tests {
         assert!(text.contains("1000.0"), "{text}");
         assert!(text.contains("2.50 ms / 2.50 ms / 2.50 ms"), "{text}");
         assert!(text.contains("4.50 s (25% of one core over 18.0 s)"), "{text}");
+        assert!(text.contains("1.93 of 2 cores busy"), "{text}");
         assert!(text.contains("errors    ") && text.contains("none"), "{text}");
         assert_eq!(report.csv_row().split(',').count(), CDC_CSV_HEADER.split(',').count());
     }

@@ -55,8 +55,12 @@ pub fn read_cpu_ticks(pid: Option<u32>) -> Option<u64> {
 /// Busy and total clock ticks of core `core` from the text of `/proc/stat` (its `cpuN` line: busy is
 /// everything but `idle` and `iowait`).
 pub fn parse_core_ticks(stat: &str, core: usize) -> Option<(u64, u64)> {
-    let name = format!("cpu{core}");
-    let line = stat.lines().find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+    parse_cpu_line(stat, &format!("cpu{core}"))
+}
+
+/// Busy and total ticks of the `cpu` line named `name` (`cpu` is every core together).
+fn parse_cpu_line(stat: &str, name: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.split_whitespace().next() == Some(name))?;
     let fields: Vec<u64> = line.split_whitespace().skip(1).map(|f| f.parse().ok()).collect::<Option<_>>()?;
     // user nice system idle iowait irq softirq steal [guest guest_nice, already counted in user/nice]
     let total: u64 = fields.iter().take(8).sum();
@@ -67,6 +71,13 @@ pub fn parse_core_ticks(stat: &str, core: usize) -> Option<(u64, u64)> {
 /// Core `core`'s busy and total ticks so far, `None` without `/proc/stat`.
 pub fn read_core_ticks(core: usize) -> Option<(u64, u64)> {
     parse_core_ticks(&std::fs::read_to_string("/proc/stat").ok()?, core)
+}
+
+/// The whole machine's busy and total ticks so far (every core, every process), and its cores.
+pub fn read_machine_ticks() -> Option<((u64, u64), usize)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cores = stat.lines().filter(|l| l.starts_with("cpu") && !l.starts_with("cpu ")).count();
+    Some((parse_cpu_line(&stat, "cpu")?, cores))
 }
 
 /// Share of the time core `core` was busy between two [`read_core_ticks`] readings.
@@ -87,9 +98,11 @@ mod tests {
         assert_eq!(parse_core_ticks(stat, 0), Some((16, 100)));
         assert_eq!(parse_core_ticks(stat, 1), Some((80, 100)));
         assert_eq!(parse_core_ticks(stat, 2), None);
+        assert_eq!(parse_cpu_line(stat, "cpu"), Some((54, 72)));
         assert_eq!(busy_share(Some((16, 100)), Some((66, 200))), Some(0.5));
         assert_eq!(busy_share(Some((16, 100)), Some((16, 100))), None);
         assert!(read_core_ticks(0).is_some());
+        assert!(read_machine_ticks().is_some_and(|(_, cores)| cores >= 1));
     }
 
     #[test]

@@ -36,7 +36,7 @@ use crate::payload::now_unix_nanos;
 use crate::pgchange::counter_total;
 use crate::pool::{split, Pool, WorkerSlice};
 use crate::report::{latency_histogram, merge_errors, CdcReport, CpuSample, ErrorCounts, LatencySummary};
-use crate::rss::{clock_ticks_per_second, read_cpu_ticks, read_rss_kib};
+use crate::rss::{busy_share, clock_ticks_per_second, read_cpu_ticks, read_machine_ticks, read_rss_kib};
 use crate::scenario::fanout::{CONNECTIONS_PER_PROCESS, MAX_CONNECTIONS_PER_PROCESS};
 use crate::scenario::{fold_joined, JoinTotals};
 use crate::scrape::fetch_metrics;
@@ -272,6 +272,7 @@ pub async fn run(args: CdcArgs) -> anyhow::Result<()> {
 
     let changes_before = changes_decoded(metrics_addr, &mut report.errors).await;
     let cpu_before = read_cpu_ticks(args.server_pid);
+    let machine_before = read_machine_ticks();
     let window_start = Instant::now();
     let insert_plan = InsertPlan {
         rate: args.rate,
@@ -297,6 +298,9 @@ pub async fn run(args: CdcArgs) -> anyhow::Result<()> {
     report.cpu = cpu_before.zip(read_cpu_ticks(args.server_pid)).map(|(before, after)| CpuSample {
         secs: after.saturating_sub(before) as f64 / clock_ticks_per_second() as f64,
         window_secs,
+    });
+    report.machine = machine_before.zip(read_machine_ticks()).and_then(|((before, cores), (after, _))| {
+        busy_share(Some(before), Some(after)).map(|share| (share * cores as f64, cores))
     });
     report.rss.end = read_rss_kib(args.server_pid);
 
