@@ -35,4 +35,4 @@ for peer in socketioxide tokio-fanout; do
   cargo build --release --locked --quiet --manifest-path "$here/$peer/Cargo.toml"
 done
 echo "socketioxide peer: socketioxide $(grep -A1 '^name = "socketioxide"$' "$here/socketioxide/Cargo.lock" | sed -n 's/^version = "\(.*\)"/\1/p'), $(rustc --version)"
-echo "tokio-fanout peer: tokio-tungstenite $(grep -A1 '^name = "tokio-tungstenite"$' "$here/tokio-fanout/Cargo.lock" | sed -n 's/^version = "\(.*\)"/\1/p')"
+echo "tokio-fanout peer: tokio $(grep -A1 '^name = "tokio"$' "$here/tokio-fanout/Cargo.lock" | sed -n 's/^version = "\(.*\)"/\1/p'), its own handshake and framing"

@@ -1,21 +1,23 @@
 //! tokio-fanout: a minimal WebSocket fan-out on tokio, with no protocol beyond the room: the reference
 //! `realtime-loadtest compare` measures for what the hardware allows (one core, the kernel's sockets,
-//! WebSocket framing) when nothing else is done per message.
+//! WebSocket framing) when nothing else is done per message or kept per connection.
 //!
 //! The contract is the FastAPI peer's plain JSON one, so the same client drives both: a client opens
 //! `/ws/{room}` (the room is the raw path segment) and is told `{"type":"joined","room":…}` once in it;
 //! a text frame `{"type":"publish","payload":DATA}` reaches every *other* member of the room as
-//! `{"type":"msg","payload":DATA}`. Anything else a client sends is ignored.
+//! `{"type":"msg","payload":DATA}`. Pings are answered; anything else a client sends is ignored.
 //!
-//! Per published message: its payload is cut out of the frame as raw JSON (not re-parsed), the `msg`
-//! text is built once, and every member gets the same bytes (a [`Message::Text`] holds a `Bytes`;
-//! each connection's WebSocket layer only adds its 2–10 byte frame header as it writes). Each member
-//! has a bounded queue drained by its own writer task, which writes what has queued up in one go.
-//! Nothing is dropped: a full queue makes the publisher wait ([`rooms::Rooms::publish`]), which in turn
-//! stops reading that publisher's socket (backpressure to the client). The one exception is a member
-//! whose socket takes no bytes for [`WRITE_STALL`]: it is disconnected (its client sees the close),
-//! not skipped while still connected. Writers never wait on other queues, so the waits cannot form a
-//! cycle. No compression (tungstenite has no permessage-deflate), `TCP_NODELAY` on.
+//! Per published message: its payload is cut out of the frame as raw JSON (not re-parsed), and the
+//! whole WebSocket frame (header included) is encoded once; every member's queue gets the same bytes.
+//! Per connection: one task, its socket, a bounded queue of shared frames, and a read buffer that holds
+//! only a partly received frame (the handshake's is dropped once answered; a member that only receives
+//! holds none). The task writes what has queued up in one vectored write. Nothing is dropped: a full
+//! queue makes the publisher wait ([`rooms::Rooms::publish`]), which stops reading that publisher's
+//! socket (backpressure to the client) while its own queue is still written, so two publishers waiting
+//! on each other's queues cannot deadlock. The one exception is a member whose socket takes no bytes
+//! for [`WRITE_STALL`]: it is disconnected, not skipped while still connected. No compression,
+//! `TCP_NODELAY` on. The handshake and frames are parsed here ([`handshake`], [`frame`]): a WebSocket
+//! library's per-connection buffers are what this reference measures the absence of.
 //!
 //! One core: `compare` pins each server to one core with `taskset`, so this runs on tokio's
 //! current-thread runtime (a multi-thread runtime would add cross-thread wakeups with no second core to
@@ -23,28 +25,28 @@
 //!
 //! Usage: `PORT=4104 HOST=127.0.0.1 target/release/tokio-fanout`.
 
+mod frame;
+mod handshake;
 mod rooms;
 
 use std::borrow::Cow;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt as _, StreamExt as _};
+use bytes::BytesMut;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use thiserror::Error;
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::StatusCode;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
-use crate::rooms::Rooms;
+use crate::frame::FrameError;
+use crate::handshake::Refused;
+use crate::rooms::{Frame, MemberId, Rooms};
 
 /// Time a client gets to complete the WebSocket handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -52,8 +54,10 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 const WRITE_STALL: Duration = Duration::from_secs(30);
 /// Frames a member's queue holds before publishers wait for its writer.
 const QUEUE: usize = 256;
-/// Frames a writer takes off its queue for one write.
+/// Frames taken off the queue for one write.
 const BATCH: usize = 64;
+/// Bytes read from a socket at a time (on the stack: a connection keeps only what a frame left over).
+const READ_CHUNK: usize = 4096;
 /// Connections the kernel may hold waiting for `accept`.
 const LISTEN_BACKLOG: u32 = 4096;
 /// Pause after a failed accept (out of file descriptors), so the loop does not spin.
@@ -64,10 +68,14 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 enum ConnError {
     #[error("handshake timed out")]
     HandshakeTimeout,
-    #[error("not a room path")]
-    NotARoom,
-    #[error("websocket: {0}")]
-    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("handshake refused: {0}")]
+    Refused(#[from] Refused),
+    #[error("frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("write stalled for {WRITE_STALL:?}")]
+    WriteStall,
+    #[error("io: {0}")]
+    Io(#[from] io::Error),
 }
 
 /// A client frame of the plain JSON protocol.
@@ -79,92 +87,197 @@ struct ClientFrame<'a> {
     payload: Option<&'a RawValue>,
 }
 
-/// The `msg` frame for a client's `publish` frame (built once per message), or `None` for anything else.
-fn msg_frame(text: &str) -> Option<Message> {
-    let frame: ClientFrame<'_> = serde_json::from_str(text).ok()?;
+/// The `msg` text for a client's `publish` text (built once per message), or `None` for anything else.
+fn msg_text(text: &[u8]) -> Option<String> {
+    let frame: ClientFrame<'_> = serde_json::from_slice(text).ok()?;
     if frame.kind != "publish" {
         return None;
     }
     let payload = frame.payload.map_or("null", RawValue::get);
-    Some(Message::text(format!(r#"{{"type":"msg","payload":{payload}}}"#)))
+    Some(format!(r#"{{"type":"msg","payload":{payload}}}"#))
 }
 
-fn joined_frame(room: &str) -> Message {
-    Message::text(format!(r#"{{"type":"joined","room":{}}}"#, serde_json::Value::from(room)))
+fn joined_text(room: &str) -> String {
+    format!(r#"{{"type":"joined","room":{}}}"#, serde_json::Value::from(room))
 }
 
-/// The room of a request path `/ws/{room}`.
-fn room_of(path: &str) -> Option<&str> {
-    path.strip_prefix("/ws/").filter(|r| !r.is_empty() && !r.contains('/'))
+/// Reads what the socket has into `buf` without waiting; `Ok(0)` at the end of the stream. The chunk
+/// is on this function's stack, not in the connection's task.
+fn read_ready(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    let mut chunk = [0u8; READ_CHUNK];
+    let n = stream.try_read(&mut chunk)?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
 }
 
-/// Drains a member's queue into its socket until the queue closes, the socket fails or stalls.
-async fn write(mut sink: SplitSink<WebSocketStream<TcpStream>, Message>, mut rx: mpsc::Receiver<Message>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let sent = async {
-            for frame in batch.drain(..) {
-                sink.feed(frame).await?;
+/// Reads and answers the upgrade request; returns the room. Bytes after it stay in `buf`.
+async fn upgrade(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<String, ConnError> {
+    loop {
+        stream.readable().await?;
+        match read_ready(stream, buf) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e.into()),
+        }
+        match handshake::parse(buf) {
+            Ok(None) => {}
+            Ok(Some(up)) => {
+                stream.write_all(up.response.as_bytes()).await?;
+                let _ = buf.split_to(up.consumed);
+                return Ok(up.room);
             }
-            sink.flush().await
-        };
-        if !matches!(timeout(WRITE_STALL, sent).await, Ok(Ok(()))) {
-            return;
+            Err(refused) => {
+                stream.write_all(refused.response().as_bytes()).await?;
+                return Err(refused.into());
+            }
         }
     }
-    let _ = timeout(WRITE_STALL, sink.close()).await;
 }
 
-async fn serve(stream: TcpStream, rooms: Arc<Rooms>) -> Result<(), ConnError> {
-    let _ = stream.set_nodelay(true);
-    let mut room = None;
-    let check = |request: &Request, response: Response| match room_of(request.uri().path()) {
-        Some(r) => {
-            room = Some(r.to_owned());
-            Ok(response)
-        }
-        None => {
-            let mut refusal = ErrorResponse::new(Some("not found: use /ws/{room}".into()));
-            *refusal.status_mut() = StatusCode::NOT_FOUND;
-            Err(refusal)
-        }
-    };
-    // A 4 KiB read buffer (tungstenite's default is 128 KiB): members only read small frames.
-    let config = WebSocketConfig::default().read_buffer_size(4096);
-    let ws = timeout(HANDSHAKE, tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config)))
-        .await
-        .map_err(|_| ConnError::HandshakeTimeout)??;
-    let room = room.ok_or(ConnError::NotARoom)?;
-    let (sink, mut incoming) = ws.split();
-    let (tx, rx) = mpsc::channel(QUEUE);
-    let writer = tokio::spawn(write(sink, rx));
-    let id = rooms.join(&room, tx.clone());
-    let mut result = Ok(());
-    if tx.send(joined_frame(&room)).await.is_ok() {
-        loop {
-            let next = tokio::select! {
-                next = incoming.next() => next,
-                // The writer ended (the socket failed or stalled): the connection is over.
-                () = tx.closed() => break,
+/// Writes `frames` whole in vectored writes, then empties the list.
+async fn write_frames(stream: &mut TcpStream, frames: &mut Vec<Frame>) -> Result<(), ConnError> {
+    let total: usize = frames.iter().map(Frame::len).sum();
+    let mut done = 0;
+    let write = async {
+        while done < total {
+            let written = {
+                let mut skip = done;
+                let slices: Vec<IoSlice<'_>> = frames
+                    .iter()
+                    .filter_map(|f| {
+                        if skip >= f.len() {
+                            skip -= f.len();
+                            return None;
+                        }
+                        let slice = IoSlice::new(&f[skip..]);
+                        skip = 0;
+                        Some(slice)
+                    })
+                    .collect();
+                stream.write_vectored(&slices).await?
             };
-            match next {
-                Some(Ok(Message::Text(text))) => {
-                    if let Some(frame) = msg_frame(&text) {
-                        rooms.publish(&room, id, frame).await;
+            if written == 0 {
+                return Err(io::Error::from(io::ErrorKind::WriteZero));
+            }
+            done += written;
+        }
+        Ok(())
+    };
+    timeout(WRITE_STALL, write).await.map_err(|_| ConnError::WriteStall)??;
+    frames.clear();
+    Ok(())
+}
+
+/// One member after its handshake: reads its frames and writes its queue until either side ends.
+struct Member<'r> {
+    stream: TcpStream,
+    /// A partly received frame (empty, and without an allocation, between frames).
+    buf: BytesMut,
+    rooms: &'r Rooms,
+    room: String,
+    id: MemberId,
+    rx: mpsc::Receiver<Frame>,
+    batch: Vec<Frame>,
+}
+
+impl Member<'_> {
+    async fn run(&mut self) -> Result<(), ConnError> {
+        loop {
+            tokio::select! {
+                ready = self.stream.readable() => {
+                    ready?;
+                    match read_ready(&self.stream, &mut self.buf) {
+                        Ok(0) => return Ok(()),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                    match self.frames().await {
+                        Ok(true) => {}
+                        Ok(false) => return Ok(()),
+                        Err(ConnError::Frame(refused)) => {
+                            // The client is told why before the connection ends.
+                            let _ = self.send(frame::close(refused.close_code())).await;
+                            return Err(refused.into());
+                        }
+                        Err(e) => return Err(e),
                     }
                 }
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    result = Err(e.into());
-                    break;
+                n = self.rx.recv_many(&mut self.batch, BATCH) => {
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    write_frames(&mut self.stream, &mut self.batch).await?;
                 }
             }
         }
     }
-    rooms.leave(&room, id);
-    drop(tx);
-    let _ = writer.await;
+
+    /// Handles every whole frame in the buffer; `false` once the client closed.
+    async fn frames(&mut self) -> Result<bool, ConnError> {
+        while let Some(f) = frame::take(&mut self.buf)? {
+            match f.opcode {
+                frame::TEXT => {
+                    if let Some(text) = msg_text(&f.payload) {
+                        self.publish(frame::encode(frame::TEXT, text.as_bytes())).await?;
+                    }
+                }
+                frame::PING => self.send(frame::encode(frame::PONG, &f.payload)).await?,
+                frame::CLOSE => {
+                    self.send(frame::close(1000)).await?;
+                    return Ok(false);
+                }
+                _ => {}
+            }
+        }
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+        Ok(true)
+    }
+
+    /// Queues `msg` for the room; while it waits on full queues, this member's own queue is written.
+    async fn publish(&mut self, msg: Frame) -> Result<(), ConnError> {
+        let publish = self.rooms.publish(&self.room, self.id, msg);
+        tokio::pin!(publish);
+        loop {
+            tokio::select! {
+                _ = &mut publish => return Ok(()),
+                n = self.rx.recv_many(&mut self.batch, BATCH), if self.batch.is_empty() => {
+                    if n > 0 {
+                        write_frames(&mut self.stream, &mut self.batch).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes one frame of this connection's own after what is queued for it.
+    async fn send(&mut self, own: Frame) -> Result<(), ConnError> {
+        while let Ok(frame) = self.rx.try_recv() {
+            self.batch.push(frame);
+        }
+        self.batch.push(own);
+        write_frames(&mut self.stream, &mut self.batch).await
+    }
+}
+
+async fn serve(mut stream: TcpStream, rooms: Arc<Rooms>) -> Result<(), ConnError> {
+    let _ = stream.set_nodelay(true);
+    let mut buf = BytesMut::new();
+    let room = timeout(HANDSHAKE, upgrade(&mut stream, &mut buf))
+        .await
+        .map_err(|_| ConnError::HandshakeTimeout)??;
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let id = rooms.join(&room, tx);
+    let mut member = Member { stream, buf, rooms: &rooms, room, id, rx, batch: Vec::new() };
+    let joined = frame::encode(frame::TEXT, joined_text(&member.room).as_bytes());
+    let mut result = member.send(joined).await;
+    if result.is_ok() {
+        result = member.run().await;
+    }
+    rooms.leave(&member.room, id);
     result
 }
 
@@ -191,7 +304,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let rooms = Arc::clone(&rooms);
                     tokio::spawn(async move {
                         if let Err(e) = serve(stream, rooms).await {
-                            if !matches!(e, ConnError::Ws(_)) {
+                            if !matches!(e, ConnError::Io(_)) {
                                 eprintln!("tokio-fanout: connection: {e}");
                             }
                         }
@@ -232,19 +345,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frames() {
-        let msg = msg_frame(r#"{"type":"publish","payload":{"t":1, "s":[2,3]}}"#);
-        assert_eq!(msg, Some(Message::text(r#"{"type":"msg","payload":{"t":1, "s":[2,3]}}"#)));
-        assert_eq!(
-            msg_frame(r#"{"type":"publish"}"#),
-            Some(Message::text(r#"{"type":"msg","payload":null}"#))
-        );
-        assert_eq!(msg_frame(r#"{"type":"other","payload":1}"#), None);
-        assert_eq!(msg_frame("nope"), None);
-        assert_eq!(joined_frame("a\"b"), Message::text(r#"{"type":"joined","room":"a\"b"}"#));
-        assert_eq!(room_of("/ws/room-1"), Some("room-1"));
-        assert_eq!(room_of("/ws/"), None);
-        assert_eq!(room_of("/ws/a/b"), None);
-        assert_eq!(room_of("/other"), None);
+    fn texts() {
+        let msg = msg_text(br#"{"type":"publish","payload":{"t":1, "s":[2,3]}}"#);
+        assert_eq!(msg.as_deref(), Some(r#"{"type":"msg","payload":{"t":1, "s":[2,3]}}"#));
+        assert_eq!(msg_text(br#"{"type":"publish"}"#).as_deref(), Some(r#"{"type":"msg","payload":null}"#));
+        assert_eq!(msg_text(br#"{"type":"other","payload":1}"#), None);
+        assert_eq!(msg_text(b"nope"), None);
+        assert_eq!(joined_text("a\"b"), r#"{"type":"joined","room":"a\"b"}"#);
     }
 }

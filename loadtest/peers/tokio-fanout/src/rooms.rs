@@ -5,9 +5,12 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
+use bytes::Bytes;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
-use tokio_tungstenite::tungstenite::Message;
+
+/// An encoded WebSocket frame, its bytes shared by every member it is queued for.
+pub type Frame = Bytes;
 
 /// A member's id, unique for the server's life.
 pub type MemberId = u64;
@@ -21,7 +24,7 @@ pub struct Rooms {
 #[derive(Default)]
 struct Inner {
     next_id: MemberId,
-    rooms: HashMap<String, Vec<(MemberId, Sender<Message>)>>,
+    rooms: HashMap<String, Vec<(MemberId, Sender<Frame>)>>,
 }
 
 impl Rooms {
@@ -31,7 +34,7 @@ impl Rooms {
     }
 
     /// Adds a member whose writer queue is `tx` to `room`.
-    pub fn join(&self, room: &str, tx: Sender<Message>) -> MemberId {
+    pub fn join(&self, room: &str, tx: Sender<Frame>) -> MemberId {
         let mut inner = self.lock();
         inner.next_id += 1;
         let id = inner.next_id;
@@ -50,12 +53,12 @@ impl Rooms {
         }
     }
 
-    /// Queues `frame` (its bytes shared, not copied: [`Message::Text`] holds a `Bytes`) for every
+    /// Queues `frame` (its bytes shared, not copied) for every
     /// member of `room` but `from`. Queues with room take it at once under the lock; for a full queue
     /// the publisher waits until it has room (backpressure on the publishing connection), after the
     /// lock is released. Only a member that has gone (its writer ended) does not get it. Returns how
     /// many members it was queued for.
-    pub async fn publish(&self, room: &str, from: MemberId, frame: Message) -> usize {
+    pub async fn publish(&self, room: &str, from: MemberId, frame: Frame) -> usize {
         let mut queued = 0;
         let mut full = Vec::new();
         {
@@ -98,12 +101,12 @@ mod tests {
         let a = rooms.join("r", tx_a);
         rooms.join("r", tx_b);
         let c = rooms.join("other", tx_c);
-        assert_eq!(rooms.publish("r", a, Message::text("1")).await, 1);
+        assert_eq!(rooms.publish("r", a, Frame::from_static(b"1")).await, 1);
         assert!(rx_a.try_recv().is_err(), "the publisher does not get its own message");
         assert!(rx_c.try_recv().is_err(), "another room does not get it");
 
         // b's queue (1 slot) is full: the second publish waits until b's writer takes the first.
-        let second = rooms.publish("r", a, Message::text("2"));
+        let second = rooms.publish("r", a, Frame::from_static(b"2"));
         let reader = async {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let first = rx_b.recv().await;
@@ -111,11 +114,11 @@ mod tests {
         };
         let (queued, (first, then)) = tokio::join!(second, reader);
         assert_eq!(queued, 1);
-        assert_eq!((first, then), (Some(Message::text("1")), Some(Message::text("2"))));
+        assert_eq!((first, then), (Some(Frame::from_static(b"1")), Some(Frame::from_static(b"2"))));
 
         // A member that has gone is skipped; an empty room is removed.
         drop(rx_b);
-        assert_eq!(rooms.publish("r", a, Message::text("3")).await, 0);
+        assert_eq!(rooms.publish("r", a, Frame::from_static(b"3")).await, 0);
         rooms.leave("r", a);
         assert_eq!(rooms.lock().rooms.get("r").map(Vec::len), Some(1));
         rooms.leave("other", c);
