@@ -176,11 +176,10 @@ impl SocketActor {
             presence_counts_only: config.presence.counts_only,
             presence_key,
             outbox: self.outbox.clone(),
-            joined: ctx.address().recipient(),
         };
         let postgres_changes = postgres_entries(&config);
         let wait = config.postgres_changes_options.filter(|o| o.wait && !postgres_changes.is_empty());
-        let join_msg = Join { key: key.clone(), member };
+        let join_msg = Join { key: key.clone(), member, joined: ctx.address().recipient() };
         let keeps_claims = ChannelState::keeps_claims(config.private, !postgres_changes.is_empty());
         self.channels.insert(
             msg.topic.clone(),
