@@ -123,7 +123,7 @@ impl Handler<Join> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
-        let mut member = msg.member;
+        let Join { mut member, joined, .. } = msg;
         if let Resuming::Requested(after) = member.resume {
             // Skipped from now: what arrives before `Replied` is in the log by then.
             let baseline = self.resume.as_ref().and_then(|r| r.last(&self.key));
@@ -132,7 +132,7 @@ impl Handler<Join> for ChannelActor {
         let topic = topic::full_topic(&self.key.sub_topic);
         if self.cluster_members() >= self.settings.max_members && !self.members.contains_key(&member.conn) {
             metrics().refused(Refusal::ChannelFull);
-            member.joined.do_send(JoinOutcome {
+            joined.do_send(JoinOutcome {
                 topic,
                 join_ref: member.join_ref.clone(),
                 result: Err(JoinRefused::Full),
@@ -140,11 +140,7 @@ impl Handler<Join> for ChannelActor {
             self.registry.do_send(Released { key: self.key.clone() });
             return;
         }
-        member.joined.do_send(JoinOutcome {
-            topic,
-            join_ref: member.join_ref.clone(),
-            result: Ok(ctx.address()),
-        });
+        joined.do_send(JoinOutcome { topic, join_ref: member.join_ref.clone(), result: Ok(ctx.address()) });
         if member.presence_enabled || member.presence_counts_only {
             self.presence()
                 .do_send(presence::Subscribe { member: member.presence_subscriber(), send_state: true });

@@ -36,7 +36,6 @@ pub struct Member {
     pub presence_key: String,
     /// Where this member's frames go.
     pub outbox: Outbox,
-    pub joined: Recipient<JoinOutcome>,
 }
 
 impl Member {
@@ -74,6 +73,9 @@ pub enum Resuming {
 pub struct Join {
     pub key: TopicKey,
     pub member: Member,
+    /// Told the outcome. Not part of [`Member`]: the channel keeps its members for as long as they
+    /// are joined, and needs this only once.
+    pub joined: Recipient<JoinOutcome>,
 }
 
 /// Leave a channel (through the registry, so it is ordered after the join).

@@ -288,14 +288,21 @@ impl OutboxWriter {
         if outbox.0.link.is_aborted() {
             return Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "aborted"))));
         }
-        let mut taken = Vec::new();
+        let mut taken = VecDeque::new();
         let close = {
             let mut q = outbox.lock();
             let mut bytes = 0;
-            while bytes < CHUNK_BYTES {
-                let Some(item) = q.items.pop_front() else { break };
-                bytes += item.len();
-                taken.push(item);
+            if q.bytes <= CHUNK_BYTES {
+                // All of it: the queue itself is taken, so an idle socket's outbox keeps no buffer
+                // (a queue drained in place would keep its capacity for the life of the socket).
+                taken = std::mem::take(&mut q.items);
+                bytes = q.bytes;
+            } else {
+                while bytes < CHUNK_BYTES {
+                    let Some(item) = q.items.pop_front() else { break };
+                    bytes += item.len();
+                    taken.push_back(item);
+                }
             }
             if !taken.is_empty() {
                 q.bytes -= bytes;
@@ -335,7 +342,7 @@ impl OutboxWriter {
 
 fn encode_items(
     codec: &mut Codec,
-    items: Vec<Item>,
+    items: VecDeque<Item>,
     buf: &mut BytesMut,
 ) -> Result<(), actix_http::ws::ProtocolError> {
     let m = metrics();
@@ -434,6 +441,22 @@ mod tests {
         assert_eq!(close[0], 0x88);
         assert!(writer.next().await.is_none());
         assert!(outbox.reached(mark), "closed: nothing left to wait for");
+    }
+
+    #[tokio::test]
+    async fn a_drained_outbox_keeps_no_buffer_and_a_long_one_is_written_in_chunks() {
+        let outbox = outbox(1 << 20, 100);
+        outbox.offer(text("hi"), None);
+        let mut writer = outbox.writer();
+        assert_eq!(&writer.next().await.unwrap().unwrap()[..], &[0x81, 2, b'h', b'i']);
+        assert_eq!(outbox.lock().items.capacity(), 0, "an idle socket's queue holds no allocation");
+        let frame = "x".repeat(CHUNK_BYTES / 2);
+        for _ in 0..3 {
+            outbox.offer(text(&frame), None);
+        }
+        let first = writer.next().await.unwrap().unwrap();
+        assert_eq!(first.len(), 2 * (frame.len() + 4), "up to CHUNK_BYTES per chunk");
+        assert_eq!(writer.next().await.unwrap().unwrap().len(), frame.len() + 4);
     }
 
     #[tokio::test]

@@ -124,7 +124,7 @@ pub async fn serve(
     actix_web::rt::spawn(write_outbox(outbox.writer(), write));
     SocketActor::create(move |ctx| {
         ctx.add_stream(inbound);
-        SocketActor::new(id, vsn, shared, token, user.as_deref().unwrap_or(""), outbox)
+        SocketActor::new(id, vsn, shared, token.into(), user.as_deref().unwrap_or(""), outbox)
     });
     Ok(())
 }

@@ -30,25 +30,30 @@ use crate::webhooks::SocketHook;
 pub const MAX_PENDING_PUSHES: usize = 64;
 
 /// A joined (or joining) channel, from the socket's side.
+///
+/// One is kept per joined channel for the life of the membership, so what only some channels use
+/// (wait mode's held join, a private channel's permissions, the claims) is boxed or left out, and
+/// the join reply's response is rebuilt from `postgres_changes` when it is sent rather than kept.
 pub struct ChannelState {
     pub key: TopicKey,
     pub join_ref: Option<String>,
     /// `None` until the channel accepted the join.
     pub channel: Option<Addr<ChannelActor>>,
     pub ack: bool,
-    /// The token this channel runs under (its `access_token`, or the socket's).
-    pub token: String,
+    /// The token this channel runs under (its `access_token`, or the socket's: then the same
+    /// allocation as [`SocketActor::token`]).
+    pub token: Arc<str>,
     pub expiry_timer: Option<SpawnHandle>,
-    /// `{"postgres_changes":[…]}`, the join reply's response.
-    pub join_response: String,
     /// `(id, entry)` of each `postgres_changes` subscription, in join order.
     pub postgres_changes: Vec<(u32, serde_json::Map<String, serde_json::Value>)>,
-    /// The claims of `token`, for RLS.
-    pub claims: Claims,
+    /// The claims of `token`, for RLS: kept only by the channels that ask under them (private
+    /// channels' checks, Postgres Changes), `None` for the others, which never read them after the
+    /// join (see [`ChannelState::keeps_claims`]).
+    pub claims: Option<Box<Claims>>,
     /// `postgres_changes_options.wait`: the join waits (this timer) for the subscription first.
     pub postgres_wait: Option<SpawnHandle>,
     /// The join, held back until the postgres subscription is live (wait mode).
-    pub held_join: Option<Join>,
+    pub held_join: Option<Box<Join>>,
     /// Wait mode: the subscription was confirmed before the join.
     pub postgres_confirmed: bool,
     /// `broadcast.replication_ready`: tell the client when the replication stream is up.
@@ -58,12 +63,27 @@ pub struct ChannelState {
     /// Pushes that arrived while the join was being decided, in order.
     pub pending: Vec<ClientMessage>,
     /// A private channel's permissions (`None`: a public channel, or not decided yet).
-    pub private: Option<super::private::PrivateAccess>,
+    pub private: Option<Box<super::private::PrivateAccess>>,
     /// The replay asked for (`broadcast.replay`), read once the member holds its live messages.
     pub replay: Option<crate::replay::ReplayRequest>,
     /// The member holds its live messages until the join reply is out (a replay or a resume comes
     /// first): the channel is told [`crate::channel::messages::Replied`] then.
     pub holds_live: bool,
+}
+
+impl ChannelState {
+    /// Whether a channel reads its claims after the join: a private channel (its read and write
+    /// checks) or one with `postgres_changes` (its subscriptions run under them).
+    pub fn keeps_claims(private: bool, postgres_changes: bool) -> bool {
+        private || postgres_changes
+    }
+
+    /// The claims of a refreshed token, kept if this channel keeps claims at all.
+    pub fn refresh_claims(&mut self, claims: Claims) {
+        if self.claims.is_some() {
+            self.claims = Some(Box::new(claims));
+        }
+    }
 }
 
 /// Text or binary fragments of a message being reassembled.
@@ -79,8 +99,9 @@ pub struct SocketActor {
     pub(super) shared: Arc<Shared>,
     /// Where every frame to this client goes; shared with the channels it joined.
     pub(super) outbox: Outbox,
-    /// The handshake token (`apikey`), used by channels that send no `access_token`.
-    pub(super) token: String,
+    /// The handshake token (`apikey`), used by channels that send no `access_token` (shared with
+    /// them, not copied).
+    pub(super) token: Arc<str>,
     /// By full topic (`realtime:room1`). Boxed: the table keeps spare slots (three of four with one
     /// channel joined), and a slot is then a pointer rather than a whole `ChannelState`.
     pub(super) channels: HashMap<String, Box<ChannelState>>,
@@ -106,7 +127,7 @@ impl SocketActor {
         id: ConnId,
         vsn: Vsn,
         shared: Arc<Shared>,
-        token: String,
+        token: Arc<str>,
         user: &str,
         outbox: Outbox,
     ) -> SocketActor {

@@ -176,11 +176,11 @@ impl SocketActor {
             presence_counts_only: config.presence.counts_only,
             presence_key,
             outbox: self.outbox.clone(),
-            joined: ctx.address().recipient(),
         };
         let postgres_changes = postgres_entries(&config);
         let wait = config.postgres_changes_options.filter(|o| o.wait && !postgres_changes.is_empty());
-        let join_msg = Join { key: key.clone(), member };
+        let join_msg = Join { key: key.clone(), member, joined: ctx.address().recipient() };
+        let keeps_claims = ChannelState::keeps_claims(config.private, !postgres_changes.is_empty());
         self.channels.insert(
             msg.topic.clone(),
             Box::new(ChannelState {
@@ -190,9 +190,8 @@ impl SocketActor {
                 ack: config.broadcast.ack,
                 token,
                 expiry_timer: None,
-                join_response: join_response(&postgres_changes),
                 postgres_changes,
-                claims,
+                claims: keeps_claims.then(|| Box::new(claims)),
                 postgres_wait: None,
                 held_join: None,
                 postgres_confirmed: false,
@@ -245,7 +244,7 @@ impl Handler<JoinOutcome> for SocketActor {
                 let holds_live = state.holds_live;
                 state.channel = Some(channel.clone());
                 metrics().joins.increment(1);
-                let response = state.join_response.clone();
+                let response = join_response(&state.postgres_changes);
                 let join_ref = msg.join_ref.as_deref();
                 let reply = server::reply(
                     self.vsn,

@@ -34,6 +34,8 @@ impl SocketActor {
     /// `announce`, the hub itself tells the client once the subscription is live.
     pub(super) fn subscribe_postgres(&self, ctx: &mut Context<Self>, topic: &str, announce: bool) -> bool {
         let (Some(cdc), Some(state)) = (&self.shared.cdc, self.channels.get(topic)) else { return false };
+        // Every channel with `postgres_changes` keeps its claims (`ChannelState::keeps_claims`).
+        let Some(claims) = state.claims.as_deref() else { return false };
         cdc.subscribe(SubscribeRequest {
             conn: self.id,
             topic: topic.into(),
@@ -44,7 +46,7 @@ impl SocketActor {
             notify: ctx.address().recipient(),
             announce,
             entries: state.postgres_changes.clone(),
-            claims: state.claims.clone(),
+            claims: claims.clone(),
         });
         true
     }
@@ -76,7 +78,7 @@ impl SocketActor {
         });
         if let Some(state) = self.channels.get_mut(topic) {
             state.postgres_wait = Some(timer);
-            state.held_join = Some(join);
+            state.held_join = Some(Box::new(join));
         }
     }
 
@@ -143,7 +145,7 @@ impl Handler<SubscribeOutcome> for SocketActor {
                         ctx.cancel_future(timer);
                     }
                     state.postgres_confirmed = true;
-                    self.shared.registry.do_send(join);
+                    self.shared.registry.do_send(*join);
                 }
                 Err(error) => {
                     let Some(state) = self.remove_channel(ctx, topic) else { return };

@@ -83,7 +83,7 @@ impl SocketActor {
                 act.refuse_pending(ctx, &state.pending);
                 return;
             }
-            state.private = Some(PrivateAccess { read: access, ..PrivateAccess::default() });
+            state.private = Some(Box::new(PrivateAccess { read: access, ..PrivateAccess::default() }));
             join.member.receives_broadcasts = access.broadcast;
             join.member.presence_enabled &= access.presence;
             join.member.presence_counts_only &= access.presence;
@@ -108,8 +108,10 @@ impl SocketActor {
         let (Some(authz), Some(state)) = (self.shared.authz.clone(), self.channels.get(topic)) else {
             return;
         };
-        let caller = Caller::new(&state.key.sub_topic, &state.claims);
-        let (exp, join_ref, topic) = (state.claims.exp, state.join_ref.clone(), topic.to_owned());
+        // A private channel keeps its claims (`ChannelState::keeps_claims`).
+        let Some(claims) = state.claims.as_deref() else { return };
+        let caller = Caller::new(&state.key.sub_topic, claims);
+        let (exp, join_ref, topic) = (claims.exp, state.join_ref.clone(), topic.to_owned());
         let check = async move { authz.read(caller, exp).await };
         ctx.spawn(check.into_actor(self).map(move |result, act, ctx| {
             let access = result.unwrap_or_else(|error| {
@@ -164,6 +166,8 @@ impl SocketActor {
     ) -> Gate {
         let Some(state) = self.channels.get_mut(&msg.topic) else { return Gate::Open };
         let Some(private) = state.private.as_mut() else { return Gate::Open };
+        // A private channel keeps its claims (`ChannelState::keeps_claims`).
+        let Some(claims) = state.claims.as_deref() else { return Gate::Denied };
         match private.gate(extension) {
             WriteGate::Decided(true) => return Gate::Open,
             WriteGate::Decided(false) => return Gate::Denied,
@@ -178,8 +182,8 @@ impl SocketActor {
             gate @ WriteGate::Unknown => *gate = WriteGate::Checking(vec![msg.clone()]),
         }
         let Some(authz) = self.shared.authz.clone() else { return Gate::Denied };
-        let caller = Caller::new(&state.key.sub_topic, &state.claims);
-        let (exp, join_ref, topic) = (state.claims.exp, state.join_ref.clone(), msg.topic.clone());
+        let caller = Caller::new(&state.key.sub_topic, claims);
+        let (exp, join_ref, topic) = (claims.exp, state.join_ref.clone(), msg.topic.clone());
         let check = async move { authz.write(caller, extension, exp).await };
         ctx.spawn(check.into_actor(self).map(move |result, act, ctx| {
             let allowed = result.unwrap_or_else(|error| {

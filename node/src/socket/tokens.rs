@@ -46,7 +46,7 @@ impl SocketActor {
         let ClientEvent::AccessToken(token) = msg.event else { return };
         let Some(state) = self.channels.get_mut(&msg.topic) else { return };
         let Some(token) = token else { return };
-        if token.starts_with("sb_") || token == state.token {
+        if token.starts_with("sb_") || *token == *state.token {
             return;
         }
         match self.shared.verifier.verify(&token) {
@@ -64,8 +64,8 @@ impl SocketActor {
                 );
             }
             Ok(claims) => {
-                state.token = token;
-                state.claims = claims;
+                state.token = token.into();
+                state.refresh_claims(claims);
                 // Postgres subscriptions run under the new claims (and say so again, as the reference).
                 let resubscribe = state.channel.is_some() && !state.postgres_changes.is_empty();
                 self.schedule_token_check(ctx, &msg.topic);

@@ -21,6 +21,8 @@
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
+
 use realtime_proto::join::JoinConfig;
 use realtime_proto::system::reason;
 use realtime_proto::topic;
@@ -187,7 +189,7 @@ pub struct Facts<'a> {
     pub max_channels: usize,
     pub budget: &'a Budget,
     /// The token the socket connected (or last refreshed) with.
-    pub socket_token: &'a str,
+    pub socket_token: &'a Arc<str>,
     /// RLS authorization is configured (`DATABASE_URL`), so private channels can be checked.
     pub private_available: bool,
     /// `REALTIME_PRIVATE_ONLY`.
@@ -210,8 +212,8 @@ pub trait Gates {
 /// An admitted join: what the actor needs to build the channel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Admitted {
-    /// The token the channel runs under.
-    pub token: String,
+    /// The token the channel runs under (the socket's own allocation when it is the socket's).
+    pub token: Arc<str>,
     pub claims: Claims,
     pub replay: Option<ReplayRequest>,
     /// Resume after this position; `None` also for a resume at the live end.
@@ -258,11 +260,11 @@ pub fn admit(request: &Request<'_>, facts: &Facts<'_>, gates: &mut impl Gates) -
 }
 
 /// The token the channel runs under: the join's own, unless absent or an `sb_…` API key (not a JWT),
-/// then the socket's.
-pub fn token_for(access_token: Option<&str>, socket_token: &str) -> String {
+/// then the socket's (shared, also when the join repeats the socket's token).
+pub fn token_for(access_token: Option<&str>, socket_token: &Arc<str>) -> Arc<str> {
     match access_token {
-        Some(token) if !token.starts_with("sb_") => token.to_owned(),
-        _ => socket_token.to_owned(),
+        Some(token) if !token.starts_with("sb_") && token != &**socket_token => token.into(),
+        _ => Arc::clone(socket_token),
     }
 }
 

@@ -163,12 +163,13 @@ impl Case {
             access_token: self.access_token.as_deref(),
             config: &self.config,
         };
+        let socket_token: Arc<str> = SOCKET_TOKEN.into();
         let facts = Facts {
             draining: self.draining,
             channels: self.channels,
             max_channels: MAX_CHANNELS,
             budget: &self.budget,
-            socket_token: SOCKET_TOKEN,
+            socket_token: &socket_token,
             private_available: self.private_available,
             private_only: self.private_only,
         };
@@ -323,15 +324,18 @@ fn a_refused_join_spends_no_rate_it_did_not_reach() {
 
 #[test]
 fn the_channel_runs_under_the_joins_token_unless_it_is_an_api_key() {
-    assert_eq!(token_for(None, SOCKET_TOKEN), SOCKET_TOKEN);
-    assert_eq!(token_for(Some("eyJ.join"), SOCKET_TOKEN), "eyJ.join");
-    assert_eq!(token_for(Some("sb_publishable_abc"), SOCKET_TOKEN), SOCKET_TOKEN);
+    let socket: Arc<str> = SOCKET_TOKEN.into();
+    assert_eq!(&*token_for(Some("eyJ.join"), &socket), "eyJ.join");
+    // The socket's token is shared, not copied, also when the join repeats it.
+    for access_token in [None, Some("sb_publishable_abc"), Some(SOCKET_TOKEN)] {
+        assert!(Arc::ptr_eq(&token_for(access_token, &socket), &socket), "{access_token:?}");
+    }
     let mut case = Case::base();
     case.access_token = Some("eyJ.join".into());
-    assert_eq!(case.run().expect("admitted").token, "eyJ.join");
+    assert_eq!(&*case.run().expect("admitted").token, "eyJ.join");
     assert_eq!(case.gates.asked()[0], "verify eyJ.join");
     case.access_token = Some("sb_publishable_abc".into());
-    assert_eq!(case.run().expect("admitted").token, SOCKET_TOKEN);
+    assert_eq!(&*case.run().expect("admitted").token, SOCKET_TOKEN);
 }
 
 #[test]
