@@ -337,6 +337,7 @@ impl Core {
             source: (!bind.is_unspecified()).then_some(bind),
             transport: self.shared.transport.clone(),
             auth: self.shared.auth.clone(),
+            runtimes: self.shared.runtimes.clone(),
         };
         let open = |lane| link::spawn(id.clone(), lane, dialer.clone(), max, self.link_events_tx.clone());
         let peer = PeerLinks { data: open(Lane::Data), control: open(Lane::Control), id: id.clone() };

@@ -2,9 +2,10 @@
 //! the [`ClusterEvent`]s the node receives.
 //!
 //! The cluster machinery runs on its own tokio runtime, on its own threads, so a busy actor or HTTP
-//! worker never delays a heartbeat or a peer link; membership (SWIM) has a thread of its own besides, so
-//! the cluster runtime's bulk work (the links of a CDC catch-up) never delays a probe's answer. Calls
-//! from the node only touch shared state and queues; they never block on the network.
+//! worker never delays a heartbeat or a peer link; membership (SWIM) and raft have a thread each
+//! besides, so the cluster runtime's bulk work (the links of a CDC catch-up) never delays a probe's
+//! answer or a heartbeat (see [`crate::runtimes`]). Calls from the node only touch shared state and
+//! queues; they never block on the network.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -23,6 +24,7 @@ use crate::membership::Membership;
 use crate::presence::{ConnId, Entry, EntryId, LocalPresence, Replica};
 use crate::raft::node::RaftNode;
 use crate::raft::Leadership;
+use crate::runtimes::{ControlThread, Runtimes};
 use crate::secure::{self, ClusterSecret, PeerAuth};
 use crate::shared::{Rejected, Shared};
 use crate::sync::{lock, read};
@@ -30,6 +32,8 @@ use crate::transport::{Bound, Network, Transport};
 use crate::wire::{self, PeerMessage};
 use crate::NodeId;
 
+#[cfg(test)]
+mod starve_test;
 mod view;
 
 pub use view::{ClusterView, LinkView, PresenceView, RejectedView};
@@ -56,20 +60,24 @@ impl ClusterHandle {
         std::thread::Builder::new()
             .name("cluster".into())
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .thread_name("cluster-worker")
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
+                let built = ControlThread::start().and_then(|control| {
+                    let runtime = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .thread_name("cluster-worker")
+                        .enable_all()
+                        .build()?;
+                    Ok((control, runtime))
+                });
+                let (control, runtime) = match built {
+                    Ok(built) => built,
                     Err(error) => {
                         let _ = started_tx.send(Err(ClusterError::Runtime(error)));
                         return;
                     }
                 };
+                let placement = Placement::OwnThreads { control: control.handle() };
                 runtime.block_on(async move {
-                    match launch(thread_config, Arc::new(Network), Placement::OwnThreads).await {
+                    match launch(thread_config, Arc::new(Network), placement).await {
                         Ok((handle, events)) => {
                             let stop = handle.stop.clone();
                             let raft = handle.raft.clone();
@@ -88,6 +96,7 @@ impl ClusterHandle {
                     }
                 });
                 runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+                control.stop();
             })
             .map_err(ClusterError::Runtime)?;
         started_rx.await.map_err(|_| ClusterError::Config("the cluster thread ended at start-up".into()))?
@@ -272,10 +281,11 @@ impl ClusterHandle {
     }
 }
 
-/// Where membership runs.
+/// Where membership and raft run.
 enum Placement {
-    /// On a thread of its own (see `membership::start`), beside the cluster runtime.
-    OwnThreads,
+    /// Membership on a thread of its own (see `membership::start`), raft and the control lane on the
+    /// runtime of `control` (see [`crate::runtimes`]), beside the cluster runtime.
+    OwnThreads { control: tokio::runtime::Handle },
     /// On the caller's runtime, with everything else.
     Caller,
 }
@@ -286,9 +296,22 @@ async fn launch(
     transport: Arc<dyn Transport>,
     placement: Placement,
 ) -> Result<(ClusterHandle, mpsc::Receiver<ClusterEvent>), ClusterError> {
-    let Bound { listener, datagrams } = transport
-        .bind(config.bind)
+    let runtimes = match &placement {
+        Placement::OwnThreads { control } => {
+            Runtimes { data: tokio::runtime::Handle::current(), control: control.clone() }
+        }
+        Placement::Caller => Runtimes::current(),
+    };
+    // Bound on the raft runtime: the listener (and so every accepted connection) is registered with
+    // its reactor, which keeps turning while the data runtime is busy (see `runtimes`).
+    let binding = {
+        let (transport, at) = (transport.clone(), config.bind);
+        runtimes.control.spawn(async move { transport.bind(at).await })
+    };
+    let Bound { listener, datagrams } = binding
         .await
+        .map_err(|joined| std::io::Error::other(joined.to_string()))
+        .and_then(|bound| bound)
         .map_err(|source| ClusterError::Bind { addr: config.bind, source })?;
     let me = PeerId::start(config.node_id.clone(), config.advertise);
     tracing::info!(identity = ?me, seeds = ?config.seeds, "cluster starting");
@@ -316,6 +339,7 @@ async fn launch(
         rejected: Rejected::default(),
         arrivals: Arc::default(),
         transport,
+        runtimes: runtimes.clone(),
         config: config.clone(),
     });
     let (events_tx, events_rx) = mpsc::channel(65_536);
@@ -339,20 +363,28 @@ async fn launch(
             stop,
         }
     };
-    // Raft first: a node whose store cannot open must not show up in membership.
-    let raft = match &shared.config.data_dir {
-        Some(dir) => Some(RaftNode::start(shared.clone(), dir, stop.clone()).await?),
+    // Raft first: a node whose store cannot open must not show up in membership. Started on the raft
+    // runtime, where openraft spawns its tasks and the node's raft tasks run.
+    let raft = match shared.config.data_dir.clone() {
+        Some(dir) => {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            let started = runtimes.control.spawn(async move { RaftNode::start(shared, &dir, stop).await });
+            Some(started.await.map_err(|joined| ClusterError::Raft(joined.to_string()))??)
+        }
         None => None,
     };
     match placement {
-        Placement::OwnThreads => crate::membership::start(membership).map_err(ClusterError::Runtime)?,
+        Placement::OwnThreads { .. } => {
+            crate::membership::start(membership).map_err(ClusterError::Runtime)?
+        }
         Placement::Caller => drop(tokio::spawn(membership.run())),
     }
-    crate::stall::spawn(stop.clone());
+    crate::stall::spawn(&runtimes.data, "data", stop.clone());
+    crate::stall::spawn(&runtimes.control, "raft", stop.clone());
     // Control-lane frames (raft) go straight to raft, never behind the driver's data queue.
     let (control_tx, mut control_rx) = mpsc::channel::<link::Inbound>(4096);
     let control_raft = raft.clone();
-    tokio::spawn(async move {
+    runtimes.control.spawn(async move {
         while let Some(inbound) = control_rx.recv().await {
             if let Some(raft) = &control_raft {
                 raft.on_message(&inbound.from, inbound.msg);
@@ -360,7 +392,8 @@ async fn launch(
         }
     });
     let inboxes = link::Inboxes { data: inbound_tx, control: control_tx };
-    tokio::spawn(link::accept(listener, inboxes, auth, shared.arrivals.clone(), stop.clone()));
+    let accepting = link::Accepting { runtimes: runtimes.clone(), auth, arrivals: shared.arrivals.clone() };
+    runtimes.control.spawn(link::accept(listener, inboxes, accepting, stop.clone()));
     let core = Core {
         shared: shared.clone(),
         events: events_tx,

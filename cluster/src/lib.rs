@@ -2,7 +2,7 @@
 //!
 //! Knows nothing of WebSockets: the node hands it broadcasts, member counts and presence entries, and
 //! receives [`ClusterEvent`]s. Everything here runs on a tokio runtime of its own (see [`handle`]), and
-//! membership on a thread of its own besides (see [`membership`]).
+//! membership and raft on a thread each besides (see [`membership`] and `runtimes`).
 //!
 //! ```text
 //!  UDP  ── SWIM (foca): who is alive ──▶ membership ──▶ core: open/close links, drop a dead node's presences
@@ -29,12 +29,14 @@
 //! - [`raft`]: elects the CDC leader with openraft (durable store, control-lane transport,
 //!   bootstrap); [`ClusterHandle::leadership`] watches the outcome.
 //! - `driver` and [`handle`]: the event loop on the cluster runtime and the node's handle to it;
-//!   `stall` warns when that runtime runs late. What they share lives apart, so neither imports the
-//!   other for it: `shared` (the state), [`event`] (what the node receives), `sync` (poison-tolerant locks).
+//!   `runtimes` says where bulk work and raft run, `stall` warns when either runs late. What they
+//!   share lives apart, so neither imports the other for it: `shared` (the state), [`event`] (what
+//!   the node receives), `sync` (poison-tolerant locks).
 //!
 //! No two top-level modules import each other, directly or around a cycle (checked by the node's
-//! `layers` test). From the bottom: `sync`, `transport`, `secure`, `identity`, `presence`, `interest`, `error`;
-//! `config`, `wire`, `membership`, `link`; `shared`, `event`, `raft`; `driver`; `handle`.
+//! `layers` test). From the bottom: `sync`, `transport`, `secure`, `identity`, `presence`, `interest`,
+//! `error`, `runtimes`, `stall`; `config`, `wire`, `membership`, `link`; `shared`, `event`, `raft`;
+//! `driver`; `handle`.
 
 use std::fmt;
 
@@ -51,6 +53,7 @@ pub mod link;
 pub mod membership;
 pub mod presence;
 pub mod raft;
+mod runtimes;
 pub mod secure;
 mod shared;
 mod stall;

@@ -39,6 +39,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::identity::PeerId;
+use crate::runtimes::Runtimes;
 use crate::secure::codec::PeerCodec;
 use crate::secure::{handshake, PeerAuth};
 use crate::sync::{lock, read};
@@ -48,7 +49,7 @@ use crate::wire::{self, Lane, PeerMessage, MAX_FRAME_BYTES};
 mod accept;
 pub mod progress;
 
-pub(crate) use accept::{accept, Arrivals, Inbound, Inboxes};
+pub(crate) use accept::{accept, Accepting, Arrivals, Inbound, Inboxes};
 use progress::InFlight;
 
 /// How long a link may go without progress before it is stalled: a batch of frames not written to
@@ -223,6 +224,9 @@ pub(crate) struct Dialer {
     pub source: Option<IpAddr>,
     pub transport: Arc<dyn Transport>,
     pub auth: Arc<PeerAuth>,
+    /// Where a link's connection is dialled, written and its acknowledgements read: a control link
+    /// on the raft runtime, so a heartbeat never waits behind bulk work (see [`crate::runtimes`]).
+    pub runtimes: Runtimes,
 }
 
 /// Starts a link to `peer` on `lane`, its queue bounded by `max_bytes`.
@@ -233,7 +237,7 @@ pub(crate) fn spawn(
     max_bytes: usize,
     events: mpsc::Sender<LinkEvent>,
 ) -> Arc<Link> {
-    let Dialer { me, source, transport, auth } = dialer;
+    let Dialer { me, source, transport, auth, runtimes } = dialer;
     let (queue, rx) = mpsc::unbounded_channel();
     let link = Arc::new(Link {
         peer,
@@ -253,7 +257,11 @@ pub(crate) fn spawn(
         stalls: AtomicU64::new(0),
         stop: CancellationToken::new(),
     });
-    tokio::spawn(run(link.clone(), rx, me, events, auth));
+    let runtime = match lane {
+        Lane::Control => &runtimes.control,
+        Lane::Data => &runtimes.data,
+    };
+    runtime.spawn(run(link.clone(), rx, me, events, auth));
     link
 }
 
@@ -473,7 +481,7 @@ mod tests {
     use crate::NodeId;
 
     fn dialer(me: Arc<RwLock<PeerId>>, auth: Arc<PeerAuth>) -> Dialer {
-        Dialer { me, source: None, transport: Arc::new(Network), auth }
+        Dialer { me, source: None, transport: Arc::new(Network), auth, runtimes: Runtimes::current() }
     }
 
     fn peer(addr: std::net::SocketAddr) -> PeerId {
@@ -565,7 +573,9 @@ mod tests {
         let (data, mut inbox) = mpsc::channel(1024);
         let inboxes = Inboxes { data, control: mpsc::channel(1).0 };
         let stop = CancellationToken::new();
-        tokio::spawn(accept(Box::new(listener), inboxes, auth.clone(), Arc::default(), stop.clone()));
+        let accepting =
+            Accepting { runtimes: Runtimes::current(), auth: auth.clone(), arrivals: Arc::default() };
+        tokio::spawn(accept(Box::new(listener), inboxes, accepting, stop.clone()));
         let (events_tx, mut events) = mpsc::channel(16);
         let link = spawn(peer(addr), Lane::Data, dialer(me, auth), 1 << 20, events_tx);
         tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap();

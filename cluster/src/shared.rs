@@ -14,6 +14,7 @@ use crate::interest::{LocalCounts, RemoteCounts};
 use crate::link::{self, Link};
 use crate::membership::MemberView;
 use crate::presence::{LocalPresence, Replica};
+use crate::runtimes::Runtimes;
 use crate::secure::PeerAuth;
 use crate::transport::Transport;
 use crate::NodeId;
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub arrivals: Arc<link::Arrivals>,
     /// How links reach peers (the network, or its in-memory twin).
     pub transport: Arc<dyn Transport>,
+    /// Where bulk work and raft run (see [`crate::runtimes`]).
+    pub runtimes: Runtimes,
 }
 
 /// Counts of peer frames the driver refused.

@@ -1,10 +1,11 @@
-//! A watch on the cluster runtime: a task that sleeps [`TICK`] and says when it woke late.
+//! A watch on a cluster runtime: a task that sleeps [`TICK`] and says when it woke late.
 //!
-//! Raft heartbeats, votes and the peer links run on the cluster runtime; when its workers are busy
-//! (a CDC catch-up sealing and writing thousands of frames) or the machine is short of CPU, they wait,
-//! and a follower may start an election. The warning names how long the runtime was away, so an
-//! election or a slow link can be told apart from a network fault. (Membership has a thread of its
-//! own and its own warning: see [`crate::membership`].)
+//! One runs on each of the two runtimes (see [`crate::runtimes`]). On the data runtime, lateness is
+//! bulk work (a CDC catch-up sealing and writing thousands of frames) or a machine short of CPU: links
+//! and presence wait. On the raft runtime it is only the machine (or a blocking call there), and it is
+//! what makes a leader's heartbeats late and a follower start an election. The warning names the
+//! runtime and how long it was away, so an election or a slow link can be told apart from a network
+//! fault. (Membership has a thread of its own and its own warning: see [`crate::membership`].)
 
 use std::time::{Duration, Instant};
 
@@ -14,8 +15,9 @@ const TICK: Duration = Duration::from_millis(20);
 /// Lateness worth a warning: a raft heartbeat interval.
 const LATE: Duration = Duration::from_millis(100);
 
-pub(crate) fn spawn(stop: CancellationToken) {
-    tokio::spawn(async move {
+/// Watches the runtime of `on`, naming it `runtime` in the warning.
+pub(crate) fn spawn(on: &tokio::runtime::Handle, runtime: &'static str, stop: CancellationToken) {
+    on.spawn(async move {
         loop {
             let at = Instant::now();
             tokio::select! {
@@ -25,6 +27,7 @@ pub(crate) fn spawn(stop: CancellationToken) {
             let late = at.elapsed().saturating_sub(TICK);
             if late >= LATE {
                 tracing::warn!(
+                    runtime,
                     late_ms = late.as_millis() as u64,
                     "the cluster runtime ran late (busy or starved)"
                 );

@@ -1,5 +1,5 @@
 //! Raft leadership across in-process clusters: each `ClusterHandle` runs on its own runtime and
-//! binds its own loopback address (127.0.0.201-209, ports 4600+, clear of the node tests), with a
+//! binds its own loopback address (127.0.0.201-216, ports 4600-4612, clear of the node tests), with a
 //! temporary data dir. Waits are bounded and generous (a loaded 2-core machine); measured times are
 //! printed (`cargo test -p realtime-cluster --test raft -- --nocapture`).
 
@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use realtime_cluster::{ClusterConfig, ClusterError, ClusterHandle, Leadership, NodeId};
+use realtime_cluster::{ClusterConfig, ClusterError, ClusterEvent, ClusterHandle, Leadership, NodeId};
+use tokio::sync::mpsc;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -44,21 +45,20 @@ async fn start(config: ClusterConfig) -> ClusterHandle {
     let deadline = Instant::now() + LIMIT;
     loop {
         match ClusterHandle::start(config.clone()).await {
-            Ok((handle, events)) => {
-                // Nobody reads cluster events here; keep the receiver so the core never blocks on a
-                // closed channel, and drain it in the background.
-                tokio::spawn(async move {
-                    let mut events = events;
-                    while events.recv().await.is_some() {}
-                });
-                return handle;
-            }
+            Ok((handle, events)) => return drained(handle, events),
             Err(ClusterError::Bind { .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(error) => panic!("cannot start {}: {error}", config.node_id),
         }
     }
+}
+
+/// Nobody reads cluster events here; keeps the receiver so the core never blocks on a closed
+/// channel, and drains it in the background.
+fn drained(handle: ClusterHandle, mut events: mpsc::Receiver<ClusterEvent>) -> ClusterHandle {
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    handle
 }
 
 fn views(nodes: &[&ClusterHandle]) -> Vec<Leadership> {
@@ -270,4 +270,38 @@ async fn a_member_gone_longer_than_the_removal_delay_is_removed_and_added_back_w
     for handle in &handles {
         handle.shutdown();
     }
+}
+
+/// A stopped node closes its raft store promptly, every time: the same node started again in this
+/// process opens it within a second (while the old one still holds it, the start fails with
+/// `RaftStore`). Each stop races raft's core against the node's raft tasks on the raft runtime's
+/// one worker, so the cycle repeats: a task that blocks that worker when the cluster stops (as the
+/// leadership watch once did) loses most of the races.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_releases_its_raft_store_at_once_each_time() {
+    const CYCLES: usize = 6;
+    let dir = TempDir::new("release");
+    let config = config("raftnet-release", addr(216, 4612), &[], &dir);
+    let mut node = start(config.clone()).await;
+    for cycle in 0..CYCLES {
+        let nodes = [&node];
+        wait_for("lone leader", &nodes, || agreed(&nodes)).await;
+        node.shutdown();
+        let stopped = Instant::now();
+        node = loop {
+            match ClusterHandle::start(config.clone()).await {
+                Ok((handle, events)) => break drained(handle, events),
+                Err(ClusterError::Bind { .. } | ClusterError::RaftStore(_))
+                    if stopped.elapsed() < Duration::from_secs(1) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(error) => {
+                    panic!("cycle {cycle}: not restarted {:?} after the stop: {error}", stopped.elapsed())
+                }
+            }
+        };
+        println!("cycle {cycle}: restarted after {:?}", stopped.elapsed());
+    }
+    node.shutdown();
 }

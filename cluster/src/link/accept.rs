@@ -2,6 +2,11 @@
 //! the frames to the driver (data lane) or raft (control lane) and acknowledges them on the same
 //! connection.
 //!
+//! The accept loop runs on the raft runtime, so every accepted socket is registered with its reactor,
+//! and a control connection's frames wake raft even while the data runtime is busy; the handshake and
+//! `Hello` are read on the data runtime, and a control connection then moves to the raft runtime for
+//! the rest of its life (see [`crate::runtimes`]).
+//!
 //! Why the acknowledgements travel back on the connection they acknowledge, rather than on this
 //! node's own link to the sender: they share that connection's fate exactly (the same path, the same
 //! TCP state, so an acknowledged frame proves this very connection makes progress), and they never
@@ -20,7 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
@@ -28,9 +34,11 @@ use tokio_util::sync::CancellationToken;
 use super::progress::{AckClock, Admit, Order, ACK_EVERY};
 use super::{HELLO_TIMEOUT, STALL_AFTER};
 use crate::identity::PeerId;
+use crate::runtimes::Runtimes;
+use crate::secure::codec::PeerCodec;
 use crate::secure::{handshake, PeerAuth};
 use crate::sync::lock;
-use crate::transport::{Listener, Stream};
+use crate::transport::{Listener, ReadHalf, Stream, WriteHalf};
 use crate::wire::{self, Lane, PeerMessage, MAX_FRAME_BYTES};
 
 /// Connections still in their handshake at once, in all and from one address; more are closed at
@@ -115,14 +123,23 @@ impl Drop for HandshakeSlot {
     }
 }
 
+/// What every accepted connection is read with.
+pub(crate) struct Accepting {
+    /// Where a connection is read: the data runtime, a control connection the raft runtime.
+    pub runtimes: Runtimes,
+    pub auth: Arc<PeerAuth>,
+    pub arrivals: Arc<Arrivals>,
+}
+
 /// Accepts peer connections; each is read by its own task that hands decoded frames to `deliver`.
+/// Run it on the raft runtime (see the module's docs).
 pub(crate) async fn accept(
     mut listener: Box<dyn Listener>,
     deliver: Inboxes,
-    auth: Arc<PeerAuth>,
-    arrivals: Arc<Arrivals>,
+    accepting: Accepting,
     stop: CancellationToken,
 ) {
+    let Accepting { runtimes, auth, arrivals } = accepting;
     let pending = Arc::new(HandshakeSlots::default());
     loop {
         let accepted = tokio::select! {
@@ -141,9 +158,10 @@ pub(crate) async fn accept(
                     deliver: deliver.clone(),
                     auth: auth.clone(),
                     arrivals: arrivals.clone(),
+                    control: runtimes.control.clone(),
                     stop: stop.clone(),
                 };
-                tokio::spawn(reader.read(stream, permit));
+                runtimes.data.spawn(reader.read(stream, permit));
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot accept a peer connection");
@@ -159,14 +177,16 @@ struct Reader {
     deliver: Inboxes,
     auth: Arc<PeerAuth>,
     arrivals: Arc<Arrivals>,
+    /// The raft runtime, where a control connection is read once its `Hello` says so.
+    control: Handle,
     stop: CancellationToken,
 }
 
 impl Reader {
     async fn read(self, mut stream: Box<dyn Stream>, handshaking: HandshakeSlot) {
-        let Reader { addr, deliver, auth, arrivals, stop } = self;
+        let Reader { addr, deliver, auth, arrivals, control, stop } = self;
         let deadline = Instant::now() + HELLO_TIMEOUT;
-        let mut rotations = auth.rotations();
+        let rotations = auth.rotations();
         let keys = auth.keys();
         let opened = tokio::time::timeout_at(
             deadline,
@@ -188,7 +208,7 @@ impl Reader {
             }
         };
         let (reading, writing) = stream.into_halves();
-        let mut acks = FramedWrite::new(writing, codec.twin());
+        let acks = FramedWrite::new(writing, codec.twin());
         let mut frames = FramedRead::new(reading, codec);
         let hello = match tokio::time::timeout_at(deadline, frames.next()).await {
             Ok(Some(Ok(frame))) => frame,
@@ -221,6 +241,51 @@ impl Reader {
             }
         }
         drop(handshaking);
+        let open =
+            Open { from, lane, hello_seq, deliver, frames, acks, rotations, psk, auth, arrivals, mine, stop };
+        match lane {
+            Lane::Data => open.serve().await,
+            Lane::Control => drop(control.spawn(open.serve())),
+        }
+    }
+}
+
+/// An accepted connection past its `Hello`.
+struct Open {
+    from: PeerId,
+    lane: Lane,
+    hello_seq: u64,
+    deliver: mpsc::Sender<Inbound>,
+    frames: FramedRead<ReadHalf, PeerCodec>,
+    acks: FramedWrite<WriteHalf, PeerCodec>,
+    rotations: watch::Receiver<u64>,
+    /// The link key it was accepted under (none when insecure).
+    psk: Option<[u8; 32]>,
+    auth: Arc<PeerAuth>,
+    arrivals: Arc<Arrivals>,
+    /// Cancelled when a newer connection from the same sender run and lane supersedes this one.
+    mine: CancellationToken,
+    stop: CancellationToken,
+}
+
+impl Open {
+    /// Reads frames and acknowledges them until the connection ends.
+    async fn serve(self) {
+        let Open {
+            from,
+            lane,
+            hello_seq,
+            deliver,
+            mut frames,
+            mut acks,
+            mut rotations,
+            psk,
+            auth,
+            arrivals,
+            mine,
+            stop,
+        } = self;
+        let sender = (from.node.clone(), from.incarnation, lane);
         let mut clock = AckClock::default();
         clock.received(hello_seq);
         let mut tick = tokio::time::interval(ACK_EVERY);

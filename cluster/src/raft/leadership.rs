@@ -121,7 +121,13 @@ pub(super) async fn run(node: Arc<RaftNode>) {
         }
         publish(&node, view);
     }
-    publish(&node, Leadership { leader: None, term: node.leadership.borrow().term, is_me: false });
+    // The term is read in a statement of its own: a `borrow()` inside `publish`'s arguments would
+    // hold the watch's read lock through `send_if_modified`, which takes its write lock on this same
+    // thread and never gets it (std's RwLock is not reentrant). That blocks the worker it runs on for
+    // good; on a runtime of one worker openraft's core with it, so `Raft::shutdown` never returns and
+    // the stopped node keeps its store.
+    let term = node.leadership.borrow().term;
+    publish(&node, Leadership { leader: None, term, is_me: false });
 }
 
 fn publish(node: &RaftNode, view: Leadership) {

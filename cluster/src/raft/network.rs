@@ -94,6 +94,9 @@ pub(crate) struct Rpc {
     reachability: Reachability,
     /// When this node last accepted an append (a heartbeat included) from a leader of its term.
     last_append: Mutex<Option<Instant>>,
+    /// The runtime raft was started on (the raft runtime, see [`crate::runtimes`]): requests are
+    /// served there whichever lane brought them.
+    runtime: tokio::runtime::Handle,
 }
 
 /// Forgets a request when its caller stops waiting (answered, timed out or cancelled by openraft).
@@ -109,6 +112,7 @@ impl Drop for PendingGuard<'_> {
 }
 
 impl Rpc {
+    /// Call on the runtime raft runs on.
     pub(crate) fn new(shared: Arc<Shared>) -> Rpc {
         Rpc {
             shared,
@@ -116,6 +120,7 @@ impl Rpc {
             pending: Mutex::default(),
             reachability: Reachability::default(),
             last_append: Mutex::new(None),
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 
@@ -208,7 +213,7 @@ impl Rpc {
     pub(crate) fn on_request(self: &Arc<Self>, raft: &Raft, from: NodeId, id: u64, body: Vec<u8>) {
         let rpc = Arc::clone(self);
         let raft = raft.clone();
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             let request = match serde_json::from_slice::<RpcRequest>(&body) {
                 Ok(request) => request,
                 Err(error) => {
