@@ -10,7 +10,9 @@
 //! (a count needs nothing to fit with), then the counts again when they changed. Those pushes have a
 //! pace of their own that slows as the counts-only members grow: every push is one frame per member,
 //! and only the latest count matters, so a huge room is told less often rather than flooded
-//! ([`COUNT_DELIVERIES_PER_SECOND`]).
+//! ([`COUNT_DELIVERIES_PER_SECOND`]). One push goes out in slices of [`COUNT_SLICE`] members
+//! [`COUNT_SLICE_GAP`] apart: the socket threads (and the clients) then write a thousand frames at a
+//! time between other work, such as joins, rather than every member's frame in one burst.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -44,8 +46,10 @@ pub struct PresenceActor {
     counts_pace: Pace,
     /// `presence_state`'s payload for the set as it is; `None` once the set changed.
     state_json: Option<Arc<str>>,
-    /// The counts last sent to counts-only members.
+    /// The counts of the last count push (told to every counts-only member once `counts_left` is empty).
     counts_sent: Option<Counts>,
+    /// Counts-only members the push under way has yet to tell.
+    counts_left: Vec<ConnId>,
     /// The cluster's replica of other nodes' entries; `None` on a single node.
     cluster: Option<ClusterHandle>,
     cluster_topic: String,
@@ -60,6 +64,10 @@ type Counts = (usize, usize);
 pub const COUNT_DELIVERIES_PER_SECOND: u32 = 20_000;
 /// However many members, the counts are told at least this often while they change.
 pub const COUNTS_SLOWEST: Duration = Duration::from_secs(2);
+
+/// Counts-only members told at a time during one count push, and the pause between two slices.
+pub const COUNT_SLICE: usize = 1_000;
+pub const COUNT_SLICE_GAP: Duration = Duration::from_millis(10);
 
 /// The least time between two count pushes to `members` counts-only members.
 fn counts_interval(members: usize, batch: Duration) -> Duration {
@@ -94,6 +102,7 @@ impl PresenceActor {
             counts_pace: Pace::new(batch),
             state_json: None,
             counts_sent: None,
+            counts_left: Vec::new(),
             cluster,
             cluster_topic,
         }
@@ -171,24 +180,47 @@ impl PresenceActor {
         }
         self.counts_pace.set_interval(counts_interval(members, self.batch_interval));
         match self.counts_pace.on_change(Instant::now()) {
-            Due::Now => self.send_counts(),
+            Due::Now => self.send_counts(ctx),
             Due::After(wait) => {
-                ctx.run_later(wait, |actor, _| actor.send_counts());
+                ctx.run_later(wait, |actor, ctx| actor.send_counts(ctx));
             }
             Due::Scheduled => {}
         }
     }
 
-    /// Tells the counts-only members the counts, if they changed since last told.
-    fn send_counts(&mut self) {
+    /// Starts telling the counts-only members the counts, if they changed since last told. While a
+    /// push is still going out nothing starts: its end looks at the counts again.
+    fn send_counts(&mut self, ctx: &mut Context<Self>) {
         self.counts_pace.flushed(Instant::now());
         let counts = self.counts();
-        if self.counts_sent == Some(counts) {
+        if !self.counts_left.is_empty() || self.counts_sent == Some(counts) {
             return;
         }
         self.counts_sent = Some(counts);
+        self.counts_left = self.subscribers.values().filter(|m| m.counts_only).map(|m| m.conn).collect();
+        self.send_counts_slice(ctx);
+    }
+
+    /// Tells the next [`COUNT_SLICE`] members of the push under way; schedules the rest.
+    fn send_counts_slice(&mut self, ctx: &mut Context<Self>) {
+        let Some(counts) = self.counts_sent else { return };
+        let slice = self.counts_left.split_off(self.counts_left.len().saturating_sub(COUNT_SLICE));
         let topic = &self.topic;
-        fan_out(&mut self.subscribers, |member| member.counts_only, |vsn| counts_frame(topic, vsn, counts));
+        let mut frames: [Option<WireFrame>; 2] = [None, None];
+        for conn in slice {
+            let Some(member) = self.subscribers.get(&conn) else { continue };
+            let frame =
+                frames[member.vsn.index()].get_or_insert_with(|| counts_frame(topic, member.vsn, counts));
+            if member.outbox.offer(frame.clone(), None) != Offer::Queued {
+                self.subscribers.remove(&conn);
+            }
+        }
+        if self.counts_left.is_empty() {
+            // The counts may have changed while the push went out.
+            self.counts_may_have_changed(ctx);
+        } else {
+            ctx.run_later(COUNT_SLICE_GAP, |actor, ctx| actor.send_counts_slice(ctx));
+        }
     }
 }
 
