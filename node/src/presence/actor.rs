@@ -123,10 +123,16 @@ impl PresenceActor {
         metrics().presence_events.increment(1);
         self.state_json = None;
         self.batch.add(diff);
-        match self.pace.on_change(Instant::now()) {
-            Due::Now => self.flush(ctx),
+        let due = self.pace.on_change(Instant::now());
+        self.when_due(due, ctx, Self::flush);
+    }
+
+    /// Runs `send` now, or after the wait `due` names; nothing when a run is already scheduled.
+    fn when_due(&mut self, due: Due, ctx: &mut Context<Self>, send: fn(&mut Self, &mut Context<Self>)) {
+        match due {
+            Due::Now => send(self, ctx),
             Due::After(wait) => {
-                ctx.run_later(wait, |actor, ctx| actor.flush(ctx));
+                ctx.run_later(wait, send);
             }
             Due::Scheduled => {}
         }
@@ -179,13 +185,8 @@ impl PresenceActor {
             return;
         }
         self.counts_pace.set_interval(counts_interval(members, self.batch_interval));
-        match self.counts_pace.on_change(Instant::now()) {
-            Due::Now => self.send_counts(ctx),
-            Due::After(wait) => {
-                ctx.run_later(wait, |actor, ctx| actor.send_counts(ctx));
-            }
-            Due::Scheduled => {}
-        }
+        let due = self.counts_pace.on_change(Instant::now());
+        self.when_due(due, ctx, Self::send_counts);
     }
 
     /// Starts telling the counts-only members the counts, if they changed since last told. While a
