@@ -62,6 +62,13 @@ async fn until_keys(c: &mut Client, view: &mut View, diffs: &mut usize, want: &[
     }
 }
 
+/// A join that asks for the presence counts only (key `fan`, not tracking).
+fn counts_only_config() -> Value {
+    let mut join = config(false, false, "fan", false);
+    join["presence"]["counts_only"] = json!(true);
+    join
+}
+
 async fn track_ok(c: &mut Client, jr: &str, topic: &str, meta: Value) {
     let r = c
         .push(Some(jr), topic, "presence", &json!({"type": "presence", "event": "track", "payload": meta}))
@@ -129,10 +136,8 @@ async fn t39_counts_only_members_get_counts_not_metas() {
     for vsn in VSNS {
         let sub = unique("stadium");
         let topic = format!("realtime:{sub}");
-        let counts_only = json!({"broadcast": {"self": false}, "presence": {"key": "fan", "enabled": false,
-                                 "counts_only": true}, "postgres_changes": [], "private": false});
         let mut fan = server.client(vsn).await;
-        let fan_jr = fan.join_ok(&topic, counts_only).await;
+        let fan_jr = fan.join_ok(&topic, counts_only_config()).await;
         let expect_counts = |frame: &Value, count: u64, keys: u64| {
             assert_eq!(frame["topic"], topic.as_str(), "{frame}");
             assert_eq!(
@@ -183,10 +188,8 @@ async fn t39b_counts_only_members_do_not_wait_for_the_batch() {
     let b_jr = b.join_ok(&topic, config(false, false, "bob", false)).await;
     track_ok(&mut b, &b_jr, &topic, json!({})).await;
 
-    let counts_only = json!({"broadcast": {"self": false}, "presence": {"key": "fan", "enabled": false,
-                             "counts_only": true}, "postgres_changes": [], "private": false});
     let mut fan = server.client(Vsn::V2).await;
-    fan.join_ok(&topic, counts_only).await;
+    fan.join_ok(&topic, counts_only_config()).await;
     let counts = fan.expect_event("system", T).await;
     assert_eq!(counts["payload"]["count"], 2, "bob's pending track is counted: {counts}");
     observer.expect_silence(QUIET).await;

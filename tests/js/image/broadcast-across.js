@@ -11,6 +11,7 @@
 const crypto = require('node:crypto');
 const WebSocket = require('ws');
 const { RealtimeClient } = require('@supabase/realtime-js');
+const { sleep, waitFor } = require('../wait');
 
 const TOTAL_MS = 60000;
 // A node learns that a peer has members on a topic from the peer's member counts, a moment after the join:
@@ -23,18 +24,6 @@ const secret = process.env.REALTIME_JWT_SECRET;
 if (!urlA || !urlB || !secret) {
   console.error('usage: REALTIME_JWT_SECRET=… node broadcast-across.js <http url of node A> <http url of node B>');
   process.exit(2);
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitFor(predicate, ms, label) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await predicate();
-    if (value) return value;
-    if (Date.now() >= deadline) throw new Error(`timeout after ${ms} ms waiting for ${label}`);
-    await sleep(20);
-  }
 }
 
 function token(sub) {

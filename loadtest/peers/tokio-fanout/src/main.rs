@@ -244,7 +244,7 @@ impl Member<'_> {
         loop {
             tokio::select! {
                 _ = &mut publish => return Ok(()),
-                n = self.rx.recv_many(&mut self.batch, BATCH), if self.batch.is_empty() => {
+                n = self.rx.recv_many(&mut self.batch, BATCH) => {
                     if n > 0 {
                         write_frames(&mut self.stream, &mut self.batch).await?;
                     }
